@@ -1,0 +1,147 @@
+"""The ``careknot`` command line: one verb per service, plus the tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from careknot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _run(coro: Coroutine[Any, Any, int | None]) -> int:
+    try:
+        return asyncio.run(coro) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.stack import up
+
+    return up(settings, simulate=args.simulate, state_file=args.state_file)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.service import run
+
+    return _run(run(settings))
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker import run
+
+    return run(settings)
+
+
+def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from ws_gateway.server import run
+
+    return _run(run(settings))
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from simulators.city import CityConfig, run
+
+    config = CityConfig(
+        caregivers=args.caregivers,
+        homes=args.homes,
+        fix_interval_s=args.fix_interval,
+        falls_per_minute=args.falls_per_minute,
+        seed=args.seed,
+    )
+    return _run(run(settings, config))
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.storage.postgres import Database
+
+    async def migrate() -> int:
+        async with Database(settings) as db:
+            applied = await db.migrate()
+        print(f"schema {settings.namespace}: applied {applied or 'nothing (up to date)'}")
+        return 0
+
+    return _run(migrate())
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot import tokens
+
+    claims = tokens.Claims(
+        role=args.role,
+        sub=args.subject,
+        agency=args.agency,
+        exp=time.time() + (args.ttl or settings.token_ttl_s),
+        patients=args.patient or [],
+    )
+    print(tokens.issue(claims, settings.token_secret))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.bench import run_bench
+
+    return _run(run_bench(settings, args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="careknot", description=__doc__)
+    p.add_argument("-l", "--log-level", default="info")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    up = sub.add_parser("up", help="run the whole system on this machine")
+    up.add_argument("--simulate", action="store_true", help="add the simulated city")
+    up.add_argument("--state-file", help="write the URLs and a dispatcher token here as JSON")
+    up.set_defaults(func=cmd_up)
+
+    for verb, func, text in (
+        ("ingest", cmd_ingest, "MQTT to Kafka ingest"),
+        ("worker", cmd_worker, "the Faust stream worker"),
+        ("gateway", cmd_gateway, "the WebSocket gateway and web console"),
+        ("migrate", cmd_migrate, "create or update the Postgres schema"),
+    ):
+        sub.add_parser(verb, help=text).set_defaults(func=func)
+
+    sim = sub.add_parser("simulate", help="a simulated city of caregivers and homes")
+    sim.add_argument("--caregivers", type=int, default=50)
+    sim.add_argument("--homes", type=int, default=200)
+    sim.add_argument("--fix-interval", type=float, default=3.0)
+    sim.add_argument("--falls-per-minute", type=float, default=0.5)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.set_defaults(func=cmd_simulate)
+
+    tok = sub.add_parser("token", help="issue a signed gateway token")
+    tok.add_argument("--role", required=True, choices=["caregiver", "family", "dispatcher"])
+    tok.add_argument("--subject", required=True)
+    tok.add_argument("--agency", required=True)
+    tok.add_argument("--patient", action="append", help="a relative a family member may see")
+    tok.add_argument("--ttl", type=int, help="seconds (default: CAREKNOT_TOKEN_TTL_S)")
+    tok.set_defaults(func=cmd_token)
+
+    bench = sub.add_parser("bench", help="measure a hot path")
+    bench.add_argument("what", choices=["fall-to-offer"])
+    bench.add_argument("--falls", type=int, default=100)
+    bench.add_argument("--output", default="bench-results")
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace, Settings], int] = args.func
+    return func(args, Settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Message contracts: MQTT payloads (v1), Kafka events between services, WebSocket frames.
+
+MQTT and WebSocket shapes are the product's interface: change them only additively.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEVICE_EVENT_TYPES = (
+    "fall",
+    "sos",
+    "dose_taken",
+    "dose_missed",
+    "dispenser_tamper",
+    "motion",
+    "door_open",
+    "door_closed",
+)
+DeviceEventType = Literal[
+    "fall",
+    "sos",
+    "dose_taken",
+    "dose_missed",
+    "dispenser_tamper",
+    "motion",
+    "door_open",
+    "door_closed",
+]
+IncidentState = Literal["open", "offered", "assigned", "escalated", "resolved"]
+OfferOutcome = Literal["assigned", "taken", "expired", "cancelled"]
+Role = Literal["caregiver", "family", "dispatcher"]
+
+
+# ---------------------------------------------------------------- MQTT payloads (contract)
+
+
+class LocationPayload(BaseModel):
+    """OwnTracks-compatible location published by a caregiver's phone."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    type_: Literal["location"] = Field(default="location", alias="_type")
+    lat: float = Field(ge=-90.0, le=90.0, allow_inf_nan=False)
+    lon: float = Field(ge=-180.0, le=180.0, allow_inf_nan=False)
+    tst: int = Field(gt=0, description="epoch seconds of the fix")
+    acc: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    vel: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    cog: float | None = Field(default=None, allow_inf_nan=False)
+    batt: int | None = Field(default=None, ge=0, le=100)
+    alt: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class DeviceEventPayload(BaseModel):
+    """An event from a home device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: DeviceEventType
+    ts: float = Field(gt=0, allow_inf_nan=False)
+    seq: int = Field(ge=0)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- Kafka events (internal)
+
+
+class Fix(BaseModel):
+    """An accepted caregiver location, as carried on the fixes topic."""
+
+    event_id: str
+    agency_id: str
+    caregiver_id: str
+    lat: float
+    lon: float
+    ts: float
+    acc: float | None = None
+    vel: float | None = None
+    batt: int | None = None
+    received_at: float
+
+
+class DeviceEvent(BaseModel):
+    """A validated device event, as carried on the device-events topic."""
+
+    event_id: str
+    agency_id: str
+    device_id: str
+    type: DeviceEventType
+    ts: float
+    seq: int
+    data: dict[str, Any] = Field(default_factory=dict)
+    received_at: float
+    published_at: float | None = Field(
+        default=None, description="device-side publish time when the device sends it (data.sent_at)"
+    )
+
+
+class DeadLetter(BaseModel):
+    """Input refused at a boundary, with the reason in a machine-readable code."""
+
+    reason: str
+    detail: str = ""
+    source: str = Field(description="MQTT topic or WebSocket subject it came from")
+    payload: str = Field(description="the raw input, truncated")
+    received_at: float
+
+
+class OfferAnswer(BaseModel):
+    """A caregiver's accept or decline, forwarded by the gateway."""
+
+    answer_id: str
+    offer_id: str
+    incident_id: str
+    caregiver_id: str
+    agency_id: str
+    answer: Literal["accept", "decline"]
+    reason: str | None = None
+    at: float
+
+
+# ---------------------------------------------------------------- WebSocket frames (contract)
+
+
+class IncidentSummary(BaseModel):
+    """What a caregiver sees of an incident in an offer."""
+
+    incident_id: str
+    kind: str
+    severity: int
+    lat: float = Field(description="patient's approximate location (rounded)")
+    lon: float
+    distance_m: float
+    eta_s: float
+
+
+class OfferFrame(BaseModel):
+    type: Literal["offer"] = "offer"
+    offer_id: str
+    incident: IncidentSummary
+    expires_at: float
+
+
+class OfferResultFrame(BaseModel):
+    type: Literal["offer_result"] = "offer_result"
+    offer_id: str
+    outcome: OfferOutcome
+
+
+class IncidentFrame(BaseModel):
+    type: Literal["incident"] = "incident"
+    incident_id: str
+    patient_id: str
+    kind: str
+    state: IncidentState
+    assignee_id: str | None = None
+    assignee_name: str | None = None
+    eta_s: float | None = None
+    at: float
+
+
+class LocationFrame(BaseModel):
+    type: Literal["location"] = "location"
+    caregiver_id: str
+    lat: float
+    lon: float
+    h3: str
+    ts: float
+    status: str

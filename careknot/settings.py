@@ -1,0 +1,63 @@
+"""Typed settings, read from ``CAREKNOT_*`` environment variables.
+
+Defaults work on one machine with the development servers; every URL can be pointed at
+production servers (see README, "Production").
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_TOKEN_SECRET = "careknot-dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """Everything a CareKnot process needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(env_prefix="CAREKNOT_", extra="ignore")
+
+    namespace: str = Field(
+        default="ck",
+        pattern=r"^[a-z][a-z0-9_]{0,30}$",
+        description="Prefix of Kafka topics and Redis keys, and the Postgres schema.",
+    )
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_share_group: str = "careknot-ingest"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_partitions: int = 4
+    kafka_fetch_max_wait_ms: int = 10
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8765
+    token_secret: str = DEV_TOKEN_SECRET
+    token_ttl_s: int = 12 * 3600
+    worker_datadir: str = ".careknot/worker"
+    # dispatch
+    offer_window_s: float = 45.0
+    offer_wave_size: int = 1
+    max_waves: int = 3
+    search_max_k: int = 20
+    position_stale_s: float = 120.0
+    # ingest limits
+    max_payload_bytes: int = 4096
+    max_clock_skew_s: float = 300.0
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port(self) -> int:
+        return urlsplit(self.mqtt_url).port or 1883
+
+    def topic(self, name: str) -> str:
+        """Kafka topic name in this namespace."""
+        return f"{self.namespace}.{name}"
+
+    def key(self, *parts: str) -> str:
+        """Redis key in this namespace."""
+        return ":".join((self.namespace, *parts))

@@ -1,0 +1,1 @@
+"""Storage adapters: the only modules that know asyncpg and redis."""

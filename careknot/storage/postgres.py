@@ -1,0 +1,224 @@
+"""Postgres adapter: the record (registry, incidents, offers, append-only events).
+
+Every write that can be replayed is idempotent on its key: incidents on the source event id,
+offers on (incident, caregiver), events on ``event_key``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from careknot.errors import StorageError
+from careknot.settings import Settings
+from careknot.storage.schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+
+def ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CaregiverRow:
+    id: str
+    agency_id: str
+    name: str
+    skills: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRow:
+    id: str
+    agency_id: str
+    name: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    id: str
+    agency_id: str
+    patient_id: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    event_key: str
+    agency_id: str
+    incident_id: str | None
+    kind: str
+    actor: str
+    at: float
+    payload: dict[str, Any]
+
+
+class Database:
+    """A pool on the namespace's schema; ``async with Database(settings) as db``."""
+
+    def __init__(self, settings: Settings, *, max_size: int = 10) -> None:
+        self._settings = settings
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def __aenter__(self) -> Database:
+        schema = self._settings.namespace
+        try:
+            await self._ensure_schema(schema)
+            self._pool = await asyncpg.create_pool(
+                self._settings.postgres_dsn,
+                min_size=1,
+                max_size=self._max_size,
+                server_settings={"search_path": schema},
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StorageError(f"cannot connect to Postgres: {exc}") from exc
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _ensure_schema(self, schema: str) -> None:
+        conn = await asyncpg.connect(self._settings.postgres_dsn)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        except asyncpg.UniqueViolationError:
+            pass  # created concurrently by another process
+        finally:
+            await conn.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StorageError("database is not open")
+        return self._pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    # ------------------------------------------------------------ migrations
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations not yet applied; returns the versions applied now."""
+        applied: list[int] = []
+        async with self.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(7277001)")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, sql in MIGRATIONS:
+                if version not in done:
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations(version) VALUES ($1)", version)
+                    applied.append(version)
+        return applied
+
+    # ------------------------------------------------------------ registry
+
+    async def upsert_agency(self, agency_id: str, name: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO agencies(id, name) VALUES ($1, $2)"
+            " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+            agency_id,
+            name,
+        )
+
+    async def upsert_caregivers(self, rows: Sequence[CaregiverRow]) -> None:
+        await self.pool.executemany(
+            "INSERT INTO caregivers(id, agency_id, name, skills) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (id) DO UPDATE SET agency_id = EXCLUDED.agency_id,"
+            " name = EXCLUDED.name, skills = EXCLUDED.skills",
+            [(r.id, r.agency_id, r.name, list(r.skills)) for r in rows],
+        )
+
+    async def upsert_patients(self, rows: Sequence[PatientRow]) -> None:
+        await self.pool.executemany(
+            "INSERT INTO patients(id, agency_id, name, lat, lon) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (id) DO UPDATE SET agency_id = EXCLUDED.agency_id,"
+            " name = EXCLUDED.name, lat = EXCLUDED.lat, lon = EXCLUDED.lon",
+            [(r.id, r.agency_id, r.name, r.lat, r.lon) for r in rows],
+        )
+
+    async def upsert_devices(self, rows: Sequence[DeviceRow]) -> None:
+        await self.pool.executemany(
+            "INSERT INTO devices(id, agency_id, patient_id, kind) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (id) DO UPDATE SET agency_id = EXCLUDED.agency_id,"
+            " patient_id = EXCLUDED.patient_id, kind = EXCLUDED.kind",
+            [(r.id, r.agency_id, r.patient_id, r.kind) for r in rows],
+        )
+
+    async def device(self, device_id: str) -> DeviceRow | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, agency_id, patient_id, kind FROM devices WHERE id = $1", device_id
+        )
+        return DeviceRow(**dict(row)) if row else None
+
+    async def caregiver(self, caregiver_id: str) -> CaregiverRow | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, agency_id, name, skills FROM caregivers WHERE id = $1", caregiver_id
+        )
+        if row is None:
+            return None
+        return CaregiverRow(row["id"], row["agency_id"], row["name"], tuple(row["skills"]))
+
+    async def patient(self, patient_id: str) -> PatientRow | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, agency_id, name, lat, lon FROM patients WHERE id = $1", patient_id
+        )
+        return PatientRow(**dict(row)) if row else None
+
+    # ------------------------------------------------------------ events
+
+    async def append_events(self, conn: asyncpg.Connection, events: Sequence[EventRow]) -> None:
+        """Append to the event log; a replayed event (same key) is ignored."""
+        await conn.executemany(
+            "INSERT INTO events(event_key, agency_id, incident_id, kind, actor, at, payload)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (event_key) DO NOTHING",
+            [
+                (
+                    e.event_key,
+                    e.agency_id,
+                    uuid.UUID(e.incident_id) if e.incident_id else None,
+                    e.kind,
+                    e.actor,
+                    ts(e.at),
+                    json.dumps(e.payload),
+                )
+                for e in events
+            ],
+        )
+
+    async def incident_events(self, incident_id: str) -> list[EventRow]:
+        rows = await self.pool.fetch(
+            "SELECT event_key, agency_id, incident_id, kind, actor, at, payload FROM events"
+            " WHERE incident_id = $1 ORDER BY seq",
+            uuid.UUID(incident_id),
+        )
+        return [
+            EventRow(
+                r["event_key"],
+                r["agency_id"],
+                str(r["incident_id"]),
+                r["kind"],
+                r["actor"],
+                r["at"].timestamp(),
+                json.loads(r["payload"]),
+            )
+            for r in rows
+        ]

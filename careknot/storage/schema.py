@@ -1,0 +1,76 @@
+"""The Postgres schema, as an ordered list of migrations; applying them twice is harmless."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE IF NOT EXISTS agencies (
+            id text PRIMARY KEY,
+            name text NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS caregivers (
+            id text PRIMARY KEY,
+            agency_id text NOT NULL REFERENCES agencies(id),
+            name text NOT NULL,
+            skills text[] NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE IF NOT EXISTS patients (
+            id text PRIMARY KEY,
+            agency_id text NOT NULL REFERENCES agencies(id),
+            name text NOT NULL,
+            lat double precision NOT NULL,
+            lon double precision NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS devices (
+            id text PRIMARY KEY,
+            agency_id text NOT NULL REFERENCES agencies(id),
+            patient_id text NOT NULL REFERENCES patients(id),
+            kind text NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS incidents (
+            id uuid PRIMARY KEY,
+            agency_id text NOT NULL REFERENCES agencies(id),
+            patient_id text NOT NULL REFERENCES patients(id),
+            device_id text REFERENCES devices(id),
+            source_event_id text NOT NULL UNIQUE,
+            kind text NOT NULL,
+            severity smallint NOT NULL,
+            state text NOT NULL CHECK (state IN ('open','offered','assigned','escalated','resolved')),
+            assignee_id text REFERENCES caregivers(id),
+            wave smallint NOT NULL DEFAULT 0,
+            opened_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS incidents_open ON incidents (state)
+            WHERE state IN ('open', 'offered');
+        CREATE TABLE IF NOT EXISTS offers (
+            id uuid PRIMARY KEY,
+            incident_id uuid NOT NULL REFERENCES incidents(id),
+            caregiver_id text NOT NULL REFERENCES caregivers(id),
+            wave smallint NOT NULL,
+            state text NOT NULL CHECK (
+                state IN ('pending','accepted','declined','expired','taken','cancelled')),
+            distance_m double precision NOT NULL,
+            eta_s double precision NOT NULL,
+            offered_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            answered_at timestamptz,
+            UNIQUE (incident_id, caregiver_id)
+        );
+        CREATE INDEX IF NOT EXISTS offers_pending ON offers (expires_at) WHERE state = 'pending';
+        CREATE TABLE IF NOT EXISTS events (
+            seq bigserial PRIMARY KEY,
+            event_key text NOT NULL UNIQUE,
+            agency_id text NOT NULL,
+            incident_id uuid,
+            kind text NOT NULL,
+            actor text NOT NULL,
+            at timestamptz NOT NULL,
+            payload jsonb NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX IF NOT EXISTS events_incident ON events (incident_id, seq);
+        """,
+    ),
+]
