@@ -12,6 +12,7 @@ channel ``{ns}:out:{recipient}``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -80,7 +81,6 @@ class Outbox:
 
     async def since(self, recipient: str, last_seq: int) -> list[bytes]:
         """Messages kept for ``recipient`` with seq > ``last_seq``, oldest first."""
-        entries = await self._redis.xrange(self._settings.key("outbox", recipient))
-        return [
-            fields[b"msg"] for _id, fields in entries if int(fields[b"seq"]) > last_seq
-        ]
+        key = self._settings.key("outbox", recipient)
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await self._redis.xrange(key))
+        return [fields[b"msg"] for _id, fields in entries if int(fields[b"seq"]) > last_seq]

@@ -16,12 +16,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from careknot.errors import StorageError
 from careknot.settings import Settings
 from careknot.storage.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
+
+Conn = PoolConnectionProxy[asyncpg.Record]
 
 
 def ts(epoch: float) -> datetime:
@@ -106,7 +109,7 @@ class Database:
         return self._pool
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[Conn]:
         async with self.pool.acquire() as conn, conn.transaction():
             yield conn
 
@@ -125,7 +128,9 @@ class Database:
             for version, sql in MIGRATIONS:
                 if version not in done:
                     await conn.execute(sql)
-                    await conn.execute("INSERT INTO schema_migrations(version) VALUES ($1)", version)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations(version) VALUES ($1)", version
+                    )
                     applied.append(version)
         return applied
 
@@ -185,7 +190,7 @@ class Database:
 
     # ------------------------------------------------------------ events
 
-    async def append_events(self, conn: asyncpg.Connection, events: Sequence[EventRow]) -> None:
+    async def append_events(self, conn: Conn, events: Sequence[EventRow]) -> None:
         """Append to the event log; a replayed event (same key) is ignored."""
         await conn.executemany(
             "INSERT INTO events(event_key, agency_id, incident_id, kind, actor, at, payload)"

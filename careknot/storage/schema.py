@@ -37,7 +37,8 @@ MIGRATIONS: list[tuple[int, str]] = [
             source_event_id text NOT NULL UNIQUE,
             kind text NOT NULL,
             severity smallint NOT NULL,
-            state text NOT NULL CHECK (state IN ('open','offered','assigned','escalated','resolved')),
+            state text NOT NULL CHECK (
+                state IN ('open', 'offered', 'assigned', 'escalated', 'resolved')),
             assignee_id text REFERENCES caregivers(id),
             wave smallint NOT NULL DEFAULT 0,
             opened_at timestamptz NOT NULL,

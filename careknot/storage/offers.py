@@ -1,0 +1,197 @@
+"""Answers to offers, and offers that ran out of time, as atomic Postgres transactions.
+
+Exactly one acceptance wins: the incident moves from ``offered`` to ``assigned`` under a
+conditional update, so of two accepts racing through different processes the second finds
+the incident already assigned and its offer is marked ``taken``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from careknot.storage.incidents import Answered, Expired, event
+from careknot.storage.postgres import Conn, Database, ts
+
+
+class OfferStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def accept(self, offer_id: str, caregiver_id: str, now: float) -> Answered | None:
+        """Take an acceptance; None when the offer is not this caregiver's."""
+        async with self._db.transaction() as conn:
+            offer = await self._lock_offer(conn, offer_id, caregiver_id)
+            if offer is None:
+                return None
+            iid, agency = str(offer["incident_id"]), offer["agency_id"]
+            if offer["state"] != "pending" or offer["expires_at"].timestamp() <= now:
+                return Answered(
+                    iid,
+                    f"offer_{offer['state']}" if offer["state"] != "pending" else "offer_expired",
+                )
+            won = await conn.fetchval(
+                "UPDATE incidents SET state = 'assigned', assignee_id = $2, updated_at = $3"
+                " WHERE id = $1 AND state = 'offered' RETURNING id",
+                offer["incident_id"],
+                caregiver_id,
+                ts(now),
+            )
+            if won is None:
+                await self._set_state(conn, offer_id, "taken", now)
+                return Answered(iid, "taken")
+            await self._set_state(conn, offer_id, "accepted", now)
+            taken = await conn.fetch(
+                "UPDATE offers SET state = 'taken', answered_at = $2"
+                " WHERE incident_id = $1 AND state = 'pending' RETURNING id, caregiver_id",
+                offer["incident_id"],
+                ts(now),
+            )
+            result = Answered(
+                iid, "assigned", offer["eta_s"], [(str(r["id"]), r["caregiver_id"]) for r in taken]
+            )
+            await self._db.append_events(
+                conn,
+                [
+                    event(
+                        f"{offer_id}:accepted",
+                        agency,
+                        iid,
+                        "offer_accepted",
+                        f"caregiver:{caregiver_id}",
+                        now,
+                        offer_id=offer_id,
+                    ),
+                    event(
+                        f"{iid}:assigned",
+                        agency,
+                        iid,
+                        "incident_assigned",
+                        "dispatcher",
+                        now,
+                        caregiver_id=caregiver_id,
+                        eta_s=round(offer["eta_s"], 1),
+                    ),
+                    *(
+                        event(
+                            f"{oid}:taken",
+                            agency,
+                            iid,
+                            "offer_taken",
+                            "dispatcher",
+                            now,
+                            offer_id=oid,
+                            caregiver_id=cg,
+                        )
+                        for oid, cg in result.taken
+                    ),
+                ],
+            )
+        return result
+
+    async def decline(
+        self, offer_id: str, caregiver_id: str, reason: str | None, now: float
+    ) -> Answered | None:
+        """Take a decline; None when the offer is not this caregiver's."""
+        async with self._db.transaction() as conn:
+            offer = await self._lock_offer(conn, offer_id, caregiver_id)
+            if offer is None:
+                return None
+            iid = str(offer["incident_id"])
+            if offer["state"] != "pending":
+                return Answered(iid, f"offer_{offer['state']}")
+            await self._set_state(conn, offer_id, "declined", now)
+            await self._db.append_events(
+                conn,
+                [
+                    event(
+                        f"{offer_id}:declined",
+                        offer["agency_id"],
+                        iid,
+                        "offer_declined",
+                        f"caregiver:{caregiver_id}",
+                        now,
+                        offer_id=offer_id,
+                        reason=reason or "",
+                    )
+                ],
+            )
+            closed = await self._wave_closed(conn, offer["incident_id"])
+        return Answered(iid, "declined", wave_closed=closed)
+
+    async def expire_due(self, now: float) -> tuple[list[Expired], set[str]]:
+        """Expire pending offers past their window; also returns incidents whose wave closed."""
+        async with self._db.transaction() as conn:
+            rows = await conn.fetch(
+                "UPDATE offers o SET state = 'expired', answered_at = $1 FROM incidents i"
+                " WHERE o.state = 'pending' AND o.expires_at <= $1 AND i.id = o.incident_id"
+                " RETURNING o.id, o.incident_id, o.caregiver_id, i.agency_id",
+                ts(now),
+            )
+            expired = [
+                Expired(str(r["id"]), str(r["incident_id"]), r["caregiver_id"]) for r in rows
+            ]
+            await self._db.append_events(
+                conn,
+                [
+                    event(
+                        f"{e.offer_id}:expired",
+                        r["agency_id"],
+                        e.incident_id,
+                        "offer_expired",
+                        "timer",
+                        now,
+                        offer_id=e.offer_id,
+                        caregiver_id=e.caregiver_id,
+                    )
+                    for e, r in zip(expired, rows, strict=True)
+                ],
+            )
+            closed = set()
+            for iid in {r["incident_id"] for r in rows}:
+                if await self._wave_closed(conn, iid):
+                    closed.add(str(iid))
+        return expired, closed
+
+    async def waiting_incidents(self) -> list[str]:
+        """Incidents offered but with no pending offer: a wave closed while no one was running."""
+        rows = await self._db.pool.fetch(
+            "SELECT i.id FROM incidents i WHERE i.state IN ('open', 'offered') AND NOT EXISTS"
+            " (SELECT 1 FROM offers o WHERE o.incident_id = i.id AND o.state = 'pending')"
+        )
+        return [str(r["id"]) for r in rows]
+
+    async def _lock_offer(
+        self, conn: Conn, offer_id: str, caregiver_id: str
+    ) -> asyncpg.Record | None:
+        try:
+            oid = uuid.UUID(offer_id)
+        except ValueError:
+            return None
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "SELECT o.incident_id, o.state, o.expires_at, o.eta_s, i.agency_id FROM offers o"
+            " JOIN incidents i ON i.id = o.incident_id"
+            " WHERE o.id = $1 AND o.caregiver_id = $2 FOR UPDATE OF o",
+            oid,
+            caregiver_id,
+        )
+        return row
+
+    async def _set_state(self, conn: Conn, offer_id: str, state: str, now: float) -> None:
+        await conn.execute(
+            "UPDATE offers SET state = $2, answered_at = $3 WHERE id = $1",
+            uuid.UUID(offer_id),
+            state,
+            ts(now),
+        )
+
+    async def _wave_closed(self, conn: Conn, incident_id: uuid.UUID) -> bool:
+        return bool(
+            await conn.fetchval(
+                "SELECT i.state = 'offered' AND NOT EXISTS (SELECT 1 FROM offers o"
+                " WHERE o.incident_id = i.id AND o.state = 'pending')"
+                " FROM incidents i WHERE i.id = $1",
+                incident_id,
+            )
+        )

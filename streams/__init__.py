@@ -1,0 +1,1 @@
+"""The Faust app and its agents: thin loops that feed the pure core and write results."""

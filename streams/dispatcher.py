@@ -1,0 +1,262 @@
+"""Dispatch orchestration: from a device event to offers, answers, timeouts and escalation.
+
+The decisions are the pure core's (``dispatch.ranking``, ``dispatch.offers``); the atomic
+state changes are the stores'; this module wires them and tells people through the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from careknot.contracts import (
+    DeviceEvent,
+    IncidentFrame,
+    IncidentSummary,
+    OfferAnswer,
+    OfferFrame,
+    OfferOutcome,
+    OfferResultFrame,
+)
+from careknot.settings import Settings
+from careknot.storage import outbox
+from careknot.storage.incidents import IncidentRow, IncidentStore, SentOffer
+from careknot.storage.live import BUSY, LiveIndex
+from careknot.storage.offers import OfferStore
+from careknot.storage.postgres import Database
+from dispatch.eta import StraightLineModel, TravelModel
+from dispatch.offers import EMERGENCY_KINDS, next_step, plan_wave, severity_of
+from dispatch.ranking import rank, search_rings
+
+log = logging.getLogger(__name__)
+
+SEARCH_POOL = 10  # candidates looked at per wave, beyond those already asked
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        redis: aioredis.Redis,
+        *,
+        model: TravelModel | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._s = settings
+        self._db = db
+        self._redis = redis
+        self._incidents = IncidentStore(db)
+        self._offers = OfferStore(db)
+        self._live = LiveIndex(redis, settings)
+        self._outbox = outbox.Outbox(redis, settings)
+        self._model = model or StraightLineModel()
+        self._clock = clock
+        self._names: dict[str, str] = {}
+
+    # ------------------------------------------------------------ inputs
+
+    async def on_device_event(self, ev: DeviceEvent) -> IncidentRow | None:
+        """Open an incident for an emergency event and make the first wave of offers."""
+        if ev.type not in EMERGENCY_KINDS:
+            return None
+        device = await self._db.device(ev.device_id)
+        if device is None:
+            log.warning("event %s from unregistered device %s dropped", ev.event_id, ev.device_id)
+            return None
+        incident = await self._incidents.open(
+            event_id=ev.event_id,
+            agency_id=device.agency_id,
+            patient_id=device.patient_id,
+            device_id=device.id,
+            kind=ev.type,
+            severity=severity_of(ev.type),
+            at=self._clock(),
+        )
+        if incident is None:
+            log.info("event %s already opened an incident", ev.event_id)
+            return None
+        await self._advance(incident)
+        return incident
+
+    async def on_answer(self, answer: OfferAnswer) -> None:
+        now = self._clock()
+        if answer.answer == "accept":
+            result = await self._offers.accept(answer.offer_id, answer.caregiver_id, now)
+        else:
+            result = await self._offers.decline(
+                answer.offer_id, answer.caregiver_id, answer.reason, now
+            )
+        if result is None:
+            log.warning(
+                "answer %s: offer %s is not %s's",
+                answer.answer_id,
+                answer.offer_id,
+                answer.caregiver_id,
+            )
+            return
+        if result.outcome == "assigned":
+            await self._assigned(result.incident_id, answer, result.eta_s, result.taken)
+        elif result.outcome in ("taken", "offer_expired", "offer_taken", "offer_cancelled"):
+            outcome: OfferOutcome = "expired" if result.outcome == "offer_expired" else "taken"
+            await self._outbox.send(
+                [
+                    (
+                        outbox.caregiver(answer.caregiver_id),
+                        OfferResultFrame(offer_id=answer.offer_id, outcome=outcome),
+                    )
+                ]
+            )
+        if result.wave_closed:
+            await self._advance_by_id(result.incident_id)
+
+    async def tick(self) -> None:
+        """Expire offers whose window has passed and move their incidents on."""
+        expired, closed = await self._offers.expire_due(self._clock())
+        await self._outbox.send(
+            [
+                (
+                    outbox.caregiver(e.caregiver_id),
+                    OfferResultFrame(offer_id=e.offer_id, outcome="expired"),
+                )
+                for e in expired
+            ]
+        )
+        for incident_id in closed:
+            await self._advance_by_id(incident_id)
+
+    async def resume(self) -> None:
+        """After a restart: move on every incident left with no pending offer."""
+        for incident_id in await self._offers.waiting_incidents():
+            await self._advance_by_id(incident_id)
+
+    # ------------------------------------------------------------ waves
+
+    async def _advance_by_id(self, incident_id: str) -> None:
+        incident = await self._incidents.get(incident_id)
+        if incident is not None and incident.state in ("open", "offered"):
+            await self._advance(incident)
+
+    async def _advance(self, incident: IncidentRow) -> None:
+        """Offer the incident to the next wave, or escalate it."""
+        now = self._clock()
+        asked = await self._incidents.offered_caregivers(incident.id)
+        rings = search_rings(incident.lat, incident.lon, self._s.search_max_k)
+        ids = await self._live.nearby(incident.agency_id, rings, len(asked) + SEARCH_POOL)
+        ranked = rank(
+            await self._live.candidates(ids),
+            agency_id=incident.agency_id,
+            lat=incident.lat,
+            lon=incident.lon,
+            model=self._model,
+            now=now,
+            stale_after_s=self._s.position_stale_s,
+        )
+        planned = plan_wave(
+            ranked,
+            already_offered=asked,
+            wave=incident.wave + 1,
+            wave_size=self._s.offer_wave_size,
+            now=now,
+            window_s=self._s.offer_window_s,
+        )
+        if (
+            next_step(wave=incident.wave + 1, max_waves=self._s.max_waves, planned=planned)
+            == "escalate"
+        ):
+            await self._escalate(incident, "no_candidates" if not planned else "no_acceptance", now)
+            return
+        sent = await self._incidents.start_wave(incident, planned, now)
+        if sent:
+            await self._send_offers(incident, sent)
+
+    async def _send_offers(self, incident: IncidentRow, sent: list[SentOffer]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for s in sent:
+                key = self._s.key("offer", s.offer_id)
+                pipe.hset(
+                    key,
+                    mapping={
+                        "caregiver_id": s.caregiver_id,
+                        "incident_id": s.incident_id,
+                        "agency_id": incident.agency_id,
+                        "expires_at": s.planned.expires_at,
+                    },
+                )
+                pipe.expire(key, int(self._s.offer_window_s) + 3600)
+            await pipe.execute()
+        frames = [(outbox.caregiver(s.caregiver_id), self._offer_frame(incident, s)) for s in sent]
+        await self._outbox.send([*frames, *self._incident_frames(incident, "offered")])
+
+    def _offer_frame(self, incident: IncidentRow, s: SentOffer) -> OfferFrame:
+        summary = IncidentSummary(
+            incident_id=incident.id,
+            kind=incident.kind,
+            severity=incident.severity,
+            lat=round(incident.lat, 3),
+            lon=round(incident.lon, 3),
+            distance_m=round(s.planned.distance_m, 1),
+            eta_s=round(s.planned.eta_s, 1),
+        )
+        return OfferFrame(offer_id=s.offer_id, incident=summary, expires_at=s.planned.expires_at)
+
+    async def _escalate(self, incident: IncidentRow, reason: str, now: float) -> None:
+        if await self._incidents.escalate(incident, reason, now):
+            log.warning("incident %s escalated: %s", incident.id, reason)
+            await self._outbox.send(self._incident_frames(incident, "escalated"))
+
+    async def _assigned(
+        self, incident_id: str, answer: OfferAnswer, eta_s: float, taken: list[tuple[str, str]]
+    ) -> None:
+        await self._live.set_status(answer.caregiver_id, BUSY)
+        incident = await self._incidents.get(incident_id)
+        if incident is None:
+            return
+        name = await self._name(answer.caregiver_id)
+        await self._outbox.send(
+            [
+                (
+                    outbox.caregiver(answer.caregiver_id),
+                    OfferResultFrame(offer_id=answer.offer_id, outcome="assigned"),
+                ),
+                *(
+                    (outbox.caregiver(cg), OfferResultFrame(offer_id=oid, outcome="taken"))
+                    for oid, cg in taken
+                ),
+                *self._incident_frames(incident, "assigned", answer.caregiver_id, name, eta_s),
+            ]
+        )
+
+    def _incident_frames(
+        self,
+        incident: IncidentRow,
+        state: str,
+        assignee: str | None = None,
+        name: str | None = None,
+        eta_s: float | None = None,
+    ) -> list[tuple[str, IncidentFrame]]:
+        frame = IncidentFrame.model_validate(
+            {
+                "incident_id": incident.id,
+                "patient_id": incident.patient_id,
+                "kind": incident.kind,
+                "state": state,
+                "assignee_id": assignee,
+                "assignee_name": name,
+                "eta_s": None if eta_s is None else round(eta_s, 1),
+                "at": self._clock(),
+            }
+        )
+        return [
+            (outbox.family_of(incident.patient_id), frame),
+            (outbox.dispatchers(incident.agency_id), frame),
+        ]
+
+    async def _name(self, caregiver_id: str) -> str:
+        if caregiver_id not in self._names:
+            row = await self._db.caregiver(caregiver_id)
+            self._names[caregiver_id] = row.name if row else caregiver_id
+        return self._names[caregiver_id]
