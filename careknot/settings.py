@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     )
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_share_group: str = "careknot-ingest"
+    mqtt_shared_subscriptions: bool = True  # False on the embedded amqtt broker (MQTT 3.1.1)
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = 4
     kafka_fetch_max_wait_ms: int = 10
