@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -16,10 +17,19 @@ log = logging.getLogger(__name__)
 
 
 def _run(coro: Coroutine[Any, Any, int | None]) -> int:
-    try:
-        return asyncio.run(coro) or 0
-    except KeyboardInterrupt:
-        return 130
+    """Run a service until it returns, or until SIGINT/SIGTERM cancel it cleanly."""
+
+    async def main() -> int:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task or 0
+        except asyncio.CancelledError:
+            return 0
+
+    return asyncio.run(main())
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:

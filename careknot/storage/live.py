@@ -26,7 +26,7 @@ BUSY = "busy"
 
 _UPDATE_POSITIONS = """
 local ns = ARGV[1]
-local applied = 0
+local applied = {}
 for i = 2, #ARGV, 8 do
   local id, agency, lat, lon = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local t, cell, acc, batt = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
@@ -39,7 +39,8 @@ for i = 2, #ARGV, 8 do
     redis.call('SADD', ns .. ':cell:' .. agency .. ':' .. cell, id)
     redis.call('HSET', key, 'agency', agency, 'lat', lat, 'lon', lon, 'ts', t,
                'cell', cell, 'acc', acc, 'batt', batt)
-    applied = applied + 1
+    applied[#applied + 1] = id
+    applied[#applied + 1] = redis.call('HGET', key, 'status') or 'available'
   end
 end
 return applied
@@ -60,15 +61,19 @@ class LiveIndex:
         self._ns = settings.namespace
         self._update = redis.register_script(_UPDATE_POSITIONS)
 
-    async def update(self, fixes: Sequence[Fix]) -> int:
-        """Apply a batch of accepted fixes; returns how many were newer than what was stored."""
+    async def update(self, fixes: Sequence[Fix]) -> dict[str, str]:
+        """Apply a batch of accepted fixes in order; a fix older than the stored one is ignored.
+
+        Returns the caregivers whose position moved, with their availability status.
+        """
         if not fixes:
-            return 0
+            return {}
         args: list[str | float | int] = [self._ns]
         for f in fixes:
             args += [f.caregiver_id, f.agency_id, f.lat, f.lon, f.ts, cell_of(f.lat, f.lon)]
             args += ["" if f.acc is None else f.acc, "" if f.batt is None else f.batt]
-        return int(await self._update(keys=[], args=args))
+        flat = await self._update(keys=[], args=args)
+        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
     async def set_status(self, caregiver_id: str, status: str) -> None:
         await self._redis.hset(f"{self._ns}:cg:{caregiver_id}", "status", status)

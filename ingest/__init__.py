@@ -1,0 +1,1 @@
+"""MQTT ingest: validate what devices and phones publish, and pass it on to Kafka."""

@@ -1,0 +1,118 @@
+"""Pure parsing of MQTT messages into the system's events, or a reason to refuse them.
+
+Nothing here does I/O: the topic and payload go in with the time, an event or a
+:class:`~careknot.errors.RejectedPayload` comes out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from careknot.contracts import DeadLetter, DeviceEvent, DeviceEventPayload, Fix, LocationPayload
+from careknot.errors import RejectedPayload
+
+RouteKind = Literal["loc", "evt", "tel", "status"]
+_ID = r"[A-Za-z0-9_.\-]{1,64}"
+_TOPIC = re.compile(rf"^ck/(?P<agency>{_ID})/(?P<who>cg|dev)/(?P<subject>{_ID})/(?P<kind>\w+)$")
+_KINDS: dict[str, tuple[RouteKind, ...]] = {"cg": ("loc",), "dev": ("evt", "tel", "status")}
+DEAD_LETTER_PAYLOAD_CHARS = 1024
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Who a topic says is speaking, and what about."""
+
+    kind: RouteKind
+    agency: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload_bytes: int = 4096
+    max_clock_skew_s: float = 300.0
+
+
+def route(topic: str) -> Route:
+    m = _TOPIC.match(topic)
+    if m is None or m["kind"] not in _KINDS[m["who"]]:
+        raise RejectedPayload("bad_topic", f"not a v1 topic: {topic[:200]!r}", topic=topic)
+    kind: RouteKind = m["kind"]
+    return Route(kind, m["agency"], m["subject"])
+
+
+def _decode(model: type[M], topic: str, payload: bytes, limits: Limits) -> M:
+    if len(payload) > limits.max_payload_bytes:
+        raise RejectedPayload("too_large", f"{len(payload)} bytes", topic=topic)
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise RejectedPayload("malformed_json", str(exc), topic=topic) from exc
+    if not isinstance(raw, dict):
+        raise RejectedPayload("malformed_json", "payload is not a JSON object", topic=topic)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise RejectedPayload("invalid_fields", detail, topic=topic) from exc
+
+
+def _check_clock(ts: float, now: float, limits: Limits, topic: str) -> None:
+    if ts > now + limits.max_clock_skew_s:
+        raise RejectedPayload("from_future", f"ts {ts} is ahead of {now}", topic=topic)
+
+
+def parse_location(r: Route, topic: str, payload: bytes, now: float, limits: Limits) -> Fix:
+    loc = _decode(LocationPayload, topic, payload, limits)
+    _check_clock(loc.tst, now, limits, topic)
+    return Fix(
+        event_id=f"{r.subject}:{loc.tst}",
+        agency_id=r.agency,
+        caregiver_id=r.subject,
+        lat=loc.lat,
+        lon=loc.lon,
+        ts=float(loc.tst),
+        acc=loc.acc,
+        vel=loc.vel,
+        batt=loc.batt,
+        received_at=now,
+    )
+
+
+def parse_device_event(
+    r: Route, topic: str, payload: bytes, now: float, limits: Limits
+) -> DeviceEvent:
+    evt = _decode(DeviceEventPayload, topic, payload, limits)
+    _check_clock(evt.ts, now, limits, topic)
+    if evt.ts < now - limits.max_clock_skew_s:
+        raise RejectedPayload(
+            "too_old", f"ts {evt.ts} is older than the replay window", topic=topic
+        )
+    sent_at = evt.data.get("sent_at")
+    return DeviceEvent(
+        event_id=f"{r.subject}:{evt.seq}:{round(evt.ts * 1000)}",
+        agency_id=r.agency,
+        device_id=r.subject,
+        type=evt.type,
+        ts=evt.ts,
+        seq=evt.seq,
+        data=evt.data,
+        received_at=now,
+        published_at=float(sent_at) if isinstance(sent_at, int | float) else None,
+    )
+
+
+def dead_letter(exc: RejectedPayload, payload: bytes, now: float) -> DeadLetter:
+    return DeadLetter(
+        reason=exc.reason,
+        detail=exc.detail[:500],
+        source=exc.topic[:300],
+        payload=payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace"),
+        received_at=now,
+    )

@@ -1,0 +1,186 @@
+"""The Faust app: topics and agents. Agents only batch, call the core and write results.
+
+- ``fixes``: batches of accepted fixes into the Redis live index; locations to dispatchers.
+- ``device-events``: emergencies open incidents and start offer waves.
+- ``offer-answers``: accepts and declines (partitioned by incident, so answers to one
+  incident are handled in order by one worker).
+- a timer expires offers past their window and moves their incidents on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import faust
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+
+from careknot.contracts import DeviceEvent, Fix, LocationFrame, OfferAnswer
+from careknot.settings import Settings
+from careknot.storage import outbox
+from careknot.storage.live import LiveIndex, cell_of
+from careknot.storage.postgres import Database
+from streams.dispatcher import Dispatcher
+from streams.transport import LowLatencyTransport
+
+log = logging.getLogger(__name__)
+
+FIX_BATCH = 1000
+FIX_BATCH_WITHIN_S = 0.05
+TICK_S = 0.5
+HEARTBEAT_S = 1.0
+RETRIES = 5
+T = TypeVar("T", Fix, DeviceEvent, OfferAnswer)
+
+
+class CareKnotApp(faust.App):
+    """faust.App with the low-latency consumer transport."""
+
+    fetch_max_wait_ms: int = 10
+
+    def _new_transport(self) -> Any:
+        return LowLatencyTransport(self.conf.broker_consumer, self)
+
+
+class Runtime:
+    """The worker's connections, opened on first use inside the worker's event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = asyncio.Lock()
+        self._started = False
+        self.db = Database(settings)
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url)
+        self.live = LiveIndex(self.redis, settings)
+        self.outbox = outbox.Outbox(self.redis, settings)
+        self.dispatcher = Dispatcher(settings, self.db, self.redis)
+
+    async def ready(self) -> Runtime:
+        async with self._lock:
+            if not self._started:
+                await self.db.__aenter__()
+                self._started = True
+                await self.dispatcher.resume()
+        return self
+
+    async def close(self) -> None:
+        if self._started:
+            await self.db.__aexit__(None, None, None)
+        await self.redis.aclose()
+
+
+def build_app(settings: Settings) -> tuple[CareKnotApp, Runtime]:
+    app = CareKnotApp(
+        f"{settings.namespace}-worker",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=settings.kafka_partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        broker_rebalance_timeout=10,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        datadir=settings.worker_datadir,
+    )
+    app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    rt = Runtime(settings)
+    _agents(app, rt, settings)
+
+    async def close_runtime(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await rt.close()
+
+    app.on_before_shutdown.connect(close_runtime)  # type: ignore[arg-type]
+    return app, rt
+
+
+def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
+    def topic(name: str) -> Any:
+        return app.topic(
+            s.topic(name),
+            value_serializer="raw",
+            key_serializer="raw",
+            partitions=s.kafka_partitions,
+        )
+
+    @app.agent(topic("fixes"), name="fixes")
+    async def fixes(stream: Any) -> None:
+        async for batch in stream.take(FIX_BATCH, within=FIX_BATCH_WITHIN_S):
+            await _with_retries("fixes", partial(_apply_fixes, rt, _decode_all(Fix, batch)))
+
+    @app.agent(topic("device-events"), name="device-events")
+    async def device_events(stream: Any) -> None:
+        async for value in stream:
+            for ev in _decode_all(DeviceEvent, [value]):
+                await _with_retries(ev.event_id, partial(rt.dispatcher.on_device_event, ev))
+
+    @app.agent(topic("offer-answers"), name="offer-answers")
+    async def answers(stream: Any) -> None:
+        async for value in stream:
+            for a in _decode_all(OfferAnswer, [value]):
+                await _with_retries(a.answer_id, partial(rt.dispatcher.on_answer, a))
+
+    @app.timer(TICK_S)  # type: ignore[untyped-decorator]
+    async def offer_timer() -> None:
+        await (await rt.ready()).dispatcher.tick()
+
+    @app.timer(HEARTBEAT_S)  # type: ignore[untyped-decorator]
+    async def heartbeat() -> None:
+        if app.consumer.assignment():
+            await rt.redis.set(s.key("health", "worker"), str(time.time()), ex=5)
+
+
+def _decode_all(model: type[T], values: list[bytes]) -> list[T]:
+    out = []
+    for value in values:
+        try:
+            out.append(model.model_validate_json(value))
+        except ValidationError as exc:
+            log.error("undecodable %s on Kafka dropped: %s", model.__name__, exc)
+    return out
+
+
+async def _with_retries(what: str, step: Callable[[], Awaitable[object]]) -> None:
+    """Run one step of an agent; a failing server gets a few tries before the event is logged
+    as failed, so one poisoned event cannot stop the stream."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            await step()
+            return
+        except Exception:
+            if attempt == RETRIES:
+                log.exception("%s failed %d times; giving up on it", what, RETRIES)
+                return
+            log.warning("%s failed (attempt %d), retrying", what, attempt, exc_info=True)
+            await asyncio.sleep(0.1 * 2**attempt)
+
+
+async def _apply_fixes(rt: Runtime, fixes: list[Fix]) -> None:
+    """Move the live index, then show the newly applied positions to the dispatchers."""
+    applied = await (await rt.ready()).live.update(fixes)
+    latest: dict[str, Fix] = {}
+    for f in fixes:
+        if f.caregiver_id in applied and latest.get(f.caregiver_id, f).ts <= f.ts:
+            latest[f.caregiver_id] = f
+    frames = [
+        (
+            outbox.dispatchers(f.agency_id),
+            LocationFrame(
+                caregiver_id=f.caregiver_id,
+                lat=f.lat,
+                lon=f.lon,
+                h3=cell_of(f.lat, f.lon),
+                ts=f.ts,
+                status=applied[f.caregiver_id],
+            ),
+        )
+        for f in latest.values()
+    ]
+    await rt.outbox.send(frames)
