@@ -1,0 +1,80 @@
+"""Caregivers' answers to offers, from a WebSocket frame to Kafka.
+
+:class:`AnswerDesk` reads the offer record the dispatcher wrote (Redis hash
+``{ns}:offer:{offer_id}`` with ``caregiver_id``, ``incident_id``, ``agency_id``, ``expires_at``;
+the gateway only reads it), lets :func:`ws_gateway.session.decide_answer` judge, and produces an
+:class:`~careknot.contracts.OfferAnswer` to ``{ns}.offer-answers`` keyed by incident, or a
+:class:`~careknot.contracts.DeadLetter` to ``{ns}.deadletter`` for a refused answer.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from careknot.contracts import DeadLetter, OfferAnswer
+from careknot.errors import RejectedInput, StorageError
+from careknot.settings import Settings
+from careknot.tokens import Claims
+from ws_gateway.session import Answer, decide_answer
+
+ANSWER_TOPIC = "offer-answers"
+DEADLETTER_TOPIC = "deadletter"
+DEADLETTER_PAYLOAD_CHARS = 2048
+
+
+class AnswerDesk:
+    """Checks answers against offer records and forwards them; one per gateway process."""
+
+    def __init__(
+        self, redis: aioredis.Redis, producer: AIOKafkaProducer, settings: Settings
+    ) -> None:
+        self._redis = redis
+        self._producer = producer
+        self._settings = settings
+
+    async def forward(self, claims: Claims, answer: Answer) -> OfferAnswer:
+        """Produce the answer and wait for the broker; raises ``RejectedAnswer`` when refused."""
+        offer = await self._offer(answer.offer_id) if claims.role == "caregiver" else {}
+        event = decide_answer(claims, answer, offer, answer_id=uuid.uuid4().hex, now=time.time())
+        await self._produce(
+            ANSWER_TOPIC, orjson.dumps(event.model_dump(mode="json")), event.incident_id.encode()
+        )
+        return event
+
+    async def dead_letter(
+        self, rejection: RejectedInput, source: str, payload: str | bytes
+    ) -> None:
+        """Record a refused answer on the dead-letter topic."""
+        text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
+        letter = DeadLetter(
+            reason=rejection.reason,
+            detail=rejection.detail,
+            source=source,
+            payload=text[:DEADLETTER_PAYLOAD_CHARS],
+            received_at=time.time(),
+        )
+        await self._produce(DEADLETTER_TOPIC, orjson.dumps(letter.model_dump(mode="json")), None)
+
+    async def _offer(self, offer_id: str) -> dict[str, str]:
+        try:
+            fields = await self._redis.hgetall(self._settings.key("offer", offer_id))
+        except RedisError as exc:
+            raise StorageError(f"redis: reading offer {offer_id}: {exc}") from exc
+        return {_text(k): _text(v) for k, v in fields.items()}
+
+    async def _produce(self, topic: str, value: bytes, key: bytes | None) -> None:
+        try:
+            await self._producer.send_and_wait(self._settings.topic(topic), value, key=key)
+        except KafkaError as exc:
+            raise StorageError(f"kafka: producing to {topic}: {exc}") from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

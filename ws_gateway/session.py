@@ -1,0 +1,260 @@
+"""The pure core of a gateway connection: no I/O, no clock, no event loop.
+
+It owns what a connection decides:
+
+- :func:`parse_frame`: a client frame to a typed command, or :class:`RejectedInput` with a
+  stable ``reason`` (``malformed``, ``unknown_type``, ``too_large``);
+- :func:`resolve_recipient`: the one outbox recipient a token may read (or ``forbidden``);
+- :func:`decide_answer`: a caregiver's accept/decline checked against the offer record;
+- :class:`Delivered`: which outbox seqs a connection has already sent, so live relay and
+  resume replay never send a message twice;
+- the control frames (``hello``, ``ack``, ``error``, ``pong``) and the ``/metrics`` text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from careknot.contracts import OfferAnswer
+from careknot.errors import RejectedAnswer, RejectedInput
+from careknot.storage import outbox
+from careknot.tokens import Claims
+
+MAX_FRAME_BYTES = 64 * 1024
+
+MALFORMED = "malformed"
+UNKNOWN_TYPE = "unknown_type"
+TOO_LARGE = "too_large"
+UNAUTHORISED = "unauthorised"
+FORBIDDEN = "forbidden"
+UNKNOWN_OFFER = "unknown_offer"
+NOT_YOUR_OFFER = "not_your_offer"
+
+OfferId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Auth(_Command):
+    type: Literal["auth"]
+    token: str = Field(min_length=1, max_length=4096)
+
+
+class Resume(_Command):
+    type: Literal["resume"]
+    last_seq: int = Field(ge=0)
+
+
+class Ping(_Command):
+    type: Literal["ping"]
+
+
+class Answer(_Command):
+    type: Literal["accept", "decline"]
+    offer_id: OfferId
+    reason: str | None = Field(default=None, max_length=500)
+
+
+Command = Annotated[Auth | Resume | Ping | Answer, Field(discriminator="type")]
+_COMMAND: TypeAdapter[Auth | Resume | Ping | Answer] = TypeAdapter(Command)
+COMMAND_TYPES = frozenset(("auth", "resume", "ping", "accept", "decline"))
+
+
+def parse_frame(raw: str | bytes) -> Auth | Resume | Ping | Answer:
+    """Parse one client frame; only :class:`RejectedInput` escapes.
+
+    An ``accept``/``decline`` with bad fields raises its child :class:`RejectedAnswer`, so it
+    is dead-lettered like any refused answer.
+    """
+    data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) > MAX_FRAME_BYTES:
+        raise RejectedInput(TOO_LARGE, f"{len(data)} bytes > {MAX_FRAME_BYTES}")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise RejectedInput(MALFORMED, "not JSON") from exc
+    if not isinstance(obj, dict):
+        raise RejectedInput(MALFORMED, "not a JSON object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise RejectedInput(MALFORMED, "missing type")
+    if kind not in COMMAND_TYPES:
+        raise RejectedInput(UNKNOWN_TYPE, kind[:64])
+    try:
+        return _COMMAND.validate_python(obj)
+    except ValidationError as exc:
+        detail = "invalid " + ",".join(".".join(map(str, e["loc"][1:])) for e in exc.errors())
+        if kind in ("accept", "decline"):
+            offer_id = obj.get("offer_id")
+            raise RejectedAnswer(
+                MALFORMED, detail, offer_id=offer_id if isinstance(offer_id, str) else ""
+            ) from exc
+        raise RejectedInput(MALFORMED, detail) from exc
+
+
+def resolve_recipient(claims: Claims, patient: str | None = None) -> str:
+    """The one outbox recipient these claims read; ``forbidden`` if a family has no such right."""
+    if claims.role == "caregiver":
+        return outbox.caregiver(claims.sub)
+    if claims.role == "dispatcher":
+        return outbox.dispatchers(claims.agency)
+    if not claims.patients:
+        raise RejectedInput(FORBIDDEN, "no patient in token")
+    if patient is None:
+        return outbox.family_of(claims.patients[0])
+    if patient not in claims.patients:
+        raise RejectedInput(FORBIDDEN, "patient not in token")
+    return outbox.family_of(patient)
+
+
+def decide_answer(
+    claims: Claims,
+    answer: Answer,
+    offer: Mapping[str, str],
+    *,
+    answer_id: str,
+    now: float,
+) -> OfferAnswer:
+    """The event a caregiver's answer becomes, or :class:`RejectedAnswer`.
+
+    ``offer`` is the offer record's fields (empty when there is no such offer).
+    """
+    if claims.role != "caregiver":
+        raise RejectedAnswer(FORBIDDEN, f"a {claims.role} cannot answer", offer_id=answer.offer_id)
+    if not offer.get("incident_id"):
+        raise RejectedAnswer(UNKNOWN_OFFER, offer_id=answer.offer_id)
+    if offer.get("caregiver_id") != claims.sub or offer.get("agency_id") != claims.agency:
+        raise RejectedAnswer(NOT_YOUR_OFFER, offer_id=answer.offer_id)
+    return OfferAnswer(
+        answer_id=answer_id,
+        offer_id=answer.offer_id,
+        incident_id=offer["incident_id"],
+        caregiver_id=claims.sub,
+        agency_id=claims.agency,
+        answer=answer.type,
+        reason=answer.reason,
+        at=now,
+    )
+
+
+def seq_of(message: bytes) -> int:
+    """The ``seq`` of an outbox message (the outbox script puts it first); 0 if it has none."""
+    head = b'{"seq":'
+    if message.startswith(head):
+        end = message.find(b",", len(head))
+        digits = message[len(head) : end if end > 0 else None]
+        if digits.isdigit():
+            return int(digits)
+    try:
+        seq = orjson.loads(message).get("seq")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+
+
+class Delivered:
+    """The outbox seqs a connection has sent, so nothing reaches the client twice.
+
+    The client holds everything up to ``floor`` (what it said in its last resume) and the
+    run ``first..last`` relayed live since. A live message is sent only above both. A resume
+    sends, in order, the kept messages above its ``last_seq`` that are outside the run; those
+    below the run arrive after it (clients order by ``seq``). Then the run folds into the floor.
+    """
+
+    def __init__(self) -> None:
+        self.floor = 0
+        self.first = 0
+        self.last = 0
+
+    @property
+    def high(self) -> int:
+        """The last seq sent, or claimed by the client: live messages at or below it drop."""
+        return max(self.floor, self.last)
+
+    def take_live(self, seq: int) -> bool:
+        if seq <= self.high:
+            return False
+        if not self.last:
+            self.first = seq
+        self.last = seq
+        return True
+
+    def take_replay(self, last_seq: int, seqs: Iterable[int]) -> list[int]:
+        """Of the kept ``seqs`` (ascending), those to send after a resume from ``last_seq``."""
+        floor = max(self.floor, last_seq)
+        send = [s for s in seqs if s > floor and not (self.first <= s <= self.last)]
+        self.floor = max(floor, self.last, *send)
+        self.first = self.last = 0
+        return send
+
+
+# ---------------------------------------------------------------- control frames (no seq)
+
+
+def hello_frame(claims: Claims, recipient: str, seq_now: int) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "hello",
+            "role": claims.role,
+            "subject": claims.sub,
+            "recipient": recipient,
+            "seq_now": seq_now,
+        }
+    )
+
+
+def error_frame(rejection: RejectedInput) -> bytes:
+    frame: dict[str, str] = {
+        "type": "error",
+        "reason": rejection.reason,
+        "detail": rejection.detail,
+    }
+    if isinstance(rejection, RejectedAnswer) and rejection.offer_id:
+        frame["offer_id"] = rejection.offer_id
+    return orjson.dumps(frame)
+
+
+def ack_frame(offer_id: str) -> bytes:
+    return orjson.dumps({"type": "ack", "offer_id": offer_id})
+
+
+PONG = orjson.dumps({"type": "pong"})
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class Counters:
+    """What the gateway counts: rejections by reason, slow clients closed, answers forwarded."""
+
+    def __init__(self) -> None:
+        self.rejected: Counter[str] = Counter()
+        self.slow_closed = 0
+        self.answers: Counter[str] = Counter()
+
+    def render(self, connections: int) -> str:
+        """Prometheus text exposition format."""
+        lines = [
+            "# TYPE careknot_gateway_connections gauge",
+            f"careknot_gateway_connections {connections}",
+            "# TYPE careknot_gateway_rejected_total counter",
+            *(
+                f'careknot_gateway_rejected_total{{reason="{reason}"}} {n}'
+                for reason, n in sorted(self.rejected.items())
+            ),
+            "# TYPE careknot_gateway_slow_closed_total counter",
+            f"careknot_gateway_slow_closed_total {self.slow_closed}",
+            "# TYPE careknot_gateway_answers_total counter",
+            *(
+                f'careknot_gateway_answers_total{{answer="{answer}"}} {n}'
+                for answer, n in sorted(self.answers.items())
+            ),
+        ]
+        return "\n".join(lines) + "\n"
