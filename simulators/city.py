@@ -215,7 +215,7 @@ class City:
         r = self._rounds[index]
         while t >= r.leave:
             self._next_trip(r)
-        if t >= r.arrive:
+        if t >= r.arrive or r.arrive <= r.depart:  # at a home (or not yet left the first)
             return r.dest, 0.0, None
         fraction = (t - r.depart) / (r.arrive - r.depart)
         return lerp(r.origin, r.dest, fraction), r.speed_kmh, bearing_deg(r.origin, r.dest)

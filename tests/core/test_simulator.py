@@ -87,6 +87,12 @@ def test_same_seed_same_trace() -> None:
     assert a != other
 
 
+def test_a_city_started_mid_second_reports_from_the_start() -> None:
+    city = City(CityConfig(caregivers=5, homes=20), START + 0.7)
+    fixes = [fix for i in range(20) for fix in city.step(START + 0.7 + i * 0.5)]
+    assert len({fix.caregiver_id for fix in fixes}) == 5
+
+
 def test_fixes_stay_inside_the_city() -> None:
     config = CityConfig(caregivers=20, homes=60, seed=5)
     fixes = trace(City(config, START), 4 * 3600.0, tick=2.0)
