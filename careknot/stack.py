@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -34,7 +33,6 @@ SERVERS_DIR = Path(".careknot/servers")
 SERVICE_VERBS = ("ingest", "worker", "gateway")
 SUPERVISE_POLL_S = 0.2
 CONSOLE_TOKEN_TTL_S = 12 * 3600
-FALLBACK_AGENCY_ID = "leeds"
 
 Commands = Sequence[tuple[str, list[str]]]
 
@@ -62,12 +60,9 @@ def default_commands(simulate: bool) -> list[tuple[str, list[str]]]:
 
 def console_agency_id() -> str:
     """The simulated city's agency, whose dispatcher the console signs in as."""
-    try:
-        city = importlib.import_module("simulators.city")
-    except ImportError:
-        return FALLBACK_AGENCY_ID
-    # TODO: drop the fallback once simulators.city exports AGENCY_ID
-    return str(getattr(city, "AGENCY_ID", FALLBACK_AGENCY_ID))
+    from simulators.city import AGENCY_ID
+
+    return AGENCY_ID
 
 
 # ------------------------------------------------------------------ stop requests
