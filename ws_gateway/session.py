@@ -8,7 +8,10 @@ It owns what a connection decides:
 - :func:`decide_answer`: a caregiver's accept/decline checked against the offer record;
 - :class:`Delivered`: which outbox seqs a connection has already sent, so live relay and
   resume replay never send a message twice;
-- the control frames (``hello``, ``ack``, ``error``, ``pong``) and the ``/metrics`` text.
+- the control frames ``hello``, ``ack``, ``error`` and ``pong``, and the ``/metrics`` text.
+
+Control frames carry no ``seq``: only outbox messages do, and their ``seq`` is the recipient's
+(from :mod:`careknot.storage.outbox`), which is what ``resume`` and ``hello.seq_now`` refer to.
 """
 
 from __future__ import annotations

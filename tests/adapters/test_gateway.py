@@ -1,0 +1,349 @@
+"""The gateway against real Redis and Kafka (tansu): scope, relay, resume, answers, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+from websockets.asyncio.client import ClientConnection, connect
+
+from careknot import tokens
+from careknot.contracts import DeadLetter, OfferAnswer, OfferResultFrame
+from careknot.contracts import Role as RoleName
+from careknot.settings import Settings
+from careknot.storage import outbox
+from careknot.storage.outbox import Outbox
+from ws_gateway import server
+from ws_gateway.server import Gateway
+
+pytestmark = pytest.mark.servers
+
+TIMEOUT_S = 10.0
+Frame = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def settings(stack_settings: Settings) -> Settings:
+    """The session's servers, a namespace of this module's own and a free gateway port."""
+    return stack_settings.model_copy(
+        update={
+            "namespace": f"t{secrets.token_hex(4)}",
+            "gateway_host": "127.0.0.1",
+            "gateway_port": 0,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    async with Gateway(settings) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def box(redis_client: aioredis.Redis, settings: Settings) -> Outbox:
+    return Outbox(redis_client, settings)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def token(
+    settings: Settings,
+    role: RoleName,
+    sub: str,
+    agency: str = "a1",
+    patients: list[str] | None = None,
+) -> str:
+    claims = tokens.Claims(
+        role=role, sub=sub, agency=agency, exp=time.time() + 600, patients=patients or []
+    )
+    return tokens.issue(claims, settings.token_secret)
+
+
+def client(gw: Gateway, **params: str) -> connect:
+    return connect(f"ws://127.0.0.1:{gw.port}/ws?{urlencode(params)}", open_timeout=TIMEOUT_S)
+
+
+async def recv(ws: ClientConnection) -> Frame:
+    frame: Frame = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
+    return frame
+
+
+async def send(ws: ClientConnection, frame: Frame) -> None:
+    await ws.send(orjson.dumps(frame).decode())
+
+
+async def close_code(ws: ClientConnection) -> int | None:
+    await asyncio.wait_for(ws.wait_closed(), TIMEOUT_S)
+    return ws.close_code
+
+
+def result(offer_id: str) -> OfferResultFrame:
+    return OfferResultFrame(offer_id=offer_id, outcome="assigned")
+
+
+async def consume(settings: Settings, topic: str, match: Callable[[Frame], bool]) -> Frame:
+    """The first record on ``topic`` (from the beginning) whose JSON value matches."""
+    consumer = AIOKafkaConsumer(
+        settings.topic(topic),
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            async for record in consumer:
+                value: Frame = orjson.loads(record.value)
+                if match(value):
+                    value["_key"] = record.key
+                    return value
+    finally:
+        await consumer.stop()
+    raise AssertionError("unreachable")
+
+
+async def http_get(gw: Gateway, path: str) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    raw = await asyncio.wait_for(reader.read(), TIMEOUT_S)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, body
+
+
+# ---------------------------------------------------------------- authentication and scope
+
+
+async def test_bad_token_is_refused_with_4401(gateway: Gateway, settings: Settings) -> None:
+    forged = token(settings, "caregiver", "cg1").replace(".", ".x", 1)
+    async with client(gateway, token=forged) as ws:
+        assert (await recv(ws))["reason"] == "unauthorised"
+        assert await close_code(ws) == 4401
+
+
+async def test_token_in_first_message(gateway: Gateway, settings: Settings) -> None:
+    async with client(gateway) as ws:
+        await send(ws, {"type": "auth", "token": token(settings, "caregiver", "cg-first")})
+        hello = await recv(ws)
+    assert hello["type"] == "hello"
+    assert (hello["recipient"], hello["seq_now"]) == ("cg:cg-first", 0)
+    assert "seq" not in hello
+
+
+async def test_caregiver_sees_only_her_own(
+    gateway: Gateway, settings: Settings, box: Outbox
+) -> None:
+    async with client(gateway, token=token(settings, "caregiver", "cg-a")) as ws:
+        assert (await recv(ws))["recipient"] == "cg:cg-a"
+        await box.send([(outbox.caregiver("cg-b"), result("for-b"))])
+        await box.send([(outbox.caregiver("cg-a"), result("for-a"))])
+        frame = await recv(ws)
+    assert (frame["offer_id"], frame["seq"]) == ("for-a", 1)
+
+
+async def test_family_scoped_to_their_patient(
+    gateway: Gateway, settings: Settings, box: Outbox
+) -> None:
+    family = token(settings, "family", "f1", patients=["p1", "p2"])
+    async with client(gateway, token=family, patient="p2") as ws:
+        assert (await recv(ws))["recipient"] == "patient:p2"
+        await box.send([(outbox.family_of("p1"), result("for-p1"))])
+        await box.send([(outbox.family_of("p2"), result("for-p2"))])
+        assert (await recv(ws))["offer_id"] == "for-p2"
+    async with client(gateway, token=family, patient="p9") as ws:
+        assert (await recv(ws))["reason"] == "forbidden"
+        assert await close_code(ws) == 4403
+    async with client(gateway, token=token(settings, "family", "f2")) as ws:
+        assert (await recv(ws))["reason"] == "forbidden"
+        assert await close_code(ws) == 4403
+
+
+async def test_dispatcher_sees_only_own_agency(
+    gateway: Gateway, settings: Settings, box: Outbox
+) -> None:
+    async with client(gateway, token=token(settings, "dispatcher", "d1", agency="north")) as ws:
+        assert (await recv(ws))["recipient"] == "agency:north"
+        await box.send([(outbox.dispatchers("south"), result("for-south"))])
+        await box.send([(outbox.dispatchers("north"), result("for-north"))])
+        assert (await recv(ws))["offer_id"] == "for-north"
+
+
+# ---------------------------------------------------------------- resume
+
+
+async def test_resume_replays_exactly_the_missed(
+    gateway: Gateway, settings: Settings, box: Outbox
+) -> None:
+    me = token(settings, "caregiver", "cg-r")
+    recipient = outbox.caregiver("cg-r")
+    async with client(gateway, token=me) as ws:
+        await recv(ws)
+        await box.send([(recipient, result("r1"))])
+        assert (await recv(ws))["seq"] == 1
+    await box.send([(recipient, result("r2")), (recipient, result("r3"))])
+    async with client(gateway, token=me) as ws:
+        assert (await recv(ws))["seq_now"] == 3
+        await send(ws, {"type": "resume", "last_seq": 1})
+        replayed = [await recv(ws), await recv(ws)]
+        await box.send([(recipient, result("r4"))])
+        live = await recv(ws)
+        await send(ws, {"type": "ping"})
+        pong = await recv(ws)
+    assert [(f["seq"], f["offer_id"]) for f in replayed] == [(2, "r2"), (3, "r3")]
+    assert (live["seq"], live["offer_id"]) == (4, "r4")
+    assert pong == {"type": "pong"}  # nothing was sent twice in between
+
+
+async def test_resume_in_the_url(gateway: Gateway, settings: Settings, box: Outbox) -> None:
+    recipient = outbox.caregiver("cg-u")
+    await box.send([(recipient, result("u1")), (recipient, result("u2"))])
+    async with client(gateway, token=token(settings, "caregiver", "cg-u"), last_seq="1") as ws:
+        assert (await recv(ws))["type"] == "hello"
+        assert (await recv(ws))["offer_id"] == "u2"
+
+
+# ---------------------------------------------------------------- answers
+
+
+async def put_offer(
+    redis_client: aioredis.Redis, settings: Settings, caregiver_id: str
+) -> tuple[str, str]:
+    offer_id, incident_id = uuid.uuid4().hex, uuid.uuid4().hex
+    await redis_client.hset(
+        settings.key("offer", offer_id),
+        mapping={
+            "caregiver_id": caregiver_id,
+            "incident_id": incident_id,
+            "agency_id": "a1",
+            "expires_at": str(time.time() + 45),
+        },
+    )
+    return offer_id, incident_id
+
+
+async def test_accept_own_offer_reaches_kafka(
+    gateway: Gateway, settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    offer_id, incident_id = await put_offer(redis_client, settings, "cg-k")
+    async with client(gateway, token=token(settings, "caregiver", "cg-k")) as ws:
+        await recv(ws)
+        await send(ws, {"type": "accept", "offer_id": offer_id})
+        assert await recv(ws) == {"type": "ack", "offer_id": offer_id}
+    value = await consume(settings, "offer-answers", lambda v: v.get("offer_id") == offer_id)
+    assert value.pop("_key") == incident_id.encode()
+    answer = OfferAnswer.model_validate(value)
+    assert (answer.incident_id, answer.caregiver_id, answer.agency_id, answer.answer) == (
+        incident_id,
+        "cg-k",
+        "a1",
+        "accept",
+    )
+
+
+async def test_accept_of_anothers_offer_is_dead_lettered(
+    gateway: Gateway, settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    offer_id, _ = await put_offer(redis_client, settings, "cg-owner")
+    async with client(gateway, token=token(settings, "caregiver", "cg-thief")) as ws:
+        await recv(ws)
+        await send(ws, {"type": "accept", "offer_id": offer_id})
+        error = await recv(ws)
+    assert (error["type"], error["reason"]) == ("error", "not_your_offer")
+    value = await consume(settings, "deadletter", lambda v: offer_id in v.get("payload", ""))
+    value.pop("_key")
+    letter = DeadLetter.model_validate(value)
+    assert letter.reason == "not_your_offer"
+    assert "cg-thief" in letter.source
+    assert gateway.counters.rejected["not_your_offer"] >= 1
+
+
+async def test_unknown_offer_and_wrong_role(gateway: Gateway, settings: Settings) -> None:
+    async with client(gateway, token=token(settings, "caregiver", "cg-x")) as ws:
+        await recv(ws)
+        await send(ws, {"type": "decline", "offer_id": "nope"})
+        assert (await recv(ws))["reason"] == "unknown_offer"
+    async with client(gateway, token=token(settings, "dispatcher", "d9")) as ws:
+        await recv(ws)
+        await send(ws, {"type": "accept", "offer_id": "nope"})
+        assert (await recv(ws))["reason"] == "forbidden"
+
+
+# ---------------------------------------------------------------- malformed input
+
+
+async def test_malformed_frames_leave_the_connection_open(
+    gateway: Gateway, settings: Settings
+) -> None:
+    async with client(gateway, token=token(settings, "caregiver", "cg-m")) as ws:
+        await recv(ws)
+        await ws.send("{not json")
+        assert (await recv(ws))["reason"] == "malformed"
+        await send(ws, {"type": "dance"})
+        assert (await recv(ws))["reason"] == "unknown_type"
+        await send(ws, {"type": "ping"})
+        assert await recv(ws) == {"type": "pong"}
+
+
+async def test_too_large_frame_closes_with_1009(gateway: Gateway, settings: Settings) -> None:
+    async with client(gateway, token=token(settings, "caregiver", "cg-big")) as ws:
+        await recv(ws)
+        await ws.send("x" * (70 * 1024))
+        assert await close_code(ws) == 1009
+
+
+# ---------------------------------------------------------------- plain HTTP
+
+
+async def test_healthz_and_metrics(gateway: Gateway) -> None:
+    status, headers, body = await http_get(gateway, "/healthz")
+    assert (status, orjson.loads(body)["ok"]) == (200, True)
+    assert headers["content-type"] == "application/json"
+    status, _, body = await http_get(gateway, "/metrics")
+    assert status == 200
+    assert b"careknot_gateway_connections " in body
+    assert b"careknot_gateway_rejected_total{reason=" in body
+
+
+async def test_static_files_and_no_traversal(
+    gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "index.html").write_text("<h1>console</h1>")
+    (static / "app.js").write_text("console.log(1)")
+    (tmp_path / "secret.txt").write_text("secret")
+    monkeypatch.setattr(server, "STATIC_DIR", static)
+    status, headers, body = await http_get(gateway, "/")
+    assert (status, headers["content-type"], body) == (
+        200,
+        "text/html; charset=utf-8",
+        b"<h1>console</h1>",
+    )
+    status, headers, _ = await http_get(gateway, "/app.js")
+    assert (status, headers["content-type"].split(";")[0]) == (200, "text/javascript")
+    for path in ("/../secret.txt", "/%2e%2e/secret.txt", "/nothing.css", "/..%2fsecret.txt"):
+        status, _, body = await http_get(gateway, path)
+        assert status == 404, path
+        assert b"secret" not in body
