@@ -25,7 +25,7 @@ class Settings(BaseSettings):
         description="Prefix of Kafka topics and Redis keys, and the Postgres schema.",
     )
     mqtt_url: str = "mqtt://127.0.0.1:1883"
-    mqtt_share_group: str = "careknot-ingest"
+    mqtt_share_group: str = Field(default="", description="default: careknot-{namespace}")
     mqtt_shared_subscriptions: bool = True  # False on the embedded amqtt broker (MQTT 3.1.1)
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = 4

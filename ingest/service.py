@@ -53,7 +53,8 @@ class IngestService:
 
     def _topics(self) -> list[str]:
         if self._s.mqtt_shared_subscriptions:
-            return [f"$share/{self._s.mqtt_share_group}/{t}" for t in SUBSCRIPTIONS]
+            group = self._s.mqtt_share_group or f"careknot-{self._s.namespace}"
+            return [f"$share/{group}/{t}" for t in SUBSCRIPTIONS]
         return list(SUBSCRIPTIONS)
 
     async def run(self) -> None:
@@ -93,7 +94,7 @@ class IngestService:
             self.counters[f"accepted.{r.kind}"] += 1
         except RejectedPayload as exc:
             self.counters[f"rejected.{exc.reason}"] += 1
-            log.info("rejected %s: %s", topic[:200], exc)
+            log.debug("rejected %s: %s", topic[:200], exc)
             letter = dead_letter(exc, payload, now)
             await self._send("deadletter", exc.reason, orjson.dumps(letter.model_dump()))
 

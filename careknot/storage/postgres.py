@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -24,7 +24,7 @@ from careknot.storage.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
-Conn = PoolConnectionProxy[asyncpg.Record]
+Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 
 def ts(epoch: float) -> datetime:

@@ -1,0 +1,250 @@
+"""The walking skeleton's journey, end to end on real servers, through MQTT and WebSockets.
+
+``careknot up --simulate`` runs as a child process (the simulated Leeds city publishing all
+along); the test is a fall detector, two caregivers' phones, a family and a dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import asyncpg
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+
+from careknot.settings import Settings
+from careknot.stack import settings_env
+from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from tests.support import Phone, free_port, token, wait_for
+
+pytestmark = [pytest.mark.servers, pytest.mark.journey]
+
+AGENCY = "journey"
+HOME = (53.7760, -1.6010)  # a home in Farsley, west of the simulated city's centre
+NEAR = (53.7768, -1.6002)  # ~100 m away
+FAR = (53.7840, -1.5900)  # ~1.1 km away
+OTHER_AGENCY = "journey-other"
+OFFER_WINDOW_S = 4.0
+
+
+@pytest.fixture(scope="module")
+def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """``careknot up --simulate`` on the session's servers; stopped with SIGINT at the end."""
+    workdir = tmp_path_factory.mktemp("up")
+    settings = migrated.model_copy(
+        update={
+            "gateway_port": free_port(),
+            "offer_window_s": OFFER_WINDOW_S,
+            "max_waves": 3,
+            "worker_datadir": str(workdir / "worker"),
+        }
+    )
+    state = workdir / "state.json"
+    env = {**os.environ, **settings_env(settings)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "careknot.cli", "up", "--simulate", "--state-file", str(state)],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_file(state, proc, timeout=60)
+        yield settings
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        sys.stdout.write(out.decode(errors="replace")[-4000:])
+    assert proc.returncode == 0
+
+
+def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"careknot up exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError("careknot up did not write its state file")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+async def ready(system: Settings) -> AsyncIterator[Settings]:
+    """The system with the worker's partitions assigned and the journey's people registered."""
+    r = aioredis.Redis.from_url(system.redis_url)
+    await wait_for(lambda: r.get(system.key("health", "worker")), 90, "the worker's partitions")
+    await r.aclose()
+    async with Database(system) as db:
+        await db.upsert_agency(AGENCY, "Journey Care")
+        await db.upsert_agency(OTHER_AGENCY, "Other Care")
+        await db.upsert_caregivers(
+            [
+                CaregiverRow("j-near", AGENCY, "Nadia Near"),
+                CaregiverRow("j-far", AGENCY, "Fiona Far"),
+                CaregiverRow("j-other", OTHER_AGENCY, "Olga Other"),
+            ]
+        )
+        await db.upsert_patients([PatientRow("j-pat", AGENCY, "Pat Journey", *HOME)])
+        await db.upsert_devices(
+            [
+                DeviceRow("j-fd", AGENCY, "j-pat", "fall_detector"),
+                DeviceRow("o-fd", OTHER_AGENCY, "j-pat", "fall_detector"),
+            ]
+        )
+    yield system
+
+
+async def _publish(settings: Settings, topic: str, payload: Any, qos: int = 1) -> None:
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    async with aiomqtt.Client(settings.mqtt_host, settings.mqtt_port) as client:
+        await client.publish(topic, body, qos=qos)
+
+
+async def _locate(settings: Settings, caregiver: str, agency: str, at: tuple[float, float]) -> None:
+    fix = {"_type": "location", "lat": at[0], "lon": at[1], "tst": int(time.time()), "acc": 8}
+    await _publish(settings, f"ck/{agency}/cg/{caregiver}/loc", fix)
+
+
+def _fall(seq: int) -> dict[str, Any]:
+    return {"type": "fall", "ts": time.time(), "seq": seq, "data": {}}
+
+
+def is_type(kind: str, **fields: Any) -> Any:
+    return lambda f: f.get("type") == kind and all(f.get(k) == v for k, v in fields.items())
+
+
+async def test_fall_is_offered_declined_reoffered_accepted_and_seen_by_family(
+    ready: Settings,
+) -> None:
+    s = ready
+    near = await Phone.open(s, token(s, "caregiver", "j-near", AGENCY))
+    far = await Phone.open(s, token(s, "caregiver", "j-far", AGENCY))
+    other = await Phone.open(s, token(s, "caregiver", "j-other", OTHER_AGENCY))
+    family = await Phone.open(s, token(s, "family", "j-fam", AGENCY, ["j-pat"]))
+    console = await Phone.open(s, token(s, "dispatcher", "j-desk", AGENCY))
+
+    await _locate(s, "j-far", AGENCY, FAR)
+    await _locate(s, "j-near", AGENCY, NEAR)
+    await _locate(s, "j-other", OTHER_AGENCY, HOME)  # right there, but another agency's
+    for cg in ("j-far", "j-near"):
+        await console.expect(is_type("location", caregiver_id=cg))
+
+    await _publish(s, "ck/journey/dev/j-fd/evt", _fall(1))
+    offer = await near.expect(is_type("offer"))
+    assert offer["incident"]["kind"] == "fall"
+    assert offer["incident"]["distance_m"] < 200
+    assert isinstance(offer["seq"], int)
+    incident_id = offer["incident"]["incident_id"]
+
+    # Someone else's offer cannot be answered.
+    await far.send({"type": "accept", "offer_id": offer["offer_id"]})
+    err = await far.expect(is_type("error"))
+    assert err["reason"] == "not_your_offer"
+
+    await near.send({"type": "decline", "offer_id": offer["offer_id"], "reason": "driving"})
+    second = await far.expect(is_type("offer"))
+    assert second["incident"]["incident_id"] == incident_id
+    await far.send({"type": "accept", "offer_id": second["offer_id"]})
+    result = await far.expect(is_type("offer_result", offer_id=second["offer_id"]))
+    assert result["outcome"] == "assigned"
+
+    seen = await family.expect(is_type("incident", incident_id=incident_id, state="assigned"))
+    assert seen["assignee_name"] == "Fiona Far"
+    assert 0 < seen["eta_s"] < 600
+    await console.expect(is_type("incident", incident_id=incident_id, state="assigned"))
+    assert not [f for f in other.seen if f.get("type") == "offer"]
+
+    kinds = await _timeline(s, incident_id)
+    assert kinds == [
+        "incident_opened",
+        "offer_sent",
+        "offer_declined",
+        "offer_sent",
+        "offer_accepted",
+        "incident_assigned",
+    ]
+    for phone in (near, far, other, family, console):
+        await phone.close()
+
+
+async def test_unanswered_offer_expires_and_the_incident_escalates(ready: Settings) -> None:
+    s = ready
+    near = await Phone.open(s, token(s, "caregiver", "j-near", AGENCY))
+    console = await Phone.open(s, token(s, "dispatcher", "j-desk2", AGENCY))
+    await _locate(s, "j-near", AGENCY, NEAR)
+    await console.expect(is_type("location", caregiver_id="j-near"))
+
+    await _publish(s, "ck/journey/dev/j-fd/evt", _fall(2))
+    offer = await near.expect(is_type("offer"))
+    expired = await near.expect(
+        is_type("offer_result", offer_id=offer["offer_id"]), within=OFFER_WINDOW_S + 10
+    )
+    assert expired["outcome"] == "expired"
+    incident_id = offer["incident"]["incident_id"]
+    await console.expect(is_type("incident", incident_id=incident_id, state="escalated"))
+    assert (await _timeline(s, incident_id))[-2:] == ["offer_expired", "incident_escalated"]
+    await near.close()
+    await console.close()
+
+
+async def test_bad_input_is_dead_lettered_with_reasons_and_the_stream_goes_on(
+    ready: Settings,
+) -> None:
+    s = ready
+    consumer = AIOKafkaConsumer(
+        s.topic("deadletter"), bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        await _publish(s, "ck/journey/cg/j-near/loc", b"{not json")
+        await _publish(s, "ck/journey/cg/j-near/loc", {"lat": 91.0, "lon": 0.0, "tst": 1})
+        await _publish(s, "ck/journey/dev/o-fd/evt", _fall(3))  # another agency's device
+        await _publish(s, "ck/journey/dev/nobody/evt", _fall(4))
+        wanted = {"malformed_json", "invalid_fields", "device_agency_mismatch", "unknown_device"}
+        reasons = await _dead_letter_reasons(consumer, wanted)
+        assert wanted <= reasons
+    finally:
+        await consumer.stop()
+    # ...and the stream still flows: a good fix after the bad ones reaches the dispatcher.
+    console = await Phone.open(s, token(s, "dispatcher", "j-desk3", AGENCY))
+    await _locate(s, "j-near", AGENCY, NEAR)
+    await console.expect(is_type("location", caregiver_id="j-near"))
+    await console.close()
+
+
+async def _dead_letter_reasons(consumer: AIOKafkaConsumer, wanted: set[str]) -> set[str]:
+    reasons: set[str] = set()
+    async with asyncio.timeout(20):
+        while not wanted <= reasons:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    letter = json.loads(record.value)
+                    if letter["source"].startswith("ck/journey/"):
+                        reasons.add(letter["reason"])
+    return reasons
+
+
+async def _timeline(settings: Settings, incident_id: str) -> list[str]:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        rows = await conn.fetch(
+            f'SELECT kind FROM "{settings.namespace}".events WHERE incident_id = $1 ORDER BY seq',
+            uuid.UUID(incident_id),
+        )
+    finally:
+        await conn.close()
+    return [r["kind"] for r in rows]
