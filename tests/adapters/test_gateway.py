@@ -54,6 +54,9 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
 async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(settings.redis_url)
     yield client
+    keys = [key async for key in client.scan_iter(match=settings.key("*"))]
+    if keys:
+        await client.delete(*keys)
     await client.aclose()
 
 
