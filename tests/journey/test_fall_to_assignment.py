@@ -113,8 +113,15 @@ async def _publish(settings: Settings, topic: str, payload: Any, qos: int = 1) -
         await client.publish(topic, body, qos=qos)
 
 
+_last_tst: dict[str, int] = {}
+
+
 async def _locate(settings: Settings, caregiver: str, agency: str, at: tuple[float, float]) -> None:
-    fix = {"_type": "location", "lat": at[0], "lon": at[1], "tst": int(time.time()), "acc": 8}
+    """A fresh fix; its ``tst`` (whole seconds) is later than her previous one, since a fix
+    with the same ``tst`` is the same fix and rightly changes nothing."""
+    tst = max(int(time.time()), _last_tst.get(caregiver, 0) + 1)
+    _last_tst[caregiver] = tst
+    fix = {"_type": "location", "lat": at[0], "lon": at[1], "tst": tst, "acc": 8}
     await _publish(settings, f"ck/{agency}/cg/{caregiver}/loc", fix)
 
 
