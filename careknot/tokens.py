@@ -45,7 +45,7 @@ def issue(claims: Claims, secret: str) -> str:
 def verify(token: str, secret: str, now: float) -> Claims:
     """Return the claims of a genuine, unexpired token or raise :class:`AuthError`."""
     body, _, signature = token.partition(".")
-    if not body or not signature:
+    if not body or not signature or not token.isascii():
         raise AuthError("malformed token")
     if not hmac.compare_digest(signature, _sign(secret, body)):
         raise AuthError("bad token signature")

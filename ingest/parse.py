@@ -40,7 +40,7 @@ class Limits:
 
 
 def route(topic: str) -> Route:
-    m = _TOPIC.match(topic)
+    m = _TOPIC.fullmatch(topic)
     if m is None or m["kind"] not in _KINDS[m["who"]]:
         raise RejectedPayload("bad_topic", f"not a v1 topic: {topic[:200]!r}", topic=topic)
     kind: RouteKind = m["kind"]

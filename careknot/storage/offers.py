@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
+from asyncpg import Record
 
 from careknot.storage.incidents import Answered, Expired, event
 from careknot.storage.postgres import Conn, Database, ts
@@ -123,11 +123,19 @@ class OfferStore:
     async def expire_due(self, now: float) -> tuple[list[Expired], set[str]]:
         """Expire pending offers past their window; also returns incidents whose wave closed."""
         async with self._db.transaction() as conn:
+            due = await conn.fetch(
+                "SELECT i.id FROM incidents i WHERE EXISTS (SELECT 1 FROM offers o"
+                " WHERE o.incident_id = i.id AND o.state = 'pending' AND o.expires_at <= $1)"
+                " ORDER BY i.id FOR UPDATE OF i",
+                ts(now),
+            )
             rows = await conn.fetch(
                 "UPDATE offers o SET state = 'expired', answered_at = $1 FROM incidents i"
-                " WHERE o.state = 'pending' AND o.expires_at <= $1 AND i.id = o.incident_id"
+                " WHERE o.incident_id = ANY($2::uuid[]) AND o.state = 'pending'"
+                " AND o.expires_at <= $1 AND i.id = o.incident_id"
                 " RETURNING o.id, o.incident_id, o.caregiver_id, i.agency_id",
                 ts(now),
+                [r["id"] for r in due],
             )
             expired = [
                 Expired(str(r["id"]), str(r["incident_id"]), r["caregiver_id"]) for r in rows
@@ -162,19 +170,23 @@ class OfferStore:
         )
         return [str(r["id"]) for r in rows]
 
-    async def _lock_offer(
-        self, conn: Conn, offer_id: str, caregiver_id: str
-    ) -> asyncpg.Record | None:
+    async def _lock_offer(self, conn: Conn, offer_id: str, caregiver_id: str) -> Record | None:
+        """Lock the offer's incident, then the offer: every writer locks in that order, so
+        answers and timers on one incident queue up instead of deadlocking."""
         try:
             oid = uuid.UUID(offer_id)
         except ValueError:
             return None
-        row: asyncpg.Record | None = await conn.fetchrow(
+        incident_id = await conn.fetchval(
+            "SELECT incident_id FROM offers WHERE id = $1 AND caregiver_id = $2", oid, caregiver_id
+        )
+        if incident_id is None:
+            return None
+        await conn.execute("SELECT 1 FROM incidents WHERE id = $1 FOR UPDATE", incident_id)
+        row: Record | None = await conn.fetchrow(
             "SELECT o.incident_id, o.state, o.expires_at, o.eta_s, i.agency_id FROM offers o"
-            " JOIN incidents i ON i.id = o.incident_id"
-            " WHERE o.id = $1 AND o.caregiver_id = $2 FOR UPDATE OF o",
+            " JOIN incidents i ON i.id = o.incident_id WHERE o.id = $1 FOR UPDATE OF o",
             oid,
-            caregiver_id,
         )
         return row
 

@@ -110,8 +110,12 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield conn
+        """A transaction; Postgres errors inside it come out as :class:`StorageError`."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                yield conn
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"transaction failed: {exc}") from exc
 
     # ------------------------------------------------------------ migrations
 

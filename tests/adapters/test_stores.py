@@ -339,14 +339,6 @@ async def test_start_wave_races_have_one_winner(db: Database, db2: Database) -> 
 # ---------------------------------------------------------------- Postgres: offers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=asyncpg.DeadlockDetectedError,
-    reason="BUG careknot/storage/offers.py accept(): each accept locks its own offer row "
-    "(FOR UPDATE OF o), then the incident row; the winner then UPDATEs the loser's pending "
-    "offer to 'taken' while the loser waits for the incident row: a lock cycle, so Postgres "
-    "kills one transaction with DeadlockDetectedError (untranslated) after deadlock_timeout",
-)
 async def test_concurrent_accepts_have_exactly_one_winner(db: Database, db2: Database) -> None:
     w = await seed(db, caregivers=2)
     for _ in range(RACE_ROUNDS):
@@ -386,12 +378,6 @@ async def test_sequential_accepts_the_first_wins(db: Database) -> None:
     assert kinds.count("offer_taken") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG careknot/storage/offers.py decline(): _wave_closed reads under READ COMMITTED "
-    "while the other decline is uncommitted, so two concurrent declines of the last two "
-    "pending offers both report wave_closed=False and nobody moves the incident on",
-)
 async def test_concurrent_declines_close_the_wave_once(db: Database, db2: Database) -> None:
     w = await seed(db, caregivers=2)
     for _ in range(RACE_ROUNDS):

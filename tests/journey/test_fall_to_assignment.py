@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -26,9 +22,9 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from careknot.settings import Settings
-from careknot.stack import settings_env
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
-from tests.support import Phone, free_port, token, wait_for
+from careknot.system import RunningSystem
+from tests.support import Phone, free_port, is_type, token, wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
@@ -52,33 +48,11 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "worker_datadir": str(workdir / "worker"),
         }
     )
-    state = workdir / "state.json"
-    env = {**os.environ, **settings_env(settings)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "careknot.cli", "up", "--simulate", "--state-file", str(state)],
-        env=env,
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_file(state, proc, timeout=60)
+    running = RunningSystem(settings, workdir, simulate=True)
+    with running:
         yield settings
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-        sys.stdout.write(out.decode(errors="replace")[-4000:])
-    assert proc.returncode == 0
-
-
-def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"careknot up exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise AssertionError("careknot up did not write its state file")
-        time.sleep(0.1)
+    sys.stdout.write(running.output.decode(errors="replace")[-4000:])
+    assert running.returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +101,6 @@ async def _locate(settings: Settings, caregiver: str, agency: str, at: tuple[flo
 
 def _fall(seq: int) -> dict[str, Any]:
     return {"type": "fall", "ts": time.time(), "seq": seq, "data": {}}
-
-
-def is_type(kind: str, **fields: Any) -> Any:
-    return lambda f: f.get("type") == kind and all(f.get(k) == v for k, v in fields.items())
 
 
 async def test_fall_is_offered_declined_reoffered_accepted_and_seen_by_family(

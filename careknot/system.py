@@ -1,0 +1,81 @@
+"""``careknot up`` as a child process, for tests and benchmarks that need the whole system.
+
+``with RunningSystem(settings, workdir, simulate=True) as settings: ...`` starts it, waits for
+its state file (so every service is started), and stops it with SIGINT, as Ctrl-C would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from careknot.errors import ServerStartError
+from careknot.settings import Settings
+from careknot.stack import settings_env
+
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 60.0
+
+
+def resolved_settings(env: dict[str, str]) -> Settings:
+    """The settings ``careknot up`` wrote in its state file (the servers it actually uses)."""
+    prefix = "CAREKNOT_"
+    return Settings.model_validate(
+        {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    )
+
+
+class RunningSystem:
+    def __init__(self, settings: Settings, workdir: Path, *, simulate: bool) -> None:
+        self.settings = settings
+        self._workdir = workdir
+        self._simulate = simulate
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.output = b""
+        self.returncode: int | None = None
+
+    def __enter__(self) -> Settings:
+        state = self._workdir / "state.json"
+        argv = [sys.executable, "-m", "careknot.cli", "up", "--state-file", str(state)]
+        self._proc = subprocess.Popen(
+            [*argv, *(["--simulate"] if self._simulate else [])],
+            env={**os.environ, **settings_env(self.settings)},
+            cwd=self._workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            self._wait_for(state)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return resolved_settings(json.loads(state.read_text())["settings"])
+
+    def _wait_for(self, state: Path) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not state.exists():
+            if self._proc.poll() is not None:
+                raise ServerStartError("careknot up", f"exited with {self._proc.returncode}")
+            if time.monotonic() > deadline:
+                raise ServerStartError("careknot up", "no state file in time")
+            time.sleep(0.1)
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._proc is None:
+            return
+        self._proc.send_signal(signal.SIGINT)
+        try:
+            self.output, _ = self._proc.communicate(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self.output, _ = self._proc.communicate()
+        self.returncode = self._proc.returncode
