@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     offer_window_s: float = 45.0
     offer_wave_size: int = 1
     max_waves: int = 3
-    search_max_k: int = 20
+    search_area_rings: int = Field(default=3, ge=1, le=10, description="~6 km each")
     position_stale_s: float = 120.0
     # ingest limits
     max_payload_bytes: int = 4096

@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import h3
 
 from dispatch.eta import TravelModel, haversine_m
 from dispatch.model import Candidate, Ranked
 
-SEARCH_RESOLUTION = 8
+STREET_RESOLUTION = 8  # cells of ~0.74 km², edge ~0.53 km
+AREA_RESOLUTION = 6  # cells of ~36 km², edge ~3.7 km
+STREET_DISK_K = 2  # the street-level disk around home reaches at least ~0.9 km
 
 
-def search_rings(lat: float, lon: float, max_k: int) -> Iterator[Sequence[str]]:
-    """H3 rings around the patient's home cell, from the cell itself outwards."""
-    home = h3.latlng_to_cell(lat, lon, SEARCH_RESOLUTION)
-    for k in range(max_k + 1):
-        yield [str(c) for c in h3.grid_ring(home, k)]
+@dataclass(frozen=True, slots=True)
+class SearchStep:
+    """One read of the live index: these cells at this level (``street`` or ``area``)."""
+
+    level: str
+    cells: Sequence[str]
+
+
+def search_plan(lat: float, lon: float, area_rings: int) -> Iterator[SearchStep]:
+    """Where to look for caregivers around a home, nearest first, in a few steps.
+
+    First the street-level disk around the home cell, then the area-level cell and its
+    neighbours, then the further area rings up to ``area_rings`` (each area ring adds
+    roughly 6 km of radius). Each step is one round trip to the index.
+    """
+    street = h3.latlng_to_cell(lat, lon, STREET_RESOLUTION)
+    yield SearchStep("street", [str(c) for c in h3.grid_disk(street, STREET_DISK_K)])
+    area = h3.cell_to_parent(street, AREA_RESOLUTION)
+    yield SearchStep("area", [str(c) for c in h3.grid_disk(area, 1)])
+    if area_rings > 1:
+        far = [str(c) for k in range(2, area_rings + 1) for c in h3.grid_ring(area, k)]
+        yield SearchStep("area", far)
 
 
 def is_eligible(c: Candidate, agency_id: str, now: float, stale_after_s: float) -> bool:

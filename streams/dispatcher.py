@@ -29,7 +29,7 @@ from careknot.storage.offers import OfferStore
 from careknot.storage.postgres import Database
 from dispatch.eta import StraightLineModel, TravelModel
 from dispatch.offers import EMERGENCY_KINDS, next_step, plan_wave, severity_of
-from dispatch.ranking import rank, search_rings
+from dispatch.ranking import rank, search_plan
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,8 @@ class Dispatcher:
         """Offer the incident to the next wave, or escalate it."""
         now = self._clock()
         asked = await self._incidents.offered_caregivers(incident.id)
-        rings = search_rings(incident.lat, incident.lon, self._s.search_max_k)
-        ids = await self._live.nearby(incident.agency_id, rings, len(asked) + SEARCH_POOL)
+        plan = search_plan(incident.lat, incident.lon, self._s.search_area_rings)
+        ids = await self._live.nearby(incident.agency_id, plan, len(asked) + SEARCH_POOL)
         ranked = rank(
             await self._live.candidates(ids),
             agency_id=incident.agency_id,

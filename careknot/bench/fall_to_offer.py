@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 AGENCY = "bench"
 HOME = (53.8008, -1.5491)  # in the simulated city
 NEAR = (53.8016, -1.5480)
-READY_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = 60.0
 
 
 async def run(settings: Settings, *, falls: int, output: str) -> int:
@@ -47,8 +47,11 @@ async def run(settings: Settings, *, falls: int, output: str) -> int:
     live = await asyncio.to_thread(running.__enter__)
     try:
         samples = await _measure(live, falls)
-    finally:
+    except BaseException:
         await asyncio.to_thread(running.__exit__, None, None, None)
+        log.error("the system said:\n%s", running.output.decode(errors="replace")[-6000:])
+        raise
+    await asyncio.to_thread(running.__exit__, None, None, None)
     figures = {
         "benchmark": "fall-to-offer",
         "falls": falls,

@@ -1,8 +1,9 @@
 """Redis live index: every caregiver's latest accepted position, indexed by H3 cell.
 
 Keys (``ns`` is the namespace):
-- ``{ns}:cg:{caregiver}`` hash: agency, lat, lon, ts, cell, acc, batt, status
-- ``{ns}:cell:{agency}:{cell}`` set of caregiver ids whose latest fix lies in that res-8 cell
+- ``{ns}:cg:{caregiver}`` hash: agency, lat, lon, ts, cell, area, acc, batt, status
+- ``{ns}:street:{agency}:{cell}`` set of caregiver ids whose latest fix lies in that res-8 cell
+- ``{ns}:area:{agency}:{cell}`` the same at res 6, for searches further out
 
 A batch of fixes moves in one server-side script call: cell membership moves atomically with the
 position, and a fix older than the stored one never overwrites it. Everything here can be rebuilt
@@ -19,26 +20,30 @@ import redis.asyncio as aioredis
 from careknot.contracts import Fix
 from careknot.settings import Settings
 from dispatch.model import Candidate
+from dispatch.ranking import AREA_RESOLUTION, STREET_RESOLUTION, SearchStep
 
-INDEX_RESOLUTION = 8
 AVAILABLE = "available"
 BUSY = "busy"
 
 _UPDATE_POSITIONS = """
 local ns = ARGV[1]
 local applied = {}
-for i = 2, #ARGV, 8 do
+local function move(level, old_agency, old_cell, agency, cell, id)
+  if old_cell and (old_cell ~= cell or old_agency ~= agency) then
+    redis.call('SREM', ns .. ':' .. level .. ':' .. old_agency .. ':' .. old_cell, id)
+  end
+  redis.call('SADD', ns .. ':' .. level .. ':' .. agency .. ':' .. cell, id)
+end
+for i = 2, #ARGV, 9 do
   local id, agency, lat, lon = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local t, cell, acc, batt = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local t, cell, area, acc, batt = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local key = ns .. ':cg:' .. id
-  local prev = redis.call('HMGET', key, 'ts', 'cell', 'agency')
+  local prev = redis.call('HMGET', key, 'ts', 'cell', 'area', 'agency')
   if (not prev[1]) or tonumber(prev[1]) < tonumber(t) then
-    if prev[2] and (prev[2] ~= cell or prev[3] ~= agency) then
-      redis.call('SREM', ns .. ':cell:' .. prev[3] .. ':' .. prev[2], id)
-    end
-    redis.call('SADD', ns .. ':cell:' .. agency .. ':' .. cell, id)
+    move('street', prev[4], prev[2], agency, cell, id)
+    move('area', prev[4], prev[3], agency, area, id)
     redis.call('HSET', key, 'agency', agency, 'lat', lat, 'lon', lon, 'ts', t,
-               'cell', cell, 'acc', acc, 'batt', batt)
+               'cell', cell, 'area', area, 'acc', acc, 'batt', batt)
     applied[#applied + 1] = id
     applied[#applied + 1] = redis.call('HGET', key, 'status') or 'available'
   end
@@ -50,7 +55,12 @@ _FIELDS = ("lat", "lon", "ts", "status", "agency")
 
 
 def cell_of(lat: float, lon: float) -> str:
-    return str(h3.latlng_to_cell(lat, lon, INDEX_RESOLUTION))
+    """The street-level H3 cell of a position."""
+    return str(h3.latlng_to_cell(lat, lon, STREET_RESOLUTION))
+
+
+def area_of(cell: str) -> str:
+    return str(h3.cell_to_parent(cell, AREA_RESOLUTION))
 
 
 class LiveIndex:
@@ -70,7 +80,8 @@ class LiveIndex:
             return {}
         args: list[str | float | int] = [self._ns]
         for f in fixes:
-            args += [f.caregiver_id, f.agency_id, f.lat, f.lon, f.ts, cell_of(f.lat, f.lon)]
+            cell = cell_of(f.lat, f.lon)
+            args += [f.caregiver_id, f.agency_id, f.lat, f.lon, f.ts, cell, area_of(cell)]
             args += ["" if f.acc is None else f.acc, "" if f.batt is None else f.batt]
         flat = await self._update(keys=[], args=args)
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
@@ -78,25 +89,25 @@ class LiveIndex:
     async def set_status(self, caregiver_id: str, status: str) -> None:
         await self._redis.hset(f"{self._ns}:cg:{caregiver_id}", "status", status)
 
-    async def nearby(self, agency_id: str, rings: Iterable[Sequence[str]], need: int) -> list[str]:
-        """Caregiver ids in the agency's cells, ring by ring, until ``need`` are found.
+    async def nearby(self, agency_id: str, plan: Iterable[SearchStep], need: int) -> list[str]:
+        """Caregiver ids of the agency found by following ``plan`` until ``need`` are found.
 
-        One ring more than the one that reached ``need`` is read, since hexagon rings are
-        not circles: someone in ring k+1 can be closer than someone in ring k.
+        One step more than the one that reached ``need`` is read, since cells are not
+        circles: someone just outside the first disk can be closer than someone inside it.
         """
-        found: list[str] = []
+        found: dict[str, None] = {}
         stop_after: int | None = None
-        for k, ring in enumerate(rings):
+        for n, step in enumerate(plan):
             async with self._redis.pipeline(transaction=False) as pipe:
-                for cell in ring:
-                    pipe.smembers(f"{self._ns}:cell:{agency_id}:{cell}")
+                for cell in step.cells:
+                    pipe.smembers(f"{self._ns}:{step.level}:{agency_id}:{cell}")
                 members = await pipe.execute()
-            found += sorted(m.decode() for group in members for m in group)
+            found.update(dict.fromkeys(sorted(m.decode() for group in members for m in group)))
             if stop_after is None and len(found) >= need:
-                stop_after = k + 1
-            if stop_after is not None and k >= stop_after:
+                stop_after = n + 1
+            if stop_after is not None and n >= stop_after:
                 break
-        return found
+        return list(found)
 
     async def candidates(self, caregiver_ids: Sequence[str]) -> list[Candidate]:
         async with self._redis.pipeline(transaction=False) as pipe:

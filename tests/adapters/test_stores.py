@@ -27,7 +27,7 @@ from careknot.storage.offers import OfferStore
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.storage.schema import MIGRATIONS
 from dispatch.model import PlannedOffer
-from dispatch.ranking import search_rings
+from dispatch.ranking import search_plan
 from streams.dispatcher import Dispatcher
 
 pytestmark = pytest.mark.servers
@@ -218,7 +218,7 @@ async def test_concurrent_migrations_apply_once(settings: Settings) -> None:
 async def cell_members(
     redis: aioredis.Redis, settings: Settings, agency: str, cell: str
 ) -> set[str]:
-    members = await redis.smembers(settings.key("cell", agency, cell))
+    members = await redis.smembers(settings.key("street", agency, cell))
     return {m.decode() if isinstance(m, bytes) else m for m in members}
 
 
@@ -262,11 +262,13 @@ async def test_nearby_finds_her_in_the_rings_of_her_agency_only(live: LiveIndex)
             fix(stranger, other, north(100), now),
         ]
     )
-    assert await live.nearby(agency, search_rings(*LEEDS, 20), need=1) == [near]
-    assert await live.nearby(agency, search_rings(*LEEDS, 20), need=2) == [near, far]
-    assert near in await live.nearby(agency, search_rings(*LEEDS, 1), need=1)
-    assert await live.nearby(agency, search_rings(*north(50_000), 2), need=1) == []
-    assert await live.nearby(other, search_rings(*LEEDS, 3), need=5) == [stranger]
+    # the street disk finds her first; one step further out is read too
+    assert await live.nearby(agency, search_plan(*LEEDS, 3), need=1) == [near, far]
+    assert await live.nearby(agency, search_plan(*LEEDS, 3), need=2) == [near, far]
+    street_only = next(iter(search_plan(*LEEDS, 3)))
+    assert await live.nearby(agency, [street_only], need=1) == [near]
+    assert await live.nearby(agency, search_plan(*north(50_000), 2), need=1) == []
+    assert await live.nearby(other, search_plan(*LEEDS, 3), need=5) == [stranger]
 
 
 async def test_candidates_and_status(live: LiveIndex) -> None:

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from dispatch.eta import StraightLineModel, haversine_m
 from dispatch.model import Candidate, PlannedOffer, Ranked
 from dispatch.offers import next_step, plan_wave, severity_of
-from dispatch.ranking import SEARCH_RESOLUTION, is_eligible, rank, search_rings
+from dispatch.ranking import (
+    AREA_RESOLUTION,
+    STREET_RESOLUTION,
+    is_eligible,
+    rank,
+    search_plan,
+)
 
 NOW = 1_700_000_000.0
 STALE_S = 120.0
@@ -236,23 +242,24 @@ def test_successive_waves_never_repeat_a_caregiver(n: int, wave_size: int, max_w
     assert wave - 1 <= max_waves
 
 
-# ---------------------------------------------------------------- search rings
+# ---------------------------------------------------------------- search plan
 
 
 @pytest.mark.parametrize("where", [LEEDS, (51.5074, -0.1278), (-33.86, 151.21)])
-def test_search_rings(where: tuple[float, float]) -> None:
-    rings = list(search_rings(*where, max_k=5))
-    home = h3.latlng_to_cell(*where, SEARCH_RESOLUTION)
-    assert len(rings) == 6
-    assert list(rings[0]) == [home]
-    for k, ring in enumerate(rings[1:], 1):
-        assert len(ring) == 6 * k
-        assert all(h3.grid_distance(home, c) == k for c in ring)
-    every = [c for ring in rings for c in ring]
-    assert len(every) == len(set(every)) == 1 + 3 * 5 * 6
+def test_search_plan_goes_from_street_to_area_outwards(where: tuple[float, float]) -> None:
+    steps = list(search_plan(*where, area_rings=3))
+    street = h3.latlng_to_cell(*where, STREET_RESOLUTION)
+    area = h3.cell_to_parent(street, AREA_RESOLUTION)
+    assert [s.level for s in steps] == ["street", "area", "area"]
+    assert street in steps[0].cells
+    assert len(steps[0].cells) == 19
+    assert all(h3.grid_distance(street, c) <= 2 for c in steps[0].cells)
+    assert set(steps[1].cells) == set(h3.grid_disk(area, 1))
+    assert all(h3.grid_distance(area, c) in (2, 3) for c in steps[2].cells)
+    assert len(steps[2].cells) == 6 * 2 + 6 * 3
+    every_area = [*steps[1].cells, *steps[2].cells]
+    assert len(every_area) == len(set(every_area))
 
 
-def test_search_rings_max_k_zero_is_the_home_cell() -> None:
-    assert [list(r) for r in search_rings(*LEEDS, max_k=0)] == [
-        [h3.latlng_to_cell(*LEEDS, SEARCH_RESOLUTION)]
-    ]
+def test_search_plan_with_one_area_ring_stops_at_the_neighbours() -> None:
+    assert [s.level for s in search_plan(*LEEDS, area_rings=1)] == ["street", "area"]
