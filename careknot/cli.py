@@ -47,7 +47,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.worker import run
 
-    return run(settings)
+    return run(settings, loglevel=args.log_level)
 
 
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ its state file (so every service is started), and stops it with SIGINT, as Ctrl-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,19 +38,20 @@ class RunningSystem:
         self._workdir = workdir
         self._simulate = simulate
         self._proc: subprocess.Popen[bytes] | None = None
-        self.output = b""
+        self.log_path = workdir / "careknot-up.log"
         self.returncode: int | None = None
 
     def __enter__(self) -> Settings:
         state = self._workdir / "state.json"
         argv = [sys.executable, "-m", "careknot.cli", "up", "--state-file", str(state)]
-        self._proc = subprocess.Popen(
-            [*argv, *(["--simulate"] if self._simulate else [])],
-            env={**os.environ, **settings_env(self.settings)},
-            cwd=self._workdir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("wb") as log_file:
+            self._proc = subprocess.Popen(
+                [*argv, *(["--simulate"] if self._simulate else [])],
+                env={**os.environ, **settings_env(self.settings)},
+                cwd=self._workdir,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         try:
             self._wait_for(state)
         except BaseException:
@@ -74,8 +76,14 @@ class RunningSystem:
             return
         self._proc.send_signal(signal.SIGINT)
         try:
-            self.output, _ = self._proc.communicate(timeout=STOP_TIMEOUT_S)
+            self._proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self._proc.kill()
-            self.output, _ = self._proc.communicate()
+            self._proc.wait()
         self.returncode = self._proc.returncode
+
+    def log_tail(self, chars: int = 6000) -> str:
+        """The end of what the system printed (its services' logs)."""
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""

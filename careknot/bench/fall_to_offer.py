@@ -49,7 +49,7 @@ async def run(settings: Settings, *, falls: int, output: str) -> int:
         samples = await _measure(live, falls)
     except BaseException:
         await asyncio.to_thread(running.__exit__, None, None, None)
-        log.error("the system said:\n%s", running.output.decode(errors="replace")[-6000:])
+        log.error("the system said:\n%s", running.log_tail())
         raise
     await asyncio.to_thread(running.__exit__, None, None, None)
     figures = {

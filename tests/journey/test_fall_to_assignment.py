@@ -49,9 +49,11 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         }
     )
     running = RunningSystem(settings, workdir, simulate=True)
-    with running:
-        yield settings
-    sys.stdout.write(running.output.decode(errors="replace")[-4000:])
+    try:
+        with running:
+            yield settings
+    finally:
+        sys.stderr.write(f"--- careknot up said:\n{running.log_tail()}\n")
     assert running.returncode == 0
 
 
