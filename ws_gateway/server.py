@@ -70,6 +70,7 @@ STATIC_DIR = Path(__file__).resolve().with_name("static")
 AUTH_TIMEOUT_S = 5.0
 QUEUE_SIZE = 1024
 HEALTH_TIMEOUT_S = 2.0
+CLOSE_TIMEOUT_S = 2.0  # on shutdown, a client that does not answer our close is dropped
 CLOSE_UNAUTHORISED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -159,6 +160,7 @@ class Gateway:
                 settings.gateway_port,
                 process_request=self._http,
                 max_size=MAX_FRAME_BYTES,
+                close_timeout=CLOSE_TIMEOUT_S,
             )
         )
 
