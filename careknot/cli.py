@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from careknot.bench import BENCHMARKS
 from careknot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     tok.set_defaults(func=cmd_token)
 
     bench = sub.add_parser("bench", help="measure a hot path")
-    bench.add_argument("what", choices=["fall-to-offer"])
-    bench.add_argument("--falls", type=int, default=100)
-    bench.add_argument("--output", default="bench-results")
+    bench.add_argument("what", choices=sorted(BENCHMARKS))
+    bench.add_argument("--falls", type=int, default=100, help="fall-to-offer: how many falls")
+    bench.add_argument("--output", default="bench-results", help="directory for the JSON")
+    bench.add_argument("extra", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)
     return p
 

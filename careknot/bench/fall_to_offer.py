@@ -8,6 +8,7 @@ is the latency of one emergency, not of a queue.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import secrets
@@ -34,7 +35,11 @@ NEAR = (53.8016, -1.5480)
 READY_TIMEOUT_S = 60.0
 
 
-async def run(settings: Settings, *, falls: int, output: str) -> int:
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    return await measure(settings, falls=args.falls, output=args.output)
+
+
+async def measure(settings: Settings, *, falls: int, output: str) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="careknot-bench-"))
     bench = settings.model_copy(
         update={
