@@ -140,13 +140,16 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=sorted(BENCHMARKS))
     bench.add_argument("--falls", type=int, default=100, help="fall-to-offer: how many falls")
     bench.add_argument("--output", default="bench-results", help="directory for the JSON")
-    bench.add_argument("extra", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.verb != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # a benchmark's own options
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
