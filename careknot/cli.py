@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # websockets logs every HTTP request as "connection rejected (200 OK)": keep that at debug
+    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, logging.root.level))
     func: Callable[[argparse.Namespace, Settings], int] = args.func
     return func(args, Settings())
 
