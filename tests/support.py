@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from pathlib import Path
 
 from careknot.waiting import poll_until as wait_for
 from simulators.phone import Frame, Phone, is_type, token
 
-__all__ = ["Frame", "Phone", "free_port", "is_type", "token", "wait_for"]
+__all__ = ["Frame", "Phone", "free_port", "is_type", "processes_in", "token", "wait_for"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def processes_in(namespace: str) -> list[int]:
+    """Pids of live processes started with ``CAREKNOT_NAMESPACE=namespace`` (Linux /proc)."""
+    marker = f"CAREKNOT_NAMESPACE={namespace}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+    return found

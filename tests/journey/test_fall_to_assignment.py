@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from careknot.settings import Settings
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.system import RunningSystem
-from tests.support import Phone, free_port, is_type, token, wait_for
+from tests.support import Phone, free_port, is_type, processes_in, token, wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
@@ -55,6 +55,7 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         sys.stderr.write(f"--- careknot up said:\n{running.log_tail()}\n")
     assert running.returncode == 0
+    assert processes_in(settings.namespace) == [], "careknot up left processes behind"
 
 
 @pytest.fixture(scope="module")
