@@ -47,7 +47,7 @@ class Phone:
     async def send(self, frame: Frame) -> None:
         await self.ws.send(orjson.dumps(frame).decode())
 
-    async def expect(self, match: Callable[[Frame], bool], within: float = 10.0) -> Frame:
+    async def expect(self, match: Callable[[Frame], bool], within: float = 30.0) -> Frame:
         """The next frame that matches (frames before it are kept in ``seen``)."""
         async with asyncio.timeout(within):
             while True:
