@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import redis.asyncio as aioredis
 
@@ -27,7 +27,10 @@ from careknot.storage.incidents import IncidentRow, IncidentStore, SentOffer
 from careknot.storage.live import BUSY, LiveIndex
 from careknot.storage.offers import OfferStore
 from careknot.storage.postgres import Database
+from careknot.storage.roster import Roster
+from dispatch.eligibility import NEEDS, ineligibility, needs_of
 from dispatch.eta import StraightLineModel, TravelModel
+from dispatch.model import Ranked
 from dispatch.offers import EMERGENCY_KINDS, next_step, plan_wave, severity_of
 from dispatch.ranking import rank, search_plan
 
@@ -45,6 +48,7 @@ class Dispatcher:
         *,
         model: TravelModel | None = None,
         clock: Callable[[], float] = time.time,
+        needs: Mapping[str, frozenset[str]] = NEEDS,
     ) -> None:
         self._s = settings
         self._db = db
@@ -55,6 +59,8 @@ class Dispatcher:
         self._outbox = outbox.Outbox(redis, settings)
         self._model = model or StraightLineModel()
         self._clock = clock
+        self._roster = Roster(db)
+        self._needs = needs
         self._names: dict[str, str] = {}
 
     # ------------------------------------------------------------ inputs
@@ -155,6 +161,7 @@ class Dispatcher:
             now=now,
             stale_after_s=self._s.position_stale_s,
         )
+        ranked = await self._qualified(incident, ranked, now)
         planned = plan_wave(
             ranked,
             already_offered=asked,
@@ -172,6 +179,25 @@ class Dispatcher:
         sent = await self._incidents.start_wave(incident, planned, now)
         if sent:
             await self._send_offers(incident, sent)
+
+    async def _qualified(
+        self, incident: IncidentRow, ranked: list[Ranked], now: float
+    ) -> list[Ranked]:
+        """Those of ``ranked`` the roster allows to take this incident now."""
+        if not ranked:
+            return ranked
+        rules = await self._roster.rules(incident.agency_id)
+        profiles = await self._roster.profiles([r.candidate.caregiver_id for r in ranked], now)
+        needs = needs_of(incident.kind, self._needs)
+        keep = []
+        for r in ranked:
+            cid = r.candidate.caregiver_id
+            why = ineligibility(profiles[cid], needs=needs, rules=rules, now=now)
+            if why is None:
+                keep.append(r)
+            else:
+                log.info("incident %s: %s not eligible (%s)", incident.id, cid, why)
+        return keep
 
     async def _send_offers(self, incident: IncidentRow, sent: list[SentOffer]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:

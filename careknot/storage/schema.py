@@ -74,4 +74,37 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS events_incident ON events (incident_id, seq);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE IF NOT EXISTS agency_rules (
+            agency_id text PRIMARY KEY REFERENCES agencies(id),
+            require_skills boolean NOT NULL DEFAULT false,
+            require_shift boolean NOT NULL DEFAULT false
+        );
+        CREATE TABLE IF NOT EXISTS certificates (
+            caregiver_id text NOT NULL REFERENCES caregivers(id),
+            kind text NOT NULL,
+            expires_at timestamptz NOT NULL,
+            PRIMARY KEY (caregiver_id, kind)
+        );
+        CREATE TABLE IF NOT EXISTS shifts (
+            id bigserial PRIMARY KEY,
+            caregiver_id text NOT NULL REFERENCES caregivers(id),
+            starts_at timestamptz NOT NULL,
+            ends_at timestamptz NOT NULL CHECK (ends_at > starts_at)
+        );
+        CREATE INDEX IF NOT EXISTS shifts_caregiver ON shifts (caregiver_id, ends_at);
+        CREATE TABLE IF NOT EXISTS worked_periods (
+            id bigserial PRIMARY KEY,
+            caregiver_id text NOT NULL REFERENCES caregivers(id),
+            starts_at timestamptz NOT NULL,
+            ends_at timestamptz NOT NULL CHECK (ends_at > starts_at)
+        );
+        CREATE INDEX IF NOT EXISTS worked_caregiver ON worked_periods (caregiver_id, ends_at);
+        ALTER TABLE incidents ADD COLUMN IF NOT EXISTS last_trigger_at timestamptz;
+        CREATE INDEX IF NOT EXISTS incidents_waiting_by_patient ON incidents (patient_id)
+            WHERE state IN ('open', 'offered', 'escalated');
+        """,
+    ),
 ]
