@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     # ingest limits
     max_payload_bytes: int = 4096
     max_clock_skew_s: float = 300.0
+    ingest_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0: no metrics")
 
     @property
     def mqtt_host(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -47,7 +47,8 @@ def route(topic: str) -> Route:
     return Route(kind, m["agency"], m["subject"])
 
 
-def _decode(model: type[M], topic: str, payload: bytes, limits: Limits) -> M:
+def load_object(topic: str, payload: bytes, limits: Limits) -> dict[str, Any]:
+    """The payload as a JSON object, or :class:`RejectedPayload` (too large, not JSON)."""
     if len(payload) > limits.max_payload_bytes:
         raise RejectedPayload("too_large", f"{len(payload)} bytes", topic=topic)
     try:
@@ -56,11 +57,20 @@ def _decode(model: type[M], topic: str, payload: bytes, limits: Limits) -> M:
         raise RejectedPayload("malformed_json", str(exc), topic=topic) from exc
     if not isinstance(raw, dict):
         raise RejectedPayload("malformed_json", "payload is not a JSON object", topic=topic)
+    return raw
+
+
+def validate(model: type[M], topic: str, raw: dict[str, Any]) -> M:
+    """``raw`` as ``model``, or :class:`RejectedPayload` with the fields that failed."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise RejectedPayload("invalid_fields", detail, topic=topic) from exc
+
+
+def _decode(model: type[M], topic: str, payload: bytes, limits: Limits) -> M:
+    return validate(model, topic, load_object(topic, payload, limits))
 
 
 def _check_clock(ts: float, now: float, limits: Limits, topic: str) -> None:
@@ -70,11 +80,18 @@ def _check_clock(ts: float, now: float, limits: Limits, topic: str) -> None:
 
 def parse_location(r: Route, topic: str, payload: bytes, now: float, limits: Limits) -> Fix:
     loc = _decode(LocationPayload, topic, payload, limits)
+    return location_fix(loc, r.agency, r.subject, topic, now, limits)
+
+
+def location_fix(
+    loc: LocationPayload, agency: str, caregiver: str, topic: str, now: float, limits: Limits
+) -> Fix:
+    """The fix a caregiver's validated location makes, unless its clock is too far ahead."""
     _check_clock(loc.tst, now, limits, topic)
     return Fix(
-        event_id=f"{r.subject}:{loc.tst}",
-        agency_id=r.agency,
-        caregiver_id=r.subject,
+        event_id=f"{caregiver}:{loc.tst}",
+        agency_id=agency,
+        caregiver_id=caregiver,
         lat=loc.lat,
         lon=loc.lon,
         ts=float(loc.tst),

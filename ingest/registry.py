@@ -1,7 +1,9 @@
 """Who may publish where: topic identities checked against the registry in Postgres.
 
 A device publishes only under its own id and its own agency; a caregiver's phone only under
-hers. Lookups are cached for a short time (misses for less), since every message asks.
+hers. An OwnTracks phone publishes under ``owntracks/{user}/{device}``, mapped to a caregiver
+by the ``owntracks_devices`` table. Lookups are cached for a short time (misses for less),
+since every message asks.
 """
 
 from __future__ import annotations
@@ -11,10 +13,24 @@ from collections.abc import Callable
 
 from careknot.errors import RejectedPayload
 from careknot.storage.postgres import Database
+from ingest.owntracks import OwnTracksDevice
 from ingest.parse import Route
 
 HIT_TTL_S = 60.0
 MISS_TTL_S = 5.0
+_OWNTRACKS_CAREGIVER = (
+    "SELECT d.caregiver_id, c.agency_id FROM owntracks_devices d"
+    ' JOIN caregivers c ON c.id = d.caregiver_id WHERE d."user" = $1 AND d.device = $2'
+)
+_REGISTER_OWNTRACKS = (
+    'INSERT INTO owntracks_devices("user", device, caregiver_id) VALUES ($1, $2, $3)'
+    ' ON CONFLICT ("user", device) DO UPDATE SET caregiver_id = EXCLUDED.caregiver_id'
+)
+
+
+async def register_owntracks_device(db: Database, device: OwnTracksDevice, caregiver: str) -> None:
+    """Map an OwnTracks ``{user}/{device}`` to a caregiver (again: the new one wins)."""
+    await db.pool.execute(_REGISTER_OWNTRACKS, device.user, device.device, caregiver)
 
 
 class Registry:
@@ -22,6 +38,7 @@ class Registry:
         self._db = db
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self._owntracks: dict[OwnTracksDevice, tuple[tuple[str, str] | None, float]] = {}
 
     async def check(self, r: Route, topic: str) -> None:
         """Raise :class:`RejectedPayload` unless the topic's subject belongs to its agency."""
@@ -47,3 +64,18 @@ class Registry:
         agency = row.agency_id if row else None
         self._cache[(who, subject)] = (agency, now + (HIT_TTL_S if agency else MISS_TTL_S))
         return agency
+
+    async def owntracks_caregiver(self, device: OwnTracksDevice, topic: str) -> tuple[str, str]:
+        """(caregiver id, agency id) of an OwnTracks device, or ``unknown_owntracks_device``."""
+        now = self._clock()
+        cached = self._owntracks.get(device)
+        if cached is None or cached[1] <= now:
+            row = await self._db.pool.fetchrow(_OWNTRACKS_CAREGIVER, device.user, device.device)
+            found = (row["caregiver_id"], row["agency_id"]) if row else None
+            cached = (found, now + (HIT_TTL_S if found else MISS_TTL_S))
+            self._owntracks[device] = cached
+        if cached[0] is None:
+            raise RejectedPayload(
+                "unknown_owntracks_device", f"{device.user}/{device.device}", topic=topic
+            )
+        return cached[0]

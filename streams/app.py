@@ -1,6 +1,7 @@
 """The Faust app: topics and agents. Agents only batch, call the core and write results.
 
-- ``fixes``: batches of accepted fixes into the Redis live index; locations to dispatchers.
+- ``fixes``: batches of fixes screened by the quality filters; accepted ones into the Redis
+  live index and to dispatchers, accepted and late ones into the history in Postgres.
 - ``device-events``: emergencies open incidents and start offer waves.
 - ``offer-answers``: accepts and declines (partitioned by incident, so answers to one
   incident are handled in order by one worker).
@@ -21,10 +22,13 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from careknot.contracts import DeviceEvent, Fix, LocationFrame, OfferAnswer
+from careknot.metrics import FixMetrics
 from careknot.settings import Settings
 from careknot.storage import outbox
+from careknot.storage.history import History
 from careknot.storage.live import LiveIndex, cell_of
 from careknot.storage.postgres import Database
+from geofence.quality import AgencyPolicies, QualityPolicy, screen
 from streams.dispatcher import Dispatcher
 from streams.transport import LowLatencyTransport
 
@@ -112,8 +116,14 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
 
     @app.agent(topic("fixes"), name="fixes")
     async def fixes(stream: Any) -> None:
+        history = History(rt.db)
+        policies = AgencyPolicies(QualityPolicy(max_future_s=s.max_clock_skew_s))
+        metrics = FixMetrics()
         async for batch in stream.take(FIX_BATCH, within=FIX_BATCH_WITHIN_S):
-            await _with_retries("fixes", partial(_apply_fixes, rt, _decode_all(Fix, batch)))
+            decoded = _decode_all(Fix, batch)
+            step = partial(_apply_fixes, rt, decoded, history, policies, metrics)
+            await _with_retries("fixes", step)
+            metrics.log_if_due(time.monotonic())
 
     @app.agent(topic("device-events"), name="device-events")
     async def device_events(stream: Any) -> None:
@@ -162,11 +172,24 @@ async def _with_retries(what: str, step: Callable[[], Awaitable[object]]) -> Non
             await asyncio.sleep(0.1 * 2**attempt)
 
 
-async def _apply_fixes(rt: Runtime, fixes: list[Fix]) -> None:
-    """Move the live index, then show the newly applied positions to the dispatchers."""
-    applied = await (await rt.ready()).live.update(fixes)
+async def _apply_fixes(
+    rt: Runtime,
+    fixes: list[Fix],
+    history: History,
+    policies: AgencyPolicies,
+    metrics: FixMetrics,
+) -> None:
+    """Screen a batch against each caregiver's last accepted fix, move the live index with the
+    accepted ones, show the newly applied positions to the dispatchers, then keep accepted and
+    late fixes in the history. A retry is safe: what was applied comes back as ``history_only``
+    (duplicate or out of order) and the history ignores what it has."""
+    live = (await rt.ready()).live
+    previous = await live.last_fixes(f.caregiver_id for f in fixes)
+    screening = screen(previous, fixes, time.time(), policies.for_agency)
+    metrics.count(len(screening.live), screening.reasons)
+    applied = await live.update(screening.live)
     latest: dict[str, Fix] = {}
-    for f in fixes:
+    for f in screening.live:
         if f.caregiver_id in applied and latest.get(f.caregiver_id, f).ts <= f.ts:
             latest[f.caregiver_id] = f
     frames = [
@@ -184,3 +207,4 @@ async def _apply_fixes(rt: Runtime, fixes: list[Fix]) -> None:
         for f in latest.values()
     ]
     await rt.outbox.send(frames)
+    await history.record(screening.live, screening.history_only)

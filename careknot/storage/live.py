@@ -21,6 +21,7 @@ from careknot.contracts import Fix
 from careknot.settings import Settings
 from dispatch.model import Candidate
 from dispatch.ranking import AREA_RESOLUTION, STREET_RESOLUTION, SearchStep
+from geofence.quality import AcceptedFix
 
 AVAILABLE = "available"
 BUSY = "busy"
@@ -52,6 +53,7 @@ return applied
 """
 
 _FIELDS = ("lat", "lon", "ts", "status", "agency")
+_LAST_FIX_FIELDS = ("lat", "lon", "ts", "acc")
 
 
 def cell_of(lat: float, lon: float) -> str:
@@ -129,3 +131,16 @@ class LiveIndex:
                 )
             )
         return out
+
+    async def last_fixes(self, caregiver_ids: Iterable[str]) -> dict[str, AcceptedFix]:
+        """The last accepted fix of each caregiver who has one (what the quality filters need)."""
+        ids = list(dict.fromkeys(caregiver_ids))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cid in ids:
+                pipe.hmget(f"{self._ns}:cg:{cid}", _LAST_FIX_FIELDS)
+            rows = await pipe.execute()
+        return {
+            cid: AcceptedFix(float(lat), float(lon), float(t), float(acc) if acc else None)
+            for cid, (lat, lon, t, acc) in zip(ids, rows, strict=True)
+            if lat is not None and t is not None
+        }

@@ -107,4 +107,28 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE state IN ('open', 'offered', 'escalated');
         """,
     ),
+    (
+        3,
+        """
+        CREATE TABLE IF NOT EXISTS owntracks_devices (
+            "user" text NOT NULL,
+            device text NOT NULL,
+            caregiver_id text NOT NULL REFERENCES caregivers(id),
+            PRIMARY KEY ("user", device)
+        );
+        CREATE TABLE IF NOT EXISTS fixes (
+            caregiver_id text NOT NULL,
+            ts timestamptz NOT NULL,
+            agency_id text NOT NULL,
+            lat double precision NOT NULL,
+            lon double precision NOT NULL,
+            acc real,
+            vel real,
+            batt smallint,
+            received_at timestamptz NOT NULL,
+            live boolean NOT NULL,
+            PRIMARY KEY (caregiver_id, ts)
+        );
+        """,
+    ),
 ]

@@ -1,0 +1,158 @@
+"""Prometheus metrics: what each service counts, and a small asyncio endpoint serving them.
+
+Every service instance owns its :class:`prometheus_client.CollectorRegistry` (two services in
+one process, as in the tests, never collide). :func:`serve` answers ``GET /metrics`` in the
+Prometheus text format on the service's own event loop, with no thread; port 0 serves nothing.
+
+The Faust worker does not serve HTTP (its web server is off): :class:`FixMetrics` counts the
+fixes it screens and logs the counts every :data:`LOG_EVERY_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeAlias
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_S = 30.0
+READ_TIMEOUT_S = 5.0
+MAX_REQUEST_BYTES = 8192
+Handler: TypeAlias = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class IngestMetrics:
+    """What ingest counts: accepted messages, rejects by reason, Kafka produce failures."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.fixes_accepted = Counter(
+            "careknot_ingest_fixes_accepted", "Fixes produced to Kafka", ["source"], registry=r
+        )
+        self.events_accepted = Counter(
+            "careknot_ingest_device_events_accepted", "Device events produced", registry=r
+        )
+        self.rejected = Counter(
+            "careknot_ingest_rejected", "Payloads dead-lettered, by reason", ["reason"], registry=r
+        )
+        self.produce_failures = Counter(
+            "careknot_ingest_produce_failures", "Kafka deliveries that failed", registry=r
+        )
+        self.owntracks_ignored = Counter(
+            "careknot_ingest_owntracks_ignored",
+            "OwnTracks messages recognised and not used, by _type",
+            ["type"],
+            registry=r,
+        )
+        self.last_message = Gauge(
+            "careknot_ingest_last_message_timestamp_seconds",
+            "When the last MQTT message arrived (epoch s)",
+            registry=r,
+        )
+
+
+def totals(registry: CollectorRegistry) -> dict[str, float]:
+    """Every non-zero counter sample as ``name{labels}: value``, for log lines."""
+    out: dict[str, float] = {}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.value:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+class FixMetrics:
+    """What the worker counts of the fixes it screens: by verdict and reason."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.screened = Counter(
+            "careknot_worker_fixes",
+            "Fixes screened by the quality filters, by verdict and reason",
+            ["verdict", "reason"],
+            registry=self.registry,
+        )
+        self._accepted = 0
+        self._others: dict[tuple[str, str], int] = {}
+        self._logged_at: float | None = None
+
+    def count(self, accepted: int, others: Mapping[tuple[str, str], int]) -> None:
+        if accepted:
+            self.screened.labels("accept", "").inc(accepted)
+            self._accepted += accepted
+        for (verdict, reason), n in others.items():
+            self.screened.labels(verdict, reason).inc(n)
+            self._others[verdict, reason] = self._others.get((verdict, reason), 0) + n
+
+    def log_if_due(self, now: float) -> None:
+        """Log the totals every :data:`LOG_EVERY_S` (the first call only starts the clock)."""
+        if self._logged_at is None:
+            self._logged_at = now
+        if now - self._logged_at < LOG_EVERY_S:
+            return
+        self._logged_at = now
+        dropped = {f"{v}:{r}": n for (v, r), n in sorted(self._others.items())}
+        log.info("fixes screened: %d accepted, not accepted by reason %s", self._accepted, dropped)
+
+
+async def serve(
+    registry: CollectorRegistry, port: int, host: str = "0.0.0.0"
+) -> asyncio.Server | None:
+    """Serve ``registry`` on ``host:port`` until the returned server is closed.
+
+    Port 0 serves nothing. A port already taken is logged and skipped: metrics are worth less
+    than the service that counts them (two services on one machine need two ports).
+    """
+    if port == 0:
+        return None
+    try:
+        return await asyncio.start_server(_handler(registry), host, port, limit=MAX_REQUEST_BYTES)
+    except OSError as exc:
+        log.warning("metrics not served: cannot listen on %s:%d: %s", host, port, exc)
+        return None
+
+
+def _handler(registry: CollectorRegistry) -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(_response(head, registry))
+            await writer.drain()
+        except (
+            TimeoutError,
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ):
+            log.debug("metrics request abandoned", exc_info=True)
+        finally:
+            writer.close()
+
+    return handle
+
+
+def _response(head: bytes, registry: CollectorRegistry) -> bytes:
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or parts[0] != b"GET" or parts[1].split(b"?")[0] not in (b"/", b"/metrics"):
+        return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    body = generate_latest(registry)
+    header = (
+        "HTTP/1.1 200 OK\r\n"
+        f"Content-Type: {CONTENT_TYPE_PLAIN_0_0_4}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return header.encode() + body

@@ -1,0 +1,180 @@
+"""Fix quality filters: is a caregiver's fix good enough to move her live position?
+
+Pure: the previous accepted fix, the new fix, the time and the agency's :class:`QualityPolicy`
+go in; a :class:`Verdict` comes out. Every verdict other than ``accept`` carries a stable reason
+code, so dropped fixes can be counted by reason. The checks follow Traccar's filter set:
+
+=====================  =========================================================  ============
+reason                 the fix                                                    verdict
+=====================  =========================================================  ============
+``invalid``            has a non-finite or out-of-range coordinate                drop
+``null_island``        is at (0, 0), what a phone with no fix reports             drop
+``from_future``        is timed after ``now`` by more than ``max_future_s``       drop
+``too_old``            is older than ``now`` by more than ``max_age_s``           drop
+``poor_accuracy``      has ``acc`` above ``max_accuracy_m``                       drop
+``duplicate``          has the same time as the last accepted fix                 history_only
+``out_of_order``       is older than the last accepted fix                        history_only
+``too_frequent``       comes less than ``min_interval_s`` after the last accepted drop
+``impossible_jump``    implies a speed above ``max_speed_kmh`` from the last one  drop
+=====================  =========================================================  ============
+
+A ``history_only`` fix is a real position that must not move the live one (a late fix never
+goes over a newer position); it is kept in the history, which is idempotent on the fix time,
+so a duplicate replayed by Kafka is harmless there and fills the history if it was missed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from careknot.contracts import Fix
+
+Outcome = Literal["accept", "history_only", "drop"]
+EARTH_RADIUS_M = 6_371_008.8
+NULL_ISLAND_DEGREES = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class QualityPolicy:
+    """Thresholds of the filters; ``None`` switches a filter off."""
+
+    max_accuracy_m: float | None = 100.0
+    max_speed_kmh: float | None = 200.0
+    min_interval_s: float | None = 1.0
+    max_future_s: float | None = 300.0
+    max_age_s: float | None = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyPolicies:
+    """The default policy and the agencies that override it."""
+
+    default: QualityPolicy = field(default_factory=QualityPolicy)
+    overrides: Mapping[str, QualityPolicy] = field(default_factory=dict)
+
+    def for_agency(self, agency_id: str) -> QualityPolicy:
+        return self.overrides.get(agency_id, self.default)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedFix:
+    """What the filters need to remember of a caregiver's last accepted fix."""
+
+    lat: float
+    lon: float
+    ts: float
+    acc: float | None = None
+
+    @classmethod
+    def of(cls, fix: Fix) -> AcceptedFix:
+        return cls(fix.lat, fix.lon, fix.ts, fix.acc)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    reason: str = ""
+
+
+ACCEPT = Verdict("accept")
+
+
+def assess(previous: AcceptedFix | None, fix: Fix, now: float, policy: QualityPolicy) -> Verdict:
+    """Judge one fix against the caregiver's last accepted fix (``None``: she has none)."""
+    reason = _own_fault(fix, now, policy)
+    if reason:
+        return Verdict("drop", reason)
+    return ACCEPT if previous is None else _against(previous, fix, policy)
+
+
+def _own_fault(fix: Fix, now: float, policy: QualityPolicy) -> str:
+    """The reason a fix is unusable whatever came before it, or ``""``."""
+    if not _valid(fix):
+        return "invalid"
+    if abs(fix.lat) < NULL_ISLAND_DEGREES and abs(fix.lon) < NULL_ISLAND_DEGREES:
+        return "null_island"
+    if policy.max_future_s is not None and fix.ts > now + policy.max_future_s:
+        return "from_future"
+    if policy.max_age_s is not None and fix.ts < now - policy.max_age_s:
+        return "too_old"
+    if policy.max_accuracy_m is not None and (fix.acc or 0.0) > policy.max_accuracy_m:
+        return "poor_accuracy"
+    return ""
+
+
+def _valid(fix: Fix) -> bool:
+    if not (math.isfinite(fix.lat) and math.isfinite(fix.lon) and math.isfinite(fix.ts)):
+        return False
+    return -90.0 <= fix.lat <= 90.0 and -180.0 <= fix.lon <= 180.0
+
+
+def _against(previous: AcceptedFix, fix: Fix, policy: QualityPolicy) -> Verdict:
+    """Judge a fix that is fine on its own against the last accepted one."""
+    elapsed = fix.ts - previous.ts
+    if elapsed <= 0:
+        return Verdict("history_only", "duplicate" if elapsed == 0 else "out_of_order")
+    if policy.min_interval_s is not None and elapsed < policy.min_interval_s:
+        return Verdict("drop", "too_frequent")
+    if _impossible_jump(previous, fix, policy):
+        return Verdict("drop", "impossible_jump")
+    return ACCEPT
+
+
+def _impossible_jump(previous: AcceptedFix, fix: Fix, policy: QualityPolicy) -> bool:
+    """Too fast to be true, unless the two accuracy circles overlap (then it may be noise)."""
+    if policy.max_speed_kmh is None:
+        return False
+    metres = distance_m(previous.lat, previous.lon, fix.lat, fix.lon)
+    if metres <= (previous.acc or 0.0) + (fix.acc or 0.0):
+        return False
+    return metres / (fix.ts - previous.ts) * 3.6 > policy.max_speed_kmh
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
+
+# ---------------------------------------------------------------- a batch
+
+
+@dataclass(slots=True)
+class Screening:
+    """A batch of fixes sorted by verdict, and the reasons of everything not accepted."""
+
+    live: list[Fix] = field(default_factory=list)
+    history_only: list[Fix] = field(default_factory=list)
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @property
+    def recorded(self) -> list[Fix]:
+        """What the history keeps: accepted fixes and late ones."""
+        return self.live + self.history_only
+
+
+def screen(
+    previous: Mapping[str, AcceptedFix],
+    fixes: Iterable[Fix],
+    now: float,
+    policy_for: Callable[[str], QualityPolicy],
+) -> Screening:
+    """Judge a batch in order; each accepted fix becomes the next one's previous."""
+    last = dict(previous)
+    out = Screening()
+    for fix in fixes:
+        verdict = assess(last.get(fix.caregiver_id), fix, now, policy_for(fix.agency_id))
+        if verdict.outcome == "accept":
+            last[fix.caregiver_id] = AcceptedFix.of(fix)
+            out.live.append(fix)
+            continue
+        out.reasons[verdict.outcome, verdict.reason] += 1
+        if verdict.outcome == "history_only":
+            out.history_only.append(fix)
+    return out

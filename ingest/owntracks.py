@@ -1,0 +1,100 @@
+"""Pure parsing of what the OwnTracks app publishes, unchanged, in MQTT mode.
+
+The app publishes to ``owntracks/{user}/{device}`` a JSON object whose ``_type`` says what it
+is: ``location`` (a fix), ``lwt`` (the last will the broker publishes when the phone drops off)
+and, depending on platform and version, others (``transition``, ``waypoint``, ``card``,
+``status``, ``encrypted``, ...). A location becomes a fix once the device registry has mapped
+``{user}/{device}`` to a caregiver (see :mod:`ingest.registry`); the last will and the other
+types are recognised and counted, never refused, since the app sends them as a matter of
+course. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from careknot.contracts import LocationPayload
+from careknot.errors import RejectedPayload
+from ingest.parse import Limits, load_object, validate
+
+SUBSCRIPTION = "owntracks/+/+"
+_NAME = r"[A-Za-z0-9_.@\-]{1,64}"
+_TOPIC = re.compile(rf"^owntracks/(?P<user>{_NAME})/(?P<device>{_NAME})$")
+KNOWN_TYPES = frozenset(
+    {
+        "beacon",
+        "card",
+        "cmd",
+        "configuration",
+        "encrypted",
+        "location",
+        "lwt",
+        "request",
+        "status",
+        "steps",
+        "transition",
+        "waypoint",
+        "waypoints",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnTracksDevice:
+    """Who an OwnTracks topic names: the app's user and device."""
+
+    user: str
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class OwnTracksLocation:
+    device: OwnTracksDevice
+    location: LocationPayload
+
+
+@dataclass(frozen=True, slots=True)
+class OwnTracksLastWill:
+    """The broker's notice that the phone went away (``tst`` is when it connected)."""
+
+    device: OwnTracksDevice
+    tst: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnTracksOther:
+    """Any other ``_type``; ``kind`` is the type, or ``other`` for types OwnTracks does not
+    document (so counters keyed on it stay bounded)."""
+
+    device: OwnTracksDevice
+    kind: str
+
+
+OwnTracksMessage = OwnTracksLocation | OwnTracksLastWill | OwnTracksOther
+
+
+def is_owntracks(topic: str) -> bool:
+    return topic.startswith("owntracks/")
+
+
+def device_of(topic: str) -> OwnTracksDevice:
+    m = _TOPIC.fullmatch(topic)
+    if m is None:
+        raise RejectedPayload("bad_topic", f"not an OwnTracks topic: {topic[:200]!r}", topic=topic)
+    return OwnTracksDevice(m["user"], m["device"])
+
+
+def parse(topic: str, payload: bytes, limits: Limits) -> OwnTracksMessage:
+    """One OwnTracks message, or :class:`RejectedPayload` if it is not one."""
+    device = device_of(topic)
+    raw = load_object(topic, payload, limits)
+    kind = raw.get("_type")
+    if not isinstance(kind, str):
+        raise RejectedPayload("invalid_fields", "_type: missing or not a string", topic=topic)
+    if kind == "location":
+        return OwnTracksLocation(device, validate(LocationPayload, topic, raw))
+    if kind == "lwt":
+        tst = raw.get("tst")
+        return OwnTracksLastWill(device, tst if isinstance(tst, int) else None)
+    return OwnTracksOther(device, kind if kind in KNOWN_TYPES else "other")
