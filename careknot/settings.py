@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     max_waves: int = 3
     search_area_rings: int = Field(default=3, ge=1, le=10, description="~6 km each")
     position_stale_s: float = 120.0
+    escalation_webhook_url: str = Field(default="", description="POST escalations here")
     # ingest limits
     max_payload_bytes: int = 4096
     max_clock_skew_s: float = 300.0

@@ -9,6 +9,8 @@ from dispatch.model import PlannedOffer, Ranked
 
 SEVERITY = {"fall": 1, "sos": 1, "dispenser_tamper": 2, "dose_missed": 3}
 EMERGENCY_KINDS = frozenset({"fall", "sos"})
+JOIN_WINDOW_S = 600.0  # a trigger from the same home this soon joins its waiting incident
+ESCALATE_AFTER_S = 40.0  # without an acceptance this long after opening, a person is told
 
 
 def severity_of(kind: str) -> int:

@@ -3,9 +3,10 @@
 - ``fixes``: batches of fixes screened by the quality filters; accepted ones into the Redis
   live index and to dispatchers, accepted and late ones into the history in Postgres.
 - ``device-events``: emergencies open incidents and start offer waves.
-- ``offer-answers``: accepts and declines (partitioned by incident, so answers to one
-  incident are handled in order by one worker).
-- a timer expires offers past their window and moves their incidents on.
+- ``offer-answers``: accepts and declines, and dispatchers' assign and resolve commands
+  (partitioned by incident, so one incident's are handled in order by one worker).
+- a timer expires offers past their window and moves their incidents on, and escalates
+  incidents not accepted within ``ESCALATE_AFTER_S`` of opening.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from careknot.storage import outbox
 from careknot.storage.history import History
 from careknot.storage.live import LiveIndex, cell_of
 from careknot.storage.postgres import Database
+from dispatch.commands import DispatcherCommand
+from dispatch.offers import ESCALATE_AFTER_S
 from geofence.quality import AgencyPolicies, QualityPolicy, screen
 from streams.dispatcher import Dispatcher
 from streams.transport import LowLatencyTransport
@@ -39,7 +42,7 @@ FIX_BATCH_WITHIN_S = 0.05
 TICK_S = 0.5
 HEARTBEAT_S = 1.0
 RETRIES = 5
-T = TypeVar("T", Fix, DeviceEvent, OfferAnswer)
+T = TypeVar("T", Fix, DeviceEvent, OfferAnswer, DispatcherCommand)
 
 
 class CareKnotApp(faust.App):
@@ -129,17 +132,24 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
     async def device_events(stream: Any) -> None:
         async for value in stream:
             for ev in _decode_all(DeviceEvent, [value]):
+                await rt.ready()
                 await _with_retries(ev.event_id, partial(rt.dispatcher.on_device_event, ev))
 
     @app.agent(topic("offer-answers"), name="offer-answers")
     async def answers(stream: Any) -> None:
+        """Caregivers' answers and dispatchers' commands (``command`` marks the latter)."""
         async for value in stream:
+            await rt.ready()
+            if b'"command"' in value:
+                for c in _decode_all(DispatcherCommand, [value]):
+                    await _with_retries(c.command_id, partial(rt.dispatcher.on_command, c))
+                continue
             for a in _decode_all(OfferAnswer, [value]):
                 await _with_retries(a.answer_id, partial(rt.dispatcher.on_answer, a))
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def offer_timer() -> None:
-        await (await rt.ready()).dispatcher.tick()
+        await (await rt.ready()).dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
 
     @app.timer(HEARTBEAT_S)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 
 from careknot.contracts import (
     DeviceEvent,
@@ -21,17 +22,19 @@ from careknot.contracts import (
     OfferOutcome,
     OfferResultFrame,
 )
+from careknot.escalation import Webhook
 from careknot.settings import Settings
 from careknot.storage import outbox
-from careknot.storage.incidents import IncidentRow, IncidentStore, SentOffer
-from careknot.storage.live import BUSY, LiveIndex
+from careknot.storage.incidents import Handover, IncidentRow, IncidentStore, SentOffer, Trigger
+from careknot.storage.live import AVAILABLE, BUSY, LiveIndex
 from careknot.storage.offers import OfferStore
 from careknot.storage.postgres import Database
 from careknot.storage.roster import Roster
+from dispatch.commands import DispatcherCommand
 from dispatch.eligibility import NEEDS, ineligibility, needs_of
 from dispatch.eta import StraightLineModel, TravelModel
 from dispatch.model import Ranked
-from dispatch.offers import EMERGENCY_KINDS, next_step, plan_wave, severity_of
+from dispatch.offers import EMERGENCY_KINDS, JOIN_WINDOW_S, next_step, plan_wave, severity_of
 from dispatch.ranking import rank, search_plan
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,8 @@ class Dispatcher:
         model: TravelModel | None = None,
         clock: Callable[[], float] = time.time,
         needs: Mapping[str, frozenset[str]] = NEEDS,
+        join_window_s: float = JOIN_WINDOW_S,
+        webhook: Webhook | None = None,
     ) -> None:
         self._s = settings
         self._db = db
@@ -61,6 +66,9 @@ class Dispatcher:
         self._clock = clock
         self._roster = Roster(db)
         self._needs = needs
+        self._join_window_s = join_window_s
+        url = settings.escalation_webhook_url
+        self._webhook = webhook or (Webhook(url) if url else None)
         self._names: dict[str, str] = {}
 
     # ------------------------------------------------------------ inputs
@@ -73,18 +81,23 @@ class Dispatcher:
         if device is None:
             log.warning("event %s from unregistered device %s dropped", ev.event_id, ev.device_id)
             return None
-        incident = await self._incidents.open(
-            event_id=ev.event_id,
-            agency_id=device.agency_id,
-            patient_id=device.patient_id,
-            device_id=device.id,
-            kind=ev.type,
-            severity=severity_of(ev.type),
-            at=self._clock(),
+        trigger = Trigger(
+            ev.event_id,
+            device.agency_id,
+            device.patient_id,
+            device.id,
+            ev.type,
+            severity_of(ev.type),
+            self._clock(),
         )
-        if incident is None:
-            log.info("event %s already opened an incident", ev.event_id)
+        opened = await self._incidents.open_or_join(trigger, self._join_window_s)
+        if opened is None:
+            log.info("event %s already seen", ev.event_id)
             return None
+        incident = opened.incident
+        if opened.joined:
+            log.info("event %s joined incident %s", ev.event_id, incident.id)
+            return incident
         await self._advance(incident)
         return incident
 
@@ -119,9 +132,11 @@ class Dispatcher:
         if result.wave_closed:
             await self._advance_by_id(result.incident_id)
 
-    async def tick(self) -> None:
-        """Expire offers whose window has passed and move their incidents on."""
-        expired, closed = await self._offers.expire_due(self._clock())
+    async def tick(self, escalate_after_s: float | None = None) -> None:
+        """Expire offers whose window has passed and move their incidents on; with
+        ``escalate_after_s``, escalate incidents opened that long ago and still not accepted."""
+        now = self._clock()
+        expired, closed = await self._offers.expire_due(now)
         await self._outbox.send(
             [
                 (
@@ -133,6 +148,33 @@ class Dispatcher:
         )
         for incident_id in closed:
             await self._advance_by_id(incident_id)
+        if escalate_after_s is not None:
+            for incident in await self._incidents.overdue(now - escalate_after_s):
+                await self._escalate(incident, "timeout", now)
+
+    async def on_command(self, cmd: DispatcherCommand) -> Handover:
+        """A dispatcher's ``assign`` or ``resolve``, audited with her as the actor."""
+        now = self._clock()
+        if cmd.command == "assign":
+            if cmd.caregiver_id is None:
+                return Handover("unknown_caregiver")
+            done = await self._incidents.assign(
+                cmd.incident_id, cmd.caregiver_id, cmd.agency_id, cmd.actor, now
+            )
+        else:
+            done = await self._incidents.resolve(cmd.incident_id, cmd.agency_id, cmd.actor, now)
+        if not done.done:
+            log.warning(
+                "%s %s by %s refused: %s", cmd.command, cmd.incident_id, cmd.actor, done.outcome
+            )
+            return done
+        incident = await self._incidents.get(cmd.incident_id)
+        if incident is not None:
+            await self._handed_over(incident, done)
+        return done
+
+    async def on_manual_assign(self, cmd: DispatcherCommand) -> Handover:
+        return await self.on_command(cmd)
 
     async def resume(self) -> None:
         """After a restart: move on every incident left with no pending offer."""
@@ -233,6 +275,26 @@ class Dispatcher:
         if await self._incidents.escalate(incident, reason, now):
             log.warning("incident %s escalated: %s", incident.id, reason)
             await self._outbox.send(self._incident_frames(incident, "escalated"))
+            if self._webhook is not None:
+                self._webhook.notify(_escalation_payload(incident, reason, now))
+
+    async def _handed_over(self, incident: IncidentRow, done: Handover) -> None:
+        """Tell everyone a dispatcher's assign or resolve: offers closed, the state, her."""
+        outcome: OfferOutcome = "taken" if done.outcome == "assigned" else "cancelled"
+        frames: list[tuple[str, BaseModel]] = [
+            (outbox.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
+            for oid, cg in done.offers
+        ]
+        if done.outcome == "assigned" and done.assignee_id is not None:
+            await self._live.set_status(done.assignee_id, BUSY)
+            name = await self._name(done.assignee_id)
+            states = self._incident_frames(incident, "assigned", done.assignee_id, name)
+            frames += [*states, (outbox.caregiver(done.assignee_id), states[0][1])]
+        else:
+            if done.assignee_id is not None:
+                await self._live.set_status(done.assignee_id, AVAILABLE)
+            frames += self._incident_frames(incident, "resolved", done.assignee_id)
+        await self._outbox.send(frames)
 
     async def _assigned(
         self, incident_id: str, answer: OfferAnswer, eta_s: float, taken: list[tuple[str, str]]
@@ -286,3 +348,19 @@ class Dispatcher:
             row = await self._db.caregiver(caregiver_id)
             self._names[caregiver_id] = row.name if row else caregiver_id
         return self._names[caregiver_id]
+
+
+def _escalation_payload(incident: IncidentRow, reason: str, now: float) -> dict[str, object]:
+    return {
+        "type": "incident_escalated",
+        "incident_id": incident.id,
+        "agency_id": incident.agency_id,
+        "patient_id": incident.patient_id,
+        "kind": incident.kind,
+        "severity": incident.severity,
+        "reason": reason,
+        "waves": incident.wave,
+        "lat": round(incident.lat, 3),
+        "lon": round(incident.lon, 3),
+        "at": now,
+    }

@@ -19,6 +19,7 @@ import mimetypes
 import random
 import signal
 import time
+import uuid
 from collections import defaultdict
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -51,12 +52,16 @@ from ws_gateway.session import (
     TOO_LARGE,
     UNAUTHORISED,
     Answer,
+    Assign,
     Auth,
     Counters,
     Delivered,
     Ping,
+    Resolve,
     Resume,
     ack_frame,
+    command_ack_frame,
+    decide_command,
     error_frame,
     hello_frame,
     parse_frame,
@@ -319,6 +324,9 @@ class Gateway:
                 await self._answers.forward(conn.claims, command)
                 self.counters.answers[command.type] += 1
                 await conn.ws.send(ack_frame(command.offer_id), text=True)
+            elif isinstance(command, Assign | Resolve):
+                await self._forward_command(conn.claims, command)
+                await conn.ws.send(command_ack_frame(command), text=True)
             else:
                 raise RejectedInput(MALFORMED, "already authenticated")
         except RejectedInput as exc:
@@ -326,6 +334,17 @@ class Gateway:
         except (StorageError, RedisError) as exc:
             log.warning("%s: cannot serve a frame: %s", conn.recipient, exc)
             await self._reject(conn, RejectedInput(UNAVAILABLE, "try again"), raw)
+
+    async def _forward_command(self, claims: Claims, command: Assign | Resolve) -> None:
+        """A dispatcher's assign or resolve, to the answers topic keyed by incident."""
+        event = decide_command(claims, command, command_id=uuid.uuid4().hex, now=time.time())
+        value = orjson.dumps(event.model_dump(mode="json"))
+        try:
+            await self._producer.send_and_wait(
+                self.settings.topic(ANSWER_TOPIC), value, key=event.incident_id.encode()
+            )
+        except KafkaError as exc:
+            raise StorageError(f"kafka: producing a {command.type}: {exc}") from exc
 
     async def _reject(self, conn: Connection, rejection: RejectedInput, raw: str | bytes) -> None:
         self.counters.rejected[rejection.reason] += 1

@@ -6,6 +6,7 @@ It owns what a connection decides:
   stable ``reason`` (``malformed``, ``unknown_type``, ``too_large``);
 - :func:`resolve_recipient`: the one outbox recipient a token may read (or ``forbidden``);
 - :func:`decide_answer`: a caregiver's accept/decline checked against the offer record;
+- :func:`decide_command`: a dispatcher's ``assign``/``resolve`` stamped with her agency;
 - :class:`Delivered`: which outbox seqs a connection has already sent, so live relay and
   resume replay never send a message twice;
 - the control frames ``hello``, ``ack``, ``error`` and ``pong``, and the ``/metrics`` text.
@@ -27,6 +28,7 @@ from careknot.contracts import OfferAnswer
 from careknot.errors import RejectedAnswer, RejectedInput
 from careknot.storage import outbox
 from careknot.tokens import Claims
+from dispatch.commands import DispatcherCommand
 
 MAX_FRAME_BYTES = 64 * 1024
 
@@ -65,12 +67,29 @@ class Answer(_Command):
     reason: str | None = Field(default=None, max_length=500)
 
 
-Command = Annotated[Auth | Resume | Ping | Answer, Field(discriminator="type")]
-_COMMAND: TypeAdapter[Auth | Resume | Ping | Answer] = TypeAdapter(Command)
-COMMAND_TYPES = frozenset(("auth", "resume", "ping", "accept", "decline"))
+class Assign(_Command):
+    """A dispatcher gives an incident of her agency to a caregiver by hand."""
+
+    type: Literal["assign"]
+    incident_id: OfferId
+    caregiver_id: OfferId
 
 
-def parse_frame(raw: str | bytes) -> Auth | Resume | Ping | Answer:
+class Resolve(_Command):
+    """A dispatcher closes an incident of her agency; its pending offers are cancelled."""
+
+    type: Literal["resolve"]
+    incident_id: OfferId
+    note: str | None = Field(default=None, max_length=500)
+
+
+Frame = Auth | Resume | Ping | Answer | Assign | Resolve
+Command = Annotated[Frame, Field(discriminator="type")]
+_COMMAND: TypeAdapter[Frame] = TypeAdapter(Command)
+COMMAND_TYPES = frozenset(("auth", "resume", "ping", "accept", "decline", "assign", "resolve"))
+
+
+def parse_frame(raw: str | bytes) -> Frame:
     """Parse one client frame; only :class:`RejectedInput` escapes.
 
     An ``accept``/``decline`` with bad fields raises its child :class:`RejectedAnswer`, so it
@@ -143,6 +162,27 @@ def decide_answer(
         agency_id=claims.agency,
         answer=answer.type,
         reason=answer.reason,
+        at=now,
+    )
+
+
+def decide_command(
+    claims: Claims, command: Assign | Resolve, *, command_id: str, now: float
+) -> DispatcherCommand:
+    """The event a dispatcher's frame becomes, in her agency; ``forbidden`` for anyone else.
+
+    Whether the incident and the caregiver are that agency's is the worker's to check.
+    """
+    if claims.role != "dispatcher":
+        raise RejectedInput(FORBIDDEN, f"a {claims.role} cannot {command.type}")
+    return DispatcherCommand(
+        command_id=command_id,
+        command=command.type,
+        incident_id=command.incident_id,
+        agency_id=claims.agency,
+        dispatcher_id=claims.sub,
+        caregiver_id=command.caregiver_id if isinstance(command, Assign) else None,
+        note=command.note if isinstance(command, Resolve) else None,
         at=now,
     )
 
@@ -226,6 +266,13 @@ def error_frame(rejection: RejectedInput) -> bytes:
 
 def ack_frame(offer_id: str) -> bytes:
     return orjson.dumps({"type": "ack", "offer_id": offer_id})
+
+
+def command_ack_frame(command: Assign | Resolve) -> bytes:
+    """A dispatcher's command was forwarded (the outcome comes as an ``incident`` frame)."""
+    return orjson.dumps(
+        {"type": "ack", "command": command.type, "incident_id": command.incident_id}
+    )
 
 
 PONG = orjson.dumps({"type": "pong"})

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from careknot.storage.postgres import Database, EventRow, ts
+from careknot.errors import StorageError
+from careknot.storage.postgres import Conn, Database, EventRow, ts
 from dispatch.model import PlannedOffer
 
 
@@ -28,6 +29,25 @@ class IncidentRow:
     wave: int
     lat: float
     lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A device event that opens an incident or joins one."""
+
+    event_id: str
+    agency_id: str
+    patient_id: str
+    device_id: str
+    kind: str
+    severity: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    incident: IncidentRow
+    joined: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +69,30 @@ class Answered:
     wave_closed: bool = False
 
 
+@dataclass(slots=True)
+class Handover:
+    """What a dispatcher's assign or resolve changed: ``outcome`` is ``assigned`` or
+    ``resolved``, or why nothing changed (``unknown_incident``, ``other_agency``,
+    ``not_waiting``, ``unknown_caregiver``, ``already_resolved``)."""
+
+    outcome: str
+    offers: list[tuple[str, str]] = field(default_factory=list)  # (offer_id, caregiver_id)
+    assignee_id: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.outcome in ("assigned", "resolved")
+
+
 @dataclass(frozen=True, slots=True)
 class Expired:
     offer_id: str
     incident_id: str
     caregiver_id: str
 
+
+WAITING = ("open", "offered", "escalated")
+UNRESOLVED = ("open", "offered", "escalated", "assigned")
 
 _INCIDENT = (
     "SELECT i.id, i.agency_id, i.patient_id, i.kind, i.severity, i.state, i.assignee_id,"
@@ -64,6 +102,10 @@ _INCIDENT = (
 
 def _incident(row: asyncpg.Record) -> IncidentRow:
     return IncidentRow(**{**dict(row), "id": str(row["id"])})
+
+
+def _joined_key(event_id: str) -> str:
+    return f"joined:{event_id}"
 
 
 def event(
@@ -88,41 +130,97 @@ class IncidentStore:
         at: float,
     ) -> IncidentRow | None:
         """Open an incident for a device event; None when that event was already seen."""
-        incident_id = str(uuid.uuid4())
+        trigger = Trigger(event_id, agency_id, patient_id, device_id, kind, severity, at)
         async with self._db.transaction() as conn:
-            created = await conn.fetchval(
-                "INSERT INTO incidents(id, agency_id, patient_id, device_id, source_event_id,"
-                " kind, severity, state, opened_at, updated_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $8)"
-                " ON CONFLICT (source_event_id) DO NOTHING RETURNING id",
-                uuid.UUID(incident_id),
-                agency_id,
-                patient_id,
-                device_id,
-                event_id,
-                kind,
-                severity,
-                ts(at),
+            return await self._insert(conn, trigger)
+
+    async def open_or_join(self, trigger: Trigger, window_s: float) -> Opened | None:
+        """Join the patient's waiting incident triggered within ``window_s``, else open one.
+
+        None when this event was already seen (opened or joined). A lock per patient makes
+        two triggers from one home, handled at once by two workers, open one incident.
+        """
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('patient:' || $1))", trigger.patient_id
             )
-            if created is None:
+            if await self._seen(conn, trigger.event_id):
                 return None
-            await self._db.append_events(
-                conn,
-                [
-                    event(
-                        f"{incident_id}:opened",
-                        agency_id,
-                        incident_id,
-                        "incident_opened",
-                        f"device:{device_id}",
-                        at,
-                        incident_kind=kind,
-                        source_event_id=event_id,
-                    )
-                ],
+            waiting = await conn.fetchval(
+                "SELECT id FROM incidents WHERE patient_id = $1"
+                " AND state IN ('open', 'offered', 'escalated')"
+                " AND COALESCE(last_trigger_at, opened_at) >= $2"
+                " ORDER BY opened_at DESC LIMIT 1",
+                trigger.patient_id,
+                ts(trigger.at - window_s),
             )
-            row = await conn.fetchrow(f"{_INCIDENT} WHERE i.id = $1", uuid.UUID(incident_id))
+            if waiting is None:
+                row = await self._insert(conn, trigger)
+                return None if row is None else Opened(row, joined=False)
+            return Opened(await self._join(conn, waiting, trigger), joined=True)
+
+    async def _seen(self, conn: Conn, event_id: str) -> bool:
+        opened = await conn.fetchval("SELECT 1 FROM incidents WHERE source_event_id = $1", event_id)
+        joined = await conn.fetchval(
+            "SELECT 1 FROM events WHERE event_key = $1", _joined_key(event_id)
+        )
+        return bool(opened or joined)
+
+    async def _insert(self, conn: Conn, t: Trigger) -> IncidentRow | None:
+        incident_id = str(uuid.uuid4())
+        created = await conn.fetchval(
+            "INSERT INTO incidents(id, agency_id, patient_id, device_id, source_event_id,"
+            " kind, severity, state, opened_at, updated_at, last_trigger_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $8, $8)"
+            " ON CONFLICT (source_event_id) DO NOTHING RETURNING id",
+            uuid.UUID(incident_id),
+            t.agency_id,
+            t.patient_id,
+            t.device_id,
+            t.event_id,
+            t.kind,
+            t.severity,
+            ts(t.at),
+        )
+        if created is None:
+            return None
+        opened = event(
+            f"{incident_id}:opened",
+            t.agency_id,
+            incident_id,
+            "incident_opened",
+            f"device:{t.device_id}",
+            t.at,
+            incident_kind=t.kind,
+            source_event_id=t.event_id,
+        )
+        await self._db.append_events(conn, [opened])
+        row = await conn.fetchrow(f"{_INCIDENT} WHERE i.id = $1", uuid.UUID(incident_id))
         return _incident(row) if row else None
+
+    async def _join(self, conn: Conn, incident_id: uuid.UUID, t: Trigger) -> IncidentRow:
+        await conn.execute(
+            "UPDATE incidents SET last_trigger_at = $2, severity = LEAST(severity, $3)"
+            " WHERE id = $1",
+            incident_id,
+            ts(t.at),
+            t.severity,
+        )
+        joined = event(
+            _joined_key(t.event_id),
+            t.agency_id,
+            str(incident_id),
+            "trigger_joined",
+            f"device:{t.device_id}",
+            t.at,
+            trigger_kind=t.kind,
+            source_event_id=t.event_id,
+        )
+        await self._db.append_events(conn, [joined])
+        row = await conn.fetchrow(f"{_INCIDENT} WHERE i.id = $1", incident_id)
+        if row is None:
+            raise StorageError(f"incident {incident_id} vanished while joining it")
+        return _incident(row)
 
     async def get(self, incident_id: str) -> IncidentRow | None:
         row = await self._db.pool.fetchrow(f"{_INCIDENT} WHERE i.id = $1", uuid.UUID(incident_id))
@@ -217,3 +315,117 @@ class IncidentStore:
                 ],
             )
         return True
+
+    async def assign(
+        self, incident_id: str, caregiver_id: str, agency_id: str, actor: str, now: float
+    ) -> Handover:
+        """A dispatcher hands a waiting incident to a caregiver of her agency."""
+        async with self._db.transaction() as conn:
+            refused = await self._lock_for(conn, incident_id, agency_id, WAITING)
+            if refused is not None:
+                return Handover(refused)
+            if not await conn.fetchval(
+                "SELECT 1 FROM caregivers WHERE id = $1 AND agency_id = $2", caregiver_id, agency_id
+            ):
+                return Handover("unknown_caregiver")
+            iid = uuid.UUID(incident_id)
+            await conn.execute(
+                "UPDATE incidents SET state = 'assigned', assignee_id = $2, updated_at = $3"
+                " WHERE id = $1",
+                iid,
+                caregiver_id,
+                ts(now),
+            )
+            taken = await self._close_pending(conn, iid, "taken", now)
+            done = event(
+                f"{incident_id}:assigned",
+                agency_id,
+                incident_id,
+                "incident_assigned",
+                actor,
+                now,
+                caregiver_id=caregiver_id,
+                manual=True,
+            )
+            await self._db.append_events(
+                conn, [done, *self._offer_events(taken, "offer_taken", agency_id, incident_id, now)]
+            )
+        return Handover("assigned", taken, caregiver_id)
+
+    async def resolve(self, incident_id: str, agency_id: str, actor: str, now: float) -> Handover:
+        """Close an incident; its pending offers are cancelled."""
+        async with self._db.transaction() as conn:
+            refused = await self._lock_for(conn, incident_id, agency_id, UNRESOLVED)
+            if refused is not None:
+                return Handover("already_resolved" if refused == "not_waiting" else refused)
+            iid = uuid.UUID(incident_id)
+            assignee = await conn.fetchval(
+                "UPDATE incidents SET state = 'resolved', updated_at = $2 WHERE id = $1"
+                " RETURNING assignee_id",
+                iid,
+                ts(now),
+            )
+            cancelled = await self._close_pending(conn, iid, "cancelled", now)
+            done = event(
+                f"{incident_id}:resolved", agency_id, incident_id, "incident_resolved", actor, now
+            )
+            offer_events = self._offer_events(
+                cancelled, "offer_cancelled", agency_id, incident_id, now
+            )
+            await self._db.append_events(conn, [done, *offer_events])
+        return Handover("resolved", cancelled, assignee)
+
+    async def overdue(self, opened_before: float) -> list[IncidentRow]:
+        """Incidents still waiting for an acceptance that were opened before the given time."""
+        rows = await self._db.pool.fetch(
+            f"{_INCIDENT} WHERE i.state IN ('open', 'offered') AND i.opened_at <= $1",
+            ts(opened_before),
+        )
+        return [_incident(r) for r in rows]
+
+    async def _lock_for(
+        self, conn: Conn, incident_id: str, agency_id: str, states: tuple[str, ...]
+    ) -> str | None:
+        """Lock the incident; a reason when it is not the agency's or not in ``states``."""
+        try:
+            iid = uuid.UUID(incident_id)
+        except ValueError:
+            return "unknown_incident"
+        row = await conn.fetchrow(
+            "SELECT agency_id, state FROM incidents WHERE id = $1 FOR UPDATE", iid
+        )
+        if row is None:
+            return "unknown_incident"
+        if row["agency_id"] != agency_id:
+            return "other_agency"
+        return None if row["state"] in states else "not_waiting"
+
+    async def _close_pending(
+        self, conn: Conn, iid: uuid.UUID, state: str, now: float
+    ) -> list[tuple[str, str]]:
+        rows = await conn.fetch(
+            "UPDATE offers SET state = $2, answered_at = $3"
+            " WHERE incident_id = $1 AND state = 'pending' RETURNING id, caregiver_id",
+            iid,
+            state,
+            ts(now),
+        )
+        return [(str(r["id"]), r["caregiver_id"]) for r in rows]
+
+    def _offer_events(
+        self, offers: list[tuple[str, str]], kind: str, agency: str, incident: str, now: float
+    ) -> list[EventRow]:
+        suffix = kind.removeprefix("offer_")
+        return [
+            event(
+                f"{oid}:{suffix}",
+                agency,
+                incident,
+                kind,
+                "dispatcher",
+                now,
+                offer_id=oid,
+                caregiver_id=cg,
+            )
+            for oid, cg in offers
+        ]

@@ -33,7 +33,7 @@ class OfferStore:
                 )
             won = await conn.fetchval(
                 "UPDATE incidents SET state = 'assigned', assignee_id = $2, updated_at = $3"
-                " WHERE id = $1 AND state = 'offered' RETURNING id",
+                " WHERE id = $1 AND state IN ('offered', 'escalated') RETURNING id",
                 offer["incident_id"],
                 caregiver_id,
                 ts(now),

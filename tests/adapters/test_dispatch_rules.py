@@ -7,22 +7,39 @@ module's own).
 
 from __future__ import annotations
 
+import asyncio
+import random
+import re
 import time
+import uuid
+from typing import Any, Literal
 
+import orjson
 import pytest
+import redis.asyncio as aioredis
 
-from careknot.storage.incidents import IncidentStore
+from careknot.escalation import Webhook
+from careknot.settings import Settings
+from careknot.storage import outbox
+from careknot.storage.incidents import IncidentStore, Trigger
+from careknot.storage.live import AVAILABLE, BUSY, LiveIndex
 from careknot.storage.postgres import Database
 from careknot.storage.roster import Roster
+from careknot.timeline import render, show
+from careknot.waiting import poll_until
+from dispatch.commands import DispatcherCommand
 from dispatch.eligibility import AgencyRules
+from dispatch.offers import ESCALATE_AFTER_S, JOIN_WINDOW_S
 from dispatch.worktime import HOUR_S
+from streams.dispatcher import Dispatcher
 from tests.adapters import test_stores as stores
-from tests.adapters.test_stores import SceneMaker, seed
+from tests.adapters.test_stores import SceneMaker, event_kinds, seed
 
 # the fixtures of test_stores, in this module's namespace (so with a namespace of its own)
 settings = stores.settings
 first_migration = stores.first_migration
 db = stores.db
+db2 = stores.db2
 redis = stores.redis
 live = stores.live
 box = stores.box
@@ -92,3 +109,366 @@ async def test_the_roster_reads_fresh_rows_after_its_cache_expires(db: Database)
     ticks[0] = 5.0
     assert set((await roster.profiles([w.cg(0)], now))[w.cg(0)].certificates) == {"dbs"}
     assert (await roster.profiles(["nobody"], now))["nobody"] == before
+
+
+# ---------------------------------------------------------------- joining repeated triggers
+
+
+async def test_repeated_triggers_from_one_home_join_the_waiting_incident(
+    make_scene: SceneMaker, db: Database
+) -> None:
+    s = await make_scene([100, 200], offer_window_s=3600)
+    first = await s.dispatcher.on_device_event(s.event(1))
+    assert first is not None
+    s.clock.now += 60
+    joined = await s.dispatcher.on_device_event(s.event(2, kind="sos"))
+    assert joined is not None
+    assert joined.id == first.id
+    assert await s.dispatcher.on_device_event(s.event(2, kind="sos")) is None  # a replay
+    assert await s.offered() == [1, 0]
+    assert await event_kinds(db, first.id) == ["incident_opened", "offer_sent", "trigger_joined"]
+    # the window runs from the latest trigger: 9 minutes after it still joins
+    s.clock.now += 540
+    again = await s.dispatcher.on_device_event(s.event(3))
+    assert again is not None
+    assert again.id == first.id
+    s.clock.now += JOIN_WINDOW_S + 1
+    later = await s.dispatcher.on_device_event(s.event(4))
+    assert later is not None
+    assert later.id != first.id
+    count = await db.pool.fetchval(
+        "SELECT count(*) FROM incidents WHERE patient_id = $1", s.w.patient.id
+    )
+    assert count == 2
+
+
+async def test_a_trigger_after_assignment_opens_a_new_incident(make_scene: SceneMaker) -> None:
+    s = await make_scene([100, 200])
+    first = await s.dispatcher.on_device_event(s.event(1))
+    s.clock.now += 5
+    await s.answer(0, "accept")
+    s.clock.now += 5
+    second = await s.dispatcher.on_device_event(s.event(2))
+    assert first is not None
+    assert second is not None
+    assert second.id != first.id
+    assert await s.offered() == [1, 1]  # she is busy now: the next nearest is asked
+
+
+async def test_concurrent_triggers_from_one_home_open_one_incident(
+    make_scene: SceneMaker, db: Database, db2: Database
+) -> None:
+    s = await make_scene([100])
+    store, store2 = IncidentStore(db), IncidentStore(db2)
+    for round_ in range(5):
+        triggers = [
+            Trigger(
+                f"{s.w.device.id}:{round_}:{i}",
+                s.w.agency,
+                s.w.patient.id,
+                s.w.device.id,
+                "fall",
+                1,
+                s.clock.now,
+            )
+            for i in range(2)
+        ]
+        results = await stores.all_done(
+            store.open_or_join(triggers[0], JOIN_WINDOW_S),
+            store2.open_or_join(triggers[1], JOIN_WINDOW_S),
+        )
+        expected = [False, True] if round_ == 0 else [True, True]
+        assert sorted(r.joined for r in results) == expected
+        assert len({r.incident.id for r in results}) == 1
+
+
+# ---------------------------------------------------------------- escalation in time, webhook
+
+
+class Hook:
+    """A tiny HTTP server that records POSTed JSON; the first ``fail_first`` posts about each
+    incident get a 500."""
+
+    def __init__(self, fail_first: int) -> None:
+        self.fail_first = fail_first
+        self.bodies: list[dict[str, Any]] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Hook:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+        body = orjson.loads(await reader.readexactly(length))
+        self.bodies.append(body)
+        seen = sum(b["incident_id"] == body["incident_id"] for b in self.bodies)
+        status = 500 if seen <= self.fail_first else 200
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        writer.close()
+
+
+async def test_unaccepted_incident_escalates_in_time_and_the_webhook_hears(
+    make_scene: SceneMaker, db: Database
+) -> None:
+    async with Hook(fail_first=2) as hook:
+        s = await make_scene([100, 200], offer_window_s=3600)
+        s.dispatcher = replace_webhook(s, Webhook(hook.url, backoff_s=0.01))
+        incident = await s.dispatcher.on_device_event(s.event())
+        assert incident is not None
+        s.clock.now += ESCALATE_AFTER_S - 1
+        await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+        assert (await state_of(db, incident.id)) == "offered"
+        s.clock.now += 1
+        await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+        assert (await state_of(db, incident.id)) == "escalated"
+        frames = await s.incident_frames(outbox.dispatchers(s.w.agency))
+        assert frames[-1]["state"] == "escalated"
+        posted = await poll_until(  # two refusals, then the third try gets through
+            lambda: _third(hook.bodies, incident.id), 10, "the webhook's third try"
+        )
+        assert posted["incident_id"] == incident.id
+        assert (posted["reason"], posted["kind"], posted["agency_id"]) == (
+            "timeout",
+            "fall",
+            s.w.agency,
+        )
+        # the caregiver already asked may still take it
+        s.clock.now += 5
+        await s.answer(0, "accept")
+        assert (await state_of(db, incident.id)) == "assigned"
+        assert await s.offered() == [1, 0]
+
+
+async def _third(bodies: list[dict[str, Any]], incident_id: str) -> dict[str, Any] | None:
+    """The third post about this incident (the timer escalates every overdue incident of the
+    namespace, so other tests' leftovers may be posted too)."""
+    mine = [b for b in bodies if b["incident_id"] == incident_id]
+    return mine[2] if len(mine) >= 3 else None
+
+
+async def test_the_webhook_gives_up_after_its_attempts_without_blocking() -> None:
+    async with Hook(fail_first=10) as hook:
+        webhook = Webhook(hook.url, attempts=3, backoff_s=0.01)
+        task = webhook.notify({"incident_id": "x"})
+        assert not task.done()  # notify returned before anything was posted
+        assert await task is False
+        assert len(hook.bodies) == 3
+        await webhook.aclose()
+
+
+def replace_webhook(s: stores.Scene, webhook: Webhook) -> Dispatcher:
+    return Dispatcher(
+        s.dispatcher._s, s.dispatcher._db, s.dispatcher._redis, clock=s.clock, webhook=webhook
+    )
+
+
+async def state_of(db: Database, incident_id: str) -> str:
+    row = await IncidentStore(db).get(incident_id)
+    assert row is not None
+    return row.state
+
+
+# ---------------------------------------------------------------- dispatchers' commands
+
+
+def command(
+    s: stores.Scene, kind: Literal["assign", "resolve"], incident_id: str, **more: Any
+) -> DispatcherCommand:
+    fields: dict[str, Any] = {"agency_id": s.w.agency, "dispatcher_id": "desk", **more}
+    return DispatcherCommand(
+        command_id=uuid.uuid4().hex,
+        command=kind,
+        incident_id=incident_id,
+        at=s.clock.now,
+        **fields,
+    )
+
+
+async def test_a_dispatcher_assigns_by_hand(
+    make_scene: SceneMaker, db: Database, live: LiveIndex
+) -> None:
+    s = await make_scene([100, 200, 300], offer_window_s=3600)
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    stranger = command(s, "assign", incident.id, caregiver_id=s.w.cg(2), agency_id="elsewhere")
+    assert (await s.dispatcher.on_command(stranger)).outcome == "other_agency"
+    nobody = command(s, "assign", incident.id, caregiver_id="nobody")
+    assert (await s.dispatcher.on_command(nobody)).outcome == "unknown_caregiver"
+
+    s.clock.now += 2
+    done = await s.dispatcher.on_manual_assign(
+        command(s, "assign", incident.id, caregiver_id=s.w.cg(2))
+    )
+    assert done.outcome == "assigned"
+    assert (await state_of(db, incident.id)) == "assigned"
+    assert [f["outcome"] for f in await s.to_cg(0, "offer_result")] == ["taken"]
+    (told,) = await s.to_cg(2, "incident")
+    assert (told["state"], told["assignee_id"]) == ("assigned", s.w.cg(2))
+    assert [c.status for c in await live.candidates([s.w.cg(2)])] == [BUSY]
+    (assigned,) = [
+        e for e in await db.incident_events(incident.id) if e.kind == "incident_assigned"
+    ]
+    assert (assigned.actor, assigned.payload["manual"]) == ("dispatcher:desk", True)
+    again = command(s, "assign", incident.id, caregiver_id=s.w.cg(1))
+    assert (await s.dispatcher.on_command(again)).outcome == "not_waiting"
+    s.clock.now += 1
+    await s.answer(0, "accept")  # her offer was taken
+    assert (await state_of(db, incident.id)) == "assigned"
+
+
+async def test_resolving_cancels_pending_offers_and_frees_the_assignee(
+    make_scene: SceneMaker, db: Database, live: LiveIndex
+) -> None:
+    s = await make_scene([100, 200], offer_window_s=3600, offer_wave_size=2)
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    s.clock.now += 3
+    done = await s.dispatcher.on_command(command(s, "resolve", incident.id, note="false alarm"))
+    assert done.outcome == "resolved"
+    for i in range(2):
+        assert [f["outcome"] for f in await s.to_cg(i, "offer_result")] == ["cancelled"]
+    frames = await s.incident_frames(outbox.family_of(s.w.patient.id))
+    assert frames[-1]["state"] == "resolved"
+    assert (await s.dispatcher.on_command(command(s, "resolve", incident.id))).outcome == (
+        "already_resolved"
+    )
+    kinds = await event_kinds(db, incident.id)
+    assert kinds[-3:] == ["incident_resolved", "offer_cancelled", "offer_cancelled"]
+    # an assigned incident resolved: she is free again
+    second = await s.dispatcher.on_device_event(s.event(2))
+    assert second is not None
+    await s.answer(0, "accept")
+    assert [c.status for c in await live.candidates([s.w.cg(0)])] == [BUSY]
+    await s.dispatcher.on_command(command(s, "resolve", second.id))
+    assert [c.status for c in await live.candidates([s.w.cg(0)])] == [AVAILABLE]
+
+
+# ---------------------------------------------------------------- no incident left unanswered
+
+TERMINAL = {"assigned", "escalated", "resolved"}
+
+
+@pytest.mark.parametrize("seed_", range(12))
+async def test_every_incident_ends_assigned_escalated_or_resolved(
+    make_scene: SceneMaker, db: Database, seed_: int
+) -> None:
+    """Random answers, silences, resolutions and clock steps; within the escalation time
+    (plus one timer tick) the incident is in a terminal state, with at most one winner."""
+    rng = random.Random(seed_)
+    s = await make_scene(
+        [100 * (i + 1) for i in range(rng.randint(0, 4))],
+        offer_window_s=rng.choice([5.0, 15.0, 45.0]),
+        offer_wave_size=rng.randint(1, 3),
+        max_waves=rng.randint(1, 4),
+    )
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    opened = s.clock.now
+    while s.clock.now <= opened + ESCALATE_AFTER_S + 1:
+        await random_step(s, rng, incident.id)
+        s.clock.now += rng.uniform(0.5, 8.0)
+        await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+    assert (await state_of(db, incident.id)) in TERMINAL
+    states = await stores.offer_states(db, incident.id)
+    assert list(states.values()).count("accepted") <= 1
+    assert "pending" not in states.values() or (await state_of(db, incident.id)) == "escalated"
+
+
+async def random_step(s: stores.Scene, rng: random.Random, incident_id: str) -> None:
+    roll = rng.random()
+    if roll < 0.03:
+        await s.dispatcher.on_command(command(s, "resolve", incident_id))
+        return
+    for i in range(len(s.w.caregivers)):
+        offers = await s.to_cg(i, "offer")
+        if offers and rng.random() < 0.4:
+            await s.answer(i, rng.choice(["accept", "decline"]))
+
+
+# ---------------------------------------------------------------- a worker restarted mid-dispatch
+
+
+async def test_a_restarted_worker_resumes_the_timers_and_offers_no_one_twice(
+    make_scene: SceneMaker, db: Database, settings: Settings, redis: aioredis.Redis
+) -> None:
+    s = await make_scene([100, 200, 300], offer_window_s=30)
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    assert await s.offered() == [1, 0, 0]
+    s.clock.now += 10  # the worker dies here, its offer pending
+    async with Database(settings) as pool:
+        restarted = Dispatcher(
+            settings.model_copy(update={"offer_window_s": 30}), pool, redis, clock=s.clock
+        )
+        await restarted.resume()
+        assert await s.offered() == [1, 0, 0]  # her offer still stands: nobody else asked
+        s.clock.now += 21
+        await restarted.tick(escalate_after_s=ESCALATE_AFTER_S)
+        assert await s.offered() == [1, 1, 0]
+        await restarted.resume()
+        await restarted.tick(escalate_after_s=ESCALATE_AFTER_S)
+        assert await s.offered() == [1, 1, 0]
+        s.clock.now += 10  # 41 s since it opened, nobody accepted
+        await restarted.tick(escalate_after_s=ESCALATE_AFTER_S)
+        assert (await state_of(db, incident.id)) == "escalated"
+    rows = await db.pool.fetch(
+        "SELECT caregiver_id, count(*) AS n FROM offers WHERE incident_id = $1 GROUP BY 1",
+        uuid.UUID(incident.id),
+    )
+    assert {r["caregiver_id"]: r["n"] for r in rows} == {s.w.cg(0): 1, s.w.cg(1): 1}
+
+
+# ---------------------------------------------------------------- the audit timeline
+
+
+async def test_the_timeline_tells_the_whole_story(
+    make_scene: SceneMaker, db: Database, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = await make_scene([100, 200])
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    s.clock.now += 4
+    await s.answer(0, "decline")
+    s.clock.now += 6
+    await s.answer(1, "accept")
+    await s.dispatcher.on_command(command(s, "resolve", incident.id))
+
+    lines = render(await db.incident_events(incident.id))
+    kinds = [line.split()[3] for line in lines]
+    assert kinds == [
+        "incident_opened",
+        "offer_sent",
+        "offer_declined",
+        "offer_sent",
+        "offer_accepted",
+        "incident_assigned",
+        "incident_resolved",
+    ]
+    assert lines[0].split()[2] == "+0.0s"
+    assert f"device:{s.w.device.id}" in lines[0]
+    assert f"caregiver_id={s.w.cg(1)}" in lines[3]
+    assert lines[4].split()[2] == "+10.0s"
+    assert f"caregiver:{s.w.cg(1)}" in lines[4]
+    assert "dispatcher:desk" in lines[6]
+
+    assert await show(settings, incident.id) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"incident {incident.id} ({s.w.agency}): 7 events"
+    assert out[1:] == lines
+    assert await show(settings, str(uuid.uuid4())) == 1
+    assert await show(settings, "not-an-id") == 1
