@@ -96,6 +96,12 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.timeline import show
+
+    return _run(show(settings, args.incident_id))
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.bench import run_bench
 
@@ -135,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--patient", action="append", help="a relative a family member may see")
     tok.add_argument("--ttl", type=int, help="seconds (default: CAREKNOT_TOKEN_TTL_S)")
     tok.set_defaults(func=cmd_token)
+
+    incident = sub.add_parser("incident", help="look into an incident")
+    what = incident.add_subparsers(dest="what", required=True)
+    timeline = what.add_parser("timeline", help="every step, from the event log")
+    timeline.add_argument("incident_id")
+    timeline.set_defaults(func=cmd_incident)
 
     bench = sub.add_parser("bench", help="measure a hot path")
     bench.add_argument("what", choices=sorted(BENCHMARKS))

@@ -8,8 +8,10 @@ module's own).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
+import sys
 import time
 import uuid
 from typing import Any, Literal
@@ -472,3 +474,22 @@ async def test_the_timeline_tells_the_whole_story(
     assert out[1:] == lines
     assert await show(settings, str(uuid.uuid4())) == 1
     assert await show(settings, "not-an-id") == 1
+
+    env = {
+        **os.environ,
+        "CAREKNOT_NAMESPACE": settings.namespace,
+        "CAREKNOT_POSTGRES_DSN": settings.postgres_dsn,
+    }
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "careknot.cli",
+        "incident",
+        "timeline",
+        incident.id,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    printed, _ = await cli.communicate()
+    assert cli.returncode == 0
+    assert printed.decode().splitlines()[1:] == lines
