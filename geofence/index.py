@@ -1,0 +1,317 @@
+"""``FenceIndex``: which fences contain each of many fixes, answered in bulk.
+
+Two steps, both vectorised: the H3 prefilter (each fence is listed under the cells that cover it
+with a margin, see ``cover``) gives candidate (fix, fence) pairs; the exact test keeps the pairs
+whose fix is inside (numpy haversine for circles, ``shapely.contains_xy`` on prepared polygons).
+Results agree with ``Fence.contains`` fence by fence.
+
+Fences change while the index serves: ``upsert`` and ``remove`` touch only that fence. A change
+goes into a small second table (and a removed or replaced fence's slot is marked dead); when that
+table grows past ``compact_after`` fences both are merged, in one numpy pass.
+
+``classify`` answers the accuracy-aware question (inside, outside, or straddling the edge for a
+fix with an accuracy radius) for accuracies up to ``reach_m``; ``crossing`` names the fences a
+straight segment between two fixes meets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from geofence.cover import DEFAULT_RESOLUTION, cells_of, coverings
+from geofence.fences import Fence, Relation
+from geofence.geodesy import (
+    METRES_PER_DEGREE_LAT,
+    FloatArray,
+    distance_of_terms,
+    haversine_m,
+    haversine_terms,
+    term_of_distance,
+    unit_vector,
+    unit_vectors,
+)
+from geofence.table import Candidates, CellTable, IntArray
+
+DEFAULT_REACH_M = 50.0
+"""Accuracy radii up to this are classified exactly (coarser fixes are dropped upstream)."""
+
+CIRCLE, POLYGON, DEAD = 0, 1, 2
+ObjectArray = npt.NDArray[np.object_]
+
+
+class Hits(NamedTuple):
+    """Flat results: fix ``fix[i]`` is inside fence ``fence_id[i]``; sorted by fix."""
+
+    fix: IntArray
+    fence_id: ObjectArray
+
+
+class Relations(NamedTuple):
+    """Flat results for the fences a fix is not wholly outside of; sorted by fix."""
+
+    fix: IntArray
+    fence_id: ObjectArray
+    relation: npt.NDArray[np.int8]
+
+
+class _Columns:
+    """What the exact test needs per fence slot, as arrays that grow by doubling.
+
+    ``unit``: the centre's (anchor's) unit vector; ``threshold``: a circle's haversine term;
+    ``anchor``: lat, lon and cos(lat) of the local frame; ``box``: a polygon's lon/lat bounds.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.arrays: dict[str, npt.NDArray[Any]] = {
+            "kind": np.full(0, DEAD, dtype=np.int8),
+            "unit": np.zeros((0, 3)),
+            "threshold": np.zeros(0),
+            "radius": np.zeros(0),
+            "anchor": np.zeros((0, 3)),
+            "box": np.zeros((0, 4)),
+            "fence": np.empty(0, dtype=object),  # the Fence
+            "id": np.empty(0, dtype=object),  # its fence_id
+            "geometry": np.empty(0, dtype=object),  # prepared lon/lat polygon
+            "outline": np.empty(0, dtype=object),  # prepared boundary in the local frame
+        }
+
+    def __getitem__(self, name: str) -> npt.NDArray[Any]:
+        return self.arrays[name]
+
+    def append(self, fence: Fence) -> int:
+        if self.size == len(self.arrays["kind"]):
+            self._grow(max(64, 2 * self.size))
+        slot, self.size = self.size, self.size + 1
+        a = self.arrays
+        a["kind"][slot] = CIRCLE if fence.local is None else POLYGON
+        a["unit"][slot] = unit_vector(fence.lat, fence.lon)
+        a["threshold"][slot] = term_of_distance(fence.radius_m)
+        a["radius"][slot] = fence.radius_m
+        a["anchor"][slot] = (fence.lat, fence.lon, math.cos(math.radians(fence.lat)))
+        a["fence"][slot], a["id"][slot] = fence, fence.fence_id
+        if fence.geometry is not None and fence.local is not None:
+            a["box"][slot] = fence.geometry.bounds
+            a["geometry"][slot], a["outline"][slot] = fence.geometry, fence.local.boundary
+            shapely.prepare(a["outline"][slot])
+        return slot
+
+    def kill(self, slot: int) -> None:
+        a = self.arrays
+        a["kind"][slot] = DEAD
+        a["fence"][slot] = a["geometry"][slot] = a["outline"][slot] = None
+
+    def _grow(self, capacity: int) -> None:
+        for name, array in self.arrays.items():
+            extra = np.zeros((capacity - len(array), *array.shape[1:]), dtype=array.dtype)
+            if name == "kind":
+                extra[:] = DEAD
+            self.arrays[name] = np.concatenate([array, extra])
+
+    def keep(self, alive: npt.NDArray[np.bool_]) -> None:
+        """Keep only the ``alive`` slots among the first ``size``, renumbered in order."""
+        self.arrays = {name: a[: self.size][alive] for name, a in self.arrays.items()}
+        self.size = int(alive.sum())
+
+
+class FenceIndex:
+    """Tens of thousands of fences; which of them contain each fix."""
+
+    def __init__(
+        self,
+        fences: Iterable[Fence] = (),
+        *,
+        resolution: int = DEFAULT_RESOLUTION,
+        reach_m: float = DEFAULT_REACH_M,
+        compact_after: int = 2048,
+    ) -> None:
+        if reach_m <= 0:
+            raise ValueError("reach_m must be positive")
+        self.resolution, self.reach_m, self.compact_after = resolution, reach_m, compact_after
+        self._cols = _Columns()
+        self._slot_of: dict[str, int] = {}
+        self._main = CellTable.empty()
+        self._recent: list[tuple[npt.NDArray[np.uint64], IntArray]] = []
+        self._recent_fences = 0
+        self._recent_table: CellTable | None = None
+        self.upsert_many(fences)
+        self.compact()
+
+    # ------------------------------------------------------------------ changes
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def __contains__(self, fence_id: object) -> bool:
+        return fence_id in self._slot_of
+
+    def get(self, fence_id: str) -> Fence | None:
+        slot = self._slot_of.get(fence_id)
+        return None if slot is None else self._cols["fence"][slot]
+
+    def upsert(self, fence: Fence) -> None:
+        """Add a fence, or replace the one with its id."""
+        self.upsert_many([fence])
+
+    def upsert_many(self, fences: Iterable[Fence]) -> None:
+        batch = list({f.fence_id: f for f in fences}.values())
+        if not batch:
+            return
+        for fence in batch:
+            self.remove(fence.fence_id)
+        slots = np.array([self._add_slot(f) for f in batch], dtype=np.int64)
+        cells, owners = coverings(batch, self.resolution, self.reach_m)
+        self._recent.append((cells, slots[owners]))
+        self._recent_fences += len(batch)
+        self._recent_table = None
+        if self._recent_fences > max(self.compact_after, len(self) // 8):
+            self.compact()
+
+    def remove(self, fence_id: str) -> bool:
+        """Forget a fence; False if there was none with that id."""
+        slot = self._slot_of.pop(fence_id, None)
+        if slot is not None:
+            self._cols.kill(slot)
+        return slot is not None
+
+    def _add_slot(self, fence: Fence) -> int:
+        slot = self._cols.append(fence)
+        self._slot_of[fence.fence_id] = slot
+        return slot
+
+    def compact(self) -> None:
+        """Merge recent changes into the main table and drop dead slots."""
+        cells, slots = self._main.entries()
+        if self._recent:
+            cells = np.concatenate([cells, *(c for c, _ in self._recent)])
+            slots = np.concatenate([slots, *(s for _, s in self._recent)])
+        alive = self._cols["kind"][: self._cols.size] != DEAD
+        renumber = np.cumsum(alive) - 1
+        kept = alive[slots]
+        self._main = CellTable(cells[kept], renumber[slots[kept]])
+        self._cols.keep(alive)
+        self._slot_of = {fence_id: i for i, fence_id in enumerate(self._cols["id"].tolist())}
+        self._recent, self._recent_fences, self._recent_table = [], 0, None
+
+    # ------------------------------------------------------------------ queries
+
+    def evaluate(self, lats: FloatArray, lons: FloatArray) -> Hits:
+        """Every (fix, fence) with the fix strictly inside the fence."""
+        lats, lons = _floats(lats), _floats(lons)
+        pairs = self._candidates(cells_of(lats, lons, self.resolution))
+        inside, _ = self._measure(pairs, lats, lons, distances=False)
+        return Hits(pairs.fix[inside], self._cols["id"][pairs.slot[inside]])
+
+    def evaluate_sets(self, lats: FloatArray, lons: FloatArray) -> list[set[str]]:
+        """``evaluate`` as one set of fence ids per fix."""
+        hits = self.evaluate(lats, lons)
+        result: list[set[str]] = [set() for _ in range(len(lats))]
+        for fix, fence_id in zip(hits.fix.tolist(), hits.fence_id.tolist(), strict=True):
+            result[fix].add(fence_id)
+        return result
+
+    def fences_at(self, lat: float, lon: float) -> set[str]:
+        """The fences one fix is inside."""
+        return self.evaluate_sets(np.array([lat]), np.array([lon]))[0]
+
+    def classify(self, lats: FloatArray, lons: FloatArray, accs: FloatArray) -> Relations:
+        """Each fix's relation to the fences it is not wholly outside of.
+
+        A fix's accuracy circle (radius ``accs``, metres, capped at ``reach_m``) that reaches the
+        fence's edge straddles it; otherwise the fix is wholly inside or wholly outside.
+        """
+        lats, lons = _floats(lats), _floats(lons)
+        accs = np.minimum(_floats(accs), self.reach_m)
+        pairs = self._candidates(cells_of(lats, lons, self.resolution))
+        inside, distance = self._measure(pairs, lats, lons, distances=True)
+        relation = np.where(inside, Relation.INSIDE, Relation.OUTSIDE).astype(np.int8)
+        relation[distance < accs[pairs.fix]] = Relation.STRADDLES
+        keep = relation != Relation.OUTSIDE
+        return Relations(pairs.fix[keep], self._cols["id"][pairs.slot[keep]], relation[keep])
+
+    def relations_at(self, lat: float, lon: float, acc_m: float) -> dict[str, Relation]:
+        """``classify`` for one fix: fence id -> relation, for fences it is not outside of."""
+        found = self.classify(np.array([lat]), np.array([lon]), np.array([acc_m]))
+        pairs = zip(found.fence_id.tolist(), found.relation.tolist(), strict=True)
+        return {fence_id: Relation(r) for fence_id, r in pairs}
+
+    def crossing(self, lat0: float, lon0: float, lat1: float, lon1: float) -> set[str]:
+        """The fences the straight segment between two fixes meets.
+
+        The segment is sampled at most ``2 * reach_m`` apart, so each of its points is within
+        ``reach_m`` of a sample, and every fence it meets is listed under some sample's cell.
+        """
+        steps = max(1, math.ceil(haversine_m(lat0, lon0, lat1, lon1) / (2 * self.reach_m)))
+        t = np.linspace(0.0, 1.0, steps + 1)
+        lats, lons = lat0 + (lat1 - lat0) * t, lon0 + (lon1 - lon0) * t
+        slots = np.unique(self._candidates(cells_of(lats, lons, self.resolution)).slot)
+        fences = [f for f in self._cols["fence"][slots] if f is not None]
+        return {f.fence_id for f in fences if f.crosses(lat0, lon0, lat1, lon1)}
+
+    def _candidates(self, cells: npt.NDArray[np.uint64]) -> Candidates:
+        main = self._main.lookup(cells)
+        if not self._recent:
+            return main
+        if self._recent_table is None:
+            cells_r = np.concatenate([c for c, _ in self._recent])
+            self._recent_table = CellTable(cells_r, np.concatenate([s for _, s in self._recent]))
+        recent = self._recent_table.lookup(cells)
+        fix = np.concatenate([main.fix, recent.fix])
+        order = np.argsort(fix, kind="stable")
+        return Candidates(fix[order], np.concatenate([main.slot, recent.slot])[order])
+
+    def _measure(
+        self, pairs: Candidates, lats: FloatArray, lons: FloatArray, *, distances: bool
+    ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+        """For each pair: is the fix inside, and (if asked) how far from the edge (m)."""
+        kind = self._cols["kind"][pairs.slot]
+        inside = np.zeros(len(kind), dtype=bool)
+        distance = np.full(len(kind), np.inf)
+        circles = np.flatnonzero(kind == CIRCLE)
+        if len(circles):
+            inside[circles], distance[circles] = self._circles(
+                pairs.fix[circles], pairs.slot[circles], lats, lons, distances
+            )
+        polygons = np.flatnonzero(kind == POLYGON)
+        if len(polygons):
+            inside[polygons], distance[polygons] = self._polygons(
+                pairs.fix[polygons], pairs.slot[polygons], lats, lons, distances
+            )
+        return inside, distance
+
+    def _circles(
+        self, fix: IntArray, slot: IntArray, lats: FloatArray, lons: FloatArray, dist: bool
+    ) -> tuple[npt.NDArray[np.bool_], FloatArray | float]:
+        units = unit_vectors(lats, lons)
+        h = haversine_terms(units[fix], self._cols["unit"][slot])
+        inside = h < self._cols["threshold"][slot]
+        if not dist:
+            return inside, np.inf
+        return inside, np.abs(distance_of_terms(h) - self._cols["radius"][slot])
+
+    def _polygons(
+        self, fix: IntArray, slot: IntArray, lats: FloatArray, lons: FloatArray, dist: bool
+    ) -> tuple[npt.NDArray[np.bool_], FloatArray | float]:
+        x, y = lons[fix], lats[fix]
+        inside = np.zeros(len(fix), dtype=bool)
+        box = self._cols["box"][slot]
+        maybe = np.flatnonzero(
+            (box[:, 0] <= x) & (x <= box[:, 2]) & (box[:, 1] <= y) & (y <= box[:, 3])
+        )
+        inside[maybe] = shapely.contains_xy(self._cols["geometry"][slot[maybe]], x[maybe], y[maybe])
+        if not dist:
+            return inside, np.inf
+        lat0, lon0, cos0 = self._cols["anchor"][slot].T
+        xs = (x - lon0) * (METRES_PER_DEGREE_LAT * cos0)
+        ys = (y - lat0) * METRES_PER_DEGREE_LAT
+        return inside, shapely.distance(self._cols["outline"][slot], shapely.points(xs, ys))
+
+
+def _floats(values: FloatArray | Iterable[float]) -> FloatArray:
+    return np.ascontiguousarray(values, dtype=np.float64)

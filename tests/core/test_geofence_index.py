@@ -1,0 +1,237 @@
+"""The fence index: its H3 prefilter misses nothing, and it agrees with a naive loop over fences."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from h3.api import basic_int as h3
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geofence.cover import DEFAULT_RESOLUTION, coverings
+from geofence.fences import Fence, Relation
+from geofence.geodesy import LocalFrame
+from geofence.index import DEFAULT_REACH_M, FenceIndex
+
+HOME = (53.8008, -1.5491)
+REACH = DEFAULT_REACH_M
+
+
+def at(origin: tuple[float, float], north_m: float, east_m: float) -> tuple[float, float]:
+    lon, lat = LocalFrame(*origin).to_lonlat(east_m, north_m)
+    return lat, lon
+
+
+def polygon_around(fence_id: str, origin: tuple[float, float], radii: list[float]) -> Fence:
+    """A star-shaped polygon: vertex ``i`` at ``radii[i]`` metres, evenly around ``origin``."""
+    n = len(radii)
+    ring = []
+    for i, r in enumerate(radii):
+        angle = 2 * math.pi * i / n
+        lat, lon = at(origin, r * math.cos(angle), r * math.sin(angle))
+        ring.append([lon, lat])
+    geojson = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+    return Fence.polygon(fence_id, f"p-{fence_id}", "a1", geojson)
+
+
+def naive(fences: list[Fence], lat: float, lon: float) -> set[str]:
+    return {f.fence_id for f in fences if f.contains(lat, lon)}
+
+
+# Fences within ~1.5 km of a point at UK latitudes: circles and star polygons, overlapping.
+origins = st.tuples(st.floats(49.9, 60.8), st.floats(-7.5, 1.7))
+offsets = st.tuples(st.floats(-1500, 1500), st.floats(-1500, 1500))
+circle_specs = st.tuples(offsets, st.floats(5.0, 600.0))
+polygon_specs = st.tuples(offsets, st.lists(st.floats(10.0, 400.0), min_size=3, max_size=9))
+
+
+@st.composite
+def scenes(draw: st.DrawFn) -> tuple[list[Fence], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Fences, and fixes: anywhere around them, and close to their edges (within ±2 m)."""
+    origin = draw(origins)
+    fences: list[Fence] = []
+    for i, ((n, e), radius) in enumerate(draw(st.lists(circle_specs, max_size=25))):
+        fences.append(Fence.circle(f"c{i}", f"p{i}", "a1", *at(origin, n, e), radius))
+    for i, ((n, e), radii) in enumerate(draw(st.lists(polygon_specs, max_size=10))):
+        fences.append(polygon_around(f"g{i}", at(origin, n, e), radii))
+    points = [at(origin, n, e) for n, e in draw(st.lists(offsets, max_size=40))]
+    for i, angle, delta in draw(
+        st.lists(st.tuples(st.integers(0, 10**6), st.floats(0, 2 * math.pi), st.floats(-2, 2)))
+    ):
+        if fences:
+            points.append(_near_edge(fences[i % len(fences)], angle, delta))
+    lats = np.array([p[0] for p in points], dtype=np.float64)
+    lons = np.array([p[1] for p in points], dtype=np.float64)
+    return fences, lats, lons
+
+
+def _near_edge(fence: Fence, angle: float, delta: float) -> tuple[float, float]:
+    """A point ``delta`` metres beyond the fence's edge along a ray from its anchor."""
+    low, high = 0.0, fence.radius_m * 1.01
+    if fence.geometry is not None:  # a star polygon: find the edge along the ray by bisection
+        for _ in range(40):
+            mid = (low + high) / 2
+            inside = fence.contains(*at((fence.lat, fence.lon), *_ray(angle, mid)))
+            low, high = (mid, high) if inside else (low, mid)
+    edge = high if fence.geometry is not None else fence.radius_m
+    return at((fence.lat, fence.lon), *_ray(angle, edge + delta))
+
+
+def _ray(angle: float, r: float) -> tuple[float, float]:
+    return r * math.cos(angle), r * math.sin(angle)
+
+
+# ---------------------------------------------------------------- the prefilter misses nothing
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    origin=origins,
+    radius=st.floats(1.0, 1500.0),
+    north_frac=st.floats(-1.0, 1.0),
+    east_frac=st.floats(-1.0, 1.0),
+    resolution=st.sampled_from([8, 9, 10, 11]),
+)
+def test_every_point_within_reach_of_a_circle_falls_in_a_listed_cell(
+    origin: tuple[float, float],
+    radius: float,
+    north_frac: float,
+    east_frac: float,
+    resolution: int,
+) -> None:
+    fence = Fence.circle("f", "p", "a", *origin, radius)
+    cells, _ = coverings([fence], resolution, REACH)
+    listed = set(cells.tolist())
+    # a point of the square around the fence, kept if within reach of the fence
+    north, east = north_frac * (radius + REACH), east_frac * (radius + REACH)
+    if math.hypot(north, east) <= radius + REACH * 0.999:
+        assert h3.latlng_to_cell(*at(origin, north, east), resolution) in listed
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    origin=origins,
+    radii=st.lists(st.floats(3.0, 800.0), min_size=3, max_size=12),
+    angle=st.floats(0, 2 * math.pi),
+    delta=st.floats(-REACH, REACH * 0.999),
+)
+def test_every_point_near_a_polygons_edge_falls_in_a_listed_cell(
+    origin: tuple[float, float], radii: list[float], angle: float, delta: float
+) -> None:
+    fence = polygon_around("g", origin, radii)
+    cells, _ = coverings([fence], DEFAULT_RESOLUTION, REACH)
+    point = _near_edge(fence, angle, delta)
+    if fence.contains(*point) or fence.distance_to_boundary_m(*point) <= REACH * 0.999:
+        assert h3.latlng_to_cell(*point, DEFAULT_RESOLUTION) in set(cells.tolist())
+
+
+def test_a_fence_is_listed_under_few_cells() -> None:
+    cells, _ = coverings([Fence.circle("f", "p", "a", *HOME)], DEFAULT_RESOLUTION, REACH)
+    assert 10 < len(cells) < 60
+
+
+# ---------------------------------------------------------------- agreement with a naive loop
+
+
+@settings(max_examples=60, deadline=None)
+@given(scene=scenes())
+def test_index_agrees_with_a_naive_loop(
+    scene: tuple[list[Fence], np.ndarray[Any, Any], np.ndarray[Any, Any]],
+) -> None:
+    fences, lats, lons = scene
+    index = FenceIndex(fences)
+    got = index.evaluate_sets(lats, lons)
+    assert got == [naive(fences, lat, lon) for lat, lon in zip(lats, lons, strict=True)]
+    hits = index.evaluate(lats, lons)
+    assert list(hits.fix) == sorted(hits.fix)
+
+
+@settings(max_examples=40, deadline=None)
+@given(scene=scenes(), acc=st.floats(0.0, REACH))
+def test_classify_agrees_with_each_fence(
+    scene: tuple[list[Fence], np.ndarray[Any, Any], np.ndarray[Any, Any]], acc: float
+) -> None:
+    fences, lats, lons = scene
+    index = FenceIndex(fences)
+    found = index.classify(lats, lons, np.full(len(lats), acc))
+    got: list[dict[str, Relation]] = [{} for _ in lats]
+    for i, fence_id, r in zip(found.fix, found.fence_id, found.relation, strict=True):
+        got[i][fence_id] = Relation(r)
+    for i, (lat, lon) in enumerate(zip(lats, lons, strict=True)):
+        relations = {f.fence_id: f.relation(lat, lon, acc) for f in fences}
+        assert got[i] == {k: r for k, r in relations.items() if r is not Relation.OUTSIDE}
+
+
+@settings(max_examples=40, deadline=None)
+@given(scene=scenes(), a=offsets, b=offsets)
+def test_crossing_agrees_with_each_fence(
+    scene: tuple[list[Fence], np.ndarray[Any, Any], np.ndarray[Any, Any]],
+    a: tuple[float, float],
+    b: tuple[float, float],
+) -> None:
+    fences, _, _ = scene
+    if not fences:
+        return
+    origin = (fences[0].lat, fences[0].lon)
+    (lat0, lon0), (lat1, lon1) = at(origin, *a), at(origin, *b)
+    expected = {f.fence_id for f in fences if f.crosses(lat0, lon0, lat1, lon1)}
+    assert FenceIndex(fences).crossing(lat0, lon0, lat1, lon1) == expected
+
+
+# ---------------------------------------------------------------- changes without a rebuild
+
+
+def test_upsert_replaces_and_remove_forgets() -> None:
+    index = FenceIndex([Fence.circle("f1", "p1", "a1", *HOME)])
+    far = at(HOME, 0.0, 1000.0)
+    assert index.fences_at(*HOME) == {"f1"}
+    index.upsert(Fence.circle("f1", "p1", "a1", *far, 100.0))
+    assert index.fences_at(*HOME) == set()
+    assert index.fences_at(*far) == {"f1"}
+    index.upsert(Fence.circle("f2", "p2", "a1", *HOME))
+    assert index.fences_at(*HOME) == {"f2"}
+    assert index.remove("f1") and not index.remove("f1")
+    assert index.fences_at(*far) == set()
+    assert len(index) == 1 and "f2" in index and "f1" not in index
+    assert index.get("f2") == Fence.circle("f2", "p2", "a1", *HOME)
+
+
+def test_many_changes_compact_and_still_agree() -> None:
+    rng = np.random.default_rng(3)
+    index = FenceIndex(compact_after=16)
+    fences: dict[str, Fence] = {}
+    for step in range(200):
+        fence_id = f"f{rng.integers(60)}"
+        if step % 7 == 0:
+            index.remove(fence_id)
+            fences.pop(fence_id, None)
+            continue
+        n, e, r = rng.uniform(-800, 800), rng.uniform(-800, 800), rng.uniform(20, 300)
+        fence = Fence.circle(fence_id, "p", "a", *at(HOME, n, e), r)
+        index.upsert(fence)
+        fences[fence_id] = fence
+    points = [at(HOME, *rng.uniform(-1000, 1000, 2)) for _ in range(500)]
+    lats, lons = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    expected = [naive(list(fences.values()), *p) for p in points]
+    assert index.evaluate_sets(lats, lons) == expected
+    assert len(index) == len(fences)
+    index.compact()
+    assert index.evaluate_sets(lats, lons) == expected
+
+
+def test_single_fix_relations() -> None:
+    index = FenceIndex([Fence.circle("f1", "p1", "a1", *HOME)])
+    assert index.relations_at(*HOME, 10.0) == {"f1": Relation.INSIDE}
+    assert index.relations_at(*at(HOME, 195.0, 0.0), 10.0) == {"f1": Relation.STRADDLES}
+    assert index.relations_at(*at(HOME, 300.0, 0.0), 10.0) == {}
+
+
+def test_empty_index_and_no_fixes() -> None:
+    assert FenceIndex().evaluate_sets(np.array([HOME[0]]), np.array([HOME[1]])) == [set()]
+    index = FenceIndex([Fence.circle("f1", "p1", "a1", *HOME)])
+    assert index.evaluate_sets(np.zeros(0), np.zeros(0)) == []
+    with pytest.raises(ValueError, match="reach_m"):
+        FenceIndex(reach_m=0.0)
