@@ -1,0 +1,253 @@
+"""``careknot bench dispatch``: candidate search over 100,000 live caregivers across England.
+
+Three answers to one question, "the nearest caregivers of this agency around this home",
+asked for the same homes, one at a time:
+
+- ``search``: the dispatcher's own (H3 street disk, then area rings, in the Redis live index;
+  then the candidates' hashes and ranking), exactly as :mod:`streams.dispatcher` runs it;
+- ``geosearch``: Redis ``GEOSEARCH ... BYRADIUS ... ASC COUNT k`` on a geo set per agency;
+- ``postgis``: ``ST_DWithin`` on a ``geography`` column with a GiST index, nearest first
+  (the classic way; skipped, and said so, where PostGIS is not installed).
+
+The nearest ``k`` of each are compared (as sets) and the agreement is reported. Caregivers are
+placed around English cities and uniformly over the country (seeded), in ``--agencies``
+agencies. Part (2) of the issue's benchmark (fall to offer under load) is not run here.
+
+Options after the verb: ``--caregivers N --agencies N --searches N --k N --radius-km R --seed S``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from careknot.bench.report import latency_figures, machine, write
+from careknot.contracts import Fix
+from careknot.settings import Settings
+from careknot.storage.live import LiveIndex
+from dispatch.eta import StraightLineModel
+from dispatch.ranking import rank, search_plan
+
+log = logging.getLogger(__name__)
+
+# (lat, lon, weight): where people live, roughly
+CITIES = (
+    (51.507, -0.128, 9.0), (52.486, -1.890, 3.0), (53.480, -2.243, 3.0), (53.800, -1.549, 2.0),
+    (53.408, -2.991, 1.5), (54.978, -1.617, 1.2), (51.454, -2.588, 1.2), (53.381, -1.470, 1.2),
+    (52.954, -1.158, 1.0), (52.637, -1.139, 0.8), (50.376, -4.143, 0.5), (50.909, -1.404, 0.6),
+    (52.205, 0.119, 0.4), (51.752, -1.258, 0.4), (54.597, -1.234, 0.4), (53.744, -0.333, 0.6),
+    (52.628, 1.299, 0.4), (50.822, -0.137, 0.6), (52.406, -1.519, 0.7), (53.991, -1.541, 0.2),
+)  # fmt: skip
+ENGLAND = ((50.2, 55.5), (-5.2, 1.6))  # lat, lon bounds for the rural share
+URBAN_SHARE = 0.7
+WARMUP = 50
+Point = tuple[float, float]
+
+
+def options(extra: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="careknot bench dispatch")
+    p.add_argument("--caregivers", type=int, default=100_000)
+    p.add_argument("--agencies", type=int, default=20)
+    p.add_argument("--searches", type=int, default=2000)
+    p.add_argument("--k", type=int, default=10, help="how many nearest are compared")
+    p.add_argument("--radius-km", type=float, default=10.0, help="compared within this")
+    p.add_argument("--seed", type=int, default=7)
+    return p.parse_args(extra)
+
+
+def place(rng: random.Random) -> Point:
+    if rng.random() < URBAN_SHARE:
+        lat, lon, _w = rng.choices(CITIES, weights=[c[2] for c in CITIES])[0]
+        return rng.gauss(lat, 0.1), rng.gauss(lon, 0.16)
+    return rng.uniform(*ENGLAND[0]), rng.uniform(*ENGLAND[1])
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    opts = options([a for a in args.extra if a != "--"])
+    bench = settings.model_copy(update={"namespace": f"bench{secrets.token_hex(3)}"})
+    rng = random.Random(opts.seed)
+    people = [(f"cg{i}", f"ag{i % opts.agencies}", *place(rng)) for i in range(opts.caregivers)]
+    homes = [(f"ag{rng.randrange(opts.agencies)}", *place(rng)) for _ in range(opts.searches)]
+    redis = aioredis.Redis.from_url(bench.redis_url)
+    conn = await asyncpg.connect(bench.postgres_dsn)
+    try:
+        figures = await _measure(bench, opts, redis, conn, people, homes)
+    finally:
+        await _clean(bench, redis, conn)
+    target = write(args.output, "dispatch.json", figures)
+    for key in ("search_p50_ms", "search_p99_ms", "geosearch_p99_ms", "postgis_p99_ms"):
+        print(f"{key:>20}: {figures.get(key)}")
+    print(f"{'speedup_vs_postgis':>20}: {figures.get('speedup_vs_postgis')}")
+    print(f"{'agreement':>20}: {figures['agreement']}")
+    print(f"written to {target}")
+    return 0
+
+
+async def _measure(
+    s: Settings,
+    opts: argparse.Namespace,
+    redis: aioredis.Redis,
+    conn: asyncpg.Connection[Any],
+    people: list[tuple[str, str, float, float]],
+    homes: list[tuple[str, float, float]],
+) -> dict[str, Any]:
+    live = LiveIndex(redis, s)
+    await _load_live(live, redis, s, people, time.time())
+    has_postgis = await _load_postgis(conn, s, people)
+    radius_m = opts.radius_km * 1000
+    ours = await _timed(homes, lambda h: _search(live, s, h, opts.k, radius_m))
+    geo = await _timed(homes, lambda h: _geosearch(redis, s, h, opts.k, radius_m))
+    figures: dict[str, Any] = {
+        "caregivers": opts.caregivers,
+        "agencies": opts.agencies,
+        "searches": opts.searches,
+        "k": opts.k,
+        "radius_km": opts.radius_km,
+        **latency_figures(ours[0], "search"),
+        **latency_figures(geo[0], "geosearch"),
+        "agreement": {"search_vs_geosearch": _agreement(ours[1], geo[1], opts.k)},
+        "fall_to_offer_p50_ms": None,  # part (2): not measured by this run
+        "fall_to_offer_p99_ms": None,
+        "machine": machine(),
+    }
+    if has_postgis:
+        pg = await _timed(homes, lambda h: _postgis(conn, h, opts.k, radius_m))
+        figures.update(latency_figures(pg[0], "postgis"))
+        figures["agreement"]["geosearch_vs_postgis"] = _agreement(geo[1], pg[1], opts.k)
+        figures["agreement"]["search_vs_postgis"] = _agreement(ours[1], pg[1], opts.k)
+        figures["speedup_vs_postgis"] = round(
+            figures["postgis_p99_ms"] / figures["search_p99_ms"], 1
+        )
+    else:
+        figures.update(postgis_p99_ms=None, speedup_vs_postgis=None)
+    return figures
+
+
+async def _load_live(
+    live: LiveIndex,
+    redis: aioredis.Redis,
+    s: Settings,
+    people: list[tuple[str, str, float, float]],
+    now: float,
+) -> None:
+    for i in range(0, len(people), 1000):
+        chunk = people[i : i + 1000]
+        fixes = [
+            Fix(event_id=c, agency_id=a, caregiver_id=c, lat=la, lon=lo, ts=now, received_at=now)
+            for c, a, la, lo in chunk
+        ]
+        await live.update(fixes)
+        async with redis.pipeline(transaction=False) as pipe:
+            for c, a, la, lo in chunk:
+                pipe.geoadd(s.key("geo", a), (lo, la, c))
+            await pipe.execute()
+
+
+async def _load_postgis(
+    conn: asyncpg.Connection[Any], s: Settings, people: list[tuple[str, str, float, float]]
+) -> bool:
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    except asyncpg.PostgresError as exc:
+        log.warning("no PostGIS here (%s): its column is left out", exc)
+        return False
+    ns = s.namespace
+    await conn.execute(f'CREATE SCHEMA "{ns}"; SET search_path = "{ns}", public')
+    await conn.execute(
+        "CREATE TABLE live_cg (id text PRIMARY KEY, agency_id text NOT NULL,"
+        " lat float8 NOT NULL, lon float8 NOT NULL, geog geography(Point, 4326))"
+    )
+    await conn.copy_records_to_table(
+        "live_cg", records=people, columns=["id", "agency_id", "lat", "lon"]
+    )
+    await conn.execute(
+        "UPDATE live_cg SET geog = ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography;"
+        " CREATE INDEX live_cg_geog ON live_cg USING gist (geog); ANALYZE live_cg"
+    )
+    return True
+
+
+async def _search(
+    live: LiveIndex, s: Settings, home: tuple[str, float, float], k: int, radius_m: float
+) -> list[str]:
+    """The dispatcher's search; its answer cut at ``radius_m`` to compare like with like."""
+    agency, lat, lon = home
+    now = time.time()
+    ids = await live.nearby(agency, search_plan(lat, lon, s.search_area_rings), k)
+    ranked = rank(
+        await live.candidates(ids),
+        agency_id=agency,
+        lat=lat,
+        lon=lon,
+        model=StraightLineModel(),
+        now=now,
+        stale_after_s=s.position_stale_s,
+    )
+    return [r.candidate.caregiver_id for r in ranked[:k] if r.distance_m <= radius_m]
+
+
+async def _geosearch(
+    redis: aioredis.Redis, s: Settings, home: tuple[str, float, float], k: int, radius_m: float
+) -> list[str]:
+    agency, lat, lon = home
+    found = await redis.geosearch(
+        s.key("geo", agency), longitude=lon, latitude=lat, radius=radius_m, unit="m",
+        sort="ASC", count=k,
+    )  # fmt: skip
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in found]
+
+
+async def _postgis(
+    conn: asyncpg.Connection[Any], home: tuple[str, float, float], k: int, radius_m: float
+) -> list[str]:
+    agency, lat, lon = home
+    rows = await conn.fetch(
+        "SELECT id FROM live_cg, (SELECT ST_SetSRID(ST_MakePoint($2, $3), 4326)::geography AS p) q"
+        " WHERE agency_id = $1 AND ST_DWithin(geog, q.p, $4)"
+        " ORDER BY ST_Distance(geog, q.p) LIMIT $5",
+        agency, lon, lat, radius_m, k,
+    )  # fmt: skip
+    return [r["id"] for r in rows]
+
+
+async def _timed(
+    homes: list[tuple[str, float, float]],
+    search: Callable[[tuple[str, float, float]], Awaitable[list[str]]],
+) -> tuple[list[float], list[list[str]]]:
+    """Per-search milliseconds and answers, after a warm-up on the first homes."""
+    for home in homes[:WARMUP]:
+        await search(home)
+    samples, answers = [], []
+    for home in homes:
+        t0 = time.perf_counter()
+        answers.append(await search(home))
+        samples.append((time.perf_counter() - t0) * 1000)
+    return samples, answers
+
+
+def _agreement(a: list[list[str]], b: list[list[str]], k: int) -> float:
+    """The share of searches whose nearest ``k`` are the same caregivers both ways."""
+    same = sum(set(x[:k]) == set(y[:k]) for x, y in zip(a, b, strict=True))
+    return round(same / len(a), 4)
+
+
+async def _clean(s: Settings, redis: aioredis.Redis, conn: asyncpg.Connection[Any]) -> None:
+    await conn.execute(f'DROP SCHEMA IF EXISTS "{s.namespace}" CASCADE')
+    await conn.close()
+    batch: list[bytes] = []
+    async for key in redis.scan_iter(match=f"{s.namespace}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            await redis.delete(*batch)
+            batch.clear()
+    if batch:
+        await redis.delete(*batch)
+    await redis.aclose()
