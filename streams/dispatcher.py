@@ -185,7 +185,7 @@ class Dispatcher:
 
     async def _advance_by_id(self, incident_id: str) -> None:
         incident = await self._incidents.get(incident_id)
-        if incident is not None and incident.state in ("open", "offered"):
+        if incident is not None and incident.state in ("open", "offered", "escalated"):
             await self._advance(incident)
 
     async def _advance(self, incident: IncidentRow) -> None:
@@ -257,7 +257,8 @@ class Dispatcher:
                 pipe.expire(key, int(self._s.offer_window_s) + 3600)
             await pipe.execute()
         frames = [(outbox.caregiver(s.caregiver_id), self._offer_frame(incident, s)) for s in sent]
-        await self._outbox.send([*frames, *self._incident_frames(incident, "offered")])
+        state = "escalated" if incident.state == "escalated" else "offered"
+        await self._outbox.send([*frames, *self._incident_frames(incident, state)])
 
     def _offer_frame(self, incident: IncidentRow, s: SentOffer) -> OfferFrame:
         summary = IncidentSummary(

@@ -235,12 +235,16 @@ class IncidentStore:
     async def start_wave(
         self, incident: IncidentRow, planned: Sequence[PlannedOffer], now: float
     ) -> list[SentOffer] | None:
-        """Record a wave of offers; None if another process already moved the incident on."""
+        """Record a wave of offers; None if another process already moved the incident on.
+
+        An escalated incident stays escalated: the waves go on while a person also knows."""
         iid = uuid.UUID(incident.id)
         async with self._db.transaction() as conn:
             moved = await conn.fetchval(
-                "UPDATE incidents SET wave = wave + 1, state = 'offered', updated_at = $3"
-                " WHERE id = $1 AND wave = $2 AND state IN ('open', 'offered') RETURNING id",
+                "UPDATE incidents SET wave = wave + 1, updated_at = $3,"
+                " state = CASE state WHEN 'escalated' THEN 'escalated' ELSE 'offered' END"
+                " WHERE id = $1 AND wave = $2 AND state IN ('open', 'offered', 'escalated')"
+                " RETURNING id",
                 iid,
                 incident.wave,
                 ts(now),

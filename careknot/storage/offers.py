@@ -201,7 +201,7 @@ class OfferStore:
     async def _wave_closed(self, conn: Conn, incident_id: uuid.UUID) -> bool:
         return bool(
             await conn.fetchval(
-                "SELECT i.state = 'offered' AND NOT EXISTS (SELECT 1 FROM offers o"
+                "SELECT i.state IN ('offered', 'escalated') AND NOT EXISTS (SELECT 1 FROM offers o"
                 " WHERE o.incident_id = i.id AND o.state = 'pending')"
                 " FROM incidents i WHERE i.id = $1",
                 incident_id,

@@ -20,6 +20,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from careknot.contracts import Role
+from careknot.errors import RejectedInput
 from careknot.escalation import Webhook
 from careknot.settings import Settings
 from careknot.storage import outbox
@@ -28,6 +30,7 @@ from careknot.storage.live import AVAILABLE, BUSY, LiveIndex
 from careknot.storage.postgres import Database
 from careknot.storage.roster import Roster
 from careknot.timeline import render, show
+from careknot.tokens import Claims
 from careknot.waiting import poll_until
 from dispatch.commands import DispatcherCommand
 from dispatch.eligibility import AgencyRules
@@ -36,6 +39,7 @@ from dispatch.worktime import HOUR_S
 from streams.dispatcher import Dispatcher
 from tests.adapters import test_stores as stores
 from tests.adapters.test_stores import SceneMaker, event_kinds, seed
+from ws_gateway.session import Assign, Resolve, decide_command, parse_frame
 
 # the fixtures of test_stores, in this module's namespace (so with a namespace of its own)
 settings = stores.settings
@@ -254,6 +258,31 @@ async def test_unaccepted_incident_escalates_in_time_and_the_webhook_hears(
         await s.answer(0, "accept")
         assert (await state_of(db, incident.id)) == "assigned"
         assert await s.offered() == [1, 0]
+
+
+async def test_after_a_timed_escalation_the_waves_go_on(
+    make_scene: SceneMaker, db: Database, settings: Settings
+) -> None:
+    s = await make_scene([100, 200, 300])  # the default 45 s window outlives the 40 s
+    opened = s.clock.now
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    s.clock.now += ESCALATE_AFTER_S
+    await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+    assert (await state_of(db, incident.id)) == "escalated"
+    s.clock.now = opened + settings.offer_window_s + 1
+    await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+    assert await s.offered() == [1, 1, 0]  # the next wave, while a person also knows
+    assert (await state_of(db, incident.id)) == "escalated"
+    frames = await s.incident_frames(outbox.dispatchers(s.w.agency))
+    assert [f["state"] for f in frames] == ["offered", "escalated", "escalated"]
+    s.clock.now += 2
+    await s.answer(1, "decline")
+    assert await s.offered() == [1, 1, 1]
+    await s.answer(2, "accept")
+    assert (await state_of(db, incident.id)) == "assigned"
+    kinds = await event_kinds(db, incident.id)
+    assert kinds.count("incident_escalated") == 1
 
 
 async def _third(bodies: list[dict[str, Any]], incident_id: str) -> dict[str, Any] | None:
@@ -493,3 +522,47 @@ async def test_the_timeline_tells_the_whole_story(
     printed, _ = await cli.communicate()
     assert cli.returncode == 0
     assert printed.decode().splitlines()[1:] == lines
+
+
+# ---------------------------------------------------------------- the gateway's dispatcher frames
+
+
+def claims(role: Role, sub: str = "desk", agency: str = "ag") -> Claims:
+    return Claims(role=role, sub=sub, agency=agency, exp=time.time() + 60, patients=[])
+
+
+def test_assign_and_resolve_frames_become_commands_of_the_dispatchers_agency() -> None:
+    frame = parse_frame(b'{"type": "assign", "incident_id": "i-1", "caregiver_id": "cg-2"}')
+    assert isinstance(frame, Assign)
+    cmd = decide_command(claims("dispatcher"), frame, command_id="c1", now=5.0)
+    assert (cmd.command, cmd.incident_id, cmd.caregiver_id) == ("assign", "i-1", "cg-2")
+    assert (cmd.agency_id, cmd.actor, cmd.at) == ("ag", "dispatcher:desk", 5.0)
+    resolve = parse_frame('{"type": "resolve", "incident_id": "i-1", "note": "false alarm"}')
+    assert isinstance(resolve, Resolve)
+    done = decide_command(claims("dispatcher"), resolve, command_id="c2", now=6.0)
+    assert (done.command, done.caregiver_id, done.note) == ("resolve", None, "false alarm")
+    assert DispatcherCommand.model_validate_json(done.model_dump_json()) == done
+
+
+@pytest.mark.parametrize("role", ["caregiver", "family"])
+def test_only_dispatchers_may_assign_or_resolve(role: Role) -> None:
+    frame = parse_frame(b'{"type": "assign", "incident_id": "i-1", "caregiver_id": "cg-2"}')
+    assert isinstance(frame, Assign)
+    with pytest.raises(RejectedInput) as refused:
+        decide_command(claims(role), frame, command_id="c1", now=5.0)
+    assert refused.value.reason == "forbidden"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type": "assign", "incident_id": "i-1"}',
+        b'{"type": "assign", "caregiver_id": "cg"}',
+        b'{"type": "assign", "incident_id": "", "caregiver_id": "cg"}',
+        b'{"type": "resolve"}',
+    ],
+)
+def test_malformed_dispatcher_frames_are_refused(raw: bytes) -> None:
+    with pytest.raises(RejectedInput) as refused:
+        parse_frame(raw)
+    assert refused.value.reason == "malformed"
