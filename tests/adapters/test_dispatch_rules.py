@@ -14,6 +14,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import orjson
@@ -37,8 +38,10 @@ from dispatch.eligibility import AgencyRules
 from dispatch.offers import ESCALATE_AFTER_S, JOIN_WINDOW_S
 from dispatch.worktime import HOUR_S
 from streams.dispatcher import Dispatcher
+from tests.adapters import test_gateway as gw
 from tests.adapters import test_stores as stores
 from tests.adapters.test_stores import SceneMaker, event_kinds, seed
+from ws_gateway.server import Gateway
 from ws_gateway.session import Assign, Resolve, decide_command, parse_frame
 
 # the fixtures of test_stores, in this module's namespace (so with a namespace of its own)
@@ -566,3 +569,34 @@ def test_malformed_dispatcher_frames_are_refused(raw: bytes) -> None:
     with pytest.raises(RejectedInput) as refused:
         parse_frame(raw)
     assert refused.value.reason == "malformed"
+
+
+@pytest.fixture(scope="module")
+async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    async with Gateway(settings.model_copy(update={"gateway_port": 0})) as gw:
+        yield gw
+
+
+async def test_a_dispatchers_assign_reaches_kafka_keyed_by_incident(
+    gateway: Gateway, settings: Settings
+) -> None:
+    incident_id = str(uuid.uuid4())
+    frame = {"type": "assign", "incident_id": incident_id, "caregiver_id": "cg-9"}
+    async with gw.client(gateway, token=gw.token(settings, "caregiver", "cg-1")) as ws:
+        await gw.recv(ws)
+        await gw.send(ws, frame)
+        assert (await gw.recv(ws))["reason"] == "forbidden"
+    async with gw.client(gateway, token=gw.token(settings, "dispatcher", "desk-1")) as ws:
+        await gw.recv(ws)
+        await gw.send(ws, frame)
+        ack = {"type": "ack", "command": "assign", "incident_id": incident_id}
+        assert await gw.recv(ws) == ack
+    value = await gw.consume(settings, "offer-answers", lambda v: v["incident_id"] == incident_id)
+    assert value.pop("_key") == incident_id.encode()
+    cmd = DispatcherCommand.model_validate(value)
+    assert (cmd.command, cmd.caregiver_id, cmd.agency_id, cmd.actor) == (
+        "assign",
+        "cg-9",
+        "a1",
+        "dispatcher:desk-1",
+    )
