@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sys
 import time
 import uuid
@@ -28,11 +29,14 @@ from tests.support import Phone, free_port, is_type, processes_in, token, wait_f
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
-AGENCY = "journey"
+# Agencies unique to the run: MQTT topics are not namespaced, and another run on the same broker
+# must not feed this one's caregivers (its ingest refuses them as another agency's).
+RUN = secrets.token_hex(3)
+AGENCY = f"journey-{RUN}"
 HOME = (53.7760, -1.6010)  # a home in Farsley, west of the simulated city's centre
 NEAR = (53.7768, -1.6002)  # ~100 m away
 FAR = (53.7840, -1.5900)  # ~1.1 km away
-OTHER_AGENCY = "journey-other"
+OTHER_AGENCY = f"journey-other-{RUN}"
 OFFER_WINDOW_S = 4.0
 
 
@@ -122,7 +126,7 @@ async def test_fall_is_offered_declined_reoffered_accepted_and_seen_by_family(
     for cg in ("j-far", "j-near"):
         await console.expect(is_type("location", caregiver_id=cg))
 
-    await _publish(s, "ck/journey/dev/j-fd/evt", _fall(1))
+    await _publish(s, f"ck/{AGENCY}/dev/j-fd/evt", _fall(1))
     offer = await near.expect(is_type("offer"))
     assert offer["incident"]["kind"] == "fall"
     assert offer["incident"]["distance_m"] < 200
@@ -167,7 +171,7 @@ async def test_unanswered_offer_expires_and_the_incident_escalates(ready: Settin
     await _locate(s, "j-near", AGENCY, NEAR)
     await console.expect(is_type("location", caregiver_id="j-near"))
 
-    await _publish(s, "ck/journey/dev/j-fd/evt", _fall(2))
+    await _publish(s, f"ck/{AGENCY}/dev/j-fd/evt", _fall(2))
     offer = await near.expect(is_type("offer"))
     expired = await near.expect(
         is_type("offer_result", offer_id=offer["offer_id"]), within=OFFER_WINDOW_S + 10
@@ -189,10 +193,10 @@ async def test_bad_input_is_dead_lettered_with_reasons_and_the_stream_goes_on(
     )
     await consumer.start()
     try:
-        await _publish(s, "ck/journey/cg/j-near/loc", b"{not json")
-        await _publish(s, "ck/journey/cg/j-near/loc", {"lat": 91.0, "lon": 0.0, "tst": 1})
-        await _publish(s, "ck/journey/dev/o-fd/evt", _fall(3))  # another agency's device
-        await _publish(s, "ck/journey/dev/nobody/evt", _fall(4))
+        await _publish(s, f"ck/{AGENCY}/cg/j-near/loc", b"{not json")
+        await _publish(s, f"ck/{AGENCY}/cg/j-near/loc", {"lat": 91.0, "lon": 0.0, "tst": 1})
+        await _publish(s, f"ck/{AGENCY}/dev/o-fd/evt", _fall(3))  # another agency's device
+        await _publish(s, f"ck/{AGENCY}/dev/nobody/evt", _fall(4))
         wanted = {"malformed_json", "invalid_fields", "device_agency_mismatch", "unknown_device"}
         reasons = await _dead_letter_reasons(consumer, wanted)
         assert wanted <= reasons
@@ -213,7 +217,7 @@ async def _dead_letter_reasons(consumer: AIOKafkaConsumer, wanted: set[str]) -> 
             for records in batch.values():
                 for record in records:
                     letter = json.loads(record.value)
-                    if letter["source"].startswith("ck/journey/"):
+                    if letter["source"].startswith(f"ck/{AGENCY}/"):
                         reasons.add(letter["reason"])
     return reasons
 
