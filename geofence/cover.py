@@ -1,16 +1,18 @@
 """The H3 cells each fence is listed under in the index's prefilter, and the cells of fixes.
 
-A fence is listed under every cell whose *centre* lies within ``margin`` of the fence, where
-``margin = circumradius + reach``. That misses no fix: a fix ``p`` within ``reach`` of the fence
-lies in a cell ``c`` whose centre is at most ``circumradius(c)`` from ``p`` (a hexagon's farthest
-point from its centre is a vertex), hence within ``margin`` of the fence, so ``c`` is listed.
+A fence is listed under every cell whose *centre* lies within ``circumradius + reach`` of the
+fence, and the cell is *core* if its centre lies within ``circumradius``. That misses no fix: a
+fix ``p`` in a cell ``c`` is at most ``circumradius(c)`` from the centre of ``c`` (a hexagon's
+farthest point from its centre is a vertex), so if ``p`` is inside the fence, ``c`` is core, and
+if ``p`` is within ``reach`` of the fence, ``c`` is listed.
 The circumradius is the largest among a sample of the cells of the fence's region (its cell's
 ancestor four resolutions up, a few kilometres across), taken 10 % larger plus a metre, which
 absorbs how H3 cells vary in size over a region and the local frame's small error.
 
 Cells to test come from ``grid_disk`` about the fence's cell, wide enough to hold every cell
-whose centre is within ``radius + margin``: neighbouring centres are at least ``1.5 * edge``
-apart per ring (edge = circumradius for a hexagon).
+whose centre is within ``radius + reach + circumradius`` of the fence's anchor: each ring of a
+hexagon grid lies at least ``1.5 * edge`` farther out (edge = circumradius for a hexagon),
+taken with a 20 % allowance for H3's distortion.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -26,9 +29,9 @@ from h3.api import basic_int as h3
 
 from geofence.fences import Fence
 from geofence.geodesy import (
-    EARTH_RADIUS_M,
     METRES_PER_DEGREE_LAT,
     FloatArray,
+    distance_of_terms,
     haversine_m,
     haversine_terms,
     unit_vectors,
@@ -41,82 +44,71 @@ DEFAULT_RESOLUTION = 10
 """Cells of about 76 m edge: a 200 m home is listed under a few dozen."""
 
 
-def coverings(
-    fences: Sequence[Fence], resolution: int, reach_m: float
-) -> tuple[CellArray, IntArray]:
-    """The cells a fix within ``reach_m`` of each fence can fall in (and a few more).
+class Cover(NamedTuple):
+    """Flat: fence ``owners[i]`` (a position in the list given) is listed under ``cells[i]``;
+    ``core[i]`` if a fix inside the fence can fall in that cell, else only one within reach."""
 
-    Flat: ``(cells, owners)`` where ``owners[i]`` is the position in ``fences`` of the fence
-    listed under ``cells[i]``. Done for all fences at once, since most of the work is numpy.
-    """
+    cells: CellArray
+    owners: IntArray
+    core: npt.NDArray[np.bool_]
+
+
+def coverings(fences: Sequence[Fence], resolution: int, reach_m: float) -> Cover:
+    """The cells a fix inside, or within ``reach_m`` of, each fence can fall in (and a few
+    more), for all the fences at once, since most of the work is numpy."""
     anchors = [h3.latlng_to_cell(f.lat, f.lon, resolution) for f in fences]
     circum = np.array([_circumradius_m(a) * 1.1 + 1.0 for a in anchors])
     radii = np.array([f.radius_m for f in fences], dtype=np.float64)
-    margins = circum + reach_m
-    rings = np.ceil((radii + margins + circum) / (1.25 * circum)).astype(int).tolist()
+    rings = np.ceil((radii + reach_m + 2 * circum) / (1.25 * circum)).astype(int).tolist()
     disks = [h3.grid_disk(a, k) for a, k in zip(anchors, rings, strict=True)]
     cells = np.fromiter(itertools.chain.from_iterable(disks), dtype=np.uint64)
     owners = np.repeat(np.arange(len(fences)), [len(d) for d in disks])
-    keep = _near(fences, cells, owners, margins)
-    return cells[keep], owners[keep]
+    distance = _distances(fences, cells, owners)
+    keep = distance <= circum[owners] + reach_m
+    return Cover(cells[keep], owners[keep], (distance <= circum[owners])[keep])
 
 
-def cells_of(
-    lats: npt.NDArray[np.float64], lons: npt.NDArray[np.float64], resolution: int
-) -> CellArray:
+def cells_of(lats: FloatArray, lons: FloatArray, resolution: int) -> CellArray:
     """Each fix's cell, as unsigned 64-bit H3 indexes."""
-    cell = h3.latlng_to_cell
-    pairs = zip(lats.tolist(), lons.tolist(), strict=True)
-    return np.fromiter((cell(a, b, resolution) for a, b in pairs), dtype=np.uint64, count=len(lats))
+    cells = map(h3.latlng_to_cell, lats.tolist(), lons.tolist(), itertools.repeat(resolution))
+    return np.fromiter(cells, dtype=np.uint64, count=len(lats))
 
 
-def _near(
-    fences: Sequence[Fence], cells: CellArray, owners: IntArray, margins: FloatArray
-) -> npt.NDArray[np.bool_]:
-    """Which cells have their centre within its owner's margin of its owner (inside counts)."""
+def _distances(fences: Sequence[Fence], cells: CellArray, owners: IntArray) -> FloatArray:
+    """Metres from each cell's centre to its owner fence (0 inside)."""
     lats, lons = _centres(cells)
-    keep = np.zeros(len(cells), dtype=bool)
+    distance = np.zeros(len(cells))
     circles = np.array([f.local is None for f in fences], dtype=bool)[owners]
     if circles.any():
-        keep[circles] = _near_circles(fences, lats, lons, owners, margins, circles)
+        distance[circles] = _circle_distances(fences, lats[circles], lons[circles], owners[circles])
     if not circles.all():
         polygons = ~circles
-        keep[polygons] = _near_polygons(fences, lats, lons, owners, margins, polygons)
-    return keep
+        distance[polygons] = _polygon_distances(
+            fences, lats[polygons], lons[polygons], owners[polygons]
+        )
+    return distance
 
 
-def _near_circles(
-    fences: Sequence[Fence],
-    lats: FloatArray,
-    lons: FloatArray,
-    owners: IntArray,
-    margins: FloatArray,
-    which: npt.NDArray[np.bool_],
-) -> npt.NDArray[np.bool_]:
-    mine = owners[which]
-    lat0 = np.array([f.lat for f in fences])[mine]
-    lon0 = np.array([f.lon for f in fences])[mine]
-    reach = np.array([f.radius_m for f in fences])[mine] + margins[mine]
-    h = haversine_terms(unit_vectors(lats[which], lons[which]), unit_vectors(lat0, lon0))
-    limit = np.sin(reach / (2 * EARTH_RADIUS_M)) ** 2
-    return np.asarray(h <= limit)
+def _circle_distances(
+    fences: Sequence[Fence], lats: FloatArray, lons: FloatArray, owners: IntArray
+) -> FloatArray:
+    lat0 = np.array([f.lat for f in fences])[owners]
+    lon0 = np.array([f.lon for f in fences])[owners]
+    radius = np.array([f.radius_m for f in fences])[owners]
+    h = haversine_terms(unit_vectors(lats, lons), unit_vectors(lat0, lon0))
+    result: FloatArray = np.maximum(distance_of_terms(h) - radius, 0.0)
+    return result
 
 
-def _near_polygons(
-    fences: Sequence[Fence],
-    lats: FloatArray,
-    lons: FloatArray,
-    owners: IntArray,
-    margins: FloatArray,
-    which: npt.NDArray[np.bool_],
-) -> npt.NDArray[np.bool_]:
-    mine = owners[which]
-    lat0 = np.array([f.lat for f in fences])[mine]
-    lon0 = np.array([f.lon for f in fences])[mine]
-    xs = (lons[which] - lon0) * (METRES_PER_DEGREE_LAT * np.cos(np.radians(lat0)))
-    ys = (lats[which] - lat0) * METRES_PER_DEGREE_LAT
-    shapes = np.array([f.local for f in fences], dtype=object)[mine]
-    return np.asarray(shapely.dwithin(shapes, shapely.points(xs, ys), margins[mine]))
+def _polygon_distances(
+    fences: Sequence[Fence], lats: FloatArray, lons: FloatArray, owners: IntArray
+) -> FloatArray:
+    lat0 = np.array([f.lat for f in fences])[owners]
+    lon0 = np.array([f.lon for f in fences])[owners]
+    xs = (lons - lon0) * (METRES_PER_DEGREE_LAT * np.cos(np.radians(lat0)))
+    ys = (lats - lat0) * METRES_PER_DEGREE_LAT
+    shapes = np.array([f.local for f in fences], dtype=object)[owners]
+    return np.asarray(shapely.distance(shapes, shapely.points(xs, ys)), dtype=np.float64)
 
 
 def _centres(cells: CellArray) -> tuple[FloatArray, FloatArray]:

@@ -26,9 +26,10 @@ from geofence.geodesy import (
     METRES_PER_DEGREE_LAT,
     FloatArray,
     LocalFrame,
+    chord_term,
     haversine_m,
-    haversine_term,
     term_of_distance,
+    unit_vector,
 )
 
 DEFAULT_RADIUS_M = 200.0
@@ -63,6 +64,12 @@ class Fence:
     radius_m: float = DEFAULT_RADIUS_M
     geometry: BaseGeometry | None = field(default=None, compare=False, repr=False)
     local: BaseGeometry | None = field(default=None, compare=False, repr=False)
+    _unit: tuple[float, float, float] = field(init=False, compare=False, repr=False)
+    _threshold: float = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_unit", unit_vector(self.lat, self.lon))
+        object.__setattr__(self, "_threshold", term_of_distance(self.radius_m))
 
     @classmethod
     def circle(
@@ -106,7 +113,7 @@ class Fence:
     def contains(self, lat: float, lon: float) -> bool:
         """Whether the point lies strictly inside the fence."""
         if self.geometry is None:
-            return haversine_term(lat, lon, self.lat, self.lon) < term_of_distance(self.radius_m)
+            return chord_term(unit_vector(lat, lon), self._unit) < self._threshold
         return bool(shapely.contains_xy(self.geometry, lon, lat))
 
     def distance_to_boundary_m(self, lat: float, lon: float) -> float:

@@ -45,7 +45,11 @@ def haversine_term(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     Computed as a quarter of the squared chord between the points' unit vectors: the same number
     as the haversine formula's, with no trigonometry per pair once the vectors are known.
     """
-    a, b = unit_vector(lat1, lon1), unit_vector(lat2, lon2)
+    return chord_term(unit_vector(lat1, lon1), unit_vector(lat2, lon2))
+
+
+def chord_term(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """``haversine_term`` from two unit vectors: a quarter of the squared chord."""
     dx, dy, dz = a[0] - b[0], a[1] - b[1], a[2] - b[2]
     return (dx * dx + dy * dy + dz * dz) / 4
 

@@ -6,8 +6,12 @@ whose fix is inside (numpy haversine for circles, ``shapely.contains_xy`` on pre
 Results agree with ``Fence.contains`` fence by fence.
 
 Fences change while the index serves: ``upsert`` and ``remove`` touch only that fence. A change
-goes into a small second table (and a removed or replaced fence's slot is marked dead); when that
-table grows past ``compact_after`` fences both are merged, in one numpy pass.
+goes into a small second table (and a removed or replaced fence's slot is marked dead); when
+``compact_after`` fences have changed the tables are merged, in one numpy pass.
+
+Two layers of cells: the *core* (cells a fix inside the fence can fall in), which is all that
+``evaluate`` reads, and the *rim* (cells only within ``reach_m`` of it), which ``classify`` and
+``crossing`` read as well.
 
 ``classify`` answers the accuracy-aware question (inside, outside, or straddling the edge for a
 fix with an accuracy radius) for accuracies up to ``reach_m``; ``crossing`` names the fences a
@@ -36,7 +40,7 @@ from geofence.geodesy import (
     unit_vector,
     unit_vectors,
 )
-from geofence.table import Candidates, CellTable, IntArray
+from geofence.table import Candidates, IntArray, Layer, merge
 
 DEFAULT_REACH_M = 50.0
 """Accuracy radii up to this are classified exactly (coarser fixes are dropped upstream)."""
@@ -136,10 +140,8 @@ class FenceIndex:
         self.resolution, self.reach_m, self.compact_after = resolution, reach_m, compact_after
         self._cols = _Columns()
         self._slot_of: dict[str, int] = {}
-        self._main = CellTable.empty()
-        self._recent: list[tuple[npt.NDArray[np.uint64], IntArray]] = []
+        self._core, self._rim = Layer(), Layer()
         self._recent_fences = 0
-        self._recent_table: CellTable | None = None
         self.upsert_many(fences)
         self.compact()
 
@@ -166,10 +168,10 @@ class FenceIndex:
         for fence in batch:
             self.remove(fence.fence_id)
         slots = np.array([self._add_slot(f) for f in batch], dtype=np.int64)
-        cells, owners = coverings(batch, self.resolution, self.reach_m)
-        self._recent.append((cells, slots[owners]))
+        cover = coverings(batch, self.resolution, self.reach_m)
+        self._core.add(cover.cells[cover.core], slots[cover.owners[cover.core]])
+        self._rim.add(cover.cells[~cover.core], slots[cover.owners[~cover.core]])
         self._recent_fences += len(batch)
-        self._recent_table = None
         if self._recent_fences > max(self.compact_after, len(self) // 8):
             self.compact()
 
@@ -186,27 +188,22 @@ class FenceIndex:
         return slot
 
     def compact(self) -> None:
-        """Merge recent changes into the main table and drop dead slots."""
-        cells, slots = self._main.entries()
-        if self._recent:
-            cells = np.concatenate([cells, *(c for c, _ in self._recent)])
-            slots = np.concatenate([slots, *(s for _, s in self._recent)])
+        """Merge recent changes into the main tables and drop dead slots."""
         alive = self._cols["kind"][: self._cols.size] != DEAD
-        renumber = np.cumsum(alive) - 1
-        kept = alive[slots]
-        self._main = CellTable(cells[kept], renumber[slots[kept]])
+        self._core.compact(alive)
+        self._rim.compact(alive)
         self._cols.keep(alive)
         self._slot_of = {fence_id: i for i, fence_id in enumerate(self._cols["id"].tolist())}
-        self._recent, self._recent_fences, self._recent_table = [], 0, None
+        self._recent_fences = 0
 
     # ------------------------------------------------------------------ queries
 
     def evaluate(self, lats: FloatArray, lons: FloatArray) -> Hits:
         """Every (fix, fence) with the fix strictly inside the fence."""
         lats, lons = _floats(lats), _floats(lons)
-        pairs = self._candidates(cells_of(lats, lons, self.resolution))
+        pairs = self._candidates(cells_of(lats, lons, self.resolution), rim=False)
         inside, _ = self._measure(pairs, lats, lons, distances=False)
-        return Hits(pairs.fix[inside], self._cols["id"][pairs.slot[inside]])
+        return Hits(pairs.fix[inside], self._cols["id"].take(pairs.slot[inside]))
 
     def evaluate_sets(self, lats: FloatArray, lons: FloatArray) -> list[set[str]]:
         """``evaluate`` as one set of fence ids per fix."""
@@ -228,12 +225,12 @@ class FenceIndex:
         """
         lats, lons = _floats(lats), _floats(lons)
         accs = np.minimum(_floats(accs), self.reach_m)
-        pairs = self._candidates(cells_of(lats, lons, self.resolution))
+        pairs = self._candidates(cells_of(lats, lons, self.resolution), rim=True)
         inside, distance = self._measure(pairs, lats, lons, distances=True)
         relation = np.where(inside, Relation.INSIDE, Relation.OUTSIDE).astype(np.int8)
         relation[distance < accs[pairs.fix]] = Relation.STRADDLES
         keep = relation != Relation.OUTSIDE
-        return Relations(pairs.fix[keep], self._cols["id"][pairs.slot[keep]], relation[keep])
+        return Relations(pairs.fix[keep], self._cols["id"].take(pairs.slot[keep]), relation[keep])
 
     def relations_at(self, lat: float, lon: float, acc_m: float) -> dict[str, Relation]:
         """``classify`` for one fix: fence id -> relation, for fences it is not outside of."""
@@ -250,67 +247,62 @@ class FenceIndex:
         steps = max(1, math.ceil(haversine_m(lat0, lon0, lat1, lon1) / (2 * self.reach_m)))
         t = np.linspace(0.0, 1.0, steps + 1)
         lats, lons = lat0 + (lat1 - lat0) * t, lon0 + (lon1 - lon0) * t
-        slots = np.unique(self._candidates(cells_of(lats, lons, self.resolution)).slot)
+        slots = np.unique(self._candidates(cells_of(lats, lons, self.resolution), rim=True).slot)
         fences = [f for f in self._cols["fence"][slots] if f is not None]
         return {f.fence_id for f in fences if f.crosses(lat0, lon0, lat1, lon1)}
 
-    def _candidates(self, cells: npt.NDArray[np.uint64]) -> Candidates:
-        main = self._main.lookup(cells)
-        if not self._recent:
-            return main
-        if self._recent_table is None:
-            cells_r = np.concatenate([c for c, _ in self._recent])
-            self._recent_table = CellTable(cells_r, np.concatenate([s for _, s in self._recent]))
-        recent = self._recent_table.lookup(cells)
-        fix = np.concatenate([main.fix, recent.fix])
-        order = np.argsort(fix, kind="stable")
-        return Candidates(fix[order], np.concatenate([main.slot, recent.slot])[order])
+    def _candidates(self, cells: npt.NDArray[np.uint64], *, rim: bool) -> Candidates:
+        """The fences listed under each cell; with ``rim``, also those within reach of it."""
+        core = self._core.lookup(cells)
+        return merge(core, self._rim.lookup(cells)) if rim else core
 
     def _measure(
         self, pairs: Candidates, lats: FloatArray, lons: FloatArray, *, distances: bool
     ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
-        """For each pair: is the fix inside, and (if asked) how far from the edge (m)."""
-        kind = self._cols["kind"][pairs.slot]
+        """For each pair: is the fix inside, and (if asked) how far from the edge (m).
+
+        (``take`` rather than fancy indexing throughout: several times faster for gathers.)
+        """
+        kind = self._cols["kind"].take(pairs.slot)
         inside = np.zeros(len(kind), dtype=bool)
         distance = np.full(len(kind), np.inf)
-        circles = np.flatnonzero(kind == CIRCLE)
-        if len(circles):
-            inside[circles], distance[circles] = self._circles(
-                pairs.fix[circles], pairs.slot[circles], lats, lons, distances
-            )
-        polygons = np.flatnonzero(kind == POLYGON)
-        if len(polygons):
-            inside[polygons], distance[polygons] = self._polygons(
-                pairs.fix[polygons], pairs.slot[polygons], lats, lons, distances
-            )
+        for code, test in ((CIRCLE, self._circles), (POLYGON, self._polygons)):
+            which = np.flatnonzero(kind == code)
+            if len(which) == len(kind):  # all of one kind: no need to split
+                return test(pairs.fix, pairs.slot, lats, lons, distances)
+            if len(which):
+                fix, slot = pairs.fix.take(which), pairs.slot.take(which)
+                inside[which], distance[which] = test(fix, slot, lats, lons, distances)
         return inside, distance
 
     def _circles(
         self, fix: IntArray, slot: IntArray, lats: FloatArray, lons: FloatArray, dist: bool
-    ) -> tuple[npt.NDArray[np.bool_], FloatArray | float]:
-        units = unit_vectors(lats, lons)
-        h = haversine_terms(units[fix], self._cols["unit"][slot])
-        inside = h < self._cols["threshold"][slot]
+    ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+        fixes = unit_vectors(lats, lons).take(fix, axis=0)
+        h = haversine_terms(fixes, self._cols["unit"].take(slot, axis=0))
+        inside = h < self._cols["threshold"].take(slot)
         if not dist:
-            return inside, np.inf
-        return inside, np.abs(distance_of_terms(h) - self._cols["radius"][slot])
+            return inside, np.full(len(fix), np.inf)
+        return inside, np.abs(distance_of_terms(h) - self._cols["radius"].take(slot))
 
     def _polygons(
         self, fix: IntArray, slot: IntArray, lats: FloatArray, lons: FloatArray, dist: bool
-    ) -> tuple[npt.NDArray[np.bool_], FloatArray | float]:
-        x, y = lons[fix], lats[fix]
+    ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+        x, y = lons.take(fix), lats.take(fix)
         inside = np.zeros(len(fix), dtype=bool)
-        box = self._cols["box"][slot]
+        box = self._cols["box"].take(slot, axis=0)
         maybe = np.flatnonzero(
             (box[:, 0] <= x) & (x <= box[:, 2]) & (box[:, 1] <= y) & (y <= box[:, 3])
         )
-        inside[maybe] = shapely.contains_xy(self._cols["geometry"][slot[maybe]], x[maybe], y[maybe])
+        geometry = self._cols["geometry"].take(slot.take(maybe))
+        inside[maybe] = shapely.contains_xy(geometry, x.take(maybe), y.take(maybe))
         if not dist:
-            return inside, np.inf
-        lat0, lon0, cos0 = self._cols["anchor"][slot].T
+            return inside, np.full(len(fix), np.inf)
+        lat0, lon0, cos0 = self._cols["anchor"].take(slot, axis=0).T
         xs = (x - lon0) * (METRES_PER_DEGREE_LAT * cos0)
         ys = (y - lat0) * METRES_PER_DEGREE_LAT
-        return inside, shapely.distance(self._cols["outline"][slot], shapely.points(xs, ys))
+        outline = self._cols["outline"].take(slot)
+        return inside, np.asarray(shapely.distance(outline, shapely.points(xs, ys)))
 
 
 def _floats(values: FloatArray | Iterable[float]) -> FloatArray:
