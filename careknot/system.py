@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from careknot.errors import ServerStartError
+from careknot.servers import die_with_parent
 from careknot.settings import Settings
 from careknot.stack import settings_env
 
@@ -51,6 +52,7 @@ class RunningSystem:
                 cwd=self._workdir,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - prctl only
             )
         try:
             self._wait_for(state)
