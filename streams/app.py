@@ -122,11 +122,16 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
         history = History(rt.db)
         policies = AgencyPolicies(QualityPolicy(max_future_s=s.max_clock_skew_s))
         metrics = FixMetrics()
-        async for batch in stream.take(FIX_BATCH, within=FIX_BATCH_WITHIN_S):
-            decoded = _decode_all(Fix, batch)
-            step = partial(_apply_fixes, rt, decoded, history, policies, metrics)
-            await _with_retries("fixes", step)
-            metrics.log_if_due(time.monotonic())
+        throttle = outbox.LocationThrottle()
+        flusher = asyncio.create_task(outbox.keep_flushing(rt.outbox, throttle, time.time))
+        try:
+            async for batch in stream.take(FIX_BATCH, within=FIX_BATCH_WITHIN_S):
+                decoded = _decode_all(Fix, batch)
+                step = partial(_apply_fixes, rt, decoded, history, policies, metrics, throttle)
+                await _with_retries("fixes", step)
+                metrics.log_if_due(time.monotonic())
+        finally:
+            flusher.cancel()
 
     @app.agent(topic("device-events"), name="device-events")
     async def device_events(stream: Any) -> None:
@@ -188,33 +193,34 @@ async def _apply_fixes(
     history: History,
     policies: AgencyPolicies,
     metrics: FixMetrics,
+    throttle: outbox.LocationThrottle | None = None,
 ) -> None:
     """Screen a batch against each caregiver's last accepted fix, move the live index with the
-    accepted ones, show the newly applied positions to the dispatchers, then keep accepted and
-    late fixes in the history. A retry is safe: what was applied comes back as ``history_only``
-    (duplicate or out of order) and the history ignores what it has."""
+    accepted ones, queue the newly applied positions for the dispatchers (coalesced by the
+    throttle), then keep accepted and late fixes in the history. A retry is safe: what was
+    applied comes back as ``history_only`` (duplicate or out of order) and the history ignores
+    what it has. Without a throttle, this batch's positions are sent at once."""
+    throttle = throttle or outbox.LocationThrottle()
     live = (await rt.ready()).live
     previous = await live.last_fixes(f.caregiver_id for f in fixes)
-    screening = screen(previous, fixes, time.time(), policies.for_agency)
+    now = time.time()
+    screening = screen(previous, fixes, now, policies.for_agency)
     metrics.count(len(screening.live), screening.reasons)
     applied = await live.update(screening.live)
-    latest: dict[str, Fix] = {}
-    for f in screening.live:
-        if f.caregiver_id in applied and latest.get(f.caregiver_id, f).ts <= f.ts:
-            latest[f.caregiver_id] = f
-    frames = [
-        (
-            outbox.dispatchers(f.agency_id),
-            LocationFrame(
-                caregiver_id=f.caregiver_id,
-                lat=f.lat,
-                lon=f.lon,
-                h3=cell_of(f.lat, f.lon),
-                ts=f.ts,
-                status=applied[f.caregiver_id],
-            ),
-        )
-        for f in latest.values()
-    ]
-    await rt.outbox.send(frames)
+    newest = {f.caregiver_id: f for f in screening.live if f.caregiver_id in applied}
+    for f in newest.values():
+        throttle.offer(f.agency_id, f.caregiver_id, _location_frame(f, applied))
+    await outbox.flush_due(rt.outbox, throttle, now)
     await history.record(screening.live, screening.history_only)
+
+
+def _location_frame(f: Fix, applied: dict[str, str]) -> dict[str, Any]:
+    frame = LocationFrame(
+        caregiver_id=f.caregiver_id,
+        lat=f.lat,
+        lon=f.lon,
+        h3=cell_of(f.lat, f.lon),
+        ts=f.ts,
+        status=applied[f.caregiver_id],
+    )
+    return frame.model_dump(mode="json")

@@ -52,6 +52,16 @@ end
 return applied
 """
 
+# ARGV: ns, caregiver ids. Returns lat, lon, ts, acc of each, flat (false where missing).
+_LAST_FIXES = """
+local out = {}
+for i = 2, #ARGV do
+  local v = redis.call('HMGET', ARGV[1] .. ':cg:' .. ARGV[i], 'lat', 'lon', 'ts', 'acc')
+  for j = 1, 4 do out[#out + 1] = v[j] end
+end
+return out
+"""
+
 _FIELDS = ("lat", "lon", "ts", "status", "agency")
 _LAST_FIX_FIELDS = ("lat", "lon", "ts", "acc")
 
@@ -72,6 +82,7 @@ class LiveIndex:
         self._redis = redis
         self._ns = settings.namespace
         self._update = redis.register_script(_UPDATE_POSITIONS)
+        self._last = redis.register_script(_LAST_FIXES)
 
     async def update(self, fixes: Sequence[Fix]) -> dict[str, str]:
         """Apply a batch of accepted fixes in order; a fix older than the stored one is ignored.
@@ -133,14 +144,17 @@ class LiveIndex:
         return out
 
     async def last_fixes(self, caregiver_ids: Iterable[str]) -> dict[str, AcceptedFix]:
-        """The last accepted fix of each caregiver who has one (what the quality filters need)."""
+        """The last accepted fix of each caregiver who has one (what the quality filters need),
+        read in one script call for the whole batch."""
         ids = list(dict.fromkeys(caregiver_ids))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for cid in ids:
-                pipe.hmget(f"{self._ns}:cg:{cid}", _LAST_FIX_FIELDS)
-            rows = await pipe.execute()
-        return {
-            cid: AcceptedFix(float(lat), float(lon), float(t), float(acc) if acc else None)
-            for cid, (lat, lon, t, acc) in zip(ids, rows, strict=True)
-            if lat is not None and t is not None
-        }
+        if not ids:
+            return {}
+        flat = await self._last(keys=[], args=[self._ns, *ids])
+        out = {}
+        for n, cid in enumerate(ids):
+            lat, lon, t, acc = flat[4 * n : 4 * n + 4]
+            if lat is not None and t is not None:
+                out[cid] = AcceptedFix(
+                    float(lat), float(lon), float(t), float(acc) if acc else None
+                )
+        return out

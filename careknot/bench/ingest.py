@@ -1,0 +1,385 @@
+"""Ingest throughput: caregivers' fixes over MQTT into the live index (Redis) and the history
+(Postgres), through the whole system (``careknot up``: ingest, the Faust worker, the gateway).
+
+Publisher processes send one OwnTracks-style fix per MQTT message (QoS 0), as phones do, at a
+fixed offered rate for a fixed time; each caregiver's ``tst`` goes up by one second a fix and
+she moves a few metres, so the quality filters accept every fix. A run is complete when every
+fix is in the history and every caregiver's last fix is her live position. Latency is from
+the publish to the position being visible in Redis, for a sample of caregivers polled every
+:data:`POLL_S`. Rates climb until one is not kept up with (or loses fixes): saturation.
+
+Options (after ``careknot bench ingest``): ``--rates 1000,5000,...``, ``--duration S``,
+``--caregivers N``, ``--publishers N``, ``--ingest N`` and ``--workers N`` (processes in all:
+the bench starts those beyond ``careknot up``'s one of each), ``--keep-going``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+import redis.asyncio as aioredis
+from paho.mqtt.enums import CallbackAPIVersion
+
+from careknot.bench.report import latency_figures, machine, write
+from careknot.servers import free_port
+from careknot.settings import Settings
+from careknot.stack import settings_env
+from careknot.storage.postgres import CaregiverRow, Database
+from careknot.system import RunningSystem
+from careknot.waiting import poll_until
+
+log = logging.getLogger(__name__)
+
+AGENCY = "bench-ingest"
+ORIGIN = (53.70, -1.70)  # around Leeds
+STEP_DEG = 0.00005  # ~5.5 m north per fix: 20 km/h at one fix a second
+SAMPLED = 50
+POLL_S = 0.02
+KEPT_UP_S = 2.0  # a run keeps up if everything is in within this after the last publish
+SAMPLE_RATE = 5000
+READY_TIMEOUT_S = 90.0
+TST_SPAN_S = 40_000  # the first fix's tst is this far in the past (max_age is a day)
+
+
+@dataclass(frozen=True)
+class Share:
+    """One publisher process's part of a run."""
+
+    host: str
+    port: int
+    caregivers: list[str]
+    steps: int
+    rate: float
+    start_at: float
+    first_step: int
+    base_tst: int
+    sampled: list[str]
+
+
+@dataclass
+class Run:
+    offered: int
+    published: int
+    published_rate: float
+    in_history: int
+    lost: int
+    stale_live: int
+    drain_s: float
+    throughput: float
+    kept_up: bool
+    latency: dict[str, float]
+
+
+def fix_payload(index: int, step: int, base_tst: int) -> bytes:
+    lat = ORIGIN[0] + (index % 100) * 0.004 + step * STEP_DEG
+    lon = ORIGIN[1] + (index // 100) * 0.006
+    return orjson.dumps(
+        {"_type": "location", "lat": lat, "lon": lon, "tst": base_tst + step, "acc": 8, "batt": 77}
+    )
+
+
+def publish(share: Share) -> tuple[int, float, list[tuple[str, int, float]]]:
+    """Publish a share at its rate (runs in a publisher process): (count, seconds, samples)."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    client.max_queued_messages_set(0)
+    client.connect(share.host, share.port)
+    client.loop_start()
+    sampled, samples = set(share.sampled), []
+    n, total = len(share.caregivers), share.steps * len(share.caregivers)
+    ids = [int(cg.rsplit("-", 1)[1]) for cg in share.caregivers]
+    while time.time() < share.start_at:
+        time.sleep(0.001)
+    info = None
+    for i in range(total):
+        ahead = share.start_at + i / share.rate - time.time()
+        if ahead > 0.002:
+            time.sleep(ahead)  # pacing the offered rate, not waiting for anything
+        cg, step = share.caregivers[i % n], share.first_step + i // n
+        payload = fix_payload(ids[i % n], step, share.base_tst)
+        info = client.publish(f"ck/{AGENCY}/cg/{cg}/loc", payload, qos=0)
+        if cg in sampled:
+            samples.append((cg, share.base_tst + step, time.time()))
+    if info is not None:
+        info.wait_for_publish(timeout=60)
+    elapsed = time.time() - share.start_at
+    client.loop_stop()
+    client.disconnect()
+    return total, elapsed, samples
+
+
+def caregiver_ids(n: int) -> list[str]:
+    return [f"bcg-{i}" for i in range(n)]
+
+
+class Bench:
+    """One system under load: seeds it, runs rates one after the other, checks every fix."""
+
+    def __init__(self, s: Settings, opts: argparse.Namespace, pool: ProcessPoolExecutor) -> None:
+        self.s, self.opts, self.pool = s, opts, pool
+        self.ids = caregiver_ids(opts.caregivers)
+        self.base_tst = int(time.time()) - TST_SPAN_S
+        self.step = 0
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(s.redis_url)
+        self.db = Database(s, max_size=2)
+
+    async def seed(self) -> None:
+        await self.db.__aenter__()
+        await self.db.upsert_agency(AGENCY, "Benchmark Care")
+        rows = [CaregiverRow(cg, AGENCY, f"Carer {cg}") for cg in self.ids]
+        await self.db.upsert_caregivers(rows)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.db.__aexit__(None, None, None)
+
+    async def run(self, rate: int, duration: float) -> Run:
+        p = self.opts.publishers
+        steps = max(1, round(rate * duration / len(self.ids)))
+        start_at = time.time() + 1.0
+        shares = [self._share(k, p, steps, rate / p, start_at) for k in range(p)]
+        before = await self._history_count()
+        sampler = asyncio.create_task(self._sample(self.step + steps))
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self.pool, publish, sh) for sh in shares)
+        )
+        published = sum(r[0] for r in results)
+        publish_s = max(r[1] for r in results)
+        done_at = await self._until_complete(before + published, duration)
+        seen = await sampler
+        self.step += steps
+        timing = (start_at, publish_s, done_at)
+        return await self._run_figures(rate, results, published, timing, seen, before)
+
+    def _share(self, k: int, p: int, steps: int, rate: float, start_at: float) -> Share:
+        mine = self.ids[k::p]
+        return Share(
+            self.s.mqtt_host, self.s.mqtt_port, mine, steps, rate, start_at,
+            self.step, self.base_tst, [cg for cg in mine if cg in self.ids[:SAMPLED]],
+        )  # fmt: skip
+
+    async def _run_figures(
+        self,
+        rate: int,
+        results: list[tuple[int, float, list[tuple[str, int, float]]]],
+        published: int,
+        timing: tuple[float, float, float | None],
+        seen: dict[tuple[str, int], float],
+        before: int,
+    ) -> Run:
+        start_at, publish_s, done_at = timing
+        in_history = await self._history_count() - before
+        lags = [
+            (seen[(cg, tst)] - at) * 1000
+            for r in results
+            for cg, tst, at in r[2]
+            if (cg, tst) in seen
+        ]
+        drain = (done_at - (start_at + publish_s)) if done_at else float("inf")
+        return Run(
+            offered=rate,
+            published=published,
+            published_rate=round(published / publish_s, 1),
+            in_history=in_history,
+            lost=published - in_history,
+            stale_live=await self._stale_live(),
+            drain_s=round(drain, 2),
+            throughput=round(published / (done_at - start_at), 1) if done_at else 0.0,
+            kept_up=done_at is not None and drain <= KEPT_UP_S and in_history == published,
+            latency=latency_figures(lags, "publish_to_redis") if lags else {},
+        )
+
+    async def _history_count(self) -> int:
+        n = await self.db.pool.fetchval("SELECT count(*) FROM fixes WHERE agency_id = $1", AGENCY)
+        return int(n)
+
+    async def _until_complete(self, target: int, duration: float) -> float | None:
+        """When the history held ``target`` fixes, or None if it did not in time."""
+
+        async def complete() -> float | None:
+            return time.time() if await self._history_count() >= target else None
+
+        try:
+            return await poll_until(complete, max(15.0, 2 * duration), "the history")
+        except TimeoutError:
+            return None
+
+    async def _stale_live(self) -> int:
+        """Caregivers whose live position is not their last fix published so far."""
+        last = str(float(self.base_tst + self.step - 1)).encode()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cg in self.ids:
+                pipe.hget(self.s.key("cg", cg), "ts")
+            values = await pipe.execute()
+        return sum(1 for v in values if v is None or float(v) != float(last))
+
+    async def _sample(self, end_step: int) -> dict[tuple[str, int], float]:
+        """When each new position of the sampled caregivers became visible, until the last."""
+        sampled, last_tst = self.ids[:SAMPLED], self.base_tst + end_step - 1
+        seen: dict[tuple[str, int], float] = {}
+        deadline = time.monotonic() + 30 + 3 * self.opts.duration
+        while time.monotonic() < deadline:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for cg in sampled:
+                    pipe.hget(self.s.key("cg", cg), "ts")
+                values = await pipe.execute()
+            now = time.time()
+            for cg, v in zip(sampled, values, strict=True):
+                if v is not None:
+                    seen.setdefault((cg, int(float(v))), now)
+            if all((cg, last_tst) in seen for cg in sampled):
+                break
+            await asyncio.sleep(POLL_S)  # the sampling period
+        return seen
+
+
+def _options(extra: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="careknot bench ingest")
+    p.add_argument("--rates", default="1000,2500,5000,10000,15000,20000,30000")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
+    p.add_argument("--caregivers", type=int, default=2000)
+    p.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    p.add_argument("--ingest", type=int, default=1, help="ingest processes in all")
+    p.add_argument("--workers", type=int, default=1, help="Faust workers in all")
+    p.add_argument("--keep-going", action="store_true", help="past the first saturated rate")
+    return p.parse_args(extra)
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    opts = _options(args.extra)
+    workdir = Path(tempfile.mkdtemp(prefix="careknot-bench-ingest-"))
+    bench_settings = settings.model_copy(
+        update={
+            "namespace": f"bench{secrets.token_hex(3)}",
+            "gateway_port": free_port(),
+            "worker_datadir": str(workdir / "worker"),
+            "ingest_metrics_port": 0,
+            # nothing answers there, so the system starts a Kafka of its own
+            "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+        }
+    )
+    system = RunningSystem(bench_settings, workdir, simulate=False)
+    s = await asyncio.to_thread(system.__enter__)
+    extras = _start_extras(s, opts, workdir)
+    try:
+        runs = await _measure(s, opts)
+    except BaseException:
+        log.error("the system said:\n%s", system.log_tail())
+        raise
+    finally:
+        _stop(extras)
+        await asyncio.to_thread(system.__exit__, None, None, None)
+    return _report(opts, runs, args.output)
+
+
+def _start_extras(
+    s: Settings, opts: argparse.Namespace, workdir: Path
+) -> list[subprocess.Popen[bytes]]:
+    """The ingest and worker processes beyond ``careknot up``'s one of each."""
+    verbs = ["ingest"] * (opts.ingest - 1) + ["worker"] * (opts.workers - 1)
+    procs = []
+    for n, verb in enumerate(verbs):
+        env = {**os.environ, **settings_env(s), "CAREKNOT_WORKER_DATADIR": str(workdir / f"w{n}")}
+        argv = [sys.executable, "-m", "careknot.cli", "-l", "warning", verb]
+        out = (workdir / f"{verb}-{n}.log").open("wb")
+        procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _measure(s: Settings, opts: argparse.Namespace) -> list[Run]:
+    await _wait_worker(s)
+    with ProcessPoolExecutor(opts.publishers, mp_context=get_context("spawn")) as pool:
+        bench = Bench(s, opts, pool)
+        await bench.seed()
+        try:
+            warm = await bench.run(len(bench.ids), 1.0)  # one fix each: caches, partitions
+            log.info("warm-up: %s", warm)
+            runs: list[Run] = []
+            for rate in (int(r) for r in opts.rates.split(",")):
+                runs.append(await bench.run(rate, opts.duration))
+                print(orjson.dumps(asdict(runs[-1])).decode(), flush=True)
+                if not runs[-1].kept_up and not opts.keep_going:
+                    break
+        finally:
+            await bench.close()
+    return runs
+
+
+async def _wait_worker(s: Settings) -> None:
+    r = aioredis.Redis.from_url(s.redis_url)
+    try:
+        await poll_until(lambda: r.get(s.key("health", "worker")), READY_TIMEOUT_S, "the worker")
+    finally:
+        await r.aclose()
+
+
+def _report(opts: argparse.Namespace, runs: list[Run], output: str) -> int:
+    kept = [r for r in runs if r.kept_up]
+    at_sample = next((r for r in runs if r.offered == SAMPLE_RATE), None)
+    figures: dict[str, Any] = {
+        "benchmark": "ingest",
+        "sustained_fixes_per_s": max((r.published_rate for r in kept), default=0.0),
+        "lost": sum(r.lost for r in runs),
+        "p50_ms": at_sample.latency.get("publish_to_redis_p50_ms") if at_sample else None,
+        "p99_ms": at_sample.latency.get("publish_to_redis_p99_ms") if at_sample else None,
+        "options": {k: v for k, v in vars(opts).items()},
+        "runs": [asdict(r) for r in runs],
+        "machine": machine(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = write(output, "bench-ingest.json", figures)
+    _plot(runs, Path(output) / "bench-ingest.png")
+    summary = {k: figures[k] for k in ("sustained_fixes_per_s", "lost", "p50_ms", "p99_ms")}
+    print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    print(f"written to {path} and bench-ingest.png beside it")
+    return 0
+
+
+def _plot(runs: list[Run], target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    offered = [r.offered for r in runs]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+    top.plot(offered, offered, "k:", label="offered")
+    top.plot(offered, [r.throughput for r in runs], "o-", label="end to end (all in Postgres)")
+    top.set_ylabel("fixes/s")
+    top.legend()
+    for key, style in (("p50", "o-"), ("p99", "s--")):
+        values = [r.latency.get(f"publish_to_redis_{key}_ms", float("nan")) for r in runs]
+        bottom.plot(offered, values, style, label=f"{key} publish to Redis")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("ms")
+    bottom.set_xlabel("offered fixes/s")
+    bottom.legend()
+    fig.tight_layout()
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
