@@ -116,6 +116,8 @@ class _Columns:
             extra = np.zeros((capacity - len(array), *array.shape[1:]), dtype=array.dtype)
             if name == "kind":
                 extra[:] = DEAD
+            elif array.dtype == object:
+                extra[:] = None
             self.arrays[name] = np.concatenate([array, extra])
 
     def keep(self, alive: npt.NDArray[np.bool_]) -> None:

@@ -132,7 +132,7 @@ class FenceTracker:
                 transitions.append(Transition(kind, self.caregiver_id, fence_id, at, fix))
         began = self.last.ts if self.last is not None else fix.ts
         for fence_id in sorted(quiet):
-            if relations.get(fence_id, Relation.OUTSIDE) is Relation.OUTSIDE:
+            if relations.get(fence_id, Relation.OUTSIDE) == Relation.OUTSIDE:
                 transitions.append(Transition("passed", self.caregiver_id, fence_id, began, fix))
         self._fences = {f: s for f, s in self._fences.items() if s.inside or s.since is not None}
         self.last = fix
@@ -143,9 +143,9 @@ class FenceTracker:
     ) -> tuple[TransitionKind, float] | None:
         """Move one fence's state on one fix; a transition and when it began, if any."""
         state = self._fences.setdefault(fence_id, FenceState())
-        if relation is Relation.STRADDLES:
+        if relation == Relation.STRADDLES:
             return None
-        if (relation is Relation.INSIDE) == state.inside:  # evidence for where she is
+        if (relation == Relation.INSIDE) == state.inside:  # evidence for where she is
             began, state.since = state.since, None
             return ("passed", began) if began is not None and not state.inside else None
         if state.since is None:
