@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +14,8 @@ from h3.api import basic_int as h3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from careknot.bench import geofence as bench
+from careknot.settings import Settings
 from geofence.cover import DEFAULT_RESOLUTION, coverings
 from geofence.fences import Fence, Relation
 from geofence.geodesy import LocalFrame
@@ -240,3 +245,18 @@ def test_empty_index_and_no_fixes() -> None:
     assert index.evaluate_sets(np.zeros(0), np.zeros(0)) == []
     with pytest.raises(ValueError, match="reach_m"):
         FenceIndex(reach_m=0.0)
+
+
+# ---------------------------------------------------------------- the benchmark, small
+
+
+async def test_the_benchmark_writes_its_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "_pin_to_one_core", lambda: None)  # not the test process
+    extra = ["--fences", "400", "--fixes", "3000", "--rounds", "1", "--naive-sample", "30"]
+    args = argparse.Namespace(output=str(tmp_path), extra=extra)
+    assert await bench.run(Settings(), args) == 0
+    figures = json.loads((tmp_path / "bench-geofence.json").read_text())
+    assert figures["disagreements"] == 0 and figures["fences"] == 400
+    assert figures["evaluations_per_s"] > 0 and figures["speedup_vs_naive"] > 1
