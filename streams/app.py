@@ -7,6 +7,8 @@
   (partitioned by incident, so one incident's are handled in order by one worker).
 - a timer expires offers past their window and moves their incidents on, and escalates
   incidents not accepted within ``ESCALATE_AFTER_S`` of opening.
+- ``visits``: the same fixes again, for arrivals at and departures from patients' homes, and a
+  timer for late and missed visits (``streams.visits``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dispatch.commands import DispatcherCommand
 from dispatch.offers import ESCALATE_AFTER_S
 from geofence.quality import AgencyPolicies, QualityPolicy, screen
 from streams.dispatcher import Dispatcher
+from streams.visits import VisitKeeper
 from streams.transport import LowLatencyTransport
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ FIX_BATCH = 1000
 FIX_BATCH_WITHIN_S = 0.05
 TICK_S = 0.5
 HEARTBEAT_S = 1.0
+VISIT_TICK_S = 5.0
 RETRIES = 5
 T = TypeVar("T", Fix, DeviceEvent, OfferAnswer, DispatcherCommand)
 
@@ -156,6 +160,21 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
     async def offer_timer() -> None:
         await (await rt.ready()).dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
 
+    keeper = VisitKeeper(s, rt.db, rt.redis)
+
+    @app.agent(topic("fixes"), name="visits")
+    async def visits(stream: Any) -> None:
+        """Every fix again (Faust gives each agent on a topic every message), for visits."""
+        async for batch in stream.take(FIX_BATCH, within=FIX_BATCH_WITHIN_S):
+            decoded = _decode_all(Fix, batch)
+            await rt.ready()
+            await _with_retries("visits", partial(keeper.on_fixes, decoded))
+
+    @app.timer(VISIT_TICK_S)  # type: ignore[untyped-decorator]
+    async def visit_timer() -> None:
+        await rt.ready()
+        await _with_retries("visit tick", keeper.tick)
+
     @app.timer(HEARTBEAT_S)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
         if app.consumer.assignment():
@@ -196,8 +215,8 @@ async def _apply_fixes(
     throttle: outbox.LocationThrottle | None = None,
 ) -> None:
     """Screen a batch against each caregiver's last accepted fix, move the live index with the
-    accepted ones, queue the newly applied positions for the dispatchers (coalesced by the
-    throttle), then keep accepted and late fixes in the history. A retry is safe: what was
+    accepted ones while the history keeps accepted and late fixes, then queue the newly applied
+    positions for the dispatchers (coalesced by the throttle). A retry is safe: what was
     applied comes back as ``history_only`` (duplicate or out of order) and the history ignores
     what it has. Without a throttle, this batch's positions are sent at once."""
     throttle = throttle or outbox.LocationThrottle()
@@ -206,12 +225,15 @@ async def _apply_fixes(
     now = time.time()
     screening = screen(previous, fixes, now, policies.for_agency)
     metrics.count(len(screening.live), screening.reasons)
-    applied = await live.update(screening.live)
+    recording = asyncio.ensure_future(history.record(screening.live, screening.history_only))
+    try:
+        applied = await live.update(screening.live)
+    finally:
+        await recording  # Redis and Postgres are written at the same time; both are awaited
     newest = {f.caregiver_id: f for f in screening.live if f.caregiver_id in applied}
     for f in newest.values():
         throttle.offer(f.agency_id, f.caregiver_id, _location_frame(f, applied))
     await outbox.flush_due(rt.outbox, throttle, now)
-    await history.record(screening.live, screening.history_only)
 
 
 def _location_frame(f: Fix, applied: dict[str, str]) -> dict[str, Any]:

@@ -1,0 +1,260 @@
+"""The batched fix paths are exact: what is published once is kept once.
+
+Fixes go through the real Mosquitto into an in-process :class:`IngestService` (batched, fast
+path), out of Kafka, and through the worker's batch step (``_apply_fixes``) into Redis and the
+history in Postgres; duplicates and late fixes among them. Location frames to dispatchers are
+coalesced by a :class:`LocationThrottle` and still deliver each caregiver's latest position.
+No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomqtt
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+
+from careknot.contracts import Fix
+from careknot.errors import RejectedPayload
+from careknot.metrics import FixMetrics
+from careknot.settings import Settings
+from careknot.storage import outbox
+from careknot.storage.history import History
+from careknot.storage.postgres import CaregiverRow, Database
+from geofence.quality import AgencyPolicies
+from ingest.parse import Limits, parse_location, route
+from ingest.service import IngestService, fast_fix
+from streams.app import Runtime, _apply_fixes
+from tests.support import free_port
+
+TAG = uuid.uuid4().hex[:8]
+AGENCY = f"tp-{TAG}"
+CAREGIVERS = [f"tp-{TAG}-{i}" for i in range(12)]
+STEPS = 8
+WITHIN_S = 30.0
+T0 = int(time.time()) - 600
+
+pytestmark = pytest.mark.servers
+
+
+def location(i: int, step: int) -> dict[str, Any]:
+    return {
+        "_type": "location",
+        "lat": 53.80 + i * 0.01 + step * 0.0001,
+        "lon": -1.55,
+        "tst": T0 + step,
+        "acc": 9,
+        "batt": 70,
+    }
+
+
+# ---------------------------------------------------------------- the fast path (pure)
+
+PAYLOADS: list[Any] = [
+    {"lat": 53.8, "lon": -1.5, "tst": T0},
+    {"_type": "location", "lat": 53, "lon": -1, "tst": T0, "acc": 5, "vel": 0, "batt": 100},
+    {"lat": 53.8, "lon": -1.5, "tst": T0, "cog": 270.5, "alt": -3, "extra": [1, 2]},
+    {"lat": "53.8", "lon": -1.5, "tst": T0},  # a string the parser may coerce
+    {"lat": 53.8, "lon": -1.5, "tst": float(T0)},
+    {"lat": 53.8, "lon": -1.5, "tst": True},
+    {"lat": 91.0, "lon": -1.5, "tst": T0},
+    {"lat": 53.8, "lon": -1.5, "tst": 0},
+    {"lat": 53.8, "lon": -1.5, "tst": T0, "acc": -1},
+    {"lat": 53.8, "lon": -1.5, "tst": T0, "batt": 101},
+    {"lat": 53.8, "lon": -1.5, "tst": T0, "batt": 50.0},
+    {"lat": 53.8, "lon": -1.5, "tst": T0 + 10_000},  # from the future
+    {"_type": "card", "lat": 53.8, "lon": -1.5, "tst": T0},
+    {"_type": None, "lat": 53.8, "lon": -1.5, "tst": T0},
+    {"lon": -1.5, "tst": T0},
+    [53.8, -1.5],
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_the_fast_path_gives_what_the_parser_gives(payload: Any) -> None:
+    topic, now, limits = f"ck/{AGENCY}/cg/cg-1/loc", float(T0 + 5), Limits()
+    raw = orjson.dumps(payload)
+    fast = fast_fix(route(topic), raw, now, limits)
+    try:
+        parsed: Fix | None = parse_location(route(topic), topic, raw, now, limits)
+    except RejectedPayload:
+        parsed = None
+    if PAYLOADS.index(payload) < 3:
+        assert fast is not None  # plain locations take the fast path
+    if fast is not None:  # the fast path never accepts what the parser refuses
+        assert parsed is not None
+        assert Fix.model_validate_json(fast) == parsed
+
+
+# ---------------------------------------------------------------- the throttle (pure)
+
+
+def test_the_throttle_sends_each_caregivers_latest_position_within_its_limits() -> None:
+    throttle = outbox.LocationThrottle(every_s=1.0, per_agency=5)
+    for step in range(3):
+        for cg in CAREGIVERS:
+            throttle.offer(AGENCY, cg, {"caregiver_id": cg, "step": step})
+    sent: list[list[dict[str, Any]]] = []
+    now = 100.0
+    while throttle.waiting:
+        [(recipient, frames)] = throttle.due(now)
+        assert recipient == outbox.dispatchers(AGENCY)
+        sent.append(frames)
+        assert throttle.due(now + 0.5) == []  # not twice within every_s
+        now += 1.0
+    assert all(len(frames) <= 5 for frames in sent)
+    assert all(len({f["caregiver_id"] for f in frames}) == len(frames) for frames in sent)
+    every = [f for frames in sent for f in frames]
+    assert sorted(f["caregiver_id"] for f in every) == sorted(CAREGIVERS)
+    assert {f["step"] for f in every} == {2}
+
+
+# ---------------------------------------------------------------- through the servers
+
+
+@pytest.fixture(scope="module")
+async def settings(migrated: Settings) -> AsyncIterator[Settings]:
+    own = migrated.model_copy(
+        update={"mqtt_share_group": f"test-tp-{TAG}", "ingest_metrics_port": free_port()}
+    )
+    async with Database(own) as db:
+        await db.upsert_agency(AGENCY, "Throughput Care")
+        await db.upsert_caregivers([CaregiverRow(cg, AGENCY, cg) for cg in CAREGIVERS])
+    yield own
+
+
+@pytest.fixture
+async def ingest(settings: Settings) -> AsyncIterator[IngestService]:
+    async with IngestService(settings) as service:
+        task = asyncio.create_task(service.run(), name="ingest-under-test")
+        await asyncio.wait_for(service.subscribed.wait(), WITHIN_S)
+        yield service
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def publications() -> list[tuple[str, bytes]]:
+    """Every caregiver's fixes in order, then duplicates of some, then late ones for others
+    (published after a newer fix): what phones on a bad network send."""
+    out = []
+    for step in range(STEPS):
+        for i, cg in enumerate(CAREGIVERS):
+            if not (i % 3 == 0 and step == STEPS - 2):  # held back: published late
+                out.append((cg, location(i, step)))
+    out += [(cg, location(i, 3)) for i, cg in enumerate(CAREGIVERS) if i % 2 == 0]
+    out += [(cg, location(i, STEPS - 2)) for i, cg in enumerate(CAREGIVERS) if i % 3 == 0]
+    return [(f"ck/{AGENCY}/cg/{cg}/loc", orjson.dumps(p)) for cg, p in out]
+
+
+async def fixes_on_kafka(settings: Settings, expected: int) -> list[bytes]:
+    """This agency's fixes on the fixes topic, once ``expected`` of them are there."""
+    consumer = AIOKafkaConsumer(
+        settings.topic("fixes"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+    )
+    found: list[bytes] = []
+    await consumer.start()
+    try:
+        async with asyncio.timeout(WITHIN_S):
+            while len(found) < expected:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    found += [r.value for r in records if AGENCY.encode() in r.value]
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_published_fixes_reach_redis_and_the_history_exactly_once(
+    settings: Settings, ingest: IngestService
+) -> None:
+    sent = publications()
+    async with aiomqtt.Client(settings.mqtt_host, settings.mqtt_port) as client:
+        for topic, payload in sent:
+            await client.publish(topic, payload, qos=1)
+    values = await fixes_on_kafka(settings, len(sent))
+    assert len(values) == len(sent)  # ingest produced each message once
+    rt = await Runtime(settings).ready()
+    throttle = outbox.LocationThrottle()
+    try:
+        history = History(rt.db)
+        for n in range(0, len(values), 25):  # batches, as the worker takes them
+            batch = [Fix.model_validate_json(v) for v in values[n : n + 25]]
+            await _apply_fixes(rt, batch, history, AgencyPolicies(), FixMetrics(), throttle)
+        await check_history(rt)
+        await check_live(settings)
+        await check_frames(rt, throttle)
+    finally:
+        await rt.close()
+
+
+async def check_history(rt: Runtime) -> None:
+    rows = await rt.db.pool.fetch(
+        "SELECT caregiver_id, extract(epoch FROM ts)::bigint AS t, live FROM fixes"
+        " WHERE agency_id = $1",
+        AGENCY,
+    )
+    kept = Counter((r["caregiver_id"], r["t"]) for r in rows)
+    assert kept == {(cg, T0 + step): 1 for cg in CAREGIVERS for step in range(STEPS)}
+    late = {(r["caregiver_id"], r["t"]) for r in rows if not r["live"]}
+    assert late == {(cg, T0 + STEPS - 2) for i, cg in enumerate(CAREGIVERS) if i % 3 == 0}
+
+
+async def check_live(settings: Settings) -> None:
+    r = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        for cg in CAREGIVERS:
+            assert float(await r.hget(settings.key("cg", cg), "ts") or 0) == T0 + STEPS - 1
+    finally:
+        await r.aclose()
+
+
+async def check_frames(rt: Runtime, throttle: outbox.LocationThrottle) -> None:
+    """Once the throttle is flushed, the dispatchers' last frame of each caregiver is her
+    latest position, and no caregiver had two frames in one flush."""
+    now = time.time()
+    while throttle.waiting:
+        now += throttle.every_s
+        await outbox.flush_due(rt.outbox, throttle, now)
+    recipient = outbox.dispatchers(AGENCY)
+    frames = [orjson.loads(m) for m in await rt.outbox.since(recipient, 0)]
+    seqs = [f["seq"] for f in frames]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    last = {f["caregiver_id"]: f for f in frames if f["type"] == "location"}
+    assert set(last) == set(CAREGIVERS)
+    for i, cg in enumerate(CAREGIVERS):
+        assert last[cg]["ts"] == T0 + STEPS - 1
+        assert last[cg]["lat"] == pytest.approx(location(i, STEPS - 1)["lat"])
+
+
+async def test_an_unknown_caregiver_in_a_batch_is_dead_lettered_and_the_rest_go_on(
+    settings: Settings,
+) -> None:
+    """The registry is asked about a batch's publishers at once; each message is still judged
+    on its own."""
+    async with IngestService(settings.model_copy(update={"ingest_metrics_port": 0})) as service:
+        stranger = f"ck/{AGENCY}/cg/nobody-{TAG}/loc"
+        good = f"ck/{AGENCY}/cg/{CAREGIVERS[0]}/loc"
+        payload = orjson.dumps(location(0, STEPS + 5))
+        await service.handle_batch([(stranger, payload), (good, payload)])
+        assert counted(service, "careknot_ingest_rejected_total") == {"unknown_caregiver": 1.0}
+        assert counted(service, "careknot_ingest_fixes_accepted_total") == {"": 1.0}
+
+
+def counted(service: IngestService, name: str) -> dict[str, float]:
+    return {
+        s.labels.get("reason", ""): s.value
+        for m in service.metrics.registry.collect()
+        for s in m.samples
+        if s.name == name and s.value
+    }
