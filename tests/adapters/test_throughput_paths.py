@@ -88,7 +88,7 @@ def test_the_fast_path_gives_what_the_parser_gives(payload: Any) -> None:
         parsed: Fix | None = parse_location(route(topic), topic, raw, now, limits)
     except RejectedPayload:
         parsed = None
-    if PAYLOADS.index(payload) < 3:
+    if any(payload is plain for plain in PAYLOADS[:3]):
         assert fast is not None  # plain locations take the fast path
     if fast is not None:  # the fast path never accepts what the parser refuses
         assert parsed is not None
