@@ -169,3 +169,33 @@ class LocationFrame(BaseModel):
     h3: str
     ts: float
     status: str
+
+
+VisitState = Literal["scheduled", "en_route", "arrived", "in_visit", "left", "missed"]
+AlertKind = Literal["late", "missed", "early_departure", "unscheduled_home"]
+
+
+class VisitStatusFrame(BaseModel):
+    """A visit's state, to the patient's family (and the caregiver herself)."""
+
+    type: Literal["visit_status"] = "visit_status"
+    patient_id: str
+    caregiver_id: str
+    visit_id: str
+    state: VisitState
+    eta_s: float | None = Field(default=None, description="seconds, while en_route")
+    at: float
+
+
+class AlertFrame(BaseModel):
+    """A visit alert raised or cleared, to the agency's dispatchers."""
+
+    type: Literal["alert"] = "alert"
+    alert_id: str = Field(description="names the condition: the same id is raised, then cleared")
+    kind: AlertKind
+    state: Literal["raised", "cleared"]
+    agency_id: str
+    patient_id: str
+    caregiver_id: str
+    visit_id: str | None = None
+    at: float

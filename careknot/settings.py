@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     search_area_rings: int = Field(default=3, ge=1, le=10, description="~6 km each")
     position_stale_s: float = 120.0
     escalation_webhook_url: str = Field(default="", description="POST escalations here")
+    # visits
+    visit_dwell_in_s: float = Field(default=60.0, ge=0, description="inside this long: arrived")
+    visit_dwell_out_s: float = Field(default=120.0, ge=0, description="outside this long: left")
     # ingest limits
     max_payload_bytes: int = 4096
     max_clock_skew_s: float = 300.0

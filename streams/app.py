@@ -35,8 +35,8 @@ from dispatch.commands import DispatcherCommand
 from dispatch.offers import ESCALATE_AFTER_S
 from geofence.quality import AgencyPolicies, QualityPolicy, screen
 from streams.dispatcher import Dispatcher
-from streams.visits import VisitKeeper
 from streams.transport import LowLatencyTransport
+from streams.visits import VisitKeeper
 
 log = logging.getLogger(__name__)
 

@@ -131,4 +131,53 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        4,
+        """
+        CREATE TABLE IF NOT EXISTS fences (
+            patient_id text PRIMARY KEY REFERENCES patients(id),
+            radius_m double precision CHECK (radius_m > 0),
+            geojson jsonb,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE IF NOT EXISTS visits (
+            id text PRIMARY KEY,
+            agency_id text NOT NULL REFERENCES agencies(id),
+            patient_id text NOT NULL REFERENCES patients(id),
+            caregiver_id text NOT NULL REFERENCES caregivers(id),
+            service text NOT NULL DEFAULT 'home_care',
+            tasks text[] NOT NULL DEFAULT '{}',
+            starts_at timestamptz NOT NULL,
+            ends_at timestamptz NOT NULL CHECK (ends_at > starts_at),
+            state text NOT NULL DEFAULT 'scheduled' CHECK (state IN (
+                'scheduled', 'en_route', 'arrived', 'in_visit', 'left', 'missed')),
+            check_in jsonb,
+            check_out jsonb,
+            eta_s double precision,
+            alerts text[] NOT NULL DEFAULT '{}',
+            told text,
+            told_eta_s double precision,
+            needs_review boolean NOT NULL DEFAULT false,
+            version integer NOT NULL DEFAULT 0
+        );
+        CREATE INDEX IF NOT EXISTS visits_caregiver ON visits (caregiver_id, starts_at);
+        CREATE INDEX IF NOT EXISTS visits_agency ON visits (agency_id, starts_at);
+        CREATE INDEX IF NOT EXISTS visits_active ON visits (starts_at)
+            WHERE state IN ('scheduled', 'en_route', 'arrived');
+        CREATE TABLE IF NOT EXISTS visit_alerts (
+            id bigserial PRIMARY KEY,
+            alert_key text NOT NULL,
+            kind text NOT NULL,
+            agency_id text NOT NULL,
+            patient_id text NOT NULL,
+            caregiver_id text NOT NULL,
+            visit_id text,
+            raised_at timestamptz NOT NULL,
+            cleared_at timestamptz
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS visit_alerts_open ON visit_alerts (alert_key)
+            WHERE cleared_at IS NULL;
+        CREATE INDEX IF NOT EXISTS visit_alerts_agency ON visit_alerts (agency_id, raised_at);
+        """,
+    ),
 ]

@@ -1,0 +1,223 @@
+"""Visit orchestration: caregivers' fixes and the clock in; check-ins, alerts and families'
+visit statuses out.
+
+A batch of fixes: the fence cache is refreshed; each caregiver's fixes, in time order, are
+screened by the fix-quality filters against her tracker's last fix, classified against every
+fence in one vectorised call, and fed to her ``FenceTracker``; then her visits around now are
+read and the pure rules (``geofence.visits``) decide. Records are written conditionally on
+their version (a record another worker moved is read again and decided again), alerts are
+de-duplicated by the store, frames go out through the outbox, and the trackers are saved.
+The tick does the same for time passing (announcements, ``in_visit``, late and missed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from careknot.contracts import AlertFrame, VisitStatusFrame
+from careknot.contracts import Fix as FixEvent
+from careknot.settings import Settings
+from careknot.storage import outbox
+from careknot.storage.postgres import Database
+from careknot.storage.visits import FenceCache, VisitStore
+from geofence.fences import Relation
+from geofence.index import FenceIndex
+from geofence.quality import AcceptedFix, AgencyPolicies, QualityPolicy, screen
+from geofence.transitions import FenceTracker, Fix, TrackerConfig, Transition
+from geofence.visits import (
+    AlertChange,
+    Outcome,
+    VisitRecord,
+    VisitRules,
+    manual,
+    on_fix,
+    on_tick,
+    on_transition,
+)
+
+log = logging.getLogger(__name__)
+
+HORIZON_S = 12 * 3600.0
+"""Visits further than this from now (start or end) are not read for a fix."""
+ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class _Moves:
+    """One caregiver's batch: her transitions, and her newest usable fix."""
+
+    transitions: list[Transition] = field(default_factory=list)
+    last: Fix | None = None
+
+
+class VisitKeeper:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        redis: aioredis.Redis,
+        *,
+        rules: VisitRules | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = VisitStore(db, redis, settings)
+        self.fences = FenceCache(self.store)
+        self._outbox = outbox.Outbox(redis, settings)
+        self._rules = rules or VisitRules()
+        self._config = TrackerConfig(
+            min_dwell_in_s=settings.visit_dwell_in_s, min_dwell_out_s=settings.visit_dwell_out_s
+        )
+        self._policies = AgencyPolicies(QualityPolicy(max_future_s=settings.max_clock_skew_s))
+        self._clock = clock
+
+    # ------------------------------------------------------------ inputs
+
+    async def on_fixes(self, fixes: Sequence[FixEvent]) -> None:
+        if not fixes:
+            return
+        index = await self.fences.refresh()
+        now = self._clock()
+        ordered = sorted(fixes, key=lambda f: (f.caregiver_id, f.ts))
+        ids = list(dict.fromkeys(f.caregiver_id for f in ordered))
+        trackers = await self.store.trackers(ids, self._config)
+        previous = {
+            c: AcceptedFix(t.last.lat, t.last.lon, t.last.ts, t.last.acc)
+            for c, t in trackers.items()
+            if t.last is not None
+        }
+        accepted = screen(previous, ordered, now, self._policies.for_agency).live
+        moves = _track(index, trackers, accepted)
+        if moves:
+            records = await self.store.records_for(moves.keys(), now, HORIZON_S)
+            for cid, m in moves.items():
+                await self._decide(cid, m, index, records.get(cid, []), now)
+        await self.store.save_trackers(trackers[cid] for cid in moves)
+
+    async def tick(self) -> None:
+        """Time passing; a record moved meanwhile by another worker waits for the next tick."""
+        now = self._clock()
+        records = await self.store.active(now, self._rules.lookahead_s, HORIZON_S)
+        await self._publish(on_tick(records, now, self._rules), now)
+
+    async def manual(
+        self, visit_id: str, kind: Literal["check_in", "check_out"], reason: str, at: float
+    ) -> VisitRecord | None:
+        """A person's check-in or check-out (flagged for review); the record, or None if the
+        visit is unknown or the change does not apply."""
+        for _ in range(ATTEMPTS):
+            record = await self.store.record(visit_id)
+            if record is None:
+                return None
+            now = self._clock()
+            outcome = manual(record, kind, at, reason, now, self._rules)
+            if not outcome.records:
+                return None
+            if await self._publish(outcome, now):
+                return await self.store.record(visit_id)
+        return None
+
+    # ------------------------------------------------------------ deciding and telling
+
+    async def _decide(
+        self, cid: str, m: _Moves, index: FenceIndex, mine: list[VisitRecord], now: float
+    ) -> None:
+        for _ in range(ATTEMPTS):
+            if await self._publish(self._plan(m, index, mine, now), now):
+                return
+            mine = (await self.store.records_for([cid], now, HORIZON_S)).get(cid, [])
+        log.warning("visits of %s moved under us %d times; left to the tick", cid, ATTEMPTS)
+
+    def _plan(self, m: _Moves, index: FenceIndex, mine: list[VisitRecord], now: float) -> Outcome:
+        out, records = Outcome(), list(mine)
+        for t in m.transitions:
+            fence = index.get(t.fence_id)
+            patient = fence.patient_id if fence is not None else t.fence_id
+            step = on_transition(records, t, patient, now, self._rules)
+            out.merge(step)
+            records = [step.records.get(r.visit.visit_id, r) for r in records]
+        if m.last is not None:
+            out.merge(on_fix(records, m.last, now, self._rules))
+        return out
+
+    async def _publish(self, outcome: Outcome, now: float) -> bool:
+        """Save, apply alerts, send frames; False if a record had moved (nothing of it sent)."""
+        saved = {r.visit.visit_id for r in await self.store.save(outcome.records.values())}
+        alerts = [a for a in outcome.alerts if a.visit_id is None or a.visit_id in saved]
+        frames: list[tuple[str, BaseModel]] = []
+        for record in outcome.statuses:
+            if record.visit.visit_id in saved:
+                frames += _status_frames(record, now)
+        frames += [_alert_frame(a) for a in await self.store.apply_alerts(alerts)]
+        await self._outbox.send(frames)
+        return len(saved) == len(outcome.records)
+
+
+def _track(
+    index: FenceIndex, trackers: dict[str, FenceTracker], fixes: Sequence[FixEvent]
+) -> dict[str, _Moves]:
+    """Feed each caregiver's tracker her fixes in order; what moved, per caregiver."""
+    relations = _relations(index, fixes)
+    moves: dict[str, _Moves] = {}
+    for f, relation in zip(fixes, relations, strict=True):
+        tracker = trackers[f.caregiver_id]
+        fix = Fix(f.caregiver_id, f.lat, f.lon, f.ts, f.acc or 0.0)
+        if not tracker.usable(fix):
+            continue
+        segment = tracker.segment_to(fix)
+        crossed = index.crossing(*segment) if segment is not None else set()
+        m = moves.setdefault(f.caregiver_id, _Moves())
+        m.transitions += tracker.update(fix, relation, crossed)
+        m.last = fix
+    return moves
+
+
+def _relations(index: FenceIndex, fixes: Sequence[FixEvent]) -> list[dict[str, Relation]]:
+    """Each fix's relation to the fences it is not wholly outside of, in one call."""
+    lats = np.array([f.lat for f in fixes], dtype=np.float64)
+    lons = np.array([f.lon for f in fixes], dtype=np.float64)
+    accs = np.array([f.acc or 0.0 for f in fixes], dtype=np.float64)
+    found = index.classify(lats, lons, accs)
+    out: list[dict[str, Relation]] = [{} for _ in fixes]
+    rows = zip(found.fix.tolist(), found.fence_id.tolist(), found.relation.tolist(), strict=True)
+    for i, fence_id, relation in rows:
+        out[i][fence_id] = Relation(relation)
+    return out
+
+
+def _status_frames(record: VisitRecord, now: float) -> list[tuple[str, BaseModel]]:
+    v, at = record.visit, now
+    if record.state == "arrived" and record.check_in is not None:
+        at = record.check_in.at
+    elif record.state == "left" and record.check_out is not None:
+        at = record.check_out.at
+    frame = VisitStatusFrame(
+        patient_id=v.patient_id,
+        caregiver_id=v.caregiver_id,
+        visit_id=v.visit_id,
+        state=record.state,
+        eta_s=record.eta_s if record.state == "en_route" else None,
+        at=at,
+    )
+    return [(outbox.family_of(v.patient_id), frame), (outbox.caregiver(v.caregiver_id), frame)]
+
+
+def _alert_frame(a: AlertChange) -> tuple[str, BaseModel]:
+    frame = AlertFrame(
+        alert_id=a.key,
+        kind=a.kind,
+        state="raised" if a.raised else "cleared",
+        agency_id=a.agency_id,
+        patient_id=a.patient_id,
+        caregiver_id=a.caregiver_id,
+        visit_id=a.visit_id,
+        at=a.at,
+    )
+    return outbox.dispatchers(a.agency_id), frame
