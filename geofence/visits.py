@@ -56,7 +56,9 @@ class Visit:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """How a check-in or check-out is known: the fix (or a person's word, ``manual``)."""
+    """How a check-in or check-out is known: the fix that confirmed it once the dwell had passed
+    (its position, accuracy and time ``fix_ts``), or a person's word (``manual``, ``reason``).
+    ``at`` is when it began: the first fix inside (or outside)."""
 
     at: float
     lat: float | None = None
@@ -66,6 +68,7 @@ class Evidence:
     """From the fix to the home's anchor."""
     source: EvidenceSource = "gps"
     reason: str = ""
+    fix_ts: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +217,7 @@ def next_visit(records: Sequence[VisitRecord], now: float, rules: VisitRules) ->
 def evidence_of(transition: Transition, visit: Visit) -> Evidence:
     fix = transition.fix
     distance = haversine_m(fix.lat, fix.lon, visit.lat, visit.lon)
-    return Evidence(transition.at, fix.lat, fix.lon, fix.acc, round(distance, 1))
+    return Evidence(transition.at, fix.lat, fix.lon, fix.acc, round(distance, 1), fix_ts=fix.ts)
 
 
 def alert_conditions(record: VisitRecord, now: float, rules: VisitRules) -> frozenset[AlertKind]:

@@ -172,15 +172,20 @@ def _track(
         if not tracker.usable(fix):
             continue
         segment = tracker.segment_to(fix)
-        crossed = index.crossing(*segment) if segment is not None else set()
+        crossed = _own(index, f.agency_id, index.crossing(*segment)) if segment else set()
         m = moves.setdefault(f.caregiver_id, _Moves())
         m.transitions += tracker.update(fix, relation, crossed)
         m.last = fix
     return moves
 
 
+def _own(index: FenceIndex, agency_id: str, fence_ids: set[str]) -> set[str]:
+    return {f for f in fence_ids if (fence := index.get(f)) and fence.agency_id == agency_id}
+
+
 def _relations(index: FenceIndex, fixes: Sequence[FixEvent]) -> list[dict[str, Relation]]:
-    """Each fix's relation to the fences it is not wholly outside of, in one call."""
+    """Each fix's relation to its own agency's fences it is not wholly outside of (one call;
+    another agency's homes are nothing to her)."""
     lats = np.array([f.lat for f in fixes], dtype=np.float64)
     lons = np.array([f.lon for f in fixes], dtype=np.float64)
     accs = np.array([f.acc or 0.0 for f in fixes], dtype=np.float64)
@@ -188,7 +193,9 @@ def _relations(index: FenceIndex, fixes: Sequence[FixEvent]) -> list[dict[str, R
     out: list[dict[str, Relation]] = [{} for _ in fixes]
     rows = zip(found.fix.tolist(), found.fence_id.tolist(), found.relation.tolist(), strict=True)
     for i, fence_id, relation in rows:
-        out[i][fence_id] = Relation(relation)
+        fence = index.get(fence_id)
+        if fence is not None and fence.agency_id == fixes[i].agency_id:
+            out[i][fence_id] = Relation(relation)
     return out
 
 

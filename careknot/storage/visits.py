@@ -351,7 +351,7 @@ def _evidence(value: str | None) -> Evidence | None:
 def _evidence_json(e: Evidence | None) -> str | None:
     if e is None:
         return None
-    fields = ("at", "lat", "lon", "acc", "distance_m", "source", "reason")
+    fields = ("at", "lat", "lon", "acc", "distance_m", "source", "reason", "fix_ts")
     return json.dumps({k: getattr(e, k) for k in fields})
 
 

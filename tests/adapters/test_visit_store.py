@@ -1,0 +1,245 @@
+"""The visit store and the VisitKeeper against the real Postgres and Redis (no Kafka): fences
+picked up without a restart, conditional record updates, de-duplicated alerts, tracker states
+that survive a restart, and frames in the family's and dispatchers' outboxes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from careknot.contracts import Fix
+from careknot.errors import RejectedInput
+from careknot.settings import Settings
+from careknot.storage import outbox
+from careknot.storage.postgres import CaregiverRow, Database, PatientRow
+from careknot.storage.visits import FenceCache, VisitStore
+from geofence.geodesy import LocalFrame
+from geofence.transitions import FenceTracker, TrackerConfig
+from geofence.transitions import Fix as TrackFix
+from geofence.visits import AlertChange, Visit, VisitRules
+from streams.visits import VisitKeeper
+from tests.adapters.test_stores import drop_namespace
+
+pytestmark = pytest.mark.servers
+
+HOME = (53.8008, -1.5491)
+T0 = float(int(time.time()))
+
+
+@pytest.fixture(scope="module")
+async def settings(migrated: Settings) -> AsyncIterator[Settings]:
+    own = migrated.model_copy(
+        update={
+            "namespace": f"t{uuid.uuid4().hex[:8]}",
+            "visit_dwell_in_s": 10.0,
+            "visit_dwell_out_s": 20.0,
+        }
+    )
+    async with Database(own) as db:
+        await db.migrate()
+    yield own
+    await drop_namespace(own)
+
+
+@pytest.fixture(scope="module")
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    async with Database(settings) as database:
+        yield database
+
+
+@pytest.fixture(scope="module")
+async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+async def agency(db: Database) -> str:
+    """A fresh agency with caregiver ``{a}-cg`` and patient ``{a}-pat`` at HOME."""
+    a = f"ag-{uuid.uuid4().hex[:6]}"
+    await db.upsert_agency(a, a)
+    await db.upsert_caregivers([CaregiverRow(f"{a}-cg", a, "Cara")])
+    await db.upsert_patients([PatientRow(f"{a}-pat", a, "Pat", *HOME)])
+    return a
+
+
+def roster_visit(a: str, start: float, minutes: float = 30) -> Visit:
+    end = start + minutes * 60
+    return Visit(f"{a}-v", a, f"{a}-pat", f"{a}-cg", start, end, *HOME, ("lunch",))
+
+
+def north(metres: float) -> tuple[float, float]:
+    lon, lat = LocalFrame(*HOME).to_lonlat(0.0, metres)
+    return lat, lon
+
+
+def fix(a: str, t: float, metres: float) -> Fix:
+    lat, lon = north(metres)
+    return Fix(
+        event_id=uuid.uuid4().hex,
+        agency_id=a,
+        caregiver_id=f"{a}-cg",
+        lat=lat,
+        lon=lon,
+        ts=T0 + t,
+        acc=5.0,
+        received_at=T0 + t,
+    )
+
+
+async def frames(settings: Settings, redis: aioredis.Redis, recipient: str) -> list[Any]:
+    box = outbox.Outbox(redis, settings)
+    return [orjson.loads(m) for m in await box.since(recipient, 0)]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# ---------------------------------------------------------------- fences
+
+
+async def test_fences_default_circle_own_radius_and_polygon(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    a = await agency(db)
+    store = VisitStore(db, redis, settings)
+    cache = FenceCache(store, reload_s=3600)
+    index = await cache.refresh()
+    pat = f"{a}-pat"
+    assert index.get(pat) is not None and index.get(pat).radius_m == 200.0  # type: ignore[union-attr]
+    assert pat in index.fences_at(*north(150))
+
+    await store.set_fence(pat, radius_m=100.0)  # bumps the counter: seen at the next refresh
+    index = await cache.refresh()
+    assert pat not in index.fences_at(*north(150))
+    assert pat in index.fences_at(*north(50))
+
+    square = _square(HOME, 30.0)
+    await store.set_fence(pat, geojson=square)
+    index = await cache.refresh()
+    assert pat in index.fences_at(*north(20)) and pat not in index.fences_at(*north(40))
+    with pytest.raises(RejectedInput):
+        await store.set_fence(pat, geojson={"type": "Point", "coordinates": [0, 0]})
+    with pytest.raises(RejectedInput):
+        await store.set_fence("nobody", radius_m=50.0)
+
+
+def _square(centre: tuple[float, float], half_m: float) -> dict[str, Any]:
+    frame = LocalFrame(*centre)
+    corners = [(-half_m, -half_m), (half_m, -half_m), (half_m, half_m), (-half_m, half_m)]
+    ring = [list(frame.to_lonlat(x, y)) for x, y in corners]
+    return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+
+
+# ---------------------------------------------------------------- records and alerts
+
+
+async def test_a_record_moved_by_another_worker_is_not_overwritten(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    a = await agency(db)
+    store = VisitStore(db, redis, settings)
+    await store.add_visits([roster_visit(a, T0)])
+    record = (await store.records_for([f"{a}-cg"], T0, 3600))[f"{a}-cg"][0]
+    assert record.state == "scheduled" and record.visit.tasks == ("lunch",)
+    first = await store.save([replace(record, state="en_route", eta_s=300.0)])
+    assert [r.version for r in first] == [record.version + 1]
+    assert await store.save([replace(record, state="missed")]) == []  # read at the old version
+    stored = await store.record(record.visit.visit_id)
+    assert stored is not None and stored.state == "en_route" and stored.eta_s == 300.0
+
+
+async def test_alerts_are_raised_once_and_cleared_once(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    a = await agency(db)
+    store = VisitStore(db, redis, settings)
+    late = AlertChange("late", True, a, f"{a}-pat", f"{a}-cg", f"{a}-v", T0)
+    assert await store.apply_alerts([late, late]) == [late]
+    assert [x.kind for x in await store.alerts(a, open_only=True)] == ["late"]
+    cleared = AlertChange("late", False, a, f"{a}-pat", f"{a}-cg", f"{a}-v", T0 + 60)
+    assert await store.apply_alerts([cleared]) == [cleared]
+    assert await store.apply_alerts([cleared]) == []
+    assert await store.alerts(a, open_only=True) == []
+    assert await store.apply_alerts([late]) == [late]  # the condition again: a new alert
+    assert len(await store.alerts(a)) == 2
+
+
+async def test_tracker_states_round_trip_through_redis(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    store = VisitStore(db, redis, settings)
+    config = TrackerConfig()
+    tracker = FenceTracker("cg-x", config)
+    tracker.update(TrackFix("cg-x", *HOME, T0), {})
+    await store.save_trackers([tracker])
+    again = await store.trackers(["cg-x", "cg-new"], config)
+    assert again["cg-x"].to_dict() == tracker.to_dict()
+    assert again["cg-new"].last is None
+
+
+# ---------------------------------------------------------------- the keeper
+
+
+async def test_keeper_tells_the_family_and_survives_a_restart(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    a = await agency(db)
+    clock = Clock()
+    keeper = VisitKeeper(settings, db, redis, clock=clock)
+    await keeper.store.add_visits([roster_visit(a, T0 + 600)])
+    await keeper.store.set_fence(f"{a}-pat", radius_m=100.0)
+    # Every test's patient lives at HOME, each of another agency: hers alone count.
+    for t, metres in ((0, 2000), (60, 1000), (120, 300), (150, 20), (160, 10), (170, 15)):
+        clock.t = T0 + t
+        await keeper.on_fixes([fix(a, t, metres)])
+
+    keeper = VisitKeeper(settings, db, redis, clock=clock)  # a restarted worker
+    for t, metres in ((400, 300), (410, 600), (430, 900)):
+        clock.t = T0 + t
+        await keeper.on_fixes([fix(a, t, metres)])
+
+    family = await frames(settings, redis, outbox.family_of(f"{a}-pat"))
+    states = [f["state"] for f in family]
+    assert states[0] == "en_route" and family[0]["eta_s"] > 0
+    assert [s for s in states if s in ("arrived", "left")] == ["arrived", "left"]
+    assert states.index("arrived") < states.index("left")
+    record = await keeper.store.record(f"{a}-v")
+    assert record is not None and record.state == "left"
+    assert record.check_in is not None and record.check_in.at == T0 + 150
+    assert record.check_out is not None and record.check_out.at == T0 + 400
+    assert record.check_in.fix_ts == T0 + 160  # the fix that confirmed it, after the dwell
+    assert record.check_in.distance_m == pytest.approx(10.0, abs=0.5)
+    desk = await frames(settings, redis, outbox.dispatchers(a))
+    assert [(f["kind"], f["state"]) for f in desk] == [("early_departure", "raised")]
+
+
+async def test_keeper_late_alert_clears_on_check_in_and_manual_check_in_is_flagged(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    a = await agency(db)
+    clock = Clock()
+    keeper = VisitKeeper(settings, db, redis, clock=clock, rules=VisitRules(late_after_s=300))
+    await keeper.store.add_visits([roster_visit(a, T0 - 400)])
+    await keeper.tick()
+    record = await keeper.manual(f"{a}-v", "check_in", "phone has no GPS", T0 + 5)
+    assert record is not None and record.state == "arrived" and record.check_in is not None
+    assert record.check_in.source == "manual" and record.check_in.reason == "phone has no GPS"
+    flagged = await db.pool.fetchval("SELECT needs_review FROM visits WHERE id = $1", f"{a}-v")
+    assert flagged is True
+    desk = await frames(settings, redis, outbox.dispatchers(a))
+    assert [(f["kind"], f["state"]) for f in desk] == [("late", "raised"), ("late", "cleared")]
+    assert desk[0]["alert_id"] == desk[1]["alert_id"] == f"late:{a}-v"
+    assert await keeper.manual("no-such-visit", "check_in", "x", T0) is None
