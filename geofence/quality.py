@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from careknot.contracts import Fix
+from geofence.geodesy import haversine_m as distance_m
 
 Outcome = Literal["accept", "history_only", "drop"]
-EARTH_RADIUS_M = 6_371_008.8
 NULL_ISLAND_DEGREES = 1e-6
 
 
@@ -132,14 +132,6 @@ def _impossible_jump(previous: AcceptedFix, fix: Fix, policy: QualityPolicy) -> 
     if metres <= (previous.acc or 0.0) + (fix.acc or 0.0):
         return False
     return metres / (fix.ts - previous.ts) * 3.6 > policy.max_speed_kmh
-
-
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance (haversine)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
 
 
 # ---------------------------------------------------------------- a batch

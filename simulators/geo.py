@@ -10,7 +10,7 @@ import math
 import random
 from typing import NamedTuple
 
-EARTH_RADIUS_M = 6_371_008.8
+from geofence.geodesy import EARTH_RADIUS_M, haversine_m
 
 
 class Point(NamedTuple):
@@ -20,11 +20,7 @@ class Point(NamedTuple):
 
 def distance_m(a: Point, b: Point) -> float:
     """Great-circle distance between two points, in metres."""
-    lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
-    dlat = lat2 - lat1
-    dlon = math.radians(b.lon - a.lon)
-    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+    return haversine_m(a.lat, a.lon, b.lat, b.lon)
 
 
 def bearing_deg(a: Point, b: Point) -> float:
