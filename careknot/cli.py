@@ -102,6 +102,17 @@ def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
     return _run(show(settings, args.incident_id))
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.report import report_visits
+
+    async def report() -> int:
+        text = await report_visits(settings, args.agency, args.start, args.end, args.format)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return 0
+
+    return _run(report())
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.bench import run_bench
 
@@ -147,6 +158,15 @@ def _parser() -> argparse.ArgumentParser:
     timeline = what.add_parser("timeline", help="every step, from the event log")
     timeline.add_argument("incident_id")
     timeline.set_defaults(func=cmd_incident)
+
+    report = sub.add_parser("report", help="reports from the record")
+    kinds = report.add_subparsers(dest="what", required=True)
+    visits = kinds.add_parser("visits", help="caregiver hours and visit punctuality")
+    visits.add_argument("--agency", required=True)
+    visits.add_argument("--from", dest="start", required=True, help="ISO 8601 (UTC if no zone)")
+    visits.add_argument("--to", dest="end", required=True, help="ISO 8601, exclusive")
+    visits.add_argument("--format", choices=["csv", "json"], default="csv")
+    visits.set_defaults(func=cmd_report)
 
     bench = sub.add_parser("bench", help="measure a hot path")
     bench.add_argument("what", choices=sorted(BENCHMARKS))

@@ -4,10 +4,12 @@ that survive a restart, and frames in the family's and dispatchers' outboxes."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -25,6 +27,7 @@ from geofence.transitions import FenceTracker, TrackerConfig
 from geofence.transitions import Fix as TrackFix
 from geofence.visits import AlertChange, Visit, VisitRules
 from streams.visits import VisitKeeper
+from tests.adapters.test_cli import careknot
 from tests.adapters.test_stores import drop_namespace
 
 pytestmark = pytest.mark.servers
@@ -243,3 +246,28 @@ async def test_keeper_late_alert_clears_on_check_in_and_manual_check_in_is_flagg
     assert [(f["kind"], f["state"]) for f in desk] == [("late", "raised"), ("late", "cleared")]
     assert desk[0]["alert_id"] == desk[1]["alert_id"] == f"late:{a}-v"
     assert await keeper.manual("no-such-visit", "check_in", "x", T0) is None
+
+
+# ---------------------------------------------------------------- the report, as a user runs it
+
+
+async def test_careknot_report_visits_csv_and_json(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    a = await agency(db)
+    keeper = VisitKeeper(settings, db, redis, clock=Clock())
+    await keeper.store.add_visits([roster_visit(a, T0)])
+    await keeper.manual(f"{a}-v", "check_in", "no signal", T0 + 60)
+    await keeper.manual(f"{a}-v", "check_out", "no signal", T0 + 60 + 1800)
+    day = datetime.fromtimestamp(T0, tz=UTC).date()
+    period = ["--from", str(day - timedelta(days=1)), "--to", str(day + timedelta(days=1))]
+    done = careknot(settings, "report", "visits", "--agency", a, *period)
+    assert done.returncode == 0, done.stderr
+    header, line = done.stdout.splitlines()
+    row = dict(zip(header.split(","), line.split(","), strict=True))
+    assert (row["caregiver_id"], row["verified"], row["manual"]) == (f"{a}-cg", "1", "1")
+    assert row["verified_hours"] == "0.5" and row["punctuality"] == "1.0"
+    done = careknot(settings, "report", "visits", "--agency", a, *period, "--format", "json")
+    body = json.loads(done.stdout)
+    assert body["visits"][0]["needs_review"] is True
+    assert body["visits"][0]["check_in"]["reason"] == "no signal"

@@ -4,6 +4,7 @@ themselves, and (hypothesis) arrived and left alternating per visit."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from careknot.report import parse_time, render, summarise
 from geofence.fences import Relation
 from geofence.geodesy import LocalFrame
 from geofence.transitions import FenceTracker, Fix, TrackerConfig, Transition
@@ -253,3 +255,32 @@ def test_arrived_and_left_alternate_per_visit(
 
 def _presence(told: Iterable[tuple[str, str]], visit_id: str) -> Sequence[str]:
     return [s for v, s in told if v == visit_id and s in ("arrived", "left")]
+
+
+# ---------------------------------------------------------------- the report
+
+
+def test_report_counts_hours_and_punctuality() -> None:
+    on_time, late, missed = Day(visit("v1")), Day(visit("v2", start=3600)), Day(visit("v3"))
+    on_time.move("arrived", -120)
+    on_time.move("left", 1800)
+    late.move("arrived", 3600 + 900)
+    late.move("left", 3600 + 1800)
+    missed.tick(1801)
+    records = on_time.records + late.records + missed.records
+    (line,) = summarise(records)
+    assert (line.visits, line.verified, line.missed, line.on_time, line.late) == (3, 2, 1, 1, 1)
+    assert line.scheduled_hours == 1.5
+    assert line.verified_hours == round((1920 + 900) / 3600, 2)
+    assert line.punctuality == 0.5 and line.mean_lateness_min == 15.0
+    csv_text = render(records, "csv", {})
+    assert csv_text.splitlines()[0].startswith("caregiver_id,visits,verified,missed")
+    body = json.loads(render(records, "json", {"agency": "ag"}))
+    facts = body["visits"][0]
+    assert {"service", "recipient", "provider", "date", "location", "check_in"} <= facts.keys()
+    assert facts["check_in"]["source"] == "gps"
+
+
+def test_report_times_are_utc_unless_zoned() -> None:
+    assert parse_time("2026-01-01") == parse_time("2026-01-01T00:00:00+00:00")
+    assert parse_time("2026-01-01T01:00:00+01:00") == parse_time("2026-01-01")
