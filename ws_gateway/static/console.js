@@ -65,10 +65,29 @@
     listDirty = true;
   }
 
+  // Visit alerts (late, missed, early_departure, unscheduled_home): raised, then cleared when
+  // their condition ends; one `alert_id` per condition, the newest `at` wins.
+  const alerts = new Map(); // alert_id -> alert frame
+
+  function describeAlert(f) {
+    const what = f.kind.replace(/_/g, " ");
+    return `${what} at ${f.patient_id} (${who(f.caregiver_id)}): ${f.state}`;
+  }
+
+  function applyAlert(f) {
+    const known = alerts.get(f.alert_id);
+    if (known && known.at > f.at) return;
+    alerts.set(f.alert_id, f);
+    if (known && known.state === f.state) return;
+    log(describeAlert(f), f.state === "raised" ? "escalated" : "");
+    if (f.state === "raised") el("announce").textContent = `Visit alert: ${describeAlert(f)}`;
+  }
+
   function onFrame(frame) {
     if (typeof frame.seq === "number" && frame.seq > lastSeq) lastSeq = frame.seq;
     if (frame.type === "location") applyLocation(frame);
     else if (frame.type === "incident") applyIncident(frame);
+    else if (frame.type === "alert") applyAlert(frame);
     else return; // control frames (hello, ack, error, pong) and types this page does not know
     dirty = true;
   }
