@@ -62,6 +62,9 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 async def ready(system: Settings) -> AsyncIterator[Settings]:
     """The worker's partitions assigned; the caregiver, the patient and her visit registered."""
     r = aioredis.Redis.from_url(system.redis_url)
+    # Another module's system in this namespace may have left its worker's heartbeat (5 s):
+    # only this system's worker can set it again.
+    await r.delete(system.key("health", "worker"))
     await wait_for(lambda: r.get(system.key("health", "worker")), 90, "the worker's partitions")
     async with Database(system) as db:
         await db.upsert_agency(AGENCY, "Visit Journey Care")
