@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from careknot.contracts import Fix
-from geofence.geodesy import haversine_m as distance_m
+from geofence.geodesy import haversine_m
 
 Outcome = Literal["accept", "history_only", "drop"]
 NULL_ISLAND_DEGREES = 1e-6
@@ -128,7 +128,7 @@ def _impossible_jump(previous: AcceptedFix, fix: Fix, policy: QualityPolicy) -> 
     """Too fast to be true, unless the two accuracy circles overlap (then it may be noise)."""
     if policy.max_speed_kmh is None:
         return False
-    metres = distance_m(previous.lat, previous.lon, fix.lat, fix.lon)
+    metres = haversine_m(previous.lat, previous.lon, fix.lat, fix.lon)
     if metres <= (previous.acc or 0.0) + (fix.acc or 0.0):
         return False
     return metres / (fix.ts - previous.ts) * 3.6 > policy.max_speed_kmh

@@ -16,7 +16,6 @@ from geofence.quality import (
     QualityPolicy,
     Verdict,
     assess,
-    distance_m,
     screen,
 )
 
@@ -103,12 +102,6 @@ def test_an_agency_overrides_the_default_policy() -> None:
     result = screen({}, poor, NOW, policies.for_agency)
     assert [f.caregiver_id for f in result.live] == ["cg2"]
     assert result.reasons == {("drop", "poor_accuracy"): 1}
-
-
-def test_distance_is_a_haversine() -> None:
-    assert distance_m(*LEEDS, *LEEDS) == 0.0
-    one_degree = distance_m(0.0, 0.0, 1.0, 0.0)
-    assert one_degree == pytest.approx(111_195, rel=1e-4)
 
 
 def test_a_batch_chains_each_accepted_fix_to_the_next() -> None:
