@@ -16,10 +16,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import redis.asyncio as aioredis
+
 from careknot.errors import ServerStartError
 from careknot.servers import die_with_parent
 from careknot.settings import Settings
 from careknot.stack import settings_env
+from careknot.waiting import poll_until
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 60.0
@@ -89,3 +92,12 @@ class RunningSystem:
         with contextlib.suppress(OSError):
             return self.log_path.read_text(errors="replace")[-chars:]
         return ""
+
+
+async def worker_ready(settings: Settings, within: float) -> None:
+    """Wait until a worker of ``settings.namespace`` has its Kafka partitions (it heartbeats)."""
+    r = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        await poll_until(lambda: r.get(settings.key("health", "worker")), within, "the worker")
+    finally:
+        await r.aclose()

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from careknot.bench.report import latency_figures, machine, write
 from careknot.settings import Settings
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
-from careknot.system import RunningSystem
+from careknot.system import RunningSystem, worker_ready
 from careknot.waiting import poll_until
 from simulators.phone import Phone, is_type, token
 
@@ -72,7 +72,7 @@ async def measure(settings: Settings, *, falls: int, output: str) -> int:
 
 
 async def _measure(s: Settings, falls: int) -> list[float]:
-    await _wait_ready(s)
+    await worker_ready(s, READY_TIMEOUT_S)
     await _seed(s)
     phone = await Phone.open(s, token(s, "caregiver", "bench-cg", AGENCY))
     samples: list[float] = []
@@ -89,14 +89,6 @@ async def _measure(s: Settings, falls: int) -> list[float]:
             await phone.send({"type": "decline", "offer_id": offer["offer_id"]})
     await phone.close()
     return samples
-
-
-async def _wait_ready(s: Settings) -> None:
-    r = aioredis.Redis.from_url(s.redis_url)
-    try:
-        await poll_until(lambda: r.get(s.key("health", "worker")), READY_TIMEOUT_S, "the worker")
-    finally:
-        await r.aclose()
 
 
 async def _wait_position(s: Settings) -> None:

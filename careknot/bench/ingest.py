@@ -40,7 +40,7 @@ from careknot.servers import free_port
 from careknot.settings import Settings
 from careknot.stack import settings_env
 from careknot.storage.postgres import CaregiverRow, Database
-from careknot.system import RunningSystem
+from careknot.system import RunningSystem, worker_ready
 from careknot.waiting import poll_until
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def _measure(s: Settings, opts: argparse.Namespace) -> list[Run]:
-    await _wait_worker(s)
+    await worker_ready(s, READY_TIMEOUT_S)
     with ProcessPoolExecutor(opts.publishers, mp_context=get_context("spawn")) as pool:
         bench = Bench(s, opts, pool)
         await bench.seed()
@@ -329,14 +329,6 @@ async def _measure(s: Settings, opts: argparse.Namespace) -> list[Run]:
         finally:
             await bench.close()
     return runs
-
-
-async def _wait_worker(s: Settings) -> None:
-    r = aioredis.Redis.from_url(s.redis_url)
-    try:
-        await poll_until(lambda: r.get(s.key("health", "worker")), READY_TIMEOUT_S, "the worker")
-    finally:
-        await r.aclose()
 
 
 def _report(opts: argparse.Namespace, runs: list[Run], output: str) -> int:
