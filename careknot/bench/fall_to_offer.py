@@ -45,6 +45,7 @@ async def measure(settings: Settings, *, falls: int, output: str) -> int:
         update={
             "namespace": f"bench{secrets.token_hex(3)}",
             "gateway_port": _free_port(),
+            "kafka_bootstrap": f"127.0.0.1:{_free_port()}",  # a tansu of its own
             "worker_datadir": str(workdir / "worker"),
         }
     )
@@ -73,17 +74,17 @@ async def measure(settings: Settings, *, falls: int, output: str) -> int:
 
 async def _measure(s: Settings, falls: int) -> list[float]:
     await worker_ready(s, READY_TIMEOUT_S)
-    await _seed(s)
+    await _seed(s, falls)
     phone = await Phone.open(s, token(s, "caregiver", "bench-cg", AGENCY))
     samples: list[float] = []
     async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as mq:
         fix = {"_type": "location", "lat": NEAR[0], "lon": NEAR[1], "tst": int(time.time())}
         await mq.publish(f"ck/{AGENCY}/cg/bench-cg/loc", orjson.dumps(fix), qos=1)
         await _wait_position(s)
-        for seq in range(1, falls + 1):
-            fall = {"type": "fall", "ts": time.time(), "seq": seq, "data": {}}
+        for n in range(falls):
+            fall = {"type": "fall", "ts": time.time(), "seq": 1, "data": {}}
             started = time.perf_counter()
-            await mq.publish(f"ck/{AGENCY}/dev/bench-fd/evt", orjson.dumps(fall), qos=1)
+            await mq.publish(f"ck/{AGENCY}/dev/bench-fd{n}/evt", orjson.dumps(fall), qos=1)
             offer = await phone.expect(is_type("offer"), within=30)
             samples.append((time.perf_counter() - started) * 1000)
             await phone.send({"type": "decline", "offer_id": offer["offer_id"]})
@@ -99,12 +100,25 @@ async def _wait_position(s: Settings) -> None:
         await r.aclose()
 
 
-async def _seed(s: Settings) -> None:
+async def _seed(s: Settings, homes: int) -> None:
+    """One home per fall (a second fall from a home joins its waiting incident), all within
+    a few hundred metres of the caregiver."""
+    lat, lon = HOME
     async with Database(s) as db:
         await db.upsert_agency(AGENCY, "Benchmark Care")
         await db.upsert_caregivers([CaregiverRow("bench-cg", AGENCY, "Bea Bench")])
-        await db.upsert_patients([PatientRow("bench-pat", AGENCY, "Pat Bench", *HOME)])
-        await db.upsert_devices([DeviceRow("bench-fd", AGENCY, "bench-pat", "fall_detector")])
+        await db.upsert_patients(
+            [
+                PatientRow(f"bench-pat{n}", AGENCY, f"Pat {n}", lat + n * 1e-5, lon)
+                for n in range(homes)
+            ]
+        )
+        await db.upsert_devices(
+            [
+                DeviceRow(f"bench-fd{n}", AGENCY, f"bench-pat{n}", "fall_detector")
+                for n in range(homes)
+            ]
+        )
 
 
 def _free_port() -> int:
