@@ -82,6 +82,12 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return _run(migrate())
 
 
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.rebuild import run
+
+    return _run(run(settings))
+
+
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from careknot import tokens
 
@@ -134,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         ("worker", cmd_worker, "the Faust stream worker"),
         ("gateway", cmd_gateway, "the WebSocket gateway and web console"),
         ("migrate", cmd_migrate, "create or update the Postgres schema"),
+        ("rebuild", cmd_rebuild, "rebuild the Redis live picture from Postgres"),
     ):
         sub.add_parser(verb, help=text).set_defaults(func=func)
 

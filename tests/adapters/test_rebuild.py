@@ -1,0 +1,206 @@
+"""``careknot rebuild`` against the real Redis and Postgres: the worker records fixes, Redis
+loses the namespace, and the live picture (positions, cell membership, busy) comes back whole."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from careknot.contracts import Fix
+from careknot.metrics import FixMetrics
+from careknot.rebuild import Rebuilt, rebuild
+from careknot.settings import Settings
+from careknot.stack import settings_env
+from careknot.storage.history import History
+from careknot.storage.incidents import IncidentStore
+from careknot.storage.live import AVAILABLE, BUSY
+from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from geofence.quality import AgencyPolicies
+from streams.app import Runtime, _apply_fixes
+
+pytestmark = pytest.mark.servers
+
+AGENCY = "rebuild-ag"
+CAREGIVERS = [f"rb-cg-{i}" for i in range(30)]
+ORIGIN = (53.80, -1.55)
+STEP_DEG = 0.003  # ~330 m north per fix, 30 s apart: 40 km/h, across res-8 cells
+FIXES_EACH = 3
+Snapshot = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+async def settings(migrated: Settings) -> AsyncIterator[Settings]:
+    """A namespace of its own: the test deletes every Redis key of it."""
+    own = migrated.model_copy(update={"namespace": f"{migrated.namespace}rb{secrets.token_hex(2)}"})
+    async with Database(own) as db:
+        await db.migrate()
+    yield own
+    await _delete_namespace(own)
+    conn = await asyncpg.connect(own.postgres_dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{own.namespace}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = Runtime(settings)
+    yield await rt.ready()
+    await rt.close()
+
+
+def fix(index: int, step: int, t0: float, **changes: Any) -> Fix:
+    cg = CAREGIVERS[index]
+    doc: dict[str, Any] = {
+        "event_id": f"{cg}:{step}",
+        "agency_id": AGENCY,
+        "caregiver_id": cg,
+        "lat": ORIGIN[0] + (index % 6) * 0.01 + step * STEP_DEG,
+        "lon": ORIGIN[1] + (index // 6) * 0.015,
+        "ts": t0 + 30 * step,
+        "acc": 8.0 + index % 5,
+        "vel": 40.0,
+        "batt": 90 - step,
+        "received_at": t0 + 30 * step + 0.3,
+    }
+    doc.update(changes)
+    return Fix.model_validate(doc)
+
+
+async def _delete_namespace(settings: Settings) -> int:
+    """SCAN and DEL every key of this namespace, and only of it."""
+    r = aioredis.Redis.from_url(settings.redis_url)
+    deleted = 0
+    try:
+        async for key in r.scan_iter(match=f"{settings.namespace}:*", count=1000):
+            deleted += int(await r.delete(key))
+    finally:
+        await r.aclose()
+    return deleted
+
+
+async def _picture(settings: Settings) -> Snapshot:
+    """Every live-index key of the namespace: caregiver hashes (no status field means
+    available) and street and area cell sets."""
+    r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    out: Snapshot = {}
+    try:
+        for kind in ("cg", "street", "area"):
+            async for key in r.scan_iter(match=settings.key(kind, "*"), count=1000):
+                if kind == "cg":
+                    out[key] = {"status": AVAILABLE, **await r.hgetall(key)}
+                elif members := await r.smembers(key):
+                    out[key] = sorted(members)
+    finally:
+        await r.aclose()
+    return out
+
+
+async def _seed(db: Database) -> None:
+    await db.upsert_agency(AGENCY, "Rebuild Care")
+    await db.upsert_caregivers([CaregiverRow(cg, AGENCY, f"Carer {cg}") for cg in CAREGIVERS])
+    await db.upsert_patients([PatientRow("rb-pat", AGENCY, "Pat Rebuild", *ORIGIN)])
+    await db.upsert_devices([DeviceRow("rb-dev", AGENCY, "rb-pat", "fall_detector")])
+
+
+async def _assign(store: IncidentStore, caregiver: str, now: float) -> str:
+    opened = await store.open(
+        event_id=f"rb-evt-{caregiver}",
+        agency_id=AGENCY,
+        patient_id="rb-pat",
+        device_id="rb-dev",
+        kind="fall",
+        severity=1,
+        at=now,
+    )
+    assert opened is not None
+    assert (await store.assign(opened.id, caregiver, AGENCY, "dispatcher:rb", now)).done
+    return opened.id
+
+
+async def _record_the_day(rt: Runtime, t0: float) -> None:
+    """Fixes through the worker's own step; a late one per caregiver goes to history only."""
+    history, metrics = History(rt.db), FixMetrics()
+    for step in range(FIXES_EACH):
+        batch = [fix(i, step, t0) for i in range(len(CAREGIVERS))]
+        await _apply_fixes(rt, batch, history, AgencyPolicies(), metrics)
+    late = [fix(i, 0, t0 + 5, lat=ORIGIN[0] - 0.01) for i in range(len(CAREGIVERS))]
+    await _apply_fixes(rt, late, history, AgencyPolicies(), metrics)
+
+
+async def test_the_live_picture_comes_back_whole_after_redis_loses_it(
+    settings: Settings, runtime: Runtime
+) -> None:
+    now = time.time() // 1
+    t0 = now - 30 * FIXES_EACH - 60
+    await _seed(runtime.db)
+    await _record_the_day(runtime, t0)
+    store = IncidentStore(runtime.db)
+    await _assign(store, CAREGIVERS[0], now)
+    await runtime.live.set_status(CAREGIVERS[0], BUSY)
+    done = await _assign(store, CAREGIVERS[1], now)  # assigned, then resolved: available
+    assert (await store.resolve(done, AGENCY, "dispatcher:rb", now)).done
+    before = await _picture(settings)
+    assert len([k for k in before if k.startswith(settings.key("cg", ""))]) == len(CAREGIVERS)
+    assert len({k.split(":")[1] for k in before}) == 3  # cg, street and area keys all there
+
+    assert await _delete_namespace(settings) > 0
+    assert await _picture(settings) == {}
+
+    first = await rebuild(runtime.db, runtime.live)
+    assert first == Rebuilt(positions=len(CAREGIVERS), moved=len(CAREGIVERS), busy=1)
+    after = await _picture(settings)
+    assert after == before
+    assert after[settings.key("cg", CAREGIVERS[0])]["status"] == BUSY
+    last = fix(7, FIXES_EACH - 1, t0)
+    assert after[settings.key("cg", CAREGIVERS[7])]["ts"] == str(last.ts)
+
+    second = await rebuild(runtime.db, runtime.live)
+    assert second == Rebuilt(positions=len(CAREGIVERS), moved=0, busy=1)
+    assert await _picture(settings) == before
+
+
+async def test_a_newer_position_already_in_redis_is_kept(
+    settings: Settings, runtime: Runtime
+) -> None:
+    """The worker may have moved someone after Redis came back and before the rebuild ran."""
+    now = time.time() // 1
+    t0 = now - 30 * FIXES_EACH - 60
+    cg = CAREGIVERS[3]
+    newer = fix(3, FIXES_EACH + 1, t0)
+    await runtime.live.update([newer])
+    await rebuild(runtime.db, runtime.live)
+    picture = await _picture(settings)
+    assert picture[settings.key("cg", cg)]["ts"] == str(newer.ts)
+    assert cg in picture[settings.key("street", AGENCY, await _cell(settings, cg))]
+
+
+async def _cell(settings: Settings, caregiver: str) -> str:
+    r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        return str(await r.hget(settings.key("cg", caregiver), "cell"))
+    finally:
+        await r.aclose()
+
+
+def test_the_rebuild_verb_changes_nothing_on_a_whole_picture(settings: Settings) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "careknot.cli", "-l", "warning", "rebuild"],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{len(CAREGIVERS)} positions read, 0 applied, 1 caregivers busy" in done.stdout
