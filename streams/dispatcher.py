@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -40,6 +40,7 @@ from dispatch.ranking import rank, search_plan
 log = logging.getLogger(__name__)
 
 SEARCH_POOL = 10  # candidates looked at per wave, beyond those already asked
+SEARCH_CAP = 640  # at most this many, when the roster rules out the nearest ones
 
 
 class Dispatcher:
@@ -192,18 +193,7 @@ class Dispatcher:
         """Offer the incident to the next wave, or escalate it."""
         now = self._clock()
         asked = await self._incidents.offered_caregivers(incident.id)
-        plan = search_plan(incident.lat, incident.lon, self._s.search_area_rings)
-        ids = await self._live.nearby(incident.agency_id, plan, len(asked) + SEARCH_POOL)
-        ranked = rank(
-            await self._live.candidates(ids),
-            agency_id=incident.agency_id,
-            lat=incident.lat,
-            lon=incident.lon,
-            model=self._model,
-            now=now,
-            stale_after_s=self._s.position_stale_s,
-        )
-        ranked = await self._qualified(incident, ranked, now)
+        ranked = await self._wave_candidates(incident, asked, now)
         planned = plan_wave(
             ranked,
             already_offered=asked,
@@ -221,6 +211,38 @@ class Dispatcher:
         sent = await self._incidents.start_wave(incident, planned, now)
         if sent:
             await self._send_offers(incident, sent)
+
+    async def _wave_candidates(
+        self, incident: IncidentRow, asked: Collection[str], now: float
+    ) -> list[Ranked]:
+        """The nearest qualified candidates, ETA first: enough of them not yet asked for a
+        wave, unless the index holds no more within reach or ``SEARCH_CAP`` were looked at."""
+        plan = list(search_plan(incident.lat, incident.lon, self._s.search_area_rings))
+        need = len(asked) + SEARCH_POOL
+        while True:
+            found = await self._live.search(
+                incident.agency_id,
+                plan,
+                lat=incident.lat,
+                lon=incident.lon,
+                need=need,
+                now=now,
+                stale_after_s=self._s.position_stale_s,
+            )
+            ranked = rank(
+                found,
+                agency_id=incident.agency_id,
+                lat=incident.lat,
+                lon=incident.lon,
+                model=self._model,
+                now=now,
+                stale_after_s=self._s.position_stale_s,
+            )
+            ranked = await self._qualified(incident, ranked, now)
+            fresh = sum(r.candidate.caregiver_id not in asked for r in ranked)
+            if fresh >= self._s.offer_wave_size or len(found) < need or need >= SEARCH_CAP:
+                return ranked
+            need = min(2 * need, SEARCH_CAP)
 
     async def _qualified(
         self, incident: IncidentRow, ranked: list[Ranked], now: float

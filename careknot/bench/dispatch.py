@@ -3,8 +3,9 @@
 Three answers to one question, "the nearest caregivers of this agency around this home",
 asked for the same homes, one at a time:
 
-- ``search``: the dispatcher's own (H3 street disk, then area rings, in the Redis live index;
-  then the candidates' hashes and ranking), exactly as :mod:`streams.dispatcher` runs it;
+- ``search``: the dispatcher's own (H3 street disk, then area rings, walked by one script in
+  the Redis live index that returns only the nearest ``k``; then ranking by ETA), exactly as
+  :mod:`streams.dispatcher` runs it;
 - ``geosearch``: Redis ``GEOSEARCH ... BYRADIUS ... ASC COUNT k`` on a geo set per agency;
 - ``postgis``: ``ST_DWithin`` on a ``geography`` column with a GiST index, nearest first
   (the classic way; skipped, and said so, where PostGIS is not installed).
@@ -181,9 +182,17 @@ async def _search(
     """The dispatcher's search; its answer cut at ``radius_m`` to compare like with like."""
     agency, lat, lon = home
     now = time.time()
-    ids = await live.nearby(agency, search_plan(lat, lon, s.search_area_rings), k)
+    found = await live.search(
+        agency,
+        search_plan(lat, lon, s.search_area_rings),
+        lat=lat,
+        lon=lon,
+        need=k,
+        now=now,
+        stale_after_s=s.position_stale_s,
+    )
     ranked = rank(
-        await live.candidates(ids),
+        found,
         agency_id=agency,
         lat=lat,
         lon=lon,

@@ -13,6 +13,7 @@ from the fixes on Kafka and the record in Postgres.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 import h3
 import redis.asyncio as aioredis
@@ -21,6 +22,7 @@ from careknot.contracts import Fix
 from careknot.settings import Settings
 from dispatch.model import Candidate
 from dispatch.ranking import AREA_RESOLUTION, STREET_RESOLUTION, SearchStep
+from geofence.geodesy import haversine_m
 from geofence.quality import AcceptedFix
 
 AVAILABLE = "available"
@@ -62,6 +64,70 @@ end
 return out
 """
 
+# The nearest ``need`` fresh, available caregivers of an agency around a home, in one call.
+# ARGV: ns, agency, need, now, stale_after_s, lat, lon, then per step: level, n, and n times
+# (cell, centre lat, centre lon, reach m): reach < 0 means "never skip this cell". Steps are
+# read in order until ``need`` are kept, then one step more (cells are not circles); once
+# ``need`` are kept, a cell whose every point is farther than the need-th is not read.
+# Returns id, lat, lon, ts, status per caregiver, nearest first (ties by id).
+_SEARCH = """
+local ns, agency, need = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now, stale = tonumber(ARGV[4]), tonumber(ARGV[5])
+local R, rad = 6371008.8, math.pi / 180
+local function unit(lat, lon)
+  local p, l = lat * rad, lon * rad
+  return math.cos(p) * math.cos(l), math.cos(p) * math.sin(l), math.sin(p)
+end
+local hx, hy, hz = unit(tonumber(ARGV[6]), tonumber(ARGV[7]))
+local function dist(lat, lon)
+  local x, y, z = unit(lat, lon)
+  local dx, dy, dz = x - hx, y - hy, z - hz
+  return 2 * R * math.asin(math.min(1, math.sqrt((dx * dx + dy * dy + dz * dz) / 4)))
+end
+local function closer(a, b) return a.d < b.d or (a.d == b.d and a.id < b.id) end
+local kept, seen, bound = {}, {}, math.huge
+local i, stop_after, step = 8, nil, 0
+while i <= #ARGV do
+  step = step + 1
+  local level, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  for c = i, i + 4 * (n - 1), 4 do
+    local reach = tonumber(ARGV[c + 3])
+    if reach < 0 or dist(tonumber(ARGV[c + 1]), tonumber(ARGV[c + 2])) - reach <= bound then
+      local members = redis.call('SMEMBERS', ns .. ':' .. level .. ':' .. agency .. ':' .. ARGV[c])
+      for _, id in ipairs(members) do
+        if not seen[id] then
+          seen[id] = true
+          local v = redis.call('HMGET', ns .. ':cg:' .. id, 'lat', 'lon', 'ts', 'status', 'agency')
+          local status = v[4] or 'available'
+          local fresh = v[3] and now - tonumber(v[3]) <= stale
+          if v[1] and fresh and v[5] == agency and status == 'available' then
+            kept[#kept + 1] = {id = id, d = dist(tonumber(v[1]), tonumber(v[2])),
+                               lat = v[1], lon = v[2], ts = v[3], status = status}
+          end
+        end
+      end
+    end
+  end
+  i = i + 4 * n
+  if #kept >= need then
+    table.sort(kept, closer)
+    for j = #kept, need + 1, -1 do kept[j] = nil end
+    bound = kept[need].d
+    stop_after = stop_after or step
+  end
+  if stop_after and step > stop_after then break end
+end
+table.sort(kept, closer)
+local out = {}
+for j = 1, math.min(need, #kept) do
+  local k = kept[j]
+  out[#out + 1] = k.id; out[#out + 1] = k.lat; out[#out + 1] = k.lon
+  out[#out + 1] = k.ts; out[#out + 1] = k.status
+end
+return out
+"""
+
 _FIELDS = ("lat", "lon", "ts", "status", "agency")
 _LAST_FIX_FIELDS = ("lat", "lon", "ts", "acc")
 
@@ -75,6 +141,14 @@ def area_of(cell: str) -> str:
     return str(h3.cell_to_parent(cell, AREA_RESOLUTION))
 
 
+@lru_cache(maxsize=65_536)
+def _reach(cell: str) -> tuple[float, float, float]:
+    """An H3 cell's centre and a radius around it that holds the whole cell (metres)."""
+    lat, lon = h3.cell_to_latlng(cell)
+    far = max(haversine_m(lat, lon, a, b) for a, b in h3.cell_to_boundary(cell))
+    return lat, lon, far * 1.01 + 1.0
+
+
 class LiveIndex:
     """Reads and writes the live positions of one namespace."""
 
@@ -83,6 +157,7 @@ class LiveIndex:
         self._ns = settings.namespace
         self._update = redis.register_script(_UPDATE_POSITIONS)
         self._last = redis.register_script(_LAST_FIXES)
+        self._search = redis.register_script(_SEARCH)
 
     async def update(self, fixes: Sequence[Fix]) -> dict[str, str]:
         """Apply a batch of accepted fixes in order; a fix older than the stored one is ignored.
@@ -121,6 +196,44 @@ class LiveIndex:
             if stop_after is not None and n >= stop_after:
                 break
         return list(found)
+
+    async def search(
+        self,
+        agency_id: str,
+        plan: Iterable[SearchStep],
+        *,
+        lat: float,
+        lon: float,
+        need: int,
+        now: float,
+        stale_after_s: float,
+    ) -> list[Candidate]:
+        """The nearest ``need`` fresh, available caregivers of the agency around (lat, lon),
+        nearest first (ties by id), found by one server-side script call.
+
+        The plan's steps are read in order until ``need`` such caregivers are kept, then one
+        step more, as :meth:`nearby` does; an area cell wholly farther than the ``need``-th
+        kept is skipped, which changes no answer.
+        """
+        if need <= 0:
+            return []
+        args: list[str | float | int] = [self._ns, agency_id, need, now, stale_after_s, lat, lon]
+        for step in plan:
+            args += [step.level, len(step.cells)]
+            for cell in step.cells:
+                args += [cell, *_reach(cell)] if step.level == "area" else [cell, 0, 0, -1]
+        flat = await self._search(keys=[], args=args)
+        return [
+            Candidate(
+                caregiver_id=flat[i].decode(),
+                agency_id=agency_id,
+                lat=float(flat[i + 1]),
+                lon=float(flat[i + 2]),
+                ts=float(flat[i + 3]),
+                status=flat[i + 4].decode(),
+            )
+            for i in range(0, len(flat), 5)
+        ]
 
     async def candidates(self, caregiver_ids: Sequence[str]) -> list[Candidate]:
         async with self._redis.pipeline(transaction=False) as pipe:
