@@ -29,8 +29,8 @@ from tests.support import Phone, free_port, is_type, processes_in, token, wait_f
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
-# Agencies unique to the run: MQTT topics are not namespaced, and another run on the same broker
-# must not feed this one's caregivers (its ingest refuses them as another agency's).
+# Agencies and people unique to the run: MQTT topics are not namespaced, and another run on the
+# same broker must not feed (or, through ingest's registry cache, hide) this run's caregivers.
 RUN = secrets.token_hex(3)
 AGENCY = f"journey-{RUN}"
 HOME = (53.7760, -1.6010)  # a home in Farsley, west of the simulated city's centre
@@ -73,16 +73,16 @@ async def ready(system: Settings) -> AsyncIterator[Settings]:
         await db.upsert_agency(OTHER_AGENCY, "Other Care")
         await db.upsert_caregivers(
             [
-                CaregiverRow("j-near", AGENCY, "Nadia Near"),
-                CaregiverRow("j-far", AGENCY, "Fiona Far"),
-                CaregiverRow("j-other", OTHER_AGENCY, "Olga Other"),
+                CaregiverRow(f"j-near-{RUN}", AGENCY, "Nadia Near"),
+                CaregiverRow(f"j-far-{RUN}", AGENCY, "Fiona Far"),
+                CaregiverRow(f"j-other-{RUN}", OTHER_AGENCY, "Olga Other"),
             ]
         )
-        await db.upsert_patients([PatientRow("j-pat", AGENCY, "Pat Journey", *HOME)])
+        await db.upsert_patients([PatientRow(f"j-pat-{RUN}", AGENCY, "Pat Journey", *HOME)])
         await db.upsert_devices(
             [
-                DeviceRow("j-fd", AGENCY, "j-pat", "fall_detector"),
-                DeviceRow("o-fd", OTHER_AGENCY, "j-pat", "fall_detector"),
+                DeviceRow(f"j-fd-{RUN}", AGENCY, f"j-pat-{RUN}", "fall_detector"),
+                DeviceRow(f"o-fd-{RUN}", OTHER_AGENCY, f"j-pat-{RUN}", "fall_detector"),
             ]
         )
     yield system
@@ -114,19 +114,19 @@ async def test_fall_is_offered_declined_reoffered_accepted_and_seen_by_family(
     ready: Settings,
 ) -> None:
     s = ready
-    near = await Phone.open(s, token(s, "caregiver", "j-near", AGENCY))
-    far = await Phone.open(s, token(s, "caregiver", "j-far", AGENCY))
-    other = await Phone.open(s, token(s, "caregiver", "j-other", OTHER_AGENCY))
-    family = await Phone.open(s, token(s, "family", "j-fam", AGENCY, ["j-pat"]))
-    console = await Phone.open(s, token(s, "dispatcher", "j-desk", AGENCY))
+    near = await Phone.open(s, token(s, "caregiver", f"j-near-{RUN}", AGENCY))
+    far = await Phone.open(s, token(s, "caregiver", f"j-far-{RUN}", AGENCY))
+    other = await Phone.open(s, token(s, "caregiver", f"j-other-{RUN}", OTHER_AGENCY))
+    family = await Phone.open(s, token(s, "family", f"j-fam-{RUN}", AGENCY, [f"j-pat-{RUN}"]))
+    console = await Phone.open(s, token(s, "dispatcher", f"j-desk-{RUN}", AGENCY))
 
-    await _locate(s, "j-far", AGENCY, FAR)
-    await _locate(s, "j-near", AGENCY, NEAR)
-    await _locate(s, "j-other", OTHER_AGENCY, HOME)  # right there, but another agency's
-    for cg in ("j-far", "j-near"):
+    await _locate(s, f"j-far-{RUN}", AGENCY, FAR)
+    await _locate(s, f"j-near-{RUN}", AGENCY, NEAR)
+    await _locate(s, f"j-other-{RUN}", OTHER_AGENCY, HOME)  # right there, but another agency's
+    for cg in (f"j-far-{RUN}", f"j-near-{RUN}"):
         await console.expect(is_type("location", caregiver_id=cg))
 
-    await _publish(s, f"ck/{AGENCY}/dev/j-fd/evt", _fall(1))
+    await _publish(s, f"ck/{AGENCY}/dev/j-fd-{RUN}/evt", _fall(1))
     offer = await near.expect(is_type("offer"))
     assert offer["incident"]["kind"] == "fall"
     assert offer["incident"]["distance_m"] < 200
@@ -166,12 +166,12 @@ async def test_fall_is_offered_declined_reoffered_accepted_and_seen_by_family(
 
 async def test_unanswered_offer_expires_and_the_incident_escalates(ready: Settings) -> None:
     s = ready
-    near = await Phone.open(s, token(s, "caregiver", "j-near", AGENCY))
-    console = await Phone.open(s, token(s, "dispatcher", "j-desk2", AGENCY))
-    await _locate(s, "j-near", AGENCY, NEAR)
-    await console.expect(is_type("location", caregiver_id="j-near"))
+    near = await Phone.open(s, token(s, "caregiver", f"j-near-{RUN}", AGENCY))
+    console = await Phone.open(s, token(s, "dispatcher", f"j-desk2-{RUN}", AGENCY))
+    await _locate(s, f"j-near-{RUN}", AGENCY, NEAR)
+    await console.expect(is_type("location", caregiver_id=f"j-near-{RUN}"))
 
-    await _publish(s, f"ck/{AGENCY}/dev/j-fd/evt", _fall(2))
+    await _publish(s, f"ck/{AGENCY}/dev/j-fd-{RUN}/evt", _fall(2))
     offer = await near.expect(is_type("offer"))
     expired = await near.expect(
         is_type("offer_result", offer_id=offer["offer_id"]), within=OFFER_WINDOW_S + 10
@@ -193,9 +193,9 @@ async def test_bad_input_is_dead_lettered_with_reasons_and_the_stream_goes_on(
     )
     await consumer.start()
     try:
-        await _publish(s, f"ck/{AGENCY}/cg/j-near/loc", b"{not json")
-        await _publish(s, f"ck/{AGENCY}/cg/j-near/loc", {"lat": 91.0, "lon": 0.0, "tst": 1})
-        await _publish(s, f"ck/{AGENCY}/dev/o-fd/evt", _fall(3))  # another agency's device
+        await _publish(s, f"ck/{AGENCY}/cg/j-near-{RUN}/loc", b"{not json")
+        await _publish(s, f"ck/{AGENCY}/cg/j-near-{RUN}/loc", {"lat": 91.0, "lon": 0.0, "tst": 1})
+        await _publish(s, f"ck/{AGENCY}/dev/o-fd-{RUN}/evt", _fall(3))  # another agency's device
         await _publish(s, f"ck/{AGENCY}/dev/nobody/evt", _fall(4))
         wanted = {"malformed_json", "invalid_fields", "device_agency_mismatch", "unknown_device"}
         reasons = await _dead_letter_reasons(consumer, wanted)
@@ -203,9 +203,9 @@ async def test_bad_input_is_dead_lettered_with_reasons_and_the_stream_goes_on(
     finally:
         await consumer.stop()
     # ...and the stream still flows: a good fix after the bad ones reaches the dispatcher.
-    console = await Phone.open(s, token(s, "dispatcher", "j-desk3", AGENCY))
-    await _locate(s, "j-near", AGENCY, NEAR)
-    await console.expect(is_type("location", caregiver_id="j-near"))
+    console = await Phone.open(s, token(s, "dispatcher", f"j-desk3-{RUN}", AGENCY))
+    await _locate(s, f"j-near-{RUN}", AGENCY, NEAR)
+    await console.expect(is_type("location", caregiver_id=f"j-near-{RUN}"))
     await console.close()
 
 
