@@ -82,8 +82,8 @@ def services(
     workdir = tmp_path_factory.mktemp("scale-out")
     env = {**os.environ, **settings_env(settings), "CAREKNOT_INGEST_METRICS_PORT": "0"}
     procs = []
-    roles = [("ingest-0", "ingest"), ("ingest-1", "ingest"), ("worker-0", "worker")]
-    for name, verb in [*roles, ("worker-1", "worker")]:
+    for name in ("ingest-0", "ingest-1", "worker-0", "worker-1"):
+        verb = name.split("-")[0]
         log_path = workdir / f"{name}.log"
         with log_path.open("wb") as out:
             proc = subprocess.Popen(
