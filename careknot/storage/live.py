@@ -65,10 +65,11 @@ return out
 """
 
 # The nearest ``need`` fresh, available caregivers of an agency around a home, in one call.
-# ARGV: ns, agency, need, now, stale_after_s, lat, lon, then per step: level, n, and n times
-# (cell, centre lat, centre lon, reach m): reach < 0 means "never skip this cell". Steps are
+# ARGV: ns, agency, need, now, stale_after_s, lat, lon, then per step three: level, its cells
+# (space-separated) and, for cells that may be skipped, "lat lon reach" of each (space-separated;
+# empty for none): the cell's centre and a radius around it holding the whole cell. Steps are
 # read in order until ``need`` are kept, then one step more (cells are not circles); once
-# ``need`` are kept, a cell whose every point is farther than the need-th is not read.
+# ``need`` are kept, a cell wholly farther than the need-th is not read.
 # Returns id, lat, lon, ts, status per caregiver, nearest first (ties by id).
 _SEARCH = """
 local ns, agency, need = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -85,16 +86,20 @@ local function dist(lat, lon)
   return 2 * R * math.asin(math.min(1, math.sqrt((dx * dx + dy * dy + dz * dz) / 4)))
 end
 local function closer(a, b) return a.d < b.d or (a.d == b.d and a.id < b.id) end
+local function words(s)
+  local t = {}
+  for w in string.gmatch(s, '%S+') do t[#t + 1] = w end
+  return t
+end
 local kept, seen, bound = {}, {}, math.huge
-local i, stop_after, step = 8, nil, 0
-while i <= #ARGV do
+local stop_after, step = nil, 0
+for i = 8, #ARGV, 3 do
   step = step + 1
-  local level, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  for c = i, i + 4 * (n - 1), 4 do
-    local reach = tonumber(ARGV[c + 3])
-    if reach < 0 or dist(tonumber(ARGV[c + 1]), tonumber(ARGV[c + 2])) - reach <= bound then
-      local members = redis.call('SMEMBERS', ns .. ':' .. level .. ':' .. agency .. ':' .. ARGV[c])
+  local level, cells, geo = ARGV[i], words(ARGV[i + 1]), words(ARGV[i + 2])
+  for c = 1, #cells do
+    local reach = tonumber(geo[3 * c])
+    if not reach or dist(tonumber(geo[3 * c - 2]), tonumber(geo[3 * c - 1])) - reach <= bound then
+      local members = redis.call('SMEMBERS', ns .. ':' .. level .. ':' .. agency .. ':' .. cells[c])
       for _, id in ipairs(members) do
         if not seen[id] then
           seen[id] = true
@@ -109,7 +114,6 @@ while i <= #ARGV do
       end
     end
   end
-  i = i + 4 * n
   if #kept >= need then
     table.sort(kept, closer)
     for j = #kept, need + 1, -1 do kept[j] = nil end
@@ -142,11 +146,11 @@ def area_of(cell: str) -> str:
 
 
 @lru_cache(maxsize=65_536)
-def _reach(cell: str) -> tuple[float, float, float]:
-    """An H3 cell's centre and a radius around it that holds the whole cell (metres)."""
+def _reach(cell: str) -> str:
+    """An H3 cell's centre and a radius around it holding the whole cell: "lat lon metres"."""
     lat, lon = h3.cell_to_latlng(cell)
     far = max(haversine_m(lat, lon, a, b) for a, b in h3.cell_to_boundary(cell))
-    return lat, lon, far * 1.01 + 1.0
+    return f"{lat!r} {lon!r} {far * 1.01 + 1.0:.1f}"
 
 
 class LiveIndex:
@@ -219,9 +223,8 @@ class LiveIndex:
             return []
         args: list[str | float | int] = [self._ns, agency_id, need, now, stale_after_s, lat, lon]
         for step in plan:
-            args += [step.level, len(step.cells)]
-            for cell in step.cells:
-                args += [cell, *_reach(cell)] if step.level == "area" else [cell, 0, 0, -1]
+            geometry = " ".join(map(_reach, step.cells)) if step.level == "area" else ""
+            args += [step.level, " ".join(step.cells), geometry]
         flat = await self._search(keys=[], args=args)
         return [
             Candidate(
