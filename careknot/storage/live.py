@@ -92,18 +92,23 @@ local function words(s)
   return t
 end
 local kept, seen, bound = {}, {}, math.huge
-local stop_after, step = nil, 0
+local stop_after, step, cg = nil, 0, ns .. ':cg:'
+local function wanted(geo, c)
+  if not geo[3 * c] then return true end
+  return dist(tonumber(geo[3 * c - 2]), tonumber(geo[3 * c - 1])) - tonumber(geo[3 * c]) <= bound
+end
 for i = 8, #ARGV, 3 do
   step = step + 1
-  local level, cells, geo = ARGV[i], words(ARGV[i + 1]), words(ARGV[i + 2])
+  local cells = words(ARGV[i + 1])
+  local geo = bound < math.huge and words(ARGV[i + 2]) or {}  -- no cell is skipped before
+  local prefix = ns .. ':' .. ARGV[i] .. ':' .. agency .. ':'
   for c = 1, #cells do
-    local reach = tonumber(geo[3 * c])
-    if not reach or dist(tonumber(geo[3 * c - 2]), tonumber(geo[3 * c - 1])) - reach <= bound then
-      local members = redis.call('SMEMBERS', ns .. ':' .. level .. ':' .. agency .. ':' .. cells[c])
+    if wanted(geo, c) then
+      local members = redis.call('SMEMBERS', prefix .. cells[c])
       for _, id in ipairs(members) do
         if not seen[id] then
           seen[id] = true
-          local v = redis.call('HMGET', ns .. ':cg:' .. id, 'lat', 'lon', 'ts', 'status', 'agency')
+          local v = redis.call('HMGET', cg .. id, 'lat', 'lon', 'ts', 'status', 'agency')
           local status = v[4] or 'available'
           local fresh = v[3] and now - tonumber(v[3]) <= stale
           if v[1] and fresh and v[5] == agency and status == 'available' then
