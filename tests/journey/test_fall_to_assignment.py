@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,13 +18,12 @@ import aiomqtt
 import asyncpg
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from careknot.settings import Settings
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
-from careknot.system import RunningSystem
-from tests.support import Phone, free_port, is_type, processes_in, token, wait_for
+from tests.journey.harness import own_worker_ready, running_system
+from tests.support import Phone, is_type, token
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
@@ -44,30 +42,16 @@ OFFER_WINDOW_S = 4.0
 def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """``careknot up --simulate`` on the session's servers; stopped with SIGINT at the end."""
     workdir = tmp_path_factory.mktemp("up")
-    settings = migrated.model_copy(
-        update={
-            "gateway_port": free_port(),
-            "offer_window_s": OFFER_WINDOW_S,
-            "max_waves": 3,
-            "worker_datadir": str(workdir / "worker"),
-        }
-    )
-    running = RunningSystem(settings, workdir, simulate=True)
-    try:
-        with running:
-            yield settings
-    finally:
-        sys.stderr.write(f"--- careknot up said:\n{running.log_tail()}\n")
-    assert running.returncode == 0
-    assert processes_in(settings.namespace) == [], "careknot up left processes behind"
+    with running_system(
+        migrated, workdir, simulate=True, offer_window_s=OFFER_WINDOW_S, max_waves=3
+    ) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
 async def ready(system: Settings) -> AsyncIterator[Settings]:
     """The system with the worker's partitions assigned and the journey's people registered."""
-    r = aioredis.Redis.from_url(system.redis_url)
-    await wait_for(lambda: r.get(system.key("health", "worker")), 90, "the worker's partitions")
-    await r.aclose()
+    await own_worker_ready(system)
     async with Database(system) as db:
         await db.upsert_agency(AGENCY, "Journey Care")
         await db.upsert_agency(OTHER_AGENCY, "Other Care")

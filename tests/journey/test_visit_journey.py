@@ -10,7 +10,6 @@ with short dwell times so the visit takes seconds.
 from __future__ import annotations
 
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -22,10 +21,10 @@ import redis.asyncio as aioredis
 from careknot.settings import Settings
 from careknot.storage.postgres import CaregiverRow, Database, PatientRow
 from careknot.storage.visits import VisitStore
-from careknot.system import RunningSystem
 from geofence.geodesy import LocalFrame
 from geofence.visits import Visit
-from tests.support import Phone, free_port, is_type, processes_in, token, wait_for
+from tests.journey.harness import own_worker_ready, running_system
+from tests.support import Phone, is_type, token
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
@@ -40,32 +39,21 @@ DWELL_IN_S, DWELL_OUT_S = 2.0, 3.0
 @pytest.fixture(scope="module")
 def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     workdir = tmp_path_factory.mktemp("up-visits")
-    settings = migrated.model_copy(
-        update={
-            "gateway_port": free_port(),
-            "worker_datadir": str(workdir / "worker"),
-            "visit_dwell_in_s": DWELL_IN_S,
-            "visit_dwell_out_s": DWELL_OUT_S,
-        }
-    )
-    running = RunningSystem(settings, workdir, simulate=False)
-    try:
-        with running:
-            yield settings
-    finally:
-        sys.stderr.write(f"--- careknot up said:\n{running.log_tail()}\n")
-    assert running.returncode == 0
-    assert processes_in(settings.namespace) == [], "careknot up left processes behind"
+    with running_system(
+        migrated,
+        workdir,
+        simulate=False,
+        visit_dwell_in_s=DWELL_IN_S,
+        visit_dwell_out_s=DWELL_OUT_S,
+    ) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
 async def ready(system: Settings) -> AsyncIterator[Settings]:
     """The worker's partitions assigned; the caregiver, the patient and her visit registered."""
+    await own_worker_ready(system)
     r = aioredis.Redis.from_url(system.redis_url)
-    # Another module's system in this namespace may have left its worker's heartbeat (5 s):
-    # only this system's worker can set it again.
-    await r.delete(system.key("health", "worker"))
-    await wait_for(lambda: r.get(system.key("health", "worker")), 90, "the worker's partitions")
     async with Database(system) as db:
         await db.upsert_agency(AGENCY, "Visit Journey Care")
         await db.upsert_caregivers([CaregiverRow(CAREGIVER, AGENCY, "Vera Visit")])
