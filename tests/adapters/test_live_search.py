@@ -1,4 +1,5 @@
-"""``LiveIndex.search`` (one script call) against a brute force in Python over the same people.
+"""``LiveIndex.search`` (one script call) against a brute force in Python over the same people,
+and the dispatcher looking further when the roster rules out the nearest.
 
 The brute force reads no sets: it walks the plan's steps over every caregiver, keeping those of
 the agency whose cell lies in the step, fresh and available, until ``need`` are kept and then
@@ -9,20 +10,21 @@ from __future__ import annotations
 
 import math
 import random
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import h3
 import pytest
-import redis.asyncio as aioredis
 
 from careknot.contracts import Fix
-from careknot.settings import Settings
 from careknot.storage.live import BUSY, LiveIndex, area_of, cell_of
+from careknot.storage.postgres import Database
+from careknot.storage.roster import Roster
 from dispatch.eta import haversine_m
 from dispatch.model import Candidate
 from dispatch.ranking import SearchStep, search_plan
+from streams.dispatcher import SEARCH_POOL
+from tests.adapters import test_stores as stores
+from tests.adapters.test_stores import SceneMaker
 
 LEEDS = (53.800, -1.549)
 NOW = 1_800_000_000.0
@@ -40,15 +42,16 @@ class Person:
     status: str
 
 
-@pytest.fixture(scope="module")
-async def live(migrated: Settings) -> AsyncIterator[LiveIndex]:
-    settings = migrated.model_copy(update={"namespace": f"t{uuid.uuid4().hex[:8]}"})
-    client = aioredis.from_url(settings.redis_url)
-    yield LiveIndex(client, settings)
-    keys = [k async for k in client.scan_iter(match=f"{settings.namespace}:*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+# the fixtures of test_stores, in this module's namespace
+settings = stores.settings
+first_migration = stores.first_migration
+db = stores.db
+redis = stores.redis
+live = stores.live
+box = stores.box
+make_scene = stores.make_scene
+
+pytestmark = pytest.mark.servers
 
 
 async def put(live: LiveIndex, people: list[Person]) -> None:
@@ -162,6 +165,19 @@ async def test_stale_busy_and_other_agencies_are_never_returned(live: LiveIndex)
     await put(live, people)
     found = await search(live, "ag8", list(search_plan(lat, lon, 3)), lat, lon, 5)
     assert [c.caregiver_id for c in found] == ["s-ok"]
+
+
+async def test_ineligible_nearest_do_not_starve_the_wave(
+    make_scene: SceneMaker, db: Database
+) -> None:
+    """More of the nearest than one search returns have an expired check: she beyond gets it."""
+    ruled_out = SEARCH_POOL + 2
+    s = await make_scene([100.0 * (i + 1) for i in range(ruled_out + 1)])
+    roster = Roster(db)
+    for i in range(ruled_out):
+        await roster.set_certificate(s.w.cg(i), "dbs", s.clock.now - 1)
+    assert await s.dispatcher.on_device_event(s.event()) is not None
+    assert await s.offered() == [0] * ruled_out + [1]
 
 
 def _boundary(cell: str) -> list[tuple[float, float]]:
