@@ -158,6 +158,8 @@ class IncidentFrame(BaseModel):
     assignee_id: str | None = None
     assignee_name: str | None = None
     eta_s: float | None = None
+    lat: float | None = Field(default=None, description="the home's approximate location (~100 m)")
+    lon: float | None = None
     at: float
 
 

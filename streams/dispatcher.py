@@ -358,6 +358,8 @@ class Dispatcher:
                 "assignee_id": assignee,
                 "assignee_name": name,
                 "eta_s": None if eta_s is None else round(eta_s, 1),
+                "lat": round(incident.lat, 3),
+                "lon": round(incident.lon, 3),
                 "at": self._clock(),
             }
         )

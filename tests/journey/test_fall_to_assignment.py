@@ -133,6 +133,7 @@ async def test_fall_is_offered_declined_reoffered_accepted_and_seen_by_family(
     seen = await family.expect(is_type("incident", incident_id=incident_id, state="assigned"))
     assert seen["assignee_name"] == "Fiona Far"
     assert 0 < seen["eta_s"] < 600
+    assert (seen["lat"], seen["lon"]) == (round(HOME[0], 3), round(HOME[1], 3))  # approximate
     await console.expect(is_type("incident", incident_id=incident_id, state="assigned"))
     assert not [f for f in other.seen if f.get("type") == "offer"]
 
