@@ -133,6 +133,10 @@ class Outcome:
     statuses: list[VisitRecord] = field(default_factory=list)
     alerts: list[AlertChange] = field(default_factory=list)
 
+    def __bool__(self) -> bool:
+        """Whether there is anything to save, alert or tell."""
+        return bool(self.records or self.statuses or self.alerts)
+
     def merge(self, other: Outcome) -> None:
         self.records.update(other.records)
         self.statuses += other.statuses

@@ -149,6 +149,8 @@ class VisitKeeper:
 
     async def _publish(self, outcome: Outcome, now: float) -> bool:
         """Save, apply alerts, send frames; False if a record had moved (nothing of it sent)."""
+        if not outcome:
+            return True  # most fixes change nothing: no round trip for them
         saved = {r.visit.visit_id for r in await self.store.save(outcome.records.values())}
         alerts = [a for a in outcome.alerts if a.visit_id is None or a.visit_id in saved]
         frames: list[tuple[str, BaseModel]] = []
