@@ -83,11 +83,44 @@
     if (f.state === "raised") el("announce").textContent = `Visit alert: ${describeAlert(f)}`;
   }
 
+  // A family's page (or a caregiver's) gets visit_status frames: the latest state of each visit.
+  const visits = new Map(); // visit_id -> latest visit_status frame
+  const VISIT_WORDS = {
+    scheduled: "is scheduled", en_route: "is on the way", arrived: "has arrived",
+    in_visit: "is with them", left: "has left", missed: "missed the visit",
+  };
+
+  function describeVisit(f) {
+    const eta = typeof f.eta_s === "number" ? ` (about ${Math.max(1, Math.round(f.eta_s / 60))} min away)` : "";
+    return `${who(f.caregiver_id)} ${VISIT_WORDS[f.state] || f.state} · ${f.patient_id}${eta}`;
+  }
+
+  function applyVisitStatus(f) {
+    const known = visits.get(f.visit_id);
+    if (known && known.at > f.at) return;
+    visits.set(f.visit_id, f);
+    if (known && known.state === f.state && known.eta_s === f.eta_s) return;
+    log(describeVisit(f), f.state === "missed" ? "escalated" : "");
+    renderVisits();
+  }
+
+  function renderVisits() {
+    const list = el("visits");
+    list.replaceChildren(...[...visits.values()].sort((a, b) => b.at - a.at).map((f) => {
+      const item = document.createElement("li");
+      item.className = `visit ${f.state}`;
+      item.textContent = describeVisit(f);
+      return item;
+    }));
+    el("no-visits").hidden = visits.size > 0;
+  }
+
   function onFrame(frame) {
     if (typeof frame.seq === "number" && frame.seq > lastSeq) lastSeq = frame.seq;
     if (frame.type === "location") applyLocation(frame);
     else if (frame.type === "incident") applyIncident(frame);
     else if (frame.type === "alert") applyAlert(frame);
+    else if (frame.type === "visit_status") applyVisitStatus(frame);
     else return; // control frames (hello, ack, error, pong) and types this page does not know
     dirty = true;
   }
