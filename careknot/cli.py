@@ -119,6 +119,35 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return _run(report())
 
 
+def cmd_visit(args: argparse.Namespace, settings: Settings) -> int:
+    """A person's check-in or check-out when GPS failed: recorded with the reason, for review."""
+    import redis.asyncio as aioredis
+
+    from careknot.storage.postgres import Database
+    from streams.visits import VisitKeeper
+
+    async def record() -> int:
+        redis = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            async with Database(settings) as db:
+                keeper = VisitKeeper(settings, db, redis)
+                at = args.at if args.at is not None else time.time()
+                kind = args.action.replace("-", "_")
+                done = await keeper.manual(args.visit_id, kind, args.reason, at)
+        finally:
+            await redis.aclose()
+        if done is None:
+            print(
+                f"visit {args.visit_id}: unknown, or {args.action} does not apply now",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"visit {args.visit_id}: {done.state} (manual, for review: {args.reason})")
+        return 0
+
+    return _run(record())
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.bench import run_bench
 
@@ -174,6 +203,13 @@ def _parser() -> argparse.ArgumentParser:
     visits.add_argument("--to", dest="end", required=True, help="ISO 8601, exclusive")
     visits.add_argument("--format", choices=["csv", "json"], default="csv")
     visits.set_defaults(func=cmd_report)
+
+    visit = sub.add_parser("visit", help="a manual check-in or check-out, flagged for review")
+    visit.add_argument("action", choices=["check-in", "check-out"])
+    visit.add_argument("visit_id")
+    visit.add_argument("--reason", required=True, help="why GPS could not tell (kept for review)")
+    visit.add_argument("--at", type=float, help="epoch seconds (default: now)")
+    visit.set_defaults(func=cmd_visit)
 
     bench = sub.add_parser("bench", help="measure a hot path")
     bench.add_argument("what", choices=sorted(BENCHMARKS))
