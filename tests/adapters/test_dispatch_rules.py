@@ -45,13 +45,6 @@ from ws_gateway.server import Gateway
 from ws_gateway.session import Assign, Resolve, decide_command, parse_frame
 
 # the fixtures of test_stores, in this module's namespace (so with a namespace of its own)
-settings = stores.settings
-first_migration = stores.first_migration
-db = stores.db
-db2 = stores.db2
-redis = stores.redis
-live = stores.live
-box = stores.box
 make_scene = stores.make_scene
 
 pytestmark = pytest.mark.servers

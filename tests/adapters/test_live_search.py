@@ -42,13 +42,7 @@ class Person:
     status: str
 
 
-# the fixtures of test_stores, in this module's namespace
-settings = stores.settings
-first_migration = stores.first_migration
-db = stores.db
-redis = stores.redis
-live = stores.live
-box = stores.box
+# the scene maker of test_stores (the stores' fixtures come from conftest.py)
 make_scene = stores.make_scene
 
 pytestmark = pytest.mark.servers

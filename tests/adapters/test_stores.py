@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -29,6 +28,7 @@ from careknot.storage.schema import MIGRATIONS
 from dispatch.model import PlannedOffer
 from dispatch.ranking import search_plan
 from streams.dispatcher import Dispatcher
+from tests.adapters.conftest import drop_namespace
 
 pytestmark = pytest.mark.servers
 
@@ -37,68 +37,6 @@ M_PER_DEG_LAT = 111_195.0
 RACE_ROUNDS = 20
 
 Frame = dict[str, Any]
-
-
-# ---------------------------------------------------------------- fixtures
-
-
-async def drop_namespace(settings: Settings) -> None:
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.namespace}" CASCADE')
-    finally:
-        await conn.close()
-    client = aioredis.from_url(settings.redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{settings.namespace}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture(scope="module")
-async def settings(migrated: Settings) -> AsyncIterator[Settings]:
-    """The session's servers, with a namespace of this module's own."""
-    own = migrated.model_copy(update={"namespace": f"t{uuid.uuid4().hex[:8]}"})
-    yield own
-    await drop_namespace(own)
-
-
-@pytest.fixture(scope="module")
-async def first_migration(settings: Settings) -> list[int]:
-    async with Database(settings) as db:
-        return await db.migrate()
-
-
-@pytest.fixture(scope="module")
-async def db(settings: Settings, first_migration: list[int]) -> AsyncIterator[Database]:
-    async with Database(settings) as database:
-        yield database
-
-
-@pytest.fixture(scope="module")
-async def db2(db: Database, settings: Settings) -> AsyncIterator[Database]:
-    """A second pool on the same schema: another process."""
-    async with Database(settings) as database:
-        yield database
-
-
-@pytest.fixture(scope="module")
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture(scope="module")
-def live(redis: aioredis.Redis, settings: Settings) -> LiveIndex:
-    return LiveIndex(redis, settings)
-
-
-@pytest.fixture(scope="module")
-def box(redis: aioredis.Redis, settings: Settings) -> outbox.Outbox:
-    return outbox.Outbox(redis, settings)
 
 
 # ---------------------------------------------------------------- a small world per test

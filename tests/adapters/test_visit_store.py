@@ -27,8 +27,8 @@ from geofence.transitions import FenceTracker, TrackerConfig
 from geofence.transitions import Fix as TrackFix
 from geofence.visits import AlertChange, Visit, VisitRules
 from streams.visits import VisitKeeper
+from tests.adapters.conftest import drop_namespace
 from tests.adapters.test_cli import careknot
-from tests.adapters.test_stores import drop_namespace
 
 pytestmark = pytest.mark.servers
 

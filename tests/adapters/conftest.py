@@ -1,0 +1,75 @@
+"""Fixtures of the adapter tests: a namespace of the module's own on the session's servers
+(Postgres schema and Redis key prefix, removed at teardown), and the stores on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from careknot.settings import Settings
+from careknot.storage import outbox
+from careknot.storage.live import LiveIndex
+from careknot.storage.postgres import Database
+
+
+async def drop_namespace(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.namespace}" CASCADE')
+    finally:
+        await conn.close()
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{settings.namespace}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="module")
+async def settings(migrated: Settings) -> AsyncIterator[Settings]:
+    """The session's servers, with a namespace of this module's own."""
+    own = migrated.model_copy(update={"namespace": f"t{uuid.uuid4().hex[:8]}"})
+    yield own
+    await drop_namespace(own)
+
+
+@pytest.fixture(scope="module")
+async def first_migration(settings: Settings) -> list[int]:
+    async with Database(settings) as db:
+        return await db.migrate()
+
+
+@pytest.fixture(scope="module")
+async def db(settings: Settings, first_migration: list[int]) -> AsyncIterator[Database]:
+    async with Database(settings) as database:
+        yield database
+
+
+@pytest.fixture(scope="module")
+async def db2(db: Database, settings: Settings) -> AsyncIterator[Database]:
+    """A second pool on the same schema: another process."""
+    async with Database(settings) as database:
+        yield database
+
+
+@pytest.fixture(scope="module")
+async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def live(redis: aioredis.Redis, settings: Settings) -> LiveIndex:
+    return LiveIndex(redis, settings)
+
+
+@pytest.fixture(scope="module")
+def box(redis: aioredis.Redis, settings: Settings) -> outbox.Outbox:
+    return outbox.Outbox(redis, settings)
