@@ -10,12 +10,10 @@ import asyncio
 import json
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiomqtt
-import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -209,12 +207,5 @@ async def _dead_letter_reasons(consumer: AIOKafkaConsumer, wanted: set[str]) -> 
 
 
 async def _timeline(settings: Settings, incident_id: str) -> list[str]:
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        rows = await conn.fetch(
-            f'SELECT kind FROM "{settings.namespace}".events WHERE incident_id = $1 ORDER BY seq',
-            uuid.UUID(incident_id),
-        )
-    finally:
-        await conn.close()
-    return [r["kind"] for r in rows]
+    async with Database(settings) as db:
+        return [e.kind for e in await db.incident_events(incident_id)]
