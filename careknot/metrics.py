@@ -47,7 +47,9 @@ class IngestMetrics:
             "careknot_ingest_rejected", "Payloads dead-lettered, by reason", ["reason"], registry=r
         )
         self.produce_failures = Counter(
-            "careknot_ingest_produce_failures", "Kafka deliveries that failed", registry=r
+            "careknot_ingest_produce_failures",
+            "records (fixes, events, letters) whose Kafka delivery failed",
+            registry=r,
         )
         self.owntracks_ignored = Counter(
             "careknot_ingest_owntracks_ignored",

@@ -1,14 +1,15 @@
 """The Faust app: topics and agents. Agents only batch, call the core and write results.
 
-- ``fixes``: batches of fixes screened by the quality filters; accepted ones into the Redis
-  live index and to dispatchers, accepted and late ones into the history in Postgres.
+- ``fixes``: messages each holding a batch of fixes (``ingest.batching``), taken several at a
+  time; screened by the quality filters, accepted ones into the Redis live index and to
+  dispatchers, accepted and late ones into the history in Postgres; and, at the same time,
+  fed to the visits (arrivals at and departures from patients' homes, ``streams.visits``).
 - ``device-events``: emergencies open incidents and start offer waves.
 - ``offer-answers``: accepts and declines, and dispatchers' assign and resolve commands
   (partitioned by incident, so one incident's are handled in order by one worker).
 - a timer expires offers past their window and moves their incidents on, and escalates
   incidents not accepted within ``ESCALATE_AFTER_S`` of opening.
-- ``visits``: the same fixes again, for arrivals at and departures from patients' homes, and a
-  timer for late and missed visits (``streams.visits``).
+- a timer for late and missed visits (``streams.visits``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 import faust
+import orjson
 import redis.asyncio as aioredis
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from careknot.contracts import DeviceEvent, Fix, LocationFrame, OfferAnswer
 from careknot.metrics import FixMetrics
@@ -40,8 +42,9 @@ from streams.visits import VisitKeeper
 
 log = logging.getLogger(__name__)
 
-FIX_BATCH = 1000
-FIX_BATCH_WITHIN_S = 0.05
+FIX_MESSAGES = 16
+"""Kafka messages of fixes taken at once (each holds up to ``MAX_FIXES_PER_MESSAGE``)."""
+FIX_BATCH_WITHIN_S = 0.02
 TICK_S = 0.5
 HEARTBEAT_S = 1.0
 VISIT_TICK_S = 5.0
@@ -121,18 +124,23 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
             partitions=s.kafka_partitions,
         )
 
+    keeper = VisitKeeper(s, rt.db, rt.redis)
+
     @app.agent(topic("fixes"), name="fixes")
     async def fixes(stream: Any) -> None:
+        """The live index and history, and the visits, from the same fixes at the same time."""
         history = History(rt.db)
         policies = AgencyPolicies(QualityPolicy(max_future_s=s.max_clock_skew_s))
         metrics = FixMetrics()
         throttle = outbox.LocationThrottle()
         flusher = asyncio.create_task(outbox.keep_flushing(rt.outbox, throttle, time.time))
         try:
-            async for batch in stream.take(FIX_BATCH, within=FIX_BATCH_WITHIN_S):
-                decoded = _decode_all(Fix, batch)
-                step = partial(_apply_fixes, rt, decoded, history, policies, metrics, throttle)
-                await _with_retries("fixes", step)
+            async for batch in stream.take(FIX_MESSAGES, within=FIX_BATCH_WITHIN_S):
+                decoded = decode_fixes(batch)
+                await rt.ready()
+                live = partial(_apply_fixes, rt, decoded, history, policies, metrics, throttle)
+                visits = partial(keeper.on_fixes, decoded)
+                await asyncio.gather(_with_retries("fixes", live), _with_retries("visits", visits))
                 metrics.log_if_due(time.monotonic())
         finally:
             flusher.cancel()
@@ -160,16 +168,6 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
     async def offer_timer() -> None:
         await (await rt.ready()).dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
 
-    keeper = VisitKeeper(s, rt.db, rt.redis)
-
-    @app.agent(topic("fixes"), name="visits")
-    async def visits(stream: Any) -> None:
-        """Every fix again (Faust gives each agent on a topic every message), for visits."""
-        async for batch in stream.take(FIX_BATCH, within=FIX_BATCH_WITHIN_S):
-            decoded = _decode_all(Fix, batch)
-            await rt.ready()
-            await _with_retries("visits", partial(keeper.on_fixes, decoded))
-
     @app.timer(VISIT_TICK_S)  # type: ignore[untyped-decorator]
     async def visit_timer() -> None:
         await rt.ready()
@@ -179,6 +177,33 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
     async def heartbeat() -> None:
         if app.consumer.assignment():
             await rt.redis.set(s.key("health", "worker"), str(time.time()), ex=5)
+
+
+_FIX_LIST = TypeAdapter(list[Fix])
+
+
+def decode_fixes(values: list[bytes]) -> list[Fix]:
+    """The fixes of messages each holding a JSON array of fixes or one fix, in order; a fix
+    that does not decode is logged and dropped, and its neighbours are kept."""
+    out: list[Fix] = []
+    for value in values:
+        if not value.startswith(b"["):
+            out += _decode_all(Fix, [value])
+            continue
+        try:
+            out += _FIX_LIST.validate_json(value)
+        except ValidationError:
+            out += _decode_items(value)
+    return out
+
+
+def _decode_items(value: bytes) -> list[Fix]:
+    try:
+        items = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        log.error("undecodable batch of fixes on Kafka dropped: %s", exc)
+        return []
+    return _decode_all(Fix, [orjson.dumps(item) for item in items])
 
 
 def _decode_all(model: type[T], values: list[bytes]) -> list[T]:

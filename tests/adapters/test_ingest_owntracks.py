@@ -25,6 +25,7 @@ from careknot.storage.postgres import CaregiverRow, Database
 from ingest.owntracks import OwnTracksDevice
 from ingest.registry import register_owntracks_device
 from ingest.service import IngestService
+from streams.app import decode_fixes
 from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.servers
@@ -118,8 +119,11 @@ async def collect_until(
         async with asyncio.timeout(within):
             while not done(seen):
                 for tp, records in (await consumer.getmany(timeout_ms=200)).items():
-                    into = seen.fixes if tp.topic == settings.topic("fixes") else seen.letters
-                    into.extend(orjson.loads(r.value) for r in records if r.value)
+                    values = [r.value for r in records if r.value]
+                    if tp.topic == settings.topic("fixes"):
+                        seen.fixes += [f.model_dump() for f in decode_fixes(values)]
+                    else:
+                        seen.letters += [orjson.loads(v) for v in values]
     finally:
         await consumer.stop()
     return seen

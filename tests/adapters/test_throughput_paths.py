@@ -31,9 +31,10 @@ from careknot.storage import outbox
 from careknot.storage.history import History
 from careknot.storage.postgres import CaregiverRow, Database
 from geofence.quality import AgencyPolicies
+from ingest.batching import partition_of
 from ingest.parse import Limits, parse_location, route
 from ingest.service import IngestService, fast_fix
-from streams.app import Runtime, _apply_fixes
+from streams.app import Runtime, _apply_fixes, decode_fixes
 from tests.support import free_port
 
 TAG = uuid.uuid4().hex[:8]
@@ -156,23 +157,40 @@ def publications() -> list[tuple[str, bytes]]:
     return [(f"ck/{AGENCY}/cg/{cg}/loc", orjson.dumps(p)) for cg, p in out]
 
 
-async def fixes_on_kafka(settings: Settings, expected: int) -> list[bytes]:
-    """This agency's fixes on the fixes topic, once ``expected`` of them are there."""
+async def fixes_on_kafka(settings: Settings, expected: int) -> list[tuple[int, Fix]]:
+    """This agency's fixes on the fixes topic with their partitions, in the order of each
+    partition, once ``expected`` of them are there."""
     consumer = AIOKafkaConsumer(
         settings.topic("fixes"),
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
     )
-    found: list[bytes] = []
+    found: list[tuple[int, Fix]] = []
     await consumer.start()
     try:
         async with asyncio.timeout(WITHIN_S):
             while len(found) < expected:
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    found += [r.value for r in records if AGENCY.encode() in r.value]
+                for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                    fixes = decode_fixes([r.value for r in records if r.value])
+                    found += [(tp.partition, f) for f in fixes if f.agency_id == AGENCY]
     finally:
         await consumer.stop()
     return found
+
+
+def check_partitioned(
+    settings: Settings, sent: list[tuple[str, bytes]], found: list[tuple[int, Fix]]
+) -> None:
+    """Each caregiver's fixes sit in her key's partition, in the order she published them."""
+    published: dict[str, list[float]] = {}
+    for topic, payload in sent:
+        published.setdefault(topic.split("/")[3], []).append(float(orjson.loads(payload)["tst"]))
+    on_kafka: dict[str, list[float]] = {}
+    for p, f in found:
+        assert p == partition_of(f.caregiver_id, settings.kafka_partitions)
+        on_kafka.setdefault(f.caregiver_id, []).append(f.ts)
+    assert on_kafka == published
+    assert len({p for p, _ in found}) > 1  # the caregivers are spread, not all in one
 
 
 async def test_published_fixes_reach_redis_and_the_history_exactly_once(
@@ -182,14 +200,16 @@ async def test_published_fixes_reach_redis_and_the_history_exactly_once(
     async with aiomqtt.Client(settings.mqtt_host, settings.mqtt_port) as client:
         for topic, payload in sent:
             await client.publish(topic, payload, qos=1)
-    values = await fixes_on_kafka(settings, len(sent))
-    assert len(values) == len(sent)  # ingest produced each message once
+    found = await fixes_on_kafka(settings, len(sent))
+    assert len(found) == len(sent)  # ingest produced each message once
+    check_partitioned(settings, sent, found)
+    values = [f for _, f in found]
     rt = await Runtime(settings).ready()
     throttle = outbox.LocationThrottle()
     try:
         history = History(rt.db)
         for n in range(0, len(values), 25):  # batches, as the worker takes them
-            batch = [Fix.model_validate_json(v) for v in values[n : n + 25]]
+            batch = values[n : n + 25]
             await _apply_fixes(rt, batch, history, AgencyPolicies(), FixMetrics(), throttle)
         await check_history(rt)
         await check_live(settings)
