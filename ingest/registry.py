@@ -40,9 +40,14 @@ class Registry:
         self._cache: dict[tuple[str, str], tuple[str | None, float]] = {}
         self._owntracks: dict[OwnTracksDevice, tuple[tuple[str, str] | None, float]] = {}
 
+    def knows(self, r: Route) -> bool:
+        """Whether the answer for the topic's subject is cached and fresh (check won't wait)."""
+        cached = self._cache.get((_who(r), r.subject))
+        return cached is not None and cached[1] > self._clock()
+
     async def check(self, r: Route, topic: str) -> None:
         """Raise :class:`RejectedPayload` unless the topic's subject belongs to its agency."""
-        who = "caregiver" if r.kind == "loc" else "device"
+        who = _who(r)
         agency = await self._agency_of(who, r.subject)
         if agency is None:
             raise RejectedPayload(f"unknown_{who}", r.subject, topic=topic)
@@ -79,3 +84,7 @@ class Registry:
                 "unknown_owntracks_device", f"{device.user}/{device.device}", topic=topic
             )
         return cached[0]
+
+
+def _who(r: Route) -> str:
+    return "caregiver" if r.kind == "loc" else "device"

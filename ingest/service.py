@@ -183,7 +183,8 @@ class IngestService:
                 r = route(topic)
             except RejectedPayload:
                 continue
-            routes.setdefault((r.kind, r.agency, r.subject), (r, topic))
+            if not self._registry.knows(r):
+                routes.setdefault((r.kind, r.agency, r.subject), (r, topic))
         if len(routes) > 1:
             checks = (self._registry.check(r, topic) for r, topic in routes.values())
             await asyncio.gather(*checks, return_exceptions=True)

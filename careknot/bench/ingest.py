@@ -11,6 +11,11 @@ the publish to the position being visible in Redis, for a sample of caregivers p
 Options (after ``careknot bench ingest``): ``--rates 1000,5000,...``, ``--duration S``,
 ``--caregivers N``, ``--publishers N``, ``--ingest N`` and ``--workers N`` (processes in all:
 the bench starts those beyond ``careknot up``'s one of each), ``--keep-going``.
+
+Each run also reports the CPU microseconds one fix cost in each part of the system
+(:mod:`careknot.bench.cpu`: ingest, worker, kafka, mqtt, redis, postgres, bench = the publishers
+and the sampler), from the processes' CPU time between the start of the run and its end; the
+servers' figures include whatever else used them meanwhile.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import paho.mqtt.client as paho
 import redis.asyncio as aioredis
 from paho.mqtt.enums import CallbackAPIVersion
 
+from careknot.bench import cpu
 from careknot.bench.report import latency_figures, machine, write
 from careknot.servers import free_port
 from careknot.settings import Settings
@@ -83,6 +89,7 @@ class Run:
     throughput: float
     kept_up: bool
     latency: dict[str, float]
+    cpu_us_per_fix: dict[str, float]
 
 
 def fix_payload(index: int, step: int, base_tst: int) -> bytes:
@@ -153,6 +160,8 @@ class Bench:
         start_at = time.time() + 1.0
         shares = [self._share(k, p, steps, rate / p, start_at) for k in range(p)]
         before = await self._history_count()
+        pids = cpu.roles([os.getpid()])
+        cpu_before = cpu.cpu_by_role(pids)
         sampler = asyncio.create_task(self._sample(self.step + steps))
         loop = asyncio.get_running_loop()
         results = await asyncio.gather(
@@ -161,10 +170,13 @@ class Bench:
         published = sum(r[0] for r in results)
         publish_s = max(r[1] for r in results)
         done_at = await self._until_complete(before + published, duration)
+        used = cpu.per_fix_us(cpu_before, cpu.cpu_by_role(pids), published)
         seen = await sampler
         self.step += steps
         timing = (start_at, publish_s, done_at)
-        return await self._run_figures(rate, results, published, timing, seen, before)
+        run = await self._run_figures(rate, results, published, timing, seen, before)
+        run.cpu_us_per_fix.update(used)
+        return run
 
     def _share(self, k: int, p: int, steps: int, rate: float, start_at: float) -> Share:
         mine = self.ids[k::p]
@@ -202,6 +214,7 @@ class Bench:
             throughput=round(published / (done_at - start_at), 1) if done_at else 0.0,
             kept_up=done_at is not None and drain <= KEPT_UP_S and in_history == published,
             latency=latency_figures(lags, "publish_to_redis") if lags else {},
+            cpu_us_per_fix={},
         )
 
     async def _history_count(self) -> int:
