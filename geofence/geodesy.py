@@ -40,12 +40,13 @@ def unit_vectors(lats: FloatArray, lons: FloatArray) -> FloatArray:
 
 
 def haversine_term(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """``sin²(d / 2R)`` for the great-circle distance ``d`` between two points (degrees).
-
-    Computed as a quarter of the squared chord between the points' unit vectors: the same number
-    as the haversine formula's, with no trigonometry per pair once the vectors are known.
-    """
-    return chord_term(unit_vector(lat1, lon1), unit_vector(lat2, lon2))
+    """``sin²(d / 2R)`` for the great-circle distance ``d`` between two points (degrees): the
+    haversine formula, the same number as a quarter of the squared chord between the points'
+    unit vectors (:func:`chord_term`, which needs no trigonometry once the vectors are known)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    s_lat = math.sin((p2 - p1) / 2)
+    s_lon = math.sin(math.radians(lon2 - lon1) / 2)
+    return s_lat * s_lat + math.cos(p1) * math.cos(p2) * s_lon * s_lon
 
 
 def chord_term(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:

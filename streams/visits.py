@@ -98,7 +98,9 @@ class VisitKeeper:
         if moves:
             records = await self.store.records_for(moves.keys(), now, HORIZON_S)
             for cid, m in moves.items():
-                await self._decide(cid, m, index, records.get(cid, []), now)
+                mine = records.get(cid, [])
+                if mine or m.transitions:  # with neither, nothing can change
+                    await self._decide(cid, m, index, mine, now)
         await self.store.save_trackers(trackers[cid] for cid in moves)
 
     async def tick(self) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import asyncpg
+import orjson
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
@@ -259,14 +260,14 @@ class VisitStore:
             out[cid] = FenceTracker(cid, config)
             if value is not None:
                 try:
-                    out[cid] = FenceTracker.from_dict(json.loads(value), config)
+                    out[cid] = FenceTracker.from_dict(orjson.loads(value), config)
                 except ValueError:
                     log.warning("tracker state of %s unreadable: starting afresh", cid)
         return out
 
     async def save_trackers(self, trackers: Iterable[FenceTracker]) -> None:
         mapping: dict[FieldT, EncodableT] = {
-            t.caregiver_id: json.dumps(t.to_dict()) for t in trackers
+            t.caregiver_id: orjson.dumps(t.to_dict()) for t in trackers
         }
         if mapping:
             await self._redis.hset(self._s.key("visits", "trackers"), mapping=mapping)
