@@ -42,8 +42,11 @@ from streams.visits import VisitKeeper
 
 log = logging.getLogger(__name__)
 
-FIX_MESSAGES = 16
-"""Kafka messages of fixes taken at once (each holds up to ``MAX_FIXES_PER_MESSAGE``)."""
+FIX_MESSAGES = 512
+"""Kafka messages of fixes taken at once at most: ingest packs what one wake-up took, from one
+fix each when few flow to ``MAX_FIXES_PER_MESSAGE``, so the count caps little; the fixes are
+then handled :data:`FIX_STEP` at a time."""
+FIX_STEP = 4000
 FIX_BATCH_WITHIN_S = 0.02
 TICK_S = 0.5
 HEARTBEAT_S = 1.0
@@ -138,9 +141,13 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
             async for batch in stream.take(FIX_MESSAGES, within=FIX_BATCH_WITHIN_S):
                 decoded = decode_fixes(batch)
                 await rt.ready()
-                live = partial(_apply_fixes, rt, decoded, history, policies, metrics, throttle)
-                visits = partial(keeper.on_fixes, decoded)
-                await asyncio.gather(_with_retries("fixes", live), _with_retries("visits", visits))
+                for n in range(0, len(decoded), FIX_STEP):
+                    step = decoded[n : n + FIX_STEP]
+                    live = partial(_apply_fixes, rt, step, history, policies, metrics, throttle)
+                    visits = partial(keeper.on_fixes, step)
+                    await asyncio.gather(
+                        _with_retries("fixes", live), _with_retries("visits", visits)
+                    )
                 metrics.log_if_due(time.monotonic())
         finally:
             flusher.cancel()

@@ -282,8 +282,11 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             "gateway_port": free_port(),
             "worker_datadir": str(workdir / "worker"),
             "ingest_metrics_port": 0,
-            # nothing answers there, so the system starts a Kafka of its own
+            # nothing answers there, so the system starts a Kafka and an MQTT broker of its
+            # own: MQTT topics are not namespaced, and every ingest on a shared broker would
+            # parse this load (and this one theirs)
             "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+            "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
         }
     )
     system = RunningSystem(bench_settings, workdir, simulate=False)
