@@ -16,7 +16,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, cast
 
 import aiomqtt
@@ -166,7 +166,7 @@ class Phones:
         await self.recorded(len(PARKED) * min(rounds, PARKED_ROUNDS) + len(MOVING) * rounds)
 
 
-async def _lose(settings: Settings, doomed: Any) -> int:
+async def _lose(settings: Settings, doomed: Callable[[str], bool]) -> int:
     """DEL, one at a time, the namespace's keys ``doomed`` picks (never another namespace's)."""
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     deleted = 0
