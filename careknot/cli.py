@@ -58,7 +58,8 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from simulators.city import CityConfig, run
+    from simulators.population import CityConfig
+    from simulators.simulate import run
 
     config = CityConfig(
         caregivers=args.caregivers,

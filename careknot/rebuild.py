@@ -1,29 +1,55 @@
 """Rebuilding the live picture in Redis from the record in Postgres (``careknot rebuild``).
 
-Redis holds only what can be rebuilt. After it loses its data, each caregiver's latest live
-fix (``fixes`` rows with ``live``: late and duplicate fixes never moved the position) is
-applied again through :meth:`LiveIndex.update`, the same script the worker uses, so cell
-membership comes back with the position and a newer fix the worker wrote meanwhile is never
-overwritten. Caregivers assigned to an incident still ``assigned`` are marked busy again.
-Running it twice changes nothing.
+Redis holds only what can be rebuilt, and may lose any part of it (a flush, a restart without
+persistence, eviction) while fixes keep flowing. The rebuild runs beside the live stream:
+
+1. Each caregiver's latest live fix (``fixes`` rows with ``live``: late and duplicate fixes
+   never moved the position) is applied again through :meth:`LiveIndex.update`, the worker's
+   own script, so a newer position the worker wrote meanwhile is never overwritten.
+2. Caregivers assigned to an incident still ``assigned`` are marked busy.
+3. Cell membership is made to match the positions: each caregiver hash is added to the street
+   and area sets of its own cell, and every set loses the members whose hash says another cell
+   (or is gone). A partial loss leaves such strays: a hash lost while its sets survived makes
+   the worker's next fix add her to a new cell without leaving the old one.
+4. Whoever is ``busy`` in Redis but no longer assigned in Postgres (read again, after the busy
+   statuses were read) is made available.
+5. Offers still pending and within their window get their ``{ns}:offer:{id}`` record back, so
+   the gateways accept their answers.
+6. A caregiver at a visit checked in by GPS (``arrived`` or ``in_visit``) has her tracker in
+   ``{ns}:visits:trackers`` know she is inside that home, so her leaving checks the visit out
+   (``careknot.restore``).
+
+Each step on Redis is a server-side script per batch (atomic against the worker's own), or
+writes what a concurrent writer would write too. Running it twice changes nothing. Two windows
+are left, each a few milliseconds wide: a fix whose Redis write was lost while its history row
+was not yet committed when the rebuild read leaves her one fix behind until her next one; a
+caregiver freed and assigned again while the rebuild runs may be left available until a second
+run.
+
+Not rebuilt: the rest of the trackers' state (dwell evidence over the last fixes: a caregiver
+arriving or leaving when Redis was lost starts her dwell again with her next fix), the
+outboxes (messages in flight to WebSocket clients, and their ``seq`` counters, which start
+again: a client resumes from what the stream holds) and the worker's heartbeat.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from careknot.contracts import Fix
+from careknot.restore import restore_offers, restore_trackers
 from careknot.settings import Settings
-from careknot.storage.live import BUSY, LiveIndex
+from careknot.storage.live import AVAILABLE, BUSY, LiveIndex
 from careknot.storage.postgres import Database
 
 log = logging.getLogger(__name__)
 
 BATCH = 5000  # fixes per script call: one call holds Redis, so keep each one short
+KEYS_BATCH = 500  # keys per membership script call
 
 _LATEST_LIVE = (
     "SELECT DISTINCT ON (caregiver_id) caregiver_id, agency_id, ts, lat, lon, acc, vel, batt,"
@@ -33,16 +59,54 @@ _ASSIGNED = (
     "SELECT DISTINCT assignee_id FROM incidents"
     " WHERE state = 'assigned' AND assignee_id IS NOT NULL ORDER BY assignee_id"
 )
+# ARGV: ns, caregiver ids. Puts each caregiver with a position into the street and area sets
+# of her cells. Returns how many memberships were missing, then the ids of the busy.
+_JOIN_OWN_CELLS = """
+local ns, added, busy = ARGV[1], 0, {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local v = redis.call('HMGET', ns .. ':cg:' .. id, 'agency', 'cell', 'area', 'status')
+  if v[1] and v[2] and v[3] then
+    added = added + redis.call('SADD', ns .. ':street:' .. v[1] .. ':' .. v[2], id)
+    added = added + redis.call('SADD', ns .. ':area:' .. v[1] .. ':' .. v[3], id)
+  end
+  if v[4] == 'busy' then busy[#busy + 1] = id end
+end
+return {added, busy}
+"""
+
+# ARGV: ns, then per cell set three: level, agency, cell. Removes the members whose hash does
+# not place them in that cell of that agency (or is gone). Returns how many were removed.
+_LEAVE_OTHER_CELLS = """
+local ns, removed = ARGV[1], 0
+for i = 2, #ARGV, 3 do
+  local level, agency, cell = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = ns .. ':' .. level .. ':' .. agency .. ':' .. cell
+  local field = level == 'street' and 'cell' or 'area'
+  for _, id in ipairs(redis.call('SMEMBERS', key)) do
+    local v = redis.call('HMGET', ns .. ':cg:' .. id, field, 'agency')
+    if v[1] ~= cell or v[2] ~= agency then
+      removed = removed + redis.call('SREM', key, id)
+    end
+  end
+end
+return removed
+"""
 
 
 @dataclass(frozen=True, slots=True)
 class Rebuilt:
     """What a rebuild did: positions read from Postgres, how many of them moved the live
-    index (none on a second run), and caregivers marked busy."""
+    index (none on a second run), caregivers assigned (marked busy), cell memberships put
+    right (added or removed), and caregivers made available again."""
 
     positions: int
     moved: int
     busy: int
+    memberships: int = 0
+    freed: int = 0
+    offers: int = 0
+    trackers: int = 0
 
 
 async def latest_fixes(db: Database) -> list[Fix]:
@@ -70,20 +134,70 @@ async def busy_caregivers(db: Database) -> list[str]:
     return [r["assignee_id"] for r in await db.pool.fetch(_ASSIGNED)]
 
 
-async def rebuild(db: Database, live: LiveIndex) -> Rebuilt:
-    """Apply the latest live fixes again and restore busy statuses."""
+class Memberships:
+    """Cell membership of one namespace made to match the caregivers' positions."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self._redis, self._ns = redis, settings.namespace
+        self._join = redis.register_script(_JOIN_OWN_CELLS)
+        self._leave = redis.register_script(_LEAVE_OTHER_CELLS)
+
+    async def join_own_cells(self) -> tuple[int, set[str]]:
+        """Memberships added, and the caregivers whose status is busy."""
+        added, busy = 0, set()
+        async for keys in self._keys("cg"):
+            ids = [k.removeprefix(f"{self._ns}:cg:") for k in keys]
+            n, ids_busy = await self._join(keys=[], args=[self._ns, *ids])
+            added += int(n)
+            busy |= {b.decode() for b in ids_busy}
+        return added, busy
+
+    async def leave_other_cells(self) -> int:
+        """Memberships removed."""
+        removed = 0
+        for level in ("street", "area"):
+            async for keys in self._keys(level):
+                args = [self._ns]
+                for key in keys:
+                    agency, cell = key.removeprefix(f"{self._ns}:{level}:").rsplit(":", 1)
+                    args += [level, agency, cell]
+                removed += int(await self._leave(keys=[], args=args))
+        return removed
+
+    async def _keys(self, kind: str) -> AsyncIterator[list[str]]:
+        """The namespace's keys of one kind, a batch at a time."""
+        batch: list[str] = []
+        async for key in self._redis.scan_iter(match=f"{self._ns}:{kind}:*", count=KEYS_BATCH):
+            batch.append(key.decode() if isinstance(key, bytes) else str(key))
+            if len(batch) == KEYS_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+async def rebuild(db: Database, redis: aioredis.Redis, settings: Settings) -> Rebuilt:
+    """Positions, statuses, cell membership, pending offers and trackers at visits of the
+    namespace, from Postgres, beside the live stream."""
+    live, cells = LiveIndex(redis, settings), Memberships(redis, settings)
     fixes = await latest_fixes(db)
     moved = 0
     for start in range(0, len(fixes), BATCH):
         moved += len(await live.update(fixes[start : start + BATCH]))
-    busy = await busy_caregivers(db)
-    await _mark_busy(live, busy)
-    return Rebuilt(positions=len(fixes), moved=moved, busy=len(busy))
+    assigned = await busy_caregivers(db)
+    await _set_status(live, assigned, BUSY)
+    added, busy = await cells.join_own_cells()
+    removed = await cells.leave_other_cells()
+    freed = sorted(busy - set(await busy_caregivers(db)))
+    await _set_status(live, freed, AVAILABLE)
+    offers = await restore_offers(db, redis, settings)
+    trackers = await restore_trackers(db, redis, settings)
+    return Rebuilt(len(fixes), moved, len(assigned), added + removed, len(freed), offers, trackers)
 
 
-async def _mark_busy(live: LiveIndex, caregiver_ids: Sequence[str]) -> None:
+async def _set_status(live: LiveIndex, caregiver_ids: Sequence[str], status: str) -> None:
     for caregiver_id in caregiver_ids:
-        await live.set_status(caregiver_id, BUSY)
+        await live.set_status(caregiver_id, status)
 
 
 async def run(settings: Settings) -> int:
@@ -91,12 +205,14 @@ async def run(settings: Settings) -> int:
     redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url)
     try:
         async with Database(settings, max_size=2) as db:
-            done = await rebuild(db, LiveIndex(redis, settings))
+            done = await rebuild(db, redis, settings)
     finally:
         await redis.aclose()
     log.info("rebuilt %s: %s", settings.namespace, done)
     print(
         f"namespace {settings.namespace}: {done.positions} positions read,"
-        f" {done.moved} applied, {done.busy} caregivers busy"
+        f" {done.moved} applied, {done.busy} caregivers busy, {done.freed} made available,"
+        f" {done.memberships} cell memberships put right, {done.offers} pending offers,"
+        f" {done.trackers} visit trackers"
     )
     return 0

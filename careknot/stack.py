@@ -60,7 +60,7 @@ def default_commands(simulate: bool) -> list[tuple[str, list[str]]]:
 
 def console_agency_id() -> str:
     """The simulated city's agency, whose dispatcher the console signs in as."""
-    from simulators.city import AGENCY_ID
+    from simulators.population import AGENCY_ID
 
     return AGENCY_ID
 

@@ -34,7 +34,8 @@ from careknot.settings import Settings
 from geofence.fences import Fence
 from geofence.geodesy import LocalFrame
 from geofence.index import FenceIndex
-from simulators.city import City, CityConfig, Home
+from simulators.city import City
+from simulators.population import CityConfig, Home
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 

@@ -23,7 +23,7 @@ from careknot.contracts import Role as RoleName
 from careknot.settings import Settings
 from careknot.storage import outbox
 from careknot.storage.outbox import Outbox
-from ws_gateway import server
+from ws_gateway import web
 from ws_gateway.server import Gateway
 
 pytestmark = pytest.mark.servers
@@ -337,7 +337,7 @@ async def test_static_files_and_no_traversal(
     (static / "index.html").write_text("<h1>console</h1>")
     (static / "app.js").write_text("console.log(1)")
     (tmp_path / "secret.txt").write_text("secret")
-    monkeypatch.setattr(server, "STATIC_DIR", static)
+    monkeypatch.setattr(web, "STATIC_DIR", static)
     status, headers, body = await http_get(gateway, "/")
     assert (status, headers["content-type"], body) == (
         200,

@@ -1,8 +1,10 @@
 """``careknot rebuild`` against the real Redis and Postgres: the worker records fixes, Redis
-loses the namespace, and the live picture (positions, cell membership, busy) comes back whole."""
+loses the namespace, and the live picture (positions, cell membership, busy) comes back whole;
+what a partial loss leaves is put right; pending offers and trackers at visits come back."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -24,7 +26,12 @@ from careknot.storage.history import History
 from careknot.storage.incidents import IncidentStore
 from careknot.storage.live import AVAILABLE, BUSY
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from careknot.storage.visits import VisitStore
+from dispatch.model import PlannedOffer
 from geofence.quality import AgencyPolicies
+from geofence.transitions import FenceState, FenceTracker
+from geofence.transitions import Fix as TrackerFix
+from geofence.visits import Visit
 from streams.app import Runtime, _apply_fixes
 
 pytestmark = pytest.mark.servers
@@ -157,7 +164,7 @@ async def test_the_live_picture_comes_back_whole_after_redis_loses_it(
     assert await _delete_namespace(settings) > 0
     assert await _picture(settings) == {}
 
-    first = await rebuild(runtime.db, runtime.live)
+    first = await rebuild(runtime.db, runtime.redis, settings)
     assert first == Rebuilt(positions=len(CAREGIVERS), moved=len(CAREGIVERS), busy=1)
     after = await _picture(settings)
     assert after == before
@@ -167,9 +174,10 @@ async def test_the_live_picture_comes_back_whole_after_redis_loses_it(
 
     assert _rebuild_verb(settings) == (
         f"namespace {settings.namespace}: {len(CAREGIVERS)} positions read, 0 applied,"
-        " 1 caregivers busy"
+        " 1 caregivers busy, 0 made available, 0 cell memberships put right,"
+        " 0 pending offers, 0 visit trackers"
     )
-    again = await rebuild(runtime.db, runtime.live)
+    again = await rebuild(runtime.db, runtime.redis, settings)
     assert again == Rebuilt(positions=len(CAREGIVERS), moved=0, busy=1)
     assert await _picture(settings) == before
 
@@ -197,7 +205,7 @@ async def test_a_newer_position_already_in_redis_is_kept(
     cg = CAREGIVERS[3]
     newer = fix(3, FIXES_EACH + 1, t0)
     await runtime.live.update([newer])
-    await rebuild(runtime.db, runtime.live)
+    await rebuild(runtime.db, runtime.redis, settings)
     picture = await _picture(settings)
     assert picture[settings.key("cg", cg)]["ts"] == str(newer.ts)
     assert cg in picture[settings.key("street", AGENCY, await _cell(settings, cg))]
@@ -209,3 +217,94 @@ async def _cell(settings: Settings, caregiver: str) -> str:
         return str(await r.hget(settings.key("cg", caregiver), "cell"))
     finally:
         await r.aclose()
+
+
+async def test_strays_missing_cells_and_stale_busy_are_put_right(
+    settings: Settings, runtime: Runtime
+) -> None:
+    """What a partial loss leaves: a caregiver in a cell she has left, one missing from her own
+    cell, and one busy in Redis with no incident assigned in Postgres."""
+    await rebuild(runtime.db, runtime.redis, settings)
+    whole = await _picture(settings)
+    stray, lost, idle = CAREGIVERS[4], CAREGIVERS[5], CAREGIVERS[6]
+    r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        await r.sadd(settings.key("street", AGENCY, "88194ad2c3fffff"), stray)
+        await r.sadd(settings.key("area", AGENCY, "86194ad2fffffff"), stray)
+        await r.srem(settings.key("street", AGENCY, await _cell(settings, lost)), lost)
+    finally:
+        await r.aclose()
+    await runtime.live.set_status(idle, BUSY)
+
+    done = await rebuild(runtime.db, runtime.redis, settings)
+    assert (done.memberships, done.freed, done.moved) == (3, 1, 0)
+    assert await _picture(settings) == whole
+
+
+async def test_pending_offers_and_trackers_at_visits_come_back(
+    settings: Settings, runtime: Runtime
+) -> None:
+    """An offer still in its window gets its record back (one past it does not). A caregiver at
+    a visit checked in by GPS has her tracker know she is inside that home, whatever else it
+    holds; one whose arrival there is under way keeps it; a manual check-in gives nothing."""
+    now = time.time()
+    store = IncidentStore(runtime.db)
+    opened = await store.open(
+        event_id="rb-evt-offers",
+        agency_id=AGENCY,
+        patient_id="rb-pat",
+        device_id="rb-dev",
+        kind="fall",
+        severity=1,
+        at=now,
+    )
+    assert opened is not None
+    plans = [PlannedOffer(CAREGIVERS[10], 1, 500.0, 60.0, now + 60)]
+    plans.append(PlannedOffer(CAREGIVERS[11], 1, 900.0, 90.0, now - 1))
+    sent = await store.start_wave(opened, plans, now)
+    assert sent is not None
+    fresh, afresh, arriving, manual = CAREGIVERS[12:16]
+    await _at_visits(runtime, {fresh: "gps", afresh: "gps", arriving: "gps", manual: "manual"}, now)
+    await _delete_namespace(settings)
+    seen = FenceTracker(afresh, last=TrackerFix(afresh, *ORIGIN, now - 5.25, 4.0))
+    dwelling = FenceTracker(arriving, fences={"rb-pat": FenceState(False, now - 3)})
+    for tracker in (seen, dwelling):
+        key = settings.key("visits", "trackers")
+        await runtime.redis.hset(key, tracker.caregiver_id, json.dumps(tracker.to_dict()))
+
+    done = await rebuild(runtime.db, runtime.redis, settings)
+    assert (done.offers, done.trackers) == (1, 2)
+    r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        offer = await r.hgetall(settings.key("offer", sent[0].offer_id))
+        gone = await r.exists(settings.key("offer", sent[1].offer_id))
+        stored = await r.hgetall(settings.key("visits", "trackers"))
+    finally:
+        await r.aclose()
+    assert offer["caregiver_id"] == CAREGIVERS[10]
+    assert offer["incident_id"] == opened.id
+    assert (offer["agency_id"], gone) == (AGENCY, 0)
+    assert float(offer["expires_at"]) == pytest.approx(now + 60, abs=1e-3)
+    trackers = {cg: FenceTracker.from_dict(json.loads(v)) for cg, v in stored.items()}
+    assert trackers.keys() == {fresh, afresh, arriving}
+    assert trackers[fresh].inside == trackers[afresh].inside == {"rb-pat"}
+    assert trackers[afresh].last == seen.last
+    assert trackers[arriving].to_dict() == dwelling.to_dict()
+    assert (await rebuild(runtime.db, runtime.redis, settings)).trackers == 0
+
+
+async def _at_visits(runtime: Runtime, sources: dict[str, str], now: float) -> None:
+    """A visit at the patient's home per caregiver, checked in by ``sources[caregiver]``."""
+    visits = VisitStore(runtime.db, runtime.redis, runtime.settings)
+    await visits.add_visits(
+        [
+            Visit(f"rb-{source}-{cg}", AGENCY, "rb-pat", cg, now - 600, now + 1200, *ORIGIN)
+            for cg, source in sources.items()
+        ]
+    )
+    for cg, source in sources.items():
+        await runtime.db.pool.execute(
+            "UPDATE visits SET state = 'arrived', check_in = $2::jsonb WHERE id = $1",
+            f"rb-{source}-{cg}",
+            json.dumps({"at": now - 300, "source": source, "reason": ""}),
+        )

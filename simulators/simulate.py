@@ -1,0 +1,236 @@
+"""``careknot simulate``: the simulated city against the running system.
+
+:func:`run` seeds the registry in Postgres, publishes the city's fixes and falls over MQTT, and
+(optionally) lets every caregiver answer offers over the gateway's WebSocket. The city itself is
+``simulators.city``'s (pure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from typing import Literal
+
+import aiomqtt
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+from careknot import tokens
+from careknot.errors import CareKnotError
+from careknot.settings import Settings
+from simulators.city import City, Fall, SimFix
+from simulators.population import AGENCY_ID, AGENCY_NAME, CityConfig
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+
+Answer = Literal["accept", "decline"]
+
+
+def plan_answer(
+    rng: random.Random, config: CityConfig
+) -> tuple[float, Literal["accept", "decline"]]:
+    """How long a simulated caregiver takes to answer an offer, and what she answers."""
+    delay = rng.uniform(*config.answer_delay_s)
+    return delay, "accept" if rng.random() < config.accept_probability else "decline"
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: ``next()`` gives the next delay in seconds."""
+
+    def __init__(self, rng: random.Random, first: float = 0.5, cap: float = 30.0) -> None:
+        self._rng, self._first, self._cap = rng, first, cap
+        self._ceiling = first
+
+    def next(self) -> float:
+        delay = self._rng.uniform(self._ceiling / 2, self._ceiling)
+        self._ceiling = min(self._cap, self._ceiling * 2)
+        return delay
+
+    def reset(self) -> None:
+        self._ceiling = self._first
+
+
+def location_topic(caregiver_id: str) -> str:
+    return f"ck/{AGENCY_ID}/cg/{caregiver_id}/loc"
+
+
+def event_topic(device_id: str) -> str:
+    return f"ck/{AGENCY_ID}/dev/{device_id}/evt"
+
+
+def location_payload(fix: SimFix) -> bytes:
+    """The fix as OwnTracks location JSON."""
+    body: dict[str, object] = {
+        "_type": "location",
+        "lat": round(fix.lat, 7),
+        "lon": round(fix.lon, 7),
+        "tst": fix.tst,
+        "acc": fix.acc,
+        "vel": fix.vel,
+        "batt": fix.batt,
+    }
+    if fix.cog is not None:
+        body["cog"] = round(fix.cog)
+    return orjson.dumps(body)
+
+
+def fall_payload(fall: Fall, ts: float, sent_at: float) -> bytes:
+    return orjson.dumps({"type": "fall", "ts": ts, "seq": fall.seq, "data": {"sent_at": sent_at}})
+
+
+async def seed_registry(settings: Settings, city: City) -> None:
+    """Write the agency, its caregivers, patients and fall detectors to Postgres (idempotent)."""
+    from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+
+    async with Database(settings) as db:
+        await db.migrate()
+        await db.upsert_agency(AGENCY_ID, AGENCY_NAME)
+        await db.upsert_caregivers(
+            [CaregiverRow(c.id, AGENCY_ID, c.name, c.skills) for c in city.caregivers]
+        )
+        await db.upsert_patients(
+            [PatientRow(h.patient_id, AGENCY_ID, h.name, h.at.lat, h.at.lon) for h in city.homes]
+        )
+        await db.upsert_devices(
+            [DeviceRow(h.device_id, AGENCY_ID, h.patient_id, "fall_detector") for h in city.homes]
+        )
+
+
+async def _publish(settings: Settings, city: City) -> None:
+    """Publish fixes and falls for ever, reconnecting to the broker when it goes away."""
+    backoff = Backoff(random.Random())
+    while True:
+        try:
+            async with aiomqtt.Client(hostname=settings.mqtt_host, port=settings.mqtt_port) as mq:
+                log.info("publishing to mqtt://%s:%d", settings.mqtt_host, settings.mqtt_port)
+                backoff.reset()
+                await _tick(mq, city)
+        except aiomqtt.MqttError as exc:
+            delay = backoff.next()
+            log.warning("MQTT: %s; retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+
+
+async def _tick(mq: aiomqtt.Client, city: City) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time()
+    while True:
+        now = time.time()
+        for fix in city.step(now):
+            await mq.publish(location_topic(fix.caregiver_id), location_payload(fix), qos=0)
+        for fall in city.maybe_falls(now):
+            log.info("fall at %s (seq %d)", fall.device_id, fall.seq)
+            payload = fall_payload(fall, now, time.time())
+            await mq.publish(event_topic(fall.device_id), payload, qos=1)
+        deadline = max(deadline + TICK_S, loop.time())
+        await asyncio.sleep(deadline - loop.time())
+
+
+class OfferAnswerer:
+    """One simulated caregiver's phone: answers the offers the gateway sends her."""
+
+    def __init__(self, settings: Settings, config: CityConfig, caregiver_id: str) -> None:
+        self._settings, self._config, self.caregiver_id = settings, config, caregiver_id
+        self._rng = random.Random(f"{config.seed}:answers:{caregiver_id}")
+        self._last_seq = 0
+        self._answers: set[asyncio.Task[None]] = set()
+
+    def _url(self) -> str:
+        claims = tokens.Claims(
+            role="caregiver",
+            sub=self.caregiver_id,
+            agency=AGENCY_ID,
+            exp=time.time() + self._settings.token_ttl_s,
+        )
+        token = tokens.issue(claims, self._settings.token_secret)
+        return f"ws://{self._settings.gateway_host}:{self._settings.gateway_port}/ws?token={token}"
+
+    async def run(self) -> None:
+        backoff = Backoff(self._rng, first=1.0)
+        while True:
+            try:
+                async with connect(self._url(), proxy=None, open_timeout=10) as ws:
+                    backoff.reset()
+                    await self._session(ws)
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                log.debug("%s: gateway: %r", self.caregiver_id, exc)
+            finally:
+                for task in self._answers:
+                    task.cancel()
+            await asyncio.sleep(backoff.next())
+
+    async def _session(self, ws: ClientConnection) -> None:
+        if self._last_seq:
+            await ws.send(orjson.dumps({"type": "resume", "last_seq": self._last_seq}).decode())
+        async for raw in ws:
+            try:
+                frame = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(frame, dict):
+                continue
+            if isinstance(frame.get("seq"), int):
+                self._last_seq = max(self._last_seq, frame["seq"])
+            if frame.get("type") == "offer" and isinstance(frame.get("offer_id"), str):
+                task = asyncio.create_task(self._answer(ws, frame["offer_id"]))
+                self._answers.add(task)
+                task.add_done_callback(self._answers.discard)
+
+    async def _answer(self, ws: ClientConnection, offer_id: str) -> None:
+        delay, answer = plan_answer(self._rng, self._config)
+        await asyncio.sleep(delay)
+        reply: dict[str, str] = {"type": answer, "offer_id": offer_id}
+        if answer == "decline":
+            reply["reason"] = "busy"
+        with contextlib.suppress(WebSocketException):
+            await ws.send(orjson.dumps(reply).decode())
+        log.info("%s: %s offer %s", self.caregiver_id, answer, offer_id)
+
+
+async def run(settings: Settings, config: CityConfig) -> int:
+    """``careknot simulate``: run the city until SIGINT/SIGTERM or cancellation."""
+    city = City(config, time.time())
+    try:
+        await seed_registry(settings, city)
+    except CareKnotError as exc:
+        log.error("cannot seed the registry: %s", exc)
+        return 1
+    log.info("city of %d caregivers, %d homes", len(city.caregivers), len(city.homes))
+    tasks = [asyncio.create_task(_publish(settings, city), name="sim-publish")]
+    if config.answer_offers:
+        tasks += [
+            asyncio.create_task(OfferAnswerer(settings, config, c.id).run(), name=f"sim-{c.id}")
+            for c in city.caregivers
+        ]
+    return await _until_stopped(tasks)
+
+
+async def _until_stopped(tasks: list[asyncio.Task[None]]) -> int:
+    """Wait for SIGINT/SIGTERM (or a task failing), then cancel every task."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stopper, *tasks):
+            task.cancel()
+        await asyncio.gather(stopper, *tasks, return_exceptions=True)
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+    failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception()]
+    for task in failed:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+    return 1 if failed else 0

@@ -1,0 +1,201 @@
+"""One client's conversation with the gateway, once its WebSocket is open: authentication
+(a ``token`` query parameter or a first ``auth`` frame), ``hello``, the replay of what it
+missed, the live messages the relay queued for it, and the frames it sends (pings, resumes,
+caregivers' answers, dispatchers' commands), each answered or refused."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from careknot import tokens
+from careknot.errors import AuthError, CareKnotError, RejectedAnswer, RejectedInput, StorageError
+from careknot.settings import Settings
+from careknot.storage.outbox import Outbox
+from careknot.tokens import Claims
+from ws_gateway.answers import ANSWER_TOPIC, AnswerDesk
+from ws_gateway.session import (
+    MALFORMED,
+    PONG,
+    TOO_LARGE,
+    Answer,
+    Assign,
+    Auth,
+    Counters,
+    Delivered,
+    Ping,
+    Resolve,
+    Resume,
+    ack_frame,
+    command_ack_frame,
+    decide_command,
+    error_frame,
+    hello_frame,
+    parse_frame,
+    seq_of,
+)
+
+log = logging.getLogger(__name__)
+
+AUTH_TIMEOUT_S = 5.0
+QUEUE_SIZE = 1024
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOO_BIG = 1009
+UNAVAILABLE = "unavailable"
+
+
+@dataclass(eq=False)
+class Connection:
+    """One client's live state: its recipient, its queue of relayed messages, what it got."""
+
+    ws: ServerConnection
+    claims: Claims
+    recipient: str
+    queue: asyncio.Queue[tuple[int, bytes]] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
+    )
+    delivered: Delivered = field(default_factory=Delivered)
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
+    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, seq: int, message: bytes) -> bool:
+        """Queue a relayed message; False (once) when the queue overflows."""
+        if self.overflowed.is_set():
+            return True
+        try:
+            self.queue.put_nowait((seq, message))
+        except asyncio.QueueFull:
+            self.overflowed.set()
+            return False
+        return True
+
+
+class Conversations:
+    """What the gateway says to each client and does with what it says; one per gateway."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        producer: AIOKafkaProducer,
+        outbox: Outbox,
+        counters: Counters,
+    ) -> None:
+        self._settings, self._redis, self._producer = settings, redis, producer
+        self._outbox, self._counters = outbox, counters
+        self._answers = AnswerDesk(redis, producer, settings)
+
+    async def authenticate(self, ws: ServerConnection, token: str | None) -> Claims:
+        if token is None:
+            try:
+                first = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
+                command = parse_frame(first)
+            except TimeoutError as exc:
+                raise AuthError(f"no token within {AUTH_TIMEOUT_S:g} s") from exc
+            except RejectedInput as exc:
+                raise AuthError(f"first frame: {exc}") from exc
+            if not isinstance(command, Auth):
+                raise AuthError("the first frame must be auth")
+            token = command.token
+        return tokens.verify(token, self._settings.token_secret, time.time())
+
+    async def refuse(self, ws: ServerConnection, rejection: RejectedInput, code: int) -> None:
+        self._counters.rejected[rejection.reason] += 1
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(error_frame(rejection), text=True)
+            await ws.close(code, rejection.reason)
+
+    async def converse(self, conn: Connection, last_seq: str | None) -> None:
+        seq_now = int(await self._redis.get(self._settings.key("outseq", conn.recipient)) or 0)
+        await conn.ws.send(hello_frame(conn.claims, conn.recipient, seq_now), text=True)
+        if last_seq is not None and last_seq.isdigit():
+            await self._replay(conn, int(last_seq))
+        async with asyncio.TaskGroup() as tasks:
+            pump = tasks.create_task(self._pump(conn), name=f"pump {conn.recipient}")
+            guard = tasks.create_task(self._guard(conn), name=f"guard {conn.recipient}")
+            try:
+                await self._listen(conn)
+            finally:
+                pump.cancel()
+                guard.cancel()
+
+    async def _pump(self, conn: Connection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                seq, message = await conn.queue.get()
+                async with conn.sending:
+                    if conn.delivered.take_live(seq):
+                        await conn.ws.send(message, text=True)
+
+    async def _guard(self, conn: Connection) -> None:
+        await conn.overflowed.wait()
+        await conn.ws.close(CLOSE_TRY_AGAIN_LATER, "too slow")
+
+    async def _replay(self, conn: Connection, last_seq: int) -> None:
+        async with conn.sending:
+            kept = {seq_of(m): m for m in await self._outbox.since(conn.recipient, last_seq)}
+            for seq in conn.delivered.take_replay(last_seq, kept):
+                await conn.ws.send(kept[seq], text=True)
+
+    async def _listen(self, conn: Connection) -> None:
+        try:
+            async for raw in conn.ws:
+                await self._on_frame(conn, raw)
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
+                self._counters.rejected[TOO_LARGE] += 1
+
+    async def _on_frame(self, conn: Connection, raw: str | bytes) -> None:
+        try:
+            command = parse_frame(raw)
+            if isinstance(command, Ping):
+                await conn.ws.send(PONG, text=True)
+            elif isinstance(command, Resume):
+                await self._replay(conn, command.last_seq)
+            elif isinstance(command, Answer):
+                await self._answers.forward(conn.claims, command)
+                self._counters.answers[command.type] += 1
+                await conn.ws.send(ack_frame(command.offer_id), text=True)
+            elif isinstance(command, Assign | Resolve):
+                await self._forward_command(conn.claims, command)
+                await conn.ws.send(command_ack_frame(command), text=True)
+            else:
+                raise RejectedInput(MALFORMED, "already authenticated")
+        except RejectedInput as exc:
+            await self._reject(conn, exc, raw)
+        except (StorageError, RedisError) as exc:
+            log.warning("%s: cannot serve a frame: %s", conn.recipient, exc)
+            await self._reject(conn, RejectedInput(UNAVAILABLE, "try again"), raw)
+
+    async def _forward_command(self, claims: Claims, command: Assign | Resolve) -> None:
+        """A dispatcher's assign or resolve, to the answers topic keyed by incident."""
+        event = decide_command(claims, command, command_id=uuid.uuid4().hex, now=time.time())
+        value = orjson.dumps(event.model_dump(mode="json"))
+        try:
+            await self._producer.send_and_wait(
+                self._settings.topic(ANSWER_TOPIC), value, key=event.incident_id.encode()
+            )
+        except KafkaError as exc:
+            raise StorageError(f"kafka: producing a {command.type}: {exc}") from exc
+
+    async def _reject(self, conn: Connection, rejection: RejectedInput, raw: str | bytes) -> None:
+        self._counters.rejected[rejection.reason] += 1
+        await conn.ws.send(error_frame(rejection), text=True)
+        if isinstance(rejection, RejectedAnswer):
+            source = f"ws:{conn.claims.role}:{conn.claims.agency}:{conn.claims.sub}"
+            try:
+                await self._answers.dead_letter(rejection, source, raw)
+            except CareKnotError as exc:
+                log.warning("dead letter lost: %s", exc)
