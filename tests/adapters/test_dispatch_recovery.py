@@ -21,6 +21,7 @@ from careknot.storage.offers import OfferStore
 from careknot.storage.postgres import Database
 from dispatch.model import PlannedOffer
 from dispatch.offers import ESCALATE_AFTER_S, JOIN_WINDOW_S, STALLED_AFTER_S
+from streams.app import Runtime
 from streams.dispatcher import Dispatcher
 from tests.adapters import test_stores as stores
 from tests.adapters.test_stores import Scene, SceneMaker, event_kinds, open_incident
@@ -180,6 +181,25 @@ async def test_a_wave_that_expired_while_no_worker_ran_goes_to_the_next_caregive
     assert await outcomes(s, 0) == ["expired"]
     assert await s.offered() == [1, 1, 0]
     assert (await incident_row(db, incident.id)).state == "offered"
+    assert await times_offered(db, incident.id) == {s.w.cg(0): 1, s.w.cg(1): 1}
+
+
+async def test_a_starting_worker_moves_on_what_fell_due_while_none_ran(
+    make_scene: SceneMaker, db: Database, settings: Settings
+) -> None:
+    """The worker's own start (``Runtime.ready``), on the real clock."""
+    s = await make_scene([100, 200])
+    s.clock.now -= 30  # the fall came 30 s ago; the worker offered it to her, then died
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    assert await s.offered() == [1, 0]
+    rt = Runtime(settings)
+    try:
+        await rt.ready()
+    finally:
+        await rt.close()
+    assert await outcomes(s, 0) == ["expired"]  # her 20 s ran out 10 s ago
+    assert await s.offered() == [1, 1]
     assert await times_offered(db, incident.id) == {s.w.cg(0): 1, s.w.cg(1): 1}
 
 
