@@ -6,10 +6,13 @@ production servers (see README, "Production").
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dispatch.offers import DEFAULT_WINDOW_S, SEVERITIES, WINDOWS_S
 
 DEV_TOKEN_SECRET = "careknot-dev-secret-change-me"
 
@@ -38,7 +41,13 @@ class Settings(BaseSettings):
     token_ttl_s: int = 12 * 3600
     worker_datadir: str = ".careknot/worker"
     # dispatch
-    offer_window_s: float = 45.0
+    offer_window_s: float = Field(
+        default=DEFAULT_WINDOW_S, gt=0, description="an offer's window where its severity has none"
+    )
+    offer_window_by_severity: dict[int, float] = Field(
+        default_factory=lambda: dict(WINDOWS_S),
+        description='severity (1 most urgent) -> seconds, JSON: {"1": 20, "2": 45}',
+    )
     offer_wave_size: int = 1
     max_waves: int = 3
     search_area_rings: int = Field(default=3, ge=1, le=10, description="~6 km each")
@@ -51,6 +60,21 @@ class Settings(BaseSettings):
     max_payload_bytes: int = 4096
     max_clock_skew_s: float = 300.0
     ingest_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0: no metrics")
+
+    @field_validator("offer_window_by_severity", mode="before")
+    @classmethod
+    def _json_text(cls, value: object) -> object:
+        """JSON text as the environment gives it, also where a process passes its settings on
+        as ``CAREKNOT_*`` values (``careknot up``'s state file)."""
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("offer_window_by_severity")
+    @classmethod
+    def _known_severities(cls, windows: dict[int, float]) -> dict[int, float]:
+        for severity, window_s in windows.items():
+            if severity not in SEVERITIES or window_s <= 0:
+                raise ValueError(f"severity {severity}: {window_s} s (severities {SEVERITIES})")
+        return windows
 
     @property
     def mqtt_host(self) -> str:

@@ -1,21 +1,54 @@
-"""Offer waves: who is asked next, and when to stop asking and escalate."""
+"""Offer waves: who is asked next, how long each offer stands, and when to stop asking and
+escalate."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from dispatch.model import PlannedOffer, Ranked
 
 SEVERITY = {"fall": 1, "sos": 1, "dispenser_tamper": 2, "dose_missed": 3}
+SEVERITIES = (1, 2, 3)  # 1 is the most urgent
+CRITICAL = 1
 EMERGENCY_KINDS = frozenset({"fall", "sos"})
 JOIN_WINDOW_S = 600.0  # a trigger from the same home this soon joins its waiting incident
 ESCALATE_AFTER_S = 40.0  # without an acceptance this long after opening, a person is told
+DEFAULT_WINDOW_S = 45.0  # an offer's window where its severity has none of its own
+WINDOWS_S: Mapping[int, float] = {CRITICAL: 20.0}  # falls and SOS: shorter waves
+STALLED_AFTER_S = 2.0  # waiting this long with no offer out and no answer: a worker dropped it
 
 
 def severity_of(kind: str) -> int:
     """1 is the most urgent."""
     return SEVERITY.get(kind, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class OfferTiming:
+    """How long an offer stands, and when a person is told, by the incident's severity.
+
+    An incident escalates after ``max_waves`` waves or ``after_s`` seconds without an
+    acceptance, whichever comes first. The waves of a severity last at most ``max_waves``
+    windows, so the time rule never waits longer than that: a shorter window brings
+    escalation forward, a longer one never puts it off beyond ``after_s``.
+    """
+
+    windows_s: Mapping[int, float] = field(default_factory=lambda: dict(WINDOWS_S))
+    default_window_s: float = DEFAULT_WINDOW_S
+    max_waves: int = 3
+
+    def window_s(self, severity: int) -> float:
+        return self.windows_s.get(severity, self.default_window_s)
+
+    def escalate_after_s(self, severity: int, after_s: float) -> float:
+        """Seconds after opening when an incident of this severity is escalated by time."""
+        return min(after_s, max(self.max_waves, 0) * self.window_s(severity))
+
+    def opened_before(self, now: float, after_s: float) -> dict[int, float]:
+        """Per severity, incidents opened before this time are due for escalation."""
+        return {sev: now - self.escalate_after_s(sev, after_s) for sev in SEVERITIES}
 
 
 def plan_wave(

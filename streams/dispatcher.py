@@ -1,7 +1,9 @@
 """Dispatch orchestration: from a device event to offers, answers, timeouts and escalation.
 
 The decisions are the pure core's (``dispatch.ranking``, ``dispatch.offers``); the atomic
-state changes are the stores'; this module wires them and tells people through the outbox.
+state changes are the stores'; this module wires them, and ``streams.notices`` tells people.
+The offer timer (``tick``) and a starting worker (``resume``) also move on whatever a worker
+that stopped halfway left behind, so no incident waits unanswered.
 """
 
 from __future__ import annotations
@@ -9,23 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
+from itertools import groupby
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel
 
-from careknot.contracts import (
-    DeviceEvent,
-    IncidentFrame,
-    IncidentSummary,
-    OfferAnswer,
-    OfferFrame,
-    OfferOutcome,
-    OfferResultFrame,
-)
+from careknot.contracts import DeviceEvent, OfferAnswer, OfferOutcome
 from careknot.escalation import Webhook
 from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.incidents import Handover, IncidentRow, IncidentStore, SentOffer, Trigger
+from careknot.storage.backlog import Backlog
+from careknot.storage.handovers import Handover, HandoverStore
+from careknot.storage.incidents import WAITING, IncidentRow, IncidentStore, Trigger
 from careknot.storage.live import AVAILABLE, BUSY, LiveIndex
 from careknot.storage.offers import OfferStore
 from careknot.storage.postgres import Database
@@ -34,8 +29,18 @@ from dispatch.commands import DispatcherCommand
 from dispatch.eligibility import NEEDS, ineligibility, needs_of
 from dispatch.eta import StraightLineModel, TravelModel
 from dispatch.model import Ranked
-from dispatch.offers import EMERGENCY_KINDS, JOIN_WINDOW_S, next_step, plan_wave, severity_of
+from dispatch.offers import (
+    EMERGENCY_KINDS,
+    ESCALATE_AFTER_S,
+    JOIN_WINDOW_S,
+    STALLED_AFTER_S,
+    OfferTiming,
+    next_step,
+    plan_wave,
+    severity_of,
+)
 from dispatch.ranking import rank, search_plan
+from streams.notices import Notices, escalation_payload
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +63,15 @@ class Dispatcher:
     ) -> None:
         self._s = settings
         self._db = db
-        self._redis = redis
         self._incidents = IncidentStore(db)
         self._offers = OfferStore(db)
+        self._handovers = HandoverStore(db)
+        self._backlog = Backlog(db)
+        self._timing = OfferTiming(
+            settings.offer_window_by_severity, settings.offer_window_s, settings.max_waves
+        )
         self._live = LiveIndex(redis, settings)
-        self._outbox = outbox.Outbox(redis, settings)
+        self._notices = Notices(settings, db, redis, clock)
         self._model = model or StraightLineModel()
         self._clock = clock
         self._roster = Roster(db)
@@ -70,7 +79,6 @@ class Dispatcher:
         self._join_window_s = join_window_s
         url = settings.escalation_webhook_url
         self._webhook = webhook or (Webhook(url) if url else None)
-        self._names: dict[str, str] = {}
 
     # ------------------------------------------------------------ inputs
 
@@ -122,36 +130,17 @@ class Dispatcher:
             await self._assigned(result.incident_id, answer, result.eta_s, result.taken)
         elif result.outcome in ("taken", "offer_expired", "offer_taken", "offer_cancelled"):
             outcome: OfferOutcome = "expired" if result.outcome == "offer_expired" else "taken"
-            await self._outbox.send(
-                [
-                    (
-                        outbox.caregiver(answer.caregiver_id),
-                        OfferResultFrame(offer_id=answer.offer_id, outcome=outcome),
-                    )
-                ]
-            )
+            await self._notices.results([(answer.caregiver_id, answer.offer_id, outcome)])
         if result.wave_closed:
             await self._advance_by_id(result.incident_id)
 
     async def tick(self, escalate_after_s: float | None = None) -> None:
         """Expire offers whose window has passed and move their incidents on; with
-        ``escalate_after_s``, escalate incidents opened that long ago and still not accepted."""
+        ``escalate_after_s``, escalate incidents not accepted that long after opening (sooner
+        where their severity's waves run out sooner, see ``OfferTiming``); and move on any
+        incident left waiting with no offer out, as a worker that stopped halfway leaves it."""
         now = self._clock()
-        expired, closed = await self._offers.expire_due(now)
-        await self._outbox.send(
-            [
-                (
-                    outbox.caregiver(e.caregiver_id),
-                    OfferResultFrame(offer_id=e.offer_id, outcome="expired"),
-                )
-                for e in expired
-            ]
-        )
-        for incident_id in closed:
-            await self._advance_by_id(incident_id)
-        if escalate_after_s is not None:
-            for incident in await self._incidents.overdue(now - escalate_after_s):
-                await self._escalate(incident, "timeout", now)
+        await self._catch_up(now, escalate_after_s, quiet_since=now - STALLED_AFTER_S)
 
     async def on_command(self, cmd: DispatcherCommand) -> Handover:
         """A dispatcher's ``assign`` or ``resolve``, audited with her as the actor."""
@@ -159,11 +148,11 @@ class Dispatcher:
         if cmd.command == "assign":
             if cmd.caregiver_id is None:
                 return Handover("unknown_caregiver")
-            done = await self._incidents.assign(
+            done = await self._handovers.assign(
                 cmd.incident_id, cmd.caregiver_id, cmd.agency_id, cmd.actor, now
             )
         else:
-            done = await self._incidents.resolve(cmd.incident_id, cmd.agency_id, cmd.actor, now)
+            done = await self._handovers.resolve(cmd.incident_id, cmd.agency_id, cmd.actor, now)
         if not done.done:
             log.warning(
                 "%s %s by %s refused: %s", cmd.command, cmd.incident_id, cmd.actor, done.outcome
@@ -177,16 +166,61 @@ class Dispatcher:
     async def on_manual_assign(self, cmd: DispatcherCommand) -> Handover:
         return await self.on_command(cmd)
 
-    async def resume(self) -> None:
-        """After a restart: move on every incident left with no pending offer."""
-        for incident_id in await self._offers.waiting_incidents():
+    async def resume(self, escalate_after_s: float | None = ESCALATE_AFTER_S) -> None:
+        """After a restart, catch up with what fell due while no worker ran: offers past their
+        window expire and their incidents move on, overdue incidents escalate, every incident
+        left with no offer out gets its next wave (escalated ones too: their waves go on), and
+        offers recorded but never delivered are delivered."""
+        now = self._clock()
+        await self._catch_up(
+            now, escalate_after_s, quiet_since=now, escalated_below_wave=self._timing.max_waves
+        )
+        await self._deliver_lost_offers(now)
+
+    # ------------------------------------------------------------ timers and recovery
+
+    async def _catch_up(
+        self,
+        now: float,
+        escalate_after_s: float | None,
+        *,
+        quiet_since: float,
+        escalated_below_wave: int = 0,
+    ) -> None:
+        """Expire what is due, escalate what is overdue, move on what stalled."""
+        expired, closed = await self._offers.expire_due(now)
+        await self._notices.results((e.caregiver_id, e.offer_id, "expired") for e in expired)
+        for incident_id in closed:
             await self._advance_by_id(incident_id)
+        if escalate_after_s is not None:
+            opened_before = self._timing.opened_before(now, escalate_after_s)
+            for incident in await self._backlog.overdue(opened_before):
+                await self._escalate(incident, "timeout", now)
+        stalled = await self._backlog.stalled(
+            quiet_since, escalated_below_wave=escalated_below_wave
+        )
+        for incident_id in stalled:
+            await self._advance_by_id(incident_id)
+
+    async def _deliver_lost_offers(self, now: float) -> None:
+        """Offers a worker recorded in Postgres but stopped before telling anyone about (no
+        offer record in Redis): deliver them, same offer, for the rest of their window."""
+        standing = await self._backlog.standing_offers(now - STALLED_AFTER_S, now)
+        unrecorded = await self._notices.unrecorded([s.offer_id for s in standing])
+        lost = sorted(
+            (s for s in standing if s.offer_id in unrecorded), key=lambda s: s.incident_id
+        )
+        for incident_id, offers in groupby(lost, key=lambda s: s.incident_id):
+            incident = await self._incidents.get(incident_id)
+            if incident is not None and incident.state in WAITING:
+                log.warning("incident %s: delivering offers lost in a restart", incident_id)
+                await self._notices.offers(incident, list(offers), now)
 
     # ------------------------------------------------------------ waves
 
     async def _advance_by_id(self, incident_id: str) -> None:
         incident = await self._incidents.get(incident_id)
-        if incident is not None and incident.state in ("open", "offered", "escalated"):
+        if incident is not None and incident.state in WAITING:
             await self._advance(incident)
 
     async def _advance(self, incident: IncidentRow) -> None:
@@ -200,17 +234,17 @@ class Dispatcher:
             wave=incident.wave + 1,
             wave_size=self._s.offer_wave_size,
             now=now,
-            window_s=self._s.offer_window_s,
+            window_s=self._timing.window_s(incident.severity),
         )
         if (
-            next_step(wave=incident.wave + 1, max_waves=self._s.max_waves, planned=planned)
+            next_step(wave=incident.wave + 1, max_waves=self._timing.max_waves, planned=planned)
             == "escalate"
         ):
             await self._escalate(incident, "no_candidates" if not planned else "no_acceptance", now)
             return
         sent = await self._incidents.start_wave(incident, planned, now)
         if sent:
-            await self._send_offers(incident, sent)
+            await self._notices.offers(incident, sent, now)
 
     async def _wave_candidates(
         self, incident: IncidentRow, asked: Collection[str], now: float
@@ -263,129 +297,26 @@ class Dispatcher:
                 log.info("incident %s: %s not eligible (%s)", incident.id, cid, why)
         return keep
 
-    async def _send_offers(self, incident: IncidentRow, sent: list[SentOffer]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for s in sent:
-                key = self._s.key("offer", s.offer_id)
-                pipe.hset(
-                    key,
-                    mapping={
-                        "caregiver_id": s.caregiver_id,
-                        "incident_id": s.incident_id,
-                        "agency_id": incident.agency_id,
-                        "expires_at": s.planned.expires_at,
-                    },
-                )
-                pipe.expire(key, int(self._s.offer_window_s) + 3600)
-            await pipe.execute()
-        frames = [(outbox.caregiver(s.caregiver_id), self._offer_frame(incident, s)) for s in sent]
-        state = "escalated" if incident.state == "escalated" else "offered"
-        await self._outbox.send([*frames, *self._incident_frames(incident, state)])
-
-    def _offer_frame(self, incident: IncidentRow, s: SentOffer) -> OfferFrame:
-        summary = IncidentSummary(
-            incident_id=incident.id,
-            kind=incident.kind,
-            severity=incident.severity,
-            lat=round(incident.lat, 3),
-            lon=round(incident.lon, 3),
-            distance_m=round(s.planned.distance_m, 1),
-            eta_s=round(s.planned.eta_s, 1),
-        )
-        return OfferFrame(offer_id=s.offer_id, incident=summary, expires_at=s.planned.expires_at)
-
     async def _escalate(self, incident: IncidentRow, reason: str, now: float) -> None:
         if await self._incidents.escalate(incident, reason, now):
             log.warning("incident %s escalated: %s", incident.id, reason)
-            await self._outbox.send(self._incident_frames(incident, "escalated"))
+            await self._notices.escalated(incident)
             if self._webhook is not None:
-                self._webhook.notify(_escalation_payload(incident, reason, now))
+                self._webhook.notify(escalation_payload(incident, reason, now))
 
     async def _handed_over(self, incident: IncidentRow, done: Handover) -> None:
-        """Tell everyone a dispatcher's assign or resolve: offers closed, the state, her."""
-        outcome: OfferOutcome = "taken" if done.outcome == "assigned" else "cancelled"
-        frames: list[tuple[str, BaseModel]] = [
-            (outbox.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
-            for oid, cg in done.offers
-        ]
         if done.outcome == "assigned" and done.assignee_id is not None:
             await self._live.set_status(done.assignee_id, BUSY)
-            name = await self._name(done.assignee_id)
-            states = self._incident_frames(incident, "assigned", done.assignee_id, name)
-            frames += [*states, (outbox.caregiver(done.assignee_id), states[0][1])]
-        else:
-            if done.assignee_id is not None:
-                await self._live.set_status(done.assignee_id, AVAILABLE)
-            frames += self._incident_frames(incident, "resolved", done.assignee_id)
-        await self._outbox.send(frames)
+        elif done.assignee_id is not None:
+            await self._live.set_status(done.assignee_id, AVAILABLE)
+        await self._notices.handed_over(incident, done)
 
     async def _assigned(
         self, incident_id: str, answer: OfferAnswer, eta_s: float, taken: list[tuple[str, str]]
     ) -> None:
         await self._live.set_status(answer.caregiver_id, BUSY)
         incident = await self._incidents.get(incident_id)
-        if incident is None:
-            return
-        name = await self._name(answer.caregiver_id)
-        await self._outbox.send(
-            [
-                (
-                    outbox.caregiver(answer.caregiver_id),
-                    OfferResultFrame(offer_id=answer.offer_id, outcome="assigned"),
-                ),
-                *(
-                    (outbox.caregiver(cg), OfferResultFrame(offer_id=oid, outcome="taken"))
-                    for oid, cg in taken
-                ),
-                *self._incident_frames(incident, "assigned", answer.caregiver_id, name, eta_s),
-            ]
-        )
-
-    def _incident_frames(
-        self,
-        incident: IncidentRow,
-        state: str,
-        assignee: str | None = None,
-        name: str | None = None,
-        eta_s: float | None = None,
-    ) -> list[tuple[str, IncidentFrame]]:
-        frame = IncidentFrame.model_validate(
-            {
-                "incident_id": incident.id,
-                "patient_id": incident.patient_id,
-                "kind": incident.kind,
-                "state": state,
-                "assignee_id": assignee,
-                "assignee_name": name,
-                "eta_s": None if eta_s is None else round(eta_s, 1),
-                "lat": round(incident.lat, 3),
-                "lon": round(incident.lon, 3),
-                "at": self._clock(),
-            }
-        )
-        return [
-            (outbox.family_of(incident.patient_id), frame),
-            (outbox.dispatchers(incident.agency_id), frame),
-        ]
-
-    async def _name(self, caregiver_id: str) -> str:
-        if caregiver_id not in self._names:
-            row = await self._db.caregiver(caregiver_id)
-            self._names[caregiver_id] = row.name if row else caregiver_id
-        return self._names[caregiver_id]
-
-
-def _escalation_payload(incident: IncidentRow, reason: str, now: float) -> dict[str, object]:
-    return {
-        "type": "incident_escalated",
-        "incident_id": incident.id,
-        "agency_id": incident.agency_id,
-        "patient_id": incident.patient_id,
-        "kind": incident.kind,
-        "severity": incident.severity,
-        "reason": reason,
-        "waves": incident.wave,
-        "lat": round(incident.lat, 3),
-        "lon": round(incident.lon, 3),
-        "at": now,
-    }
+        if incident is not None:
+            await self._notices.assigned(
+                incident, answer.caregiver_id, answer.offer_id, eta_s, taken
+            )

@@ -1,14 +1,17 @@
-"""Incidents and offers in Postgres, with every step appended to the event log.
+"""Incidents in Postgres as the dispatcher moves them: opened or joined by a trigger, offered
+in waves, escalated; every step appended to the event log.
 
 Each decision is a conditional update inside one transaction, so concurrent workers and
 gateways cannot both win: an incident moves to ``assigned`` once, a wave starts once.
+Answers and expiry are :mod:`careknot.storage.offers`'s, dispatchers' assign and resolve
+:mod:`careknot.storage.handovers`'s, and what fell due :mod:`careknot.storage.backlog`'s.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -58,49 +61,15 @@ class SentOffer:
     planned: PlannedOffer
 
 
-@dataclass(slots=True)
-class Answered:
-    """What an accept or decline changed."""
-
-    incident_id: str
-    outcome: str  # "assigned", "declined", or why it could not be taken
-    eta_s: float = 0.0
-    taken: list[tuple[str, str]] = field(default_factory=list)  # (offer_id, caregiver_id)
-    wave_closed: bool = False
-
-
-@dataclass(slots=True)
-class Handover:
-    """What a dispatcher's assign or resolve changed: ``outcome`` is ``assigned`` or
-    ``resolved``, or why nothing changed (``unknown_incident``, ``other_agency``,
-    ``not_waiting``, ``unknown_caregiver``, ``already_resolved``)."""
-
-    outcome: str
-    offers: list[tuple[str, str]] = field(default_factory=list)  # (offer_id, caregiver_id)
-    assignee_id: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.outcome in ("assigned", "resolved")
-
-
-@dataclass(frozen=True, slots=True)
-class Expired:
-    offer_id: str
-    incident_id: str
-    caregiver_id: str
-
-
 WAITING = ("open", "offered", "escalated")
-UNRESOLVED = ("open", "offered", "escalated", "assigned")
 
-_INCIDENT = (
+INCIDENT_SELECT = (
     "SELECT i.id, i.agency_id, i.patient_id, i.kind, i.severity, i.state, i.assignee_id,"
     " i.wave, p.lat, p.lon FROM incidents i JOIN patients p ON p.id = i.patient_id"
 )
 
 
-def _incident(row: asyncpg.Record) -> IncidentRow:
+def incident_row(row: asyncpg.Record) -> IncidentRow:
     return IncidentRow(**{**dict(row), "id": str(row["id"])})
 
 
@@ -195,8 +164,8 @@ class IncidentStore:
             source_event_id=t.event_id,
         )
         await self._db.append_events(conn, [opened])
-        row = await conn.fetchrow(f"{_INCIDENT} WHERE i.id = $1", uuid.UUID(incident_id))
-        return _incident(row) if row else None
+        row = await conn.fetchrow(f"{INCIDENT_SELECT} WHERE i.id = $1", uuid.UUID(incident_id))
+        return incident_row(row) if row else None
 
     async def _join(self, conn: Conn, incident_id: uuid.UUID, t: Trigger) -> IncidentRow:
         await conn.execute(
@@ -217,14 +186,16 @@ class IncidentStore:
             source_event_id=t.event_id,
         )
         await self._db.append_events(conn, [joined])
-        row = await conn.fetchrow(f"{_INCIDENT} WHERE i.id = $1", incident_id)
+        row = await conn.fetchrow(f"{INCIDENT_SELECT} WHERE i.id = $1", incident_id)
         if row is None:
             raise StorageError(f"incident {incident_id} vanished while joining it")
-        return _incident(row)
+        return incident_row(row)
 
     async def get(self, incident_id: str) -> IncidentRow | None:
-        row = await self._db.pool.fetchrow(f"{_INCIDENT} WHERE i.id = $1", uuid.UUID(incident_id))
-        return _incident(row) if row else None
+        row = await self._db.pool.fetchrow(
+            f"{INCIDENT_SELECT} WHERE i.id = $1", uuid.UUID(incident_id)
+        )
+        return incident_row(row) if row else None
 
     async def offered_caregivers(self, incident_id: str) -> set[str]:
         rows = await self._db.pool.fetch(
@@ -319,117 +290,3 @@ class IncidentStore:
                 ],
             )
         return True
-
-    async def assign(
-        self, incident_id: str, caregiver_id: str, agency_id: str, actor: str, now: float
-    ) -> Handover:
-        """A dispatcher hands a waiting incident to a caregiver of her agency."""
-        async with self._db.transaction() as conn:
-            refused = await self._lock_for(conn, incident_id, agency_id, WAITING)
-            if refused is not None:
-                return Handover(refused)
-            if not await conn.fetchval(
-                "SELECT 1 FROM caregivers WHERE id = $1 AND agency_id = $2", caregiver_id, agency_id
-            ):
-                return Handover("unknown_caregiver")
-            iid = uuid.UUID(incident_id)
-            await conn.execute(
-                "UPDATE incidents SET state = 'assigned', assignee_id = $2, updated_at = $3"
-                " WHERE id = $1",
-                iid,
-                caregiver_id,
-                ts(now),
-            )
-            taken = await self._close_pending(conn, iid, "taken", now)
-            done = event(
-                f"{incident_id}:assigned",
-                agency_id,
-                incident_id,
-                "incident_assigned",
-                actor,
-                now,
-                caregiver_id=caregiver_id,
-                manual=True,
-            )
-            await self._db.append_events(
-                conn, [done, *self._offer_events(taken, "offer_taken", agency_id, incident_id, now)]
-            )
-        return Handover("assigned", taken, caregiver_id)
-
-    async def resolve(self, incident_id: str, agency_id: str, actor: str, now: float) -> Handover:
-        """Close an incident; its pending offers are cancelled."""
-        async with self._db.transaction() as conn:
-            refused = await self._lock_for(conn, incident_id, agency_id, UNRESOLVED)
-            if refused is not None:
-                return Handover("already_resolved" if refused == "not_waiting" else refused)
-            iid = uuid.UUID(incident_id)
-            assignee = await conn.fetchval(
-                "UPDATE incidents SET state = 'resolved', updated_at = $2 WHERE id = $1"
-                " RETURNING assignee_id",
-                iid,
-                ts(now),
-            )
-            cancelled = await self._close_pending(conn, iid, "cancelled", now)
-            done = event(
-                f"{incident_id}:resolved", agency_id, incident_id, "incident_resolved", actor, now
-            )
-            offer_events = self._offer_events(
-                cancelled, "offer_cancelled", agency_id, incident_id, now
-            )
-            await self._db.append_events(conn, [done, *offer_events])
-        return Handover("resolved", cancelled, assignee)
-
-    async def overdue(self, opened_before: float) -> list[IncidentRow]:
-        """Incidents still waiting for an acceptance that were opened before the given time."""
-        rows = await self._db.pool.fetch(
-            f"{_INCIDENT} WHERE i.state IN ('open', 'offered') AND i.opened_at <= $1",
-            ts(opened_before),
-        )
-        return [_incident(r) for r in rows]
-
-    async def _lock_for(
-        self, conn: Conn, incident_id: str, agency_id: str, states: tuple[str, ...]
-    ) -> str | None:
-        """Lock the incident; a reason when it is not the agency's or not in ``states``."""
-        try:
-            iid = uuid.UUID(incident_id)
-        except ValueError:
-            return "unknown_incident"
-        row = await conn.fetchrow(
-            "SELECT agency_id, state FROM incidents WHERE id = $1 FOR UPDATE", iid
-        )
-        if row is None:
-            return "unknown_incident"
-        if row["agency_id"] != agency_id:
-            return "other_agency"
-        return None if row["state"] in states else "not_waiting"
-
-    async def _close_pending(
-        self, conn: Conn, iid: uuid.UUID, state: str, now: float
-    ) -> list[tuple[str, str]]:
-        rows = await conn.fetch(
-            "UPDATE offers SET state = $2, answered_at = $3"
-            " WHERE incident_id = $1 AND state = 'pending' RETURNING id, caregiver_id",
-            iid,
-            state,
-            ts(now),
-        )
-        return [(str(r["id"]), r["caregiver_id"]) for r in rows]
-
-    def _offer_events(
-        self, offers: list[tuple[str, str]], kind: str, agency: str, incident: str, now: float
-    ) -> list[EventRow]:
-        suffix = kind.removeprefix("offer_")
-        return [
-            event(
-                f"{oid}:{suffix}",
-                agency,
-                incident,
-                kind,
-                "dispatcher",
-                now,
-                offer_id=oid,
-                caregiver_id=cg,
-            )
-            for oid, cg in offers
-        ]

@@ -8,11 +8,30 @@ the incident already assigned and its offer is marked ``taken``.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 
 from asyncpg import Record
 
-from careknot.storage.incidents import Answered, Expired, event
+from careknot.storage.incidents import event
 from careknot.storage.postgres import Conn, Database, ts
+
+
+@dataclass(slots=True)
+class Answered:
+    """What an accept or decline changed."""
+
+    incident_id: str
+    outcome: str  # "assigned", "declined", or why it could not be taken
+    eta_s: float = 0.0
+    taken: list[tuple[str, str]] = field(default_factory=list)  # (offer_id, caregiver_id)
+    wave_closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    offer_id: str
+    incident_id: str
+    caregiver_id: str
 
 
 class OfferStore:
@@ -161,14 +180,6 @@ class OfferStore:
                 if await self._wave_closed(conn, iid):
                     closed.add(str(iid))
         return expired, closed
-
-    async def waiting_incidents(self) -> list[str]:
-        """Incidents offered but with no pending offer: a wave closed while no one was running."""
-        rows = await self._db.pool.fetch(
-            "SELECT i.id FROM incidents i WHERE i.state IN ('open', 'offered') AND NOT EXISTS"
-            " (SELECT 1 FROM offers o WHERE o.incident_id = i.id AND o.state = 'pending')"
-        )
-        return [str(r["id"]) for r in rows]
 
     async def _lock_offer(self, conn: Conn, offer_id: str, caregiver_id: str) -> Record | None:
         """Lock the offer's incident, then the offer: every writer locks in that order, so

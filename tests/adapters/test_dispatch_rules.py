@@ -119,7 +119,7 @@ async def test_the_roster_reads_fresh_rows_after_its_cache_expires(db: Database)
 async def test_repeated_triggers_from_one_home_join_the_waiting_incident(
     make_scene: SceneMaker, db: Database
 ) -> None:
-    s = await make_scene([100, 200], offer_window_s=3600)
+    s = await make_scene([100, 200], offer_window_by_severity={1: 3600})
     first = await s.dispatcher.on_device_event(s.event(1))
     assert first is not None
     s.clock.now += 60
@@ -225,11 +225,11 @@ class Hook:
 
 
 async def test_unaccepted_incident_escalates_in_time_and_the_webhook_hears(
-    make_scene: SceneMaker, db: Database
+    make_scene: SceneMaker, db: Database, redis: aioredis.Redis
 ) -> None:
     async with Hook(fail_first=2) as hook:
-        s = await make_scene([100, 200], offer_window_s=3600)
-        s.dispatcher = replace_webhook(s, Webhook(hook.url, backoff_s=0.01))
+        s = await make_scene([100, 200], offer_window_by_severity={1: 3600})
+        s.dispatcher = replace_webhook(s, redis, Webhook(hook.url, backoff_s=0.01))
         incident = await s.dispatcher.on_device_event(s.event())
         assert incident is not None
         s.clock.now += ESCALATE_AFTER_S - 1
@@ -257,16 +257,16 @@ async def test_unaccepted_incident_escalates_in_time_and_the_webhook_hears(
 
 
 async def test_after_a_timed_escalation_the_waves_go_on(
-    make_scene: SceneMaker, db: Database, settings: Settings
+    make_scene: SceneMaker, db: Database
 ) -> None:
-    s = await make_scene([100, 200, 300])  # the default 45 s window outlives the 40 s
+    s = await make_scene([100, 200, 300], offer_window_by_severity={1: 45})  # outlives the 40 s
     opened = s.clock.now
     incident = await s.dispatcher.on_device_event(s.event())
     assert incident is not None
     s.clock.now += ESCALATE_AFTER_S
     await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
     assert (await state_of(db, incident.id)) == "escalated"
-    s.clock.now = opened + settings.offer_window_s + 1
+    s.clock.now = opened + 45 + 1
     await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
     assert await s.offered() == [1, 1, 0]  # the next wave, while a person also knows
     assert (await state_of(db, incident.id)) == "escalated"
@@ -298,10 +298,8 @@ async def test_the_webhook_gives_up_after_its_attempts_without_blocking() -> Non
         await webhook.aclose()
 
 
-def replace_webhook(s: stores.Scene, webhook: Webhook) -> Dispatcher:
-    return Dispatcher(
-        s.dispatcher._s, s.dispatcher._db, s.dispatcher._redis, clock=s.clock, webhook=webhook
-    )
+def replace_webhook(s: stores.Scene, redis: aioredis.Redis, webhook: Webhook) -> Dispatcher:
+    return Dispatcher(s.dispatcher._s, s.dispatcher._db, redis, clock=s.clock, webhook=webhook)
 
 
 async def state_of(db: Database, incident_id: str) -> str:
@@ -329,7 +327,7 @@ def command(
 async def test_a_dispatcher_assigns_by_hand(
     make_scene: SceneMaker, db: Database, live: LiveIndex
 ) -> None:
-    s = await make_scene([100, 200, 300], offer_window_s=3600)
+    s = await make_scene([100, 200, 300], offer_window_by_severity={1: 3600})
     incident = await s.dispatcher.on_device_event(s.event())
     assert incident is not None
     stranger = command(s, "assign", incident.id, caregiver_id=s.w.cg(2), agency_id="elsewhere")
@@ -361,7 +359,7 @@ async def test_a_dispatcher_assigns_by_hand(
 async def test_resolving_cancels_pending_offers_and_frees_the_assignee(
     make_scene: SceneMaker, db: Database, live: LiveIndex
 ) -> None:
-    s = await make_scene([100, 200], offer_window_s=3600, offer_wave_size=2)
+    s = await make_scene([100, 200], offer_window_by_severity={1: 3600}, offer_wave_size=2)
     incident = await s.dispatcher.on_device_event(s.event())
     assert incident is not None
     s.clock.now += 3
@@ -399,7 +397,7 @@ async def test_every_incident_ends_assigned_escalated_or_resolved(
     rng = random.Random(seed_)
     s = await make_scene(
         [100 * (i + 1) for i in range(rng.randint(0, 4))],
-        offer_window_s=rng.choice([5.0, 15.0, 45.0]),
+        offer_window_by_severity={1: rng.choice([5.0, 15.0, 20.0, 45.0])},
         offer_wave_size=rng.randint(1, 3),
         max_waves=rng.randint(1, 4),
     )
@@ -433,14 +431,17 @@ async def random_step(s: stores.Scene, rng: random.Random, incident_id: str) -> 
 async def test_a_restarted_worker_resumes_the_timers_and_offers_no_one_twice(
     make_scene: SceneMaker, db: Database, settings: Settings, redis: aioredis.Redis
 ) -> None:
-    s = await make_scene([100, 200, 300], offer_window_s=30)
+    s = await make_scene([100, 200, 300], offer_window_by_severity={1: 30})
     incident = await s.dispatcher.on_device_event(s.event())
     assert incident is not None
     assert await s.offered() == [1, 0, 0]
     s.clock.now += 10  # the worker dies here, its offer pending
     async with Database(settings) as pool:
         restarted = Dispatcher(
-            settings.model_copy(update={"offer_window_s": 30}), pool, redis, clock=s.clock
+            settings.model_copy(update={"offer_window_by_severity": {1: 30}}),
+            pool,
+            redis,
+            clock=s.clock,
         )
         await restarted.resume()
         assert await s.offered() == [1, 0, 0]  # her offer still stands: nobody else asked

@@ -22,6 +22,7 @@ from careknot.metrics import FixMetrics
 from careknot.rebuild import Rebuilt, rebuild
 from careknot.settings import Settings
 from careknot.stack import settings_env
+from careknot.storage.handovers import HandoverStore
 from careknot.storage.history import History
 from careknot.storage.incidents import IncidentStore
 from careknot.storage.live import AVAILABLE, BUSY
@@ -120,8 +121,8 @@ async def _seed(db: Database) -> None:
     await db.upsert_devices([DeviceRow("rb-dev", AGENCY, "rb-pat", "fall_detector")])
 
 
-async def _assign(store: IncidentStore, caregiver: str, now: float) -> str:
-    opened = await store.open(
+async def _assign(db: Database, caregiver: str, now: float) -> str:
+    opened = await IncidentStore(db).open(
         event_id=f"rb-evt-{caregiver}",
         agency_id=AGENCY,
         patient_id="rb-pat",
@@ -131,7 +132,7 @@ async def _assign(store: IncidentStore, caregiver: str, now: float) -> str:
         at=now,
     )
     assert opened is not None
-    assert (await store.assign(opened.id, caregiver, AGENCY, "dispatcher:rb", now)).done
+    assert (await HandoverStore(db).assign(opened.id, caregiver, AGENCY, "dispatcher:rb", now)).done
     return opened.id
 
 
@@ -152,11 +153,10 @@ async def test_the_live_picture_comes_back_whole_after_redis_loses_it(
     t0 = now - 30 * FIXES_EACH - 60
     await _seed(runtime.db)
     await _record_the_day(runtime, t0)
-    store = IncidentStore(runtime.db)
-    await _assign(store, CAREGIVERS[0], now)
+    await _assign(runtime.db, CAREGIVERS[0], now)
     await runtime.live.set_status(CAREGIVERS[0], BUSY)
-    done = await _assign(store, CAREGIVERS[1], now)  # assigned, then resolved: available
-    assert (await store.resolve(done, AGENCY, "dispatcher:rb", now)).done
+    done = await _assign(runtime.db, CAREGIVERS[1], now)  # assigned, then resolved: available
+    assert (await HandoverStore(runtime.db).resolve(done, AGENCY, "dispatcher:rb", now)).done
     before = await _picture(settings)
     assert len([k for k in before if k.startswith(settings.key("cg", ""))]) == len(CAREGIVERS)
     assert len({k.split(":")[1] for k in before}) == 3  # cg, street and area keys all there

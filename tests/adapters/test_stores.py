@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from careknot.contracts import DeviceEvent, DeviceEventType, Fix, OfferAnswer
 from careknot.settings import Settings
 from careknot.storage import outbox
+from careknot.storage.backlog import Backlog
 from careknot.storage.incidents import IncidentRow, IncidentStore, SentOffer
 from careknot.storage.live import BUSY, LiveIndex, cell_of
 from careknot.storage.offers import OfferStore
@@ -346,7 +347,8 @@ async def test_decline_closes_the_wave_with_the_last_pending_offer(db: Database)
         a.caregiver_id: "declined",
         b.caregiver_id: "declined",
     }
-    assert a.incident_id in await OfferStore(db).waiting_incidents()
+    assert a.incident_id not in await Backlog(db).stalled(now + 1)  # just answered
+    assert a.incident_id in await Backlog(db).stalled(now + 2)
 
 
 async def test_expire_due_expires_only_offers_past_expiry(db: Database) -> None:
@@ -497,7 +499,7 @@ async def test_nearest_available_is_offered_and_decline_moves_on(
     assert incident is not None
     assert await s.offered() == [1, 0, 0, 0]
     (offer,) = await s.to_cg(0, "offer")
-    assert offer["expires_at"] == pytest.approx(s.clock.now + settings.offer_window_s)
+    assert offer["expires_at"] == pytest.approx(s.clock.now + settings.offer_window_by_severity[1])
     assert offer["incident"]["incident_id"] == incident.id
     assert offer["incident"]["kind"] == "fall"
     assert offer["incident"]["distance_m"] == pytest.approx(300, rel=0.01)
@@ -531,12 +533,12 @@ async def test_an_expired_offer_goes_to_the_next_nearest(
     assert await s.offered() == [0, 1]
     await s.dispatcher.tick()  # nothing is due yet
     assert await s.offered() == [0, 1]
-    s.clock.now += settings.offer_window_s + 1
+    s.clock.now += settings.offer_window_by_severity[1] + 1
     await s.dispatcher.tick()
     assert [f["outcome"] for f in await s.to_cg(1, "offer_result")] == ["expired"]
     assert await s.offered() == [1, 1]
     (offer,) = await s.to_cg(0, "offer")
-    assert offer["expires_at"] == pytest.approx(s.clock.now + settings.offer_window_s)
+    assert offer["expires_at"] == pytest.approx(s.clock.now + settings.offer_window_by_severity[1])
 
 
 async def test_escalates_after_max_waves(
@@ -546,7 +548,7 @@ async def test_escalates_after_max_waves(
     incident = await s.dispatcher.on_device_event(s.event())
     assert incident is not None
     for _ in range(2):
-        s.clock.now += settings.offer_window_s + 1
+        s.clock.now += settings.offer_window_by_severity[1] + 1
         await s.dispatcher.tick()
     assert await s.offered() == [1, 1, 0]  # the third is fresh and free, but waves ran out
     for recipient in (outbox.dispatchers(s.w.agency), outbox.family_of(s.w.patient.id)):
@@ -611,12 +613,14 @@ async def test_resume_moves_on_incidents_left_waiting(
     await declined.dispatcher.on_device_event(declined.event())
     (offer,) = await declined.to_cg(0, "offer")
     # the process stops after the decline commits, before it makes the next wave
-    answered = await OfferStore(db).decline(offer["offer_id"], declined.w.cg(0), None, time.time())
+    answered = await OfferStore(db).decline(
+        offer["offer_id"], declined.w.cg(0), None, declined.clock.now
+    )
     assert answered is not None
     assert answered.wave_closed
     # and another stops after opening an incident, before its first wave
     opened = await make_scene([300])
-    await open_incident(db, opened.w, opened.clock.now)
+    await open_incident(db, opened.w, declined.clock.now)
     assert (await declined.offered(), await opened.offered()) == ([1, 0], [0])
 
     async with Database(settings) as restarted:

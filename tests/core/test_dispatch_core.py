@@ -8,10 +8,22 @@ import h3
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from careknot.settings import Settings
+from careknot.stack import settings_env
+from careknot.system import resolved_settings
 from dispatch.eta import StraightLineModel, haversine_m
 from dispatch.model import Candidate, PlannedOffer, Ranked
-from dispatch.offers import next_step, plan_wave, severity_of
+from dispatch.offers import (
+    DEFAULT_WINDOW_S,
+    ESCALATE_AFTER_S,
+    SEVERITIES,
+    OfferTiming,
+    next_step,
+    plan_wave,
+    severity_of,
+)
 from dispatch.ranking import (
     AREA_RESOLUTION,
     STREET_RESOLUTION,
@@ -240,6 +252,113 @@ def test_successive_waves_never_repeat_a_caregiver(n: int, wave_size: int, max_w
     assert len(offered) == len(set(offered))
     assert len(offered) == min(n, wave_size * max_waves)
     assert wave - 1 <= max_waves
+
+
+# ---------------------------------------------------------------- offer window per severity
+
+
+def test_by_default_an_emergency_has_a_shorter_window_and_everything_else_45_s() -> None:
+    timing = OfferTiming()
+    assert timing.window_s(severity_of("fall")) == timing.window_s(severity_of("sos")) == 20.0
+    assert timing.window_s(severity_of("dispenser_tamper")) == DEFAULT_WINDOW_S == 45.0
+    assert timing.window_s(severity_of("dose_missed")) == 45.0
+    assert timing.window_s(7) == 45.0  # a severity of no one's
+
+
+def test_settings_make_the_same_timing_as_the_core_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("OFFER_WINDOW_S", "OFFER_WINDOW_BY_SEVERITY", "MAX_WAVES"):
+        monkeypatch.delenv(f"CAREKNOT_{name}", raising=False)
+    s = Settings()
+    timing = OfferTiming(s.offer_window_by_severity, s.offer_window_s, s.max_waves)
+    assert timing == OfferTiming()
+
+
+@pytest.mark.parametrize(
+    ("windows", "default_s", "max_waves", "severity", "after_s", "expected"),
+    [
+        ({1: 20.0}, 45.0, 3, 1, 40.0, 40.0),  # the defaults: 40 s, before the third wave ends
+        ({1: 20.0}, 45.0, 3, 3, 40.0, 40.0),  # a longer window never puts it off
+        ({1: 10.0}, 45.0, 3, 1, 40.0, 30.0),  # three 10 s waves are over at 30 s
+        ({1: 10.0}, 45.0, 2, 1, 40.0, 20.0),
+        ({}, 5.0, 3, 2, 40.0, 15.0),  # the default window, shorter
+        ({1: 60.0}, 45.0, 1, 1, 40.0, 40.0),
+        ({1: 20.0}, 45.0, 0, 1, 40.0, 0.0),  # no waves at all: escalated at once
+    ],
+)
+def test_the_time_rule_follows_the_waves_of_the_severity(
+    windows: dict[int, float],
+    default_s: float,
+    max_waves: int,
+    severity: int,
+    after_s: float,
+    expected: float,
+) -> None:
+    timing = OfferTiming(windows, default_s, max_waves)
+    assert timing.escalate_after_s(severity, after_s) == expected
+
+
+def test_the_defaults_escalate_an_emergency_well_within_a_minute() -> None:
+    assert OfferTiming().escalate_after_s(severity_of("fall"), ESCALATE_AFTER_S) <= 45.0
+
+
+@given(
+    window_s=st.floats(1.0, 600.0),
+    shorter_s=st.floats(1.0, 600.0),
+    max_waves=st.integers(0, 6),
+    after_s=st.floats(1.0, 600.0),
+)
+def test_a_shorter_window_never_delays_escalation(
+    window_s: float, shorter_s: float, max_waves: int, after_s: float
+) -> None:
+    shorter_s = min(shorter_s, window_s)
+    long = OfferTiming({1: window_s}, max_waves=max_waves).escalate_after_s(1, after_s)
+    short = OfferTiming({1: shorter_s}, max_waves=max_waves).escalate_after_s(1, after_s)
+    assert short <= long <= after_s
+    assert long <= max_waves * window_s
+
+
+def test_opened_before_gives_each_severity_its_own_deadline() -> None:
+    timing = OfferTiming({1: 10.0, 2: 30.0}, 45.0, max_waves=2)
+    assert timing.opened_before(NOW, 40.0) == {1: NOW - 20.0, 2: NOW - 40.0, 3: NOW - 40.0}
+    assert set(timing.opened_before(NOW, 40.0)) == set(SEVERITIES)
+
+
+def test_a_wave_expires_after_its_severity_window() -> None:
+    timing = OfferTiming({1: 12.0})
+    for severity, window in [(1, 12.0), (2, 45.0)]:
+        (p,) = plan_wave(
+            ranking("a"),
+            already_offered=set(),
+            wave=1,
+            wave_size=1,
+            now=NOW,
+            window_s=timing.window_s(severity),
+        )
+        assert p.expires_at == NOW + window
+
+
+def test_windows_per_severity_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAREKNOT_OFFER_WINDOW_BY_SEVERITY", '{"1": 15, "3": 90}')
+    monkeypatch.setenv("CAREKNOT_OFFER_WINDOW_S", "50")
+    s = Settings()
+    assert (s.offer_window_by_severity, s.offer_window_s) == ({1: 15.0, 3: 90.0}, 50.0)
+
+
+def test_windows_per_severity_pass_through_a_child_process_environment() -> None:
+    windows = {1: 4.0, 2: 30.0}
+    env = settings_env(Settings(offer_window_by_severity=windows))
+    assert resolved_settings(env).offer_window_by_severity == windows
+
+
+@pytest.mark.parametrize("raw", ['{"1": 0}', '{"1": -5}', '{"4": 20}', '{"0": 20}', "[20]"])
+def test_windows_per_severity_must_be_positive_and_of_a_known_severity(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("CAREKNOT_OFFER_WINDOW_BY_SEVERITY", raw)
+    with pytest.raises(ValidationError):
+        Settings()
 
 
 # ---------------------------------------------------------------- search plan

@@ -41,7 +41,11 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """``careknot up --simulate`` on the session's servers; stopped with SIGINT at the end."""
     workdir = tmp_path_factory.mktemp("up")
     with running_system(
-        migrated, workdir, simulate=True, offer_window_s=OFFER_WINDOW_S, max_waves=3
+        migrated,
+        workdir,
+        simulate=True,
+        offer_window_by_severity={1: OFFER_WINDOW_S},
+        max_waves=3,
     ) as settings:
         yield settings
 

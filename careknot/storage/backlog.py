@@ -1,0 +1,80 @@
+"""What fell due: the reads the offer timer and a restarting worker use to move incidents on.
+
+Nothing here changes state; the stores' conditional updates do, so two workers reading the
+same backlog still make one wave and one escalation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from careknot.storage.incidents import INCIDENT_SELECT, IncidentRow, SentOffer, incident_row
+from careknot.storage.postgres import Database, ts
+from dispatch.model import PlannedOffer
+
+_NOTHING_OUT = (
+    "NOT EXISTS (SELECT 1 FROM offers o WHERE o.incident_id = i.id"
+    " AND (o.state = 'pending' OR o.answered_at > $1))"
+)
+
+
+class Backlog:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def overdue(self, opened_before: Mapping[int, float]) -> list[IncidentRow]:
+        """Incidents still waiting for an acceptance, opened before their severity's time;
+        a severity not in ``opened_before`` waits as long as the longest there."""
+        if not opened_before:
+            return []
+        rows = await self._db.pool.fetch(
+            f"{INCIDENT_SELECT} LEFT JOIN unnest($1::smallint[], $2::timestamptz[])"
+            " AS due(severity, before) ON due.severity = i.severity"
+            " WHERE i.state IN ('open', 'offered') AND i.opened_at <= COALESCE(due.before, $3)",
+            list(opened_before),
+            [ts(t) for t in opened_before.values()],
+            ts(min(opened_before.values())),
+        )
+        return [incident_row(r) for r in rows]
+
+    async def stalled(self, quiet_since: float, *, escalated_below_wave: int = 0) -> list[str]:
+        """Incidents waiting with no offer out and nothing answered or changed since
+        ``quiet_since``: a wave closed, or an incident opened, and no worker moved it on.
+
+        Escalated incidents (whose waves go on) count when below ``escalated_below_wave``.
+        """
+        waiting = "i.state IN ('open', 'offered')"
+        if escalated_below_wave > 0:
+            waiting = f"({waiting} OR (i.state = 'escalated' AND i.wave < $2))"
+        rows = await self._db.pool.fetch(
+            f"SELECT i.id FROM incidents i WHERE {waiting} AND i.updated_at <= $1"
+            f" AND {_NOTHING_OUT} ORDER BY i.opened_at",
+            ts(quiet_since),
+            *([escalated_below_wave] if escalated_below_wave > 0 else []),
+        )
+        return [str(r["id"]) for r in rows]
+
+    async def standing_offers(self, offered_before: float, now: float) -> list[SentOffer]:
+        """Pending offers made before ``offered_before`` that have not expired by ``now``."""
+        rows = await self._db.pool.fetch(
+            "SELECT id, incident_id, caregiver_id, wave, distance_m, eta_s, expires_at"
+            " FROM offers WHERE state = 'pending' AND expires_at > $2 AND offered_at <= $1"
+            " ORDER BY offered_at",
+            ts(offered_before),
+            ts(now),
+        )
+        return [
+            SentOffer(
+                str(r["id"]),
+                str(r["incident_id"]),
+                r["caregiver_id"],
+                PlannedOffer(
+                    r["caregiver_id"],
+                    r["wave"],
+                    r["distance_m"],
+                    r["eta_s"],
+                    r["expires_at"].timestamp(),
+                ),
+            )
+            for r in rows
+        ]
