@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 
 from careknot.settings import Settings
 from careknot.stack import settings_env
+from careknot.storage.handovers import HandoverStore
 from careknot.storage.incidents import IncidentStore
 from careknot.storage.live import AVAILABLE, BUSY, LiveIndex, area_of, cell_of
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
@@ -92,10 +93,11 @@ async def _seed(db: Database, settings: Settings) -> None:
     await db.upsert_patients([PatientRow(f"rm-pat-{RUN}", AGENCY, "Pat Rebuild", *HOME)])
     await db.upsert_devices([DeviceRow(f"rm-dev-{RUN}", AGENCY, f"rm-pat-{RUN}", "fall_detector")])
     store, now = IncidentStore(db), time.time()
-    await _assign(store, ON_CALL, now)
-    await _assign(store, OFF_CALL, now)
-    resolved = await _assign(store, FREED, now)
-    assert (await store.resolve(resolved, AGENCY, "dispatcher:rm", now)).done
+    handovers = HandoverStore(db)
+    await _assign(store, handovers, ON_CALL, now)
+    await _assign(store, handovers, OFF_CALL, now)
+    resolved = await _assign(store, handovers, FREED, now)
+    assert (await handovers.resolve(resolved, AGENCY, "dispatcher:rm", now)).done
     r = aioredis.Redis.from_url(settings.redis_url)
     try:
         live = LiveIndex(r, settings)
@@ -105,7 +107,9 @@ async def _seed(db: Database, settings: Settings) -> None:
         await r.aclose()
 
 
-async def _assign(store: IncidentStore, caregiver: str, now: float) -> str:
+async def _assign(
+    store: IncidentStore, handovers: HandoverStore, caregiver: str, now: float
+) -> str:
     opened = await store.open(
         event_id=f"rm-evt-{RUN}-{caregiver}",
         agency_id=AGENCY,
@@ -116,7 +120,7 @@ async def _assign(store: IncidentStore, caregiver: str, now: float) -> str:
         at=now,
     )
     assert opened is not None
-    assert (await store.assign(opened.id, caregiver, AGENCY, "dispatcher:rm", now)).done
+    assert (await handovers.assign(opened.id, caregiver, AGENCY, "dispatcher:rm", now)).done
     return opened.id
 
 
