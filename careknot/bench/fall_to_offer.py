@@ -4,6 +4,12 @@ city publishes its caregivers' fixes.
 
 Each fall is published only after the previous offer arrived and was declined, so the figure
 is the latency of one emergency, not of a queue.
+
+``--load RATE`` (after ``careknot bench fall-to-offer``) adds simulated phones of another agency
+publishing RATE fixes a second over MQTT (``careknot.bench.load``; ``--load-caregivers N``,
+default 5,000), started :data:`LOAD_WARM_S` before the first fall and kept up until the last:
+the emergencies go through ingest and the worker while they carry that load. The system runs
+its own MQTT broker and Kafka, so nothing else on the machine shares them.
 """
 
 from __future__ import annotations
@@ -11,16 +17,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import secrets
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import orjson
 import redis.asyncio as aioredis
 
+from careknot.bench.load import TST_SPAN_S, Share, caregiver_ids, publish, seed
 from careknot.bench.report import latency_figures, machine, write
+from careknot.servers import free_port
 from careknot.settings import Settings
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.system import RunningSystem, worker_ready
@@ -33,48 +46,94 @@ AGENCY = "bench"
 HOME = (53.8008, -1.5491)  # in the simulated city
 NEAR = (53.8016, -1.5480)
 READY_TIMEOUT_S = 60.0
+LOAD_WARM_S = 5.0
+LOAD_S_PER_FALL = 0.5  # the load lasts this long a fall, after its warm-up
+
+
+@dataclass(frozen=True)
+class Load:
+    rate: int = 0
+    caregivers: int = 5000
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    return await measure(settings, falls=args.falls, output=args.output)
+    figures = await measure(settings, falls=args.falls, load=_load(args.extra))
+    path = write(args.output, "bench-fall-to-offer.json", figures)
+    print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+    print(f"written to {path}")
+    return 0
 
 
-async def measure(settings: Settings, *, falls: int, output: str) -> int:
+def _load(extra: list[str]) -> Load:
+    p = argparse.ArgumentParser(prog="careknot bench fall-to-offer")
+    p.add_argument("--load", type=int, default=0, help="fixes/s of other phones meanwhile")
+    p.add_argument("--load-caregivers", type=int, default=5000)
+    opts = p.parse_args(extra)
+    return Load(opts.load, opts.load_caregivers)
+
+
+async def measure(settings: Settings, *, falls: int, load: Load = Load()) -> dict[str, Any]:
+    """Run the system, measure ``falls`` falls (under ``load``), and return the figures."""
     workdir = Path(tempfile.mkdtemp(prefix="careknot-bench-"))
     bench = settings.model_copy(
         update={
             "namespace": f"bench{secrets.token_hex(3)}",
-            "gateway_port": _free_port(),
-            "kafka_bootstrap": f"127.0.0.1:{_free_port()}",  # a tansu of its own
+            "gateway_port": free_port(),
+            # nothing answers there, so the system starts a tansu and a broker of its own
+            "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+            "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
             "worker_datadir": str(workdir / "worker"),
         }
     )
     running = RunningSystem(bench, workdir, simulate=True)
     live = await asyncio.to_thread(running.__enter__)
     try:
-        samples = await _measure(live, falls)
+        samples, loaded = await _measure(live, falls, load)
     except BaseException:
         await asyncio.to_thread(running.__exit__, None, None, None)
         log.error("the system said:\n%s", running.log_tail())
         raise
     await asyncio.to_thread(running.__exit__, None, None, None)
-    figures = {
+    return {
         "benchmark": "fall-to-offer",
-        "falls": falls,
+        "falls": len(samples),
         **latency_figures(samples, "fall_to_offer"),
         "city": "50 caregivers, 200 homes, a fix every 3 s each",
+        "load": {**asdict(load), **loaded},
         "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = write(output, "bench-fall-to-offer.json", figures)
-    print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
-    print(f"written to {path}")
-    return 0
 
 
-async def _measure(s: Settings, falls: int) -> list[float]:
+async def _measure(s: Settings, falls: int, load: Load) -> tuple[list[float], dict[str, float]]:
     await worker_ready(s, READY_TIMEOUT_S)
     await _seed(s, falls)
+    if not load.rate:
+        return await _falls(s, falls), {}
+    ids = caregiver_ids(load.caregivers)
+    async with Database(s, max_size=2) as db:
+        await seed(db, ids)
+    duration = LOAD_WARM_S + falls * LOAD_S_PER_FALL
+    start_at = time.time() + 1.0
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        loop = asyncio.get_running_loop()
+        shares = [_share(s, ids[k::2], load.rate / 2, duration, start_at) for k in range(2)]
+        publishing = [loop.run_in_executor(pool, publish, sh) for sh in shares]
+        await asyncio.sleep(max(0.0, start_at + LOAD_WARM_S - time.time()))  # the load's warm-up
+        samples = await _falls(s, falls, until=start_at + duration)
+        published = await asyncio.gather(*publishing)
+    count, seconds = sum(p[0] for p in published), max(p[1] for p in published)
+    return samples, {"published": count, "published_rate": round(count / seconds, 1)}
+
+
+def _share(s: Settings, ids: list[str], rate: float, duration: float, start_at: float) -> Share:
+    steps = max(1, round(rate * duration / len(ids)))
+    base_tst = int(time.time()) - TST_SPAN_S
+    return Share(s.mqtt_host, s.mqtt_port, ids, steps, rate, start_at, 0, base_tst, [])
+
+
+async def _falls(s: Settings, falls: int, until: float = math.inf) -> list[float]:
+    """Fall after fall until ``falls`` are measured or ``until`` (epoch s) has passed."""
     phone = await Phone.open(s, token(s, "caregiver", "bench-cg", AGENCY))
     samples: list[float] = []
     async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as mq:
@@ -82,6 +141,8 @@ async def _measure(s: Settings, falls: int) -> list[float]:
         await mq.publish(f"ck/{AGENCY}/cg/bench-cg/loc", orjson.dumps(fix), qos=1)
         await _wait_position(s)
         for n in range(falls):
+            if time.time() >= until:
+                break
             fall = {"type": "fall", "ts": time.time(), "seq": 1, "data": {}}
             started = time.perf_counter()
             await mq.publish(f"ck/{AGENCY}/dev/bench-fd{n}/evt", orjson.dumps(fall), qos=1)
@@ -119,9 +180,3 @@ async def _seed(s: Settings, homes: int) -> None:
                 for n in range(homes)
             ]
         )
-
-
-def _free_port() -> int:
-    from careknot.servers import free_port
-
-    return free_port()
