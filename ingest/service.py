@@ -11,10 +11,10 @@ Counters are served in the Prometheus text format on ``CAREKNOT_INGEST_METRICS_P
 Batched for throughput: one wake-up takes every message waiting (up to :data:`BATCH`), the
 registry is asked about a batch's unknown publishers concurrently, a well-formed location takes a
 fast path (plain checks on the decoded JSON; anything unusual goes through the pydantic parser,
-which gives the same rejections), the batch's fixes are packed into one Kafka message per
-partition (:mod:`ingest.batching`), and they are produced without awaiting each delivery: a
-failed delivery is counted and logged when it fails, and at most :data:`MAX_IN_FLIGHT` fixes are
-unsettled.
+which gives the same rejections), fixes are packed into one Kafka message per partition
+(:mod:`ingest.batching`) for at most :data:`FLUSH_AFTER_S` or :data:`FLUSH_FIXES`, and produced
+without awaiting each delivery: a failed delivery is counted and logged when it fails, and at
+most :data:`MAX_IN_FLIGHT` fixes are unsettled.
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ STATS_EVERY_S = 30.0
 BATCH = 2000
 MAX_IN_FLIGHT = 20_000
 PRODUCER_LINGER_MS = 5
+FLUSH_FIXES = 1000
+"""Packed fixes waiting that are sent at once."""
+FLUSH_AFTER_S = 0.005
+"""The longest a fix waits for others to be packed with (the stream processors pay per Kafka
+message: a message per fix costs them, and Kafka, several times what the fix does)."""
 PRODUCER_BATCH_BYTES = 256 * 1024
 
 
@@ -88,13 +93,17 @@ class IngestService:
         self._inbox: Inbox | None = None
         self._in_flight = 0
         self._settled = asyncio.Event()
-        self._partitions = 1
+        self._fixes = FixBatches(1)
+        self._flushing = asyncio.Lock()
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> IngestService:
         await kafka.ensure_topics(self._s, kafka.TOPICS)
         await self._db.__aenter__()
         await self._producer.start()
-        self._partitions = len(await self._producer.partitions_for(self._s.topic("fixes")))
+        partitions = await self._producer.partitions_for(self._s.topic("fixes"))
+        self._fixes = FixBatches(len(partitions))
         self._metrics_server = await serve(self.metrics.registry, self._s.ingest_metrics_port)
         return self
 
@@ -104,6 +113,7 @@ class IngestService:
         if self._metrics_server is not None:
             self._metrics_server.close()
             await self._metrics_server.wait_closed()
+        await self.flush()
         await self._producer.stop()  # delivers what is still in flight
         await self._db.__aexit__(et, e, tb)
 
@@ -158,19 +168,42 @@ class IngestService:
         now = time.time()
         self.metrics.last_message.set(now)
         await self._ask_registry(messages)
-        fixes = FixBatches(self._partitions)
         for topic, payload in messages:
             try:
                 if owntracks.is_owntracks(topic):
-                    await self._owntracks(topic, payload, now, fixes)
+                    await self._owntracks(topic, payload, now, self._fixes)
                 else:
-                    await self._v1(topic, payload, now, fixes)
+                    await self._v1(topic, payload, now, self._fixes)
             except RejectedPayload as exc:
                 await self._reject(exc, payload, now)
-        for partition, count, value in fixes.drain():
-            await self._send("fixes", None, value, partition=partition, count=count)
+        if len(self._fixes) >= FLUSH_FIXES:
+            await self.flush()
+        elif len(self._fixes) and self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self._due)
         if self._in_flight > MAX_IN_FLIGHT:
             await self._settle()
+
+    async def flush(self) -> None:
+        """Produce the packed fixes now, one message per partition (in order: one flush at a
+        time)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        async with self._flushing:
+            for partition, count, value in self._fixes.drain():
+                await self._send("fixes", None, value, partition=partition, count=count)
+
+    def _due(self) -> None:
+        self._flush_timer = None
+        task = asyncio.ensure_future(self.flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.metrics.produce_failures.inc()
+            log.error("producing packed fixes failed: %s", task.exception())
 
     async def _ask_registry(self, messages: list[tuple[str, bytes]]) -> None:
         """Ask the registry about a batch's distinct v1 publishers at once; the answers are
