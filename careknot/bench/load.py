@@ -1,5 +1,6 @@
 """Simulated phones as load: caregivers' fixes published over MQTT at a fixed rate, one fix
-per MQTT message (QoS 0) as phones send them, from publisher processes.
+per MQTT message (QoS 0) as phones send them, from publisher processes that write ready
+packets (a phone's CPU is not the system's: the load must cost the machine little).
 
 Each caregiver's ``tst`` goes up by one second a fix and she moves a few metres, so the quality
 filters accept every fix. Used by ``careknot bench ingest`` (the load is what it measures) and
@@ -8,19 +9,23 @@ filters accept every fix. Used by ``careknot bench ingest`` (the load is what it
 
 from __future__ import annotations
 
+import secrets
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import orjson
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
+from careknot import mqtt_wire
 from careknot.storage.postgres import CaregiverRow, Database
 
 AGENCY = "bench-ingest"
 ORIGIN = (53.70, -1.70)  # around Leeds
 STEP_DEG = 0.00005  # ~5.5 m north per fix: 20 km/h at one fix a second
 TST_SPAN_S = 40_000  # the first fix's tst is this far in the past (max_age is a day)
+PACE_S = 0.002  # what is due is written every this often
 
 
 @dataclass(frozen=True)
@@ -47,32 +52,55 @@ def fix_payload(index: int, step: int, base_tst: int) -> bytes:
 
 
 def publish(share: Share) -> tuple[int, float, list[tuple[str, int, float]]]:
-    """Publish a share at its rate (runs in a publisher process): (count, seconds, samples)."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
-    client.max_queued_messages_set(0)
-    client.connect(share.host, share.port)
-    client.loop_start()
-    sampled, samples = set(share.sampled), []
+    """Publish a share at its rate (runs in a publisher process): (count, seconds, samples).
+
+    Ready QoS 0 PUBLISH packets on one connection (:mod:`careknot.mqtt_wire`), those due
+    written together; a sample is the time its packet was written.
+    """
     n, total = len(share.caregivers), share.steps * len(share.caregivers)
+    wanted = set(share.sampled)
+    sampled = {k for k, cg in enumerate(share.caregivers) if cg in wanted}
+    samples: list[tuple[str, int, float]] = []
     ids = [int(cg.rsplit("-", 1)[1]) for cg in share.caregivers]
-    while time.time() < share.start_at:
-        time.sleep(0.001)
-    info = None
-    for i in range(total):
-        ahead = share.start_at + i / share.rate - time.time()
-        if ahead > 0.002:
-            time.sleep(ahead)  # pacing the offered rate, not waiting for anything
-        cg, step = share.caregivers[i % n], share.first_step + i // n
-        payload = fix_payload(ids[i % n], step, share.base_tst)
-        info = client.publish(f"ck/{AGENCY}/cg/{cg}/loc", payload, qos=0)
-        if cg in sampled:
-            samples.append((cg, share.base_tst + step, time.time()))
-    if info is not None:
-        info.wait_for_publish(timeout=60)
-    elapsed = time.time() - share.start_at
-    client.loop_stop()
-    client.disconnect()
-    return total, elapsed, samples
+    topics = [f"ck/{AGENCY}/cg/{cg}/loc" for cg in share.caregivers]
+    with _connected(share.host, share.port) as sock:
+        while time.time() < share.start_at:
+            time.sleep(0.001)  # pacing: the start is a time, not an event
+        i = 0
+        while i < total:
+            due = min(total, int((time.time() - share.start_at) * share.rate) + 1)
+            packets = b"".join(_packet(share, topics, ids, k) for k in range(i, due))
+            written = time.time()
+            sock.sendall(packets)
+            samples += [_sample(share, k, written) for k in range(i, due) if k % n in sampled]
+            i = due
+            time.sleep(PACE_S)  # pacing the offered rate, not waiting for anything
+        sock.sendall(mqtt_wire.DISCONNECT)
+    return total, time.time() - share.start_at, samples
+
+
+def _packet(share: Share, topics: list[str], ids: list[int], k: int) -> bytes:
+    n = len(topics)
+    payload = fix_payload(ids[k % n], share.first_step + k // n, share.base_tst)
+    return mqtt_wire.publish(topics[k % n], payload)
+
+
+def _sample(share: Share, k: int, written: float) -> tuple[str, int, float]:
+    n = len(share.caregivers)
+    return share.caregivers[k % n], share.base_tst + share.first_step + k // n, written
+
+
+@contextmanager
+def _connected(host: str, port: int) -> Iterator[socket.socket]:
+    sock = socket.create_connection((host, port), timeout=30)
+    try:
+        sock.sendall(mqtt_wire.connect(f"careknot-load-{secrets.token_hex(4)}"))
+        connack = sock.recv(4)
+        if not mqtt_wire.connack_accepted(connack):
+            raise ConnectionError(f"the broker refused the load's connection: {connack!r}")
+        yield sock
+    finally:
+        sock.close()
 
 
 def caregiver_ids(n: int) -> list[str]:

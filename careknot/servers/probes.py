@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 import redis
 
+from careknot import mqtt_wire
+
 T = TypeVar("T")
 
 PROBE_TIMEOUT_S = 1.0
@@ -39,26 +41,6 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion on a private loop in a worker thread (callable from anywhere)."""
     with ThreadPoolExecutor(1, thread_name_prefix=PROBE_THREAD) as pool:
         return pool.submit(asyncio.run, coro).result()
-
-
-def _mqtt_string(text: str) -> bytes:
-    raw = text.encode()
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def _mqtt_connect_packet(username: str | None, password: str | None) -> bytes:
-    flags = 0x02 | (0x80 if username else 0) | (0x40 if password else 0)
-    body = _mqtt_string("MQTT") + bytes([4, flags]) + (10).to_bytes(2, "big")
-    body += _mqtt_string(f"careknot-probe-{secrets.token_hex(4)}")
-    for field in (username, password):
-        if field:
-            body += _mqtt_string(field)
-    length, encoded = len(body), b""
-    while True:
-        length, digit = divmod(length, 128)
-        encoded += bytes([digit | (0x80 if length else 0)])
-        if not length:
-            return b"\x10" + encoded + body
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -84,13 +66,14 @@ def mqtt_answers(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
             sock = (
                 ssl.create_default_context().wrap_socket(raw, server_hostname=host) if tls else raw
             )
-            sock.sendall(_mqtt_connect_packet(user, password))
+            client_id = f"careknot-probe-{secrets.token_hex(4)}"
+            sock.sendall(mqtt_wire.connect(client_id, user, password, keepalive=10))
             connack = _recv_exactly(sock, 4)
             with contextlib.suppress(OSError):
-                sock.sendall(b"\xe0\x00")  # DISCONNECT
+                sock.sendall(mqtt_wire.DISCONNECT)
     except OSError:
         return False
-    return connack[:2] == b"\x20\x02" and connack[3:4] == b"\x00"
+    return mqtt_wire.connack_accepted(connack)
 
 
 def redis_answers(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:

@@ -1,0 +1,49 @@
+"""The few MQTT 3.1.1 packets CareKnot writes by hand, where a client library costs too much:
+the probe that asks whether a broker answers, and the benchmarks' phone load, which must not
+spend the CPU of the system it measures (paho takes ~60 µs to publish a message in Python;
+writing ready packets takes a few).
+
+Only what those need: CONNECT, CONNACK's success test, QoS 0 PUBLISH and DISCONNECT.
+"""
+
+from __future__ import annotations
+
+DISCONNECT = b"\xe0\x00"
+
+
+def string(text: str | bytes) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def remaining_length(n: int) -> bytes:
+    """MQTT's variable-length encoding of a packet's remaining length."""
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def connect(
+    client_id: str, username: str | None = None, password: str | None = None, keepalive: int = 60
+) -> bytes:
+    """A clean-session CONNECT."""
+    flags = 0x02 | (0x80 if username else 0) | (0x40 if password else 0)
+    body = string("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + string(client_id)
+    for field in (username, password):
+        if field:
+            body += string(field)
+    return b"\x10" + remaining_length(len(body)) + body
+
+
+def connack_accepted(packet: bytes) -> bool:
+    """Whether a 4-byte CONNACK says the connection was accepted."""
+    return packet[:2] == b"\x20\x02" and packet[3:4] == b"\x00"
+
+
+def publish(topic: str, payload: bytes) -> bytes:
+    """A QoS 0 PUBLISH."""
+    body = string(topic) + payload
+    return b"\x30" + remaining_length(len(body)) + body
