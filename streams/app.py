@@ -26,7 +26,7 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter, ValidationError
 
-from careknot.contracts import DeviceEvent, Fix, LocationFrame, OfferAnswer
+from careknot.contracts import DeviceEvent, Fix, OfferAnswer
 from careknot.metrics import FixMetrics
 from careknot.settings import Settings
 from careknot.storage import outbox
@@ -269,12 +269,14 @@ async def _apply_fixes(
 
 
 def _location_frame(f: Fix, applied: dict[str, str]) -> dict[str, Any]:
-    frame = LocationFrame(
-        caregiver_id=f.caregiver_id,
-        lat=f.lat,
-        lon=f.lon,
-        h3=cell_of(f.lat, f.lon),
-        ts=f.ts,
-        status=applied[f.caregiver_id],
-    )
-    return frame.model_dump(mode="json")
+    """The ``location`` frame (:class:`LocationFrame`, as JSON) of an applied fix; built as a
+    plain dict, since it is built for every caregiver who moved."""
+    return {
+        "type": "location",
+        "caregiver_id": f.caregiver_id,
+        "lat": f.lat,
+        "lon": f.lon,
+        "h3": cell_of(f.lat, f.lon),
+        "ts": f.ts,
+        "status": applied[f.caregiver_id],
+    }

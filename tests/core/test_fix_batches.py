@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from careknot.contracts import Fix
+from careknot.contracts import Fix, LocationFrame
+from careknot.storage.live import cell_of
 from ingest.batching import FixBatches, partition_of
-from streams.app import decode_fixes
+from streams.app import _location_frame, decode_fixes
 
 # Murmur2 of these keys as the Java client computes it (signed 32-bit), from Kafka's own tests.
 JAVA_MURMUR2 = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536}
@@ -80,3 +81,13 @@ def test_a_bad_fix_in_a_batch_costs_only_itself() -> None:
 def test_batches_need_partitions() -> None:
     with pytest.raises(ValueError, match="positive"):
         FixBatches(partitions=0)
+
+
+def test_location_frame_is_the_contracts_frame() -> None:
+    f = fix("cg7", 1234.5)
+    frame = _location_frame(f, {"cg7": "busy"})
+    expected = LocationFrame(
+        caregiver_id="cg7", lat=f.lat, lon=f.lon, h3=cell_of(f.lat, f.lon), ts=f.ts, status="busy"
+    )
+    assert frame == expected.model_dump(mode="json")
+    assert LocationFrame.model_validate(frame) == expected
