@@ -4,8 +4,9 @@ Every service instance owns its :class:`prometheus_client.CollectorRegistry` (tw
 one process, as in the tests, never collide). :func:`serve` answers ``GET /metrics`` in the
 Prometheus text format on the service's own event loop, with no thread; port 0 serves nothing.
 
-The Faust worker does not serve HTTP (its web server is off): :class:`FixMetrics` counts the
-fixes it screens and logs the counts every :data:`LOG_EVERY_S`.
+The Faust worker's own web server is off; it serves :class:`FixMetrics` (the fixes it screens,
+by verdict and reason, and how far behind ingest it is) the same way on
+``CAREKNOT_WORKER_METRICS_PORT``, and logs the counts every :data:`LOG_EVERY_S`.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def totals(registry: CollectorRegistry) -> dict[str, float]:
 
 
 class FixMetrics:
-    """What the worker counts of the fixes it screens: by verdict and reason."""
+    """What the worker counts of the fixes it screens: by verdict and reason; and its lag."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -84,6 +85,11 @@ class FixMetrics:
             "careknot_worker_fixes",
             "Fixes screened by the quality filters, by verdict and reason",
             ["verdict", "reason"],
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "careknot_worker_fix_lag_seconds",
+            "From ingest receiving the newest fix of the last batch to the worker screening it",
             registry=self.registry,
         )
         self._accepted = 0

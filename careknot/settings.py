@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     max_payload_bytes: int = 4096
     max_clock_skew_s: float = 300.0
     ingest_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0: no metrics")
+    worker_metrics_port: int = Field(default=9465, ge=0, le=65535, description="0: no metrics")
 
     @field_validator("offer_window_by_severity", mode="before")
     @classmethod

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from pydantic import TypeAdapter, ValidationError
 
 from careknot.contracts import DeviceEvent, Fix, OfferAnswer
-from careknot.metrics import FixMetrics
+from careknot.metrics import FixMetrics, serve
 from careknot.settings import Settings
 from careknot.storage import outbox
 from careknot.storage.history import History
@@ -76,16 +76,22 @@ class Runtime:
         self.live = LiveIndex(self.redis, settings)
         self.outbox = outbox.Outbox(self.redis, settings)
         self.dispatcher = Dispatcher(settings, self.db, self.redis)
+        self.fix_metrics = FixMetrics()
+        self._metrics_server: asyncio.Server | None = None
 
     async def ready(self) -> Runtime:
         async with self._lock:
             if not self._started:
                 await self.db.__aenter__()
                 self._started = True
+                port = self.settings.worker_metrics_port
+                self._metrics_server = await serve(self.fix_metrics.registry, port)
                 await self.dispatcher.resume()
         return self
 
     async def close(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         if self._started:
             await self.db.__aexit__(None, None, None)
         await self.redis.aclose()
@@ -134,7 +140,7 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
         """The live index and history, and the visits, from the same fixes at the same time."""
         history = History(rt.db)
         policies = AgencyPolicies(QualityPolicy(max_future_s=s.max_clock_skew_s))
-        metrics = FixMetrics()
+        metrics = rt.fix_metrics
         throttle = outbox.LocationThrottle()
         flusher = asyncio.create_task(outbox.keep_flushing(rt.outbox, throttle, time.time))
         try:
@@ -255,6 +261,8 @@ async def _apply_fixes(
     live = (await rt.ready()).live
     previous = await live.last_fixes(f.caregiver_id for f in fixes)
     now = time.time()
+    if fixes:
+        metrics.lag.set(now - max(f.received_at for f in fixes))
     screening = screen(previous, fixes, now, policies.for_agency)
     metrics.count(len(screening.live), screening.reasons)
     recording = asyncio.ensure_future(history.record(screening.live, screening.history_only))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from pathlib import Path
@@ -9,7 +10,16 @@ from pathlib import Path
 from careknot.waiting import poll_until as wait_for
 from simulators.phone import Frame, Phone, is_type, token
 
-__all__ = ["Frame", "Phone", "free_port", "is_type", "processes_in", "token", "wait_for"]
+__all__ = [
+    "Frame",
+    "Phone",
+    "free_port",
+    "is_type",
+    "processes_in",
+    "scrape",
+    "token",
+    "wait_for",
+]
 
 
 def free_port() -> int:
@@ -27,3 +37,13 @@ def processes_in(namespace: str) -> list[int]:
             if marker in (proc / "environ").read_bytes().split(b"\0"):
                 found.append(int(proc.name))
     return found
+
+
+async def scrape(port: int) -> str:
+    """The whole HTTP response to ``GET /metrics`` on a local port."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    return response.decode()

@@ -26,7 +26,7 @@ from ingest.owntracks import OwnTracksDevice
 from ingest.registry import register_owntracks_device
 from ingest.service import IngestService
 from streams.app import decode_fixes
-from tests.support import free_port, wait_for
+from tests.support import free_port, scrape, wait_for
 
 pytestmark = pytest.mark.servers
 
@@ -127,15 +127,6 @@ async def collect_until(
     finally:
         await consumer.stop()
     return seen
-
-
-async def scrape(port: int) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-    await writer.drain()
-    response = await reader.read()
-    writer.close()
-    return response.decode()
 
 
 async def test_the_apps_messages_reach_kafka_as_the_mapped_caregivers_fixes(

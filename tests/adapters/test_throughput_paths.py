@@ -35,7 +35,7 @@ from ingest.batching import partition_of
 from ingest.parse import Limits, parse_location, route
 from ingest.service import IngestService, fast_fix
 from streams.app import Runtime, _apply_fixes, decode_fixes
-from tests.support import free_port
+from tests.support import free_port, scrape
 
 TAG = uuid.uuid4().hex[:8]
 AGENCY = f"tp-{TAG}"
@@ -278,3 +278,39 @@ def counted(service: IngestService, name: str) -> dict[str, float]:
         for s in m.samples
         if s.name == name and s.value
     }
+
+
+def fix_at(cg: str, t: float, received_at: float, lat: float = 53.8, lon: float = -1.55) -> Fix:
+    return Fix(
+        event_id=f"{cg}:{t}",
+        agency_id=AGENCY,
+        caregiver_id=cg,
+        lat=lat,
+        lon=lon,
+        ts=t,
+        received_at=received_at,
+    )
+
+
+async def test_the_worker_serves_its_counts_and_lag(settings: Settings) -> None:
+    own = settings.model_copy(update={"worker_metrics_port": free_port()})
+    cg, t0 = f"tp-metrics-{TAG}", time.time() - 30
+    async with Database(own) as db:
+        await db.upsert_caregivers([CaregiverRow(cg, AGENCY, cg)])
+    good = [fix_at(cg, t0 + n, received_at=t0 + n + 0.5) for n in range(3)]
+    bad = fix_at(cg, t0 + 5, received_at=time.time() - 2.0, lat=0.0, lon=0.0)  # null island
+    rt = await Runtime(own).ready()
+    try:
+        batch = [*good, good[2], bad]
+        await _apply_fixes(rt, batch, History(rt.db), AgencyPolicies(), rt.fix_metrics)
+        text = await scrape(own.worker_metrics_port)
+    finally:
+        await rt.close()
+    assert text.startswith("HTTP/1.1 200")
+    lines = [line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("careknot_")]
+    counts = {k: float(v) for k, v in lines}
+    fixes = "careknot_worker_fixes_total"
+    assert counts[f'{fixes}{{reason="",verdict="accept"}}'] == 3
+    assert counts[f'{fixes}{{reason="duplicate",verdict="history_only"}}'] == 1
+    assert counts[f'{fixes}{{reason="null_island",verdict="drop"}}'] == 1
+    assert 2.0 <= counts["careknot_worker_fix_lag_seconds"] < 60.0
