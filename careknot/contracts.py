@@ -98,6 +98,18 @@ class DeviceEvent(BaseModel):
     )
 
 
+class Presence(BaseModel):
+    """A caregiver's phone went away (the MQTT last will the broker published for it), as
+    carried on the presence topic: she is offline until her next fix."""
+
+    event_id: str
+    agency_id: str
+    caregiver_id: str
+    online: bool
+    at: float = Field(description="when ingest received the notice (epoch s)")
+    source: str = Field(description="MQTT topic it came from")
+
+
 class DeadLetter(BaseModel):
     """Input refused at a boundary, with the reason in a machine-readable code."""
 

@@ -18,7 +18,7 @@ from careknot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("fixes", "device-events", "telemetry", "offer-answers", "deadletter")
+TOPICS = ("fixes", "presence", "device-events", "telemetry", "offer-answers", "deadletter")
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:

@@ -52,6 +52,11 @@ class IngestMetrics:
             "records (fixes, events, letters) whose Kafka delivery failed",
             registry=r,
         )
+        self.offline = Counter(
+            "careknot_ingest_offline_notices",
+            "Phones gone away (their MQTT last will), produced as presence records",
+            registry=r,
+        )
         self.owntracks_ignored = Counter(
             "careknot_ingest_owntracks_ignored",
             "OwnTracks messages recognised and not used, by _type",

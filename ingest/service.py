@@ -32,6 +32,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from careknot import kafka
+from careknot.contracts import Presence
 from careknot.errors import RejectedPayload
 from careknot.metrics import IngestMetrics, serve, totals
 from careknot.settings import Settings
@@ -251,14 +252,31 @@ class IngestService:
         """A location from the OwnTracks app becomes its caregiver's fix; other types
         (its last will among them) are counted by type."""
         message = owntracks.parse(topic, payload, self._limits)
+        if isinstance(message, owntracks.OwnTracksLastWill):
+            await self._offline(message, topic, now)
+            return
         if not isinstance(message, owntracks.OwnTracksLocation):
-            kind = "lwt" if isinstance(message, owntracks.OwnTracksLastWill) else message.kind
-            self.metrics.owntracks_ignored.labels(kind).inc()
+            self.metrics.owntracks_ignored.labels(message.kind).inc()
             return
         caregiver, agency = await self._registry.owntracks_caregiver(message.device, topic)
         fix = location_fix(message.location, agency, caregiver, topic, now, self._limits)
         fixes.add(fix.caregiver_id, fix.model_dump_json().encode())
         self._accepted["owntracks"].inc()
+
+    async def _offline(self, will: owntracks.OwnTracksLastWill, topic: str, now: float) -> None:
+        """The phone went away: its caregiver is offline until her next fix (the worker marks
+        her so unless a fix of hers reached ingest after the notice)."""
+        caregiver, agency = await self._registry.owntracks_caregiver(will.device, topic)
+        notice = Presence(
+            event_id=f"{caregiver}:offline:{now!r}",
+            agency_id=agency,
+            caregiver_id=caregiver,
+            online=False,
+            at=now,
+            source=topic,
+        )
+        await self._send("presence", caregiver, notice.model_dump_json().encode())
+        self.metrics.offline.inc()
 
     async def _send(
         self,

@@ -26,7 +26,7 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter, ValidationError
 
-from careknot.contracts import DeviceEvent, Fix, OfferAnswer
+from careknot.contracts import DeviceEvent, Fix, OfferAnswer, Presence
 from careknot.metrics import FixMetrics, serve
 from careknot.settings import Settings
 from careknot.storage import outbox
@@ -52,7 +52,7 @@ TICK_S = 0.5
 HEARTBEAT_S = 1.0
 VISIT_TICK_S = 5.0
 RETRIES = 5
-T = TypeVar("T", Fix, DeviceEvent, OfferAnswer, DispatcherCommand)
+T = TypeVar("T", Fix, DeviceEvent, OfferAnswer, DispatcherCommand, Presence)
 
 
 class CareKnotApp(faust.App):
@@ -157,6 +157,14 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
                 metrics.log_if_due(time.monotonic())
         finally:
             flusher.cancel()
+
+    @app.agent(topic("presence"), name="presence")
+    async def presence(stream: Any) -> None:
+        """Phones gone away: their caregivers are no longer dispatch candidates."""
+        async for value in stream:
+            for p in _decode_all(Presence, [value]):
+                live = (await rt.ready()).live
+                await _with_retries(p.event_id, partial(live.mark_offline, p.caregiver_id, p.at))
 
     @app.agent(topic("device-events"), name="device-events")
     async def device_events(stream: Any) -> None:

@@ -1,7 +1,8 @@
 """Redis live index: every caregiver's latest accepted position, indexed by H3 cell.
 
 Keys (``ns`` is the namespace):
-- ``{ns}:cg:{caregiver}`` hash: agency, lat, lon, ts, cell, area, acc, batt, status
+- ``{ns}:cg:{caregiver}`` hash: agency, lat, lon, ts, cell, area, acc, batt, seen (when ingest
+  received the fix), status (available, busy or offline)
 - ``{ns}:street:{agency}:{cell}`` set of caregiver ids whose latest fix lies in that res-8 cell
 - ``{ns}:area:{agency}:{cell}`` the same at res 6, for searches further out
 
@@ -28,10 +29,13 @@ from geofence.quality import AcceptedFix
 
 AVAILABLE = "available"
 BUSY = "busy"
+OFFLINE = "offline"
 
-# ARGV: ns, then the fixes as one JSON array of [id, agency, lat, lon, ts, cell, area, acc, batt]
-# (all strings: one argument packs and parses far faster than nine per fix, and the strings are
-# stored as they are). Returns id, status of each caregiver whose position moved, flat.
+# ARGV: ns, then the fixes as one JSON array of [id, agency, lat, lon, ts, cell, area, acc, batt,
+# seen] (seen: when ingest received the fix). All strings: one argument packs and parses far
+# faster than ten per fix, and the strings are stored as they are. A fix applied to an offline
+# caregiver makes her available (her phone is back). Returns id, status of each caregiver whose
+# position moved, flat.
 _UPDATE_POSITIONS = """
 local ns = ARGV[1]
 local applied = {}
@@ -42,19 +46,35 @@ local function move(level, old_agency, old_cell, agency, cell, id)
   redis.call('SADD', ns .. ':' .. level .. ':' .. agency .. ':' .. cell, id)
 end
 for _, f in ipairs(cjson.decode(ARGV[2])) do
-  local id, agency, lat, lon, t, cell, area, acc, batt = unpack(f)
+  local id, agency, lat, lon, t, cell, area, acc, batt, seen = unpack(f)
   local key = ns .. ':cg:' .. id
   local prev = redis.call('HMGET', key, 'ts', 'cell', 'area', 'agency')
   if (not prev[1]) or tonumber(prev[1]) < tonumber(t) then
     move('street', prev[4], prev[2], agency, cell, id)
     move('area', prev[4], prev[3], agency, area, id)
     redis.call('HSET', key, 'agency', agency, 'lat', lat, 'lon', lon, 'ts', t,
-               'cell', cell, 'area', area, 'acc', acc, 'batt', batt)
+               'cell', cell, 'area', area, 'acc', acc, 'batt', batt, 'seen', seen)
+    local status = redis.call('HGET', key, 'status') or 'available'
+    if status == 'offline' then  -- her phone is back
+      status = 'available'
+      redis.call('HSET', key, 'status', status)
+    end
     applied[#applied + 1] = id
-    applied[#applied + 1] = redis.call('HGET', key, 'status') or 'available'
+    applied[#applied + 1] = status
   end
 end
 return applied
+"""
+
+# ARGV: ns, caregiver id, at. An available caregiver whose last fix reached ingest no later than
+# ``at`` goes offline (a fix after the notice means her phone is back). Returns 1 if she did.
+_MARK_OFFLINE = """
+local key = ARGV[1] .. ':cg:' .. ARGV[2]
+local v = redis.call('HMGET', key, 'ts', 'status', 'seen')
+if not v[1] or (v[2] and v[2] ~= 'available') then return 0 end
+if v[3] and tonumber(v[3]) > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', key, 'status', 'offline')
+return 1
 """
 
 # ARGV: ns, the caregiver ids as one JSON array. Returns lat, lon, ts, acc of each, flat (false
@@ -161,7 +181,16 @@ def _update_row(f: Fix) -> list[str]:
     acc = "" if f.acc is None else repr(f.acc)
     batt = "" if f.batt is None else str(f.batt)
     position = [repr(f.lat), repr(f.lon), repr(f.ts)]
-    return [f.caregiver_id, f.agency_id, *position, cell, area_of(cell), acc, batt]
+    return [
+        f.caregiver_id,
+        f.agency_id,
+        *position,
+        cell,
+        area_of(cell),
+        acc,
+        batt,
+        repr(f.received_at),
+    ]
 
 
 @lru_cache(maxsize=65_536)
@@ -180,6 +209,7 @@ class LiveIndex:
         self._ns = settings.namespace
         self._update = redis.register_script(_UPDATE_POSITIONS)
         self._last = redis.register_script(_LAST_FIXES)
+        self._offline = redis.register_script(_MARK_OFFLINE)
         self._search = redis.register_script(_SEARCH)
 
     async def update(self, fixes: Sequence[Fix]) -> dict[str, str]:
@@ -192,6 +222,12 @@ class LiveIndex:
         rows = [_update_row(f) for f in fixes]
         flat = await self._update(keys=[], args=[self._ns, orjson.dumps(rows)])
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+    async def mark_offline(self, caregiver_id: str, at: float) -> bool:
+        """Her phone went away at ``at`` (epoch s, as ingest received the notice): an available
+        caregiver is offline, so no dispatch candidate, until her next fix. Busy stays busy;
+        a fix received after ``at`` means she is back. True if she went offline."""
+        return bool(await self._offline(keys=[], args=[self._ns, caregiver_id, repr(at)]))
 
     async def set_status(self, caregiver_id: str, status: str) -> None:
         await self._redis.hset(f"{self._ns}:cg:{caregiver_id}", "status", status)

@@ -64,9 +64,10 @@ def location(tst: int) -> dict[str, Any]:
 
 @dataclass
 class Seen:
-    """What came out on the fixes and dead-letter topics."""
+    """What came out on the fixes, presence and dead-letter topics."""
 
     fixes: list[dict[str, Any]] = field(default_factory=list)
+    presence: list[dict[str, Any]] = field(default_factory=list)
     letters: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -109,6 +110,7 @@ async def collect_until(
 ) -> Seen:
     consumer = AIOKafkaConsumer(
         settings.topic("fixes"),
+        settings.topic("presence"),
         settings.topic("deadletter"),
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
@@ -122,6 +124,8 @@ async def collect_until(
                     values = [r.value for r in records if r.value]
                     if tp.topic == settings.topic("fixes"):
                         seen.fixes += [f.model_dump() for f in decode_fixes(values)]
+                    elif tp.topic == settings.topic("presence"):
+                        seen.presence += [orjson.loads(v) for v in values]
                     else:
                         seen.letters += [orjson.loads(v) for v in values]
     finally:
@@ -145,8 +149,10 @@ async def test_the_apps_messages_reach_kafka_as_the_mapped_caregivers_fixes(
     )
 
     def arrived(seen: Seen) -> bool:
-        return any(f["caregiver_id"] == CAREGIVER and f["ts"] == tst for f in seen.fixes) and any(
-            letter["source"] == topic_of(nobody) for letter in seen.letters
+        return (
+            any(f["caregiver_id"] == CAREGIVER and f["ts"] == tst for f in seen.fixes)
+            and any(letter["source"] == topic_of(nobody) for letter in seen.letters)
+            and any(p["caregiver_id"] == CAREGIVER for p in seen.presence)
         )
 
     seen = await collect_until(settings, arrived)
@@ -169,6 +175,8 @@ async def test_the_apps_messages_reach_kafka_as_the_mapped_caregivers_fixes(
         topic_of(nobody): "unknown_owntracks_device",
         topic_of(JANE): "malformed_json",
     }
+    [gone] = [p for p in seen.presence if p["caregiver_id"] == CAREGIVER]
+    assert (gone["agency_id"], gone["online"], gone["source"]) == (AGENCY, False, topic_of(JANE))
 
 
 async def test_the_counts_are_served_in_prometheus_text_format(
@@ -190,7 +198,7 @@ async def test_the_counts_are_served_in_prometheus_text_format(
     wanted = (
         'careknot_ingest_fixes_accepted_total{source="owntracks"} 1.0',
         'careknot_ingest_rejected_total{reason="unknown_owntracks_device"} 1.0',
-        'careknot_ingest_owntracks_ignored_total{type="lwt"} 2.0',
+        "careknot_ingest_offline_notices_total 2.0",
         'careknot_ingest_owntracks_ignored_total{type="transition"} 1.0',
         "careknot_ingest_produce_failures_total 0.0",
     )
