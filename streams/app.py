@@ -135,6 +135,11 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings) -> None:
 
     keeper = VisitKeeper(s, rt.db, rt.redis)
 
+    async def forget_trackers(sender: Any, *args: Any, **kwargs: Any) -> None:
+        keeper.forget_trackers()  # partitions moved: another worker may move her trackers
+
+    app.on_partitions_revoked.connect(forget_trackers)  # type: ignore[arg-type]
+
     @app.agent(topic("fixes"), name="fixes")
     async def fixes(stream: Any) -> None:
         """The live index and history, and the visits, from the same fixes at the same time."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -77,6 +77,7 @@ class VisitKeeper:
         )
         self._policies = AgencyPolicies(QualityPolicy(max_future_s=settings.max_clock_skew_s))
         self._clock = clock
+        self._trackers: dict[str, FenceTracker] = {}
 
     # ------------------------------------------------------------ inputs
 
@@ -87,7 +88,20 @@ class VisitKeeper:
         now = self._clock()
         ordered = sorted(fixes, key=lambda f: (f.caregiver_id, f.ts))
         ids = list(dict.fromkeys(f.caregiver_id for f in ordered))
-        trackers = await self.store.trackers(ids, self._config)
+        trackers = await self._trackers_of(ids)
+        try:
+            await self._follow(index, trackers, ordered, now)
+        except BaseException:
+            self.forget_trackers(ids)  # a retry starts again from what was saved
+            raise
+
+    async def _follow(
+        self,
+        index: FenceIndex,
+        trackers: dict[str, FenceTracker],
+        ordered: list[FixEvent],
+        now: float,
+    ) -> None:
         previous = {
             c: AcceptedFix(t.last.lat, t.last.lon, t.last.ts, t.last.acc)
             for c, t in trackers.items()
@@ -102,6 +116,22 @@ class VisitKeeper:
                 if mine or m.transitions:  # with neither, nothing can change
                     await self._decide(cid, m, index, mine, now)
         await self.store.save_trackers(trackers[cid] for cid in moves)
+
+    def forget_trackers(self, caregiver_ids: Iterable[str] | None = None) -> None:
+        """Drop trackers kept in memory (all of them when no ids are given): after a
+        rebalance, since another worker may move them meanwhile, or after a failed batch."""
+        if caregiver_ids is None:
+            self._trackers.clear()
+        for cid in caregiver_ids or ():
+            self._trackers.pop(cid, None)
+
+    async def _trackers_of(self, ids: list[str]) -> dict[str, FenceTracker]:
+        """The caregivers' trackers: kept in memory between batches (this worker alone moves
+        its caregivers' trackers while its partitions stay), read from Redis when missing."""
+        missing = [cid for cid in ids if cid not in self._trackers]
+        if missing:
+            self._trackers.update(await self.store.trackers(missing, self._config))
+        return {cid: self._trackers[cid] for cid in ids}
 
     async def tick(self) -> None:
         """Time passing; a record moved meanwhile by another worker waits for the next tick."""

@@ -229,6 +229,39 @@ async def test_keeper_tells_the_family_and_survives_a_restart(
     assert [(f["kind"], f["state"]) for f in desk] == [("early_departure", "raised")]
 
 
+async def test_a_batch_that_failed_is_followed_again_from_the_saved_trackers(
+    db: Database, redis: aioredis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trackers stay in the worker's memory between batches; one that failed half-way must not
+    leave them ahead of what was published, or its retry would lose the arrival."""
+    a = await agency(db)
+    clock = Clock()
+    keeper = VisitKeeper(settings, db, redis, clock=clock)
+    await keeper.store.add_visits([roster_visit(a, T0 + 600)])
+    await keeper.store.set_fence(f"{a}-pat", radius_m=100.0)
+    for t, metres in ((0, 2000), (120, 300), (150, 20)):
+        clock.t = T0 + t
+        await keeper.on_fixes([fix(a, t, metres)])
+    records_for, failures = keeper.store.records_for, [ConnectionError("Postgres went away")]
+
+    async def failing_once(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await records_for(*args)
+
+    monkeypatch.setattr(keeper.store, "records_for", failing_once)
+    clock.t = T0 + 160
+    arriving = [fix(a, 160, 10)]  # confirms the arrival: the dwell has passed
+    with pytest.raises(ConnectionError):
+        await keeper.on_fixes(arriving)
+    await keeper.on_fixes(arriving)  # the retry
+    record = await keeper.store.record(f"{a}-v")
+    assert record is not None and record.state == "arrived"
+    assert record.check_in is not None and record.check_in.fix_ts == T0 + 160
+    family = await frames(settings, redis, outbox.family_of(f"{a}-pat"))
+    assert [f["state"] for f in family].count("arrived") == 1
+
+
 async def test_keeper_late_alert_clears_on_check_in_and_manual_check_in_is_flagged(
     db: Database, redis: aioredis.Redis, settings: Settings
 ) -> None:
