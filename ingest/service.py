@@ -59,7 +59,7 @@ MAX_IN_FLIGHT = 20_000
 PRODUCER_LINGER_MS = 5
 FLUSH_FIXES = 1000
 """Packed fixes waiting that are sent at once."""
-FLUSH_AFTER_S = 0.005
+FLUSH_AFTER_S = 0.02
 """The longest a fix waits for others to be packed with (the stream processors pay per Kafka
 message: a message per fix costs them, and Kafka, several times what the fix does)."""
 PRODUCER_BATCH_BYTES = 256 * 1024
