@@ -48,7 +48,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.worker import run
 
-    return run(settings, loglevel=args.log_level)
+    return run(settings, role=args.role, loglevel=args.log_level)
 
 
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
@@ -165,9 +165,18 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--state-file", help="write the URLs and a dispatcher token here as JSON")
     up.set_defaults(func=cmd_up)
 
+    worker = sub.add_parser("worker", help="a Faust stream worker")
+    worker.add_argument(
+        "--role",
+        choices=["all", "dispatch", "fixes"],
+        default="all",
+        help="dispatch: emergencies and answers; fixes: positions and visits (careknot up runs one"
+        " of each); all: both (do not mix with the others in one namespace)",
+    )
+    worker.set_defaults(func=cmd_worker)
+
     for verb, func, text in (
         ("ingest", cmd_ingest, "MQTT to Kafka ingest"),
-        ("worker", cmd_worker, "the Faust stream worker"),
         ("gateway", cmd_gateway, "the WebSocket gateway and web console"),
         ("migrate", cmd_migrate, "create or update the Postgres schema"),
         ("rebuild", cmd_rebuild, "rebuild the Redis live picture from Postgres"),

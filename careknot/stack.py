@@ -30,7 +30,6 @@ from careknot.storage.postgres import Database
 log = logging.getLogger(__name__)
 
 SERVERS_DIR = Path(".careknot/servers")
-SERVICE_VERBS = ("ingest", "worker", "gateway")
 SUPERVISE_POLL_S = 0.2
 CONSOLE_TOKEN_TTL_S = 12 * 3600
 
@@ -54,8 +53,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def default_commands(simulate: bool) -> list[tuple[str, list[str]]]:
-    verbs = [*SERVICE_VERBS, *(["simulate"] if simulate else [])]
-    return [(verb, [sys.executable, "-m", "careknot.cli", verb]) for verb in verbs]
+    """The services' commands: ingest, a dispatch worker and a fixes worker (emergencies never
+    queue behind positions), the gateway, and the simulated city if asked for."""
+    cli = [sys.executable, "-m", "careknot.cli"]
+    commands = [
+        ("ingest", [*cli, "ingest"]),
+        ("worker-dispatch", [*cli, "worker", "--role", "dispatch"]),
+        ("worker-fixes", [*cli, "worker", "--role", "fixes"]),
+        ("gateway", [*cli, "gateway"]),
+    ]
+    return commands + ([("simulate", [*cli, "simulate"])] if simulate else [])
 
 
 def console_agency_id() -> str:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -94,10 +95,19 @@ class RunningSystem:
         return ""
 
 
-async def worker_ready(settings: Settings, within: float) -> None:
-    """Wait until a worker of ``settings.namespace`` has its Kafka partitions (it heartbeats)."""
+async def worker_ready(
+    settings: Settings, within: float, roles: Sequence[str] = ("dispatch", "fixes")
+) -> None:
+    """Wait until workers of ``settings.namespace`` hold their Kafka partitions (they
+    heartbeat): one of each role in ``roles``, or one doing everything (role ``all``)."""
     r = aioredis.Redis.from_url(settings.redis_url)
+    keys = [settings.key("health", "worker", role) for role in (*roles, "all")]
+
+    async def ready() -> bool | None:
+        beats = await r.mget(keys)
+        return True if beats[-1] or all(beats[:-1]) else None
+
     try:
-        await poll_until(lambda: r.get(settings.key("health", "worker")), within, "the worker")
+        await poll_until(ready, within, f"the workers ({', '.join(roles)})")
     finally:
         await r.aclose()

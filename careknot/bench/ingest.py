@@ -243,13 +243,14 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
 def _start_extras(
     s: Settings, opts: argparse.Namespace, workdir: Path
 ) -> list[subprocess.Popen[bytes]]:
-    """The ingest and worker processes beyond ``careknot up``'s one of each."""
-    verbs = ["ingest"] * (opts.ingest - 1) + ["worker"] * (opts.workers - 1)
+    """The ingest and fixes-worker processes beyond ``careknot up``'s one of each."""
+    fixes_worker = ["worker", "--role", "fixes"]
+    commands = [["ingest"]] * (opts.ingest - 1) + [fixes_worker] * (opts.workers - 1)
     procs = []
-    for n, verb in enumerate(verbs):
+    for n, command in enumerate(commands):
         env = {**os.environ, **settings_env(s), "CAREKNOT_WORKER_DATADIR": str(workdir / f"w{n}")}
-        argv = [sys.executable, "-m", "careknot.cli", "-l", "warning", verb]
-        out = (workdir / f"{verb}-{n}.log").open("wb")
+        argv = [sys.executable, "-m", "careknot.cli", "-l", "warning", *command]
+        out = (workdir / f"{command[0]}-{n}.log").open("wb")
         procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT))
     return procs
 

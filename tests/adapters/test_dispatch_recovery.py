@@ -21,8 +21,8 @@ from careknot.storage.offers import OfferStore
 from careknot.storage.postgres import Database
 from dispatch.model import PlannedOffer
 from dispatch.offers import ESCALATE_AFTER_S, JOIN_WINDOW_S, STALLED_AFTER_S
-from streams.app import Runtime
 from streams.dispatcher import Dispatcher
+from streams.runtime import Runtime
 from tests.adapters import test_stores as stores
 from tests.adapters.test_stores import Scene, SceneMaker, event_kinds, open_incident
 

@@ -18,7 +18,8 @@ from careknot.storage.history import History
 from careknot.storage.live import LiveIndex
 from careknot.storage.postgres import Database
 from geofence.quality import AcceptedFix, AgencyPolicies
-from streams.app import Runtime, _apply_fixes
+from streams.fix_flow import apply_fixes
+from streams.runtime import Runtime
 
 pytestmark = pytest.mark.servers
 
@@ -150,14 +151,14 @@ async def test_the_fix_step_screens_moves_the_live_index_and_keeps_the_history(
     history = History(runtime.db)
     step = [good, late, twice, teleport, vague, null_island]
     try:
-        await _apply_fixes(runtime, step, history, AgencyPolicies(), metrics)
+        await apply_fixes(runtime, step, history, AgencyPolicies(), metrics)
         last = await runtime.live.last_fixes([caregiver, "nobody-at-all"])
         assert last == {caregiver: AcceptedFix(good.lat, good.lon, good.ts, good.acc)}
         track = await history.track(caregiver, now - 60, now)
         assert track["features"][0]["properties"]["times"] == [late.ts, good.ts]
         assert track["features"][0]["properties"]["live"] == [False, True]
         # the same batch again (a Kafka redelivery) moves nothing and loses nothing
-        await _apply_fixes(runtime, step, history, AgencyPolicies(), metrics)
+        await apply_fixes(runtime, step, history, AgencyPolicies(), metrics)
         assert await runtime.live.last_fixes([caregiver]) == last
         assert await history.track(caregiver, now - 60, now) == track
     finally:

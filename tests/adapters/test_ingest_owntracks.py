@@ -25,7 +25,7 @@ from careknot.storage.postgres import CaregiverRow, Database
 from ingest.owntracks import OwnTracksDevice
 from ingest.registry import register_owntracks_device
 from ingest.service import IngestService
-from streams.app import decode_fixes
+from streams.fix_flow import decode_fixes
 from tests.support import free_port, scrape, wait_for
 
 pytestmark = pytest.mark.servers

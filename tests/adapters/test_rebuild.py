@@ -33,7 +33,8 @@ from geofence.quality import AgencyPolicies
 from geofence.transitions import FenceState, FenceTracker
 from geofence.transitions import Fix as TrackerFix
 from geofence.visits import Visit
-from streams.app import Runtime, _apply_fixes
+from streams.fix_flow import apply_fixes
+from streams.runtime import Runtime
 
 pytestmark = pytest.mark.servers
 
@@ -141,9 +142,9 @@ async def _record_the_day(rt: Runtime, t0: float) -> None:
     history, metrics = History(rt.db), FixMetrics()
     for step in range(FIXES_EACH):
         batch = [fix(i, step, t0) for i in range(len(CAREGIVERS))]
-        await _apply_fixes(rt, batch, history, AgencyPolicies(), metrics)
+        await apply_fixes(rt, batch, history, AgencyPolicies(), metrics)
     late = [fix(i, 0, t0 + 5, lat=ORIGIN[0] - 0.01) for i in range(len(CAREGIVERS))]
-    await _apply_fixes(rt, late, history, AgencyPolicies(), metrics)
+    await apply_fixes(rt, late, history, AgencyPolicies(), metrics)
 
 
 async def test_the_live_picture_comes_back_whole_after_redis_loses_it(

@@ -1,9 +1,10 @@
 """The batched fix paths are exact: what is published once is kept once.
 
 Fixes go through the real Mosquitto into an in-process :class:`IngestService` (batched, fast
-path), out of Kafka, and through the worker's batch step (``_apply_fixes``) into Redis and the
-history in Postgres; duplicates and late fixes among them. Location frames to dispatchers are
-coalesced by a :class:`LocationThrottle` and still deliver each caregiver's latest position.
+path), out of Kafka, and through the worker's batch step (``streams.fix_flow.apply_fixes``) into
+Redis and the history in Postgres; duplicates and late fixes among them. Location frames to
+dispatchers are coalesced by a :class:`LocationThrottle` and still deliver each caregiver's latest
+position.
 No timing is asserted.
 """
 
@@ -34,7 +35,8 @@ from geofence.quality import AgencyPolicies
 from ingest.batching import partition_of
 from ingest.parse import Limits, parse_location, route
 from ingest.service import IngestService, fast_fix
-from streams.app import Runtime, _apply_fixes, decode_fixes
+from streams.fix_flow import apply_fixes, decode_fixes
+from streams.runtime import Runtime
 from tests.support import free_port, scrape
 
 TAG = uuid.uuid4().hex[:8]
@@ -210,7 +212,7 @@ async def test_published_fixes_reach_redis_and_the_history_exactly_once(
         history = History(rt.db)
         for n in range(0, len(values), 25):  # batches, as the worker takes them
             batch = values[n : n + 25]
-            await _apply_fixes(rt, batch, history, AgencyPolicies(), FixMetrics(), throttle)
+            await apply_fixes(rt, batch, history, AgencyPolicies(), FixMetrics(), throttle)
         await check_history(rt)
         await check_live(settings)
         await check_frames(rt, throttle)
@@ -302,7 +304,7 @@ async def test_the_worker_serves_its_counts_and_lag(settings: Settings) -> None:
     rt = await Runtime(own).ready()
     try:
         batch = [*good, good[2], bad]
-        await _apply_fixes(rt, batch, History(rt.db), AgencyPolicies(), rt.fix_metrics)
+        await apply_fixes(rt, batch, History(rt.db), AgencyPolicies(), rt.fix_metrics)
         text = await scrape(own.worker_metrics_port)
     finally:
         await rt.close()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from careknot.contracts import Fix, LocationFrame
 from careknot.storage.live import cell_of
 from ingest.batching import FixBatches, partition_of
-from streams.app import _location_frame, decode_fixes
+from streams.fix_flow import decode_fixes, location_frame
 
 # Murmur2 of these keys as the Java client computes it (signed 32-bit), from Kafka's own tests.
 JAVA_MURMUR2 = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536}
@@ -85,7 +85,7 @@ def test_batches_need_partitions() -> None:
 
 def test_location_frame_is_the_contracts_frame() -> None:
     f = fix("cg7", 1234.5)
-    frame = _location_frame(f, {"cg7": "busy"})
+    frame = location_frame(f, {"cg7": "busy"})
     expected = LocationFrame(
         caregiver_id="cg7", lat=f.lat, lon=f.lon, h3=cell_of(f.lat, f.lon), ts=f.ts, status="busy"
     )

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from careknot.settings import Settings
 from careknot.system import RunningSystem, worker_ready
+from streams.app import ROLES
 from tests.support import free_port, processes_in
 
 READY_WITHIN_S = 90.0
@@ -40,7 +41,7 @@ async def own_worker_ready(settings: Settings) -> None:
     left its heartbeat (it lasts 5 s), and only a live worker sets it again."""
     r = aioredis.Redis.from_url(settings.redis_url)
     try:
-        await r.delete(settings.key("health", "worker"))
+        await r.delete(*(settings.key("health", "worker", role) for role in ROLES))
     finally:
         await r.aclose()
     await worker_ready(settings, READY_WITHIN_S)

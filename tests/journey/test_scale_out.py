@@ -28,6 +28,7 @@ from careknot.servers import die_with_parent
 from careknot.settings import Settings
 from careknot.stack import settings_env
 from careknot.storage.postgres import CaregiverRow, Database
+from careknot.system import worker_ready
 from careknot.waiting import poll_until
 from tests.support import processes_in
 
@@ -128,13 +129,7 @@ async def _all_started(
         return True if all("ingest subscribed" in p.read_text() for p in ingests) else None
 
     await poll_until(subscribed, START_TIMEOUT_S, "both ingests' subscriptions")
-    r = aioredis.Redis.from_url(settings.redis_url)
-    try:
-        await poll_until(
-            lambda: r.get(settings.key("health", "worker")), START_TIMEOUT_S, "the workers"
-        )
-    finally:
-        await r.aclose()
+    await worker_ready(settings, START_TIMEOUT_S, roles=())
 
 
 async def _publish(settings: Settings, base_tst: int) -> int:

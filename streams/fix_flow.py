@@ -1,0 +1,161 @@
+"""The fixes' agents: caregivers' positions into the live index, the history and the visits.
+
+- ``fixes``: messages each holding a batch of fixes (``ingest.batching``), taken several at a
+  time; screened by the quality filters, accepted ones into the Redis live index and to
+  dispatchers, accepted and late ones into the history in Postgres; and, at the same time,
+  fed to the visits (arrivals at and departures from patients' homes, ``streams.visits``).
+- ``presence``: phones gone away; their caregivers are no dispatch candidates until back.
+- a timer for late and missed visits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import faust
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from careknot.contracts import Fix, Presence
+from careknot.metrics import FixMetrics
+from careknot.settings import Settings
+from careknot.storage import outbox
+from careknot.storage.history import History
+from careknot.storage.live import cell_of
+from geofence.quality import AgencyPolicies, QualityPolicy, screen
+from streams.runtime import Runtime
+from streams.steps import decode_all, with_retries
+from streams.visits import VisitKeeper
+
+log = logging.getLogger(__name__)
+
+FIX_MESSAGES = 512
+"""Kafka messages of fixes taken at once at most: ingest packs what one wake-up took, from one
+fix each when few flow to ``MAX_FIXES_PER_MESSAGE``, so the count caps little; the fixes are
+then handled :data:`FIX_STEP` at a time."""
+FIX_STEP = 4000
+FIX_BATCH_WITHIN_S = 0.02
+VISIT_TICK_S = 5.0
+
+
+def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:
+    keeper = VisitKeeper(s, rt.db, rt.redis)
+
+    async def forget_trackers(sender: Any, *args: Any, **kwargs: Any) -> None:
+        keeper.forget_trackers()  # partitions moved: another worker may move her trackers
+
+    app.on_partitions_revoked.connect(forget_trackers)  # type: ignore[arg-type]
+
+    @app.agent(topic("fixes"), name="fixes")
+    async def fixes(stream: Any) -> None:
+        """The live index and history, and the visits, from the same fixes at the same time."""
+        history = History(rt.db)
+        policies = AgencyPolicies(QualityPolicy(max_future_s=s.max_clock_skew_s))
+        metrics = rt.fix_metrics
+        throttle = outbox.LocationThrottle()
+        flusher = asyncio.create_task(outbox.keep_flushing(rt.outbox, throttle, time.time))
+        try:
+            async for batch in stream.take(FIX_MESSAGES, within=FIX_BATCH_WITHIN_S):
+                decoded = decode_fixes(batch)
+                await rt.ready()
+                for n in range(0, len(decoded), FIX_STEP):
+                    step = decoded[n : n + FIX_STEP]
+                    live = partial(apply_fixes, rt, step, history, policies, metrics, throttle)
+                    visits = partial(keeper.on_fixes, step)
+                    await asyncio.gather(
+                        with_retries("fixes", live), with_retries("visits", visits)
+                    )
+                metrics.log_if_due(time.monotonic())
+        finally:
+            flusher.cancel()
+
+    @app.agent(topic("presence"), name="presence")
+    async def presence(stream: Any) -> None:
+        """Phones gone away: their caregivers are no longer dispatch candidates."""
+        async for value in stream:
+            for p in decode_all(Presence, [value]):
+                live = (await rt.ready()).live
+                await with_retries(p.event_id, partial(live.mark_offline, p.caregiver_id, p.at))
+
+    @app.timer(VISIT_TICK_S)  # type: ignore[untyped-decorator]
+    async def visit_timer() -> None:
+        await rt.ready()
+        await with_retries("visit tick", keeper.tick)
+
+
+_FIX_LIST = TypeAdapter(list[Fix])
+
+
+def decode_fixes(values: list[bytes]) -> list[Fix]:
+    """The fixes of messages each holding a JSON array of fixes or one fix, in order; a fix
+    that does not decode is logged and dropped, and its neighbours are kept."""
+    out: list[Fix] = []
+    for value in values:
+        if not value.startswith(b"["):
+            out += decode_all(Fix, [value])
+            continue
+        try:
+            out += _FIX_LIST.validate_json(value)
+        except ValidationError:
+            out += _decode_items(value)
+    return out
+
+
+def _decode_items(value: bytes) -> list[Fix]:
+    try:
+        items = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        log.error("undecodable batch of fixes on Kafka dropped: %s", exc)
+        return []
+    return decode_all(Fix, [orjson.dumps(item) for item in items])
+
+
+async def apply_fixes(
+    rt: Runtime,
+    fixes: list[Fix],
+    history: History,
+    policies: AgencyPolicies,
+    metrics: FixMetrics,
+    throttle: outbox.LocationThrottle | None = None,
+) -> None:
+    """Screen a batch against each caregiver's last accepted fix, move the live index with the
+    accepted ones while the history keeps accepted and late fixes, then queue the newly applied
+    positions for the dispatchers (coalesced by the throttle). A retry is safe: what was
+    applied comes back as ``history_only`` (duplicate or out of order) and the history ignores
+    what it has. Without a throttle, this batch's positions are sent at once."""
+    throttle = throttle or outbox.LocationThrottle()
+    live = (await rt.ready()).live
+    previous = await live.last_fixes(f.caregiver_id for f in fixes)
+    now = time.time()
+    if fixes:
+        metrics.lag.set(now - max(f.received_at for f in fixes))
+    screening = screen(previous, fixes, now, policies.for_agency)
+    metrics.count(len(screening.live), screening.reasons)
+    recording = asyncio.ensure_future(history.record(screening.live, screening.history_only))
+    try:
+        applied = await live.update(screening.live)
+    finally:
+        await recording  # Redis and Postgres are written at the same time; both are awaited
+    newest = {f.caregiver_id: f for f in screening.live if f.caregiver_id in applied}
+    for f in newest.values():
+        throttle.offer(f.agency_id, f.caregiver_id, location_frame(f, applied))
+    await outbox.flush_due(rt.outbox, throttle, now)
+
+
+def location_frame(f: Fix, applied: dict[str, str]) -> dict[str, Any]:
+    """The ``location`` frame (:class:`LocationFrame`, as JSON) of an applied fix; built as a
+    plain dict, since it is built for every caregiver who moved."""
+    return {
+        "type": "location",
+        "caregiver_id": f.caregiver_id,
+        "lat": f.lat,
+        "lon": f.lon,
+        "h3": cell_of(f.lat, f.lon),
+        "ts": f.ts,
+        "status": applied[f.caregiver_id],
+    }

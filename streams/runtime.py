@@ -1,0 +1,50 @@
+"""The worker's connections and services, opened on first use inside the worker's loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from careknot.metrics import FixMetrics, serve
+from careknot.settings import Settings
+from careknot.storage import outbox
+from careknot.storage.live import LiveIndex
+from careknot.storage.postgres import Database
+from streams.dispatcher import Dispatcher
+
+
+class Runtime:
+    """The worker's connections, opened on first use inside the worker's event loop; a worker
+    that dispatches resumes the open incidents when it starts."""
+
+    def __init__(self, settings: Settings, *, dispatching: bool = True) -> None:
+        self.settings = settings
+        self._dispatching = dispatching
+        self._lock = asyncio.Lock()
+        self._started = False
+        self.db = Database(settings)
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url)
+        self.live = LiveIndex(self.redis, settings)
+        self.outbox = outbox.Outbox(self.redis, settings)
+        self.dispatcher = Dispatcher(settings, self.db, self.redis)
+        self.fix_metrics = FixMetrics()
+        self._metrics_server: asyncio.Server | None = None
+
+    async def ready(self) -> Runtime:
+        async with self._lock:
+            if not self._started:
+                await self.db.__aenter__()
+                self._started = True
+                port = self.settings.worker_metrics_port
+                self._metrics_server = await serve(self.fix_metrics.registry, port)
+                if self._dispatching:
+                    await self.dispatcher.resume()
+        return self
+
+    async def close(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+        if self._started:
+            await self.db.__aexit__(None, None, None)
+        await self.redis.aclose()

@@ -1,0 +1,42 @@
+"""What every agent does around its work: decoding what Kafka carries, and retrying a step
+a failing server interrupted (so one poisoned event cannot stop a stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+log = logging.getLogger(__name__)
+
+RETRIES = 5
+M = TypeVar("M", bound=BaseModel)
+
+
+def decode_all(model: type[M], values: list[bytes]) -> list[M]:
+    """The values that decode as ``model``; the others are logged and dropped."""
+    out = []
+    for value in values:
+        try:
+            out.append(model.model_validate_json(value))
+        except ValidationError as exc:
+            log.error("undecodable %s on Kafka dropped: %s", model.__name__, exc)
+    return out
+
+
+async def with_retries(what: str, step: Callable[[], Awaitable[object]]) -> None:
+    """Run one step of an agent; a failing server gets a few tries before the event is logged
+    as failed, so one poisoned event cannot stop the stream."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            await step()
+            return
+        except Exception:
+            if attempt == RETRIES:
+                log.exception("%s failed %d times; giving up on it", what, RETRIES)
+                return
+            log.warning("%s failed (attempt %d), retrying", what, attempt, exc_info=True)
+            await asyncio.sleep(0.1 * 2**attempt)
