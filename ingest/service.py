@@ -6,7 +6,8 @@ it does MQTT 5, and whose packets paho parses at a third of MQTT 5's cost). It r
 topics and, unchanged, what the OwnTracks app publishes (``owntracks/{user}/{device}``). Bad
 input goes to the dead-letter topic with its reason and is counted; it never stops the loop.
 Counters are served in the Prometheus text format on ``CAREKNOT_INGEST_METRICS_PORT`` (see
-:mod:`careknot.metrics`).
+:mod:`careknot.metrics`). Device events come on an MQTT connection of their own and leave by a
+producer of their own: an emergency never waits behind thousands of positions.
 
 Batched for throughput: one wake-up takes every message waiting (up to :data:`BATCH`), the
 registry is asked about a batch's unknown publishers concurrently, a well-formed location takes a
@@ -52,9 +53,11 @@ from ingest.registry import Registry
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTIONS = ("ck/+/cg/+/loc", "ck/+/dev/+/evt", owntracks.SUBSCRIPTION)
+POSITIONS = ("ck/+/cg/+/loc", owntracks.SUBSCRIPTION)
+EMERGENCIES = ("ck/+/dev/+/evt",)
+"""Device events come on a connection of their own, so a fall never queues behind positions."""
 STATS_EVERY_S = 30.0
-BATCH = 2000
+BATCH = 500
 MAX_IN_FLIGHT = 20_000
 PRODUCER_LINGER_MS = 5
 FLUSH_FIXES = 1000
@@ -86,12 +89,12 @@ class IngestService:
             max_batch_size=PRODUCER_BATCH_BYTES,
             acks=1,
         )
+        self._urgent = kafka.producer(settings)  # device events: no batch to wait behind
         self._registry = Registry(self._db)
         self.metrics = IngestMetrics()
         self._accepted = {s: self.metrics.fixes_accepted.labels(s) for s in ("ck", "owntracks")}
         self.subscribed = asyncio.Event()
         self._metrics_server: asyncio.Server | None = None
-        self._inbox: Inbox | None = None
         self._in_flight = 0
         self._settled = asyncio.Event()
         self._fixes = FixBatches(1)
@@ -103,6 +106,7 @@ class IngestService:
         await kafka.ensure_topics(self._s, kafka.TOPICS)
         await self._db.__aenter__()
         await self._producer.start()
+        await self._urgent.start()
         partitions = await self._producer.partitions_for(self._s.topic("fixes"))
         self._fixes = FixBatches(len(partitions))
         self._metrics_server = await serve(self.metrics.registry, self._s.ingest_metrics_port)
@@ -116,6 +120,7 @@ class IngestService:
             await self._metrics_server.wait_closed()
         await self.flush()
         await self._producer.stop()  # delivers what is still in flight
+        await self._urgent.stop()
         await self._db.__aexit__(et, e, tb)
 
     @property
@@ -125,39 +130,43 @@ class IngestService:
             return None
         return int(self._metrics_server.sockets[0].getsockname()[1])
 
-    def _topics(self) -> list[str]:
+    def _topics(self, subscriptions: tuple[str, ...]) -> list[str]:
         if self._s.mqtt_shared_subscriptions:
             group = self._s.mqtt_share_group or f"careknot-{self._s.namespace}"
-            return [f"$share/{group}/{t}" for t in SUBSCRIPTIONS]
-        return list(SUBSCRIPTIONS)
-
-    def _inbox_type(self) -> type[Inbox]:
-        """An :class:`Inbox` class whose instance (the client's queue) this service keeps."""
-        service = self
-
-        class OwnInbox(Inbox):
-            def __init__(self, maxsize: int = 0) -> None:
-                super().__init__(maxsize)
-                service._inbox = self
-
-        return OwnInbox
+            return [f"$share/{group}/{t}" for t in subscriptions]
+        return list(subscriptions)
 
     async def run(self) -> None:
+        """Listen for positions and for device events on two connections until cancelled."""
+        ready = [asyncio.Event(), asyncio.Event()]
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._listen(POSITIONS, ready[0]), name="ingest-positions")
+            tasks.create_task(self._listen(EMERGENCIES, ready[1]), name="ingest-emergencies")
+            tasks.create_task(self._log_stats(), name="ingest-stats")
+            await asyncio.gather(*(r.wait() for r in ready))
+            log.info("ingest subscribed to %s", self._topics(POSITIONS + EMERGENCIES))
+            self.subscribed.set()
+
+    async def _listen(self, subscriptions: tuple[str, ...], ready: asyncio.Event) -> None:
+        inbox: list[Inbox] = []
+
+        class OwnInbox(Inbox):  # aiomqtt's queue of this client, kept to drain it in one go
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                inbox.append(self)
+
         client = aiomqtt.Client(
             self._s.mqtt_host,
             self._s.mqtt_port,
             protocol=aiomqtt.ProtocolVersion.V311,
-            queue_type=self._inbox_type(),
+            queue_type=OwnInbox,
         )
-        async with client, asyncio.TaskGroup() as tasks:
-            for topic in self._topics():
+        async with client:
+            for topic in self._topics(subscriptions):
                 await client.subscribe(topic, qos=1)
-            tasks.create_task(self._log_stats(), name="ingest-stats")
-            log.info("ingest subscribed to %s", self._topics())
-            self.subscribed.set()
-            assert self._inbox is not None
+            ready.set()
             async for first in client.messages:  # wakes on the first; takes what else waits
-                batch = [first, *self._inbox.take(BATCH - 1)]
+                batch = [first, *inbox[0].take(BATCH - 1)]
                 await self.handle_batch([(m.topic.value, _payload(m)) for m in batch])
 
     async def handle(self, topic: str, payload: bytes) -> None:
@@ -243,7 +252,7 @@ class IngestService:
         ev = parse_device_event(r, topic, payload, now, self._limits)
         await self._registry.check(r, topic)
         value = ev.model_dump_json().encode()
-        await self._producer.send_and_wait(
+        await self._urgent.send_and_wait(
             self._s.topic("device-events"), value, key=ev.device_id.encode()
         )
         self.metrics.events_accepted.inc()
