@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_clock_skew_s: float = 300.0
     ingest_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0: no metrics")
     worker_metrics_port: int = Field(default=9465, ge=0, le=65535, description="0: no metrics")
+    fixes_worker_nice: int = Field(
+        default=5, ge=0, le=19, description="CPU priority the fixes worker gives up (os.nice)"
+    )
 
     @field_validator("offer_window_by_severity", mode="before")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import faust
 
 from careknot.settings import Settings
@@ -9,6 +11,8 @@ from streams.app import Role, build_app
 
 
 def run(settings: Settings, *, role: Role = "all", loglevel: str = "warning") -> int:
+    if role == "fixes" and settings.fixes_worker_nice:
+        os.nice(settings.fixes_worker_nice)  # emergencies first when the CPU is short
     app, _runtime = build_app(settings, role)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()  # returns when the worker is stopped (SIGINT/SIGTERM)
