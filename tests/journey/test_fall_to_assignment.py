@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -21,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from careknot.settings import Settings
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from tests.journey.harness import own_worker_ready, running_system
-from tests.support import Phone, is_type, token
+from tests.support import Phone, is_type, processes_in, token
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
@@ -213,3 +214,23 @@ async def _dead_letter_reasons(consumer: AIOKafkaConsumer, wanted: set[str]) -> 
 async def _timeline(settings: Settings, incident_id: str) -> list[str]:
     async with Database(settings) as db:
         return [e.kind for e in await db.incident_events(incident_id)]
+
+
+def _worker_niceness(namespace: str) -> dict[str, int]:
+    """Each worker process's role and niceness (field 19 of /proc/PID/stat)."""
+    out = {}
+    for pid in processes_in(namespace):
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"worker" in words and b"--role" in words:
+            role = words[words.index(b"--role") + 1].decode()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            out[role] = int(stat[stat.rindex(")") + 2 :].split()[16])
+    return out
+
+
+async def test_the_fixes_worker_yields_the_cpu_to_the_dispatch_worker(ready: Settings) -> None:
+    assert _worker_niceness(ready.namespace) == {
+        "dispatch": 0,
+        "fixes": ready.fixes_worker_nice,
+    }
+    assert ready.fixes_worker_nice > 0
