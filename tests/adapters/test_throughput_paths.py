@@ -33,8 +33,9 @@ from careknot.storage.history import History
 from careknot.storage.postgres import CaregiverRow, Database
 from geofence.quality import AgencyPolicies
 from ingest.batching import partition_of
+from ingest.fast_path import fast_fix
 from ingest.parse import Limits, parse_location, route
-from ingest.service import IngestService, fast_fix
+from ingest.service import IngestService
 from streams.fix_flow import apply_fixes, decode_fixes
 from streams.runtime import Runtime
 from tests.support import free_port, scrape
