@@ -2,16 +2,21 @@
 
 Keys (``ns`` is the namespace):
 - ``{ns}:cg:{caregiver}`` hash: agency, lat, lon, ts, cell, area, acc, batt, status
-- ``{ns}:street:{agency}:{cell}`` set of caregiver ids whose latest fix lies in that res-8 cell
+- ``{ns}:street:{agency}:{cell}`` hash of the caregivers whose latest fix lies in that res-8
+  cell: caregiver id → her entry, what a search needs of her (see :data:`ENTRY`), so a cell is
+  read in one HGETALL
 - ``{ns}:area:{agency}:{cell}`` the same at res 6, for searches further out
 
-A batch of fixes moves in one server-side script call: cell membership moves atomically with the
-position, and a fix older than the stored one never overwrites it. Everything here can be rebuilt
+A batch of fixes moves in one server-side script call: cell membership and the entries move
+atomically with the caregiver's hash, and a fix older than the stored one never overwrites it;
+a status change rewrites her entries in the same script call. Everything here can be rebuilt
 from the fixes on Kafka and the record in Postgres.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
@@ -28,30 +33,64 @@ from geofence.quality import AcceptedFix
 AVAILABLE = "available"
 BUSY = "busy"
 
+# A caregiver's entry in her cells: six little-endian doubles, then her status as text. The
+# doubles are her position as a unit vector (x, y, z; so a search computes no trigonometry per
+# caregiver), the fix's ts, and her lat and lon exactly as stored (so answers carry them
+# unrounded).
+ENTRY = struct.Struct("<6d")
+
+# ARGV: ns, then nine per fix: id, agency, lat, lon, ts, cell, area, acc, batt.
+# Returns id, status of each caregiver whose position moved, flat.
 _UPDATE_POSITIONS = """
 local ns = ARGV[1]
 local applied = {}
-local function move(level, old_agency, old_cell, agency, cell, id)
+local function entry(lat, lon, t, status)
+  local p, l = tonumber(lat) * math.pi / 180, tonumber(lon) * math.pi / 180
+  return struct.pack('<dddddd', math.cos(p) * math.cos(l), math.cos(p) * math.sin(l),
+                     math.sin(p), tonumber(t), tonumber(lat), tonumber(lon)) .. status
+end
+local function move(level, old_agency, old_cell, agency, cell, id, e)
   if old_cell and (old_cell ~= cell or old_agency ~= agency) then
-    redis.call('SREM', ns .. ':' .. level .. ':' .. old_agency .. ':' .. old_cell, id)
+    redis.call('HDEL', ns .. ':' .. level .. ':' .. old_agency .. ':' .. old_cell, id)
   end
-  redis.call('SADD', ns .. ':' .. level .. ':' .. agency .. ':' .. cell, id)
+  redis.call('HSET', ns .. ':' .. level .. ':' .. agency .. ':' .. cell, id, e)
 end
 for i = 2, #ARGV, 9 do
   local id, agency, lat, lon = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local t, cell, area, acc, batt = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local key = ns .. ':cg:' .. id
-  local prev = redis.call('HMGET', key, 'ts', 'cell', 'area', 'agency')
+  local prev = redis.call('HMGET', key, 'ts', 'cell', 'area', 'agency', 'status')
   if (not prev[1]) or tonumber(prev[1]) < tonumber(t) then
-    move('street', prev[4], prev[2], agency, cell, id)
-    move('area', prev[4], prev[3], agency, area, id)
+    local status = prev[5] or 'available'
+    local e = entry(lat, lon, t, status)
+    move('street', prev[4], prev[2], agency, cell, id, e)
+    move('area', prev[4], prev[3], agency, area, id, e)
     redis.call('HSET', key, 'agency', agency, 'lat', lat, 'lon', lon, 'ts', t,
                'cell', cell, 'area', area, 'acc', acc, 'batt', batt)
     applied[#applied + 1] = id
-    applied[#applied + 1] = redis.call('HGET', key, 'status') or 'available'
+    applied[#applied + 1] = status
   end
 end
 return applied
+"""
+
+# ARGV: ns, caregiver id, status. Her hash and her cells' entries together.
+_SET_STATUS = """
+local ns, id, status = ARGV[1], ARGV[2], ARGV[3]
+local key = ns .. ':cg:' .. id
+redis.call('HSET', key, 'status', status)
+local v = redis.call('HMGET', key, 'agency', 'cell', 'area')
+if v[1] and v[2] and v[3] then
+  local street = ns .. ':street:' .. v[1] .. ':' .. v[2]
+  local area = ns .. ':area:' .. v[1] .. ':' .. v[3]
+  local old = redis.call('HGET', street, id)
+  if old then
+    local e = string.sub(old, 1, 48) .. status
+    redis.call('HSET', street, id, e)
+    redis.call('HSET', area, id, e)
+  end
+end
+return 1
 """
 
 # ARGV: ns, caregiver ids. Returns lat, lon, ts, acc of each, flat (false where missing).
@@ -66,74 +105,82 @@ return out
 
 # The nearest ``need`` fresh, available caregivers of an agency around a home, in one call.
 # ARGV: ns, agency, need, now, stale_after_s, lat, lon, then per step three: level, its cells
-# (space-separated) and, for cells that may be skipped, "lat lon reach" of each (space-separated;
-# empty for none): the cell's centre and a radius around it holding the whole cell. Steps are
-# read in order until ``need`` are kept, then one step more (cells are not circles); once
-# ``need`` are kept, a cell wholly farther than the need-th is not read.
-# Returns id, lat, lon, ts, status per caregiver, nearest first (ties by id).
+# (space-separated) and the cells' shapes, for cells that may be skipped (empty for none):
+# four little-endian doubles per cell, its centre as a unit vector and a radius in metres
+# around it holding the whole cell.
+#
+# The answer is that of reading the steps in order until ``need`` are kept, then one step more
+# (cells are not circles), and keeping the nearest ``need`` of all read. It is found with fewer
+# reads: a step is read whole only while the count it gives decides how far the plan goes;
+# in the steps left within reach, once ``need`` are kept, a cell wholly farther than the
+# need-th is not read. A cell is one HGETALL of entries.
+# Returns id, entry per caregiver, nearest first (ties by id).
 _SEARCH = """
 local ns, agency, need = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now, stale = tonumber(ARGV[4]), tonumber(ARGV[5])
-local R, rad = 6371008.8, math.pi / 180
-local function unit(lat, lon)
-  local p, l = lat * rad, lon * rad
-  return math.cos(p) * math.cos(l), math.cos(p) * math.sin(l), math.sin(p)
-end
-local hx, hy, hz = unit(tonumber(ARGV[6]), tonumber(ARGV[7]))
-local function dist(lat, lon)
-  local x, y, z = unit(lat, lon)
+local sqrt, asin, min, unpack, sub = math.sqrt, math.asin, math.min, struct.unpack, string.sub
+local hlat, hlon = tonumber(ARGV[6]) * math.pi / 180, tonumber(ARGV[7]) * math.pi / 180
+local hx, hy, hz = math.cos(hlat) * math.cos(hlon), math.cos(hlat) * math.sin(hlon), math.sin(hlat)
+local function metres(x, y, z)
   local dx, dy, dz = x - hx, y - hy, z - hz
-  return 2 * R * math.asin(math.min(1, math.sqrt((dx * dx + dy * dy + dz * dz) / 4)))
+  return 2 * 6371008.8 * asin(min(1, sqrt((dx * dx + dy * dy + dz * dz) / 4)))
 end
-local function closer(a, b) return a.d < b.d or (a.d == b.d and a.id < b.id) end
-local function words(s)
-  local t = {}
-  for w in string.gmatch(s, '%S+') do t[#t + 1] = w end
-  return t
+-- the nearest kept so far, in order (ties by id), at most need; count: all fresh and available
+local ids, ds, es, n, count, bound = {}, {}, {}, 0, 0, math.huge
+local function keep(id, d, e)
+  if n == need and (d > bound or (d == bound and id > ids[n])) then return end
+  if n < need then n = n + 1 end
+  local j = n
+  while j > 1 and (ds[j - 1] > d or (ds[j - 1] == d and ids[j - 1] > id)) do
+    ids[j], ds[j], es[j] = ids[j - 1], ds[j - 1], es[j - 1]
+    j = j - 1
+  end
+  ids[j], ds[j], es[j] = id, d, e
+  if n == need then bound = ds[n] end
 end
-local kept, seen, bound = {}, {}, math.huge
-local stop_after, step, cg = nil, 0, ns .. ':cg:'
-local function wanted(geo, c)
-  if not geo[3 * c] then return true end
-  return dist(tonumber(geo[3 * c - 2]), tonumber(geo[3 * c - 1])) - tonumber(geo[3 * c]) <= bound
-end
-for i = 8, #ARGV, 3 do
-  step = step + 1
-  local cells = words(ARGV[i + 1])
-  local geo = bound < math.huge and words(ARGV[i + 2]) or {}  -- no cell is skipped before
-  local prefix = ns .. ':' .. ARGV[i] .. ':' .. agency .. ':'
-  for c = 1, #cells do
-    if wanted(geo, c) then
-      local members = redis.call('SMEMBERS', prefix .. cells[c])
-      for _, id in ipairs(members) do
-        if not seen[id] then
-          seen[id] = true
-          local v = redis.call('HMGET', cg .. id, 'lat', 'lon', 'ts', 'status', 'agency')
-          local status = v[4] or 'available'
-          local fresh = v[3] and now - tonumber(v[3]) <= stale
-          if v[1] and fresh and v[5] == agency and status == 'available' then
-            kept[#kept + 1] = {id = id, d = dist(tonumber(v[1]), tonumber(v[2])),
-                               lat = v[1], lon = v[2], ts = v[3], status = status}
-          end
-        end
+local seen = {}
+local function read(key)
+  local h = redis.call('HGETALL', key)
+  for j = 1, #h, 2 do
+    local id = h[j]
+    if not seen[id] then
+      seen[id] = true
+      local e = h[j + 1]
+      local x, y, z, ts = unpack('<dddd', e)
+      if now - ts <= stale and sub(e, 49) == 'available' then
+        count = count + 1
+        keep(id, metres(x, y, z), e)
       end
     end
   end
-  if #kept >= need then
-    table.sort(kept, closer)
-    for j = #kept, need + 1, -1 do kept[j] = nil end
-    bound = kept[need].d
-    stop_after = stop_after or step
+end
+local function far(shapes, c)
+  if bound == math.huge or #shapes < 32 * c then return false end
+  local x, y, z, reach = unpack('<dddd', shapes, 32 * c - 31)
+  return metres(x, y, z) - reach > bound
+end
+local steps = {}
+for i = 8, #ARGV, 3 do
+  steps[#steps + 1] = {prefix = ns .. ':' .. ARGV[i] .. ':' .. agency .. ':',
+                       cells = ARGV[i + 1], shapes = ARGV[i + 2]}
+end
+-- whole steps, while the count they give decides how far the plan goes
+local done = 0
+while done < #steps - 2 and count < need do
+  done = done + 1
+  for cell in string.gmatch(steps[done].cells, '%S+') do read(steps[done].prefix .. cell) end
+end
+local last = count >= need and min(done + 1, #steps) or #steps
+-- the steps within reach, cell by cell
+for s = done + 1, last do
+  local c, step = 0, steps[s]
+  for cell in string.gmatch(step.cells, '%S+') do
+    c = c + 1
+    if not far(step.shapes, c) then read(step.prefix .. cell) end
   end
-  if stop_after and step > stop_after then break end
 end
-table.sort(kept, closer)
 local out = {}
-for j = 1, math.min(need, #kept) do
-  local k = kept[j]
-  out[#out + 1] = k.id; out[#out + 1] = k.lat; out[#out + 1] = k.lon
-  out[#out + 1] = k.ts; out[#out + 1] = k.status
-end
+for j = 1, n do out[#out + 1] = ids[j]; out[#out + 1] = es[j] end
 return out
 """
 
@@ -150,12 +197,24 @@ def area_of(cell: str) -> str:
     return str(h3.cell_to_parent(cell, AREA_RESOLUTION))
 
 
+def unit_vector(lat: float, lon: float) -> tuple[float, float, float]:
+    p, q = math.radians(lat), math.radians(lon)
+    return math.cos(p) * math.cos(q), math.cos(p) * math.sin(q), math.sin(p)
+
+
 @lru_cache(maxsize=65_536)
-def _reach(cell: str) -> str:
-    """An H3 cell's centre and a radius around it holding the whole cell: "lat lon metres"."""
+def _shape(cell: str) -> bytes:
+    """An H3 cell's centre (unit vector) and a radius in metres around it holding the whole
+    cell, packed as the search script reads them."""
     lat, lon = h3.cell_to_latlng(cell)
     far = max(haversine_m(lat, lon, a, b) for a, b in h3.cell_to_boundary(cell))
-    return f"{lat!r} {lon!r} {far * 1.01 + 1.0:.1f}"
+    return struct.pack("<4d", *unit_vector(lat, lon), far * 1.01 + 1.0)
+
+
+def _candidate(caregiver_id: bytes, entry: bytes, agency_id: str) -> Candidate:
+    *_unit, ts, lat, lon = ENTRY.unpack_from(entry)
+    status = entry[ENTRY.size :].decode()
+    return Candidate(caregiver_id.decode(), agency_id, lat, lon, ts, status)
 
 
 class LiveIndex:
@@ -167,6 +226,7 @@ class LiveIndex:
         self._update = redis.register_script(_UPDATE_POSITIONS)
         self._last = redis.register_script(_LAST_FIXES)
         self._search = redis.register_script(_SEARCH)
+        self._status = redis.register_script(_SET_STATUS)
 
     async def update(self, fixes: Sequence[Fix]) -> dict[str, str]:
         """Apply a batch of accepted fixes in order; a fix older than the stored one is ignored.
@@ -184,7 +244,8 @@ class LiveIndex:
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
     async def set_status(self, caregiver_id: str, status: str) -> None:
-        await self._redis.hset(f"{self._ns}:cg:{caregiver_id}", "status", status)
+        """Her availability, in her hash and in her cells' entries at once."""
+        await self._status(keys=[], args=[self._ns, caregiver_id, status])
 
     async def nearby(self, agency_id: str, plan: Iterable[SearchStep], need: int) -> list[str]:
         """Caregiver ids of the agency found by following ``plan`` until ``need`` are found.
@@ -197,7 +258,7 @@ class LiveIndex:
         for n, step in enumerate(plan):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for cell in step.cells:
-                    pipe.smembers(f"{self._ns}:{step.level}:{agency_id}:{cell}")
+                    pipe.hkeys(f"{self._ns}:{step.level}:{agency_id}:{cell}")
                 members = await pipe.execute()
             found.update(dict.fromkeys(sorted(m.decode() for group in members for m in group)))
             if stop_after is None and len(found) >= need:
@@ -226,22 +287,20 @@ class LiveIndex:
         """
         if need <= 0:
             return []
-        args: list[str | float | int] = [self._ns, agency_id, need, now, stale_after_s, lat, lon]
-        for step in plan:
-            geometry = " ".join(map(_reach, step.cells)) if step.level == "area" else ""
-            args += [step.level, " ".join(step.cells), geometry]
-        flat = await self._search(keys=[], args=args)
-        return [
-            Candidate(
-                caregiver_id=flat[i].decode(),
-                agency_id=agency_id,
-                lat=float(flat[i + 1]),
-                lon=float(flat[i + 2]),
-                ts=float(flat[i + 3]),
-                status=flat[i + 4].decode(),
-            )
-            for i in range(0, len(flat), 5)
+        args: list[str | bytes | float | int] = [
+            self._ns,
+            agency_id,
+            need,
+            now,
+            stale_after_s,
+            lat,
+            lon,
         ]
+        for step in plan:
+            shapes = b"".join(map(_shape, step.cells)) if step.level == "area" else b""
+            args += [step.level, " ".join(step.cells), shapes]
+        flat = await self._search(keys=[], args=args)
+        return [_candidate(flat[i], flat[i + 1], agency_id) for i in range(0, len(flat), 2)]
 
     async def candidates(self, caregiver_ids: Sequence[str]) -> list[Candidate]:
         async with self._redis.pipeline(transaction=False) as pipe:

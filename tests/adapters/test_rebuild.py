@@ -91,7 +91,7 @@ async def _delete_namespace(settings: Settings) -> int:
 
 async def _picture(settings: Settings) -> Snapshot:
     """Every live-index key of the namespace: caregiver hashes (no status field means
-    available) and street and area cell sets."""
+    available) and the members of street and area cells."""
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     out: Snapshot = {}
     try:
@@ -99,7 +99,7 @@ async def _picture(settings: Settings) -> Snapshot:
             async for key in r.scan_iter(match=settings.key(kind, "*"), count=1000):
                 if kind == "cg":
                     out[key] = {"status": AVAILABLE, **await r.hgetall(key)}
-                elif members := await r.smembers(key):
+                elif members := await r.hkeys(key):
                     out[key] = sorted(members)
     finally:
         await r.aclose()
