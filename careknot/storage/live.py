@@ -6,6 +6,8 @@ Keys (``ns`` is the namespace):
   cell: caregiver id → her entry, what a search needs of her (see :data:`ENTRY`), so a cell is
   read in one HGETALL
 - ``{ns}:area:{agency}:{cell}`` the same at res 6, for searches further out
+- ``{ns}:shapes`` hash: res-6 cell → its shape (see :data:`SHAPE`), written when a caregiver
+  first enters the cell, so a search can skip a cell wholly farther than it needs
 
 A batch of fixes moves in one server-side script call: cell membership and the entries move
 atomically with the caregiver's hash, and a fix older than the stored one never overwrites it;
@@ -38,8 +40,11 @@ BUSY = "busy"
 # caregiver), the fix's ts, and her lat and lon exactly as stored (so answers carry them
 # unrounded).
 ENTRY = struct.Struct("<6d")
+# An area cell's shape: its centre as a unit vector and a radius in metres around the centre
+# holding the whole cell, four little-endian doubles.
+SHAPE = struct.Struct("<4d")
 
-# ARGV: ns, then nine per fix: id, agency, lat, lon, ts, cell, area, acc, batt.
+# ARGV: ns, then ten per fix: id, agency, lat, lon, ts, cell, area, acc, batt, area's shape.
 # Returns id, status of each caregiver whose position moved, flat.
 _UPDATE_POSITIONS = """
 local ns = ARGV[1]
@@ -55,7 +60,7 @@ local function move(level, old_agency, old_cell, agency, cell, id, e)
   end
   redis.call('HSET', ns .. ':' .. level .. ':' .. agency .. ':' .. cell, id, e)
 end
-for i = 2, #ARGV, 9 do
+for i = 2, #ARGV, 10 do
   local id, agency, lat, lon = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local t, cell, area, acc, batt = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local key = ns .. ':cg:' .. id
@@ -65,6 +70,7 @@ for i = 2, #ARGV, 9 do
     local e = entry(lat, lon, t, status)
     move('street', prev[4], prev[2], agency, cell, id, e)
     move('area', prev[4], prev[3], agency, area, id, e)
+    if prev[3] ~= area then redis.call('HSETNX', ns .. ':shapes', area, ARGV[i + 9]) end
     redis.call('HSET', key, 'agency', agency, 'lat', lat, 'lon', lon, 'ts', t,
                'cell', cell, 'area', area, 'acc', acc, 'batt', batt)
     applied[#applied + 1] = id
@@ -104,21 +110,19 @@ return out
 """
 
 # The nearest ``need`` fresh, available caregivers of an agency around a home, in one call.
-# ARGV: ns, agency, need, now, stale_after_s, lat, lon, then per step three: level, its cells
-# (space-separated) and the cells' shapes, for cells that may be skipped (empty for none):
-# four little-endian doubles per cell, its centre as a unit vector and a radius in metres
-# around it holding the whole cell.
+# ARGV: ns, agency, need, now, stale_after_s, lat, lon, then per step two: level and its cells
+# (space-separated).
 #
 # The answer is that of reading the steps in order until ``need`` are kept, then one step more
 # (cells are not circles), and keeping the nearest ``need`` of all read. It is found with fewer
 # reads: a step is read whole only while the count it gives decides how far the plan goes;
-# in the steps left within reach, once ``need`` are kept, a cell wholly farther than the
-# need-th is not read. A cell is one HGETALL of entries.
+# in the steps left within reach, once ``need`` are kept, an area cell wholly farther than the
+# need-th (by its shape) is not read. A cell is one HGETALL of entries.
 # Returns id, entry per caregiver, nearest first (ties by id).
 _SEARCH = """
 local ns, agency, need = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now, stale = tonumber(ARGV[4]), tonumber(ARGV[5])
-local sqrt, asin, min, unpack, sub = math.sqrt, math.asin, math.min, struct.unpack, string.sub
+local sqrt, asin, min, decode, sub = math.sqrt, math.asin, math.min, struct.unpack, string.sub
 local hlat, hlon = tonumber(ARGV[6]) * math.pi / 180, tonumber(ARGV[7]) * math.pi / 180
 local hx, hy, hz = math.cos(hlat) * math.cos(hlon), math.cos(hlat) * math.sin(hlon), math.sin(hlat)
 local function metres(x, y, z)
@@ -146,7 +150,7 @@ local function read(key)
     if not seen[id] then
       seen[id] = true
       local e = h[j + 1]
-      local x, y, z, ts = unpack('<dddd', e)
+      local x, y, z, ts = decode('<dddd', e)
       if now - ts <= stale and sub(e, 49) == 'available' then
         count = count + 1
         keep(id, metres(x, y, z), e)
@@ -154,29 +158,33 @@ local function read(key)
     end
   end
 end
-local function far(shapes, c)
-  if bound == math.huge or #shapes < 32 * c then return false end
-  local x, y, z, reach = unpack('<dddd', shapes, 32 * c - 31)
+local function far(shape)
+  if not shape then return false end
+  local x, y, z, reach = decode('<dddd', shape)
   return metres(x, y, z) - reach > bound
 end
 local steps = {}
-for i = 8, #ARGV, 3 do
-  steps[#steps + 1] = {prefix = ns .. ':' .. ARGV[i] .. ':' .. agency .. ':',
-                       cells = ARGV[i + 1], shapes = ARGV[i + 2]}
+for i = 8, #ARGV, 2 do
+  local cells = {}
+  for cell in string.gmatch(ARGV[i + 1], '%S+') do cells[#cells + 1] = cell end
+  steps[#steps + 1] = {level = ARGV[i], prefix = ns .. ':' .. ARGV[i] .. ':' .. agency .. ':',
+                       cells = cells}
 end
 -- whole steps, while the count they give decides how far the plan goes
 local done = 0
 while done < #steps - 2 and count < need do
   done = done + 1
-  for cell in string.gmatch(steps[done].cells, '%S+') do read(steps[done].prefix .. cell) end
+  for _, cell in ipairs(steps[done].cells) do read(steps[done].prefix .. cell) end
 end
 local last = count >= need and min(done + 1, #steps) or #steps
 -- the steps within reach, cell by cell
 for s = done + 1, last do
-  local c, step = 0, steps[s]
-  for cell in string.gmatch(step.cells, '%S+') do
-    c = c + 1
-    if not far(step.shapes, c) then read(step.prefix .. cell) end
+  local step, shapes = steps[s], nil
+  for c, cell in ipairs(step.cells) do
+    if bound < math.huge and not shapes and step.level == 'area' then
+      shapes = redis.call('HMGET', ns .. ':shapes', unpack(step.cells))
+    end
+    if not (shapes and far(shapes[c])) then read(step.prefix .. cell) end
   end
 end
 local out = {}
@@ -203,12 +211,12 @@ def unit_vector(lat: float, lon: float) -> tuple[float, float, float]:
 
 
 @lru_cache(maxsize=65_536)
-def _shape(cell: str) -> bytes:
-    """An H3 cell's centre (unit vector) and a radius in metres around it holding the whole
-    cell, packed as the search script reads them."""
+def shape(cell: str) -> bytes:
+    """An H3 cell's :data:`SHAPE`: its centre and a radius around it holding the whole cell
+    (the farthest vertex, plus 1 % and a metre: cells' edges bulge little at this size)."""
     lat, lon = h3.cell_to_latlng(cell)
     far = max(haversine_m(lat, lon, a, b) for a, b in h3.cell_to_boundary(cell))
-    return struct.pack("<4d", *unit_vector(lat, lon), far * 1.01 + 1.0)
+    return SHAPE.pack(*unit_vector(lat, lon), far * 1.01 + 1.0)
 
 
 def _candidate(caregiver_id: bytes, entry: bytes, agency_id: str) -> Candidate:
@@ -235,11 +243,13 @@ class LiveIndex:
         """
         if not fixes:
             return {}
-        args: list[str | float | int] = [self._ns]
+        args: list[str | bytes | float | int] = [self._ns]
         for f in fixes:
             cell = cell_of(f.lat, f.lon)
-            args += [f.caregiver_id, f.agency_id, f.lat, f.lon, f.ts, cell, area_of(cell)]
+            area = area_of(cell)
+            args += [f.caregiver_id, f.agency_id, f.lat, f.lon, f.ts, cell, area]
             args += ["" if f.acc is None else f.acc, "" if f.batt is None else f.batt]
+            args.append(shape(area))
         flat = await self._update(keys=[], args=args)
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
@@ -287,18 +297,9 @@ class LiveIndex:
         """
         if need <= 0:
             return []
-        args: list[str | bytes | float | int] = [
-            self._ns,
-            agency_id,
-            need,
-            now,
-            stale_after_s,
-            lat,
-            lon,
-        ]
+        args: list[str | float | int] = [self._ns, agency_id, need, now, stale_after_s, lat, lon]
         for step in plan:
-            shapes = b"".join(map(_shape, step.cells)) if step.level == "area" else b""
-            args += [step.level, " ".join(step.cells), shapes]
+            args += [step.level, " ".join(step.cells)]
         flat = await self._search(keys=[], args=args)
         return [_candidate(flat[i], flat[i + 1], agency_id) for i in range(0, len(flat), 2)]
 
