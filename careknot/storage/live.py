@@ -129,18 +129,21 @@ local function metres(x, y, z)
   local dx, dy, dz = x - hx, y - hy, z - hz
   return 2 * 6371008.8 * asin(min(1, sqrt((dx * dx + dy * dy + dz * dz) / 4)))
 end
--- the nearest kept so far, in order (ties by id), at most need; count: all fresh and available
-local ids, ds, es, n, count, bound = {}, {}, {}, 0, 0, math.huge
+-- kept: the nearest so far, nearest first (ties by id), at most need; count: all fresh and
+-- available seen so far; bound: the need-th's distance once need are kept
+local kept, count, bound = {}, 0, math.huge
+local function before(d, id, k) return d < k.d or (d == k.d and id < k.id) end
 local function keep(id, d, e)
-  if n == need and (d > bound or (d == bound and id > ids[n])) then return end
-  if n < need then n = n + 1 end
-  local j = n
-  while j > 1 and (ds[j - 1] > d or (ds[j - 1] == d and ids[j - 1] > id)) do
-    ids[j], ds[j], es[j] = ids[j - 1], ds[j - 1], es[j - 1]
-    j = j - 1
+  local n = #kept
+  if n == need and not before(d, id, kept[n]) then return end
+  local lo, hi = 1, n + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if before(d, id, kept[mid]) then hi = mid else lo = mid + 1 end
   end
-  ids[j], ds[j], es[j] = id, d, e
-  if n == need then bound = ds[n] end
+  table.insert(kept, lo, {id = id, d = d, e = e})
+  if n == need then kept[n + 1] = nil end
+  if #kept == need then bound = kept[need].d end
 end
 local seen = {}
 local function read(key)
@@ -188,7 +191,7 @@ for s = done + 1, last do
   end
 end
 local out = {}
-for j = 1, n do out[#out + 1] = ids[j]; out[#out + 1] = es[j] end
+for _, k in ipairs(kept) do out[#out + 1] = k.id; out[#out + 1] = k.e end
 return out
 """
 

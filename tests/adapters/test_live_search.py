@@ -114,7 +114,7 @@ async def test_search_agrees_with_a_brute_force_for_random_homes(live: LiveIndex
         agency = rng.choice(AGENCIES)
         lat, lon = rng.gauss(LEEDS[0], 0.15), rng.gauss(LEEDS[1], 0.25)
         plan = list(search_plan(lat, lon, rng.choice((1, 2, 3))))
-        for need in (1, 3, 10, 60):
+        for need in (1, 3, 10, 60, 640):
             found = await search(live, agency, plan, lat, lon, need)
             assert [c.caregiver_id for c in found] == brute_force(
                 people, agency, plan, lat, lon, need
