@@ -6,8 +6,9 @@ Keys (``ns`` is the namespace):
   cell: caregiver id → her entry, what a search needs of her (see :data:`ENTRY`), so a cell is
   read in one HGETALL
 - ``{ns}:area:{agency}:{cell}`` the same at res 6, for searches further out
-- ``{ns}:shapes`` hash: res-6 cell → its shape (see :data:`SHAPE`), written when a caregiver
-  first enters the cell, so a search can skip a cell wholly farther than it needs
+- ``{ns}:shapes`` hash: res-6 cell → its shape (see :data:`SHAPE`), written by the first
+  update that brings a caregiver there (each process sends a cell's shape once), so a search
+  can skip a cell wholly farther than it needs; a cell without one is read
 
 A batch of fixes moves in one server-side script call: cell membership and the entries move
 atomically with the caregiver's hash, and a fix older than the stored one never overwrites it;
@@ -44,15 +45,18 @@ ENTRY = struct.Struct("<6d")
 # holding the whole cell, four little-endian doubles.
 SHAPE = struct.Struct("<4d")
 
-# ARGV: ns, then ten per fix: id, agency, lat, lon, ts, cell, area, acc, batt, area's shape.
+# ARGV: ns, the number of fixes, nine per fix: id, agency, lat, lon, ts, cell, area, acc, batt;
+# then area cells and their shapes, for the shapes hash where missing.
 # Returns id, status of each caregiver whose position moved, flat.
 _UPDATE_POSITIONS = """
-local ns = ARGV[1]
+local ns, last = ARGV[1], 2 + 9 * tonumber(ARGV[2])
 local applied = {}
+local rad, cos, sin, pack = math.pi / 180, math.cos, math.sin, struct.pack
 local function entry(lat, lon, t, status)
-  local p, l = tonumber(lat) * math.pi / 180, tonumber(lon) * math.pi / 180
-  return struct.pack('<dddddd', math.cos(p) * math.cos(l), math.cos(p) * math.sin(l),
-                     math.sin(p), tonumber(t), tonumber(lat), tonumber(lon)) .. status
+  local la, lo = tonumber(lat), tonumber(lon)
+  local c = cos(la * rad)
+  return pack('<dddddd', c * cos(lo * rad), c * sin(lo * rad), sin(la * rad), tonumber(t), la, lo)
+    .. status
 end
 local function move(level, old_agency, old_cell, agency, cell, id, e)
   if old_cell and (old_cell ~= cell or old_agency ~= agency) then
@@ -60,7 +64,7 @@ local function move(level, old_agency, old_cell, agency, cell, id, e)
   end
   redis.call('HSET', ns .. ':' .. level .. ':' .. agency .. ':' .. cell, id, e)
 end
-for i = 2, #ARGV, 10 do
+for i = 3, last, 9 do
   local id, agency, lat, lon = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local t, cell, area, acc, batt = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local key = ns .. ':cg:' .. id
@@ -70,13 +74,13 @@ for i = 2, #ARGV, 10 do
     local e = entry(lat, lon, t, status)
     move('street', prev[4], prev[2], agency, cell, id, e)
     move('area', prev[4], prev[3], agency, area, id, e)
-    if prev[3] ~= area then redis.call('HSETNX', ns .. ':shapes', area, ARGV[i + 9]) end
     redis.call('HSET', key, 'agency', agency, 'lat', lat, 'lon', lon, 'ts', t,
                'cell', cell, 'area', area, 'acc', acc, 'batt', batt)
     applied[#applied + 1] = id
     applied[#applied + 1] = status
   end
 end
+for i = last + 1, #ARGV, 2 do redis.call('HSETNX', ns .. ':shapes', ARGV[i], ARGV[i + 1]) end
 return applied
 """
 
@@ -123,7 +127,8 @@ _SEARCH = """
 local ns, agency, need = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now, stale = tonumber(ARGV[4]), tonumber(ARGV[5])
 local sqrt, asin, min, decode, sub = math.sqrt, math.asin, math.min, struct.unpack, string.sub
-local hlat, hlon = tonumber(ARGV[6]) * math.pi / 180, tonumber(ARGV[7]) * math.pi / 180
+local rad = math.pi / 180
+local hlat, hlon = tonumber(ARGV[6]) * rad, tonumber(ARGV[7]) * rad
 local hx, hy, hz = math.cos(hlat) * math.cos(hlon), math.cos(hlat) * math.sin(hlon), math.sin(hlat)
 local function metres(x, y, z)
   local dx, dy, dz = x - hx, y - hy, z - hz
@@ -238,6 +243,7 @@ class LiveIndex:
         self._last = redis.register_script(_LAST_FIXES)
         self._search = redis.register_script(_SEARCH)
         self._status = redis.register_script(_SET_STATUS)
+        self._shapes_sent: set[str] = set()  # area cells whose shape this process has written
 
     async def update(self, fixes: Sequence[Fix]) -> dict[str, str]:
         """Apply a batch of accepted fixes in order; a fix older than the stored one is ignored.
@@ -246,14 +252,19 @@ class LiveIndex:
         """
         if not fixes:
             return {}
-        args: list[str | bytes | float | int] = [self._ns]
+        args: list[str | bytes | float | int] = [self._ns, len(fixes)]
+        areas: dict[str, None] = {}
         for f in fixes:
             cell = cell_of(f.lat, f.lon)
             area = area_of(cell)
             args += [f.caregiver_id, f.agency_id, f.lat, f.lon, f.ts, cell, area]
             args += ["" if f.acc is None else f.acc, "" if f.batt is None else f.batt]
-            args.append(shape(area))
+            areas[area] = None
+        unsent = [a for a in areas if a not in self._shapes_sent]
+        for area in unsent:
+            args += [area, shape(area)]
         flat = await self._update(keys=[], args=args)
+        self._shapes_sent.update(unsent)
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
     async def set_status(self, caregiver_id: str, status: str) -> None:
