@@ -134,21 +134,20 @@ local function metres(x, y, z)
   local dx, dy, dz = x - hx, y - hy, z - hz
   return 2 * 6371008.8 * asin(min(1, sqrt((dx * dx + dy * dy + dz * dz) / 4)))
 end
--- kept: the nearest so far, nearest first (ties by id), at most need; count: all fresh and
--- available seen so far; bound: the need-th's distance once need are kept
-local kept, count, bound = {}, 0, math.huge
-local function before(d, id, k) return d < k.d or (d == k.d and id < k.id) end
+-- the nearest kept so far, nearest first (ties by id), at most need, as three arrays; count:
+-- all fresh and available seen; bound: the need-th's distance once need are kept
+local ids, ds, es, n, count, bound = {}, {}, {}, 0, 0, math.huge
+local floor, insert = math.floor, table.insert
 local function keep(id, d, e)
-  local n = #kept
-  if n == need and not before(d, id, kept[n]) then return end
+  if n == need and (d > bound or (d == bound and id > ids[n])) then return end
   local lo, hi = 1, n + 1
   while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if before(d, id, kept[mid]) then hi = mid else lo = mid + 1 end
+    local mid = floor((lo + hi) / 2)
+    if d < ds[mid] or (d == ds[mid] and id < ids[mid]) then hi = mid else lo = mid + 1 end
   end
-  table.insert(kept, lo, {id = id, d = d, e = e})
-  if n == need then kept[n + 1] = nil end
-  if #kept == need then bound = kept[need].d end
+  insert(ids, lo, id); insert(ds, lo, d); insert(es, lo, e)
+  if n == need then ids[n + 1], ds[n + 1], es[n + 1] = nil, nil, nil else n = n + 1 end
+  if n == need then bound = ds[n] end
 end
 local seen = {}
 local function read(key)
@@ -171,32 +170,33 @@ local function far(shape)
   local x, y, z, reach = decode('<dddd', shape)
   return metres(x, y, z) - reach > bound
 end
-local steps = {}
-for i = 8, #ARGV, 2 do
+local function cells_of(s)
   local cells = {}
-  for cell in string.gmatch(ARGV[i + 1], '%S+') do cells[#cells + 1] = cell end
-  steps[#steps + 1] = {level = ARGV[i], prefix = ns .. ':' .. ARGV[i] .. ':' .. agency .. ':',
-                       cells = cells}
+  for cell in string.gmatch(ARGV[7 + 2 * s], '%S+') do cells[#cells + 1] = cell end
+  return cells
 end
+local function prefix_of(s) return ns .. ':' .. ARGV[6 + 2 * s] .. ':' .. agency .. ':' end
+local steps = (#ARGV - 7) / 2
 -- whole steps, while the count they give decides how far the plan goes
 local done = 0
-while done < #steps - 2 and count < need do
+while done < steps - 2 and count < need do
   done = done + 1
-  for _, cell in ipairs(steps[done].cells) do read(steps[done].prefix .. cell) end
+  local prefix = prefix_of(done)
+  for cell in string.gmatch(ARGV[7 + 2 * done], '%S+') do read(prefix .. cell) end
 end
-local last = count >= need and min(done + 1, #steps) or #steps
+local last = count >= need and min(done + 1, steps) or steps
 -- the steps within reach, cell by cell
 for s = done + 1, last do
-  local step, shapes = steps[s], nil
-  for c, cell in ipairs(step.cells) do
-    if bound < math.huge and not shapes and step.level == 'area' then
-      shapes = redis.call('HMGET', ns .. ':shapes', unpack(step.cells))
+  local prefix, cells, shapes = prefix_of(s), cells_of(s), nil
+  for c, cell in ipairs(cells) do
+    if bound < math.huge and not shapes and ARGV[6 + 2 * s] == 'area' then
+      shapes = redis.call('HMGET', ns .. ':shapes', unpack(cells))
     end
-    if not (shapes and far(shapes[c])) then read(step.prefix .. cell) end
+    if not (shapes and far(shapes[c])) then read(prefix .. cell) end
   end
 end
 local out = {}
-for _, k in ipairs(kept) do out[#out + 1] = k.id; out[#out + 1] = k.e end
+for j = 1, n do out[#out + 1] = ids[j]; out[#out + 1] = es[j] end
 return out
 """
 
