@@ -36,11 +36,9 @@ from geofence.quality import AcceptedFix
 AVAILABLE = "available"
 BUSY = "busy"
 
-# A caregiver's entry in her cells: six little-endian doubles, then her status as text. The
-# doubles are her position as a unit vector (x, y, z; so a search computes no trigonometry per
-# caregiver), the fix's ts, and her lat and lon exactly as stored (so answers carry them
-# unrounded).
-ENTRY = struct.Struct("<6d")
+# A caregiver's entry in her cells: three little-endian doubles, the fix's ts and her lat and
+# lon exactly as stored (so answers carry them unrounded), then her status as text.
+ENTRY = struct.Struct("<3d")
 # An area cell's shape: its centre as a unit vector and a radius in metres around the centre
 # holding the whole cell, four little-endian doubles.
 SHAPE = struct.Struct("<4d")
@@ -51,12 +49,8 @@ SHAPE = struct.Struct("<4d")
 _UPDATE_POSITIONS = """
 local ns, last = ARGV[1], 2 + 9 * tonumber(ARGV[2])
 local applied = {}
-local rad, cos, sin, pack = math.pi / 180, math.cos, math.sin, struct.pack
 local function entry(lat, lon, t, status)
-  local la, lo = tonumber(lat), tonumber(lon)
-  local c = cos(la * rad)
-  return pack('<dddddd', c * cos(lo * rad), c * sin(lo * rad), sin(la * rad), tonumber(t), la, lo)
-    .. status
+  return struct.pack('<ddd', tonumber(t), tonumber(lat), tonumber(lon)) .. status
 end
 local function move(level, old_agency, old_cell, agency, cell, id, e)
   if old_cell and (old_cell ~= cell or old_agency ~= agency) then
@@ -95,7 +89,7 @@ if v[1] and v[2] and v[3] then
   local area = ns .. ':area:' .. v[1] .. ':' .. v[3]
   local old = redis.call('HGET', street, id)
   if old then
-    local e = string.sub(old, 1, 48) .. status
+    local e = string.sub(old, 1, 24) .. status
     redis.call('HSET', street, id, e)
     redis.call('HSET', area, id, e)
   end
@@ -134,6 +128,12 @@ local function metres(x, y, z)
   local dx, dy, dz = x - hx, y - hy, z - hz
   return 2 * 6371008.8 * asin(min(1, sqrt((dx * dx + dy * dy + dz * dz) / 4)))
 end
+local function metres_to(lat, lon)
+  local p, l = lat * rad, lon * rad
+  return metres(math.cos(p) * math.cos(l), math.cos(p) * math.sin(l), math.sin(p))
+end
+-- no point is nearer than its difference in latitude (plus a millimetre for rounding)
+local function beyond(lat, d) return 6371008.8 * math.abs(lat * rad - hlat) > d + 0.001 end
 -- the nearest kept so far, nearest first (ties by id), at most need, as three arrays; count:
 -- all fresh and available seen; bound: the need-th's distance once need are kept
 local ids, ds, es, n, count, bound = {}, {}, {}, 0, 0, math.huge
@@ -157,10 +157,10 @@ local function read(key)
     if not seen[id] then
       seen[id] = true
       local e = h[j + 1]
-      local x, y, z, ts = decode('<dddd', e)
-      if now - ts <= stale and sub(e, 49) == 'available' then
+      local ts, lat, lon = decode('<ddd', e)
+      if now - ts <= stale and sub(e, 25) == 'available' then
         count = count + 1
-        keep(id, metres(x, y, z), e)
+        if n < need or not beyond(lat, bound) then keep(id, metres_to(lat, lon), e) end
       end
     end
   end
@@ -228,7 +228,7 @@ def shape(cell: str) -> bytes:
 
 
 def _candidate(caregiver_id: bytes, entry: bytes, agency_id: str) -> Candidate:
-    *_unit, ts, lat, lon = ENTRY.unpack_from(entry)
+    ts, lat, lon = ENTRY.unpack_from(entry)
     status = entry[ENTRY.size :].decode()
     return Candidate(caregiver_id.decode(), agency_id, lat, lon, ts, status)
 
