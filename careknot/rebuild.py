@@ -7,10 +7,10 @@ persistence, eviction) while fixes keep flowing. The rebuild runs beside the liv
    never moved the position) is applied again through :meth:`LiveIndex.update`, the worker's
    own script, so a newer position the worker wrote meanwhile is never overwritten.
 2. Caregivers assigned to an incident still ``assigned`` are marked busy.
-3. Cell membership is made to match the positions: each caregiver hash is added to the street
-   and area sets of its own cell, and every set loses the members whose hash says another cell
-   (or is gone). A partial loss leaves such strays: a hash lost while its sets survived makes
-   the worker's next fix add her to a new cell without leaving the old one.
+3. Cell membership is made to match the positions: each caregiver hash gets its entry in the
+   street and area hashes of its own cell, and every cell loses the members whose hash says
+   another cell (or is gone). A partial loss leaves such strays: a hash lost while its cells
+   survived makes the worker's next fix add her to a new cell without leaving the old one.
 4. Whoever is ``busy`` in Redis but no longer assigned in Postgres (read again, after the busy
    statuses were read) is made available.
 5. Offers still pending and within their window get their ``{ns}:offer:{id}`` record back, so
@@ -59,39 +59,6 @@ _ASSIGNED = (
     "SELECT DISTINCT assignee_id FROM incidents"
     " WHERE state = 'assigned' AND assignee_id IS NOT NULL ORDER BY assignee_id"
 )
-# ARGV: ns, caregiver ids. Puts each caregiver with a position into the street and area sets
-# of her cells. Returns how many memberships were missing, then the ids of the busy.
-_JOIN_OWN_CELLS = """
-local ns, added, busy = ARGV[1], 0, {}
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  local v = redis.call('HMGET', ns .. ':cg:' .. id, 'agency', 'cell', 'area', 'status')
-  if v[1] and v[2] and v[3] then
-    added = added + redis.call('SADD', ns .. ':street:' .. v[1] .. ':' .. v[2], id)
-    added = added + redis.call('SADD', ns .. ':area:' .. v[1] .. ':' .. v[3], id)
-  end
-  if v[4] == 'busy' then busy[#busy + 1] = id end
-end
-return {added, busy}
-"""
-
-# ARGV: ns, then per cell set three: level, agency, cell. Removes the members whose hash does
-# not place them in that cell of that agency (or is gone). Returns how many were removed.
-_LEAVE_OTHER_CELLS = """
-local ns, removed = ARGV[1], 0
-for i = 2, #ARGV, 3 do
-  local level, agency, cell = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local key = ns .. ':' .. level .. ':' .. agency .. ':' .. cell
-  local field = level == 'street' and 'cell' or 'area'
-  for _, id in ipairs(redis.call('SMEMBERS', key)) do
-    local v = redis.call('HMGET', ns .. ':cg:' .. id, field, 'agency')
-    if v[1] ~= cell or v[2] ~= agency then
-      removed = removed + redis.call('SREM', key, id)
-    end
-  end
-end
-return removed
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,17 +106,16 @@ class Memberships:
 
     def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
         self._redis, self._ns = redis, settings.namespace
-        self._join = redis.register_script(_JOIN_OWN_CELLS)
-        self._leave = redis.register_script(_LEAVE_OTHER_CELLS)
+        self._live = LiveIndex(redis, settings)
 
     async def join_own_cells(self) -> tuple[int, set[str]]:
         """Memberships added, and the caregivers whose status is busy."""
         added, busy = 0, set()
         async for keys in self._keys("cg"):
             ids = [k.removeprefix(f"{self._ns}:cg:") for k in keys]
-            n, ids_busy = await self._join(keys=[], args=[self._ns, *ids])
-            added += int(n)
-            busy |= {b.decode() for b in ids_busy}
+            n, ids_busy = await self._live.join_own_cells(ids)
+            added += n
+            busy |= ids_busy
         return added, busy
 
     async def leave_other_cells(self) -> int:
@@ -157,11 +123,10 @@ class Memberships:
         removed = 0
         for level in ("street", "area"):
             async for keys in self._keys(level):
-                args = [self._ns]
-                for key in keys:
-                    agency, cell = key.removeprefix(f"{self._ns}:{level}:").rsplit(":", 1)
-                    args += [level, agency, cell]
-                removed += int(await self._leave(keys=[], args=args))
+                cells = [
+                    tuple(key.removeprefix(f"{self._ns}:{level}:").rsplit(":", 1)) for key in keys
+                ]
+                removed += await self._live.leave_other_cells(level, cells)
         return removed
 
     async def _keys(self, kind: str) -> AsyncIterator[list[str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import h3
 
@@ -28,15 +29,26 @@ def search_plan(lat: float, lon: float, area_rings: int) -> Iterator[SearchStep]
 
     First the street-level disk around the home cell, then the area-level cell and its
     neighbours, then the further area rings up to ``area_rings`` (each area ring adds
-    roughly 6 km of radius). Each step is one round trip to the index.
+    roughly 6 km of radius). The plan depends on the home's street cell alone, so homes in
+    one cell share it (computed once, kept for the next search there).
     """
     street = h3.latlng_to_cell(lat, lon, STREET_RESOLUTION)
-    yield SearchStep("street", [str(c) for c in h3.grid_disk(street, STREET_DISK_K)])
-    area = h3.cell_to_parent(street, AREA_RESOLUTION)
-    yield SearchStep("area", [str(c) for c in h3.grid_disk(area, 1)])
-    if area_rings > 1:
-        far = [str(c) for k in range(2, area_rings + 1) for c in h3.grid_ring(area, k)]
-        yield SearchStep("area", far)
+    return iter(_cell_plan(street, area_rings))
+
+
+@lru_cache(maxsize=16_384)
+def _cell_plan(street: str, area_rings: int) -> tuple[SearchStep, ...]:
+    disk = SearchStep("street", tuple(h3.grid_disk(street, STREET_DISK_K)))
+    return (disk, *_area_steps(h3.cell_to_parent(street, AREA_RESOLUTION), area_rings))
+
+
+@lru_cache(maxsize=4096)
+def _area_steps(area: str, area_rings: int) -> tuple[SearchStep, ...]:
+    near = SearchStep("area", tuple(h3.grid_disk(area, 1)))
+    if area_rings <= 1:
+        return (near,)
+    far = tuple(c for k in range(2, area_rings + 1) for c in h3.grid_ring(area, k))
+    return near, SearchStep("area", far)
 
 
 def is_eligible(c: Candidate, agency_id: str, now: float, stale_after_s: float) -> bool:

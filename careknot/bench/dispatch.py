@@ -12,7 +12,11 @@ asked for the same homes, one at a time:
 
 The nearest ``k`` of each are compared (as sets) and the agreement is reported. Caregivers are
 placed around English cities and uniformly over the country (seeded), in ``--agencies``
-agencies. Part (2) of the issue's benchmark (fall to offer under load) is not run here.
+agencies. Afterwards every caregiver moves a little once, through :meth:`LiveIndex.update` in
+batches of 1,000, and the rate is reported (``update_fixes_per_s``: the ingest's side of the
+index's layout). The load average before and after is kept with the figures, since searches
+on a shared machine are slowed by its load. Part (2) of the issue's benchmark (fall to offer
+under load) is not run here.
 
 Options after the verb: ``--caregivers N --agencies N --searches N --k N --radius-km R --seed S``.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import secrets
 import time
@@ -88,6 +93,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{key:>20}: {figures.get(key)}")
     print(f"{'speedup_vs_postgis':>20}: {figures.get('speedup_vs_postgis')}")
     print(f"{'agreement':>20}: {figures['agreement']}")
+    print(f"{'update_fixes_per_s':>20}: {figures['update_fixes_per_s']}")
+    print(f"{'load_average':>20}: {figures['load_average']}")
     print(f"written to {target}")
     return 0
 
@@ -101,8 +108,10 @@ async def _measure(
     homes: list[tuple[str, float, float]],
 ) -> dict[str, Any]:
     live = LiveIndex(redis, s)
-    await _load_live(live, redis, s, people, time.time())
+    now = time.time()
+    await _load_live(live, redis, s, people, now)
     has_postgis = await _load_postgis(conn, s, people)
+    load_before = os.getloadavg()
     radius_m = opts.radius_km * 1000
     ours = await _timed(homes, lambda h: _search(live, s, h, opts.k, radius_m))
     geo = await _timed(homes, lambda h: _geosearch(redis, s, h, opts.k, radius_m))
@@ -129,6 +138,8 @@ async def _measure(
         )
     else:
         figures.update(postgis_p99_ms=None, speedup_vs_postgis=None)
+    figures["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    figures["update_fixes_per_s"] = round(await _update_rate(live, people, now + 1))
     return figures
 
 
@@ -150,6 +161,22 @@ async def _load_live(
             for c, a, la, lo in chunk:
                 pipe.geoadd(s.key("geo", a), (lo, la, c))
             await pipe.execute()
+
+
+async def _update_rate(
+    live: LiveIndex, people: list[tuple[str, str, float, float]], now: float
+) -> float:
+    """Fixes per second through :meth:`LiveIndex.update`, everyone moving ~200 m, 1,000 a call."""
+    rng = random.Random(11)
+    fixes = [
+        Fix(event_id=f"{c}@{now}", agency_id=a, caregiver_id=c, lat=la + rng.gauss(0, 0.002),
+            lon=lo + rng.gauss(0, 0.003), ts=now, received_at=now)
+        for c, a, la, lo in people
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    for i in range(0, len(fixes), 1000):
+        await live.update(fixes[i : i + 1000])
+    return len(fixes) / (time.perf_counter() - t0)
 
 
 async def _load_postgis(

@@ -3,16 +3,24 @@
 Keys (``ns`` is the namespace):
 - ``{ns}:cg:{caregiver}`` hash: agency, lat, lon, ts, cell, area, acc, batt, seen (when ingest
   received the fix), status (available, busy or offline)
-- ``{ns}:street:{agency}:{cell}`` set of caregiver ids whose latest fix lies in that res-8 cell
+- ``{ns}:street:{agency}:{cell}`` hash of the caregivers whose latest fix lies in that res-8
+  cell: caregiver id → her entry, what a search needs of her (see :data:`ENTRY`), so a cell is
+  read in one HGETALL
 - ``{ns}:area:{agency}:{cell}`` the same at res 6, for searches further out
+- ``{ns}:shapes`` hash: res-6 cell → its shape (see :data:`SHAPE`), written by the first
+  update that brings a caregiver there (each process sends a cell's shape once), so a search
+  can skip a cell wholly farther than it needs; a cell without one is read
 
-A batch of fixes moves in one server-side script call: cell membership moves atomically with the
-position, and a fix older than the stored one never overwrites it. Everything here can be rebuilt
+A batch of fixes moves in one server-side script call: cell membership and the entries move
+atomically with the caregiver's hash, and a fix older than the stored one never overwrites it;
+a status change rewrites her entries in the same script call. Everything here can be rebuilt
 from the fixes on Kafka and the record in Postgres.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
@@ -31,50 +39,127 @@ AVAILABLE = "available"
 BUSY = "busy"
 OFFLINE = "offline"
 
-# ARGV: ns, then the fixes as one JSON array of [id, agency, lat, lon, ts, cell, area, acc, batt,
-# seen] (seen: when ingest received the fix). All strings: one argument packs and parses far
-# faster than ten per fix, and the strings are stored as they are. A fix applied to an offline
-# caregiver makes her available (her phone is back). Returns id, status of each caregiver whose
-# position moved, flat.
+# A caregiver's entry in her cells: three little-endian doubles, the fix's ts and her lat and
+# lon exactly as stored (so answers carry them unrounded), then her status as text.
+ENTRY = struct.Struct("<3d")
+# An area cell's shape: its centre as a unit vector and a radius in metres around the centre
+# holding the whole cell, four little-endian doubles.
+SHAPE = struct.Struct("<4d")
+
+# ARGV: ns, the fixes as one JSON array of [id, agency, lat, lon, ts, cell, area, acc, batt, seen]
+# (seen: when ingest received the fix; all strings: one argument packs and parses far faster
+# than ten per fix, and the strings are stored as they are), then area cells and their shapes,
+# for the shapes hash where missing. A fix applied to an offline caregiver makes her available
+# (her phone is back). Returns id, status of each caregiver whose position moved, flat.
 _UPDATE_POSITIONS = """
 local ns = ARGV[1]
 local applied = {}
-local function move(level, old_agency, old_cell, agency, cell, id)
+local function entry(lat, lon, t, status)
+  return struct.pack('<ddd', tonumber(t), tonumber(lat), tonumber(lon)) .. status
+end
+local function move(level, old_agency, old_cell, agency, cell, id, e)
   if old_cell and (old_cell ~= cell or old_agency ~= agency) then
-    redis.call('SREM', ns .. ':' .. level .. ':' .. old_agency .. ':' .. old_cell, id)
+    redis.call('HDEL', ns .. ':' .. level .. ':' .. old_agency .. ':' .. old_cell, id)
   end
-  redis.call('SADD', ns .. ':' .. level .. ':' .. agency .. ':' .. cell, id)
+  redis.call('HSET', ns .. ':' .. level .. ':' .. agency .. ':' .. cell, id, e)
 end
 for _, f in ipairs(cjson.decode(ARGV[2])) do
   local id, agency, lat, lon, t, cell, area, acc, batt, seen = unpack(f)
   local key = ns .. ':cg:' .. id
-  local prev = redis.call('HMGET', key, 'ts', 'cell', 'area', 'agency')
+  local prev = redis.call('HMGET', key, 'ts', 'cell', 'area', 'agency', 'status')
   if (not prev[1]) or tonumber(prev[1]) < tonumber(t) then
-    move('street', prev[4], prev[2], agency, cell, id)
-    move('area', prev[4], prev[3], agency, area, id)
-    redis.call('HSET', key, 'agency', agency, 'lat', lat, 'lon', lon, 'ts', t,
-               'cell', cell, 'area', area, 'acc', acc, 'batt', batt, 'seen', seen)
-    local status = redis.call('HGET', key, 'status') or 'available'
-    if status == 'offline' then  -- her phone is back
-      status = 'available'
-      redis.call('HSET', key, 'status', status)
-    end
+    local status = prev[5] or 'available'
+    if status == 'offline' then status = 'available' end  -- her phone is back
+    local e = entry(lat, lon, t, status)
+    move('street', prev[4], prev[2], agency, cell, id, e)
+    move('area', prev[4], prev[3], agency, area, id, e)
+    redis.call('HSET', key, 'agency', agency, 'lat', lat, 'lon', lon, 'ts', t, 'cell', cell,
+               'area', area, 'acc', acc, 'batt', batt, 'seen', seen, 'status', status)
     applied[#applied + 1] = id
     applied[#applied + 1] = status
   end
 end
+for i = 3, #ARGV, 2 do redis.call('HSETNX', ns .. ':shapes', ARGV[i], ARGV[i + 1]) end
 return applied
 """
 
+# Lua: rewrite caregiver ``id``'s status in her hash and in her cells' entries (key: her hash).
+_REWRITE_STATUS = """
+local function rewrite(ns, id, key, status)
+  redis.call('HSET', key, 'status', status)
+  local v = redis.call('HMGET', key, 'agency', 'cell', 'area')
+  if v[1] and v[2] and v[3] then
+    local street = ns .. ':street:' .. v[1] .. ':' .. v[2]
+    local area = ns .. ':area:' .. v[1] .. ':' .. v[3]
+    local old = redis.call('HGET', street, id)
+    if old then
+      local e = string.sub(old, 1, 24) .. status
+      redis.call('HSET', street, id, e)
+      redis.call('HSET', area, id, e)
+    end
+  end
+end
+"""
+
+# ARGV: ns, caregiver id, status. Her hash and her cells' entries together.
+_SET_STATUS = (
+    _REWRITE_STATUS
+    + """
+rewrite(ARGV[1], ARGV[2], ARGV[1] .. ':cg:' .. ARGV[2], ARGV[3])
+return 1
+"""
+)
+
 # ARGV: ns, caregiver id, at. An available caregiver whose last fix reached ingest no later than
 # ``at`` goes offline (a fix after the notice means her phone is back). Returns 1 if she did.
-_MARK_OFFLINE = """
+_MARK_OFFLINE = (
+    _REWRITE_STATUS
+    + """
 local key = ARGV[1] .. ':cg:' .. ARGV[2]
 local v = redis.call('HMGET', key, 'ts', 'status', 'seen')
 if not v[1] or (v[2] and v[2] ~= 'available') then return 0 end
 if v[3] and tonumber(v[3]) > tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', key, 'status', 'offline')
+rewrite(ARGV[1], ARGV[2], key, 'offline')
 return 1
+"""
+)
+
+# ARGV: ns, caregiver ids. Gives each caregiver with a position her entry in her street and area
+# cells (a rebuild: the entry is made from her hash). Returns how many entries were missing, then
+# the ids of the busy.
+_JOIN_OWN_CELLS = """
+local ns, added, busy = ARGV[1], 0, {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local v = redis.call('HMGET', ns .. ':cg:' .. id, 'agency', 'cell', 'area', 'status', 'ts',
+                       'lat', 'lon')
+  if v[1] and v[2] and v[3] and v[5] then
+    local e = struct.pack('<ddd', tonumber(v[5]), tonumber(v[6]), tonumber(v[7]))
+              .. (v[4] or 'available')
+    added = added + redis.call('HSET', ns .. ':street:' .. v[1] .. ':' .. v[2], id, e)
+    added = added + redis.call('HSET', ns .. ':area:' .. v[1] .. ':' .. v[3], id, e)
+  end
+  if v[4] == 'busy' then busy[#busy + 1] = id end
+end
+return {added, busy}
+"""
+
+# ARGV: ns, level, then per cell two: agency, cell. Removes the entries of caregivers whose hash
+# does not place them in that cell of that agency (or is gone). Returns how many were removed.
+_LEAVE_OTHER_CELLS = """
+local ns, level, removed = ARGV[1], ARGV[2], 0
+local field = level == 'street' and 'cell' or 'area'
+for i = 3, #ARGV, 2 do
+  local agency, cell = ARGV[i], ARGV[i + 1]
+  local key = ns .. ':' .. level .. ':' .. agency .. ':' .. cell
+  for _, id in ipairs(redis.call('HKEYS', key)) do
+    local v = redis.call('HMGET', ns .. ':cg:' .. id, field, 'agency')
+    if v[1] ~= cell or v[2] ~= agency then
+      removed = removed + redis.call('HDEL', key, id)
+    end
+  end
+end
+return removed
 """
 
 # ARGV: ns, the caregiver ids as one JSON array. Returns lat, lon, ts, acc of each, flat (false
@@ -89,75 +174,95 @@ return out
 """
 
 # The nearest ``need`` fresh, available caregivers of an agency around a home, in one call.
-# ARGV: ns, agency, need, now, stale_after_s, lat, lon, then per step three: level, its cells
-# (space-separated) and, for cells that may be skipped, "lat lon reach" of each (space-separated;
-# empty for none): the cell's centre and a radius around it holding the whole cell. Steps are
-# read in order until ``need`` are kept, then one step more (cells are not circles); once
-# ``need`` are kept, a cell wholly farther than the need-th is not read.
-# Returns id, lat, lon, ts, status per caregiver, nearest first (ties by id).
+# ARGV: ns, agency, need, now, stale_after_s, lat, lon, then per step two: level and its cells
+# (space-separated).
+#
+# The answer is that of reading the steps in order until ``need`` are kept, then one step more
+# (cells are not circles), and keeping the nearest ``need`` of all read. It is found with fewer
+# reads: a step is read whole only while the count it gives decides how far the plan goes;
+# in the steps left within reach, once ``need`` are kept, an area cell wholly farther than the
+# need-th (by its shape) is not read. A cell is one HGETALL of entries.
+# Returns id, entry per caregiver, nearest first (ties by id).
 _SEARCH = """
 local ns, agency, need = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now, stale = tonumber(ARGV[4]), tonumber(ARGV[5])
-local R, rad = 6371008.8, math.pi / 180
-local function unit(lat, lon)
-  local p, l = lat * rad, lon * rad
-  return math.cos(p) * math.cos(l), math.cos(p) * math.sin(l), math.sin(p)
-end
-local hx, hy, hz = unit(tonumber(ARGV[6]), tonumber(ARGV[7]))
-local function dist(lat, lon)
-  local x, y, z = unit(lat, lon)
+local sqrt, asin, min, decode, sub = math.sqrt, math.asin, math.min, struct.unpack, string.sub
+local rad = math.pi / 180
+local hlat, hlon = tonumber(ARGV[6]) * rad, tonumber(ARGV[7]) * rad
+local hx, hy, hz = math.cos(hlat) * math.cos(hlon), math.cos(hlat) * math.sin(hlon), math.sin(hlat)
+local function metres(x, y, z)
   local dx, dy, dz = x - hx, y - hy, z - hz
-  return 2 * R * math.asin(math.min(1, math.sqrt((dx * dx + dy * dy + dz * dz) / 4)))
+  return 2 * 6371008.8 * asin(min(1, sqrt((dx * dx + dy * dy + dz * dz) / 4)))
 end
-local function closer(a, b) return a.d < b.d or (a.d == b.d and a.id < b.id) end
-local function words(s)
-  local t = {}
-  for w in string.gmatch(s, '%S+') do t[#t + 1] = w end
-  return t
+local function metres_to(lat, lon)
+  local p, l = lat * rad, lon * rad
+  return metres(math.cos(p) * math.cos(l), math.cos(p) * math.sin(l), math.sin(p))
 end
-local kept, seen, bound = {}, {}, math.huge
-local stop_after, step, cg = nil, 0, ns .. ':cg:'
-local function wanted(geo, c)
-  if not geo[3 * c] then return true end
-  return dist(tonumber(geo[3 * c - 2]), tonumber(geo[3 * c - 1])) - tonumber(geo[3 * c]) <= bound
+-- no point is nearer than its difference in latitude (plus a millimetre for rounding)
+local function beyond(lat, d) return 6371008.8 * math.abs(lat * rad - hlat) > d + 0.001 end
+-- the nearest kept so far, nearest first (ties by id), at most need, as three arrays; count:
+-- all fresh and available seen; bound: the need-th's distance once need are kept
+local ids, ds, es, n, count, bound = {}, {}, {}, 0, 0, math.huge
+local floor, insert = math.floor, table.insert
+local function keep(id, d, e)
+  if n == need and (d > bound or (d == bound and id > ids[n])) then return end
+  local lo, hi = 1, n + 1
+  while lo < hi do
+    local mid = floor((lo + hi) / 2)
+    if d < ds[mid] or (d == ds[mid] and id < ids[mid]) then hi = mid else lo = mid + 1 end
+  end
+  insert(ids, lo, id); insert(ds, lo, d); insert(es, lo, e)
+  if n == need then ids[n + 1], ds[n + 1], es[n + 1] = nil, nil, nil else n = n + 1 end
+  if n == need then bound = ds[n] end
 end
-for i = 8, #ARGV, 3 do
-  step = step + 1
-  local cells = words(ARGV[i + 1])
-  local geo = bound < math.huge and words(ARGV[i + 2]) or {}  -- no cell is skipped before
-  local prefix = ns .. ':' .. ARGV[i] .. ':' .. agency .. ':'
-  for c = 1, #cells do
-    if wanted(geo, c) then
-      local members = redis.call('SMEMBERS', prefix .. cells[c])
-      for _, id in ipairs(members) do
-        if not seen[id] then
-          seen[id] = true
-          local v = redis.call('HMGET', cg .. id, 'lat', 'lon', 'ts', 'status', 'agency')
-          local status = v[4] or 'available'
-          local fresh = v[3] and now - tonumber(v[3]) <= stale
-          if v[1] and fresh and v[5] == agency and status == 'available' then
-            kept[#kept + 1] = {id = id, d = dist(tonumber(v[1]), tonumber(v[2])),
-                               lat = v[1], lon = v[2], ts = v[3], status = status}
-          end
-        end
+local seen = {}
+local function read(key)
+  local h = redis.call('HGETALL', key)
+  for j = 1, #h, 2 do
+    local id = h[j]
+    if not seen[id] then
+      seen[id] = true
+      local e = h[j + 1]
+      local ts, lat, lon = decode('<ddd', e)
+      if now - ts <= stale and sub(e, 25) == 'available' then
+        count = count + 1
+        if n < need or not beyond(lat, bound) then keep(id, metres_to(lat, lon), e) end
       end
     end
   end
-  if #kept >= need then
-    table.sort(kept, closer)
-    for j = #kept, need + 1, -1 do kept[j] = nil end
-    bound = kept[need].d
-    stop_after = stop_after or step
+end
+local function far(shape)
+  if not shape then return false end
+  local x, y, z, reach = decode('<dddd', shape)
+  return metres(x, y, z) - reach > bound
+end
+local function cells_of(s)
+  local cells = {}
+  for cell in string.gmatch(ARGV[7 + 2 * s], '%S+') do cells[#cells + 1] = cell end
+  return cells
+end
+local function prefix_of(s) return ns .. ':' .. ARGV[6 + 2 * s] .. ':' .. agency .. ':' end
+local steps = (#ARGV - 7) / 2
+-- whole steps, while the count they give decides how far the plan goes
+local done = 0
+while done < steps - 2 and count < need do
+  done = done + 1
+  local prefix = prefix_of(done)
+  for cell in string.gmatch(ARGV[7 + 2 * done], '%S+') do read(prefix .. cell) end
+end
+local last = count >= need and min(done + 1, steps) or steps
+-- the steps within reach, cell by cell
+for s = done + 1, last do
+  local prefix, cells, shapes = prefix_of(s), cells_of(s), nil
+  for c, cell in ipairs(cells) do
+    if bound < math.huge and not shapes and ARGV[6 + 2 * s] == 'area' then
+      shapes = redis.call('HMGET', ns .. ':shapes', unpack(cells))
+    end
+    if not (shapes and far(shapes[c])) then read(prefix .. cell) end
   end
-  if stop_after and step > stop_after then break end
 end
-table.sort(kept, closer)
 local out = {}
-for j = 1, math.min(need, #kept) do
-  local k = kept[j]
-  out[#out + 1] = k.id; out[#out + 1] = k.lat; out[#out + 1] = k.lon
-  out[#out + 1] = k.ts; out[#out + 1] = k.status
-end
+for j = 1, n do out[#out + 1] = ids[j]; out[#out + 1] = es[j] end
 return out
 """
 
@@ -193,12 +298,24 @@ def _update_row(f: Fix) -> list[str]:
     ]
 
 
+def unit_vector(lat: float, lon: float) -> tuple[float, float, float]:
+    p, q = math.radians(lat), math.radians(lon)
+    return math.cos(p) * math.cos(q), math.cos(p) * math.sin(q), math.sin(p)
+
+
 @lru_cache(maxsize=65_536)
-def _reach(cell: str) -> str:
-    """An H3 cell's centre and a radius around it holding the whole cell: "lat lon metres"."""
+def shape(cell: str) -> bytes:
+    """An H3 cell's :data:`SHAPE`: its centre and a radius around it holding the whole cell
+    (the farthest vertex, plus 1 % and a metre: cells' edges bulge little at this size)."""
     lat, lon = h3.cell_to_latlng(cell)
     far = max(haversine_m(lat, lon, a, b) for a, b in h3.cell_to_boundary(cell))
-    return f"{lat!r} {lon!r} {far * 1.01 + 1.0:.1f}"
+    return SHAPE.pack(*unit_vector(lat, lon), far * 1.01 + 1.0)
+
+
+def _candidate(caregiver_id: bytes, entry: bytes, agency_id: str) -> Candidate:
+    ts, lat, lon = ENTRY.unpack_from(entry)
+    status = entry[ENTRY.size :].decode()
+    return Candidate(caregiver_id.decode(), agency_id, lat, lon, ts, status)
 
 
 class LiveIndex:
@@ -211,6 +328,10 @@ class LiveIndex:
         self._last = redis.register_script(_LAST_FIXES)
         self._offline = redis.register_script(_MARK_OFFLINE)
         self._search = redis.register_script(_SEARCH)
+        self._status = redis.register_script(_SET_STATUS)
+        self._join = redis.register_script(_JOIN_OWN_CELLS)
+        self._leave = redis.register_script(_LEAVE_OTHER_CELLS)
+        self._shapes_sent: set[str] = set()  # area cells whose shape this process has written
 
     async def update(self, fixes: Sequence[Fix]) -> dict[str, str]:
         """Apply a batch of accepted fixes in order; a fix older than the stored one is ignored.
@@ -220,8 +341,23 @@ class LiveIndex:
         if not fixes:
             return {}
         rows = [_update_row(f) for f in fixes]
-        flat = await self._update(keys=[], args=[self._ns, orjson.dumps(rows)])
+        areas = dict.fromkeys(row[6] for row in rows)
+        unsent = [a for a in areas if a not in self._shapes_sent]
+        shapes = [x for a in unsent for x in (a, shape(a))]
+        flat = await self._update(keys=[], args=[self._ns, orjson.dumps(rows), *shapes])
+        self._shapes_sent.update(unsent)
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+    async def join_own_cells(self, caregiver_ids: Sequence[str]) -> tuple[int, set[str]]:
+        """Give each caregiver her entries in her own cells (a rebuild): entries that were
+        missing, and the caregivers whose status is busy."""
+        added, busy = await self._join(keys=[], args=[self._ns, *caregiver_ids])
+        return int(added), {b.decode() for b in busy}
+
+    async def leave_other_cells(self, level: str, cells: Sequence[tuple[str, ...]]) -> int:
+        """Remove from these (agency, cell) cells of ``level`` whoever is not there: how many."""
+        args = [self._ns, level, *(x for agency_cell in cells for x in agency_cell)]
+        return int(await self._leave(keys=[], args=args))
 
     async def mark_offline(self, caregiver_id: str, at: float) -> bool:
         """Her phone went away at ``at`` (epoch s, as ingest received the notice): an available
@@ -230,7 +366,8 @@ class LiveIndex:
         return bool(await self._offline(keys=[], args=[self._ns, caregiver_id, repr(at)]))
 
     async def set_status(self, caregiver_id: str, status: str) -> None:
-        await self._redis.hset(f"{self._ns}:cg:{caregiver_id}", "status", status)
+        """Her availability, in her hash and in her cells' entries at once."""
+        await self._status(keys=[], args=[self._ns, caregiver_id, status])
 
     async def nearby(self, agency_id: str, plan: Iterable[SearchStep], need: int) -> list[str]:
         """Caregiver ids of the agency found by following ``plan`` until ``need`` are found.
@@ -243,7 +380,7 @@ class LiveIndex:
         for n, step in enumerate(plan):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for cell in step.cells:
-                    pipe.smembers(f"{self._ns}:{step.level}:{agency_id}:{cell}")
+                    pipe.hkeys(f"{self._ns}:{step.level}:{agency_id}:{cell}")
                 members = await pipe.execute()
             found.update(dict.fromkeys(sorted(m.decode() for group in members for m in group)))
             if stop_after is None and len(found) >= need:
@@ -274,20 +411,9 @@ class LiveIndex:
             return []
         args: list[str | float | int] = [self._ns, agency_id, need, now, stale_after_s, lat, lon]
         for step in plan:
-            geometry = " ".join(map(_reach, step.cells)) if step.level == "area" else ""
-            args += [step.level, " ".join(step.cells), geometry]
+            args += [step.level, " ".join(step.cells)]
         flat = await self._search(keys=[], args=args)
-        return [
-            Candidate(
-                caregiver_id=flat[i].decode(),
-                agency_id=agency_id,
-                lat=float(flat[i + 1]),
-                lon=float(flat[i + 2]),
-                ts=float(flat[i + 3]),
-                status=flat[i + 4].decode(),
-            )
-            for i in range(0, len(flat), 5)
-        ]
+        return [_candidate(flat[i], flat[i + 1], agency_id) for i in range(0, len(flat), 2)]
 
     async def candidates(self, caregiver_ids: Sequence[str]) -> list[Candidate]:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -100,7 +100,7 @@ async def _delete_namespace(settings: Settings) -> int:
 
 async def _picture(settings: Settings) -> Snapshot:
     """Every live-index key of the namespace: caregiver hashes (no status field means
-    available) and street and area cell sets."""
+    available) and the members of street and area cells."""
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     out: Snapshot = {}
     try:
@@ -108,7 +108,7 @@ async def _picture(settings: Settings) -> Snapshot:
             async for key in r.scan_iter(match=settings.key(kind, "*"), count=1000):
                 if kind == "cg":
                     out[key] = {"status": AVAILABLE, **await r.hgetall(key)}
-                elif members := await r.smembers(key):
+                elif members := await r.hkeys(key):
                     out[key] = sorted(members)
     finally:
         await r.aclose()
@@ -230,9 +230,9 @@ async def test_strays_missing_cells_and_stale_busy_are_put_right(
     stray, lost, idle = CAREGIVERS[4], CAREGIVERS[5], CAREGIVERS[6]
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
-        await r.sadd(settings.key("street", AGENCY, "88194ad2c3fffff"), stray)
-        await r.sadd(settings.key("area", AGENCY, "86194ad2fffffff"), stray)
-        await r.srem(settings.key("street", AGENCY, await _cell(settings, lost)), lost)
+        await r.hset(settings.key("street", AGENCY, "88194ad2c3fffff"), stray, "left long ago")
+        await r.hset(settings.key("area", AGENCY, "86194ad2fffffff"), stray, "left long ago")
+        await r.hdel(settings.key("street", AGENCY, await _cell(settings, lost)), lost)
     finally:
         await r.aclose()
     await runtime.live.set_status(idle, BUSY)

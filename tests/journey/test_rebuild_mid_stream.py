@@ -188,7 +188,7 @@ def _cell_set(settings: Settings, key: str) -> bool:
 
 
 async def _picture(settings: Settings) -> Picture:
-    """The caregivers' hashes and the cell sets' members, as (level, agency, cell, id)."""
+    """The caregivers' hashes and the cells' members, as (level, agency, cell, id)."""
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     hashes: dict[str, dict[str, str]] = {}
     members: set[tuple[str, str, str, str]] = set()
@@ -198,7 +198,7 @@ async def _picture(settings: Settings) -> Picture:
         for level in ("street", "area"):
             async for key in r.scan_iter(match=settings.key(level, "*"), count=1000):
                 _, _, agency, cell = key.split(":")
-                ids = cast(set[str], await r.smembers(key))
+                ids = cast(list[str], await r.hkeys(key))
                 members |= {(level, agency, cell, m) for m in ids}
     finally:
         await r.aclose()
