@@ -15,10 +15,15 @@ placed around English cities and uniformly over the country (seeded), in ``--age
 agencies. Afterwards every caregiver moves a little once, through :meth:`LiveIndex.update` in
 batches of 1,000, and the rate is reported (``update_fixes_per_s``: the ingest's side of the
 index's layout). The load average before and after is kept with the figures, since searches
-on a shared machine are slowed by its load. Part (2) of the issue's benchmark (fall to offer
-under load) is not run here.
+on a shared machine are slowed by its load.
 
-Options after the verb: ``--caregivers N --agencies N --searches N --k N --radius-km R --seed S``.
+Then, part (2): fall to offer through the whole system while simulated phones load it with
+``--fall-load`` fixes a second (default 5,000; :mod:`careknot.bench.fall_to_offer`, ``--falls``
+falls, default 100); ``--fall-load 0`` skips it. Its ``fall_to_offer_p50_ms`` and
+``fall_to_offer_p99_ms`` join the figures.
+
+Options after the verb: ``--caregivers N --agencies N --searches N --k N --radius-km R --seed S
+--fall-load FIXES_PER_S``; ``--falls N`` is the bench command's own.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from careknot.bench import fall_to_offer
+from careknot.bench.fall_to_offer import Load
 from careknot.bench.report import latency_figures, machine, write
 from careknot.contracts import Fix
 from careknot.settings import Settings
@@ -66,6 +73,7 @@ def options(extra: list[str]) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=10, help="how many nearest are compared")
     p.add_argument("--radius-km", type=float, default=10.0, help="compared within this")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--fall-load", type=int, default=5000, help="fixes/s during part (2); 0: skip")
     return p.parse_args(extra)
 
 
@@ -88,6 +96,11 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         figures = await _measure(bench, opts, redis, conn, people, homes)
     finally:
         await _clean(bench, redis, conn)
+    if opts.fall_load:
+        loaded = await fall_to_offer.measure(settings, falls=args.falls, load=Load(opts.fall_load))
+        figures["fall_to_offer"] = loaded
+        figures["fall_to_offer_p50_ms"] = loaded.get("fall_to_offer_p50_ms")
+        figures["fall_to_offer_p99_ms"] = loaded.get("fall_to_offer_p99_ms")
     target = write(args.output, "dispatch.json", figures)
     for key in ("search_p50_ms", "search_p99_ms", "geosearch_p99_ms", "postgis_p99_ms"):
         print(f"{key:>20}: {figures.get(key)}")
@@ -95,6 +108,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{'agreement':>20}: {figures['agreement']}")
     print(f"{'update_fixes_per_s':>20}: {figures['update_fixes_per_s']}")
     print(f"{'load_average':>20}: {figures['load_average']}")
+    for key in ("fall_to_offer_p50_ms", "fall_to_offer_p99_ms"):
+        print(f"{key:>20}: {figures.get(key)} (under {opts.fall_load} fixes/s)")
     print(f"written to {target}")
     return 0
 
