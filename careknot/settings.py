@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     ingest_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0: no metrics")
     worker_metrics_port: int = Field(default=9465, ge=0, le=65535, description="0: no metrics")
     fixes_worker_nice: int = Field(
-        default=5, ge=0, le=19, description="CPU priority the fixes worker gives up (os.nice)"
+        default=0, ge=0, le=19, description="CPU priority the fixes worker gives up (os.nice)"
     )
 
     @field_validator("offer_window_by_severity", mode="before")

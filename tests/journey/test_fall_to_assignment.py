@@ -35,6 +35,7 @@ NEAR = (53.7768, -1.6002)  # ~100 m away
 FAR = (53.7840, -1.5900)  # ~1.1 km away
 OTHER_AGENCY = f"journey-other-{RUN}"
 OFFER_WINDOW_S = 4.0
+FIXES_NICE = 3  # the fixes worker may be told to give up CPU priority
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,7 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         simulate=True,
         offer_window_by_severity={1: OFFER_WINDOW_S},
         max_waves=3,
+        fixes_worker_nice=FIXES_NICE,
     ) as settings:
         yield settings
 
@@ -228,9 +230,5 @@ def _worker_niceness(namespace: str) -> dict[str, int]:
     return out
 
 
-async def test_the_fixes_worker_yields_the_cpu_to_the_dispatch_worker(ready: Settings) -> None:
-    assert _worker_niceness(ready.namespace) == {
-        "dispatch": 0,
-        "fixes": ready.fixes_worker_nice,
-    }
-    assert ready.fixes_worker_nice > 0
+async def test_the_fixes_worker_gives_up_the_cpu_priority_it_is_told(ready: Settings) -> None:
+    assert _worker_niceness(ready.namespace) == {"dispatch": 0, "fixes": FIXES_NICE}
