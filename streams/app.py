@@ -56,7 +56,11 @@ def build_app(settings: Settings, role: Role = "all") -> tuple[CareKnotApp, Runt
         datadir=settings.worker_datadir,
     )
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
-    rt = Runtime(settings, dispatching=role in ("all", "dispatch"))
+    rt = Runtime(
+        settings,
+        dispatching=role in ("all", "dispatch"),
+        counting_fixes=role in ("all", "fixes"),
+    )
     _agents(app, rt, settings, role)
 
     async def close_runtime(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:

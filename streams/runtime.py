@@ -18,9 +18,12 @@ class Runtime:
     """The worker's connections, opened on first use inside the worker's event loop; a worker
     that dispatches resumes the open incidents when it starts."""
 
-    def __init__(self, settings: Settings, *, dispatching: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, dispatching: bool = True, counting_fixes: bool = True
+    ) -> None:
         self.settings = settings
         self._dispatching = dispatching
+        self._counting_fixes = counting_fixes
         self._lock = asyncio.Lock()
         self._started = False
         self.db = Database(settings)
@@ -36,8 +39,9 @@ class Runtime:
             if not self._started:
                 await self.db.__aenter__()
                 self._started = True
-                port = self.settings.worker_metrics_port
-                self._metrics_server = await serve(self.fix_metrics.registry, port)
+                if self._counting_fixes:  # the worker that screens fixes serves their counts
+                    port = self.settings.worker_metrics_port
+                    self._metrics_server = await serve(self.fix_metrics.registry, port)
                 if self._dispatching:
                     await self.dispatcher.resume()
         return self

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from careknot.settings import Settings
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from tests.journey.harness import own_worker_ready, running_system
-from tests.support import Phone, is_type, processes_in, token
+from tests.support import Phone, free_port, is_type, processes_in, scrape, token, wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
@@ -49,6 +49,7 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         offer_window_by_severity={1: OFFER_WINDOW_S},
         max_waves=3,
         fixes_worker_nice=FIXES_NICE,
+        worker_metrics_port=free_port(),
     ) as settings:
         yield settings
 
@@ -232,3 +233,17 @@ def _worker_niceness(namespace: str) -> dict[str, int]:
 
 async def test_the_fixes_worker_gives_up_the_cpu_priority_it_is_told(ready: Settings) -> None:
     assert _worker_niceness(ready.namespace) == {"dispatch": 0, "fixes": FIXES_NICE}
+
+
+async def test_the_fixes_worker_serves_its_counts(ready: Settings) -> None:
+    """Two workers run; the one that screens fixes serves their counts (the other binds nothing,
+    so the port is never lost to it)."""
+
+    async def accepted() -> float | None:
+        text = await scrape(ready.worker_metrics_port)
+        for line in text.splitlines():
+            if line.startswith('careknot_worker_fixes_total{reason="",verdict="accept"}'):
+                return float(line.rsplit(" ", 1)[1]) or None
+        return None
+
+    assert await wait_for(accepted, 30, "accepted fixes counted") > 0
