@@ -62,7 +62,7 @@ class Launcher:
     # -------------------------------------------------------- MQTT
 
     def mqtt(self) -> Started:
-        """Mosquitto if installed (MQTT 5 shared subscriptions), else the amqtt wheel's broker."""
+        """Mosquitto if installed (shared subscriptions), else the amqtt wheel's broker."""
         port = free_port()
         url = f"mqtt://{LOOPBACK}:{port}"
         mosquitto = self.installed("mosquitto")

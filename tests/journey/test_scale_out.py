@@ -1,4 +1,4 @@
-"""Scale-out: two ingest processes (one MQTT 5 shared subscription) and two Faust workers (one
+"""Scale-out: two ingest processes (one MQTT shared subscription) and two Faust workers (one
 consumer group) together lose no fix and double none.
 
 Every fix is published once over MQTT with QoS 1; each reaches one of the ingests, and each
@@ -79,7 +79,7 @@ def services(
 ) -> Iterator[list[tuple[Path, subprocess.Popen[bytes]]]]:
     """Two ingests and two workers as child processes; stopped with SIGTERM at the end."""
     if not settings.mqtt_shared_subscriptions:
-        pytest.skip("the broker has no MQTT 5 shared subscriptions (amqtt): two ingests would both")
+        pytest.skip("the broker has no shared subscriptions (amqtt): two ingests would both")
     workdir = tmp_path_factory.mktemp("scale-out")
     env = {**os.environ, **settings_env(settings), "CAREKNOT_INGEST_METRICS_PORT": "0"}
     procs = []
