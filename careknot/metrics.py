@@ -52,9 +52,10 @@ class IngestMetrics:
             "records (fixes, events, letters) whose Kafka delivery failed",
             registry=r,
         )
-        self.offline = Counter(
-            "careknot_ingest_offline_notices",
-            "Phones gone away (their MQTT last will), produced as presence records",
+        self.presence = Counter(
+            "careknot_ingest_presence",
+            "Phones come online or gone offline (their MQTT last will), produced, by state",
+            ["state"],
             registry=r,
         )
         self.owntracks_ignored = Counter(

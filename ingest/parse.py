@@ -16,17 +16,22 @@ from pydantic import BaseModel, ValidationError
 from careknot.contracts import DeadLetter, DeviceEvent, DeviceEventPayload, Fix, LocationPayload
 from careknot.errors import RejectedPayload
 
-RouteKind = Literal["loc", "evt", "tel", "status"]
+RouteKind = Literal["loc", "presence", "evt", "tel", "status"]
 _ID = r"[A-Za-z0-9_.\-]{1,64}"
 _TOPIC = re.compile(rf"^ck/(?P<agency>{_ID})/(?P<who>cg|dev)/(?P<subject>{_ID})/(?P<kind>\w+)$")
-_KINDS: dict[str, tuple[RouteKind, ...]] = {"cg": ("loc",), "dev": ("evt", "tel", "status")}
+_KINDS: dict[str, dict[str, RouteKind]] = {
+    "cg": {"loc": "loc", "status": "presence"},
+    "dev": {"evt": "evt", "tel": "tel", "status": "status"},
+}
+PRESENCE_PAYLOADS = {b"online": True, b"offline": False}
 DEAD_LETTER_PAYLOAD_CHARS = 1024
 M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Who a topic says is speaking, and what about."""
+    """Who a topic says is speaking, and what about (``presence``: a caregiver's phone's
+    ``status`` topic; ``status``: a device's)."""
 
     kind: RouteKind
     agency: str
@@ -43,8 +48,16 @@ def route(topic: str) -> Route:
     m = _TOPIC.fullmatch(topic)
     if m is None or m["kind"] not in _KINDS[m["who"]]:
         raise RejectedPayload("bad_topic", f"not a v1 topic: {topic[:200]!r}", topic=topic)
-    kind: RouteKind = m["kind"]
-    return Route(kind, m["agency"], m["subject"])
+    return Route(_KINDS[m["who"]][m["kind"]], m["agency"], m["subject"])
+
+
+def parse_presence(topic: str, payload: bytes) -> bool:
+    """A phone's ``status`` (its MQTT last will, or what it says itself): True for ``online``,
+    False for ``offline``, else :class:`RejectedPayload`."""
+    state = PRESENCE_PAYLOADS.get(payload.strip())
+    if state is None:
+        raise RejectedPayload("bad_status", "status must be online or offline", topic=topic)
+    return state
 
 
 def load_object(topic: str, payload: bytes, limits: Limits) -> dict[str, Any]:

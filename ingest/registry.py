@@ -87,4 +87,4 @@ class Registry:
 
 
 def _who(r: Route) -> str:
-    return "caregiver" if r.kind == "loc" else "device"
+    return "caregiver" if r.kind in ("loc", "presence") else "device"

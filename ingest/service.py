@@ -46,13 +46,14 @@ from ingest.parse import (
     location_fix,
     parse_device_event,
     parse_location,
+    parse_presence,
     route,
 )
 from ingest.registry import Registry
 
 log = logging.getLogger(__name__)
 
-POSITIONS = ("ck/+/cg/+/loc", owntracks.SUBSCRIPTION)
+POSITIONS = ("ck/+/cg/+/loc", "ck/+/cg/+/status", owntracks.SUBSCRIPTION)
 EMERGENCIES = ("ck/+/dev/+/evt",)
 """Device events come on a connection of their own, so a fall never queues behind positions."""
 STATS_EVERY_S = 30.0
@@ -248,6 +249,11 @@ class IngestService:
             fixes.add(r.subject, value)
             self._accepted["ck"].inc()
             return
+        if r.kind == "presence":
+            online = parse_presence(topic, payload)
+            await self._registry.check(r, topic)
+            await self._presence(r.subject, r.agency, online, topic, now)
+            return
         ev = parse_device_event(r, topic, payload, now, self._limits)
         await self._registry.check(r, topic)
         value = ev.model_dump_json().encode()
@@ -272,19 +278,25 @@ class IngestService:
         self._accepted["owntracks"].inc()
 
     async def _offline(self, will: owntracks.OwnTracksLastWill, topic: str, now: float) -> None:
-        """The phone went away: its caregiver is offline until her next fix (the worker marks
-        her so unless a fix of hers reached ingest after the notice)."""
         caregiver, agency = await self._registry.owntracks_caregiver(will.device, topic)
+        await self._presence(caregiver, agency, False, topic, now)
+
+    async def _presence(
+        self, caregiver: str, agency: str, online: bool, topic: str, now: float
+    ) -> None:
+        """A phone came or went (its last will says ``offline``): gone, its caregiver is no
+        dispatch candidate until her next fix (the worker marks her so unless a fix of hers
+        reached ingest after the notice)."""
         notice = Presence(
-            event_id=f"{caregiver}:offline:{now!r}",
+            event_id=f"{caregiver}:{'online' if online else 'offline'}:{now!r}",
             agency_id=agency,
             caregiver_id=caregiver,
-            online=False,
+            online=online,
             at=now,
             source=topic,
         )
         await self._send("presence", caregiver, notice.model_dump_json().encode())
-        self.metrics.offline.inc()
+        self.metrics.presence.labels("online" if online else "offline").inc()
 
     async def _send(
         self,

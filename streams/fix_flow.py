@@ -79,6 +79,8 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
         """Phones gone away: their caregivers are no longer dispatch candidates."""
         async for value in stream:
             for p in decode_all(Presence, [value]):
+                if p.online:
+                    continue  # her next fix makes her available: a phone online says no more
                 live = (await rt.ready()).live
                 await with_retries(p.event_id, partial(live.mark_offline, p.caregiver_id, p.at))
 

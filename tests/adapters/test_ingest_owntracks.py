@@ -198,7 +198,7 @@ async def test_the_counts_are_served_in_prometheus_text_format(
     wanted = (
         'careknot_ingest_fixes_accepted_total{source="owntracks"} 1.0',
         'careknot_ingest_rejected_total{reason="unknown_owntracks_device"} 1.0',
-        "careknot_ingest_offline_notices_total 2.0",
+        'careknot_ingest_presence_total{state="offline"} 2.0',
         'careknot_ingest_owntracks_ignored_total{type="transition"} 1.0',
         "careknot_ingest_produce_failures_total 0.0",
     )

@@ -317,3 +317,58 @@ async def test_the_worker_serves_its_counts_and_lag(settings: Settings) -> None:
     assert counts[f'{fixes}{{reason="duplicate",verdict="history_only"}}'] == 1
     assert counts[f'{fixes}{{reason="null_island",verdict="drop"}}'] == 1
     assert 2.0 <= counts["careknot_worker_fix_lag_seconds"] < 60.0
+
+
+async def test_a_phones_status_becomes_a_presence_record(
+    settings: Settings, ingest: IngestService
+) -> None:
+    """``offline`` (its last will) and ``online`` from a registered phone become presence
+    records; a stranger's and a garbled status are dead-lettered with their reasons."""
+    cg, stranger = CAREGIVERS[1], f"nobody-{TAG}"
+    sent = [
+        (f"ck/{AGENCY}/cg/{cg}/status", b"offline"),
+        (f"ck/{AGENCY}/cg/{stranger}/status", b"offline"),
+        (f"ck/{AGENCY}/cg/{cg}/status", b"gone fishing"),
+        (f"ck/{AGENCY}/cg/{cg}/status", b"online"),
+    ]
+    async with aiomqtt.Client(settings.mqtt_host, settings.mqtt_port) as client:
+        for topic, payload in sent:
+            await client.publish(topic, payload, qos=1)
+    found = await records_until(settings, ("presence", "deadletter"), 4)
+    presence = [r for t, r in found if t == "presence" and r["caregiver_id"] == cg]
+    assert [(p["online"], p["agency_id"]) for p in presence] == [(False, AGENCY), (True, AGENCY)]
+    letters = {r["source"]: r["reason"] for t, r in found if t == "deadletter"}
+    assert letters == {
+        f"ck/{AGENCY}/cg/{stranger}/status": "unknown_caregiver",
+        f"ck/{AGENCY}/cg/{cg}/status": "bad_status",
+    }
+
+
+def _about_status(record: dict[str, Any]) -> bool:
+    """A presence record or dead letter from this module's status topics."""
+    source = str(record.get("source", ""))
+    return TAG in source and source.endswith("/status")
+
+
+async def records_until(
+    settings: Settings, topics: tuple[str, ...], expected: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, record) of this module's status records on ``topics``, once ``expected`` are
+    there."""
+    consumer = AIOKafkaConsumer(
+        *(settings.topic(t) for t in topics),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+    )
+    names = {settings.topic(t): t for t in topics}
+    found: list[tuple[str, dict[str, Any]]] = []
+    await consumer.start()
+    try:
+        async with asyncio.timeout(WITHIN_S):
+            while len(found) < expected:
+                for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                    values = [orjson.loads(r.value) for r in records if r.value]
+                    found += [(names[tp.topic], v) for v in values if _about_status(v)]
+    finally:
+        await consumer.stop()
+    return found

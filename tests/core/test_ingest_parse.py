@@ -18,6 +18,7 @@ from ingest.parse import (
     dead_letter,
     parse_device_event,
     parse_location,
+    parse_presence,
     route,
 )
 
@@ -75,6 +76,7 @@ def rejection(call: Any, *args: Any) -> str:
         ("ck/ag-1/dev/pendant_3/evt", Route("evt", "ag-1", "pendant_3")),
         ("ck/A/dev/d/tel", Route("tel", "A", "d")),
         ("ck/a/dev/d/status", Route("status", "a", "d")),
+        ("ck/a/cg/c/status", Route("presence", "a", "c")),
         (f"ck/{'a' * 64}/cg/{'b' * 64}/loc", Route("loc", "a" * 64, "b" * 64)),
     ],
 )
@@ -337,3 +339,17 @@ def test_only_rejected_payload_escapes(topic: str, payload: bytes, now: float) -
 @given(doc=st.fixed_dictionaries({}, optional={k: JSON_VALUES for k in owntracks()}))
 def test_owntracks_shaped_objects_parse_or_reject(doc: dict[str, Any]) -> None:
     parse_all(LOC_TOPIC, json.dumps(doc).encode(), NOW)
+
+
+@pytest.mark.parametrize(
+    ("payload", "online"), [(b"online", True), (b"offline", False), (b" offline\n", False)]
+)
+def test_a_phones_status(payload: bytes, online: bool) -> None:
+    assert parse_presence("ck/a/cg/c/status", payload) is online
+
+
+@pytest.mark.parametrize("payload", [b"", b"away", b'{"state": "offline"}', b"OFFLINE"])
+def test_a_phones_status_is_online_or_offline(payload: bytes) -> None:
+    with pytest.raises(RejectedPayload) as raised:
+        parse_presence("ck/a/cg/c/status", payload)
+    assert raised.value.reason == "bad_status"
