@@ -140,14 +140,20 @@ class IngestService:
         """Listen for positions and for device events on two connections until cancelled."""
         ready = [asyncio.Event(), asyncio.Event()]
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._listen(POSITIONS, ready[0]), name="ingest-positions")
-            tasks.create_task(self._listen(EMERGENCIES, ready[1]), name="ingest-emergencies")
+            positions = self._listen(POSITIONS, ready[0], backpressure=True)
+            tasks.create_task(positions, name="ingest-positions")
+            emergencies = self._listen(EMERGENCIES, ready[1], backpressure=False)
+            tasks.create_task(emergencies, name="ingest-emergencies")
             tasks.create_task(self._log_stats(), name="ingest-stats")
             await asyncio.gather(*(r.wait() for r in ready))
             log.info("ingest subscribed to %s", self._topics(POSITIONS + EMERGENCIES))
             self.subscribed.set()
 
-    async def _listen(self, subscriptions: tuple[str, ...], ready: asyncio.Event) -> None:
+    async def _listen(
+        self, subscriptions: tuple[str, ...], ready: asyncio.Event, *, backpressure: bool
+    ) -> None:
+        """Handle what comes on one connection; with ``backpressure``, wait while too many
+        fixes are undelivered (never on the emergencies' connection)."""
         inbox: list[Inbox] = []
 
         class OwnInbox(Inbox):  # aiomqtt's queue of this client, kept to drain it in one go
@@ -168,6 +174,8 @@ class IngestService:
             async for first in client.messages:  # wakes on the first; takes what else waits
                 batch = [first, *inbox[0].take(BATCH - 1)]
                 await self.handle_batch([(m.topic.value, _payload(m)) for m in batch])
+                if backpressure and self._in_flight > MAX_IN_FLIGHT:
+                    await self._settle()
 
     async def handle(self, topic: str, payload: bytes) -> None:
         """Validate one message and produce it, or dead-letter it with its reason."""
@@ -190,8 +198,6 @@ class IngestService:
             await self.flush()
         elif len(self._fixes) and self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self._due)
-        if self._in_flight > MAX_IN_FLIGHT:
-            await self._settle()
 
     async def flush(self) -> None:
         """Produce the packed fixes now, one message per partition (in order: one flush at a
