@@ -19,7 +19,6 @@ from the fixes on Kafka and the record in Postgres.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -32,7 +31,7 @@ from careknot.contracts import Fix
 from careknot.settings import Settings
 from dispatch.model import Candidate
 from dispatch.ranking import AREA_RESOLUTION, STREET_RESOLUTION, SearchStep
-from geofence.geodesy import haversine_m
+from geofence.geodesy import haversine_m, unit_vector
 from geofence.quality import AcceptedFix
 
 AVAILABLE = "available"
@@ -296,11 +295,6 @@ def _update_row(f: Fix) -> list[str]:
         batt,
         repr(f.received_at),
     ]
-
-
-def unit_vector(lat: float, lon: float) -> tuple[float, float, float]:
-    p, q = math.radians(lat), math.radians(lon)
-    return math.cos(p) * math.cos(q), math.cos(p) * math.sin(q), math.sin(p)
 
 
 @lru_cache(maxsize=65_536)
