@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from types import TracebackType
 import redis.asyncio as aioredis
 
 from careknot.errors import ServerStartError
-from careknot.servers import die_with_parent
+from careknot.servers import die_with_parent, free_port
 from careknot.settings import Settings
 from careknot.stack import settings_env
 from careknot.waiting import poll_until
@@ -35,6 +36,21 @@ def resolved_settings(env: dict[str, str]) -> Settings:
     return Settings.model_validate(
         {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
     )
+
+
+def isolated(settings: Settings, workdir: Path, **changes: object) -> Settings:
+    """Settings for a system of its own (benchmarks): a fresh namespace, a free gateway port,
+    and a Kafka and an MQTT broker of its own (nothing answers on the free ports they name, so
+    ``careknot up`` starts them): MQTT topics are not namespaced, and every ingest on a shared
+    broker would parse another system's load."""
+    update: dict[str, object] = {
+        "namespace": f"bench{secrets.token_hex(3)}",
+        "gateway_port": free_port(),
+        "worker_datadir": str(workdir / "worker"),
+        "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+        "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
+    }
+    return settings.model_copy(update={**update, **changes})
 
 
 class RunningSystem:

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import logging
 import math
-import secrets
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -33,10 +32,9 @@ import redis.asyncio as aioredis
 
 from careknot.bench.load import TST_SPAN_S, Share, caregiver_ids, publish, seed
 from careknot.bench.report import latency_figures, machine, write
-from careknot.servers import free_port
 from careknot.settings import Settings
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
-from careknot.system import RunningSystem, worker_ready
+from careknot.system import RunningSystem, isolated, worker_ready
 from careknot.waiting import poll_until
 from simulators.phone import Phone, is_type, token
 
@@ -75,16 +73,7 @@ def _load(extra: list[str]) -> Load:
 async def measure(settings: Settings, *, falls: int, load: Load = Load()) -> dict[str, Any]:
     """Run the system, measure ``falls`` falls (under ``load``), and return the figures."""
     workdir = Path(tempfile.mkdtemp(prefix="careknot-bench-"))
-    bench = settings.model_copy(
-        update={
-            "namespace": f"bench{secrets.token_hex(3)}",
-            "gateway_port": free_port(),
-            # nothing answers there, so the system starts a tansu and a broker of its own
-            "kafka_bootstrap": f"127.0.0.1:{free_port()}",
-            "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
-            "worker_datadir": str(workdir / "worker"),
-        }
-    )
+    bench = isolated(settings, workdir)
     running = RunningSystem(bench, workdir, simulate=True)
     live = await asyncio.to_thread(running.__enter__)
     try:

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -41,11 +40,10 @@ import redis.asyncio as aioredis
 from careknot.bench import cpu
 from careknot.bench.load import AGENCY, TST_SPAN_S, Share, caregiver_ids, publish, seed
 from careknot.bench.report import latency_figures, machine, write
-from careknot.servers import free_port
 from careknot.settings import Settings
 from careknot.stack import settings_env
 from careknot.storage.postgres import Database
-from careknot.system import RunningSystem, worker_ready
+from careknot.system import RunningSystem, isolated, worker_ready
 from careknot.waiting import poll_until
 
 log = logging.getLogger(__name__)
@@ -213,19 +211,7 @@ def _options(extra: list[str]) -> argparse.Namespace:
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     opts = _options(args.extra)
     workdir = Path(tempfile.mkdtemp(prefix="careknot-bench-ingest-"))
-    bench_settings = settings.model_copy(
-        update={
-            "namespace": f"bench{secrets.token_hex(3)}",
-            "gateway_port": free_port(),
-            "worker_datadir": str(workdir / "worker"),
-            "ingest_metrics_port": 0,
-            # nothing answers there, so the system starts a Kafka and an MQTT broker of its
-            # own: MQTT topics are not namespaced, and every ingest on a shared broker would
-            # parse this load (and this one theirs)
-            "kafka_bootstrap": f"127.0.0.1:{free_port()}",
-            "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
-        }
-    )
+    bench_settings = isolated(settings, workdir, ingest_metrics_port=0)
     system = RunningSystem(bench_settings, workdir, simulate=False)
     s = await asyncio.to_thread(system.__enter__)
     extras = _start_extras(s, opts, workdir)
