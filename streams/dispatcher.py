@@ -22,13 +22,14 @@ from careknot.storage.backlog import Backlog
 from careknot.storage.handovers import Handover, HandoverStore
 from careknot.storage.incidents import WAITING, IncidentRow, IncidentStore, Trigger
 from careknot.storage.live import AVAILABLE, BUSY, LiveIndex
+from careknot.storage.live_mirror import LiveMirror
 from careknot.storage.offers import OfferStore
 from careknot.storage.postgres import Database
 from careknot.storage.roster import Roster
 from dispatch.commands import DispatcherCommand
 from dispatch.eligibility import NEEDS, ineligibility, needs_of
 from dispatch.eta import StraightLineModel, TravelModel
-from dispatch.model import Ranked
+from dispatch.model import Candidate, Ranked
 from dispatch.offers import (
     EMERGENCY_KINDS,
     ESCALATE_AFTER_S,
@@ -39,7 +40,7 @@ from dispatch.offers import (
     plan_wave,
     severity_of,
 )
-from dispatch.ranking import rank, search_plan
+from dispatch.ranking import SearchStep, rank, search_plan
 from streams.notices import Notices, escalation_payload
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Dispatcher:
         needs: Mapping[str, frozenset[str]] = NEEDS,
         join_window_s: float = JOIN_WINDOW_S,
         webhook: Webhook | None = None,
+        mirror: LiveMirror | None = None,
     ) -> None:
         self._s = settings
         self._db = db
@@ -71,6 +73,7 @@ class Dispatcher:
             settings.offer_window_by_severity, settings.offer_window_s, settings.max_waves
         )
         self._live = LiveIndex(redis, settings)
+        self._mirror = mirror
         self._notices = Notices(settings, db, redis, clock)
         self._model = model or StraightLineModel()
         self._clock = clock
@@ -254,15 +257,7 @@ class Dispatcher:
         plan = list(search_plan(incident.lat, incident.lon, self._s.search_area_rings))
         need = len(asked) + SEARCH_POOL
         while True:
-            found = await self._live.search(
-                incident.agency_id,
-                plan,
-                lat=incident.lat,
-                lon=incident.lon,
-                need=need,
-                now=now,
-                stale_after_s=self._s.position_stale_s,
-            )
+            found = await self._search(incident, plan, need, now)
             ranked = rank(
                 found,
                 agency_id=incident.agency_id,
@@ -277,6 +272,24 @@ class Dispatcher:
             if fresh >= self._s.offer_wave_size or len(found) < need or need >= SEARCH_CAP:
                 return ranked
             need = min(2 * need, SEARCH_CAP)
+
+    async def _search(
+        self, incident: IncidentRow, plan: list[SearchStep], need: int, now: float
+    ) -> list[Candidate]:
+        """The nearest ``need`` fresh, available caregivers: from the worker's copy of the live
+        index when it is up to date, else from Redis."""
+        where = (incident.agency_id, plan)
+        stale = self._s.position_stale_s
+        lat, lon = incident.lat, incident.lon
+        if self._mirror is not None:
+            found = await self._mirror.search(
+                *where, lat=lat, lon=lon, need=need, now=now, stale_after_s=stale
+            )
+            if found is not None:
+                return found
+        return await self._live.search(
+            *where, lat=lat, lon=lon, need=need, now=now, stale_after_s=stale
+        )
 
     async def _qualified(
         self, incident: IncidentRow, ranked: list[Ranked], now: float

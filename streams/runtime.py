@@ -10,13 +10,15 @@ from careknot.metrics import FixMetrics, serve
 from careknot.settings import Settings
 from careknot.storage import outbox
 from careknot.storage.live import LiveIndex
+from careknot.storage.live_mirror import LiveMirror
 from careknot.storage.postgres import Database
 from streams.dispatcher import Dispatcher
 
 
 class Runtime:
     """The worker's connections, opened on first use inside the worker's event loop; a worker
-    that dispatches resumes the open incidents when it starts."""
+    that dispatches keeps a copy of the live index in memory and resumes the open incidents
+    when it starts."""
 
     def __init__(
         self, settings: Settings, *, dispatching: bool = True, counting_fixes: bool = True
@@ -30,7 +32,9 @@ class Runtime:
         self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url)
         self.live = LiveIndex(self.redis, settings)
         self.outbox = outbox.Outbox(self.redis, settings)
-        self.dispatcher = Dispatcher(settings, self.db, self.redis)
+        self.mirror = LiveMirror(self.redis, settings) if dispatching else None
+        self.dispatcher = Dispatcher(settings, self.db, self.redis, mirror=self.mirror)
+        self._mirror_task: asyncio.Task[None] | None = None
         self.fix_metrics = FixMetrics()
         self._metrics_server: asyncio.Server | None = None
 
@@ -42,11 +46,15 @@ class Runtime:
                 if self._counting_fixes:  # the worker that screens fixes serves their counts
                     port = self.settings.worker_metrics_port
                     self._metrics_server = await serve(self.fix_metrics.registry, port)
+                if self.mirror is not None:  # searches go to Redis until it is ready
+                    self._mirror_task = asyncio.create_task(self.mirror.run())
                 if self._dispatching:
                     await self.dispatcher.resume()
         return self
 
     async def close(self) -> None:
+        if self._mirror_task is not None:
+            self._mirror_task.cancel()
         if self._metrics_server is not None:
             self._metrics_server.close()
         if self._started:

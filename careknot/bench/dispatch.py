@@ -3,9 +3,13 @@
 Three answers to one question, "the nearest caregivers of this agency around this home",
 asked for the same homes, one at a time:
 
-- ``search``: the dispatcher's own (H3 street disk, then area rings, walked by one script in
-  the Redis live index that returns only the nearest ``k``; then ranking by ETA), exactly as
-  :mod:`streams.dispatcher` runs it;
+- ``search``: the dispatcher's own, exactly as :mod:`streams.dispatcher` runs it: in the
+  worker's in-memory copy of the live index (:mod:`careknot.storage.live_mirror`, copied from
+  Redis and following its change log), after one small round trip that makes sure the copy
+  holds every change Redis has; H3 street disk, then area rings, only the nearest ``k``; then
+  ranking by ETA;
+- ``redis_search``: the same search by one script in the Redis live index (what the dispatcher
+  falls back to while its copy is not ready);
 - ``geosearch``: Redis ``GEOSEARCH ... BYRADIUS ... ASC COUNT k`` on a geo set per agency;
 - ``postgis``: ``ST_DWithin`` on a ``geography`` column with a GiST index, nearest first
   (the classic way; skipped, and said so, where PostGIS is not installed).
@@ -29,6 +33,7 @@ Options after the verb: ``--caregivers N --agencies N --searches N --k N --radiu
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import random
@@ -46,7 +51,9 @@ from careknot.bench.report import latency_figures, machine, write
 from careknot.contracts import Fix
 from careknot.settings import Settings
 from careknot.storage.live import LiveIndex
+from careknot.storage.live_mirror import LiveMirror
 from dispatch.eta import StraightLineModel
+from dispatch.model import Candidate
 from dispatch.ranking import rank, search_plan
 
 log = logging.getLogger(__name__)
@@ -63,6 +70,7 @@ ENGLAND = ((50.2, 55.5), (-5.2, 1.6))  # lat, lon bounds for the rural share
 URBAN_SHARE = 0.7
 WARMUP = 50
 Point = tuple[float, float]
+Search = Callable[..., Awaitable[list[Candidate] | None]]
 
 
 def options(extra: list[str]) -> argparse.Namespace:
@@ -102,7 +110,10 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         figures["fall_to_offer_p50_ms"] = loaded.get("fall_to_offer_p50_ms")
         figures["fall_to_offer_p99_ms"] = loaded.get("fall_to_offer_p99_ms")
     target = write(args.output, "dispatch.json", figures)
-    for key in ("search_p50_ms", "search_p99_ms", "geosearch_p99_ms", "postgis_p99_ms"):
+    for key in (
+        "search_p50_ms", "search_p99_ms", "redis_search_p99_ms", "geosearch_p99_ms",
+        "postgis_p99_ms",
+    ):  # fmt: skip
         print(f"{key:>20}: {figures.get(key)}")
     print(f"{'speedup_vs_postgis':>20}: {figures.get('speedup_vs_postgis')}")
     print(f"{'agreement':>20}: {figures['agreement']}")
@@ -126,9 +137,16 @@ async def _measure(
     now = time.time()
     await _load_live(live, redis, s, people, now)
     has_postgis = await _load_postgis(conn, s, people)
+    mirror = LiveMirror(redis, s)
+    following = asyncio.create_task(mirror.run())
+    copy_s = await _copied(mirror)
     load_before = os.getloadavg()
     radius_m = opts.radius_km * 1000
-    ours = await _timed(homes, lambda h: _search(live, s, h, opts.k, radius_m))
+    try:
+        ours = await _timed(homes, lambda h: _search(mirror.search, s, h, opts.k, radius_m))
+    finally:
+        following.cancel()
+    in_redis = await _timed(homes, lambda h: _search(live.search, s, h, opts.k, radius_m))
     geo = await _timed(homes, lambda h: _geosearch(redis, s, h, opts.k, radius_m))
     figures: dict[str, Any] = {
         "caregivers": opts.caregivers,
@@ -137,8 +155,13 @@ async def _measure(
         "k": opts.k,
         "radius_km": opts.radius_km,
         **latency_figures(ours[0], "search"),
+        **latency_figures(in_redis[0], "redis_search"),
         **latency_figures(geo[0], "geosearch"),
-        "agreement": {"search_vs_geosearch": _agreement(ours[1], geo[1], opts.k)},
+        "mirror_copy_s": round(copy_s, 2),
+        "agreement": {
+            "search_vs_geosearch": _agreement(ours[1], geo[1], opts.k),
+            "search_vs_redis_search": _agreement(ours[1], in_redis[1], opts.k),
+        },
         "fall_to_offer_p50_ms": None,  # part (2): not measured by this run
         "fall_to_offer_p99_ms": None,
         "machine": machine(),
@@ -218,13 +241,21 @@ async def _load_postgis(
     return True
 
 
+async def _copied(mirror: LiveMirror) -> float:
+    """Seconds until the mirror holds its first copy of the index."""
+    t0 = time.perf_counter()
+    await mirror.wait_ready()
+    return time.perf_counter() - t0
+
+
 async def _search(
-    live: LiveIndex, s: Settings, home: tuple[str, float, float], k: int, radius_m: float
+    search: Search, s: Settings, home: tuple[str, float, float], k: int, radius_m: float
 ) -> list[str]:
-    """The dispatcher's search; its answer cut at ``radius_m`` to compare like with like."""
+    """A search as the dispatcher runs it; its answer cut at ``radius_m`` to compare like with
+    like."""
     agency, lat, lon = home
     now = time.time()
-    found = await live.search(
+    found = await search(
         agency,
         search_plan(lat, lon, s.search_area_rings),
         lat=lat,
@@ -233,6 +264,8 @@ async def _search(
         now=now,
         stale_after_s=s.position_stale_s,
     )
+    if found is None:
+        raise RuntimeError("the live index's copy fell behind during the benchmark")
     ranked = rank(
         found,
         agency_id=agency,

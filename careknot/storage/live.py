@@ -29,9 +29,9 @@ import redis.asyncio as aioredis
 
 from careknot.contracts import Fix
 from careknot.settings import Settings
+from dispatch.index import area_of, cell_reach
 from dispatch.model import Candidate
-from dispatch.ranking import AREA_RESOLUTION, STREET_RESOLUTION, SearchStep
-from geofence.geodesy import haversine_m, unit_vector
+from dispatch.ranking import STREET_RESOLUTION, SearchStep
 from geofence.quality import AcceptedFix
 
 AVAILABLE = "available"
@@ -45,14 +45,34 @@ ENTRY = struct.Struct("<3d")
 # holding the whole cell, four little-endian doubles.
 SHAPE = struct.Struct("<4d")
 
+# How long the change log keeps its entries: a follower further behind reads the index anew.
+CHANGES_KEPT_S = 10
+
+# Lua: append a change to the namespace's change log ``{ns}:live:changes``, numbered by
+# ``{ns}:live:seq`` (one more per change, so a follower sees a gap, a reset or a lost log), and
+# drop entries older than CHANGES_KEPT_S. ``...``: the change's fields, after ``seq`` and
+# ``kind``: ``fixes`` (the update's rows and ``applied``: "row status" pairs, space-separated,
+# rows counted from 0), ``status`` (``id``, ``status``), or ``reset`` (entries changed wholesale:
+# read the index anew).
+_LOG_CHANGE = f"""
+local function log_change(ns, kind, ...)
+  local seq = redis.call('INCR', ns .. ':live:seq')
+  local oldest = (tonumber(redis.call('TIME')[1]) - {CHANGES_KEPT_S}) * 1000
+  redis.call('XADD', ns .. ':live:changes', 'MINID', '~', oldest, '*', 'seq', seq, 'kind', kind,
+             ...)
+end
+"""
+
 # ARGV: ns, the fixes as one JSON array of [id, agency, lat, lon, ts, cell, area, acc, batt, seen]
 # (seen: when ingest received the fix; all strings: one argument packs and parses far faster
 # than ten per fix, and the strings are stored as they are), then area cells and their shapes,
 # for the shapes hash where missing. A fix applied to an offline caregiver makes her available
 # (her phone is back). Returns id, status of each caregiver whose position moved, flat.
-_UPDATE_POSITIONS = """
+_UPDATE_POSITIONS = (
+    _LOG_CHANGE
+    + """
 local ns = ARGV[1]
-local applied = {}
+local applied, logged = {}, {}
 local function entry(lat, lon, t, status)
   return struct.pack('<ddd', tonumber(t), tonumber(lat), tonumber(lon)) .. status
 end
@@ -62,7 +82,7 @@ local function move(level, old_agency, old_cell, agency, cell, id, e)
   end
   redis.call('HSET', ns .. ':' .. level .. ':' .. agency .. ':' .. cell, id, e)
 end
-for _, f in ipairs(cjson.decode(ARGV[2])) do
+for i, f in ipairs(cjson.decode(ARGV[2])) do
   local id, agency, lat, lon, t, cell, area, acc, batt, seen = unpack(f)
   local key = ns .. ':cg:' .. id
   local prev = redis.call('HMGET', key, 'ts', 'cell', 'area', 'agency', 'status')
@@ -76,14 +96,21 @@ for _, f in ipairs(cjson.decode(ARGV[2])) do
                'area', area, 'acc', acc, 'batt', batt, 'seen', seen, 'status', status)
     applied[#applied + 1] = id
     applied[#applied + 1] = status
+    logged[#logged + 1] = (i - 1) .. ' ' .. status
   end
 end
 for i = 3, #ARGV, 2 do redis.call('HSETNX', ns .. ':shapes', ARGV[i], ARGV[i + 1]) end
+if #logged > 0 then
+  log_change(ns, 'fixes', 'rows', ARGV[2], 'applied', table.concat(logged, ' '))
+end
 return applied
 """
+)
 
 # Lua: rewrite caregiver ``id``'s status in her hash and in her cells' entries (key: her hash).
-_REWRITE_STATUS = """
+_REWRITE_STATUS = (
+    _LOG_CHANGE
+    + """
 local function rewrite(ns, id, key, status)
   redis.call('HSET', key, 'status', status)
   local v = redis.call('HMGET', key, 'agency', 'cell', 'area')
@@ -95,10 +122,12 @@ local function rewrite(ns, id, key, status)
       local e = string.sub(old, 1, 24) .. status
       redis.call('HSET', street, id, e)
       redis.call('HSET', area, id, e)
+      log_change(ns, 'status', 'id', id, 'status', status)
     end
   end
 end
 """
+)
 
 # ARGV: ns, caregiver id, status. Her hash and her cells' entries together.
 _SET_STATUS = (
@@ -126,7 +155,9 @@ return 1
 # ARGV: ns, caregiver ids. Gives each caregiver with a position her entry in her street and area
 # cells (a rebuild: the entry is made from her hash). Returns how many entries were missing, then
 # the ids of the busy.
-_JOIN_OWN_CELLS = """
+_JOIN_OWN_CELLS = (
+    _LOG_CHANGE
+    + """
 local ns, added, busy = ARGV[1], 0, {}
 for i = 2, #ARGV do
   local id = ARGV[i]
@@ -140,12 +171,16 @@ for i = 2, #ARGV do
   end
   if v[4] == 'busy' then busy[#busy + 1] = id end
 end
+if added > 0 then log_change(ns, 'reset') end
 return {added, busy}
 """
+)
 
 # ARGV: ns, level, then per cell two: agency, cell. Removes the entries of caregivers whose hash
 # does not place them in that cell of that agency (or is gone). Returns how many were removed.
-_LEAVE_OTHER_CELLS = """
+_LEAVE_OTHER_CELLS = (
+    _LOG_CHANGE
+    + """
 local ns, level, removed = ARGV[1], ARGV[2], 0
 local field = level == 'street' and 'cell' or 'area'
 for i = 3, #ARGV, 2 do
@@ -158,8 +193,10 @@ for i = 3, #ARGV, 2 do
     end
   end
 end
+if removed > 0 then log_change(ns, 'reset') end
 return removed
 """
+)
 
 # ARGV: ns, the caregiver ids as one JSON array. Returns lat, lon, ts, acc of each, flat (false
 # where missing).
@@ -274,11 +311,6 @@ def cell_of(lat: float, lon: float) -> str:
     return str(h3.latlng_to_cell(lat, lon, STREET_RESOLUTION))
 
 
-@lru_cache(maxsize=65_536)
-def area_of(cell: str) -> str:
-    return str(h3.cell_to_parent(cell, AREA_RESOLUTION))
-
-
 def _update_row(f: Fix) -> list[str]:
     """A fix as the update script reads it; numbers as ``repr`` gives them, as stored."""
     cell = cell_of(f.lat, f.lon)
@@ -299,11 +331,8 @@ def _update_row(f: Fix) -> list[str]:
 
 @lru_cache(maxsize=65_536)
 def shape(cell: str) -> bytes:
-    """An H3 cell's :data:`SHAPE`: its centre and a radius around it holding the whole cell
-    (the farthest vertex, plus 1 % and a metre: cells' edges bulge little at this size)."""
-    lat, lon = h3.cell_to_latlng(cell)
-    far = max(haversine_m(lat, lon, a, b) for a, b in h3.cell_to_boundary(cell))
-    return SHAPE.pack(*unit_vector(lat, lon), far * 1.01 + 1.0)
+    """An H3 cell's :data:`SHAPE` (see :func:`dispatch.index.cell_reach`)."""
+    return SHAPE.pack(*cell_reach(cell))
 
 
 def _candidate(caregiver_id: bytes, entry: bytes, agency_id: str) -> Candidate:

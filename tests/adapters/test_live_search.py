@@ -20,10 +20,11 @@ from redis.exceptions import ResponseError
 
 from careknot.contracts import Fix
 from careknot.settings import Settings
-from careknot.storage.live import AVAILABLE, BUSY, SHAPE, LiveIndex, area_of, cell_of, shape
+from careknot.storage.live import AVAILABLE, BUSY, SHAPE, LiveIndex, cell_of, shape
 from careknot.storage.postgres import Database
 from careknot.storage.roster import Roster
 from dispatch.eta import haversine_m
+from dispatch.index import area_of
 from dispatch.model import Candidate
 from dispatch.ranking import SearchStep, search_plan
 from streams.dispatcher import SEARCH_POOL

@@ -29,9 +29,10 @@ from careknot.settings import Settings
 from careknot.stack import settings_env
 from careknot.storage.handovers import HandoverStore
 from careknot.storage.incidents import IncidentStore
-from careknot.storage.live import AVAILABLE, BUSY, LiveIndex, area_of, cell_of
+from careknot.storage.live import AVAILABLE, BUSY, LiveIndex, cell_of
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.waiting import poll_until
+from dispatch.index import area_of
 from tests.journey.harness import own_worker_ready, running_system
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]

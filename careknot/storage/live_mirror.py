@@ -1,0 +1,202 @@
+"""A dispatcher's own copy of the Redis live index, in memory, kept in step with Redis.
+
+The dispatcher searches for candidates in memory (``dispatch.index``) instead of asking Redis:
+no round trip per search, no script time on the server. The copy is made from Redis's cell
+hashes and then follows the index's change log (``{ns}:live:changes``, written by the same
+script calls that change the index; see ``careknot.storage.live``):
+
+- every change carries the next number of ``{ns}:live:seq``; a number out of sequence (entries
+  dropped from the log while the copy lagged, Redis lost or flushed) or a ``reset`` (a rebuild)
+  makes the copy read the index anew;
+- a search first reads ``{ns}:live:seq`` (one small round trip) and waits, briefly, until the
+  copy has applied every change up to it, so the dispatcher sees every fix and status change
+  Redis had when the search began; a copy that is not ready or cannot catch up in time says
+  so, and the dispatcher asks Redis instead.
+
+Changes are absolute (a caregiver's whole place, or her status): a copy made while the index
+changes and then replays the log from just before it comes out right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from careknot.settings import Settings
+from careknot.storage.live import ENTRY
+from dispatch.index import CandidateIndex, place_rows
+from dispatch.model import Candidate
+from dispatch.ranking import SearchStep
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK_MS = 1000  # a quiet log is checked against the sequence this often
+READ_COUNT = 64  # log entries read at a time
+SNAPSHOT_BATCH = 500  # cell hashes read at a time when copying
+CATCH_UP_S = 0.05  # how long a search waits for the copy to catch up before asking Redis
+RETRY_S = 0.5
+
+
+class _Resync(Exception):
+    """The copy lost step with the log: read the index anew."""
+
+
+class LiveMirror:
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._ns = settings.namespace
+        self._seq_key = f"{self._ns}:live:seq"
+        self._log_key = f"{self._ns}:live:changes"
+        self.index = CandidateIndex()
+        self.seq = 0
+        self.ready = False
+        self.copies = 0  # how many times the index was read anew
+        self._last_id = b"0-0"
+        self._advanced = asyncio.Event()
+
+    # ------------------------------------------------------------ searching
+
+    async def search(
+        self,
+        agency_id: str,
+        plan: Iterable[SearchStep],
+        *,
+        lat: float,
+        lon: float,
+        need: int,
+        now: float,
+        stale_after_s: float,
+    ) -> list[Candidate] | None:
+        """As :meth:`LiveIndex.search` answers, from memory; None when the copy is not ready or
+        has not caught up with Redis within ``CATCH_UP_S``."""
+        if not await self.caught_up():
+            return None
+        return self.index.nearest(
+            agency_id, plan, lat=lat, lon=lon, need=need, now=now, stale_after_s=stale_after_s
+        )
+
+    async def caught_up(self, within_s: float = CATCH_UP_S) -> bool:
+        """Whether the copy holds every change Redis had when this was called."""
+        if not self.ready:
+            return False
+        target = int(await self._redis.get(self._seq_key) or 0)
+        deadline = time.monotonic() + within_s
+        while self.ready and self.seq < target:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._advanced.wait(), left)
+            except TimeoutError:
+                return False
+        return self.ready
+
+    async def wait_ready(self) -> None:
+        """Until the copy is made."""
+        while not self.ready:
+            await self._advanced.wait()
+
+    # ------------------------------------------------------------ following
+
+    async def run(self) -> None:
+        """Copy the index, then follow its log, for ever (cancel to stop)."""
+        while True:
+            try:
+                await self._copy()
+                while True:
+                    await self._follow()
+            except _Resync as why:
+                log.info("live mirror: reading the index anew (%s)", why)
+            except (RedisError, OSError) as exc:
+                log.warning("live mirror: %s; reading the index anew in %.1f s", exc, RETRY_S)
+                self.ready = False
+                await asyncio.sleep(RETRY_S)
+            finally:
+                self.ready = False
+
+    async def _copy(self) -> None:
+        """The index as its cell hashes hold it now, and where in the log that is."""
+        self.ready = False
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._seq_key)
+            pipe.xrevrange(self._log_key, count=1)
+            seq, last = await pipe.execute()
+        index = CandidateIndex()
+        best: dict[str, tuple[str, str, float, float, float, str]] = {}
+        prefix = f"{self._ns}:street:"
+        keys: list[bytes] = []
+        async for key in self._redis.scan_iter(match=f"{prefix}*", count=SNAPSHOT_BATCH):
+            keys.append(key)
+            if len(keys) >= SNAPSHOT_BATCH:
+                await self._read_cells(keys, prefix, best)
+                keys = []
+        await self._read_cells(keys, prefix, best)
+        for cid, (agency, cell, ts, lat, lon, status) in best.items():
+            index.put(cid, agency, cell, ts, lat, lon, status)
+        self.index, self.seq = index, int(seq or 0)
+        self._last_id = last[0][0] if last else b"0-0"
+        self.copies += 1
+        self.ready = True
+        self._wake()
+        log.info("live mirror: %d caregivers copied at change %d", len(index), self.seq)
+
+    async def _read_cells(
+        self, keys: list[bytes], prefix: str, best: dict[str, tuple[Any, ...]]
+    ) -> None:
+        """Each caregiver of these street cells, the latest entry where she is in two."""
+        if not keys:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            cells = await pipe.execute()
+        for key, entries in zip(keys, cells, strict=True):
+            agency, cell = key.decode().removeprefix(prefix).rsplit(":", 1)
+            for cid_b, e in entries.items():
+                ts, lat, lon = ENTRY.unpack_from(e)
+                cid = cid_b.decode()
+                if cid not in best or best[cid][2] < ts:
+                    best[cid] = (agency, cell, ts, lat, lon, e[ENTRY.size :].decode())
+
+    async def _follow(self) -> None:
+        """Apply the log's next entries; on a quiet log, check the sequence is still ours."""
+        got: Any = await self._redis.xread(  # RESP2: [[stream, [(id, fields), ...]]]
+            {self._log_key: self._last_id}, count=READ_COUNT, block=READ_BLOCK_MS
+        )
+        if not got:
+            current = int(await self._redis.get(self._seq_key) or 0)
+            if current != self.seq:
+                raise _Resync(f"sequence at {current}, copy at {self.seq}")
+            return
+        for entry_id, fields in got[0][1]:
+            self._apply(fields)
+            self._last_id = entry_id
+            self._wake()
+            await asyncio.sleep(0)  # a long batch does not hold up the dispatcher
+
+    def _apply(self, fields: dict[bytes, bytes]) -> None:
+        seq = int(fields[b"seq"])
+        if seq != self.seq + 1:
+            raise _Resync(f"change {seq} after {self.seq}")
+        kind = fields[b"kind"]
+        if kind == b"fixes":
+            tokens = fields[b"applied"].split()
+            applied = [(int(tokens[i]), tokens[i + 1].decode()) for i in range(0, len(tokens), 2)]
+            for place in place_rows(orjson.loads(fields[b"rows"]), applied):
+                self.index.put(*place)
+        elif kind == b"status":
+            self.index.set_status(fields[b"id"].decode(), fields[b"status"].decode())
+        else:
+            raise _Resync(kind.decode())
+        self.seq = seq
+
+    def _wake(self) -> None:
+        self._advanced.set()
+        self._advanced = asyncio.Event()
