@@ -71,6 +71,8 @@ class CandidateIndex:
         old = self._place.get(caregiver_id)
         if old is not None and old != place:
             self._leave(caregiver_id, old)
+        if old is None or old[2] != place[2]:
+            cell_reach(place[2])  # known before a search needs it
         self._place[caregiver_id] = place
         e = entry(ts, lat, lon, status)
         for level, cell in zip(LEVELS, place[1:], strict=True):
@@ -110,7 +112,7 @@ class CandidateIndex:
         stale_after_s: float,
     ) -> list[Candidate]:
         """The nearest ``need`` fresh, available caregivers of the agency around (lat, lon),
-        nearest first (ties by id)."""
+        nearest first (ties by id; distances compared as chords, which order as distances)."""
         if need <= 0:
             return []
         search = _Search(lat, lon, need, now, stale_after_s)
@@ -122,9 +124,10 @@ class CandidateIndex:
         last = min(done + 1, len(steps)) if search.count >= need else len(steps)
         for step in steps[done:last]:  # the steps within reach, cell by cell
             by_cell = self._cells[step.level].get(agency_id, {})
+            area = step.level == "area"
             for cell in step.cells:
                 entries = by_cell.get(cell)
-                if entries and not (step.level == "area" and search.beyond_cell(cell)):
+                if entries and not (area and search.beyond_cell(cell)):
                     search.read(entries)
         return [Candidate(cid, agency_id, e[1], e[2], e[0], e[6]) for _d, cid, e in search.kept]
 
@@ -137,28 +140,23 @@ class CandidateIndex:
 
 
 class _Search:
-    """One search's state: the nearest kept so far (distance, id, entry; nearest first, at
-    most ``need``), how many fresh and available were seen, and the ``need``-th's distance
-    once ``need`` are kept."""
+    """One search's state: the nearest kept so far (squared chord to home, id, entry; nearest
+    first, at most ``need``), how many fresh and available were seen, and the ``need``-th's
+    squared chord and distance in metres once ``need`` are kept."""
 
     def __init__(self, lat: float, lon: float, need: int, now: float, stale_after_s: float):
-        self.hx, self.hy, self.hz = unit_vector(lat, lon)
+        self.home = unit_vector(lat, lon)
         self.hlat = lat * _RAD
         self.need, self.now, self.stale = need, now, stale_after_s
         self.kept: list[tuple[float, str, Entry]] = []
         self.seen: set[str] = set()
         self.count = 0
-        self.bound = math.inf
-
-    def metres(self, x: float, y: float, z: float) -> float:
-        dx, dy, dz = x - self.hx, y - self.hy, z - self.hz
-        return (
-            2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt((dx * dx + dy * dy + dz * dz) / 4)))
-        )
+        self.bound = math.inf  # squared chord
+        self.bound_m = math.inf
 
     def read(self, entries: dict[str, Entry]) -> None:
-        seen, kept, need = self.seen, self.kept, self.need
-        now, stale = self.now, self.stale
+        seen, kept, need, now, stale = self.seen, self.kept, self.need, self.now, self.stale
+        hx, hy, hz = self.home
         for cid, e in entries.items():
             if cid in seen:
                 continue
@@ -166,24 +164,32 @@ class _Search:
             if now - e[0] > stale or e[6] != AVAILABLE:
                 continue
             self.count += 1
-            bound = self.bound
-            if bound != math.inf and EARTH_RADIUS_M * abs(e[1] * _RAD - self.hlat) > bound + 0.001:
+            if EARTH_RADIUS_M * abs(e[1] * _RAD - self.hlat) > self.bound_m + 0.001:
                 continue  # no nearer than her difference in latitude
-            d = self.metres(e[3], e[4], e[5])
-            if len(kept) == need and (d, cid) > kept[-1][:2]:
+            dx, dy, dz = e[3] - hx, e[4] - hy, e[5] - hz
+            c2 = dx * dx + dy * dy + dz * dz
+            if c2 > self.bound or (c2 == self.bound and cid > kept[-1][1]):
                 continue
-            insort(kept, (d, cid, e))
+            insort(kept, (c2, cid, e))
             if len(kept) > need:
                 kept.pop()
             if len(kept) == need:
                 self.bound = kept[-1][0]
+                self.bound_m = _metres(self.bound)
 
     def beyond_cell(self, cell: str) -> bool:
         """The cell lies wholly farther than the ``need``-th kept."""
-        if self.bound == math.inf:
+        if self.bound_m == math.inf:
             return False
         x, y, z, reach = cell_reach(cell)
-        return self.metres(x, y, z) - reach > self.bound
+        hx, hy, hz = self.home
+        dx, dy, dz = x - hx, y - hy, z - hz
+        return _metres(dx * dx + dy * dy + dz * dz) - reach > self.bound_m
+
+
+def _metres(chord2: float) -> float:
+    """The great-circle distance of a squared chord between unit vectors."""
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(chord2 / 4)))
 
 
 def place_rows(rows: Sequence[Sequence[str]], applied: Sequence[tuple[int, str]]) -> Iterable[

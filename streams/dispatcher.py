@@ -8,6 +8,7 @@ that stopped halfway left behind, so no incident waits unanswered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -229,8 +230,10 @@ class Dispatcher:
     async def _advance(self, incident: IncidentRow) -> None:
         """Offer the incident to the next wave, or escalate it."""
         now = self._clock()
-        asked = await self._incidents.offered_caregivers(incident.id)
-        ranked = await self._wave_candidates(incident, asked, now)
+        asked, fence = await asyncio.gather(
+            self._incidents.offered_caregivers(incident.id), self._fence()
+        )
+        ranked = await self._wave_candidates(incident, asked, now, fence)
         planned = plan_wave(
             ranked,
             already_offered=asked,
@@ -249,15 +252,19 @@ class Dispatcher:
         if sent:
             await self._notices.offers(incident, sent, now)
 
+    async def _fence(self) -> int:
+        """Where the live index stands now, for a search in the worker's copy of it."""
+        return 0 if self._mirror is None else await self._mirror.fence()
+
     async def _wave_candidates(
-        self, incident: IncidentRow, asked: Collection[str], now: float
+        self, incident: IncidentRow, asked: Collection[str], now: float, fence: int
     ) -> list[Ranked]:
         """The nearest qualified candidates, ETA first: enough of them not yet asked for a
         wave, unless the index holds no more within reach or ``SEARCH_CAP`` were looked at."""
         plan = list(search_plan(incident.lat, incident.lon, self._s.search_area_rings))
         need = len(asked) + SEARCH_POOL
         while True:
-            found = await self._search(incident, plan, need, now)
+            found = await self._search(incident, plan, need, now, fence)
             ranked = rank(
                 found,
                 agency_id=incident.agency_id,
@@ -274,16 +281,16 @@ class Dispatcher:
             need = min(2 * need, SEARCH_CAP)
 
     async def _search(
-        self, incident: IncidentRow, plan: list[SearchStep], need: int, now: float
+        self, incident: IncidentRow, plan: list[SearchStep], need: int, now: float, fence: int
     ) -> list[Candidate]:
         """The nearest ``need`` fresh, available caregivers: from the worker's copy of the live
-        index when it is up to date, else from Redis."""
+        index once it holds change ``fence``, else from Redis."""
         where = (incident.agency_id, plan)
         stale = self._s.position_stale_s
         lat, lon = incident.lat, incident.lon
         if self._mirror is not None:
             found = await self._mirror.search(
-                *where, lat=lat, lon=lon, need=need, now=now, stale_after_s=stale
+                *where, lat=lat, lon=lon, need=need, now=now, stale_after_s=stale, fence=fence
             )
             if found is not None:
                 return found

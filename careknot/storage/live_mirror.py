@@ -8,10 +8,11 @@ script calls that change the index; see ``careknot.storage.live``):
 - every change carries the next number of ``{ns}:live:seq``; a number out of sequence (entries
   dropped from the log while the copy lagged, Redis lost or flushed) or a ``reset`` (a rebuild)
   makes the copy read the index anew;
-- a search first reads ``{ns}:live:seq`` (one small round trip) and waits, briefly, until the
-  copy has applied every change up to it, so the dispatcher sees every fix and status change
-  Redis had when the search began; a copy that is not ready or cannot catch up in time says
-  so, and the dispatcher asks Redis instead.
+- a search is given a *fence*, the value of ``{ns}:live:seq`` read beforehand (one small round
+  trip, which the dispatcher makes at the same time as its Postgres read of the incident's
+  offers), and waits, briefly, until the copy has applied every change up to it: so the
+  dispatcher sees every fix and status change Redis had before it began. A copy that is not
+  ready or cannot catch up in time says so, and the dispatcher asks Redis instead.
 
 Changes are absolute (a caregiver's whole place, or her status): a copy made while the index
 changes and then replays the log from just before it comes out right.
@@ -58,10 +59,17 @@ class LiveMirror:
         self.seq = 0
         self.ready = False
         self.copies = 0  # how many times the index was read anew
+        self.answered = 0  # searches answered from the copy
         self._last_id = b"0-0"
         self._advanced = asyncio.Event()
 
     # ------------------------------------------------------------ searching
+
+    async def fence(self) -> int:
+        """The number of the last change Redis has made to the index: a search given it
+        answers as of that change or later. One small round trip, which the dispatcher makes
+        while it reads the incident's offers from Postgres."""
+        return int(await self._redis.get(self._seq_key) or 0)
 
     async def search(
         self,
@@ -73,11 +81,16 @@ class LiveMirror:
         need: int,
         now: float,
         stale_after_s: float,
+        fence: int,
     ) -> list[Candidate] | None:
-        """As :meth:`LiveIndex.search` answers, from memory; None when the copy is not ready or
-        has not caught up with Redis within ``CATCH_UP_S``."""
-        if not await self.caught_up():
+        """As :meth:`LiveIndex.search` answers, from memory, once the copy holds change
+        ``fence`` (see :meth:`fence`); None when the copy is not ready or does not reach it
+        within ``CATCH_UP_S``."""
+        if self.seq < fence and not await self._reach(fence, CATCH_UP_S):
             return None
+        if not self.ready:
+            return None
+        self.answered += 1
         return self.index.nearest(
             agency_id, plan, lat=lat, lon=lon, need=need, now=now, stale_after_s=stale_after_s
         )
@@ -86,7 +99,10 @@ class LiveMirror:
         """Whether the copy holds every change Redis had when this was called."""
         if not self.ready:
             return False
-        target = int(await self._redis.get(self._seq_key) or 0)
+        return await self._reach(await self.fence(), within_s)
+
+    async def _reach(self, target: int, within_s: float) -> bool:
+        """Until the copy has applied change ``target``; False if not within ``within_s``."""
         deadline = time.monotonic() + within_s
         while self.ready and self.seq < target:
             left = deadline - time.monotonic()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ import redis.asyncio as aioredis
 from careknot.settings import Settings
 from careknot.storage import outbox
 from careknot.storage.live import LiveIndex
+from careknot.storage.live_mirror import LiveMirror
 from careknot.storage.postgres import Database
 
 
@@ -68,6 +70,16 @@ async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture(scope="module")
 def live(redis: aioredis.Redis, settings: Settings) -> LiveIndex:
     return LiveIndex(redis, settings)
+
+
+@pytest.fixture(scope="module")
+async def mirror(redis: aioredis.Redis, settings: Settings) -> AsyncIterator[LiveMirror]:
+    """A dispatch worker's copy of the module's live index, following it."""
+    m = LiveMirror(redis, settings)
+    task = asyncio.create_task(m.run())
+    await m.wait_ready()
+    yield m
+    task.cancel()
 
 
 @pytest.fixture(scope="module")

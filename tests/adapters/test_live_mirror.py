@@ -61,7 +61,8 @@ async def agree(index: LiveIndex, mirror: LiveMirror, rng: random.Random, search
         for need in (1, 3, 10, 60):
             args = dict(lat=lat, lon=lon, need=need, now=NOW, stale_after_s=STALE_S)
             in_redis = await index.search(agency, plan, **args)  # type: ignore[arg-type]
-            in_memory = await mirror.search(agency, plan, **args)  # type: ignore[arg-type]
+            fence = await mirror.fence()
+            in_memory = await mirror.search(agency, plan, **args, fence=fence)  # type: ignore[arg-type]
             assert in_memory == in_redis
             found_in_all += len(in_redis)
     return found_in_all
@@ -124,10 +125,10 @@ async def test_a_search_sees_every_change_redis_had_before_it(
     for n in range(20):
         cid = f"s{n}"
         await put(index, [Person(cid, "ag0", LEEDS[0] + 0.001, LEEDS[1], NOW, AVAILABLE)])
-        found = await mirror.search("ag0", plan, **args)  # type: ignore[arg-type]
+        found = await mirror.search("ag0", plan, **args, fence=await mirror.fence())  # type: ignore[arg-type]
         assert found is not None and cid in [c.caregiver_id for c in found]
         await index.set_status(cid, BUSY)
-        found = await mirror.search("ag0", plan, **args)  # type: ignore[arg-type]
+        found = await mirror.search("ag0", plan, **args, fence=await mirror.fence())  # type: ignore[arg-type]
         assert found is not None and cid not in [c.caregiver_id for c in found]
 
 
@@ -214,15 +215,13 @@ async def test_a_search_waits_for_a_lagging_copy_or_says_it_is_behind(
             assert lagging.index.entry_of(f"w{n}") is not None
         await put(index, [Person("late", "ag2", *LEEDS, NOW, AVAILABLE)])
         assert not await lagging.caught_up(within_s=0.0)  # behind, and says so
-        found = await lagging.search(
-            "ag2",
-            list(search_plan(*LEEDS, 1)),
-            lat=LEEDS[0],
-            lon=LEEDS[1],
-            need=5,
-            now=NOW,
-            stale_after_s=STALE_S,
-        )
-        assert found is None or "late" in [c.caregiver_id for c in found]
+        plan = list(search_plan(*LEEDS, 1))
+        args = dict(lat=LEEDS[0], lon=LEEDS[1], need=5, now=NOW, stale_after_s=STALE_S)
+        fence = await lagging.fence()
+        found = await lagging.search("ag2", plan, **args, fence=fence)  # type: ignore[arg-type]
+        assert found is None or "late" in [c.caregiver_id for c in found]  # never without her
+        assert await lagging.caught_up(within_s=5.0)
+        found = await lagging.search("ag2", plan, **args, fence=fence)  # type: ignore[arg-type]
+        assert found is not None and "late" in [c.caregiver_id for c in found]
     finally:
         task.cancel()

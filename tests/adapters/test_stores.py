@@ -23,6 +23,7 @@ from careknot.storage import outbox
 from careknot.storage.backlog import Backlog
 from careknot.storage.incidents import IncidentRow, IncidentStore, SentOffer
 from careknot.storage.live import BUSY, LiveIndex, cell_of
+from careknot.storage.live_mirror import LiveMirror
 from careknot.storage.offers import OfferStore
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.storage.schema import MIGRATIONS
@@ -419,6 +420,7 @@ class Scene:
     clock: Clock
     dispatcher: Dispatcher
     box: outbox.Outbox
+    mirror: LiveMirror | None = None  # the dispatcher's copy of the index, if it has one
     answers: int = 0
 
     async def to(self, recipient: str) -> list[Frame]:
@@ -464,10 +466,19 @@ class Scene:
 SceneMaker = Callable[..., Awaitable[Scene]]
 
 
-@pytest.fixture
+@pytest.fixture(params=["redis", "copy"])
 def make_scene(
-    settings: Settings, db: Database, redis: aioredis.Redis, live: LiveIndex, box: outbox.Outbox
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    db: Database,
+    redis: aioredis.Redis,
+    live: LiveIndex,
+    box: outbox.Outbox,
+    mirror: LiveMirror,
 ) -> SceneMaker:
+    """Scenes whose dispatcher searches Redis, or (``copy``) its copy of the index."""
+    copy = mirror if request.param == "copy" else None
+
     async def make(
         distances_m: list[float], ages_s: dict[int, float] | None = None, **changes: Any
     ) -> Scene:
@@ -480,8 +491,10 @@ def make_scene(
             for i, d in enumerate(distances_m)
         ]
         await live.update(fixes)
-        dispatcher = Dispatcher(settings.model_copy(update=changes), db, redis, clock=clock)
-        return Scene(w, clock, dispatcher, box)
+        dispatcher = Dispatcher(
+            settings.model_copy(update=changes), db, redis, clock=clock, mirror=copy
+        )
+        return Scene(w, clock, dispatcher, box, copy)
 
     return make
 
@@ -491,6 +504,7 @@ async def test_nearest_available_is_offered_and_decline_moves_on(
 ) -> None:
     stale_s = settings.position_stale_s + 1
     s = await make_scene([300, 600, 100, 150], ages_s={3: stale_s})
+    from_copy = s.mirror.answered if s.mirror else 0
     await live.set_status(s.w.cg(2), BUSY)
     other = await seed(db, caregivers=1)
     await live.update([fix(other.cg(0), other.agency, north(50), s.clock.now)])
@@ -516,6 +530,7 @@ async def test_nearest_available_is_offered_and_decline_moves_on(
     assert await s.to(outbox.caregiver(other.cg(0))) == []
     frames = await s.incident_frames(outbox.dispatchers(s.w.agency))
     assert frames[-1]["state"] == "escalated"
+    assert s.mirror is None or s.mirror.answered - from_copy == 2  # the copy answered both
     row = await IncidentStore(db).get(incident.id)
     assert row is not None
     assert row.state == "escalated"
