@@ -530,7 +530,7 @@ async def test_nearest_available_is_offered_and_decline_moves_on(
     assert await s.to(outbox.caregiver(other.cg(0))) == []
     frames = await s.incident_frames(outbox.dispatchers(s.w.agency))
     assert frames[-1]["state"] == "escalated"
-    assert s.mirror is None or s.mirror.answered - from_copy == 3  # the copy answered all three waves
+    assert s.mirror is None or s.mirror.answered - from_copy == 3  # all three waves
     row = await IncidentStore(db).get(incident.id)
     assert row is not None
     assert row.state == "escalated"
