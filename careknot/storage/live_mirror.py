@@ -43,6 +43,7 @@ READ_COUNT = 64  # log entries read at a time
 SNAPSHOT_BATCH = 500  # cell hashes read at a time when copying
 CATCH_UP_S = 0.05  # how long a search waits for the copy to catch up before asking Redis
 RETRY_S = 0.5
+APPLY_SLICE = 256  # fixes applied between two looks at the dispatcher's other work
 
 
 class _Resync(Exception):
@@ -154,8 +155,10 @@ class LiveMirror:
                 await self._read_cells(keys, prefix, best)
                 keys = []
         await self._read_cells(keys, prefix, best)
-        for cid, (agency, cell, ts, lat, lon, status) in best.items():
+        for n, (cid, (agency, cell, ts, lat, lon, status)) in enumerate(best.items(), 1):
             index.put(cid, agency, cell, ts, lat, lon, status)
+            if n % APPLY_SLICE == 0:
+                await asyncio.sleep(0)
         self.index, self.seq = index, int(seq or 0)
         self._last_id = last[0][0] if last else b"0-0"
         self.copies += 1
@@ -192,12 +195,14 @@ class LiveMirror:
                 raise _Resync(f"sequence at {current}, copy at {self.seq}")
             return
         for entry_id, fields in got[0][1]:
-            self._apply(fields)
+            await self._apply(fields)
             self._last_id = entry_id
             self._wake()
-            await asyncio.sleep(0)  # a long batch does not hold up the dispatcher
 
-    def _apply(self, fields: dict[bytes, bytes]) -> None:
+    async def _apply(self, fields: dict[bytes, bytes]) -> None:
+        """One change, a slice of fixes at a time: a batch of thousands does not hold up the
+        dispatcher's other work (a search in between sees some of its fixes, as it would
+        have seen them arrive one by one)."""
         seq = int(fields[b"seq"])
         if seq != self.seq + 1:
             raise _Resync(f"change {seq} after {self.seq}")
@@ -205,8 +210,10 @@ class LiveMirror:
         if kind == b"fixes":
             tokens = fields[b"applied"].split()
             applied = [(int(tokens[i]), tokens[i + 1].decode()) for i in range(0, len(tokens), 2)]
-            for place in place_rows(orjson.loads(fields[b"rows"]), applied):
+            for n, place in enumerate(place_rows(orjson.loads(fields[b"rows"]), applied), 1):
                 self.index.put(*place)
+                if n % APPLY_SLICE == 0:
+                    await asyncio.sleep(0)
         elif kind == b"status":
             self.index.set_status(fields[b"id"].decode(), fields[b"status"].decode())
         else:
