@@ -11,14 +11,17 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import uvloop
+
 from careknot.bench import BENCHMARKS
 from careknot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def _run(coro: Coroutine[Any, Any, int | None]) -> int:
-    """Run a service until it returns, or until SIGINT/SIGTERM cancel it cleanly."""
+def _run(coro: Coroutine[Any, Any, int | None], settings: Settings) -> int:
+    """Run a service until it returns, or until SIGINT/SIGTERM cancel it cleanly, on the
+    configured event loop."""
 
     async def main() -> int:
         task = asyncio.ensure_future(coro)
@@ -30,6 +33,8 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> int:
         except asyncio.CancelledError:
             return 0
 
+    if settings.event_loop == "uvloop":
+        return uvloop.run(main())
     return asyncio.run(main())
 
 
@@ -42,7 +47,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.service import run
 
-    return _run(run(settings))
+    return _run(run(settings), settings)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -54,7 +59,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     from ws_gateway.server import run
 
-    return _run(run(settings))
+    return _run(run(settings), settings)
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -68,7 +73,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         falls_per_minute=args.falls_per_minute,
         seed=args.seed,
     )
-    return _run(run(settings, config))
+    return _run(run(settings, config), settings)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -80,13 +85,13 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"schema {settings.namespace}: applied {applied or 'nothing (up to date)'}")
         return 0
 
-    return _run(migrate())
+    return _run(migrate(), settings)
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.rebuild import run
 
-    return _run(run(settings))
+    return _run(run(settings), settings)
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
@@ -106,7 +111,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.timeline import show
 
-    return _run(show(settings, args.incident_id))
+    return _run(show(settings, args.incident_id), settings)
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,7 +122,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
 
-    return _run(report())
+    return _run(report(), settings)
 
 
 def cmd_visit(args: argparse.Namespace, settings: Settings) -> int:
@@ -146,13 +151,13 @@ def cmd_visit(args: argparse.Namespace, settings: Settings) -> int:
         print(f"visit {args.visit_id}: {done.state} (manual, for review: {args.reason})")
         return 0
 
-    return _run(record())
+    return _run(record(), settings)
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.bench import run_bench
 
-    return _run(run_bench(settings, args))
+    return _run(run_bench(settings, args), settings)
 
 
 def _parser() -> argparse.ArgumentParser:
