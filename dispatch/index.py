@@ -67,14 +67,18 @@ class CandidateIndex:
         status: str,
     ) -> None:  # fmt: skip
         """She is at (lat, lon) in street cell ``street`` as of ``ts``, with ``status``."""
-        place = (agency_id, street, area_of(street))
+        e = entry(ts, lat, lon, status)
         old = self._place.get(caregiver_id)
-        if old is not None and old != place:
+        if old is not None and old[0] == agency_id and old[1] == street:  # the same cells
+            self._cells["street"][agency_id][street][caregiver_id] = e
+            self._cells["area"][agency_id][old[2]][caregiver_id] = e
+            return
+        place = (agency_id, street, area_of(street))
+        if old is not None:
             self._leave(caregiver_id, old)
         if old is None or old[2] != place[2]:
             cell_reach(place[2])  # known before a search needs it
         self._place[caregiver_id] = place
-        e = entry(ts, lat, lon, status)
         for level, cell in zip(LEVELS, place[1:], strict=True):
             self._cells[level].setdefault(agency_id, {}).setdefault(cell, {})[caregiver_id] = e
 
