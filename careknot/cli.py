@@ -11,17 +11,14 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import uvloop
-
 from careknot.bench import BENCHMARKS
 from careknot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def _run(coro: Coroutine[Any, Any, int | None], settings: Settings) -> int:
-    """Run a service until it returns, or until SIGINT/SIGTERM cancel it cleanly, on the
-    configured event loop."""
+def _run(coro: Coroutine[Any, Any, int | None]) -> int:
+    """Run a service until it returns, or until SIGINT/SIGTERM cancel it cleanly."""
 
     async def main() -> int:
         task = asyncio.ensure_future(coro)
@@ -33,8 +30,6 @@ def _run(coro: Coroutine[Any, Any, int | None], settings: Settings) -> int:
         except asyncio.CancelledError:
             return 0
 
-    if settings.event_loop == "uvloop":
-        return uvloop.run(main())
     return asyncio.run(main())
 
 
@@ -47,7 +42,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.service import run
 
-    return _run(run(settings), settings)
+    return _run(run(settings))
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -59,7 +54,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     from ws_gateway.server import run
 
-    return _run(run(settings), settings)
+    return _run(run(settings))
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -73,7 +68,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         falls_per_minute=args.falls_per_minute,
         seed=args.seed,
     )
-    return _run(run(settings, config), settings)
+    return _run(run(settings, config))
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -85,13 +80,13 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"schema {settings.namespace}: applied {applied or 'nothing (up to date)'}")
         return 0
 
-    return _run(migrate(), settings)
+    return _run(migrate())
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.rebuild import run
 
-    return _run(run(settings), settings)
+    return _run(run(settings))
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,7 +106,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.timeline import show
 
-    return _run(show(settings, args.incident_id), settings)
+    return _run(show(settings, args.incident_id))
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -122,7 +117,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
 
-    return _run(report(), settings)
+    return _run(report())
 
 
 def cmd_visit(args: argparse.Namespace, settings: Settings) -> int:
@@ -151,13 +146,13 @@ def cmd_visit(args: argparse.Namespace, settings: Settings) -> int:
         print(f"visit {args.visit_id}: {done.state} (manual, for review: {args.reason})")
         return 0
 
-    return _run(record(), settings)
+    return _run(record())
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.bench import run_bench
 
-    return _run(run_bench(settings, args), settings)
+    return _run(run_bench(settings, args))
 
 
 def _parser() -> argparse.ArgumentParser:

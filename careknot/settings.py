@@ -7,7 +7,6 @@ production servers (see README, "Production").
 from __future__ import annotations
 
 import json
-from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -62,9 +61,6 @@ class Settings(BaseSettings):
     max_clock_skew_s: float = 300.0
     ingest_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0: no metrics")
     worker_metrics_port: int = Field(default=9465, ge=0, le=65535, description="0: no metrics")
-    event_loop: Literal["uvloop", "asyncio"] = Field(
-        default="uvloop", description="the services' event loop: uvloop, or the standard one"
-    )
     fixes_worker_nice: int = Field(
         default=0, ge=0, le=19, description="CPU priority the fixes worker gives up (os.nice)"
     )

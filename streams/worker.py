@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import faust
-import mode.loop
 
 from careknot.settings import Settings
 from streams.app import Role, build_app
@@ -14,8 +13,6 @@ from streams.app import Role, build_app
 def run(settings: Settings, *, role: Role = "all", loglevel: str = "warning") -> int:
     if role == "fixes" and settings.fixes_worker_nice:
         os.nice(settings.fixes_worker_nice)  # the dispatch worker first when the CPU is short
-    if settings.event_loop == "uvloop":
-        mode.loop.use("uvloop")  # before the worker makes its loop
     app, _runtime = build_app(settings, role)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()  # returns when the worker is stopped (SIGINT/SIGTERM)
