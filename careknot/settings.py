@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = 4
     kafka_fetch_max_wait_ms: int = 10
+    fixes_fetch_max_wait_ms: int = Field(
+        default=50, ge=1, description="the fixes worker's fetch wait: fixes flow, or may wait"
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
     gateway_host: str = "127.0.0.1"

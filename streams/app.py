@@ -55,7 +55,9 @@ def build_app(settings: Settings, role: Role = "all") -> tuple[CareKnotApp, Runt
         stream_wait_empty=False,
         datadir=settings.worker_datadir,
     )
-    app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    app.fetch_max_wait_ms = (
+        settings.fixes_fetch_max_wait_ms if role == "fixes" else settings.kafka_fetch_max_wait_ms
+    )
     rt = Runtime(
         settings,
         dispatching=role in ("all", "dispatch"),
