@@ -57,8 +57,14 @@ def role_of(p: Proc) -> str | None:
     words = p.cmdline.split()
     for verb in _CARE_VERBS:
         if verb in words and "careknot.cli" in p.cmdline:
-            return verb
+            return verb + _role_suffix(words) if verb == "worker" else verb
     return None
+
+
+def _role_suffix(words: list[str]) -> str:
+    """``-dispatch`` or ``-fixes`` for a worker started with that ``--role``."""
+    at = words.index("--role") + 1 if "--role" in words else len(words)
+    return f"-{words[at]}" if at < len(words) and words[at] != "all" else ""
 
 
 def roles(roots: Iterable[int]) -> dict[int, str]:

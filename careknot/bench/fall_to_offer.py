@@ -21,7 +21,7 @@ import math
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from careknot.settings import Settings
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.system import RunningSystem, isolated, worker_ready
 from careknot.waiting import poll_until
+from dispatch.offers import OfferTiming
 from simulators.phone import Phone, is_type, token
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,28 @@ NEAR = (53.8016, -1.5480)
 READY_TIMEOUT_S = 60.0
 LOAD_WARM_S = 5.0
 LOAD_S_PER_FALL = 0.5  # the load lasts this long a fall, after its warm-up
+
+
+@dataclass
+class Samples:
+    """Per fall: milliseconds to the offer on the phone, and to the moment the dispatcher began
+    its wave (the offer's expiry less its window, the dispatcher's clock), the rest being the
+    search, the offer's records, the outbox, the gateway and the WebSocket."""
+
+    total_ms: list[float] = field(default_factory=list)
+    to_wave_ms: list[float] = field(default_factory=list)
+
+    def add(self, total_ms: float, to_wave_ms: float) -> None:
+        self.total_ms.append(total_ms)
+        self.to_wave_ms.append(to_wave_ms)
+
+    def figures(self) -> dict[str, float]:
+        wave_to_phone = [t - w for t, w in zip(self.total_ms, self.to_wave_ms, strict=True)]
+        return {
+            **latency_figures(self.total_ms, "fall_to_offer"),
+            **latency_figures(self.to_wave_ms, "fall_to_wave"),
+            **latency_figures(wave_to_phone, "wave_to_offer"),
+        }
 
 
 @dataclass(frozen=True)
@@ -85,8 +108,8 @@ async def measure(settings: Settings, *, falls: int, load: Load = Load()) -> dic
     await asyncio.to_thread(running.__exit__, None, None, None)
     return {
         "benchmark": "fall-to-offer",
-        "falls": len(samples),
-        **latency_figures(samples, "fall_to_offer"),
+        "falls": len(samples.total_ms),
+        **samples.figures(),
         "city": "50 caregivers, 200 homes, a fix every 3 s each",
         "load": {**asdict(load), **loaded},
         "machine": machine(),
@@ -94,7 +117,7 @@ async def measure(settings: Settings, *, falls: int, load: Load = Load()) -> dic
     }
 
 
-async def _measure(s: Settings, falls: int, load: Load) -> tuple[list[float], dict[str, float]]:
+async def _measure(s: Settings, falls: int, load: Load) -> tuple[Samples, dict[str, float]]:
     await worker_ready(s, READY_TIMEOUT_S)
     await _seed(s, falls)
     if not load.rate:
@@ -121,10 +144,11 @@ def _share(s: Settings, ids: list[str], rate: float, duration: float, start_at: 
     return Share(s.mqtt_host, s.mqtt_port, ids, steps, rate, start_at, 0, base_tst, [])
 
 
-async def _falls(s: Settings, falls: int, until: float = math.inf) -> list[float]:
+async def _falls(s: Settings, falls: int, until: float = math.inf) -> Samples:
     """Fall after fall until ``falls`` are measured or ``until`` (epoch s) has passed."""
     phone = await Phone.open(s, token(s, "caregiver", "bench-cg", AGENCY))
-    samples: list[float] = []
+    timing = OfferTiming(s.offer_window_by_severity, s.offer_window_s, s.max_waves)
+    samples = Samples()
     async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as mq:
         fix = {"_type": "location", "lat": NEAR[0], "lon": NEAR[1], "tst": int(time.time())}
         await mq.publish(f"ck/{AGENCY}/cg/bench-cg/loc", orjson.dumps(fix), qos=1)
@@ -133,10 +157,12 @@ async def _falls(s: Settings, falls: int, until: float = math.inf) -> list[float
             if time.time() >= until:
                 break
             fall = {"type": "fall", "ts": time.time(), "seq": 1, "data": {}}
-            started = time.perf_counter()
+            started, published_at = time.perf_counter(), time.time()
             await mq.publish(f"ck/{AGENCY}/dev/bench-fd{n}/evt", orjson.dumps(fall), qos=1)
             offer = await phone.expect(is_type("offer"), within=30)
-            samples.append((time.perf_counter() - started) * 1000)
+            total_ms = (time.perf_counter() - started) * 1000
+            window_s = timing.window_s(offer["incident"]["severity"])
+            samples.add(total_ms, (offer["expires_at"] - window_s - published_at) * 1000)
             await phone.send({"type": "decline", "offer_id": offer["offer_id"]})
     await phone.close()
     return samples

@@ -23,6 +23,8 @@ async def test_the_bench_writes_its_figures(settings: Settings, tmp_path: Path) 
     for key in ("search_p50_ms", "search_p99_ms", "geosearch_p99_ms"):
         assert figures[key] > 0
     assert figures["agreement"]["search_vs_geosearch"] == 1.0
+    assert figures["agreement"]["search_vs_redis_search"] == 1.0  # the copy answers as Redis
+    assert figures["search_fenced_p99_ms"] > 0 and figures["redis_search_p99_ms"] > 0
     assert figures["update_fixes_per_s"] > 0
     assert ("postgis_p99_ms" in figures) and ("speedup_vs_postgis" in figures)
     if figures["postgis_p99_ms"] is not None:
@@ -38,5 +40,8 @@ async def test_part_two_measures_falls_under_load(migrated: Settings, tmp_path: 
     figures = json.loads((tmp_path / "dispatch.json").read_text())
     assert figures["fall_to_offer"]["falls"] == 3
     assert 0 < figures["fall_to_offer_p50_ms"] <= figures["fall_to_offer_p99_ms"]
+    falls = figures["fall_to_offer"]
+    assert 0 < falls["fall_to_wave_p50_ms"] < falls["fall_to_offer_p50_ms"]  # the wave began first
+    assert 0 < falls["wave_to_offer_p50_ms"] < falls["fall_to_offer_p50_ms"]
     load = figures["fall_to_offer"]["load"]
     assert load["rate"] == 300 and load["published"] > 0

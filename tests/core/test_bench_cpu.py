@@ -21,6 +21,9 @@ def proc(comm: str, cmdline: str) -> cpu.Proc:
     [
         ("python", "/x/python -m careknot.cli ingest", "ingest"),
         ("python", "/x/python -m careknot.cli -l warning worker", "worker"),
+        ("python", "/x/python -m careknot.cli worker --role dispatch", "worker-dispatch"),
+        ("python", "/x/python -m careknot.cli worker --role fixes", "worker-fixes"),
+        ("python", "/x/python -m careknot.cli worker --role all", "worker"),
         ("python", "/x/python -m careknot.cli gateway", "gateway"),
         ("tansu-v0.6.0-51", "/x/tansu-v0.6.0-510f3e2 broker --listener-url tcp://x", "kafka"),
         ("mosquitto", "mosquitto -c /etc/mosquitto/mosquitto.conf", "mqtt"),
