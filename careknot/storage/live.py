@@ -45,6 +45,8 @@ ENTRY = struct.Struct("<3d")
 # holding the whole cell, four little-endian doubles.
 SHAPE = struct.Struct("<4d")
 
+UPDATE_CHUNK = 250  # fixes per script call (a few ms of Redis's time at most)
+
 # How long the change log keeps its entries: a follower further behind reads the index anew.
 CHANGES_KEPT_S = 10
 
@@ -359,17 +361,22 @@ class LiveIndex:
     async def update(self, fixes: Sequence[Fix]) -> dict[str, str]:
         """Apply a batch of accepted fixes in order; a fix older than the stored one is ignored.
 
-        Returns the caregivers whose position moved, with their availability status.
+        Returns the caregivers whose position moved, with their availability status. A large
+        batch goes in script calls of ``UPDATE_CHUNK`` fixes, in order: Redis runs one script
+        at a time, and an emergency's reads and writes must not wait behind thousands of fixes.
         """
         if not fixes:
             return {}
-        rows = [_update_row(f) for f in fixes]
-        areas = dict.fromkeys(row[6] for row in rows)
-        unsent = [a for a in areas if a not in self._shapes_sent]
-        shapes = [x for a in unsent for x in (a, shape(a))]
-        flat = await self._update(keys=[], args=[self._ns, orjson.dumps(rows), *shapes])
-        self._shapes_sent.update(unsent)
-        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        applied: dict[str, str] = {}
+        for start in range(0, len(fixes), UPDATE_CHUNK):
+            rows = [_update_row(f) for f in fixes[start : start + UPDATE_CHUNK]]
+            areas = dict.fromkeys(row[6] for row in rows)
+            unsent = [a for a in areas if a not in self._shapes_sent]
+            shapes = [x for a in unsent for x in (a, shape(a))]
+            flat = await self._update(keys=[], args=[self._ns, orjson.dumps(rows), *shapes])
+            self._shapes_sent.update(unsent)
+            applied.update((flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2))
+        return applied
 
     async def join_own_cells(self, caregiver_ids: Sequence[str]) -> tuple[int, set[str]]:
         """Give each caregiver her entries in her own cells (a rebuild): entries that were
