@@ -42,7 +42,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.service import run
 
-    return _run(run(settings))
+    return _run(run(settings, streams=args.streams))
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -155,16 +155,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run_bench(settings, args))
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="careknot", description=__doc__)
-    p.add_argument("-l", "--log-level", default="info")
-    sub = p.add_subparsers(dest="verb", required=True)
-
-    up = sub.add_parser("up", help="run the whole system on this machine")
-    up.add_argument("--simulate", action="store_true", help="add the simulated city")
-    up.add_argument("--state-file", help="write the URLs and a dispatcher token here as JSON")
-    up.set_defaults(func=cmd_up)
-
+def _add_services(sub: Any) -> None:
+    """``worker --role`` and ``ingest --streams``: the services ``careknot up`` runs, by part."""
     worker = sub.add_parser("worker", help="a Faust stream worker")
     worker.add_argument(
         "--role",
@@ -175,8 +167,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
 
+    ingest = sub.add_parser("ingest", help="MQTT to Kafka ingest")
+    ingest.add_argument(
+        "--streams",
+        choices=["all", "positions", "emergencies"],
+        default="all",
+        help="positions: fixes and phones' status; emergencies: device events (careknot up runs"
+        " one process of each, so an emergency never shares a process with the positions' flood)",
+    )
+    ingest.set_defaults(func=cmd_ingest)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="careknot", description=__doc__)
+    p.add_argument("-l", "--log-level", default="info")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    up = sub.add_parser("up", help="run the whole system on this machine")
+    up.add_argument("--simulate", action="store_true", help="add the simulated city")
+    up.add_argument("--state-file", help="write the URLs and a dispatcher token here as JSON")
+    up.set_defaults(func=cmd_up)
+
+    _add_services(sub)
+
     for verb, func, text in (
-        ("ingest", cmd_ingest, "MQTT to Kafka ingest"),
         ("gateway", cmd_gateway, "the WebSocket gateway and web console"),
         ("migrate", cmd_migrate, "create or update the Postgres schema"),
         ("rebuild", cmd_rebuild, "rebuild the Redis live picture from Postgres"),

@@ -53,11 +53,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def default_commands(simulate: bool) -> list[tuple[str, list[str]]]:
-    """The services' commands: ingest, a dispatch worker and a fixes worker (emergencies never
-    queue behind positions), the gateway, and the simulated city if asked for."""
+    """The services' commands: an ingest of positions and one of device events, a dispatch
+    worker and a fixes worker (emergencies never share a process with the positions' flood),
+    the gateway, and the simulated city if asked for."""
     cli = [sys.executable, "-m", "careknot.cli"]
     commands = [
-        ("ingest", [*cli, "ingest"]),
+        ("ingest", [*cli, "ingest", "--streams", "positions"]),
+        ("ingest-emergencies", [*cli, "ingest", "--streams", "emergencies"]),
         ("worker-dispatch", [*cli, "worker", "--role", "dispatch"]),
         ("worker-fixes", [*cli, "worker", "--role", "fixes"]),
         ("gateway", [*cli, "gateway"]),

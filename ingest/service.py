@@ -25,6 +25,7 @@ import logging
 import time
 from functools import partial
 from types import TracebackType
+from typing import Literal
 
 import aiomqtt
 import orjson
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 POSITIONS = ("ck/+/cg/+/loc", "ck/+/cg/+/status", owntracks.SUBSCRIPTION)
 EMERGENCIES = ("ck/+/dev/+/evt",)
 """Device events come on a connection of their own, so a fall never queues behind positions."""
+Streams = Literal["all", "positions", "emergencies"]
 STATS_EVERY_S = 30.0
 BATCH = 500
 MAX_IN_FLIGHT = 20_000
@@ -94,6 +96,7 @@ class IngestService:
         self.metrics = IngestMetrics()
         self._accepted = {s: self.metrics.fixes_accepted.labels(s) for s in ("ck", "owntracks")}
         self.subscribed = asyncio.Event()
+        self.subscriptions: list[str] = []  # once subscribed
         self._metrics_server: asyncio.Server | None = None
         self._in_flight = 0
         self._settled = asyncio.Event()
@@ -136,17 +139,20 @@ class IngestService:
             return [f"$share/{group}/{t}" for t in subscriptions]
         return list(subscriptions)
 
-    async def run(self) -> None:
-        """Listen for positions and for device events on two connections until cancelled."""
-        ready = [asyncio.Event(), asyncio.Event()]
+    async def run(self, streams: Streams = "all") -> None:
+        """Listen for positions and for device events (or only one of them), each on a
+        connection of its own, until cancelled."""
+        chosen = [(n, t) for n, t in (("positions", POSITIONS), ("emergencies", EMERGENCIES))
+                  if streams in ("all", n)]  # fmt: skip
+        ready = [asyncio.Event() for _ in chosen]
         async with asyncio.TaskGroup() as tasks:
-            positions = self._listen(POSITIONS, ready[0], backpressure=True)
-            tasks.create_task(positions, name="ingest-positions")
-            emergencies = self._listen(EMERGENCIES, ready[1], backpressure=False)
-            tasks.create_task(emergencies, name="ingest-emergencies")
+            for (name, topics), subscribed in zip(chosen, ready, strict=True):
+                listening = self._listen(topics, subscribed, backpressure=name == "positions")
+                tasks.create_task(listening, name=f"ingest-{name}")
             tasks.create_task(self._log_stats(), name="ingest-stats")
             await asyncio.gather(*(r.wait() for r in ready))
-            log.info("ingest subscribed to %s", self._topics(POSITIONS + EMERGENCIES))
+            self.subscriptions = self._topics(sum((t for _, t in chosen), ()))
+            log.info("ingest subscribed to %s", self.subscriptions)
             self.subscribed.set()
 
     async def _listen(
@@ -350,7 +356,13 @@ def _payload(message: aiomqtt.Message) -> bytes:
     return message.payload if isinstance(message.payload, bytes) else b""
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, streams: Streams = "all") -> int:
+    """``careknot ingest``; a process of device events alone serves its metrics on
+    ``CAREKNOT_EMERGENCY_INGEST_METRICS_PORT``."""
+    if streams == "emergencies":
+        settings = settings.model_copy(
+            update={"ingest_metrics_port": settings.emergency_ingest_metrics_port}
+        )
     async with IngestService(settings) as service:
-        await service.run()
+        await service.run(streams)
     return 0

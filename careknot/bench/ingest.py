@@ -230,8 +230,8 @@ def _start_extras(
     s: Settings, opts: argparse.Namespace, workdir: Path
 ) -> list[subprocess.Popen[bytes]]:
     """The ingest and fixes-worker processes beyond ``careknot up``'s one of each."""
-    fixes_worker = ["worker", "--role", "fixes"]
-    commands = [["ingest"]] * (opts.ingest - 1) + [fixes_worker] * (opts.workers - 1)
+    ingest, fixes_worker = ["ingest", "--streams", "positions"], ["worker", "--role", "fixes"]
+    commands = [ingest] * (opts.ingest - 1) + [fixes_worker] * (opts.workers - 1)
     procs = []
     for n, command in enumerate(commands):
         env = {**os.environ, **settings_env(s), "CAREKNOT_WORKER_DATADIR": str(workdir / f"w{n}")}

@@ -35,7 +35,7 @@ from geofence.quality import AgencyPolicies
 from ingest.batching import partition_of
 from ingest.fast_path import fast_fix
 from ingest.parse import Limits, parse_location, route
-from ingest.service import IngestService
+from ingest.service import EMERGENCIES, POSITIONS, IngestService, Streams
 from streams.fix_flow import apply_fixes, decode_fixes
 from streams.runtime import Runtime
 from tests.support import free_port, scrape
@@ -145,6 +145,29 @@ async def ingest(settings: Settings) -> AsyncIterator[IngestService]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.mark.parametrize(
+    ("streams", "topics"),
+    [("positions", POSITIONS), ("emergencies", EMERGENCIES), ("all", POSITIONS + EMERGENCIES)],
+)
+async def test_an_ingest_of_one_stream_subscribes_to_its_topics_alone(
+    settings: Settings, streams: Streams, topics: tuple[str, ...]
+) -> None:
+    """``careknot up`` runs an ingest of positions and one of device events."""
+    own = settings.model_copy(update={"ingest_metrics_port": 0})
+    async with IngestService(own) as service:
+        task = asyncio.create_task(service.run(streams))
+        try:
+            await asyncio.wait_for(service.subscribed.wait(), WITHIN_S)
+            got = service.subscriptions
+            plain = [t.split("/", 2)[2] if t.startswith("$share/") else t for t in got]
+            assert sorted(plain) == sorted(topics)
+            assert {t.startswith("$share/") for t in got} == {own.mqtt_shared_subscriptions}
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def publications() -> list[tuple[str, bytes]]:
