@@ -67,8 +67,12 @@ class Settings(BaseSettings):
     emergency_ingest_metrics_port: int = Field(
         default=9466, ge=0, le=65535, description="an ingest of device events alone; 0: none"
     )
-    fixes_worker_nice: int = Field(
-        default=0, ge=0, le=19, description="CPU priority the fixes worker gives up (os.nice)"
+    positions_nice: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="CPU priority the positions' processes (the positions' ingest and the fixes"
+        " worker) give up (os.nice), so the emergencies' go first when the CPU is short",
     )
 
     @field_validator("offer_window_by_severity", mode="before")

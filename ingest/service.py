@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from functools import partial
 from types import TracebackType
@@ -363,6 +364,8 @@ async def run(settings: Settings, streams: Streams = "all") -> int:
         settings = settings.model_copy(
             update={"ingest_metrics_port": settings.emergency_ingest_metrics_port}
         )
+    elif streams == "positions" and settings.positions_nice:
+        os.nice(settings.positions_nice)  # the emergencies' ingest first when the CPU is short
     async with IngestService(settings) as service:
         await service.run(streams)
     return 0

@@ -11,8 +11,8 @@ from streams.app import Role, build_app
 
 
 def run(settings: Settings, *, role: Role = "all", loglevel: str = "warning") -> int:
-    if role == "fixes" and settings.fixes_worker_nice:
-        os.nice(settings.fixes_worker_nice)  # the dispatch worker first when the CPU is short
+    if role == "fixes" and settings.positions_nice:
+        os.nice(settings.positions_nice)  # the dispatch worker first when the CPU is short
     app, _runtime = build_app(settings, role)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()  # returns when the worker is stopped (SIGINT/SIGTERM)

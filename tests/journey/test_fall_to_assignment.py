@@ -35,7 +35,7 @@ NEAR = (53.7768, -1.6002)  # ~100 m away
 FAR = (53.7840, -1.5900)  # ~1.1 km away
 OTHER_AGENCY = f"journey-other-{RUN}"
 OFFER_WINDOW_S = 4.0
-FIXES_NICE = 3  # the fixes worker may be told to give up CPU priority
+POSITIONS_NICE = 3  # the positions' processes may be told to give up CPU priority
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         simulate=True,
         offer_window_by_severity={1: OFFER_WINDOW_S},
         max_waves=3,
-        fixes_worker_nice=FIXES_NICE,
+        positions_nice=POSITIONS_NICE,
         worker_metrics_port=free_port(),
     ) as settings:
         yield settings
@@ -219,20 +219,29 @@ async def _timeline(settings: Settings, incident_id: str) -> list[str]:
         return [e.kind for e in await db.incident_events(incident_id)]
 
 
-def _worker_niceness(namespace: str) -> dict[str, int]:
-    """Each worker process's role and niceness (field 19 of /proc/PID/stat)."""
+def _niceness(namespace: str) -> dict[str, int]:
+    """Each worker's and ingest's part (``--role``, ``--streams``) and its niceness (field 19
+    of /proc/PID/stat)."""
     out = {}
     for pid in processes_in(namespace):
         words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if b"worker" in words and b"--role" in words:
-            role = words[words.index(b"--role") + 1].decode()
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            out[role] = int(stat[stat.rindex(")") + 2 :].split()[16])
+        for verb, option in ((b"worker", b"--role"), (b"ingest", b"--streams")):
+            if verb in words and option in words:
+                part = words[words.index(option) + 1].decode()
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                out[part] = int(stat[stat.rindex(")") + 2 :].split()[16])
     return out
 
 
-async def test_the_fixes_worker_gives_up_the_cpu_priority_it_is_told(ready: Settings) -> None:
-    assert _worker_niceness(ready.namespace) == {"dispatch": 0, "fixes": FIXES_NICE}
+async def test_the_positions_processes_give_up_the_cpu_priority_they_are_told(
+    ready: Settings,
+) -> None:
+    assert _niceness(ready.namespace) == {
+        "dispatch": 0,
+        "emergencies": 0,
+        "fixes": POSITIONS_NICE,
+        "positions": POSITIONS_NICE,
+    }
 
 
 async def test_the_fixes_worker_serves_its_counts(ready: Settings) -> None:
