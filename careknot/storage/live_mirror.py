@@ -61,6 +61,7 @@ class LiveMirror:
         self.ready = False
         self.copies = 0  # how many times the index was read anew
         self.answered = 0  # searches answered from the copy
+        self.behind = 0  # searches sent to Redis because the copy had not caught up in time
         self._last_id = b"0-0"
         self._advanced = asyncio.Event()
 
@@ -88,6 +89,9 @@ class LiveMirror:
         ``fence`` (see :meth:`fence`); None when the copy is not ready or does not reach it
         within ``CATCH_UP_S``."""
         if self.seq < fence and not await self._reach(fence, CATCH_UP_S):
+            if self.ready:
+                self.behind += 1
+                log.warning("live mirror: at change %d, %d asked: searching Redis", self.seq, fence)
             return None
         if not self.ready:
             return None

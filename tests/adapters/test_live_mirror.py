@@ -220,6 +220,7 @@ async def test_a_search_waits_for_a_lagging_copy_or_says_it_is_behind(
         fence = await lagging.fence()
         found = await lagging.search("ag2", plan, **args, fence=fence)  # type: ignore[arg-type]
         assert found is None or "late" in [c.caregiver_id for c in found]  # never without her
+        assert lagging.behind == (1 if found is None else 0)  # a search sent to Redis is counted
         assert await lagging.caught_up(within_s=5.0)
         found = await lagging.search("ag2", plan, **args, fence=fence)  # type: ignore[arg-type]
         assert found is not None and "late" in [c.caregiver_id for c in found]
