@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         default=9466, ge=0, le=65535, description="an ingest of device events alone; 0: none"
     )
     positions_nice: int = Field(
-        default=0,
+        default=10,
         ge=0,
         le=19,
         description="CPU priority the positions' processes (the positions' ingest and the fixes"
