@@ -59,6 +59,7 @@ POSITIONS = ("ck/+/cg/+/loc", "ck/+/cg/+/status", owntracks.SUBSCRIPTION)
 EMERGENCIES = ("ck/+/dev/+/evt",)
 """Device events come on a connection of their own, so a fall never queues behind positions."""
 Streams = Literal["all", "positions", "emergencies"]
+STREAMS = {"positions": POSITIONS, "emergencies": EMERGENCIES}
 STATS_EVERY_S = 30.0
 BATCH = 500
 MAX_IN_FLIGHT = 20_000
@@ -143,8 +144,7 @@ class IngestService:
     async def run(self, streams: Streams = "all") -> None:
         """Listen for positions and for device events (or only one of them), each on a
         connection of its own, until cancelled."""
-        chosen = [(n, t) for n, t in (("positions", POSITIONS), ("emergencies", EMERGENCIES))
-                  if streams in ("all", n)]  # fmt: skip
+        chosen = [(n, t) for n, t in STREAMS.items() if streams in ("all", n)]
         ready = [asyncio.Event() for _ in chosen]
         async with asyncio.TaskGroup() as tasks:
             for (name, topics), subscribed in zip(chosen, ready, strict=True):
