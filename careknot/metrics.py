@@ -4,17 +4,19 @@ Every service instance owns its :class:`prometheus_client.CollectorRegistry` (tw
 one process, as in the tests, never collide). :func:`serve` answers ``GET /metrics`` in the
 Prometheus text format on the service's own event loop, with no thread; port 0 serves nothing.
 
-The Faust worker's own web server is off; it serves :class:`FixMetrics` (the fixes it screens,
-by verdict and reason, and how far behind ingest it is) the same way on
-``CAREKNOT_WORKER_METRICS_PORT``, and logs the counts every :data:`LOG_EVERY_S`.
+The Faust worker's own web server is off; the fixes worker serves :class:`FixMetrics` (the fixes
+it screens, by verdict and reason, and how far behind ingest it is) the same way on
+``CAREKNOT_WORKER_METRICS_PORT``, and logs the counts every :data:`LOG_EVERY_S`; the dispatch
+worker serves :class:`CopyMetrics` (its copy of the live index) on
+``CAREKNOT_DISPATCH_METRICS_PORT`` (a worker of both roles serves both on the first).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, TypeAlias
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -23,6 +25,10 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from careknot.storage.live_mirror import LiveMirror
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +125,40 @@ class FixMetrics:
         self._logged_at = now
         dropped = {f"{v}:{r}": n for (v, r), n in sorted(self._others.items())}
         log.info("fixes screened: %d accepted, not accepted by reason %s", self._accepted, dropped)
+
+
+class CopyMetrics:
+    """The dispatch worker's copy of the live index, read from it when scraped: searches by
+    outcome (answered from the copy; sent to Redis because the copy was behind, or not ready),
+    copies made, the last change applied, whether it is ready, and how many caregivers it holds."""
+
+    def __init__(self, mirror: LiveMirror, registry: CollectorRegistry | None = None) -> None:
+        self._mirror = mirror
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._mirror
+        searches = CounterMetricFamily(
+            "careknot_live_copy_searches",
+            "Candidate searches: answered from the copy, or sent to Redis (behind, not_ready)",
+            labels=["outcome"],
+        )
+        for outcome, n in (
+            ("answered", m.answered),
+            ("behind", m.behind),
+            ("not_ready", m.unready),
+        ):
+            searches.add_metric([outcome], n)
+        yield searches
+        yield CounterMetricFamily(
+            "careknot_live_copy_made", "Copies of the live index made", value=m.copies
+        )
+        yield GaugeMetricFamily("careknot_live_copy_change", "The last change applied", value=m.seq)
+        yield GaugeMetricFamily("careknot_live_copy_ready", "1 if searches use it", value=m.ready)
+        yield GaugeMetricFamily(
+            "careknot_live_copy_caregivers", "Caregivers in the copy", value=len(m.index)
+        )
 
 
 async def serve(

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     max_clock_skew_s: float = 300.0
     ingest_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0: no metrics")
     worker_metrics_port: int = Field(default=9465, ge=0, le=65535, description="0: no metrics")
+    dispatch_metrics_port: int = Field(
+        default=9467, ge=0, le=65535, description="the dispatch worker's; 0: no metrics"
+    )
     emergency_ingest_metrics_port: int = Field(
         default=9466, ge=0, le=65535, description="an ingest of device events alone; 0: none"
     )

@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from careknot.metrics import FixMetrics, serve
+from careknot.metrics import CopyMetrics, FixMetrics, serve
 from careknot.settings import Settings
 from careknot.storage import outbox
 from careknot.storage.live import LiveIndex
@@ -43,14 +43,24 @@ class Runtime:
             if not self._started:
                 await self.db.__aenter__()
                 self._started = True
-                if self._counting_fixes:  # the worker that screens fixes serves their counts
-                    port = self.settings.worker_metrics_port
-                    self._metrics_server = await serve(self.fix_metrics.registry, port)
+                await self._serve_metrics()
                 if self.mirror is not None:  # searches go to Redis until it is ready
                     self._mirror_task = asyncio.create_task(self.mirror.run())
                 if self._dispatching:
                     await self.dispatcher.resume()
         return self
+
+    async def _serve_metrics(self) -> None:
+        """The fixes worker serves its counts of fixes, the dispatch worker those of its copy
+        of the live index; a worker of both roles serves both on the fixes worker's port."""
+        if self._counting_fixes:
+            if self.mirror is not None:
+                CopyMetrics(self.mirror, self.fix_metrics.registry)
+            port = self.settings.worker_metrics_port
+            self._metrics_server = await serve(self.fix_metrics.registry, port)
+        elif self.mirror is not None:
+            port = self.settings.dispatch_metrics_port
+            self._metrics_server = await serve(CopyMetrics(self.mirror).registry, port)
 
     async def close(self) -> None:
         if self._mirror_task is not None:

@@ -62,6 +62,7 @@ class LiveMirror:
         self.copies = 0  # how many times the index was read anew
         self.answered = 0  # searches answered from the copy
         self.behind = 0  # searches sent to Redis because the copy had not caught up in time
+        self.unready = 0  # searches sent to Redis because the copy was being made
         self._last_id = b"0-0"
         self._advanced = asyncio.Event()
 
@@ -94,6 +95,7 @@ class LiveMirror:
                 log.warning("live mirror: at change %d, %d asked: searching Redis", self.seq, fence)
             return None
         if not self.ready:
+            self.unready += 1
             return None
         self.answered += 1
         return self.index.nearest(

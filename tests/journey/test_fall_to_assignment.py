@@ -50,6 +50,7 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         max_waves=3,
         positions_nice=POSITIONS_NICE,
         worker_metrics_port=free_port(),
+        dispatch_metrics_port=free_port(),
     ) as settings:
         yield settings
 
@@ -242,6 +243,28 @@ async def test_the_positions_processes_give_up_the_cpu_priority_they_are_told(
         "fixes": POSITIONS_NICE,
         "positions": POSITIONS_NICE,
     }
+
+
+async def test_the_dispatch_worker_serves_the_state_of_its_copy_of_the_index(
+    ready: Settings,
+) -> None:
+    """Made, ready, following the city's fixes, and counting its searches by outcome."""
+
+    def value(text: str, name: str) -> float | None:
+        found = [line for line in text.splitlines() if line.startswith(name + " ")]
+        return float(found[0].rsplit(" ", 1)[1]) if found else None
+
+    async def following() -> str | None:
+        text = await scrape(ready.dispatch_metrics_port)
+        ready_now = value(text, "careknot_live_copy_ready") == 1.0
+        return (
+            text if ready_now and (value(text, "careknot_live_copy_caregivers") or 0) > 0 else None
+        )
+
+    text = await wait_for(following, 30, "the dispatch worker's copy following the city")
+    assert (value(text, "careknot_live_copy_made_total") or 0) >= 1
+    assert (value(text, "careknot_live_copy_change") or 0) > 0
+    assert value(text, 'careknot_live_copy_searches_total{outcome="answered"}') is not None
 
 
 async def test_the_fixes_worker_serves_its_counts(ready: Settings) -> None:
