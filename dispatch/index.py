@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from bisect import insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 
 import h3
@@ -194,14 +194,3 @@ class _Search:
 def _metres(chord2: float) -> float:
     """The great-circle distance of a squared chord between unit vectors."""
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(chord2 / 4)))
-
-
-def place_rows(rows: Sequence[Sequence[str]], applied: Sequence[tuple[int, str]]) -> Iterable[
-    tuple[str, str, str, float, float, float, str]
-]:  # fmt: skip
-    """The applied fixes of a live-index update as places for :meth:`CandidateIndex.put`:
-    ``rows`` as the update took them ([id, agency, lat, lon, ts, cell, ...], strings) and
-    ``applied`` the (row index, status after) of those it applied."""
-    for i, status in applied:
-        row = rows[i]
-        yield row[0], row[1], row[5], float(row[4]), float(row[2]), float(row[3]), status

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from careknot.settings import Settings
 from careknot.storage.live import ENTRY
-from dispatch.index import CandidateIndex, place_rows
+from dispatch.index import CandidateIndex
 from dispatch.model import Candidate
 from dispatch.ranking import SearchStep
 
@@ -216,7 +216,7 @@ class LiveMirror:
         if kind == b"fixes":
             tokens = fields[b"applied"].split()
             applied = [(int(tokens[i]), tokens[i + 1].decode()) for i in range(0, len(tokens), 2)]
-            for n, place in enumerate(place_rows(orjson.loads(fields[b"rows"]), applied), 1):
+            for n, place in enumerate(applied_places(orjson.loads(fields[b"rows"]), applied), 1):
                 self.index.put(*place)
                 if n % APPLY_SLICE == 0:
                     await asyncio.sleep(0)
@@ -229,3 +229,15 @@ class LiveMirror:
     def _wake(self) -> None:
         self._advanced.set()
         self._advanced = asyncio.Event()
+
+
+def applied_places(
+    rows: Sequence[Sequence[str]], applied: Sequence[tuple[int, str]]
+) -> Iterator[tuple[str, str, str, float, float, float, str]]:
+    """The applied fixes of a logged update as arguments of :meth:`CandidateIndex.put`:
+    ``rows`` as the update script took them (``careknot.storage.live._update_row``: id, agency,
+    lat, lon, ts, cell, ...; strings) and ``applied`` the (row, status after) of those it
+    applied."""
+    for i, status in applied:
+        row = rows[i]
+        yield row[0], row[1], row[5], float(row[4]), float(row[2]), float(row[3]), status

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import h3
 
-from dispatch.index import CandidateIndex, area_of, place_rows
+from careknot.storage.live_mirror import applied_places
+from dispatch.index import CandidateIndex, area_of
 from dispatch.ranking import STREET_RESOLUTION, search_plan
 
 LEEDS = (53.800, -1.549)
@@ -62,6 +63,6 @@ def test_an_update_log_entry_gives_the_places_of_the_applied_fixes_only() -> Non
         ["a", "ag", "53.8", "-1.549", "100.0", "cellA", "areaA", "", "", "100.5"],
         ["b", "ag", "53.9", "-1.5", "90.0", "cellB", "areaB", "5.0", "80", "91.0"],
     ]
-    assert list(place_rows(rows, [(1, "offline")])) == [
+    assert list(applied_places(rows, [(1, "offline")])) == [
         ("b", "ag", "cellB", 90.0, 53.9, -1.5, "offline")
     ]
