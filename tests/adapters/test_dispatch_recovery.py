@@ -99,16 +99,7 @@ async def test_an_offers_expiry_in_postgres_and_redis_is_its_severitys_window(
 
     # a missed dose (severity 3, no window of its own) gets the default window
     dose = await make_scene([100, 200], **windows)
-    incident = await IncidentStore(db).open(
-        event_id=f"{dose.w.device.id}:dose",
-        agency_id=dose.w.agency,
-        patient_id=dose.w.patient.id,
-        device_id=dose.w.device.id,
-        kind="dose_missed",
-        severity=3,
-        at=dose.clock.now,
-    )
-    assert incident is not None
+    incident = await open_incident(db, dose.w, dose.clock.now, "dose_missed", severity=3)
     await dose.dispatcher.resume()
     (offer,) = await dose.to_cg(0, "offer")
     assert offer["incident"]["severity"] == 3
@@ -139,16 +130,7 @@ async def test_the_time_rule_escalates_when_the_severitys_waves_would_be_over(
     assert fall is not None
     slow = await make_scene([100], offer_window_by_severity={1: 10.0}, max_waves=2)
     slow.clock.now = opened
-    dose = await IncidentStore(db).open(
-        event_id=f"{slow.w.device.id}:dose",
-        agency_id=slow.w.agency,
-        patient_id=slow.w.patient.id,
-        device_id=slow.w.device.id,
-        kind="dose_missed",
-        severity=3,
-        at=opened,
-    )
-    assert dose is not None
+    dose = await open_incident(db, slow.w, opened, "dose_missed", severity=3)
     await slow.dispatcher.resume()
 
     s.clock.now = opened + 19.5

@@ -24,7 +24,7 @@ from careknot.settings import Settings
 from careknot.stack import settings_env
 from careknot.storage.handovers import HandoverStore
 from careknot.storage.history import History
-from careknot.storage.incidents import IncidentStore
+from careknot.storage.incidents import IncidentRow, IncidentStore
 from careknot.storage.live import AVAILABLE, BUSY
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.storage.visits import VisitStore
@@ -122,9 +122,10 @@ async def _seed(db: Database) -> None:
     await db.upsert_devices([DeviceRow("rb-dev", AGENCY, "rb-pat", "fall_detector")])
 
 
-async def _assign(db: Database, caregiver: str, now: float) -> str:
-    opened = await IncidentStore(db).open(
-        event_id=f"rb-evt-{caregiver}",
+async def _open_fall(store: IncidentStore, event_id: str, now: float) -> IncidentRow:
+    """A fall at the rebuild tests' home, opened straight in the store."""
+    opened = await store.open(
+        event_id=event_id,
         agency_id=AGENCY,
         patient_id="rb-pat",
         device_id="rb-dev",
@@ -133,6 +134,11 @@ async def _assign(db: Database, caregiver: str, now: float) -> str:
         at=now,
     )
     assert opened is not None
+    return opened
+
+
+async def _assign(db: Database, caregiver: str, now: float) -> str:
+    opened = await _open_fall(IncidentStore(db), f"rb-evt-{caregiver}", now)
     assert (await HandoverStore(db).assign(opened.id, caregiver, AGENCY, "dispatcher:rb", now)).done
     return opened.id
 
@@ -250,16 +256,7 @@ async def test_pending_offers_and_trackers_at_visits_come_back(
     holds; one whose arrival there is under way keeps it; a manual check-in gives nothing."""
     now = time.time()
     store = IncidentStore(runtime.db)
-    opened = await store.open(
-        event_id="rb-evt-offers",
-        agency_id=AGENCY,
-        patient_id="rb-pat",
-        device_id="rb-dev",
-        kind="fall",
-        severity=1,
-        at=now,
-    )
-    assert opened is not None
+    opened = await _open_fall(store, "rb-evt-offers", now)
     plans = [PlannedOffer(CAREGIVERS[10], 1, 500.0, 60.0, now + 60)]
     plans.append(PlannedOffer(CAREGIVERS[11], 1, 900.0, 90.0, now - 1))
     sent = await store.start_wave(opened, plans, now)

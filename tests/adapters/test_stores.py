@@ -86,14 +86,17 @@ def fix(cid: str, agency: str, where: tuple[float, float], at: float) -> Fix:
     )
 
 
-async def open_incident(db: Database, w: World, now: float) -> IncidentRow:
+async def open_incident(
+    db: Database, w: World, now: float, kind: str = "fall", severity: int = 1
+) -> IncidentRow:
+    """An incident at the world's home, opened straight in the store (no offer made)."""
     row = await IncidentStore(db).open(
-        event_id=f"{w.device.id}:1:{now}",
+        event_id=f"{w.device.id}:{kind}:{now}",
         agency_id=w.agency,
         patient_id=w.patient.id,
         device_id=w.device.id,
-        kind="fall",
-        severity=1,
+        kind=kind,
+        severity=severity,
         at=now,
     )
     assert row is not None
