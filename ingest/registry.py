@@ -9,10 +9,10 @@ since every message asks.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from careknot.errors import RejectedPayload
-from careknot.storage.postgres import Database
+from careknot.storage.postgres import Database, Who
 from ingest.owntracks import OwnTracksDevice
 from ingest.parse import Route
 
@@ -40,6 +40,20 @@ class Registry:
         self._cache: dict[tuple[str, str], tuple[str | None, float]] = {}
         self._owntracks: dict[OwnTracksDevice, tuple[tuple[str, str] | None, float]] = {}
 
+    async def learn(self, routes: Iterable[Route]) -> None:
+        """Ask Postgres once per kind of publisher about every subject of ``routes`` whose
+        answer is not cached fresh, and cache the answers (misses too), so the checks of a
+        batch's messages that follow do not wait on Postgres one by one."""
+        wanted: dict[Who, set[str]] = {}
+        for r in routes:
+            if not self.knows(r):
+                wanted.setdefault(_who(r), set()).add(r.subject)
+        for who, subjects in wanted.items():
+            found = await self._db.agencies_of(who, sorted(subjects))
+            now = self._clock()
+            for subject in subjects:
+                self._remember(who, subject, found.get(subject), now)
+
     def knows(self, r: Route) -> bool:
         """Whether the answer for the topic's subject is cached and fresh (check won't wait)."""
         cached = self._cache.get((_who(r), r.subject))
@@ -58,17 +72,17 @@ class Registry:
                 topic=topic,
             )
 
-    async def _agency_of(self, who: str, subject: str) -> str | None:
+    async def _agency_of(self, who: Who, subject: str) -> str | None:
         now = self._clock()
         cached = self._cache.get((who, subject))
         if cached is not None and cached[1] > now:
             return cached[0]
-        row = await (
-            self._db.caregiver(subject) if who == "caregiver" else self._db.device(subject)
-        )
-        agency = row.agency_id if row else None
-        self._cache[(who, subject)] = (agency, now + (HIT_TTL_S if agency else MISS_TTL_S))
+        agency = (await self._db.agencies_of(who, [subject])).get(subject)
+        self._remember(who, subject, agency, now)
         return agency
+
+    def _remember(self, who: Who, subject: str, agency: str | None, now: float) -> None:
+        self._cache[(who, subject)] = (agency, now + (HIT_TTL_S if agency else MISS_TTL_S))
 
     async def owntracks_caregiver(self, device: OwnTracksDevice, topic: str) -> tuple[str, str]:
         """(caregiver id, agency id) of an OwnTracks device, or ``unknown_owntracks_device``."""
@@ -86,5 +100,5 @@ class Registry:
         return cached[0]
 
 
-def _who(r: Route) -> str:
+def _who(r: Route) -> Who:
     return "caregiver" if r.kind in ("loc", "presence") else "device"

@@ -21,6 +21,7 @@ most :data:`MAX_IN_FLIGHT` fixes are unsettled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from types import TracebackType
 from typing import Literal
 
 import aiomqtt
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
@@ -41,9 +43,9 @@ from careknot.storage.postgres import Database
 from ingest import owntracks
 from ingest.batching import FixBatches
 from ingest.fast_path import fast_fix
+from ingest.mqtt_client import ReadAheadClient
 from ingest.parse import (
     Limits,
-    Route,
     dead_letter,
     location_fix,
     parse_device_event,
@@ -168,7 +170,7 @@ class IngestService:
                 super().__init__(maxsize)
                 inbox.append(self)
 
-        client = aiomqtt.Client(
+        client = ReadAheadClient(
             self._s.mqtt_host,
             self._s.mqtt_port,
             protocol=aiomqtt.ProtocolVersion.V311,
@@ -229,21 +231,19 @@ class IngestService:
             log.error("producing packed fixes failed: %s", task.exception())
 
     async def _ask_registry(self, messages: list[tuple[str, bytes]]) -> None:
-        """Ask the registry about a batch's distinct v1 publishers at once; the answers are
-        cached, so the checks message by message that follow do not wait on Postgres in turn."""
-        routes: dict[tuple[str, str, str], tuple[Route, str]] = {}
+        """Ask the registry about a batch's v1 publishers in one go; the answers are cached,
+        so the checks message by message that follow do not wait on Postgres in turn (should
+        Postgres fail here, each check asks again and fails on its own)."""
+        routes = []
         for topic, _ in messages:
             if owntracks.is_owntracks(topic):
                 continue
-            try:
-                r = route(topic)
-            except RejectedPayload:
-                continue
-            if not self._registry.knows(r):
-                routes.setdefault((r.kind, r.agency, r.subject), (r, topic))
-        if len(routes) > 1:
-            checks = (self._registry.check(r, topic) for r, topic in routes.values())
-            await asyncio.gather(*checks, return_exceptions=True)
+            with contextlib.suppress(RejectedPayload):
+                routes.append(route(topic))
+        try:
+            await self._registry.learn(routes)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("registry look-up for a batch failed: %s", exc)
 
     async def _reject(self, exc: RejectedPayload, payload: bytes, now: float) -> None:
         self.metrics.rejected.labels(exc.reason).inc()

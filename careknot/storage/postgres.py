@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -25,6 +25,12 @@ from careknot.storage.schema import MIGRATIONS
 log = logging.getLogger(__name__)
 
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+Who: TypeAlias = Literal["caregiver", "device"]
+"""Who publishes: a caregiver's phone or a home device."""
+_AGENCIES_OF: dict[Who, str] = {
+    "caregiver": "SELECT id, agency_id FROM caregivers WHERE id = ANY($1::text[])",
+    "device": "SELECT id, agency_id FROM devices WHERE id = ANY($1::text[])",
+}
 
 
 def ts(epoch: float) -> datetime:
@@ -177,6 +183,12 @@ class Database:
             "SELECT id, agency_id, patient_id, kind FROM devices WHERE id = $1", device_id
         )
         return DeviceRow(**dict(row)) if row else None
+
+    async def agencies_of(self, who: Who, ids: Sequence[str]) -> dict[str, str]:
+        """The agency of each of ``ids`` that is a registered caregiver (or device), in one
+        query; unknown ids are missing from the answer."""
+        rows = await self.pool.fetch(_AGENCIES_OF[who], list(ids))
+        return {row["id"]: row["agency_id"] for row in rows}
 
     async def caregiver(self, caregiver_id: str) -> CaregiverRow | None:
         row = await self.pool.fetchrow(
