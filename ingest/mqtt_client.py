@@ -1,63 +1,147 @@
-"""Ingest's MQTT client: aiomqtt, reading the broker's stream ahead in large chunks.
+"""Ingest's MQTT client: aiomqtt for the connection, messages taken from the wire in batches.
 
-paho (under aiomqtt) reads a packet with three or more ``recv`` calls (the command byte, each
-byte of the remaining length, then the rest), and aiomqtt hands it one packet per wake-up of
-the event loop: thousands of system calls and loop turns a second for a flood of small
-PUBLISH packets. :class:`ReadAheadSocket` takes what the kernel holds in one ``recv`` and serves
-paho's small reads from it; its ``pending()`` (the hook aiomqtt already has for TLS sockets,
-which buffer decoded bytes the same way) makes aiomqtt read on until the chunk is used up. So
-one wake-up handles every packet that arrived, and nothing else about the client changes.
+aiomqtt (over paho) owns the connection: connecting, subscribing, keep-alive, the last will,
+QoS 2. Its one cost here is per message: paho reads a packet with three or more ``recv``
+calls and decodes it through objects, locks and callbacks, and aiomqtt hands one message per
+wake-up of the event loop. For a flood of small PUBLISH packets that was most of ingest's CPU.
+So :class:`ReadAheadSocket` sits under paho: one ``recv`` takes what the kernel holds, the
+QoS 0 and 1 publishes in it are decoded in bulk (:mod:`ingest.mqtt_frames`) into the client's
+:class:`PublishInbox`, and paho reads the other packets as before (its ``pending()`` is the hook
+aiomqtt has for TLS sockets, which buffer the same way, so aiomqtt reads on until they are
+used up). QoS 1 publishes are acknowledged through paho once ingest has handled them
+(:meth:`BatchingClient.ack`), not on arrival.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+
+from ingest.mqtt_frames import Publish, PublishSplitter
 
 CHUNK_BYTES = 256 * 1024
 """The most one ``recv`` takes from the kernel."""
 
 
 class ReadAheadSocket:
-    """A connected non-blocking socket whose ``recv`` serves from a chunk read ahead; every
-    other call goes to the socket."""
+    """A connected non-blocking socket read a chunk at a time: publishes go to ``deliver``;
+    ``recv`` serves the other packets' bytes. Every other call goes to the socket."""
 
-    def __init__(self, sock: socket.socket, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        deliver: Callable[[list[Publish]], None],
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
         self._sock = sock
+        self._deliver = deliver
         self._chunk_bytes = chunk_bytes
-        self._chunk = b""
+        self._splitter = PublishSplitter()
+        self._passed = b""
         self._at = 0
 
     def recv(self, bufsize: int) -> bytes:
-        """Up to ``bufsize`` bytes: from the chunk while it lasts, else one ``recv`` of a new
-        chunk (``BlockingIOError`` when the kernel has none; ``b""`` at the end of the
+        """Up to ``bufsize`` bytes of the packets that are not publishes: from those read
+        ahead while they last, else from one ``recv`` of a new chunk (``BlockingIOError`` when
+        the kernel has none or the chunk held only publishes; ``b""`` at the end of the
         stream, as the socket says)."""
-        if self._at >= len(self._chunk):
-            self._chunk, self._at = self._sock.recv(self._chunk_bytes), 0
-        out = self._chunk[self._at : self._at + bufsize]
+        if self._at >= len(self._passed):
+            chunk = self._sock.recv(self._chunk_bytes)
+            if not chunk:
+                return chunk
+            publishes, self._passed = self._splitter.feed(chunk)
+            self._at = 0
+            if publishes:
+                self._deliver(publishes)
+            if not self._passed:
+                raise BlockingIOError
+        out = self._passed[self._at : self._at + bufsize]
         self._at += len(out)
         return out
 
     def pending(self) -> int:
-        """Bytes read ahead and not yet served (with a TLS socket's own decoded bytes)."""
+        """Bytes read ahead for paho and not yet served (with a TLS socket's own)."""
         tls = self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else 0
-        return len(self._chunk) - self._at + tls
+        return len(self._passed) - self._at + tls
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
 
-class ReadAheadClient(aiomqtt.Client):
-    """``aiomqtt.Client`` whose connection reads ahead (:class:`ReadAheadSocket`); on every
-    (re)connection, before aiomqtt starts reading."""
+class PublishInbox:
+    """Publishes waiting for ingest, in arrival order; ends with the connection's error."""
+
+    def __init__(self) -> None:
+        self._waiting: deque[Publish] = deque()
+        self._arrived = asyncio.Event()
+        self._failure: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def put_many(self, publishes: Iterable[Publish]) -> None:
+        self._waiting.extend(publishes)
+        self._arrived.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """No more will come: ``take`` raises ``exc`` once what waits is taken."""
+        self._failure = exc
+        self._arrived.set()
+
+    async def take(self, limit: int) -> list[Publish]:
+        """At least one and at most ``limit`` publishes, waiting for the first."""
+        while not self._waiting:
+            if self._failure is not None:
+                raise self._failure
+            self._arrived.clear()
+            await self._arrived.wait()
+        waiting = self._waiting
+        return [waiting.popleft() for _ in range(min(limit, len(waiting)))]
+
+
+class BatchingClient(aiomqtt.Client):
+    """``aiomqtt.Client`` whose messages come in batches (:meth:`batches`) from the wire."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inbox = PublishInbox()
+        self._client.manual_ack_set(True)  # acknowledged once handled: see ack()
+
+    async def batches(self, limit: int) -> AsyncIterator[list[Publish]]:
+        """Batches of up to ``limit`` messages as they come, until the connection is lost
+        (then aiomqtt's ``MqttError``)."""
+        relay = asyncio.ensure_future(self._relay())
+        try:
+            while True:
+                yield await self.inbox.take(limit)
+        finally:
+            relay.cancel()
+
+    def ack(self, publishes: Iterable[Publish]) -> None:
+        """Acknowledge handled messages of QoS 1 and 2 to the broker."""
+        for p in publishes:
+            if p.qos:
+                self._client.ack(p.mid, p.qos)
+
+    async def _relay(self) -> None:
+        """What paho still delivers (QoS 2) joins the batches; a lost connection ends them."""
+        try:
+            async for m in self.messages:
+                payload = m.payload if isinstance(m.payload, bytes) else b""
+                self.inbox.put_many([Publish(m.topic.value, payload, m.qos, m.mid)])
+        except aiomqtt.MqttError as exc:
+            self.inbox.fail(exc)
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         opened = client.socket()
         if isinstance(opened, socket.socket) and opened is sock:
-            sock = ReadAheadSocket(opened)
+            sock = ReadAheadSocket(opened, self.inbox.put_many)
             client._sock = sock
         super()._on_socket_open(client, userdata, sock)

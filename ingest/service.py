@@ -9,8 +9,9 @@ Counters are served in the Prometheus text format on ``CAREKNOT_INGEST_METRICS_P
 :mod:`careknot.metrics`). Device events come on an MQTT connection of their own and leave by a
 producer of their own: an emergency never waits behind thousands of positions.
 
-Batched for throughput: one wake-up takes every message waiting (up to :data:`BATCH`), the
-registry is asked about a batch's unknown publishers concurrently, a well-formed location takes a
+Batched for throughput: messages are decoded from the wire in bulk (:mod:`ingest.mqtt_client`),
+one wake-up takes every message waiting (up to :data:`BATCH`), the registry is asked about a
+batch's unknown publishers in one query, a well-formed location takes a
 fast path (plain checks on the decoded JSON; anything unusual goes through the pydantic parser,
 which gives the same rejections), fixes are packed into one Kafka message per partition
 (:mod:`ingest.batching`) for at most :data:`FLUSH_AFTER_S` or :data:`FLUSH_FIXES`, and produced
@@ -43,7 +44,7 @@ from careknot.storage.postgres import Database
 from ingest import owntracks
 from ingest.batching import FixBatches
 from ingest.fast_path import fast_fix
-from ingest.mqtt_client import ReadAheadClient
+from ingest.mqtt_client import BatchingClient
 from ingest.parse import (
     Limits,
     dead_letter,
@@ -72,16 +73,6 @@ FLUSH_AFTER_S = 0.02
 """The longest a fix waits for others to be packed with (the stream processors pay per Kafka
 message: a message per fix costs them, and Kafka, several times what the fix does)."""
 PRODUCER_BATCH_BYTES = 256 * 1024
-
-
-class Inbox(asyncio.Queue[aiomqtt.Message]):
-    """aiomqtt's queue of incoming messages, which can also be drained in one go."""
-
-    def take(self, limit: int) -> list[aiomqtt.Message]:
-        out: list[aiomqtt.Message] = []
-        while len(out) < limit and not self.empty():
-            out.append(self.get_nowait())
-        return out
 
 
 class IngestService:
@@ -161,28 +152,19 @@ class IngestService:
     async def _listen(
         self, subscriptions: tuple[str, ...], ready: asyncio.Event, *, backpressure: bool
     ) -> None:
-        """Handle what comes on one connection; with ``backpressure``, wait while too many
-        fixes are undelivered (never on the emergencies' connection)."""
-        inbox: list[Inbox] = []
-
-        class OwnInbox(Inbox):  # aiomqtt's queue of this client, kept to drain it in one go
-            def __init__(self, maxsize: int = 0) -> None:
-                super().__init__(maxsize)
-                inbox.append(self)
-
-        client = ReadAheadClient(
-            self._s.mqtt_host,
-            self._s.mqtt_port,
-            protocol=aiomqtt.ProtocolVersion.V311,
-            queue_type=OwnInbox,
+        """Handle what comes on one connection, a batch at a time, acknowledging each batch
+        once handled; with ``backpressure``, wait while too many fixes are undelivered (never
+        on the emergencies' connection)."""
+        client = BatchingClient(
+            self._s.mqtt_host, self._s.mqtt_port, protocol=aiomqtt.ProtocolVersion.V311
         )
         async with client:
             for topic in self._topics(subscriptions):
                 await client.subscribe(topic, qos=1)
             ready.set()
-            async for first in client.messages:  # wakes on the first; takes what else waits
-                batch = [first, *inbox[0].take(BATCH - 1)]
-                await self.handle_batch([(m.topic.value, _payload(m)) for m in batch])
+            async for batch in client.batches(BATCH):
+                await self.handle_batch([(m.topic, m.payload) for m in batch])
+                client.ack(batch)
                 if backpressure and self._in_flight > MAX_IN_FLIGHT:
                     await self._settle()
 
@@ -351,10 +333,6 @@ class IngestService:
         while True:
             await asyncio.sleep(STATS_EVERY_S)
             log.info("ingest counters: %s", totals(self.metrics.registry))
-
-
-def _payload(message: aiomqtt.Message) -> bytes:
-    return message.payload if isinstance(message.payload, bytes) else b""
 
 
 async def run(settings: Settings, streams: Streams = "all") -> int:

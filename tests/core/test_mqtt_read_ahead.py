@@ -1,5 +1,6 @@
-"""Ingest's read-ahead socket serves paho's small reads from one large ``recv``, byte for byte,
-and says how much it still holds; tested on a real socket pair (no server needed)."""
+"""Ingest's read-ahead socket, on a real socket pair (no server needed): one ``recv`` takes a
+chunk, its publishes are delivered at once, and paho's small reads get the other packets'
+bytes exactly."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from careknot.mqtt_wire import publish
 from ingest.mqtt_client import ReadAheadSocket
+from ingest.mqtt_frames import Publish
+
+PINGRESP = b"\xd0\x00"
+SUBACK = b"\x90\x03\x00\x01\x01"
 
 
 @pytest.fixture
@@ -20,48 +26,52 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     b.close()
 
 
-def test_small_reads_come_from_one_chunk(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_publishes_are_delivered_and_the_rest_read(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
     writer, reader = pair
-    ahead = ReadAheadSocket(reader, chunk_bytes=64)
-    writer.sendall(b"\x30\x05hello\x30\x03abc")
+    delivered: list[list[Publish]] = []
+    ahead = ReadAheadSocket(reader, delivered.append)
+    writer.sendall(publish("a/b", b"one") + SUBACK + publish("a/c", b"two") + PINGRESP)
     assert ahead.pending() == 0
-    assert ahead.recv(1) == b"\x30"
-    assert ahead.pending() == 11  # the rest of what the kernel held is read ahead
-    assert ahead.recv(1) == b"\x05"
-    assert ahead.recv(5) == b"hello"
-    assert ahead.recv(100) == b"\x30\x03abc"  # never more than the chunk holds
+    assert ahead.recv(1) == SUBACK[:1]
+    assert delivered == [[Publish("a/b", b"one", 0, 0), Publish("a/c", b"two", 0, 0)]]
+    assert ahead.pending() == len(SUBACK) + len(PINGRESP) - 1
+    assert ahead.recv(1) == SUBACK[1:2]
+    assert ahead.recv(100) == SUBACK[2:] + PINGRESP  # never more than it holds
     assert ahead.pending() == 0
     with pytest.raises(BlockingIOError):
         ahead.recv(1)  # nothing read ahead, and nothing in the kernel: as the socket says
 
 
-def test_a_packet_longer_than_a_chunk_arrives_whole(
+def test_a_chunk_of_publishes_alone_leaves_paho_nothing_to_read(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     writer, reader = pair
-    ahead = ReadAheadSocket(reader, chunk_bytes=7)
-    sent = bytes(range(256)) * 4
-    writer.sendall(sent)
-    got = b""
-    while len(got) < len(sent):
-        part = ahead.recv(len(sent) - len(got))
-        assert 0 < len(part) <= 7
-        got += part
-    assert got == sent
+    delivered: list[list[Publish]] = []
+    ahead = ReadAheadSocket(reader, delivered.append, chunk_bytes=10)
+    packet = publish("t", b"a longer payload")  # longer than a chunk
+    writer.sendall(packet * 2)
+    reads = 0
+    while sum(map(len, delivered)) < 2:
+        with pytest.raises(BlockingIOError):
+            ahead.recv(1)
+        reads += 1
+    assert reads == -(-len(packet) * 2 // 10)
+    assert delivered == [[Publish("t", b"a longer payload", 0, 0)]] * 2
 
 
 def test_the_end_of_the_stream_reads_empty(pair: tuple[socket.socket, socket.socket]) -> None:
     writer, reader = pair
-    ahead = ReadAheadSocket(reader)
-    writer.sendall(b"ab")
+    ahead = ReadAheadSocket(reader, lambda _: None)
+    writer.sendall(PINGRESP)
     writer.shutdown(socket.SHUT_WR)
-    assert ahead.recv(1) == b"a"
-    assert ahead.recv(1) == b"b"
+    assert ahead.recv(2) == PINGRESP
     assert ahead.recv(1) == b""
 
 
 def test_everything_else_is_the_socket(pair: tuple[socket.socket, socket.socket]) -> None:
     _, reader = pair
-    ahead = ReadAheadSocket(reader)
+    ahead = ReadAheadSocket(reader, lambda _: None)
     assert ahead.fileno() == reader.fileno()
     assert ahead.getblocking() is False
