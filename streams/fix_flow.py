@@ -1,9 +1,10 @@
 """The fixes' agents: caregivers' positions into the live index, the history and the visits.
 
 - ``fixes``: messages each holding a batch of fixes (``ingest.batching``), taken several at a
-  time; screened by the quality filters, accepted ones into the Redis live index and to
-  dispatchers, accepted and late ones into the history in Postgres; and, at the same time,
-  fed to the visits (arrivals at and departures from patients' homes, ``streams.visits``).
+  time; screened once by the quality filters against the live index, then at the same time
+  accepted ones into the Redis live index and to dispatchers, accepted and late ones into the
+  history in Postgres, and accepted ones to the visits (arrivals at and departures from
+  patients' homes, ``streams.visits``).
 - ``presence``: phones gone away; their caregivers are no dispatch candidates until back.
 - a timer for late and missed visits.
 """
@@ -27,7 +28,7 @@ from careknot.settings import Settings
 from careknot.storage import outbox
 from careknot.storage.history import History
 from careknot.storage.live import cell_of
-from geofence.quality import AgencyPolicies, QualityPolicy, screen
+from geofence.quality import AgencyPolicies, QualityPolicy, Screening, screen
 from streams.runtime import Runtime
 from streams.steps import decode_all, with_retries
 from streams.visits import VisitKeeper
@@ -64,9 +65,14 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
                 decoded = decode_fixes(batch)
                 await rt.ready()
                 for n in range(0, len(decoded), FIX_STEP):
-                    step = decoded[n : n + FIX_STEP]
-                    live = partial(apply_fixes, rt, step, history, policies, metrics, throttle)
-                    visits = partial(keeper.on_fixes, step)
+                    judging = partial(
+                        screen_fixes, rt, decoded[n : n + FIX_STEP], policies, metrics
+                    )
+                    screening = await with_retries("screening fixes", judging)
+                    if screening is None:
+                        continue  # logged: the servers failed it every time
+                    live = partial(apply_screening, rt, screening, history, throttle)
+                    visits = partial(keeper.on_accepted, screening.live)
                     await asyncio.gather(
                         with_retries("fixes", live), with_retries("visits", visits)
                     )
@@ -117,20 +123,11 @@ def _decode_items(value: bytes) -> list[Fix]:
     return decode_all(Fix, [orjson.dumps(item) for item in items])
 
 
-async def apply_fixes(
-    rt: Runtime,
-    fixes: list[Fix],
-    history: History,
-    policies: AgencyPolicies,
-    metrics: FixMetrics,
-    throttle: outbox.LocationThrottle | None = None,
-) -> None:
-    """Screen a batch against each caregiver's last accepted fix, move the live index with the
-    accepted ones while the history keeps accepted and late fixes, then queue the newly applied
-    positions for the dispatchers (coalesced by the throttle). A retry is safe: what was
-    applied comes back as ``history_only`` (duplicate or out of order) and the history ignores
-    what it has. Without a throttle, this batch's positions are sent at once."""
-    throttle = throttle or outbox.LocationThrottle()
+async def screen_fixes(
+    rt: Runtime, fixes: list[Fix], policies: AgencyPolicies, metrics: FixMetrics
+) -> Screening:
+    """Judge a batch against each caregiver's last accepted fix in the live index, counting
+    the verdicts: what the live index, the history and the visits then take."""
     live = (await rt.ready()).live
     previous = await live.last_fixes(f.caregiver_id for f in fixes)
     now = time.time()
@@ -138,6 +135,21 @@ async def apply_fixes(
         metrics.lag.set(now - max(f.received_at for f in fixes))
     screening = screen(previous, fixes, now, policies.for_agency)
     metrics.count(len(screening.live), screening.reasons)
+    return screening
+
+
+async def apply_screening(
+    rt: Runtime,
+    screening: Screening,
+    history: History,
+    throttle: outbox.LocationThrottle | None = None,
+) -> None:
+    """Move the live index with the accepted fixes while the history keeps accepted and late
+    fixes, then queue the newly applied positions for the dispatchers (coalesced by the
+    throttle). A retry is safe: the index never moves a caregiver to a fix no newer than hers,
+    and the history ignores what it has. Without a throttle, the positions are sent at once."""
+    throttle = throttle or outbox.LocationThrottle()
+    live = (await rt.ready()).live
     recording = asyncio.ensure_future(history.record(screening.live, screening.history_only))
     try:
         applied = await live.update(screening.live)
@@ -146,7 +158,21 @@ async def apply_fixes(
     newest = {f.caregiver_id: f for f in screening.live if f.caregiver_id in applied}
     for f in newest.values():
         throttle.offer(f.agency_id, f.caregiver_id, location_frame(f, applied))
-    await outbox.flush_due(rt.outbox, throttle, now)
+    await outbox.flush_due(rt.outbox, throttle, time.time())
+
+
+async def apply_fixes(
+    rt: Runtime,
+    fixes: list[Fix],
+    history: History,
+    policies: AgencyPolicies,
+    metrics: FixMetrics,
+    throttle: outbox.LocationThrottle | None = None,
+) -> Screening:
+    """Screen a batch and apply it (:func:`screen_fixes`, then :func:`apply_screening`)."""
+    screening = await screen_fixes(rt, fixes, policies, metrics)
+    await apply_screening(rt, screening, history, throttle)
+    return screening
 
 
 def location_frame(f: Fix, applied: dict[str, str]) -> dict[str, Any]:

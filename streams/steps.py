@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 RETRIES = 5
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def decode_all(model: type[M], values: list[bytes]) -> list[M]:
@@ -27,16 +28,16 @@ def decode_all(model: type[M], values: list[bytes]) -> list[M]:
     return out
 
 
-async def with_retries(what: str, step: Callable[[], Awaitable[object]]) -> None:
-    """Run one step of an agent; a failing server gets a few tries before the event is logged
-    as failed, so one poisoned event cannot stop the stream."""
+async def with_retries(what: str, step: Callable[[], Awaitable[T]]) -> T | None:
+    """Run one step of an agent, and give its result; a failing server gets a few tries before
+    the event is logged as failed (None), so one poisoned event cannot stop the stream."""
     for attempt in range(1, RETRIES + 1):
         try:
-            await step()
-            return
+            return await step()
         except Exception:
             if attempt == RETRIES:
                 log.exception("%s failed %d times; giving up on it", what, RETRIES)
-                return
+                return None
             log.warning("%s failed (attempt %d), retrying", what, attempt, exc_info=True)
             await asyncio.sleep(0.1 * 2**attempt)
+    return None

@@ -2,7 +2,8 @@
 visit statuses out.
 
 A batch of fixes: the fence cache is refreshed; each caregiver's fixes, in time order, are
-screened by the fix-quality filters against her tracker's last fix, classified against every
+screened by the fix-quality filters (the worker hands over those its screening against the live
+index accepted; others are screened against her tracker's last fix), classified against every
 fence in one vectorised call, and fed to her ``FenceTracker``; then her visits around now are
 read and the pure rules (``geofence.visits``) decide. Records are written conditionally on
 their version (a record another worker moved is read again and decided again), alerts are
@@ -82,6 +83,16 @@ class VisitKeeper:
     # ------------------------------------------------------------ inputs
 
     async def on_fixes(self, fixes: Sequence[FixEvent]) -> None:
+        """Fixes not yet screened: each caregiver's, in time order, are screened by the quality
+        filters against her tracker's last fix, then followed (:meth:`on_accepted`)."""
+        await self._on(fixes, screened=False)
+
+    async def on_accepted(self, fixes: Sequence[FixEvent]) -> None:
+        """Fixes the quality filters accepted (in order, as the live index's screening gives
+        them): followed without judging them again."""
+        await self._on(fixes, screened=True)
+
+    async def _on(self, fixes: Sequence[FixEvent], *, screened: bool) -> None:
         if not fixes:
             return
         index = await self.fences.refresh()
@@ -90,24 +101,29 @@ class VisitKeeper:
         ids = list(dict.fromkeys(f.caregiver_id for f in ordered))
         trackers = await self._trackers_of(ids)
         try:
-            await self._follow(index, trackers, ordered, now)
+            accepted = ordered if screened else self._screen(trackers, ordered, now)
+            await self._follow(index, trackers, accepted, now)
         except BaseException:
             self.forget_trackers(ids)  # a retry starts again from what was saved
             raise
 
-    async def _follow(
-        self,
-        index: FenceIndex,
-        trackers: dict[str, FenceTracker],
-        ordered: list[FixEvent],
-        now: float,
-    ) -> None:
+    def _screen(
+        self, trackers: dict[str, FenceTracker], ordered: list[FixEvent], now: float
+    ) -> list[FixEvent]:
         previous = {
             c: AcceptedFix(t.last.lat, t.last.lon, t.last.ts, t.last.acc)
             for c, t in trackers.items()
             if t.last is not None
         }
-        accepted = screen(previous, ordered, now, self._policies.for_agency).live
+        return screen(previous, ordered, now, self._policies.for_agency).live
+
+    async def _follow(
+        self,
+        index: FenceIndex,
+        trackers: dict[str, FenceTracker],
+        accepted: list[FixEvent],
+        now: float,
+    ) -> None:
         moves = _track(index, trackers, accepted)
         if moves:
             records = await self.store.records_for(moves.keys(), now, HORIZON_S)

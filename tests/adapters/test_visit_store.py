@@ -304,3 +304,22 @@ async def test_careknot_report_visits_csv_and_json(
     body = json.loads(done.stdout)
     assert body["visits"][0]["needs_review"] is True
     assert body["visits"][0]["check_in"]["reason"] == "no signal"
+
+
+async def test_fixes_the_live_index_accepted_are_followed_without_judging_them_again(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    """The worker screens a batch once, against the live index, and hands the visits what it
+    accepted; fixes that come unscreened are judged against her tracker's last fix."""
+    a = await agency(db)
+    clock = Clock()
+    keeper = VisitKeeper(settings, db, redis, clock=clock)
+    clock.t = T0 + 1
+    await keeper.on_fixes([fix(a, 0, 2000)])
+    jump = fix(a, 1, 200)  # 1.8 km in a second: an impossible jump from her tracker's last fix
+    await keeper.on_fixes([jump])
+    kept = (await keeper.store.trackers([f"{a}-cg"], TrackerConfig()))[f"{a}-cg"]
+    assert kept.last is not None and kept.last.ts == T0
+    await keeper.on_accepted([jump])  # as the live index's screening passed it on
+    saved = (await keeper.store.trackers([f"{a}-cg"], TrackerConfig()))[f"{a}-cg"]
+    assert saved.last is not None and saved.last.ts == T0 + 1
