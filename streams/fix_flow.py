@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -27,8 +27,8 @@ from careknot.metrics import FixMetrics
 from careknot.settings import Settings
 from careknot.storage import outbox
 from careknot.storage.history import History
-from careknot.storage.live import cell_of
-from geofence.quality import AgencyPolicies, QualityPolicy, Screening, screen
+from careknot.storage.live import LiveIndex, cell_of
+from geofence.quality import AcceptedFix, AgencyPolicies, QualityPolicy, Screening, screen
 from streams.runtime import Runtime
 from streams.steps import decode_all, with_retries
 from streams.visits import VisitKeeper
@@ -44,13 +44,45 @@ FIX_BATCH_WITHIN_S = 0.02
 VISIT_TICK_S = 5.0
 
 
+class LastAccepted:
+    """Each caregiver's last accepted fix, what the screening judges her next one against: kept
+    in the worker's memory between batches (this worker alone moves its caregivers while its
+    partitions stay), read from the live index for a caregiver it does not know yet."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, AcceptedFix | None] = {}
+
+    async def of(self, live: LiveIndex, caregiver_ids: Iterable[str]) -> dict[str, AcceptedFix]:
+        ids = list(dict.fromkeys(caregiver_ids))
+        missing = [cid for cid in ids if cid not in self._known]
+        if missing:
+            found = await live.last_fixes(missing)
+            self._known.update((cid, found.get(cid)) for cid in missing)
+        return {cid: fix for cid in ids if (fix := self._known[cid]) is not None}
+
+    def accepted(self, fixes: Iterable[Fix]) -> None:
+        """Fixes screened as accepted, in order: each is her last from now on."""
+        for f in fixes:
+            self._known[f.caregiver_id] = AcceptedFix.of(f)
+
+    def forget(self, caregiver_ids: Iterable[str] | None = None) -> None:
+        """Ask the live index again (about everyone when no ids are given): after a rebalance,
+        or when a batch could not be applied."""
+        if caregiver_ids is None:
+            self._known.clear()
+        for cid in caregiver_ids or ():
+            self._known.pop(cid, None)
+
+
 def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:
     keeper = VisitKeeper(s, rt.db, rt.redis)
+    last = LastAccepted()
 
-    async def forget_trackers(sender: Any, *args: Any, **kwargs: Any) -> None:
-        keeper.forget_trackers()  # partitions moved: another worker may move her trackers
+    async def forget(sender: Any, *args: Any, **kwargs: Any) -> None:
+        keeper.forget_trackers()  # partitions moved: another worker may move her fixes
+        last.forget()
 
-    app.on_partitions_revoked.connect(forget_trackers)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(forget)  # type: ignore[arg-type]
 
     @app.agent(topic("fixes"), name="fixes")
     async def fixes(stream: Any) -> None:
@@ -65,17 +97,18 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
                 decoded = decode_fixes(batch)
                 await rt.ready()
                 for n in range(0, len(decoded), FIX_STEP):
-                    judging = partial(
-                        screen_fixes, rt, decoded[n : n + FIX_STEP], policies, metrics
-                    )
+                    step = decoded[n : n + FIX_STEP]
+                    judging = partial(screen_fixes, rt, step, policies, metrics, last)
                     screening = await with_retries("screening fixes", judging)
                     if screening is None:
                         continue  # logged: the servers failed it every time
                     live = partial(apply_screening, rt, screening, history, throttle)
                     visits = partial(keeper.on_accepted, screening.live)
-                    await asyncio.gather(
+                    applied, _ = await asyncio.gather(
                         with_retries("fixes", live), with_retries("visits", visits)
                     )
+                    if applied is None:  # logged: what Redis has decides her next fix
+                        last.forget(f.caregiver_id for f in screening.live)
                 metrics.log_if_due(time.monotonic())
         finally:
             flusher.cancel()
@@ -124,17 +157,24 @@ def _decode_items(value: bytes) -> list[Fix]:
 
 
 async def screen_fixes(
-    rt: Runtime, fixes: list[Fix], policies: AgencyPolicies, metrics: FixMetrics
+    rt: Runtime,
+    fixes: list[Fix],
+    policies: AgencyPolicies,
+    metrics: FixMetrics,
+    last: LastAccepted | None = None,
 ) -> Screening:
-    """Judge a batch against each caregiver's last accepted fix in the live index, counting
-    the verdicts: what the live index, the history and the visits then take."""
+    """Judge a batch against each caregiver's last accepted fix (``last``'s, else the live
+    index's), counting the verdicts: what the live index, the history and the visits take."""
     live = (await rt.ready()).live
-    previous = await live.last_fixes(f.caregiver_id for f in fixes)
+    ids = (f.caregiver_id for f in fixes)
+    previous = await (live.last_fixes(ids) if last is None else last.of(live, ids))
     now = time.time()
     if fixes:
         metrics.lag.set(now - max(f.received_at for f in fixes))
     screening = screen(previous, fixes, now, policies.for_agency)
     metrics.count(len(screening.live), screening.reasons)
+    if last is not None:
+        last.accepted(screening.live)
     return screening
 
 
@@ -143,11 +183,12 @@ async def apply_screening(
     screening: Screening,
     history: History,
     throttle: outbox.LocationThrottle | None = None,
-) -> None:
+) -> bool:
     """Move the live index with the accepted fixes while the history keeps accepted and late
     fixes, then queue the newly applied positions for the dispatchers (coalesced by the
-    throttle). A retry is safe: the index never moves a caregiver to a fix no newer than hers,
-    and the history ignores what it has. Without a throttle, the positions are sent at once."""
+    throttle); True once done. A retry is safe: the index never moves a caregiver to a fix no
+    newer than hers, and the history ignores what it has. Without a throttle, the positions
+    are sent at once."""
     throttle = throttle or outbox.LocationThrottle()
     live = (await rt.ready()).live
     recording = asyncio.ensure_future(history.record(screening.live, screening.history_only))
@@ -159,6 +200,7 @@ async def apply_screening(
     for f in newest.values():
         throttle.offer(f.agency_id, f.caregiver_id, location_frame(f, applied))
     await outbox.flush_due(rt.outbox, throttle, time.time())
+    return True
 
 
 async def apply_fixes(
