@@ -54,6 +54,7 @@ from careknot.contracts import Fix
 from careknot.settings import Settings
 from careknot.storage.live import LiveIndex
 from careknot.storage.live_mirror import LiveMirror
+from careknot.storage.namespace import drop_namespace
 from dispatch.eta import StraightLineModel
 from dispatch.model import Candidate
 from dispatch.ranking import rank, search_plan
@@ -105,7 +106,9 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         figures = await _measure(bench, opts, redis, conn, people, homes)
     finally:
-        await _clean(bench, redis, conn)
+        await conn.close()
+        await redis.aclose()
+        await drop_namespace(bench)
     if opts.fall_load:
         loaded = await fall_to_offer.measure(settings, falls=args.falls, load=Load(opts.fall_load))
         figures["fall_to_offer"] = loaded
@@ -344,17 +347,3 @@ def _agreement(a: list[list[str]], b: list[list[str]], k: int) -> float:
     """The share of searches whose nearest ``k`` are the same caregivers both ways."""
     same = sum(set(x[:k]) == set(y[:k]) for x, y in zip(a, b, strict=True))
     return round(same / len(a), 4)
-
-
-async def _clean(s: Settings, redis: aioredis.Redis, conn: asyncpg.Connection[Any]) -> None:
-    await conn.execute(f'DROP SCHEMA IF EXISTS "{s.namespace}" CASCADE')
-    await conn.close()
-    batch: list[bytes] = []
-    async for key in redis.scan_iter(match=f"{s.namespace}:*", count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
-            await redis.delete(*batch)
-            batch.clear()
-    if batch:
-        await redis.delete(*batch)
-    await redis.aclose()

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from careknot.bench.load import TST_SPAN_S, Share, caregiver_ids, publish, seed
 from careknot.bench.report import latency_figures, machine, write
 from careknot.settings import Settings
+from careknot.storage.namespace import drop_namespace
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.system import RunningSystem, isolated, worker_ready
 from careknot.waiting import poll_until
@@ -102,10 +103,11 @@ async def measure(settings: Settings, *, falls: int, load: Load = Load()) -> dic
     try:
         samples, loaded = await _measure(live, falls, load)
     except BaseException:
-        await asyncio.to_thread(running.__exit__, None, None, None)
         log.error("the system said:\n%s", running.log_tail())
         raise
-    await asyncio.to_thread(running.__exit__, None, None, None)
+    finally:
+        await asyncio.to_thread(running.__exit__, None, None, None)
+        await drop_namespace(live)
     return {
         "benchmark": "fall-to-offer",
         "falls": len(samples.total_ms),

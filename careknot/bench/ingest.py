@@ -42,6 +42,7 @@ from careknot.bench.load import AGENCY, TST_SPAN_S, Share, caregiver_ids, publis
 from careknot.bench.report import latency_figures, machine, write
 from careknot.settings import Settings
 from careknot.stack import settings_env
+from careknot.storage.namespace import drop_namespace
 from careknot.storage.postgres import Database
 from careknot.system import RunningSystem, isolated, worker_ready
 from careknot.waiting import poll_until
@@ -223,6 +224,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         _stop(extras)
         await asyncio.to_thread(system.__exit__, None, None, None)
+        await drop_namespace(s)
     return _report(opts, runs, args.output)
 
 

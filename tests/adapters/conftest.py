@@ -7,7 +7,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -15,22 +14,8 @@ from careknot.settings import Settings
 from careknot.storage import outbox
 from careknot.storage.live import LiveIndex
 from careknot.storage.live_mirror import LiveMirror
+from careknot.storage.namespace import drop_namespace
 from careknot.storage.postgres import Database
-
-
-async def drop_namespace(settings: Settings) -> None:
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.namespace}" CASCADE')
-    finally:
-        await conn.close()
-    client = aioredis.from_url(settings.redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{settings.namespace}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(scope="module")

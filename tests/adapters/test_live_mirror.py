@@ -19,9 +19,9 @@ from careknot.contracts import Fix
 from careknot.settings import Settings
 from careknot.storage.live import AVAILABLE, BUSY, OFFLINE, LiveIndex
 from careknot.storage.live_mirror import LiveMirror
+from careknot.storage.namespace import drop_namespace
 from careknot.waiting import poll_until
 from dispatch.ranking import search_plan
-from tests.adapters.conftest import drop_namespace
 from tests.adapters.test_live_search import AGENCIES, LEEDS, NOW, STALE_S, Person, put, scatter
 
 pytestmark = pytest.mark.servers

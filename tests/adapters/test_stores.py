@@ -24,13 +24,13 @@ from careknot.storage.backlog import Backlog
 from careknot.storage.incidents import IncidentRow, IncidentStore, SentOffer
 from careknot.storage.live import BUSY, LiveIndex, cell_of
 from careknot.storage.live_mirror import LiveMirror
+from careknot.storage.namespace import drop_namespace
 from careknot.storage.offers import OfferStore
 from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.storage.schema import MIGRATIONS
 from dispatch.model import PlannedOffer
 from dispatch.ranking import search_plan
 from streams.dispatcher import Dispatcher
-from tests.adapters.conftest import drop_namespace
 
 pytestmark = pytest.mark.servers
 

@@ -20,6 +20,7 @@ from careknot.contracts import Fix
 from careknot.errors import RejectedInput
 from careknot.settings import Settings
 from careknot.storage import outbox
+from careknot.storage.namespace import drop_namespace
 from careknot.storage.postgres import CaregiverRow, Database, PatientRow
 from careknot.storage.visits import FenceCache, VisitStore
 from geofence.geodesy import LocalFrame
@@ -27,7 +28,6 @@ from geofence.transitions import FenceTracker, TrackerConfig
 from geofence.transitions import Fix as TrackFix
 from geofence.visits import AlertChange, Visit, VisitRules
 from streams.visits import VisitKeeper
-from tests.adapters.conftest import drop_namespace
 from tests.adapters.test_cli import careknot
 
 pytestmark = pytest.mark.servers
