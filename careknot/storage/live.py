@@ -308,8 +308,10 @@ _FIELDS = ("lat", "lon", "ts", "status", "agency")
 _LAST_FIX_FIELDS = ("lat", "lon", "ts", "acc")
 
 
+@lru_cache(maxsize=8192)
 def cell_of(lat: float, lon: float) -> str:
-    """The street-level H3 cell of a position."""
+    """The street-level H3 cell of a position (kept for the latest positions: the location
+    frame of a fix asks again for the cell its update row just had)."""
     return str(h3.latlng_to_cell(lat, lon, STREET_RESOLUTION))
 
 

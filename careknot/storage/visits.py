@@ -24,7 +24,6 @@ from typing import Any, cast
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from redis.typing import EncodableT, FieldT
 
 from careknot.errors import RejectedInput
 from careknot.settings import Settings
@@ -37,6 +36,13 @@ from geofence.visits import AlertChange, Evidence, Visit, VisitRecord
 log = logging.getLogger(__name__)
 
 RELOAD_S = 10.0
+# Lua: set each [caregiver, state] pair of the JSON array ARGV[1] in the trackers' hash KEYS[1]
+# (one argument: packing two arguments per tracker in redis-py costs more than the script).
+_SAVE_TRACKERS = """
+for _, pair in ipairs(cjson.decode(ARGV[1])) do
+  redis.call('HSET', KEYS[1], pair[1], pair[2])
+end
+"""
 
 _VISIT = (
     "SELECT v.id, v.agency_id, v.patient_id, v.caregiver_id, v.service, v.tasks, v.starts_at,"
@@ -60,6 +66,7 @@ class StoredAlert:
 class VisitStore:
     def __init__(self, db: Database, redis: aioredis.Redis, settings: Settings) -> None:
         self._db, self._redis, self._s = db, redis, settings
+        self._save_trackers = redis.register_script(_SAVE_TRACKERS)
 
     # ------------------------------------------------------------ fences
 
@@ -266,11 +273,12 @@ class VisitStore:
         return out
 
     async def save_trackers(self, trackers: Iterable[FenceTracker]) -> None:
-        mapping: dict[FieldT, EncodableT] = {
-            t.caregiver_id: orjson.dumps(t.to_dict()) for t in trackers
-        }
-        if mapping:
-            await self._redis.hset(self._s.key("visits", "trackers"), mapping=mapping)
+        """Save trackers' states, in one script call taking them as one JSON argument."""
+        pairs = [(t.caregiver_id, orjson.dumps(t.to_dict()).decode()) for t in trackers]
+        if pairs:
+            await self._save_trackers(
+                keys=[self._s.key("visits", "trackers")], args=[orjson.dumps(pairs)]
+            )
 
 
 class FenceCache:
