@@ -98,6 +98,11 @@ class FenceTracker:
         """The fences she has arrived at and not left."""
         return frozenset(f for f, s in self._fences.items() if s.inside)
 
+    def fence_states(self) -> tuple[tuple[str, bool, float | None], ...]:
+        """Where she stands with each fence she is in or arriving at: what a restart must get
+        back exactly (``last`` it may get back a little old)."""
+        return tuple((f, s.inside, s.since) for f, s in sorted(self._fences.items()))
+
     def usable(self, fix: Fix) -> bool:
         """Whether ``fix`` counts at all: hers, newer than the last, accurate enough."""
         newer = self.last is None or fix.ts > self.last.ts

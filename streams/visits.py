@@ -7,13 +7,15 @@ index accepted; others are screened against her tracker's last fix), classified 
 fence in one vectorised call, and fed to her ``FenceTracker``; then her visits around now are
 read and the pure rules (``geofence.visits``) decide. Records are written conditionally on
 their version (a record another worker moved is read again and decided again), alerts are
-de-duplicated by the store, frames go out through the outbox, and the trackers are saved.
+de-duplicated by the store, frames go out through the outbox, and the trackers are saved when
+their fence states changed (or their saved last fix is :data:`TRACKER_SAVE_EVERY_S` old).
 The tick does the same for time passing (announcements, ``in_visit``, late and missed).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +50,10 @@ log = logging.getLogger(__name__)
 
 HORIZON_S = 12 * 3600.0
 """Visits further than this from now (start or end) are not read for a fix."""
+TRACKER_SAVE_EVERY_S = 30.0
+"""A tracker is saved when its fence states change, else once its last fix is this much newer
+than the one saved: a restarted worker follows her on from a last fix at most this old (the
+fixes after it are judged afresh, and records and alerts take nothing twice)."""
 ATTEMPTS = 3
 
 
@@ -79,6 +85,7 @@ class VisitKeeper:
         self._policies = AgencyPolicies(QualityPolicy(max_future_s=settings.max_clock_skew_s))
         self._clock = clock
         self._trackers: dict[str, FenceTracker] = {}
+        self._saved: dict[str, _Saved] = {}  # what Redis holds of each tracker kept in memory
 
     # ------------------------------------------------------------ inputs
 
@@ -131,22 +138,28 @@ class VisitKeeper:
                 mine = records.get(cid, [])
                 if mine or m.transitions:  # with neither, nothing can change
                     await self._decide(cid, m, index, mine, now)
-        await self.store.save_trackers(trackers[cid] for cid in moves)
+        due = [t for cid in moves if _saving_due(t := trackers[cid], self._saved.get(cid))]
+        await self.store.save_trackers(due)
+        self._saved.update((t.caregiver_id, _Saved.of(t)) for t in due)
 
     def forget_trackers(self, caregiver_ids: Iterable[str] | None = None) -> None:
         """Drop trackers kept in memory (all of them when no ids are given): after a
         rebalance, since another worker may move them meanwhile, or after a failed batch."""
         if caregiver_ids is None:
             self._trackers.clear()
+            self._saved.clear()
         for cid in caregiver_ids or ():
             self._trackers.pop(cid, None)
+            self._saved.pop(cid, None)
 
     async def _trackers_of(self, ids: list[str]) -> dict[str, FenceTracker]:
         """The caregivers' trackers: kept in memory between batches (this worker alone moves
         its caregivers' trackers while its partitions stay), read from Redis when missing."""
         missing = [cid for cid in ids if cid not in self._trackers]
         if missing:
-            self._trackers.update(await self.store.trackers(missing, self._config))
+            read = await self.store.trackers(missing, self._config)
+            self._trackers.update(read)
+            self._saved.update((cid, _Saved.of(t)) for cid, t in read.items())
         return {cid: self._trackers[cid] for cid in ids}
 
     async def tick(self) -> None:
@@ -208,6 +221,27 @@ class VisitKeeper:
         frames += [_alert_frame(a) for a in await self.store.apply_alerts(alerts)]
         await self._outbox.send(frames)
         return len(saved) == len(outcome.records)
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    """What was last saved of a tracker: its fence states and its last fix's time."""
+
+    fences: tuple[tuple[str, bool, float | None], ...]
+    last_ts: float
+
+    @classmethod
+    def of(cls, tracker: FenceTracker) -> _Saved:
+        last = tracker.last
+        return cls(tracker.fence_states(), -math.inf if last is None else last.ts)
+
+
+def _saving_due(tracker: FenceTracker, saved: _Saved | None) -> bool:
+    """Whether a tracker must be saved: never saved, its fence states changed, or its last
+    fix is :data:`TRACKER_SAVE_EVERY_S` newer than the one saved."""
+    if saved is None or tracker.fence_states() != saved.fences:
+        return True
+    return tracker.last is not None and tracker.last.ts - saved.last_ts >= TRACKER_SAVE_EVERY_S
 
 
 def _track(

@@ -314,12 +314,40 @@ async def test_fixes_the_live_index_accepted_are_followed_without_judging_them_a
     a = await agency(db)
     clock = Clock()
     keeper = VisitKeeper(settings, db, redis, clock=clock)
-    clock.t = T0 + 1
+    clock.t = T0 + 30
     await keeper.on_fixes([fix(a, 0, 2000)])
-    jump = fix(a, 1, 200)  # 1.8 km in a second: an impossible jump from her tracker's last fix
+    jump = fix(a, 30, 200)  # 1.8 km in 30 s: an impossible jump from her tracker's last fix
     await keeper.on_fixes([jump])
     kept = (await keeper.store.trackers([f"{a}-cg"], TrackerConfig()))[f"{a}-cg"]
     assert kept.last is not None and kept.last.ts == T0
     await keeper.on_accepted([jump])  # as the live index's screening passed it on
     saved = (await keeper.store.trackers([f"{a}-cg"], TrackerConfig()))[f"{a}-cg"]
-    assert saved.last is not None and saved.last.ts == T0 + 1
+    assert saved.last is not None and saved.last.ts == T0 + 30
+
+
+async def test_trackers_are_saved_when_their_fences_change_or_their_last_fix_grows_old(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    a = await agency(db)
+    clock = Clock()
+    keeper = VisitKeeper(settings, db, redis, clock=clock)
+    await keeper.store.set_fence(f"{a}-pat", radius_m=100.0)
+
+    async def saved_last_ts(t: float, metres: float) -> float:
+        clock.t = T0 + t
+        await keeper.on_accepted([fix(a, t, metres)])
+        tracker = (await keeper.store.trackers([f"{a}-cg"], TrackerConfig()))[f"{a}-cg"]
+        assert tracker.last is not None
+        return tracker.last.ts - T0
+
+    assert await saved_last_ts(0, 2000) == 0  # her first: saved
+    assert await saved_last_ts(10, 1900) == 0  # nothing new but her position
+    assert await saved_last_ts(29, 1800) == 0
+    assert await saved_last_ts(30, 1700) == 30  # her saved last fix had grown 30 s old
+    assert await saved_last_ts(35, 20) == 35  # inside the home: her arriving begins
+    assert await saved_last_ts(40, 15) == 35  # still arriving, since the same time
+    restarted = VisitKeeper(settings, db, redis, clock=clock)
+    clock.t = T0 + 100
+    await restarted.on_accepted([fix(a, 100, 10)])  # the dwell has passed: she arrived
+    kept = (await restarted.store.trackers([f"{a}-cg"], TrackerConfig()))[f"{a}-cg"]
+    assert kept.inside == {f"{a}-pat"}
