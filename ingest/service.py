@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from functools import partial
 from types import TracebackType
 from typing import Literal
@@ -92,6 +93,7 @@ class IngestService:
         self._registry = Registry(self._db)
         self.metrics = IngestMetrics()
         self._accepted = {s: self.metrics.fixes_accepted.labels(s) for s in ("ck", "owntracks")}
+        self._accepted_now: Counter[str] = Counter()  # a batch's, counted once it is handled
         self.subscribed = asyncio.Event()
         self.subscriptions: list[str] = []  # once subscribed
         self._metrics_server: asyncio.Server | None = None
@@ -187,6 +189,9 @@ class IngestService:
                     await self._v1(topic, payload, now, self._fixes)
             except RejectedPayload as exc:
                 await self._reject(exc, payload, now)
+        for source, count in self._accepted_now.items():
+            self._accepted[source].inc(count)
+        self._accepted_now.clear()
         if len(self._fixes) >= FLUSH_FIXES:
             await self.flush()
         elif len(self._fixes) and self._flush_timer is None:
@@ -244,7 +249,7 @@ class IngestService:
                 value = fix.model_dump_json().encode()
             await self._registry.check(r, topic)
             fixes.add(r.subject, value)
-            self._accepted["ck"].inc()
+            self._accepted_now["ck"] += 1
             return
         if r.kind == "presence":
             online = parse_presence(topic, payload)
@@ -272,7 +277,7 @@ class IngestService:
         caregiver, agency = await self._registry.owntracks_caregiver(message.device, topic)
         fix = location_fix(message.location, agency, caregiver, topic, now, self._limits)
         fixes.add(fix.caregiver_id, fix.model_dump_json().encode())
-        self._accepted["owntracks"].inc()
+        self._accepted_now["owntracks"] += 1
 
     async def _offline(self, will: owntracks.OwnTracksLastWill, topic: str, now: float) -> None:
         caregiver, agency = await self._registry.owntracks_caregiver(will.device, topic)
