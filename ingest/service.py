@@ -22,7 +22,6 @@ most :data:`MAX_IN_FLIGHT` fixes are unsettled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -224,11 +223,13 @@ class IngestService:
         so the checks message by message that follow do not wait on Postgres in turn (should
         Postgres fail here, each check asks again and fails on its own)."""
         routes = []
-        for topic, _ in messages:
+        for topic in dict.fromkeys(t for t, _ in messages):  # a topic once, however many
             if owntracks.is_owntracks(topic):
                 continue
-            with contextlib.suppress(RejectedPayload):
+            try:
                 routes.append(route(topic))
+            except RejectedPayload:
+                continue  # refused with its reason when its message is handled
         try:
             await self._registry.learn(routes)
         except (asyncpg.PostgresError, OSError) as exc:
