@@ -196,12 +196,18 @@ async def test_tracker_states_round_trip_through_redis(
 # ---------------------------------------------------------------- the keeper
 
 
+async def keeper_of(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> tuple[str, Clock, VisitKeeper]:
+    """A fresh agency (see :func:`agency`), a clock, and a keeper going by it."""
+    clock = Clock()
+    return await agency(db), clock, VisitKeeper(settings, db, redis, clock=clock)
+
+
 async def test_keeper_tells_the_family_and_survives_a_restart(
     db: Database, redis: aioredis.Redis, settings: Settings
 ) -> None:
-    a = await agency(db)
-    clock = Clock()
-    keeper = VisitKeeper(settings, db, redis, clock=clock)
+    a, clock, keeper = await keeper_of(db, redis, settings)
     await keeper.store.add_visits([roster_visit(a, T0 + 600)])
     await keeper.store.set_fence(f"{a}-pat", radius_m=100.0)
     # Every test's patient lives at HOME, each of another agency: hers alone count.
@@ -234,9 +240,7 @@ async def test_a_batch_that_failed_is_followed_again_from_the_saved_trackers(
 ) -> None:
     """Trackers stay in the worker's memory between batches; one that failed half-way must not
     leave them ahead of what was published, or its retry would lose the arrival."""
-    a = await agency(db)
-    clock = Clock()
-    keeper = VisitKeeper(settings, db, redis, clock=clock)
+    a, clock, keeper = await keeper_of(db, redis, settings)
     await keeper.store.add_visits([roster_visit(a, T0 + 600)])
     await keeper.store.set_fence(f"{a}-pat", radius_m=100.0)
     for t, metres in ((0, 2000), (120, 300), (150, 20)):
@@ -311,9 +315,7 @@ async def test_fixes_the_live_index_accepted_are_followed_without_judging_them_a
 ) -> None:
     """The worker screens a batch once, against the live index, and hands the visits what it
     accepted; fixes that come unscreened are judged against her tracker's last fix."""
-    a = await agency(db)
-    clock = Clock()
-    keeper = VisitKeeper(settings, db, redis, clock=clock)
+    a, clock, keeper = await keeper_of(db, redis, settings)
     clock.t = T0 + 30
     await keeper.on_fixes([fix(a, 0, 2000)])
     jump = fix(a, 30, 200)  # 1.8 km in 30 s: an impossible jump from her tracker's last fix
@@ -328,9 +330,7 @@ async def test_fixes_the_live_index_accepted_are_followed_without_judging_them_a
 async def test_trackers_are_saved_when_their_fences_change_or_their_last_fix_grows_old(
     db: Database, redis: aioredis.Redis, settings: Settings
 ) -> None:
-    a = await agency(db)
-    clock = Clock()
-    keeper = VisitKeeper(settings, db, redis, clock=clock)
+    a, clock, keeper = await keeper_of(db, redis, settings)
     await keeper.store.set_fence(f"{a}-pat", radius_m=100.0)
 
     async def saved_last_ts(t: float, metres: float) -> float:
