@@ -18,7 +18,7 @@ import asyncio
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 
 import aiomqtt
@@ -114,7 +114,7 @@ class BatchingClient(aiomqtt.Client):
         self.inbox = PublishInbox()
         self._client.manual_ack_set(True)  # acknowledged once handled: see ack()
 
-    async def batches(self, limit: int) -> AsyncIterator[list[Publish]]:
+    async def batches(self, limit: int) -> AsyncGenerator[list[Publish], None]:
         """Batches of up to ``limit`` messages as they come, until the connection is lost
         (then aiomqtt's ``MqttError``)."""
         relay = asyncio.ensure_future(self._relay())

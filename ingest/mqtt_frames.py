@@ -6,9 +6,9 @@ aiomqtt's own message object and queue) cost more than everything ingest does wi
 :class:`PublishSplitter` takes the bytes as they come, in chunks cut anywhere, and gives back
 the QoS 0 and QoS 1 PUBLISH packets decoded (topic, payload, QoS, packet id) and every other
 packet (CONNACK, SUBACK, PINGRESP, QoS 2 publishes...) untouched, whole and in order, for the
-client library to handle as before. A stream it cannot frame (a remaining length over four
-bytes, a topic longer than its packet) is passed through from there on, as it came, so the
-library refuses it as it always did.
+client library to handle as before. A PUBLISH it cannot decode (a topic or packet id longer than
+its packet) goes to the library as it came, and so does the rest of a stream it cannot frame (a
+remaining length over four bytes), so the library refuses them as it always did.
 """
 
 from __future__ import annotations

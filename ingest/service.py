@@ -31,7 +31,6 @@ from types import TracebackType
 from typing import Literal
 
 import aiomqtt
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
@@ -232,7 +231,7 @@ class IngestService:
                 continue  # refused with its reason when its message is handled
         try:
             await self._registry.learn(routes)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except Exception as exc:  # only ahead of time: each check asks again, fails on its own
             log.warning("registry look-up for a batch failed: %s", exc)
 
     async def _reject(self, exc: RejectedPayload, payload: bytes, now: float) -> None:

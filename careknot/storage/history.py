@@ -49,8 +49,7 @@ _TRACK = (
 )
 
 
-def _record(fix: Fix, live: bool) -> tuple[Any, ...]:
-    f = fix
+def _record(f: Fix, live: bool) -> tuple[Any, ...]:
     return (
         f.caregiver_id,
         f.ts,

@@ -57,3 +57,28 @@ async def test_many_qos1_messages_flow_only_when_acknowledged(stack_settings: Se
                     if len(got) == 500:
                         break
     assert got == [str(n).encode() for n in range(500)]
+
+
+async def test_the_connection_lives_on_under_a_flood_longer_than_its_keepalive(
+    stack_settings: Settings,
+) -> None:
+    """paho sees none of the publishes; its keep-alive must still hold the connection (it pings
+    and the broker's answer reaches it) across several keep-alive periods."""
+    s = stack_settings
+    topic = f"ck/ra-{secrets.token_hex(4)}/cg/ka/loc"
+    keepalive, rounds = 1, 40
+    async with BatchingClient(s.mqtt_host, s.mqtt_port, keepalive=keepalive) as sub:
+        await sub.subscribe(topic, qos=1)
+        got = 0
+        async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as pub:
+            batches = sub.batches(10_000)
+            for n in range(rounds):  # ~4 keep-alive periods of traffic
+                for k in range(50):
+                    await pub.publish(topic, f"{n}:{k}".encode(), qos=0)
+                async with asyncio.timeout(30):
+                    while got < (n + 1) * 50:
+                        got += len(await anext(batches))
+                await asyncio.sleep(keepalive / 10)  # paced traffic, not a synchronisation
+            await batches.aclose()
+        assert got == rounds * 50
+        await sub.publish(topic, b"still here", qos=1)  # the connection is up
