@@ -20,8 +20,7 @@ straight segment between two fixes meets.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -35,7 +34,6 @@ from geofence.geodesy import (
     METRES_PER_DEGREE_LAT,
     FloatArray,
     distance_of_terms,
-    haversine_m,
     haversine_terms,
     unit_vectors,
 )
@@ -177,17 +175,31 @@ class FenceIndex:
         return {fence_id: Relation(r) for fence_id, r in pairs}
 
     def crossing(self, lat0: float, lon0: float, lat1: float, lon1: float) -> set[str]:
-        """The fences the straight segment between two fixes meets.
+        """The fences the straight segment between two fixes meets (see :meth:`crossings`)."""
+        return self.crossings([(lat0, lon0, lat1, lon1)])[0]
 
-        The segment is sampled at most ``2 * reach_m`` apart, so each of its points is within
-        ``reach_m`` of a sample, and every fence it meets is listed under some sample's cell.
+    def crossings(self, segments: Sequence[tuple[float, float, float, float]]) -> list[set[str]]:
+        """The fences each straight segment (lat0, lon0, lat1, lon1) meets, all in one pass.
+
+        A segment is sampled at most ``2 * reach_m`` apart, so each of its points is within
+        ``reach_m`` of a sample, and every fence it meets is listed under some sample's cell;
+        the candidates are then tested exactly, segment by segment.
         """
-        steps = max(1, math.ceil(haversine_m(lat0, lon0, lat1, lon1) / (2 * self.reach_m)))
-        t = np.linspace(0.0, 1.0, steps + 1)
-        lats, lons = lat0 + (lat1 - lat0) * t, lon0 + (lon1 - lon0) * t
-        slots = np.unique(self._candidates(cells_of(lats, lons, self.resolution), rim=True).slot)
-        fences = [f for f in self._cols["fence"][slots] if f is not None]
-        return {f.fence_id for f in fences if f.crosses(lat0, lon0, lat1, lon1)}
+        out: list[set[str]] = [set() for _ in segments]
+        if not segments:
+            return out
+        ends = np.asarray(segments, dtype=np.float64).reshape(-1, 4)
+        seg, t = _samples(ends, 2 * self.reach_m)
+        lats = ends[seg, 0] + (ends[seg, 2] - ends[seg, 0]) * t
+        lons = ends[seg, 1] + (ends[seg, 3] - ends[seg, 1]) * t
+        found = self._candidates(cells_of(lats, lons, self.resolution), rim=True)
+        pairs = np.unique(np.column_stack([seg[found.fix], found.slot]), axis=0)
+        fences = self._cols["fence"]
+        for i, slot in pairs.tolist():
+            fence = fences[slot]
+            if fence is not None and fence.crosses(*segments[i]):
+                out[i].add(fence.fence_id)
+        return out
 
     def _candidates(self, cells: npt.NDArray[np.uint64], *, rim: bool) -> Candidates:
         """The fences listed under each cell; with ``rim``, also those within reach of it."""
@@ -245,3 +257,15 @@ class FenceIndex:
 
 def _floats(values: FloatArray | Iterable[float]) -> FloatArray:
     return np.ascontiguousarray(values, dtype=np.float64)
+
+
+def _samples(ends: FloatArray, spacing_m: float) -> tuple[IntArray, FloatArray]:
+    """Sample points along segments (rows of lat0, lon0, lat1, lon1), at most ``spacing_m``
+    apart, both ends included: each sample's segment, and its place along it from 0 to 1."""
+    starts, stops = unit_vectors(ends[:, 0], ends[:, 1]), unit_vectors(ends[:, 2], ends[:, 3])
+    metres = distance_of_terms(haversine_terms(starts, stops))
+    steps = np.maximum(1, np.ceil(metres / spacing_m)).astype(np.int64)
+    seg = np.repeat(np.arange(len(ends)), steps + 1)
+    first = np.repeat(np.cumsum(steps + 1) - (steps + 1), steps + 1)
+    t = (np.arange(len(seg)) - first) / steps[seg]
+    return seg, t

@@ -20,7 +20,7 @@ through ``to_dict``/``from_dict``, so it survives a worker restart.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -105,17 +105,33 @@ class FenceTracker:
 
     def usable(self, fix: Fix) -> bool:
         """Whether ``fix`` counts at all: hers, newer than the last, accurate enough."""
-        newer = self.last is None or fix.ts > self.last.ts
+        return self._usable_after(self.last, fix)
+
+    def segment_to(self, fix: Fix) -> Segment | None:
+        """The segment from the last fix to ``fix``, if it is worth testing for crossings."""
+        return self._segment(self.last, fix)
+
+    def segments(self, fixes: Iterable[Fix]) -> list[Segment | None]:
+        """``segment_to`` of each of her fixes, were they taken one after the other (for
+        testing them all in one pass; the tracker itself does not move)."""
+        out, last = [], self.last
+        for fix in fixes:
+            out.append(self._segment(last, fix))
+            if self._usable_after(last, fix):
+                last = fix
+        return out
+
+    def _usable_after(self, last: Fix | None, fix: Fix) -> bool:
+        newer = last is None or fix.ts > last.ts
         return (
             fix.caregiver_id == self.caregiver_id
             and newer
             and fix.acc <= self.config.max_accuracy_m
         )
 
-    def segment_to(self, fix: Fix) -> Segment | None:
-        """The segment from the last fix to ``fix``, if it is worth testing for crossings."""
-        last, c = self.last, self.config
-        if last is None or not self.usable(fix) or fix.ts - last.ts > c.max_gap_s:
+    def _segment(self, last: Fix | None, fix: Fix) -> Segment | None:
+        c = self.config
+        if last is None or not self._usable_after(last, fix) or fix.ts - last.ts > c.max_gap_s:
             return None
         if haversine_m(last.lat, last.lon, fix.lat, fix.lon) < c.min_segment_m:
             return None

@@ -34,7 +34,7 @@ from careknot.storage.visits import FenceCache, VisitStore
 from geofence.fences import Relation
 from geofence.index import FenceIndex
 from geofence.quality import AcceptedFix, AgencyPolicies, QualityPolicy, screen
-from geofence.transitions import FenceTracker, Fix, TrackerConfig, Transition
+from geofence.transitions import FenceTracker, Fix, Segment, TrackerConfig, Transition
 from geofence.visits import (
     AlertChange,
     Outcome,
@@ -131,7 +131,7 @@ class VisitKeeper:
         accepted: list[FixEvent],
         now: float,
     ) -> None:
-        moves = _track(index, trackers, accepted)
+        moves = track_fixes(index, trackers, accepted)
         if moves:
             records = await self.store.records_for(moves.keys(), now, HORIZON_S)
             for cid, m in moves.items():
@@ -244,23 +244,38 @@ def _saving_due(tracker: FenceTracker, saved: _Saved | None) -> bool:
     return tracker.last is not None and tracker.last.ts - saved.last_ts >= TRACKER_SAVE_EVERY_S
 
 
-def _track(
+def track_fixes(
     index: FenceIndex, trackers: dict[str, FenceTracker], fixes: Sequence[FixEvent]
 ) -> dict[str, _Moves]:
-    """Feed each caregiver's tracker her fixes in order; what moved, per caregiver."""
+    """Feed each caregiver's tracker her fixes in order; what moved, per caregiver. The fences
+    a batch's segments cross are found in one pass over them all."""
     relations = _relations(index, fixes)
+    points = [Fix(f.caregiver_id, f.lat, f.lon, f.ts, f.acc or 0.0) for f in fixes]
+    segments = _segments(trackers, points)
+    asked = {i: segment for i, segment in enumerate(segments) if segment is not None}
+    met = dict(zip(asked, index.crossings(list(asked.values())), strict=True))
     moves: dict[str, _Moves] = {}
-    for f, relation in zip(fixes, relations, strict=True):
+    for i, (f, fix, relation) in enumerate(zip(fixes, points, relations, strict=True)):
         tracker = trackers[f.caregiver_id]
-        fix = Fix(f.caregiver_id, f.lat, f.lon, f.ts, f.acc or 0.0)
         if not tracker.usable(fix):
             continue
-        segment = tracker.segment_to(fix)
-        crossed = _own(index, f.agency_id, index.crossing(*segment)) if segment else set()
+        crossed = _own(index, f.agency_id, met[i]) if i in met else set()
         m = moves.setdefault(f.caregiver_id, _Moves())
         m.transitions += tracker.update(fix, relation, crossed)
         m.last = fix
     return moves
+
+
+def _segments(trackers: dict[str, FenceTracker], points: Sequence[Fix]) -> list[Segment | None]:
+    """The segment each fix will be tested on, from each caregiver's fixes in order."""
+    mine: dict[str, list[int]] = {}
+    for i, p in enumerate(points):
+        mine.setdefault(p.caregiver_id, []).append(i)
+    out: list[Segment | None] = [None] * len(points)
+    for cid, at in mine.items():
+        for i, segment in zip(at, trackers[cid].segments(points[i] for i in at), strict=True):
+            out[i] = segment
+    return out
 
 
 def _own(index: FenceIndex, agency_id: str, fence_ids: set[str]) -> set[str]:

@@ -260,3 +260,20 @@ async def test_the_benchmark_writes_its_figures(
     figures = json.loads((tmp_path / "bench-geofence.json").read_text())
     assert figures["disagreements"] == 0 and figures["fences"] == 400
     assert figures["evaluations_per_s"] > 0 and figures["speedup_vs_naive"] > 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(scene=scenes(), ends=st.lists(st.tuples(offsets, offsets), min_size=1, max_size=6))
+def test_crossings_of_many_segments_agree_with_each_fence(
+    scene: tuple[list[Fence], np.ndarray[Any, Any], np.ndarray[Any, Any]],
+    ends: list[tuple[tuple[float, float], tuple[float, float]]],
+) -> None:
+    """One pass over many segments (as the visits ask, a batch at a time) finds for each the
+    fences it meets, as testing every fence would."""
+    fences, _, _ = scene
+    if not fences:
+        return
+    origin = (fences[0].lat, fences[0].lon)
+    segments = [(*at(origin, *a), *at(origin, *b)) for a, b in ends]
+    expected = [{f.fence_id for f in fences if f.crosses(*s)} for s in segments]
+    assert FenceIndex(fences).crossings(segments) == expected

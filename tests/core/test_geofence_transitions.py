@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from careknot.contracts import Fix as FixEvent
 from geofence.fences import Fence, Relation
 from geofence.geodesy import LocalFrame
 from geofence.index import FenceIndex
@@ -18,6 +19,7 @@ from geofence.observe import observe, observe_many
 from geofence.transitions import FenceTracker, Fix, TrackerConfig, Transition
 from simulators.city import City
 from simulators.population import CityConfig
+from streams.visits import track_fixes
 
 HOME = (53.8008, -1.5491)
 T0 = 1_760_000_000.0
@@ -236,3 +238,60 @@ def test_the_simulated_city_replays_into_alternating_visits() -> None:
         for home in {x.fence_id for x in mine}:
             kinds = [x.kind for x in mine if x.fence_id == home]
             assert kinds == ["arrived", "left"] * (len(kinds) // 2) + ["arrived"] * (len(kinds) % 2)
+
+
+moves = st.lists(
+    st.tuples(
+        st.floats(-30.0, 1200.0),  # seconds since the previous fix (negative: out of order)
+        st.floats(-400.0, 400.0),  # metres north of the previous
+        st.floats(0.0, 80.0),  # accuracy
+        st.sampled_from(["cg1", "cg1", "cg1", "other"]),  # now and then someone else's fix
+    ),
+    max_size=25,
+)
+
+
+@given(moves=moves)
+def test_segments_ahead_are_the_segments_fix_by_fix(
+    moves: list[tuple[float, float, float, str]],
+) -> None:
+    """Asking for a batch's segments at once (to test them in one pass) gives each fix the
+    segment it is given when fed one at a time."""
+    fixes, t, north = [], T0, 0.0
+    for dt, dn, acc, who in moves:
+        t, north = t + dt, north + dn
+        fixes.append(Fix(who, *at(north, 0.0), t, acc))
+    tracker = FenceTracker("cg1", last=Fix("cg1", *HOME, T0 - 60))
+    ahead = tracker.segments(fixes)
+    one_by_one = []
+    for fix in fixes:
+        one_by_one.append(tracker.segment_to(fix))
+        tracker.update(fix, {})
+    assert ahead == one_by_one
+
+
+def test_the_visits_batch_finds_the_same_passes_as_one_fix_at_a_time() -> None:
+    """The fixes worker tests a whole batch's segments in one pass (``streams.visits``)."""
+    index = FenceIndex([Fence.circle("home", "p1", "a1", *HOME, 60.0)])
+    legs = [(-700.0, 5.0), (-250.0, 5.0), (250.0, 5.0), (700.0, 5.0)]
+    batch = [
+        event(who, f) for n, who in enumerate(["cg1", "cg2"]) for f in noisy_trace(legs, 30, 4, n)
+    ]
+    trackers = {who: FenceTracker(who) for who in ("cg1", "cg2")}
+    moves = track_fixes(index, trackers, batch)
+    got = {who: [(t.kind, t.fence_id) for t in m.transitions] for who, m in moves.items()}
+    assert got == {"cg1": [("passed", "home")], "cg2": [("passed", "home")]}
+
+
+def event(caregiver_id: str, f: Fix) -> FixEvent:
+    """A tracker's fix as the fixes topic carries it."""
+    return FixEvent(
+        event_id=f"{caregiver_id}:{f.ts}",
+        agency_id="a1",
+        caregiver_id=caregiver_id,
+        lat=f.lat,
+        lon=f.lon,
+        ts=f.ts,
+        acc=f.acc,
+        received_at=f.ts,
+    )
