@@ -38,7 +38,15 @@ import orjson
 import redis.asyncio as aioredis
 
 from careknot.bench import cpu
-from careknot.bench.load import AGENCY, TST_SPAN_S, Share, caregiver_ids, publish, seed
+from careknot.bench.load import (
+    AGENCY,
+    TST_SPAN_S,
+    Share,
+    caregiver_ids,
+    fix_tst,
+    publish,
+    seed,
+)
 from careknot.bench.report import latency_figures, machine, write
 from careknot.settings import Settings
 from careknot.stack import settings_env
@@ -170,7 +178,7 @@ class Bench:
 
     async def _stale_live(self) -> int:
         """Caregivers whose live position is not their last fix published so far."""
-        last = str(float(self.base_tst + self.step - 1)).encode()
+        last = fix_tst(self.base_tst, self.step - 1)
         async with self.redis.pipeline(transaction=False) as pipe:
             for cg in self.ids:
                 pipe.hget(self.s.key("cg", cg), "ts")
@@ -179,7 +187,7 @@ class Bench:
 
     async def _sample(self, end_step: int) -> dict[tuple[str, int], float]:
         """When each new position of the sampled caregivers became visible, until the last."""
-        sampled, last_tst = self.ids[:SAMPLED], self.base_tst + end_step - 1
+        sampled, last_tst = self.ids[:SAMPLED], fix_tst(self.base_tst, end_step - 1)
         seen: dict[tuple[str, int], float] = {}
         deadline = time.monotonic() + 30 + 3 * self.opts.duration
         while time.monotonic() < deadline:

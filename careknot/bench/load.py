@@ -2,13 +2,18 @@
 per MQTT message (QoS 0) as phones send them, from publisher processes that write ready
 packets (a phone's CPU is not the system's: the load must cost the machine little).
 
-Each caregiver's ``tst`` goes up by one second a fix and she moves a few metres, so the quality
-filters accept every fix. Used by ``careknot bench ingest`` (the load is what it measures) and
+Each caregiver drives north through town: her ``tst`` goes up by :data:`FIX_INTERVAL_S` a fix
+and she moves ~80 m (29 km/h; the trace is time-compressed, so the fixes' times run ahead of the
+clock's), so the quality filters accept every fix, and the visits test every segment for homes
+crossed. The load's agency has :data:`HOMES` patients' homes (each with the default fence) spread
+over the streets the caregivers drive (:func:`seed`), so the visits classify fixes against real
+fences. Used by ``careknot bench ingest`` (the load is what it measures) and
 ``careknot bench fall-to-offer --load`` (the load is what the emergencies go through).
 """
 
 from __future__ import annotations
 
+import random
 import secrets
 import socket
 import time
@@ -19,12 +24,15 @@ from dataclasses import dataclass
 import orjson
 
 from careknot import mqtt_wire
-from careknot.storage.postgres import CaregiverRow, Database
+from careknot.storage.postgres import CaregiverRow, Database, PatientRow
 
 AGENCY = "bench-ingest"
 ORIGIN = (53.70, -1.70)  # around Leeds
-STEP_DEG = 0.00005  # ~5.5 m north per fix: 20 km/h at one fix a second
-TST_SPAN_S = 40_000  # the first fix's tst is this far in the past (max_age is a day)
+STEP_DEG = 0.00072  # ~80 m north per fix: 29 km/h at a fix every FIX_INTERVAL_S
+FIX_INTERVAL_S = 10
+TST_SPAN_S = 60_000  # the first fix's tst is this far in the past (max_age is a day)
+HOMES = 2000
+HOMES_AREA_DEG = (0.6, 0.12)  # north and east of ORIGIN: where the caregivers drive
 PACE_S = 0.002  # what is due is written every this often
 
 
@@ -43,11 +51,23 @@ class Share:
     sampled: list[str]
 
 
+def fix_tst(base_tst: int, step: int) -> int:
+    """The ``tst`` of a caregiver's ``step``-th fix."""
+    return base_tst + step * FIX_INTERVAL_S
+
+
 def fix_payload(index: int, step: int, base_tst: int) -> bytes:
     lat = ORIGIN[0] + (index % 100) * 0.004 + step * STEP_DEG
     lon = ORIGIN[1] + (index // 100) * 0.006
     return orjson.dumps(
-        {"_type": "location", "lat": lat, "lon": lon, "tst": base_tst + step, "acc": 8, "batt": 77}
+        {
+            "_type": "location",
+            "lat": lat,
+            "lon": lon,
+            "tst": fix_tst(base_tst, step),
+            "acc": 8,
+            "batt": 77,
+        }
     )
 
 
@@ -87,7 +107,7 @@ def _packet(share: Share, topics: list[str], ids: list[int], k: int) -> bytes:
 
 def _sample(share: Share, k: int, written: float) -> tuple[str, int, float]:
     n = len(share.caregivers)
-    return share.caregivers[k % n], share.base_tst + share.first_step + k // n, written
+    return share.caregivers[k % n], fix_tst(share.base_tst, share.first_step + k // n), written
 
 
 @contextmanager
@@ -108,6 +128,23 @@ def caregiver_ids(n: int) -> list[str]:
 
 
 async def seed(db: Database, ids: list[str]) -> None:
-    """The load's agency and caregivers in the registry."""
+    """The load's agency, its caregivers and its patients' homes in the registry."""
     await db.upsert_agency(AGENCY, "Benchmark Care")
     await db.upsert_caregivers([CaregiverRow(cg, AGENCY, f"Carer {cg}") for cg in ids])
+    await db.upsert_patients(homes())
+
+
+def homes(n: int = HOMES, seed: int = 11) -> list[PatientRow]:
+    """Patients' homes spread evenly at random over the streets the caregivers drive."""
+    rng = random.Random(seed)
+    north, east = HOMES_AREA_DEG
+    return [
+        PatientRow(
+            f"bpat-{i}",
+            AGENCY,
+            f"Patient {i}",
+            ORIGIN[0] + rng.uniform(0, north),
+            ORIGIN[1] + rng.uniform(0, east),
+        )
+        for i in range(n)
+    ]

@@ -10,7 +10,7 @@ import time
 import aiomqtt
 import orjson
 
-from careknot.bench.load import AGENCY, Share, fix_payload, publish
+from careknot.bench.load import AGENCY, Share, fix_payload, fix_tst, publish
 from careknot.settings import Settings
 
 
@@ -18,7 +18,7 @@ async def test_every_fix_arrives_as_its_own_message(stack_settings: Settings) ->
     s = stack_settings
     first = 10_000_000 + secrets.randbelow(10**9)  # topics are shared with other runs
     caregivers = [f"bcg-{first + i}" for i in range(3)]
-    base_tst = int(time.time()) - 100
+    base_tst = int(time.time()) - 1000
     got: list[tuple[str, bytes]] = []
     async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as sub:
         for cg in caregivers:
@@ -39,4 +39,4 @@ async def test_every_fix_arrives_as_its_own_message(stack_settings: Settings) ->
         for i, cg in enumerate(caregivers)
     ]
     assert got == expected
-    assert orjson.loads(got[0][1])["tst"] == base_tst + 7
+    assert orjson.loads(got[0][1])["tst"] == fix_tst(base_tst, 7)
