@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -49,6 +49,14 @@ _VISIT = (
     " v.ends_at, v.state, v.check_in, v.check_out, v.eta_s, v.alerts, v.told, v.told_eta_s,"
     " v.version, p.lat, p.lon FROM visits v JOIN patients p ON p.id = v.patient_id"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFence:
+    """A patient's fence as stored: its signature, and the fence (None: not built again)."""
+
+    signature: str
+    fence: Fence | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,22 +97,28 @@ class VisitStore:
         await self._redis.incr(self._s.key("visits", "fences"))
         return fence
 
-    async def fences(self) -> dict[str, tuple[Fence, str]]:
-        """Every patient's fence (id: the patient's), with a signature that changes with it."""
+    async def fences(self, known: Mapping[str, str] | None = None) -> dict[str, StoredFence]:
+        """Every patient's fence (id: the patient's), with a signature that changes with it;
+        a fence ``known`` (id → signature) has with that signature already is not built again
+        (its ``fence`` is None): the cache looks every few seconds."""
         rows = await self._db.pool.fetch(
             "SELECT p.id, p.agency_id, p.lat, p.lon, f.radius_m, f.geojson FROM patients p"
             " LEFT JOIN fences f ON f.patient_id = p.id"
         )
-        out: dict[str, tuple[Fence, str]] = {}
+        known = known or {}
+        out: dict[str, StoredFence] = {}
         for r in rows:
+            signature = f"{r['agency_id']}|{r['lat']}|{r['lon']}|{r['radius_m']}|{r['geojson']}"
+            if known.get(r["id"]) == signature:
+                out[r["id"]] = StoredFence(signature, None)
+                continue
             geojson = None if r["geojson"] is None else json.loads(r["geojson"])
             try:
                 fence = _fence(r["id"], r["agency_id"], r["lat"], r["lon"], r["radius_m"], geojson)
             except RejectedInput as exc:
                 log.warning("fence of %s unusable (%s): skipped", r["id"], exc)
                 continue
-            signature = f"{r['agency_id']}|{r['lat']}|{r['lon']}|{r['radius_m']}|{r['geojson']}"
-            out[fence.fence_id] = (fence, signature)
+            out[r["id"]] = StoredFence(signature, fence)
         return out
 
     async def fence_version(self) -> int:
@@ -303,12 +317,12 @@ class FenceCache:
         if version == self._version and self._clock() - self._loaded_at < self._reload_s:
             return self.index
         self._version, self._loaded_at = version, self._clock()
-        fences = await self._store.fences()
-        changed = [f for fid, (f, sig) in fences.items() if self._signatures.get(fid) != sig]
+        stored = await self._store.fences(self._signatures)
+        changed = [s.fence for s in stored.values() if s.fence is not None]
         self.index.upsert_many(changed)
-        for gone in self._signatures.keys() - fences.keys():
+        for gone in self._signatures.keys() - stored.keys():
             self.index.remove(gone)
-        self._signatures = {fid: sig for fid, (_f, sig) in fences.items()}
+        self._signatures = {fid: s.signature for fid, s in stored.items()}
         if changed:
             log.info("fences: %d changed, %d in all", len(changed), len(self.index))
         return self.index

@@ -139,6 +139,21 @@ async def test_fences_default_circle_own_radius_and_polygon(
         await store.set_fence("nobody", radius_m=50.0)
 
 
+async def test_fences_known_as_they_are_are_not_built_again(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    a = await agency(db)
+    store = VisitStore(db, redis, settings)
+    first = await store.fences()
+    assert first[f"{a}-pat"].fence is not None
+    known = {fid: stored.signature for fid, stored in first.items()}
+    assert all(stored.fence is None for stored in (await store.fences(known)).values())
+    await store.set_fence(f"{a}-pat", radius_m=120.0)
+    again = await store.fences(known)
+    assert [fid for fid, stored in again.items() if stored.fence is not None] == [f"{a}-pat"]
+    assert again[f"{a}-pat"].signature != known[f"{a}-pat"]
+
+
 def _square(centre: tuple[float, float], half_m: float) -> dict[str, Any]:
     frame = LocalFrame(*centre)
     corners = [(-half_m, -half_m), (half_m, -half_m), (half_m, half_m), (-half_m, half_m)]
