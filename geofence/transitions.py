@@ -116,10 +116,14 @@ class FenceTracker:
         testing them all in one pass; the tracker itself does not move)."""
         out, last = [], self.last
         for fix in fixes:
-            out.append(self._segment(last, fix))
-            if self._usable_after(last, fix):
-                last = fix
+            segment, last = self.segment_after(last, fix)
+            out.append(segment)
         return out
+
+    def segment_after(self, last: Fix | None, fix: Fix) -> tuple[Segment | None, Fix | None]:
+        """``fix``'s segment were ``last`` her last fix, and her last fix once ``fix`` is taken
+        (for looking ahead through a batch; the tracker itself does not move)."""
+        return self._segment(last, fix), (fix if self._usable_after(last, fix) else last)
 
     def _usable_after(self, last: Fix | None, fix: Fix) -> bool:
         newer = last is None or fix.ts > last.ts
@@ -143,6 +147,9 @@ class FenceTracker:
         """Take one fix; ``relations`` lists the fences it is not wholly outside of, and
         ``crossed`` the fences the segment from the last fix (see ``segment_to``) met."""
         if not self.usable(fix):
+            return []
+        if not (self._fences or relations or crossed):  # near no fence: only she moved
+            self.last = fix
             return []
         quiet = {f for f in crossed if f not in self._fences}
         transitions = []

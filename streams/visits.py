@@ -267,14 +267,14 @@ def track_fixes(
 
 
 def _segments(trackers: dict[str, FenceTracker], points: Sequence[Fix]) -> list[Segment | None]:
-    """The segment each fix will be tested on, from each caregiver's fixes in order."""
-    mine: dict[str, list[int]] = {}
-    for i, p in enumerate(points):
-        mine.setdefault(p.caregiver_id, []).append(i)
-    out: list[Segment | None] = [None] * len(points)
-    for cid, at in mine.items():
-        for i, segment in zip(at, trackers[cid].segments(points[i] for i in at), strict=True):
-            out[i] = segment
+    """The segment each fix will be tested on, each caregiver's fixes taken in order."""
+    out: list[Segment | None] = []
+    ahead: dict[str, Fix | None] = {}  # each caregiver's last fix as of the fix reached
+    for p in points:
+        tracker = trackers[p.caregiver_id]
+        last = ahead.get(p.caregiver_id, tracker.last)
+        segment, ahead[p.caregiver_id] = tracker.segment_after(last, p)
+        out.append(segment)
     return out
 
 
