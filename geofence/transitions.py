@@ -20,7 +20,7 @@ through ``to_dict``/``from_dict``, so it survives a worker restart.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -110,15 +110,6 @@ class FenceTracker:
     def segment_to(self, fix: Fix) -> Segment | None:
         """The segment from the last fix to ``fix``, if it is worth testing for crossings."""
         return self._segment(self.last, fix)
-
-    def segments(self, fixes: Iterable[Fix]) -> list[Segment | None]:
-        """``segment_to`` of each of her fixes, were they taken one after the other (for
-        testing them all in one pass; the tracker itself does not move)."""
-        out, last = [], self.last
-        for fix in fixes:
-            segment, last = self.segment_after(last, fix)
-            out.append(segment)
-        return out
 
     def segment_after(self, last: Fix | None, fix: Fix) -> tuple[Segment | None, Fix | None]:
         """``fix``'s segment were ``last`` her last fix, and her last fix once ``fix`` is taken

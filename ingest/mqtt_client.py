@@ -83,9 +83,6 @@ class PublishInbox:
         self._arrived = asyncio.Event()
         self._failure: BaseException | None = None
 
-    def __len__(self) -> int:
-        return len(self._waiting)
-
     def put_many(self, publishes: Iterable[Publish]) -> None:
         self._waiting.extend(publishes)
         self._arrived.set()

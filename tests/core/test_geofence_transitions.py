@@ -262,7 +262,10 @@ def test_segments_ahead_are_the_segments_fix_by_fix(
         t, north = t + dt, north + dn
         fixes.append(Fix(who, *at(north, 0.0), t, acc))
     tracker = FenceTracker("cg1", last=Fix("cg1", *HOME, T0 - 60))
-    ahead = tracker.segments(fixes)
+    ahead, last = [], tracker.last
+    for fix in fixes:
+        segment, last = tracker.segment_after(last, fix)
+        ahead.append(segment)
     one_by_one = []
     for fix in fixes:
         one_by_one.append(tracker.segment_to(fix))
