@@ -183,23 +183,57 @@ class FenceIndex:
 
         A segment is sampled at most ``2 * reach_m`` apart, so each of its points is within
         ``reach_m`` of a sample, and every fence it meets is listed under some sample's cell;
-        the candidates are then tested exactly, segment by segment.
+        the candidates are then tested exactly: circles all at once, in the fence's local
+        frame as ``Fence.crosses`` does, polygons one by one with shapely.
         """
         out: list[set[str]] = [set() for _ in segments]
         if not segments:
             return out
         ends = np.asarray(segments, dtype=np.float64).reshape(-1, 4)
+        seg, slot = self._segment_candidates(ends)
+        kind = self._cols["kind"].take(slot)
+        circles = np.flatnonzero(kind == CIRCLE)
+        met = circles[self._circles_met(ends, seg.take(circles), slot.take(circles))]
+        ids = self._cols["id"].take(slot.take(met))
+        for i, fence_id in zip(seg.take(met).tolist(), ids.tolist(), strict=True):
+            out[i].add(fence_id)
+        fences = self._cols["fence"]
+        polygons = np.flatnonzero(kind == POLYGON)
+        for i, s in zip(seg.take(polygons).tolist(), slot.take(polygons).tolist(), strict=True):
+            fence = fences[s]
+            if fence is not None and fence.crosses(*segments[i]):
+                out[i].add(fence.fence_id)
+        return out
+
+    def _segment_candidates(self, ends: FloatArray) -> tuple[IntArray, IntArray]:
+        """Distinct (segment, fence slot) pairs whose fence is listed under a sample's cell."""
         seg, t = _samples(ends, 2 * self.reach_m)
         lats = ends[seg, 0] + (ends[seg, 2] - ends[seg, 0]) * t
         lons = ends[seg, 1] + (ends[seg, 3] - ends[seg, 1]) * t
         found = self._candidates(cells_of(lats, lons, self.resolution), rim=True)
-        pairs = np.unique(np.column_stack([seg[found.fix], found.slot]), axis=0)
-        fences = self._cols["fence"]
-        for i, slot in pairs.tolist():
-            fence = fences[slot]
-            if fence is not None and fence.crosses(*segments[i]):
-                out[i].add(fence.fence_id)
-        return out
+        slots = max(1, self._cols.size)
+        pairs = np.unique(seg.take(found.fix) * slots + found.slot)
+        return pairs // slots, pairs % slots
+
+    def _circles_met(
+        self, ends: FloatArray, seg: IntArray, slot: IntArray
+    ) -> npt.NDArray[np.bool_]:
+        """Whether each segment meets its circle: the plane distance from the centre to the
+        segment in the fence's local frame, in the operations of ``Fence.crosses``."""
+        lat0, lon0, cos0 = self._cols["anchor"].take(slot, axis=0).T
+        scale = METRES_PER_DEGREE_LAT * cos0
+        e = ends.take(seg, axis=0)
+        ax, ay = (e[:, 1] - lon0) * scale, (e[:, 0] - lat0) * METRES_PER_DEGREE_LAT
+        bx, by = (e[:, 3] - lon0) * scale, (e[:, 2] - lat0) * METRES_PER_DEGREE_LAT
+        dx, dy = bx - ax, by - ay
+        length2 = dx * dx + dy * dy
+        with np.errstate(divide="ignore", invalid="ignore"):
+            along = np.clip(-(ax * dx + ay * dy) / length2, 0.0, 1.0)
+        t = np.where(length2 == 0, 0.0, along)
+        ex, ey = ax + t * dx, ay + t * dy
+        radius = self._cols["radius"].take(slot)
+        met: npt.NDArray[np.bool_] = ex * ex + ey * ey < radius * radius
+        return met
 
     def _candidates(self, cells: npt.NDArray[np.uint64], *, rim: bool) -> Candidates:
         """The fences listed under each cell; with ``rim``, also those within reach of it."""

@@ -66,8 +66,9 @@ end
 """
 
 # ARGV: ns, the fixes as one JSON array of [id, agency, lat, lon, ts, cell, area, acc, batt, seen]
-# (seen: when ingest received the fix; all strings: one argument packs and parses far faster
-# than ten per fix, and the strings are stored as they are), then area cells and their shapes,
+# (seen: when ingest received the fix; one argument packs and parses far faster than ten per
+# fix; numbers as JSON numbers, which Redis stores with 17 significant digits: the same double
+# reads back; acc and batt "" when not sent), then area cells and their shapes,
 # for the shapes hash where missing. A fix applied to an offline caregiver makes her available
 # (her phone is back). Returns id, status of each caregiver whose position moved, flat.
 _UPDATE_POSITIONS = (
@@ -315,22 +316,17 @@ def cell_of(lat: float, lon: float) -> str:
     return str(h3.latlng_to_cell(lat, lon, STREET_RESOLUTION))
 
 
-def _update_row(f: Fix) -> list[str]:
-    """A fix as the update script reads it; numbers as ``repr`` gives them, as stored."""
+def _update_row(f: Fix) -> list[str | float | int]:
+    """A fix as the update script reads it: numbers as JSON numbers (Redis stores what a
+    script passes as a number with 17 significant digits, so it reads back the same double),
+    and ``""`` for an accuracy or a battery the phone did not send."""
     cell = cell_of(f.lat, f.lon)
-    acc = "" if f.acc is None else repr(f.acc)
-    batt = "" if f.batt is None else str(f.batt)
-    position = [repr(f.lat), repr(f.lon), repr(f.ts)]
+    acc: float | str = "" if f.acc is None else f.acc
+    batt: int | str = "" if f.batt is None else f.batt
     return [
-        f.caregiver_id,
-        f.agency_id,
-        *position,
-        cell,
-        area_of(cell),
-        acc,
-        batt,
-        repr(f.received_at),
-    ]
+        f.caregiver_id, f.agency_id, f.lat, f.lon, f.ts, cell, area_of(cell), acc, batt,
+        f.received_at,
+    ]  # fmt: skip
 
 
 @lru_cache(maxsize=65_536)
@@ -372,7 +368,7 @@ class LiveIndex:
         applied: dict[str, str] = {}
         for start in range(0, len(fixes), UPDATE_CHUNK):
             rows = [_update_row(f) for f in fixes[start : start + UPDATE_CHUNK]]
-            areas = dict.fromkeys(row[6] for row in rows)
+            areas = dict.fromkeys(str(row[6]) for row in rows)
             unsent = [a for a in areas if a not in self._shapes_sent]
             shapes = [x for a in unsent for x in (a, shape(a))]
             flat = await self._update(keys=[], args=[self._ns, orjson.dumps(rows), *shapes])

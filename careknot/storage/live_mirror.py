@@ -232,12 +232,12 @@ class LiveMirror:
 
 
 def applied_places(
-    rows: Sequence[Sequence[str]], applied: Sequence[tuple[int, str]]
+    rows: Sequence[Sequence[str | float]], applied: Sequence[tuple[int, str]]
 ) -> Iterator[tuple[str, str, str, float, float, float, str]]:
     """The applied fixes of a logged update as arguments of :meth:`CandidateIndex.put`:
     ``rows`` as the update script took them (``careknot.storage.live._update_row``: id, agency,
-    lat, lon, ts, cell, ...; strings) and ``applied`` the (row, status after) of those it
+    lat, lon, ts, cell, ...) and ``applied`` the (row, status after) of those it
     applied."""
     for i, status in applied:
-        row = rows[i]
-        yield row[0], row[1], row[5], float(row[4]), float(row[2]), float(row[3]), status
+        cid, agency, lat, lon, ts, cell = rows[i][:6]
+        yield str(cid), str(agency), str(cell), float(ts), float(lat), float(lon), status

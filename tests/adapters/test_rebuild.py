@@ -177,7 +177,7 @@ async def test_the_live_picture_comes_back_whole_after_redis_loses_it(
     assert after == before
     assert after[settings.key("cg", CAREGIVERS[0])]["status"] == BUSY
     last = fix(7, FIXES_EACH - 1, t0)
-    assert after[settings.key("cg", CAREGIVERS[7])]["ts"] == str(last.ts)
+    assert float(after[settings.key("cg", CAREGIVERS[7])]["ts"]) == last.ts
 
     assert _rebuild_verb(settings) == (
         f"namespace {settings.namespace}: {len(CAREGIVERS)} positions read, 0 applied,"
@@ -214,7 +214,7 @@ async def test_a_newer_position_already_in_redis_is_kept(
     await runtime.live.update([newer])
     await rebuild(runtime.db, runtime.redis, settings)
     picture = await _picture(settings)
-    assert picture[settings.key("cg", cg)]["ts"] == str(newer.ts)
+    assert float(picture[settings.key("cg", cg)]["ts"]) == newer.ts
     assert cg in picture[settings.key("street", AGENCY, await _cell(settings, cg))]
 
 
