@@ -37,6 +37,7 @@ class Columns:
             "box": np.zeros((0, 4)),
             "fence": np.empty(0, dtype=object),  # the Fence
             "id": np.empty(0, dtype=object),  # its fence_id
+            "agency": np.empty(0, dtype=object),  # its agency_id
             "geometry": np.empty(0, dtype=object),  # prepared lon/lat polygon
             "outline": np.empty(0, dtype=object),  # prepared boundary in the local frame
         }
@@ -55,6 +56,7 @@ class Columns:
         a["radius"][slot] = fence.radius_m
         a["anchor"][slot] = (fence.lat, fence.lon, math.cos(math.radians(fence.lat)))
         a["fence"][slot], a["id"][slot] = fence, fence.fence_id
+        a["agency"][slot] = fence.agency_id
         if fence.geometry is not None and fence.local is not None:
             a["box"][slot] = fence.geometry.bounds
             a["geometry"][slot], a["outline"][slot] = fence.geometry, fence.local.boundary

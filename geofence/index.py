@@ -153,8 +153,15 @@ class FenceIndex:
         """The fences one fix is inside."""
         return self.evaluate_sets(np.array([lat]), np.array([lon]))[0]
 
-    def classify(self, lats: FloatArray, lons: FloatArray, accs: FloatArray) -> Relations:
-        """Each fix's relation to the fences it is not wholly outside of.
+    def classify(
+        self,
+        lats: FloatArray,
+        lons: FloatArray,
+        accs: FloatArray,
+        agencies: Sequence[str] | None = None,
+    ) -> Relations:
+        """Each fix's relation to the fences it is not wholly outside of; with ``agencies``
+        (one per fix), to its own agency's fences only.
 
         A fix's accuracy circle (radius ``accs``, metres, capped at ``reach_m``) that reaches the
         fence's edge straddles it; otherwise the fix is wholly inside or wholly outside.
@@ -162,6 +169,8 @@ class FenceIndex:
         lats, lons = _floats(lats), _floats(lons)
         accs = np.minimum(_floats(accs), self.reach_m)
         pairs = self._candidates(cells_of(lats, lons, self.resolution), rim=True)
+        if agencies is not None:
+            pairs = self._own(pairs, pairs.fix, agencies)
         inside, distance = self._measure(pairs, lats, lons, distances=True)
         relation = np.where(inside, Relation.INSIDE, Relation.OUTSIDE).astype(np.int8)
         relation[distance < accs[pairs.fix]] = Relation.STRADDLES
@@ -178,8 +187,13 @@ class FenceIndex:
         """The fences the straight segment between two fixes meets (see :meth:`crossings`)."""
         return self.crossings([(lat0, lon0, lat1, lon1)])[0]
 
-    def crossings(self, segments: Sequence[tuple[float, float, float, float]]) -> list[set[str]]:
-        """The fences each straight segment (lat0, lon0, lat1, lon1) meets, all in one pass.
+    def crossings(
+        self,
+        segments: Sequence[tuple[float, float, float, float]],
+        agencies: Sequence[str] | None = None,
+    ) -> list[set[str]]:
+        """The fences each straight segment (lat0, lon0, lat1, lon1) meets, all in one pass;
+        with ``agencies`` (one per segment), its own agency's fences only.
 
         A segment is sampled at most ``2 * reach_m`` apart, so each of its points is within
         ``reach_m`` of a sample, and every fence it meets is listed under some sample's cell;
@@ -191,6 +205,8 @@ class FenceIndex:
             return out
         ends = np.asarray(segments, dtype=np.float64).reshape(-1, 4)
         seg, slot = self._segment_candidates(ends)
+        if agencies is not None:
+            seg, slot = self._own(Candidates(seg, slot), seg, agencies)
         kind = self._cols["kind"].take(slot)
         circles = np.flatnonzero(kind == CIRCLE)
         met = circles[self._circles_met(ends, seg.take(circles), slot.take(circles))]
@@ -234,6 +250,12 @@ class FenceIndex:
         radius = self._cols["radius"].take(slot)
         met: npt.NDArray[np.bool_] = ex * ex + ey * ey < radius * radius
         return met
+
+    def _own(self, pairs: Candidates, of: IntArray, agencies: Sequence[str]) -> Candidates:
+        """The pairs whose fence belongs to the agency of its fix or segment (``of``)."""
+        wanted = np.asarray(agencies, dtype=object).take(of)
+        mine = np.flatnonzero(self._cols["agency"].take(pairs.slot) == wanted)
+        return Candidates(pairs.fix.take(mine), pairs.slot.take(mine))
 
     def _candidates(self, cells: npt.NDArray[np.uint64], *, rim: bool) -> Candidates:
         """The fences listed under each cell; with ``rim``, also those within reach of it."""

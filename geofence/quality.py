@@ -29,7 +29,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from careknot.contracts import Fix
 from geofence.geodesy import haversine_m
@@ -60,6 +60,20 @@ class AgencyPolicies:
         return self.overrides.get(agency_id, self.default)
 
 
+class Position(Protocol):
+    """What the filters judge a fix against: the caregiver's last accepted fix (a ``Fix`` as
+    it came, or what the live index keeps of it)."""
+
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lon(self) -> float: ...
+    @property
+    def ts(self) -> float: ...
+    @property
+    def acc(self) -> float | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AcceptedFix:
     """What the filters need to remember of a caregiver's last accepted fix."""
@@ -83,7 +97,7 @@ class Verdict:
 ACCEPT = Verdict("accept")
 
 
-def assess(previous: AcceptedFix | None, fix: Fix, now: float, policy: QualityPolicy) -> Verdict:
+def assess(previous: Position | None, fix: Fix, now: float, policy: QualityPolicy) -> Verdict:
     """Judge one fix against the caregiver's last accepted fix (``None``: she has none)."""
     reason = _own_fault(fix, now, policy)
     if reason:
@@ -112,7 +126,7 @@ def _valid(fix: Fix) -> bool:
     return -90.0 <= fix.lat <= 90.0 and -180.0 <= fix.lon <= 180.0
 
 
-def _against(previous: AcceptedFix, fix: Fix, policy: QualityPolicy) -> Verdict:
+def _against(previous: Position, fix: Fix, policy: QualityPolicy) -> Verdict:
     """Judge a fix that is fine on its own against the last accepted one."""
     elapsed = fix.ts - previous.ts
     if elapsed <= 0:
@@ -124,7 +138,7 @@ def _against(previous: AcceptedFix, fix: Fix, policy: QualityPolicy) -> Verdict:
     return ACCEPT
 
 
-def _impossible_jump(previous: AcceptedFix, fix: Fix, policy: QualityPolicy) -> bool:
+def _impossible_jump(previous: Position, fix: Fix, policy: QualityPolicy) -> bool:
     """Too fast to be true, unless the two accuracy circles overlap (then it may be noise)."""
     if policy.max_speed_kmh is None:
         return False
@@ -152,18 +166,18 @@ class Screening:
 
 
 def screen(
-    previous: Mapping[str, AcceptedFix],
+    previous: Mapping[str, Position],
     fixes: Iterable[Fix],
     now: float,
     policy_for: Callable[[str], QualityPolicy],
 ) -> Screening:
     """Judge a batch in order; each accepted fix becomes the next one's previous."""
-    last = dict(previous)
+    last: dict[str, Position] = dict(previous)
     out = Screening()
     for fix in fixes:
         verdict = assess(last.get(fix.caregiver_id), fix, now, policy_for(fix.agency_id))
         if verdict.outcome == "accept":
-            last[fix.caregiver_id] = AcceptedFix.of(fix)
+            last[fix.caregiver_id] = fix
             out.live.append(fix)
             continue
         out.reasons[verdict.outcome, verdict.reason] += 1

@@ -28,7 +28,7 @@ from careknot.settings import Settings
 from careknot.storage import outbox
 from careknot.storage.history import History
 from careknot.storage.live import LiveIndex, cell_of
-from geofence.quality import AcceptedFix, AgencyPolicies, QualityPolicy, Screening, screen
+from geofence.quality import AgencyPolicies, Position, QualityPolicy, Screening, screen
 from streams.runtime import Runtime
 from streams.steps import decode_all, with_retries
 from streams.visits import VisitKeeper
@@ -50,9 +50,9 @@ class LastAccepted:
     partitions stay), read from the live index for a caregiver it does not know yet."""
 
     def __init__(self) -> None:
-        self._known: dict[str, AcceptedFix | None] = {}
+        self._known: dict[str, Position | None] = {}
 
-    async def of(self, live: LiveIndex, caregiver_ids: Iterable[str]) -> dict[str, AcceptedFix]:
+    async def of(self, live: LiveIndex, caregiver_ids: Iterable[str]) -> dict[str, Position]:
         ids = list(dict.fromkeys(caregiver_ids))
         missing = [cid for cid in ids if cid not in self._known]
         if missing:
@@ -63,7 +63,7 @@ class LastAccepted:
     def accepted(self, fixes: Iterable[Fix]) -> None:
         """Fixes screened as accepted, in order: each is her last from now on."""
         for f in fixes:
-            self._known[f.caregiver_id] = AcceptedFix.of(f)
+            self._known[f.caregiver_id] = f
 
     def forget(self, caregiver_ids: Iterable[str] | None = None) -> None:
         """Ask the live index again (about everyone when no ids are given): after a rebalance,

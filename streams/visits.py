@@ -33,7 +33,7 @@ from careknot.storage.postgres import Database
 from careknot.storage.visits import FenceCache, VisitStore
 from geofence.fences import Relation
 from geofence.index import FenceIndex
-from geofence.quality import AcceptedFix, AgencyPolicies, QualityPolicy, screen
+from geofence.quality import AgencyPolicies, Position, QualityPolicy, screen
 from geofence.transitions import FenceTracker, Fix, Segment, TrackerConfig, Transition
 from geofence.visits import (
     AlertChange,
@@ -117,10 +117,8 @@ class VisitKeeper:
     def _screen(
         self, trackers: dict[str, FenceTracker], ordered: list[FixEvent], now: float
     ) -> list[FixEvent]:
-        previous = {
-            c: AcceptedFix(t.last.lat, t.last.lon, t.last.ts, t.last.acc)
-            for c, t in trackers.items()
-            if t.last is not None
+        previous: dict[str, Position] = {
+            c: t.last for c, t in trackers.items() if t.last is not None
         }
         return screen(previous, ordered, now, self._policies.for_agency).live
 
@@ -248,20 +246,21 @@ def track_fixes(
     index: FenceIndex, trackers: dict[str, FenceTracker], fixes: Sequence[FixEvent]
 ) -> dict[str, _Moves]:
     """Feed each caregiver's tracker her fixes in order; what moved, per caregiver. The fences
-    a batch's segments cross are found in one pass over them all."""
+    a batch's segments cross are found in one pass over them all (another agency's homes are
+    nothing to her)."""
     relations = _relations(index, fixes)
     points = [Fix(f.caregiver_id, f.lat, f.lon, f.ts, f.acc or 0.0) for f in fixes]
     segments = _segments(trackers, points)
     asked = {i: segment for i, segment in enumerate(segments) if segment is not None}
-    met = dict(zip(asked, index.crossings(list(asked.values())), strict=True))
+    crossed = index.crossings(list(asked.values()), [fixes[i].agency_id for i in asked])
+    met = dict(zip(asked, crossed, strict=True))
     moves: dict[str, _Moves] = {}
-    for i, (f, fix, relation) in enumerate(zip(fixes, points, relations, strict=True)):
-        tracker = trackers[f.caregiver_id]
+    for i, (fix, relation) in enumerate(zip(points, relations, strict=True)):
+        tracker = trackers[fix.caregiver_id]
         if not tracker.usable(fix):
             continue
-        crossed = _own(index, f.agency_id, met[i]) if i in met else set()
-        m = moves.setdefault(f.caregiver_id, _Moves())
-        m.transitions += tracker.update(fix, relation, crossed)
+        m = moves.setdefault(fix.caregiver_id, _Moves())
+        m.transitions += tracker.update(fix, relation, met.get(i, ()))
         m.last = fix
     return moves
 
@@ -278,23 +277,19 @@ def _segments(trackers: dict[str, FenceTracker], points: Sequence[Fix]) -> list[
     return out
 
 
-def _own(index: FenceIndex, agency_id: str, fence_ids: set[str]) -> set[str]:
-    return {f for f in fence_ids if (fence := index.get(f)) and fence.agency_id == agency_id}
+_RELATIONS = {r.value: r for r in Relation}  # Relation(r) is slow for every row
 
 
 def _relations(index: FenceIndex, fixes: Sequence[FixEvent]) -> list[dict[str, Relation]]:
-    """Each fix's relation to its own agency's fences it is not wholly outside of (one call;
-    another agency's homes are nothing to her)."""
+    """Each fix's relation to its own agency's fences it is not wholly outside of (one call)."""
     lats = np.array([f.lat for f in fixes], dtype=np.float64)
     lons = np.array([f.lon for f in fixes], dtype=np.float64)
     accs = np.array([f.acc or 0.0 for f in fixes], dtype=np.float64)
-    found = index.classify(lats, lons, accs)
+    found = index.classify(lats, lons, accs, [f.agency_id for f in fixes])
     out: list[dict[str, Relation]] = [{} for _ in fixes]
     rows = zip(found.fix.tolist(), found.fence_id.tolist(), found.relation.tolist(), strict=True)
     for i, fence_id, relation in rows:
-        fence = index.get(fence_id)
-        if fence is not None and fence.agency_id == fixes[i].agency_id:
-            out[i][fence_id] = Relation(relation)
+        out[i][fence_id] = _RELATIONS[relation]
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
@@ -15,7 +15,7 @@ from careknot.contracts import Fix
 from careknot.metrics import FixMetrics
 from careknot.settings import Settings
 from careknot.storage.history import History
-from geofence.quality import AcceptedFix, AgencyPolicies
+from geofence.quality import AgencyPolicies, Position
 from streams.fix_flow import LastAccepted, apply_screening, screen_fixes
 from streams.runtime import Runtime
 
@@ -44,14 +44,18 @@ def fix(cg: str, t: float, north_m: float = 0.0) -> Fix:
     )
 
 
+def _where(fixes: Mapping[str, Position]) -> dict[str, tuple[float, float, float, float | None]]:
+    return {cid: (p.lat, p.lon, p.ts, p.acc) for cid, p in fixes.items()}
+
+
 async def test_strangers_are_asked_about_and_the_known_are_remembered(rt: Runtime) -> None:
     cg, newcomer = f"la-{uuid.uuid4().hex[:6]}", f"la-{uuid.uuid4().hex[:6]}"
     await rt.live.update([fix(cg, 0)])
     last = LastAccepted()
-    assert await last.of(rt.live, [cg, newcomer]) == {cg: AcceptedFix.of(fix(cg, 0))}
+    assert _where(await last.of(rt.live, [cg, newcomer])) == _where({cg: fix(cg, 0)})
     last.accepted([fix(cg, 10, 50.0)])
     await rt.live.update([fix(newcomer, 5)])  # written behind its back
-    assert await last.of(rt.live, [cg, newcomer]) == {cg: AcceptedFix.of(fix(cg, 10, 50.0))}
+    assert _where(await last.of(rt.live, [cg, newcomer])) == _where({cg: fix(cg, 10, 50.0)})
     last.forget([newcomer])
     assert (await last.of(rt.live, [newcomer]))[newcomer].ts == T0 + 5
     last.forget()

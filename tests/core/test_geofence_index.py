@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -277,3 +278,42 @@ def test_crossings_of_many_segments_agree_with_each_fence(
     segments = [(*at(origin, *a), *at(origin, *b)) for a, b in ends]
     expected = [{f.fence_id for f in fences if f.crosses(*s)} for s in segments]
     assert FenceIndex(fences).crossings(segments) == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    scene=scenes(),
+    owners=st.lists(st.sampled_from(["a1", "a2"]), min_size=35, max_size=35),
+    asking=st.lists(st.sampled_from(["a1", "a2", "a3"]), min_size=1),
+    ends=st.lists(st.tuples(offsets, offsets), min_size=1, max_size=6),
+)
+def test_asked_for_agencies_only_their_own_fences_answer(
+    scene: tuple[list[Fence], np.ndarray[Any, Any], np.ndarray[Any, Any]],
+    owners: list[str],
+    asking: list[str],
+    ends: list[tuple[tuple[float, float], tuple[float, float]]],
+) -> None:
+    """With an agency per fix (per segment), classify and crossings answer what they answer
+    without, less the other agencies' fences."""
+    shared, lats, lons = scene
+    fences = [dataclasses.replace(f, agency_id=a) for f, a in zip(shared, owners, strict=False)]
+    if not fences:
+        return
+    index, agency_of = FenceIndex(fences), {f.fence_id: f.agency_id for f in fences}
+    per_fix = [asking[i % len(asking)] for i in range(len(lats))]
+    accs = np.full(len(lats), 10.0)
+    every, own = index.classify(lats, lons, accs), index.classify(lats, lons, accs, per_fix)
+    expected = [
+        (i, fence_id, r)
+        for i, fence_id, r in zip(*(a.tolist() for a in every), strict=True)
+        if agency_of[fence_id] == per_fix[i]
+    ]
+    assert list(zip(*(a.tolist() for a in own), strict=True)) == expected
+    origin = (fences[0].lat, fences[0].lon)
+    segments = [(*at(origin, *a), *at(origin, *b)) for a, b in ends]
+    per_segment = [asking[i % len(asking)] for i in range(len(segments))]
+    wanted = [
+        {f for f in met if agency_of[f] == per_segment[i]}
+        for i, met in enumerate(index.crossings(segments))
+    ]
+    assert index.crossings(segments, per_segment) == wanted
