@@ -40,7 +40,10 @@ FIX_MESSAGES = 512
 fix each when few flow to ``MAX_FIXES_PER_MESSAGE``, so the count caps little; the fixes are
 then handled :data:`FIX_STEP` at a time."""
 FIX_STEP = 4000
-FIX_BATCH_WITHIN_S = 0.02
+FIX_BATCH_WITHIN_S = 0.05
+"""How long a batch gathers: about one of ingest's flushes (``ingest.service.FLUSH_AFTER_S``),
+so a batch holds one message per partition rather than one or two messages; each batch costs
+a few round trips to Redis and Postgres whatever its size."""
 VISIT_TICK_S = 5.0
 
 
