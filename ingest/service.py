@@ -34,7 +34,7 @@ import aiomqtt
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from careknot import kafka
+from careknot import heap, kafka
 from careknot.contracts import Presence
 from careknot.errors import RejectedPayload
 from careknot.metrics import IngestMetrics, serve, totals
@@ -352,5 +352,6 @@ async def run(settings: Settings, streams: Streams = "all") -> int:
     elif streams == "positions" and settings.positions_nice:
         os.nice(settings.positions_nice)  # the emergencies' ingest first when the CPU is short
     async with IngestService(settings) as service:
+        heap.settle()
         await service.run(streams)
     return 0

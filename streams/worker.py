@@ -6,6 +6,7 @@ import os
 
 import faust
 
+from careknot import heap
 from careknot.settings import Settings
 from streams.app import Role, build_app
 
@@ -15,5 +16,6 @@ def run(settings: Settings, *, role: Role = "all", loglevel: str = "warning") ->
         os.nice(settings.positions_nice)  # the dispatch worker first when the CPU is short
     app, _runtime = build_app(settings, role)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    heap.settle()
     worker.execute_from_commandline()  # returns when the worker is stopped (SIGINT/SIGTERM)
     return 0
