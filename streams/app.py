@@ -28,7 +28,7 @@ HEARTBEAT_S = 1.0
 class CareKnotApp(faust.App):
     """faust.App with the low-latency consumer transport."""
 
-    fetch_max_wait_ms: int = 10
+    fetch_max_wait_ms: int = 25
 
     def _new_transport(self) -> Any:
         return LowLatencyTransport(self.conf.broker_consumer, self)

@@ -11,7 +11,7 @@ from typing import Any
 
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 
-DEFAULT_FETCH_MAX_WAIT_MS = 10
+DEFAULT_FETCH_MAX_WAIT_MS = 25
 
 
 class LowLatencyConsumerThread(AIOKafkaConsumerThread):
