@@ -297,6 +297,25 @@ async def test_an_unknown_caregiver_in_a_batch_is_dead_lettered_and_the_rest_go_
         assert counted(service, "careknot_ingest_fixes_accepted_total") == {"": 1.0}
 
 
+async def test_known_answers_let_through_only_a_caregiver_of_the_topics_agency(
+    settings: Settings,
+) -> None:
+    """Once the registry's answers are cached, a fix is taken without asking again, but only
+    from a caregiver registered to the topic's agency: the second batch is judged as the first."""
+    async with IngestService(settings.model_copy(update={"ingest_metrics_port": 0})) as service:
+        stranger = f"ck/{AGENCY}/cg/nobody-{TAG}/loc"
+        elsewhere = f"ck/other-{TAG}/cg/{CAREGIVERS[0]}/loc"
+        good = f"ck/{AGENCY}/cg/{CAREGIVERS[0]}/loc"
+        for step in (STEPS + 6, STEPS + 7):
+            payload = orjson.dumps(location(0, step))
+            await service.handle_batch([(stranger, payload), (elsewhere, payload), (good, payload)])
+        assert counted(service, "careknot_ingest_rejected_total") == {
+            "unknown_caregiver": 2.0,
+            "caregiver_agency_mismatch": 2.0,
+        }
+        assert counted(service, "careknot_ingest_fixes_accepted_total") == {"": 2.0}
+
+
 def counted(service: IngestService, name: str) -> dict[str, float]:
     return {
         s.labels.get("reason", ""): s.value

@@ -25,4 +25,3 @@ def test_settle_freezes_what_exists_and_widens_the_young_generation(restored_gc:
     assert gc.get_freeze_count() > len(survivor)
     assert gc.isenabled()  # cycles made later are still collected, only less often
     assert gc.get_threshold() == (heap.YOUNG_OBJECTS, *older)
-
