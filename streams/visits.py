@@ -104,7 +104,8 @@ class VisitKeeper:
             return
         index = await self.fences.refresh()
         now = self._clock()
-        ordered = sorted(fixes, key=lambda f: (f.caregiver_id, f.ts))
+        # accepted fixes are each newer than her one before: in order already, per caregiver
+        ordered = list(fixes) if screened else sorted(fixes, key=lambda f: (f.caregiver_id, f.ts))
         ids = list(dict.fromkeys(f.caregiver_id for f in ordered))
         trackers = await self._trackers_of(ids)
         try:

@@ -231,6 +231,8 @@ async def test_strays_missing_cells_and_stale_busy_are_put_right(
 ) -> None:
     """What a partial loss leaves: a caregiver in a cell she has left, one missing from her own
     cell, and one busy in Redis with no incident assigned in Postgres."""
+    await _seed(runtime.db)  # idempotent, as the day's fixes are: the test stands alone
+    await _record_the_day(runtime, time.time() // 1 - 30 * FIXES_EACH - 60)
     await rebuild(runtime.db, runtime.redis, settings)
     whole = await _picture(settings)
     stray, lost, idle = CAREGIVERS[4], CAREGIVERS[5], CAREGIVERS[6]
@@ -255,6 +257,7 @@ async def test_pending_offers_and_trackers_at_visits_come_back(
     a visit checked in by GPS has her tracker know she is inside that home, whatever else it
     holds; one whose arrival there is under way keeps it; a manual check-in gives nothing."""
     now = time.time()
+    await _seed(runtime.db)  # idempotent: the test stands alone
     store = IncidentStore(runtime.db)
     opened = await _open_fall(store, "rb-evt-offers", now)
     plans = [PlannedOffer(CAREGIVERS[10], 1, 500.0, 60.0, now + 60)]
