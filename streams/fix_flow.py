@@ -77,42 +77,62 @@ class LastAccepted:
             self._known.pop(cid, None)
 
 
+class FixPipeline:
+    """What the ``fixes`` agent does with each batch it takes, in the agent's order: screened
+    once, then the live index and history at the same time as the visits (``careknot bench
+    fixes-step`` times this alone)."""
+
+    def __init__(self, rt: Runtime, s: Settings) -> None:
+        self.rt = rt
+        self.keeper = VisitKeeper(s, rt.db, rt.redis)
+        self.last = LastAccepted()
+        self.history = History(rt.db)
+        self.policies = AgencyPolicies(QualityPolicy(max_future_s=s.max_clock_skew_s))
+        self.throttle = outbox.LocationThrottle()
+
+    def forget(self) -> None:
+        """Partitions moved: another worker may move these caregivers meanwhile."""
+        self.keeper.forget_trackers()
+        self.last.forget()
+
+    async def handle(self, values: list[bytes]) -> None:
+        """A batch of Kafka values, :data:`FIX_STEP` fixes at a time."""
+        decoded = decode_fixes(values)
+        await self.rt.ready()
+        for n in range(0, len(decoded), FIX_STEP):
+            await self._step(decoded[n : n + FIX_STEP])
+        self.rt.fix_metrics.log_if_due(time.monotonic())
+
+    async def _step(self, fixes: list[Fix]) -> None:
+        rt, metrics = self.rt, self.rt.fix_metrics
+        judging = partial(screen_fixes, rt, fixes, self.policies, metrics, self.last)
+        screening = await with_retries("screening fixes", judging)
+        if screening is None:
+            return  # logged: the servers failed it every time
+        live = partial(apply_screening, rt, screening, self.history, self.throttle)
+        visits = partial(self.keeper.on_accepted, screening.live)
+        applied, _ = await asyncio.gather(
+            with_retries("fixes", live), with_retries("visits", visits)
+        )
+        if applied is None:  # logged: what Redis has decides her next fix
+            self.last.forget(f.caregiver_id for f in screening.live)
+
+
 def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:
-    keeper = VisitKeeper(s, rt.db, rt.redis)
-    last = LastAccepted()
+    pipeline = FixPipeline(rt, s)
 
     async def forget(sender: Any, *args: Any, **kwargs: Any) -> None:
-        keeper.forget_trackers()  # partitions moved: another worker may move her fixes
-        last.forget()
+        pipeline.forget()
 
     app.on_partitions_revoked.connect(forget)  # type: ignore[arg-type]
 
     @app.agent(topic("fixes"), name="fixes")
     async def fixes(stream: Any) -> None:
         """The live index and history, and the visits, from the same fixes at the same time."""
-        history = History(rt.db)
-        policies = AgencyPolicies(QualityPolicy(max_future_s=s.max_clock_skew_s))
-        metrics = rt.fix_metrics
-        throttle = outbox.LocationThrottle()
-        flusher = asyncio.create_task(outbox.keep_flushing(rt.outbox, throttle, time.time))
+        flusher = asyncio.create_task(outbox.keep_flushing(rt.outbox, pipeline.throttle, time.time))
         try:
             async for batch in stream.take(FIX_MESSAGES, within=FIX_BATCH_WITHIN_S):
-                decoded = decode_fixes(batch)
-                await rt.ready()
-                for n in range(0, len(decoded), FIX_STEP):
-                    step = decoded[n : n + FIX_STEP]
-                    judging = partial(screen_fixes, rt, step, policies, metrics, last)
-                    screening = await with_retries("screening fixes", judging)
-                    if screening is None:
-                        continue  # logged: the servers failed it every time
-                    live = partial(apply_screening, rt, screening, history, throttle)
-                    visits = partial(keeper.on_accepted, screening.live)
-                    applied, _ = await asyncio.gather(
-                        with_retries("fixes", live), with_retries("visits", visits)
-                    )
-                    if applied is None:  # logged: what Redis has decides her next fix
-                        last.forget(f.caregiver_id for f in screening.live)
-                metrics.log_if_due(time.monotonic())
+                await pipeline.handle(batch)
         finally:
             flusher.cancel()
 
@@ -129,7 +149,7 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
     @app.timer(VISIT_TICK_S)  # type: ignore[untyped-decorator]
     async def visit_timer() -> None:
         await rt.ready()
-        await with_retries("visit tick", keeper.tick)
+        await with_retries("visit tick", pipeline.keeper.tick)
 
 
 _FIX_LIST = TypeAdapter(list[Fix])

@@ -18,6 +18,7 @@ BENCHMARKS = {
     "geofence": "careknot.bench.geofence",
     "dispatch": "careknot.bench.dispatch",
     "ingest": "careknot.bench.ingest",
+    "fixes-step": "careknot.bench.fixes_step",
 }
 
 

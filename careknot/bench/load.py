@@ -56,9 +56,13 @@ def fix_tst(base_tst: int, step: int) -> int:
     return base_tst + step * FIX_INTERVAL_S
 
 
+def position(index: int, step: int) -> tuple[float, float]:
+    """Where the ``index``-th caregiver is at her ``step``-th fix: (lat, lon)."""
+    return ORIGIN[0] + (index % 100) * 0.004 + step * STEP_DEG, ORIGIN[1] + (index // 100) * 0.006
+
+
 def fix_payload(index: int, step: int, base_tst: int) -> bytes:
-    lat = ORIGIN[0] + (index % 100) * 0.004 + step * STEP_DEG
-    lon = ORIGIN[1] + (index // 100) * 0.006
+    lat, lon = position(index, step)
     return orjson.dumps(
         {
             "_type": "location",
