@@ -30,7 +30,7 @@ import aiomqtt
 import orjson
 import redis.asyncio as aioredis
 
-from careknot.bench.load import TST_SPAN_S, Share, caregiver_ids, publish, seed
+from careknot.bench.load import TST_SPAN_S, Share, caregiver_ids, publish, seed, start_time
 from careknot.bench.report import latency_figures, machine, write
 from careknot.settings import Settings
 from careknot.storage.namespace import drop_namespace
@@ -128,7 +128,7 @@ async def _measure(s: Settings, falls: int, load: Load) -> tuple[Samples, dict[s
     async with Database(s, max_size=2) as db:
         await seed(db, ids)
     duration = LOAD_WARM_S + falls * LOAD_S_PER_FALL
-    start_at = time.time() + 1.0
+    start_at = start_time(round(load.rate * duration / 2) + 1)
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
         loop = asyncio.get_running_loop()
         shares = [_share(s, ids[k::2], load.rate / 2, duration, start_at) for k in range(2)]

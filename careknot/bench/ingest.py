@@ -47,6 +47,7 @@ from careknot.bench.load import (
     fix_tst,
     publish,
     seed,
+    start_time,
 )
 from careknot.bench.report import latency_figures, machine, write
 from careknot.settings import Settings
@@ -102,7 +103,7 @@ class Bench:
     async def run(self, rate: int, duration: float) -> Run:
         p = self.opts.publishers
         steps = max(1, round(rate * duration / len(self.ids)))
-        start_at = time.time() + 1.0
+        start_at = start_time(steps * len(self.ids) // p + 1)
         shares = [self._share(k, p, steps, rate / p, start_at) for k in range(p)]
         before = await self._history_count()
         pids = cpu.roles([os.getpid()])
