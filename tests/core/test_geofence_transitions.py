@@ -286,11 +286,11 @@ def test_the_visits_batch_finds_the_same_passes_as_one_fix_at_a_time() -> None:
     assert got == {"cg1": [("passed", "home")], "cg2": [("passed", "home")]}
 
 
-def event(caregiver_id: str, f: Fix) -> FixEvent:
+def event(caregiver_id: str, f: Fix, agency_id: str = "a1") -> FixEvent:
     """A tracker's fix as the fixes topic carries it."""
     return FixEvent(
         event_id=f"{caregiver_id}:{f.ts}",
-        agency_id="a1",
+        agency_id=agency_id,
         caregiver_id=caregiver_id,
         lat=f.lat,
         lon=f.lon,
@@ -298,3 +298,72 @@ def event(caregiver_id: str, f: Fix) -> FixEvent:
         acc=f.acc,
         received_at=f.ts,
     )
+
+
+walks = st.lists(
+    st.tuples(
+        st.sampled_from(["cg1", "cg2", "cg3"]),  # interleaved caregivers
+        st.floats(-30.0, 1000.0),  # seconds after her previous fix (negative: out of order)
+        st.tuples(st.floats(-250.0, 250.0), st.floats(-250.0, 250.0)),  # metres moved
+        st.sampled_from([5.0, 5.0, 20.0, 49.0, 70.0]),  # accuracy (70: too coarse)
+    ),
+    max_size=40,
+)
+homes = st.lists(
+    st.tuples(
+        st.tuples(st.floats(-600.0, 600.0), st.floats(-600.0, 600.0)),
+        st.floats(20.0, 250.0),
+        st.sampled_from(["a1", "a1", "a2"]),  # now and then another agency's home
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(walk=walks, placed=homes)
+def test_a_batch_moves_the_trackers_as_its_fixes_one_at_a_time_would(
+    walk: list[tuple[str, float, tuple[float, float], float]],
+    placed: list[tuple[tuple[float, float], float, str]],
+) -> None:
+    """``track_fixes`` over a whole batch gives each caregiver the transitions, last fix and
+    fence states that feeding her fixes one by one gives (her own agency's homes only; coarse,
+    late and repeated fixes change nothing)."""
+    fences = [
+        Fence.circle(f"h{i}", f"p{i}", agency, *at(*offset), radius)
+        for i, (offset, radius, agency) in enumerate(placed)
+    ]
+    index = FenceIndex(fences)
+    where = {who: (0.0, 0.0, T0) for who in ("cg1", "cg2", "cg3")}
+    batch = []
+    for who, dt, (dn, de), acc in walk:
+        north, east, t = where[who]
+        where[who] = (north + dn, east + de, t + dt)
+        agency = "a2" if who == "cg3" else "a1"
+        batch.append(event(who, Fix(who, *at(north + dn, east + de), t + dt, acc), agency))
+    start = {"cg2": Fix("cg2", *at(-300.0, 0.0), T0 - 30)}  # cg2 has a last fix already
+
+    def trackers() -> dict[str, FenceTracker]:
+        return {w: FenceTracker(w, last=start.get(w)) for w in ("cg1", "cg2", "cg3")}
+
+    together = trackers()
+    moves = track_fixes(index, together, batch)
+    alone = trackers()
+    expected: dict[str, tuple[list[Transition], Fix | None]] = {}
+    for f in batch:
+        tracker, fix = alone[f.caregiver_id], Fix(f.caregiver_id, f.lat, f.lon, f.ts, f.acc or 0.0)
+        if not tracker.usable(fix):
+            continue
+        segment = tracker.segment_to(fix)
+        crossed = index.crossing(*segment) if segment is not None else set()
+        own = {h for h in crossed if index.get(h).agency_id == f.agency_id}  # type: ignore[union-attr]
+        relations = {
+            h: r for h, r in index.relations_at(fix.lat, fix.lon, fix.acc).items()
+            if index.get(h).agency_id == f.agency_id  # type: ignore[union-attr]
+        }  # fmt: skip
+        kinds = expected.get(f.caregiver_id, ([], None))[0]
+        expected[f.caregiver_id] = (kinds + tracker.update(fix, relations, own), fix)
+    assert {w: (m.transitions, m.last) for w, m in moves.items()} == expected
+    for w in alone:
+        assert together[w].fence_states() == alone[w].fence_states()
+        assert together[w].last == alone[w].last
