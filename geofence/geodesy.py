@@ -80,6 +80,18 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
 
 
+def haversine_m_arrays(
+    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
+) -> FloatArray:
+    """``haversine_m`` elementwise, in the same operations."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    s_lat = np.sin((p2 - p1) / 2)
+    s_lon = np.sin(np.radians(lon2 - lon1) / 2)
+    h = s_lat * s_lat + np.cos(p1) * np.cos(p2) * s_lon * s_lon
+    result: FloatArray = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(h)))
+    return result
+
+
 class LocalFrame(NamedTuple):
     """Metres east (x) and north (y) of an anchor, equirectangular about it."""
 

@@ -20,12 +20,14 @@ through ``to_dict``/``from_dict``, so it survives a worker restart.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
+
 from geofence.fences import Relation
-from geofence.geodesy import haversine_m
+from geofence.geodesy import haversine_m, haversine_m_arrays
 
 TransitionKind = Literal["arrived", "left", "passed"]
 Segment = tuple[float, float, float, float]
@@ -110,11 +112,6 @@ class FenceTracker:
     def segment_to(self, fix: Fix) -> Segment | None:
         """The segment from the last fix to ``fix``, if it is worth testing for crossings."""
         return self._segment(self.last, fix)
-
-    def segment_after(self, last: Fix | None, fix: Fix) -> tuple[Segment | None, Fix | None]:
-        """``fix``'s segment were ``last`` her last fix, and her last fix once ``fix`` is taken
-        (for looking ahead through a batch; the tracker itself does not move)."""
-        return self._segment(last, fix), (fix if self._usable_after(last, fix) else last)
 
     def _usable_after(self, last: Fix | None, fix: Fix) -> bool:
         newer = last is None or fix.ts > last.ts
@@ -201,3 +198,32 @@ class FenceTracker:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a tracker state: {exc}") from exc
         return cls(caregiver_id, config, last=fix, fences=fences)
+
+
+def segments_ahead(
+    trackers: Mapping[str, FenceTracker], fixes: Sequence[Fix]
+) -> tuple[list[Segment | None], list[bool]]:
+    """For a batch of several caregivers' fixes, in order: each fix's segment, and whether
+    her tracker will take it, as feeding them one by one would find them (``segment_to``,
+    ``usable``); the trackers do not move. The segments' lengths are measured all at once."""
+    usable = [False] * len(fixes)
+    joins: list[tuple[int, Fix, Fix, float]] = []  # fix, from, to, the tracker's shortest
+    ahead: dict[str, Fix | None] = {}  # each caregiver's last fix as of the fix reached
+    for i, fix in enumerate(fixes):
+        tracker = trackers[fix.caregiver_id]
+        last = ahead.get(fix.caregiver_id, tracker.last)
+        if not tracker._usable_after(last, fix):
+            continue
+        usable[i], ahead[fix.caregiver_id] = True, fix
+        c = tracker.config
+        if last is not None and fix.ts - last.ts <= c.max_gap_s:
+            joins.append((i, last, fix, c.min_segment_m))
+    segments: list[Segment | None] = [None] * len(fixes)
+    if joins:
+        ends = np.array([(a.lat, a.lon, b.lat, b.lon) for _, a, b, _ in joins]).T
+        for (i, a, b, shortest), metres in zip(
+            joins, haversine_m_arrays(*ends).tolist(), strict=True
+        ):
+            if metres >= shortest:
+                segments[i] = (a.lat, a.lon, b.lat, b.lon)
+    return segments, usable

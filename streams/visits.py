@@ -34,7 +34,7 @@ from careknot.storage.visits import FenceCache, VisitStore
 from geofence.fences import Relation
 from geofence.index import FenceIndex
 from geofence.quality import AgencyPolicies, Position, QualityPolicy, screen
-from geofence.transitions import FenceTracker, Fix, Segment, TrackerConfig, Transition
+from geofence.transitions import FenceTracker, Fix, TrackerConfig, Transition, segments_ahead
 from geofence.visits import (
     AlertChange,
     Outcome,
@@ -251,31 +251,18 @@ def track_fixes(
     nothing to her)."""
     relations = _relations(index, fixes)
     points = [Fix(f.caregiver_id, f.lat, f.lon, f.ts, f.acc or 0.0) for f in fixes]
-    segments = _segments(trackers, points)
+    segments, usable = segments_ahead(trackers, points)
     asked = {i: segment for i, segment in enumerate(segments) if segment is not None}
     crossed = index.crossings(list(asked.values()), [fixes[i].agency_id for i in asked])
     met = dict(zip(asked, crossed, strict=True))
     moves: dict[str, _Moves] = {}
-    for i, (fix, relation) in enumerate(zip(points, relations, strict=True)):
-        tracker = trackers[fix.caregiver_id]
-        if not tracker.usable(fix):
-            continue
+    for i, (fix, relation, taken) in enumerate(zip(points, relations, usable, strict=True)):
+        if not taken:
+            continue  # hers, but coarse or not newer than her last: nothing moves
         m = moves.setdefault(fix.caregiver_id, _Moves())
-        m.transitions += tracker.update(fix, relation, met.get(i, ()))
+        m.transitions += trackers[fix.caregiver_id].update(fix, relation, met.get(i, ()))
         m.last = fix
     return moves
-
-
-def _segments(trackers: dict[str, FenceTracker], points: Sequence[Fix]) -> list[Segment | None]:
-    """The segment each fix will be tested on, each caregiver's fixes taken in order."""
-    out: list[Segment | None] = []
-    ahead: dict[str, Fix | None] = {}  # each caregiver's last fix as of the fix reached
-    for p in points:
-        tracker = trackers[p.caregiver_id]
-        last = ahead.get(p.caregiver_id, tracker.last)
-        segment, ahead[p.caregiver_id] = tracker.segment_after(last, p)
-        out.append(segment)
-    return out
 
 
 _RELATIONS = {r.value: r for r in Relation}  # Relation(r) is slow for every row

@@ -16,7 +16,14 @@ from geofence.fences import Fence, Relation
 from geofence.geodesy import LocalFrame
 from geofence.index import FenceIndex
 from geofence.observe import observe, observe_many
-from geofence.transitions import FenceTracker, Fix, TrackerConfig, Transition
+from geofence.transitions import (
+    FenceTracker,
+    Fix,
+    Segment,
+    TrackerConfig,
+    Transition,
+    segments_ahead,
+)
 from simulators.city import City
 from simulators.population import CityConfig
 from streams.visits import track_fixes
@@ -261,14 +268,13 @@ def test_segments_ahead_are_the_segments_fix_by_fix(
     for dt, dn, acc, who in moves:
         t, north = t + dt, north + dn
         fixes.append(Fix(who, *at(north, 0.0), t, acc))
-    tracker = FenceTracker("cg1", last=Fix("cg1", *HOME, T0 - 60))
-    ahead, last = [], tracker.last
+    trackers = {w: FenceTracker(w, last=Fix(w, *HOME, T0 - 60)) for w in ("cg1", "other")}
+    ahead = segments_ahead(trackers, fixes)
+    one_by_one: tuple[list[Segment | None], list[bool]] = ([], [])
     for fix in fixes:
-        segment, last = tracker.segment_after(last, fix)
-        ahead.append(segment)
-    one_by_one = []
-    for fix in fixes:
-        one_by_one.append(tracker.segment_to(fix))
+        tracker = trackers[fix.caregiver_id]
+        one_by_one[0].append(tracker.segment_to(fix))
+        one_by_one[1].append(tracker.usable(fix))
         tracker.update(fix, {})
     assert ahead == one_by_one
 
