@@ -66,7 +66,7 @@ class Columns:
     def kill(self, slot: int) -> None:
         a = self.arrays
         a["kind"][slot] = DEAD
-        a["fence"][slot] = a["geometry"][slot] = a["outline"][slot] = None
+        a["fence"][slot] = a["geometry"][slot] = a["outline"][slot] = a["agency"][slot] = None
 
     def _grow(self, capacity: int) -> None:
         for name, array in self.arrays.items():

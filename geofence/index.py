@@ -170,7 +170,7 @@ class FenceIndex:
         accs = np.minimum(_floats(accs), self.reach_m)
         pairs = self._candidates(cells_of(lats, lons, self.resolution), rim=True)
         if agencies is not None:
-            pairs = self._own(pairs, pairs.fix, agencies)
+            pairs = self._own(pairs, agencies)
         inside, distance = self._measure(pairs, lats, lons, distances=True)
         relation = np.where(inside, Relation.INSIDE, Relation.OUTSIDE).astype(np.int8)
         relation[distance < accs[pairs.fix]] = Relation.STRADDLES
@@ -206,7 +206,7 @@ class FenceIndex:
         ends = np.asarray(segments, dtype=np.float64).reshape(-1, 4)
         seg, slot = self._segment_candidates(ends)
         if agencies is not None:
-            seg, slot = self._own(Candidates(seg, slot), seg, agencies)
+            seg, slot = self._own(Candidates(seg, slot), agencies)
         kind = self._cols["kind"].take(slot)
         circles = np.flatnonzero(kind == CIRCLE)
         met = circles[self._circles_met(ends, seg.take(circles), slot.take(circles))]
@@ -251,9 +251,9 @@ class FenceIndex:
         met: npt.NDArray[np.bool_] = ex * ex + ey * ey < radius * radius
         return met
 
-    def _own(self, pairs: Candidates, of: IntArray, agencies: Sequence[str]) -> Candidates:
-        """The pairs whose fence belongs to the agency of its fix or segment (``of``)."""
-        wanted = np.asarray(agencies, dtype=object).take(of)
+    def _own(self, pairs: Candidates, agencies: Sequence[str]) -> Candidates:
+        """The pairs whose fence belongs to the agency of their fix (or segment)."""
+        wanted = np.asarray(agencies, dtype=object).take(pairs.fix)
         mine = np.flatnonzero(self._cols["agency"].take(pairs.slot) == wanted)
         return Candidates(pairs.fix.take(mine), pairs.slot.take(mine))
 
