@@ -83,10 +83,6 @@ class AcceptedFix:
     ts: float
     acc: float | None = None
 
-    @classmethod
-    def of(cls, fix: Fix) -> AcceptedFix:
-        return cls(fix.lat, fix.lon, fix.ts, fix.acc)
-
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

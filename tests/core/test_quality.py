@@ -13,6 +13,7 @@ from careknot.contracts import Fix
 from geofence.quality import (
     AcceptedFix,
     AgencyPolicies,
+    Position,
     QualityPolicy,
     Verdict,
     assess,
@@ -150,13 +151,13 @@ def test_batches_change_nothing_and_every_fix_is_accounted_for(
 ) -> None:
     policy_for = AgencyPolicies().for_agency
     whole = screen({}, stream, NOW, policy_for)
-    previous: dict[str, AcceptedFix] = {}
+    previous: dict[str, Position] = {}
     live: list[Fix] = []
     rest = list(stream)
     for size in [*cuts, len(rest)]:
         batch, rest = rest[:size], rest[size:]
         part = screen(previous, batch, NOW, policy_for)
-        previous.update({f.caregiver_id: AcceptedFix.of(f) for f in part.live})
+        previous.update({f.caregiver_id: f for f in part.live})
         live += part.live
     assert live == whole.live
     assert len(whole.live) + sum(whole.reasons.values()) == len(stream)
@@ -166,7 +167,7 @@ def test_batches_change_nothing_and_every_fix_is_accounted_for(
 def test_a_replayed_stream_accepts_nothing_again(stream: list[Fix]) -> None:
     policy_for = AgencyPolicies().for_agency
     first = screen({}, stream, NOW, policy_for)
-    last = {f.caregiver_id: AcceptedFix.of(f) for f in first.live}
+    last: dict[str, Position] = {f.caregiver_id: f for f in first.live}
     again = screen(last, first.live, NOW, policy_for)
     assert again.live == []
     assert len(again.history_only) == len(first.live)
