@@ -137,9 +137,9 @@ class VisitKeeper:
                 mine = records.get(cid, [])
                 if mine or m.transitions:  # with neither, nothing can change
                     await self._decide(cid, m, index, mine, now)
-        due = [t for cid in moves if _saving_due(t := trackers[cid], self._saved.get(cid))]
-        await self.store.save_trackers(due)
-        self._saved.update((t.caregiver_id, _Saved.of(t)) for t in due)
+        due = {cid: s for cid in moves if (s := _saving_due(trackers[cid], self._saved.get(cid)))}
+        await self.store.save_trackers(trackers[cid] for cid in due)
+        self._saved.update(due)
 
     def forget_trackers(self, caregiver_ids: Iterable[str] | None = None) -> None:
         """Drop trackers kept in memory (all of them when no ids are given): after a
@@ -235,12 +235,14 @@ class _Saved:
         return cls(tracker.fence_states(), -math.inf if last is None else last.ts)
 
 
-def _saving_due(tracker: FenceTracker, saved: _Saved | None) -> bool:
-    """Whether a tracker must be saved: never saved, its fence states changed, or its last
-    fix is :data:`TRACKER_SAVE_EVERY_S` newer than the one saved."""
-    if saved is None or tracker.fence_states() != saved.fences:
-        return True
-    return tracker.last is not None and tracker.last.ts - saved.last_ts >= TRACKER_SAVE_EVERY_S
+def _saving_due(tracker: FenceTracker, saved: _Saved | None) -> _Saved | None:
+    """What saving the tracker now would save, if it must be saved: never saved, its fence
+    states changed, or its last fix is :data:`TRACKER_SAVE_EVERY_S` newer than the one saved;
+    else None."""
+    now = _Saved.of(tracker)
+    if saved is None or now.fences != saved.fences:
+        return now
+    return now if now.last_ts - saved.last_ts >= TRACKER_SAVE_EVERY_S else None
 
 
 def track_fixes(
