@@ -25,10 +25,13 @@ import orjson
 
 from careknot import heap
 from careknot.bench import cpu
-from careknot.bench.load import AGENCY, FIX_INTERVAL_S, TST_SPAN_S, caregiver_ids, position, seed
+from careknot.bench.load import AGENCY, TST_SPAN_S, caregiver_ids, fix_payload, seed
 from careknot.bench.report import machine, write
 from careknot.settings import Settings
 from careknot.storage.namespace import drop_namespace
+from ingest.batching import FixBatches
+from ingest.fast_path import fast_fix
+from ingest.parse import Limits, route
 from streams.fix_flow import FixPipeline
 from streams.runtime import Runtime
 
@@ -43,19 +46,18 @@ def _options(extra: list[str]) -> argparse.Namespace:
 
 
 def values(ids: list[str], steps: int, per_message: int, now: float) -> list[bytes]:
-    """The load's fixes as ingest packs them for Kafka: each step of every caregiver in turn."""
-    base = int(now) - TST_SPAN_S
-    fixes: list[dict[str, Any]] = []
+    """The load's fixes as ingest makes them (its fast path, from the phones' payloads) and
+    packs them for Kafka: each step of every caregiver in turn."""
+    base, limits, packed = int(now) - TST_SPAN_S, Limits(), FixBatches(1, per_message)
     for step in range(steps):
         for i, cg in enumerate(ids):
-            lat, lon = position(i, step)
-            ts = float(base + step * FIX_INTERVAL_S)
-            fixes.append(
-                {"event_id": f"{cg}:{int(ts)}", "agency_id": AGENCY, "caregiver_id": cg,
-                 "lat": lat, "lon": lon, "ts": ts, "acc": 8.0, "vel": None, "batt": 77,
-                 "received_at": now}
-            )  # fmt: skip
-    return [orjson.dumps(fixes[n : n + per_message]) for n in range(0, len(fixes), per_message)]
+            made = fast_fix(
+                route(f"ck/{AGENCY}/cg/{cg}/loc"), fix_payload(i, step, base), now, limits
+            )
+            if made is None:
+                raise ValueError(f"ingest would not take the load's fix {cg}:{step}")
+            packed.add(cg, made)
+    return [value for _, _, value in packed.drain()]
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
