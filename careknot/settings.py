@@ -36,7 +36,7 @@ class Settings(BaseSettings):
         default=25, ge=1, description="the dispatch worker's fetch wait: events wait at most this"
     )
     fixes_fetch_max_wait_ms: int = Field(
-        default=100, ge=1, description="the fixes worker's fetch wait: fixes flow, or may wait"
+        default=50, ge=1, description="the fixes worker's fetch wait: fixes flow, or may wait"
     )
     redis_url: str = "redis://127.0.0.1:6379/0"
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
