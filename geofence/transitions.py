@@ -94,6 +94,9 @@ class FenceTracker:
         self.config = config or TrackerConfig()
         self.last = last
         self._fences: dict[str, FenceState] = dict(fences or {})
+        self.revision = 0
+        """Moves on each time her fence states change (what a restart must get back exactly),
+        so whoever keeps her can tell whether they changed since it last looked."""
 
     @property
     def inside(self) -> frozenset[str]:
@@ -142,23 +145,27 @@ class FenceTracker:
         quiet = {f for f in crossed if f not in self._fences}
         transitions = []
         for fence_id in sorted(self._fences.keys() | relations.keys()):
-            step = self._step(fence_id, relations.get(fence_id, Relation.OUTSIDE), fix.ts)
+            state = self._fences.setdefault(fence_id, FenceState())
+            was = (state.inside, state.since)
+            step = self._step(state, relations.get(fence_id, Relation.OUTSIDE), fix.ts)
             if step is not None:
                 kind, at = step
                 transitions.append(Transition(kind, self.caregiver_id, fence_id, at, fix))
+            if (state.inside, state.since) != was:
+                self.revision += 1
+            if not state.inside and state.since is None:
+                del self._fences[fence_id]  # out, and nothing pending: nothing to keep
         began = self.last.ts if self.last is not None else fix.ts
         for fence_id in sorted(quiet):
             if relations.get(fence_id, Relation.OUTSIDE) == Relation.OUTSIDE:
                 transitions.append(Transition("passed", self.caregiver_id, fence_id, began, fix))
-        self._fences = {f: s for f, s in self._fences.items() if s.inside or s.since is not None}
         self.last = fix
         return transitions
 
     def _step(
-        self, fence_id: str, relation: Relation, ts: float
+        self, state: FenceState, relation: Relation, ts: float
     ) -> tuple[TransitionKind, float] | None:
         """Move one fence's state on one fix; a transition and when it began, if any."""
-        state = self._fences.setdefault(fence_id, FenceState())
         if relation == Relation.STRADDLES:
             return None
         if (relation == Relation.INSIDE) == state.inside:  # evidence for where she is

@@ -224,15 +224,16 @@ class VisitKeeper:
 
 @dataclass(frozen=True, slots=True)
 class _Saved:
-    """What was last saved of a tracker: its fence states and its last fix's time."""
+    """What was last saved of a tracker: the revision of its fence states and its last fix's
+    time."""
 
-    fences: tuple[tuple[str, bool, float | None], ...]
+    revision: int
     last_ts: float
 
     @classmethod
     def of(cls, tracker: FenceTracker) -> _Saved:
         last = tracker.last
-        return cls(tracker.fence_states(), -math.inf if last is None else last.ts)
+        return cls(tracker.revision, -math.inf if last is None else last.ts)
 
 
 def _saving_due(tracker: FenceTracker, saved: _Saved | None) -> _Saved | None:
@@ -240,7 +241,7 @@ def _saving_due(tracker: FenceTracker, saved: _Saved | None) -> _Saved | None:
     states changed, or its last fix is :data:`TRACKER_SAVE_EVERY_S` newer than the one saved;
     else None."""
     now = _Saved.of(tracker)
-    if saved is None or now.fences != saved.fences:
+    if saved is None or now.revision != saved.revision:
         return now
     return now if now.last_ts - saved.last_ts >= TRACKER_SAVE_EVERY_S else None
 

@@ -164,6 +164,20 @@ def test_arrived_and_left_alternate_whatever_the_fixes(
         assert (fence_id in tracker.inside) == inside
 
 
+@settings(max_examples=200, deadline=None)
+@given(steps=steps)
+def test_the_revision_moves_exactly_when_the_fence_states_change(
+    steps: list[tuple[float, tuple[Relation, Relation], set[str], float]],
+) -> None:
+    tracker, t = FenceTracker("cg1"), T0
+    for dt, (ra, rb), crossed, acc in steps:
+        t += dt
+        before = (tracker.revision, tracker.fence_states())
+        relations = {f: r for f, r in (("a", ra), ("b", rb))}
+        tracker.update(Fix("cg1", *HOME, t, acc), relations, crossed)
+        assert (tracker.revision != before[0]) == (tracker.fence_states() != before[1])
+
+
 # ---------------------------------------------------------------- replayed GPS traces
 
 
