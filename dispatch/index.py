@@ -32,10 +32,8 @@ _RAD = math.pi / 180
 
 
 @lru_cache(maxsize=65_536)
-@lru_cache(maxsize=65_536)
 def area_of(street_cell: str) -> str:
-    """The area-level cell holding a street-level cell (asked for every fix: a town's street
-    cells are few)."""
+    """The area-level cell holding a street-level cell."""
     return str(h3.cell_to_parent(street_cell, AREA_RESOLUTION))
 
 
