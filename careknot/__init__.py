@@ -1,3 +1,4 @@
-"""CareKnot Dispatch: the shared kernel (settings, contracts, storage, CLI)."""
+"""The ``careknot`` command and its tools: the CLI, ``careknot up`` and the servers it finds or
+starts, the benchmarks, rebuild, reports and timelines. Nothing imports this package."""
 
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from careknot.bench import BENCHMARKS
-from careknot.settings import Settings
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from careknot.stack import up
+    from careknot.up import up
 
     return up(settings, simulate=args.simulate, state_file=args.state_file)
 
@@ -72,7 +72,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from careknot.storage.postgres import Database
+    from adapters.storage.postgres import Database
 
     async def migrate() -> int:
         async with Database(settings) as db:
@@ -90,7 +90,7 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from careknot import tokens
+    from kernel import tokens
 
     claims = tokens.Claims(
         role=args.role,
@@ -124,8 +124,8 @@ def cmd_visit(args: argparse.Namespace, settings: Settings) -> int:
     """A person's check-in or check-out when GPS failed: recorded with the reason, for review."""
     import redis.asyncio as aioredis
 
-    from careknot.storage.postgres import Database
-    from streams.visits import VisitKeeper
+    from adapters.storage.postgres import Database
+    from streams.visit_keeper import VisitKeeper
 
     async def record() -> int:
         redis = aioredis.Redis.from_url(settings.redis_url)

@@ -17,7 +17,7 @@ persistence, eviction) while fixes keep flowing. The rebuild runs beside the liv
    the gateways accept their answers.
 6. A caregiver at a visit checked in by GPS (``arrived`` or ``in_visit``) has her tracker in
    ``{ns}:visits:trackers`` know she is inside that home, so her leaving checks the visit out
-   (``careknot.restore``).
+   (``adapters.storage.restore``).
 
 Each step on Redis is a server-side script per batch (atomic against the worker's own), or
 writes what a concurrent writer would write too. Running it twice changes nothing. Two windows
@@ -40,11 +40,11 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from careknot.contracts import Fix
-from careknot.restore import restore_offers, restore_trackers
-from careknot.settings import Settings
-from careknot.storage.live import AVAILABLE, BUSY, LiveIndex
-from careknot.storage.postgres import Database
+from adapters.storage.live import AVAILABLE, BUSY, LiveIndex
+from adapters.storage.postgres import Database
+from adapters.storage.restore import restore_offers, restore_trackers
+from kernel.contracts import FixEvent
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,11 @@ class Rebuilt:
     trackers: int = 0
 
 
-async def latest_fixes(db: Database) -> list[Fix]:
+async def latest_fixes(db: Database) -> list[FixEvent]:
     """Every caregiver's latest live fix, in one query."""
     rows = await db.pool.fetch(_LATEST_LIVE)
     return [
-        Fix(
+        FixEvent(
             event_id=f"rebuild:{r['caregiver_id']}:{r['ts'].timestamp()}",
             agency_id=r["agency_id"],
             caregiver_id=r["caregiver_id"],

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from careknot.settings import Settings
-from geofence.visits import Evidence, VisitRecord
+from kernel.settings import Settings
+from visits.rules import Evidence, VisitRecord
 
 ON_TIME_S = 300.0
 Format = Literal["csv", "json"]
@@ -120,8 +120,8 @@ async def report_visits(
 ) -> str:
     import redis.asyncio as aioredis
 
-    from careknot.storage.postgres import Database
-    from careknot.storage.visits import VisitStore
+    from adapters.storage.postgres import Database
+    from adapters.storage.visit_store import VisitStore
 
     redis = aioredis.Redis.from_url(settings.redis_url)
     try:

@@ -11,8 +11,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from careknot.settings import Settings
-from careknot.storage.postgres import Database, EventRow
+from adapters.storage.postgres import Database, EventRow
+from kernel.settings import Settings
 
 DETAIL_ORDER = ("caregiver_id", "offer_id", "wave", "distance_m", "eta_s", "reason")
 

@@ -6,7 +6,7 @@ answers the same questions for many fixes at once and must agree with these.
 
 Circles are tested by great-circle distance from their centre. Polygons are tested with shapely
 in longitude/latitude; their distances in metres in the fence's local frame (see ``geodesy``).
-Bad input raises :class:`careknot.errors.RejectedInput` with a stable ``reason``.
+Bad input raises :class:`InvalidFence` with a stable ``reason``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from careknot.errors import RejectedInput
 from geofence.geodesy import (
     METRES_PER_DEGREE_LAT,
     FloatArray,
@@ -31,6 +30,16 @@ from geofence.geodesy import (
     term_of_distance,
     unit_vector,
 )
+
+
+class InvalidFence(ValueError):
+    """A fence that cannot be built; ``reason`` is a stable, machine-readable code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
 
 DEFAULT_RADIUS_M = 200.0
 MAX_EXTENT_M = 2_000.0
@@ -84,7 +93,7 @@ class Fence:
         _check_ids(fence_id, patient_id, agency_id)
         _check_position(lat, lon, "fence_bad_centre")
         if not (isinstance(radius_m, int | float) and 0.0 < radius_m <= MAX_EXTENT_M):
-            raise RejectedInput("fence_bad_radius", f"radius must be in (0, {MAX_EXTENT_M}] m")
+            raise InvalidFence("fence_bad_radius", f"radius must be in (0, {MAX_EXTENT_M}] m")
         return cls(fence_id, patient_id, agency_id, float(lat), float(lon), float(radius_m))
 
     @classmethod
@@ -97,7 +106,7 @@ class Fence:
         local = shapely.transform(geometry, lambda xy: _project(frame, xy))
         extent = float(np.hypot(*shapely.get_coordinates(local).T).max())
         if extent > MAX_EXTENT_M:
-            raise RejectedInput("fence_too_large", f"{extent:.0f} m from its centre")
+            raise InvalidFence("fence_too_large", f"{extent:.0f} m from its centre")
         shapely.prepare(geometry)
         shapely.prepare(local)
         return cls(fence_id, patient_id, agency_id, anchor.y, anchor.x, extent, geometry, local)
@@ -139,21 +148,21 @@ class Fence:
 
 
 def parse_geojson(obj: Any) -> BaseGeometry:
-    """A valid shapely (Multi)Polygon from a GeoJSON dict, or ``RejectedInput``."""
+    """A valid shapely (Multi)Polygon from a GeoJSON dict, or ``InvalidFence``."""
     if not isinstance(obj, dict):
-        raise RejectedInput("fence_bad_geojson", "a GeoJSON object is a JSON object")
+        raise InvalidFence("fence_bad_geojson", "a GeoJSON object is a JSON object")
     kind, coords = obj.get("type"), obj.get("coordinates")
     if kind == "Polygon":
         geometry: BaseGeometry = shapely.Polygon(*_polygon_rings(coords))
     elif kind == "MultiPolygon":
         polygons = [shapely.Polygon(*_polygon_rings(p)) for p in _list(coords, "polygons")]
         if not polygons:
-            raise RejectedInput("fence_bad_geojson", "a MultiPolygon needs a polygon")
+            raise InvalidFence("fence_bad_geojson", "a MultiPolygon needs a polygon")
         geometry = shapely.MultiPolygon(polygons)
     else:
-        raise RejectedInput("fence_bad_geojson", f"type must be Polygon or MultiPolygon: {kind!r}")
+        raise InvalidFence("fence_bad_geojson", f"type must be Polygon or MultiPolygon: {kind!r}")
     if not shapely.is_valid(geometry) or geometry.is_empty or geometry.area <= 0:
-        raise RejectedInput("fence_invalid_geometry", shapely.is_valid_reason(geometry))
+        raise InvalidFence("fence_invalid_geometry", shapely.is_valid_reason(geometry))
     return geometry
 
 
@@ -162,20 +171,20 @@ def _polygon_rings(
 ) -> tuple[list[tuple[float, float]], list[list[tuple[float, float]]]]:
     rings = [_ring(r) for r in _list(coords, "rings")]
     if not rings:
-        raise RejectedInput("fence_bad_geojson", "a polygon needs an exterior ring")
+        raise InvalidFence("fence_bad_geojson", "a polygon needs an exterior ring")
     return rings[0], rings[1:]
 
 
 def _ring(coords: Any) -> list[tuple[float, float]]:
     ring = [_position(p) for p in _list(coords, "positions")]
     if len(ring) < 4 or ring[0] != ring[-1]:
-        raise RejectedInput("fence_bad_geojson", "a ring is closed and has at least 4 positions")
+        raise InvalidFence("fence_bad_geojson", "a ring is closed and has at least 4 positions")
     return ring
 
 
 def _position(p: Any) -> tuple[float, float]:
     if not isinstance(p, list | tuple) or len(p) not in (2, 3):
-        raise RejectedInput("fence_bad_geojson", f"a position is [lon, lat]: {p!r}")
+        raise InvalidFence("fence_bad_geojson", f"a position is [lon, lat]: {p!r}")
     lon, lat = p[0], p[1]
     _check_position(lat, lon, "fence_bad_geojson")
     return float(lon), float(lat)
@@ -183,21 +192,21 @@ def _position(p: Any) -> tuple[float, float]:
 
 def _list(value: Any, what: str) -> Sequence[Any]:
     if not isinstance(value, list | tuple):
-        raise RejectedInput("fence_bad_geojson", f"{what} must be a list")
+        raise InvalidFence("fence_bad_geojson", f"{what} must be a list")
     return value
 
 
 def _check_position(lat: Any, lon: Any, reason: str) -> None:
     for v in (lat, lon):
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise RejectedInput(reason, f"not a coordinate: {v!r}")
+            raise InvalidFence(reason, f"not a coordinate: {v!r}")
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        raise RejectedInput(reason, f"out of range: lat {lat}, lon {lon}")
+        raise InvalidFence(reason, f"out of range: lat {lat}, lon {lon}")
 
 
 def _check_ids(*ids: Any) -> None:
     if not all(isinstance(i, str) and i for i in ids):
-        raise RejectedInput("fence_bad_id", "fence, patient and agency ids are non-empty strings")
+        raise InvalidFence("fence_bad_id", "fence, patient and agency ids are non-empty strings")
 
 
 def _project(frame: LocalFrame, lonlat: FloatArray) -> FloatArray:

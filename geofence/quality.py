@@ -29,9 +29,8 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Generic, Literal, Protocol, TypeVar
 
-from careknot.contracts import Fix
 from geofence.geodesy import haversine_m
 
 Outcome = Literal["accept", "history_only", "drop"]
@@ -61,7 +60,7 @@ class AgencyPolicies:
 
 
 class Position(Protocol):
-    """What the filters judge a fix against: the caregiver's last accepted fix (a ``Fix`` as
+    """What the filters judge a fix against: the caregiver's last accepted fix (a ``FixEvent`` as
     it came, or what the live index keeps of it)."""
 
     @property
@@ -72,6 +71,26 @@ class Position(Protocol):
     def ts(self) -> float: ...
     @property
     def acc(self) -> float | None: ...
+
+
+class Reading(Protocol):
+    """What the filters judge: a caregiver's fix as it came (the fixes topic's ``FixEvent``)."""
+
+    @property
+    def caregiver_id(self) -> str: ...
+    @property
+    def agency_id(self) -> str: ...
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lon(self) -> float: ...
+    @property
+    def ts(self) -> float: ...
+    @property
+    def acc(self) -> float | None: ...
+
+
+R = TypeVar("R", bound=Reading)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +112,7 @@ class Verdict:
 ACCEPT = Verdict("accept")
 
 
-def assess(previous: Position | None, fix: Fix, now: float, policy: QualityPolicy) -> Verdict:
+def assess(previous: Position | None, fix: Reading, now: float, policy: QualityPolicy) -> Verdict:
     """Judge one fix against the caregiver's last accepted fix (``None``: she has none)."""
     reason = _own_fault(fix, now, policy)
     if reason:
@@ -101,7 +120,7 @@ def assess(previous: Position | None, fix: Fix, now: float, policy: QualityPolic
     return ACCEPT if previous is None else _against(previous, fix, policy)
 
 
-def _own_fault(fix: Fix, now: float, policy: QualityPolicy) -> str:
+def _own_fault(fix: Reading, now: float, policy: QualityPolicy) -> str:
     """The reason a fix is unusable whatever came before it, or ``""``."""
     if not _valid(fix):
         return "invalid"
@@ -116,13 +135,13 @@ def _own_fault(fix: Fix, now: float, policy: QualityPolicy) -> str:
     return ""
 
 
-def _valid(fix: Fix) -> bool:
+def _valid(fix: Reading) -> bool:
     if not (math.isfinite(fix.lat) and math.isfinite(fix.lon) and math.isfinite(fix.ts)):
         return False
     return -90.0 <= fix.lat <= 90.0 and -180.0 <= fix.lon <= 180.0
 
 
-def _against(previous: Position, fix: Fix, policy: QualityPolicy) -> Verdict:
+def _against(previous: Position, fix: Reading, policy: QualityPolicy) -> Verdict:
     """Judge a fix that is fine on its own against the last accepted one."""
     elapsed = fix.ts - previous.ts
     if elapsed <= 0:
@@ -134,7 +153,7 @@ def _against(previous: Position, fix: Fix, policy: QualityPolicy) -> Verdict:
     return ACCEPT
 
 
-def _impossible_jump(previous: Position, fix: Fix, policy: QualityPolicy) -> bool:
+def _impossible_jump(previous: Position, fix: Reading, policy: QualityPolicy) -> bool:
     """Too fast to be true, unless the two accuracy circles overlap (then it may be noise)."""
     if policy.max_speed_kmh is None:
         return False
@@ -148,28 +167,28 @@ def _impossible_jump(previous: Position, fix: Fix, policy: QualityPolicy) -> boo
 
 
 @dataclass(slots=True)
-class Screening:
+class Screening(Generic[R]):
     """A batch of fixes sorted by verdict, and the reasons of everything not accepted."""
 
-    live: list[Fix] = field(default_factory=list)
-    history_only: list[Fix] = field(default_factory=list)
+    live: list[R] = field(default_factory=list)
+    history_only: list[R] = field(default_factory=list)
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
-    def recorded(self) -> list[Fix]:
+    def recorded(self) -> list[R]:
         """What the history keeps: accepted fixes and late ones."""
         return self.live + self.history_only
 
 
 def screen(
     previous: Mapping[str, Position],
-    fixes: Iterable[Fix],
+    fixes: Iterable[R],
     now: float,
     policy_for: Callable[[str], QualityPolicy],
-) -> Screening:
+) -> Screening[R]:
     """Judge a batch in order; each accepted fix becomes the next one's previous."""
     last: dict[str, Position] = dict(previous)
-    out = Screening()
+    out: Screening[R] = Screening()
     for fix in fixes:
         verdict = assess(last.get(fix.caregiver_id), fix, now, policy_for(fix.agency_id))
         if verdict.outcome == "accept":

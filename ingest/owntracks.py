@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from careknot.contracts import LocationPayload
-from careknot.errors import RejectedPayload
 from ingest.parse import Limits, load_object, validate
+from kernel.contracts import LocationPayload
+from kernel.errors import RejectedPayload
 
 SUBSCRIPTION = "owntracks/+/+"
 _NAME = r"[A-Za-z0-9_.@\-]{1,64}"

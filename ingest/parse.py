@@ -1,7 +1,7 @@
 """Pure parsing of MQTT messages into the system's events, or a reason to refuse them.
 
 Nothing here does I/O: the topic and payload go in with the time, an event or a
-:class:`~careknot.errors.RejectedPayload` comes out.
+:class:`~kernel.errors.RejectedPayload` comes out.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from careknot.contracts import DeadLetter, DeviceEvent, DeviceEventPayload, Fix, LocationPayload
-from careknot.errors import RejectedPayload
+from kernel.contracts import DeadLetter, DeviceEvent, DeviceEventPayload, FixEvent, LocationPayload
+from kernel.errors import RejectedPayload
 
 RouteKind = Literal["loc", "presence", "evt", "tel", "status"]
 _ID = r"[A-Za-z0-9_.\-]{1,64}"
@@ -96,17 +96,17 @@ def _check_clock(ts: float, now: float, limits: Limits, topic: str) -> None:
         raise RejectedPayload("from_future", f"ts {ts} is ahead of {now}", topic=topic)
 
 
-def parse_location(r: Route, topic: str, payload: bytes, now: float, limits: Limits) -> Fix:
+def parse_location(r: Route, topic: str, payload: bytes, now: float, limits: Limits) -> FixEvent:
     loc = _decode(LocationPayload, topic, payload, limits)
     return location_fix(loc, r.agency, r.subject, topic, now, limits)
 
 
 def location_fix(
     loc: LocationPayload, agency: str, caregiver: str, topic: str, now: float, limits: Limits
-) -> Fix:
+) -> FixEvent:
     """The fix a caregiver's validated location makes, unless its clock is too far ahead."""
     _check_clock(loc.tst, now, limits, topic)
-    return Fix(
+    return FixEvent(
         event_id=f"{caregiver}:{loc.tst}",
         agency_id=agency,
         caregiver_id=caregiver,

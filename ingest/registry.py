@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from careknot.errors import RejectedPayload
-from careknot.storage.postgres import Database, Who
+from adapters.storage.postgres import Database, Who
 from ingest.owntracks import OwnTracksDevice
 from ingest.parse import Route
+from kernel.errors import RejectedPayload
 
 HIT_TTL_S = 60.0
 MISS_TTL_S = 5.0

@@ -6,10 +6,10 @@ it does MQTT 5, and whose packets paho parses at a third of MQTT 5's cost). It r
 topics and, unchanged, what the OwnTracks app publishes (``owntracks/{user}/{device}``). Bad
 input goes to the dead-letter topic with its reason and is counted; it never stops the loop.
 Counters are served in the Prometheus text format on ``CAREKNOT_INGEST_METRICS_PORT`` (see
-:mod:`careknot.metrics`). Device events come on an MQTT connection of their own and leave by a
+:mod:`adapters.metrics`). Device events come on an MQTT connection of their own and leave by a
 producer of their own: an emergency never waits behind thousands of positions.
 
-Batched for throughput: messages are decoded from the wire in bulk (:mod:`ingest.mqtt_client`),
+Batched for throughput: messages are decoded from the wire in bulk (:mod:`adapters.mqtt.client`),
 one wake-up takes every message waiting (up to :data:`BATCH`), the registry is asked about a
 batch's unknown publishers in one query, a well-formed location takes a
 fast path (plain checks on the decoded JSON; anything unusual goes through the pydantic parser,
@@ -34,16 +34,13 @@ import aiomqtt
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from careknot import heap, kafka
-from careknot.contracts import Presence
-from careknot.errors import RejectedPayload
-from careknot.metrics import IngestMetrics, serve, totals
-from careknot.settings import Settings
-from careknot.storage.postgres import Database
+from adapters import kafka
+from adapters.metrics import IngestMetrics, serve, totals
+from adapters.mqtt.client import BatchingClient
+from adapters.storage.postgres import Database
 from ingest import owntracks
 from ingest.batching import FixBatches
 from ingest.fast_path import fast_fix
-from ingest.mqtt_client import BatchingClient
 from ingest.parse import (
     Limits,
     dead_letter,
@@ -54,6 +51,10 @@ from ingest.parse import (
     route,
 )
 from ingest.registry import Registry
+from kernel import heap
+from kernel.contracts import Presence
+from kernel.errors import RejectedPayload
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from careknot import tokens
-from careknot.contracts import Role
-from careknot.settings import Settings
+from kernel import tokens
+from kernel.contracts import Role
+from kernel.settings import Settings
 
 Frame = dict[str, Any]
 

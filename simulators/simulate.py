@@ -20,9 +20,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from careknot import tokens
-from careknot.errors import CareKnotError
-from careknot.settings import Settings
+from kernel import tokens
+from kernel.errors import CareKnotError
+from kernel.settings import Settings
 from simulators.city import City, Fall, SimFix
 from simulators.population import AGENCY_ID, AGENCY_NAME, CityConfig
 
@@ -87,7 +87,7 @@ def fall_payload(fall: Fall, ts: float, sent_at: float) -> bytes:
 
 async def seed_registry(settings: Settings, city: City) -> None:
     """Write the agency, its caregivers, patients and fall detectors to Postgres (idempotent)."""
-    from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+    from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 
     async with Database(settings) as db:
         await db.migrate()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import faust
 
-from careknot.settings import Settings
+from kernel.settings import Settings
 from streams import dispatch_flow, fix_flow
 from streams.runtime import Runtime
 from streams.transport import LowLatencyTransport

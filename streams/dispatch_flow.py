@@ -16,12 +16,12 @@ from typing import Any
 
 import faust
 
-from careknot.contracts import DeviceEvent, OfferAnswer
-from careknot.settings import Settings
-from dispatch.commands import DispatcherCommand
 from dispatch.offers import ESCALATE_AFTER_S
+from kernel.commands import DispatcherCommand
+from kernel.contracts import DeviceEvent, OfferAnswer
+from kernel.settings import Settings
+from streams.handling import decode_all, with_retries
 from streams.runtime import Runtime
-from streams.steps import decode_all, with_retries
 
 TICK_S = 0.5
 

@@ -16,18 +16,15 @@ from itertools import groupby
 
 import redis.asyncio as aioredis
 
-from careknot.contracts import DeviceEvent, OfferAnswer, OfferOutcome
-from careknot.escalation import Webhook
-from careknot.settings import Settings
-from careknot.storage.backlog import Backlog
-from careknot.storage.handovers import Handover, HandoverStore
-from careknot.storage.incidents import WAITING, IncidentRow, IncidentStore, Trigger
-from careknot.storage.live import AVAILABLE, BUSY, LiveIndex
-from careknot.storage.live_mirror import LiveMirror
-from careknot.storage.offers import OfferStore
-from careknot.storage.postgres import Database
-from careknot.storage.roster import Roster
-from dispatch.commands import DispatcherCommand
+from adapters.storage.backlog import Backlog
+from adapters.storage.handovers import Handover, HandoverStore
+from adapters.storage.incidents import WAITING, IncidentRow, IncidentStore, Trigger
+from adapters.storage.live import AVAILABLE, BUSY, LiveIndex
+from adapters.storage.live_mirror import LiveMirror
+from adapters.storage.offers import OfferStore
+from adapters.storage.postgres import Database
+from adapters.storage.roster import Roster
+from adapters.webhook import Webhook
 from dispatch.eligibility import NEEDS, ineligibility, needs_of
 from dispatch.eta import StraightLineModel, TravelModel
 from dispatch.model import Candidate, Ranked
@@ -42,6 +39,9 @@ from dispatch.offers import (
     severity_of,
 )
 from dispatch.ranking import SearchStep, rank, search_plan
+from kernel.commands import DispatcherCommand
+from kernel.contracts import DeviceEvent, OfferAnswer, OfferOutcome
+from kernel.settings import Settings
 from streams.notices import Notices, escalation_payload
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
   time; screened once by the quality filters against the live index, then at the same time
   accepted ones into the Redis live index and to dispatchers, accepted and late ones into the
   history in Postgres, and accepted ones to the visits (arrivals at and departures from
-  patients' homes, ``streams.visits``).
+  patients' homes, ``streams.visit_keeper``).
 - ``presence``: phones gone away; their caregivers are no dispatch candidates until back.
 - a timer for late and missed visits.
 """
@@ -22,16 +22,16 @@ import faust
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from careknot.contracts import Fix, Presence
-from careknot.metrics import FixMetrics
-from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.history import History
-from careknot.storage.live import LiveIndex, cell_of
+from adapters.metrics import FixMetrics
+from adapters.storage import outbox
+from adapters.storage.history import History
+from adapters.storage.live import LiveIndex, cell_of
 from geofence.quality import AgencyPolicies, Position, QualityPolicy, Screening, screen
+from kernel.contracts import FixEvent, Presence
+from kernel.settings import Settings
+from streams.handling import decode_all, with_retries
 from streams.runtime import Runtime
-from streams.steps import decode_all, with_retries
-from streams.visits import VisitKeeper
+from streams.visit_keeper import VisitKeeper
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class LastAccepted:
             self._known.update((cid, found.get(cid)) for cid in missing)
         return {cid: fix for cid in ids if (fix := self._known[cid]) is not None}
 
-    def accepted(self, fixes: Iterable[Fix]) -> None:
+    def accepted(self, fixes: Iterable[FixEvent]) -> None:
         """Fixes screened as accepted, in order: each is her last from now on."""
         for f in fixes:
             self._known[f.caregiver_id] = f
@@ -103,7 +103,7 @@ class FixPipeline:
             await self._step(decoded[n : n + FIX_STEP])
         self.rt.fix_metrics.log_if_due(time.monotonic())
 
-    async def _step(self, fixes: list[Fix]) -> None:
+    async def _step(self, fixes: list[FixEvent]) -> None:
         rt, metrics = self.rt, self.rt.fix_metrics
         judging = partial(screen_fixes, rt, fixes, self.policies, metrics, self.last)
         screening = await with_retries("screening fixes", judging)
@@ -152,16 +152,16 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
         await with_retries("visit tick", pipeline.keeper.tick)
 
 
-_FIX_LIST = TypeAdapter(list[Fix])
+_FIX_LIST = TypeAdapter(list[FixEvent])
 
 
-def decode_fixes(values: list[bytes]) -> list[Fix]:
+def decode_fixes(values: list[bytes]) -> list[FixEvent]:
     """The fixes of messages each holding a JSON array of fixes or one fix, in order; a fix
     that does not decode is logged and dropped, and its neighbours are kept."""
-    out: list[Fix] = []
+    out: list[FixEvent] = []
     for value in values:
         if not value.startswith(b"["):
-            out += decode_all(Fix, [value])
+            out += decode_all(FixEvent, [value])
             continue
         try:
             out += _FIX_LIST.validate_json(value)
@@ -170,22 +170,22 @@ def decode_fixes(values: list[bytes]) -> list[Fix]:
     return out
 
 
-def _decode_items(value: bytes) -> list[Fix]:
+def _decode_items(value: bytes) -> list[FixEvent]:
     try:
         items = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         log.error("undecodable batch of fixes on Kafka dropped: %s", exc)
         return []
-    return decode_all(Fix, [orjson.dumps(item) for item in items])
+    return decode_all(FixEvent, [orjson.dumps(item) for item in items])
 
 
 async def screen_fixes(
     rt: Runtime,
-    fixes: list[Fix],
+    fixes: list[FixEvent],
     policies: AgencyPolicies,
     metrics: FixMetrics,
     last: LastAccepted | None = None,
-) -> Screening:
+) -> Screening[FixEvent]:
     """Judge a batch against each caregiver's last accepted fix (``last``'s, else the live
     index's), counting the verdicts: what the live index, the history and the visits take."""
     live = (await rt.ready()).live
@@ -203,7 +203,7 @@ async def screen_fixes(
 
 async def apply_screening(
     rt: Runtime,
-    screening: Screening,
+    screening: Screening[FixEvent],
     history: History,
     throttle: outbox.LocationThrottle | None = None,
 ) -> bool:
@@ -228,19 +228,19 @@ async def apply_screening(
 
 async def apply_fixes(
     rt: Runtime,
-    fixes: list[Fix],
+    fixes: list[FixEvent],
     history: History,
     policies: AgencyPolicies,
     metrics: FixMetrics,
     throttle: outbox.LocationThrottle | None = None,
-) -> Screening:
+) -> Screening[FixEvent]:
     """Screen a batch and apply it (:func:`screen_fixes`, then :func:`apply_screening`)."""
     screening = await screen_fixes(rt, fixes, policies, metrics)
     await apply_screening(rt, screening, history, throttle)
     return screening
 
 
-def location_frame(f: Fix, applied: dict[str, str]) -> dict[str, Any]:
+def location_frame(f: FixEvent, applied: dict[str, str]) -> dict[str, Any]:
     """The ``location`` frame (:class:`LocationFrame`, as JSON) of an applied fix; built as a
     plain dict, since it is built for every caregiver who moved."""
     return {

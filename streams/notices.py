@@ -12,18 +12,18 @@ from collections.abc import Callable, Iterable
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from careknot.contracts import (
+from adapters.storage import outbox
+from adapters.storage.handovers import Handover
+from adapters.storage.incidents import IncidentRow, SentOffer
+from adapters.storage.postgres import Database
+from kernel.contracts import (
     IncidentFrame,
     IncidentSummary,
     OfferFrame,
     OfferOutcome,
     OfferResultFrame,
 )
-from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.handovers import Handover
-from careknot.storage.incidents import IncidentRow, SentOffer
-from careknot.storage.postgres import Database
+from kernel.settings import Settings
 
 OFFER_RECORD_TTL_S = 3600  # an offer's record outlives its window by this much
 

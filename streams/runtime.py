@@ -6,12 +6,12 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from careknot.metrics import CopyMetrics, FixMetrics, serve
-from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.live import LiveIndex
-from careknot.storage.live_mirror import LiveMirror
-from careknot.storage.postgres import Database
+from adapters.metrics import CopyMetrics, FixMetrics, serve
+from adapters.storage import outbox
+from adapters.storage.live import LiveIndex
+from adapters.storage.live_mirror import LiveMirror
+from adapters.storage.postgres import Database
+from kernel.settings import Settings
 from streams.dispatcher import Dispatcher
 
 

@@ -6,8 +6,8 @@ import os
 
 import faust
 
-from careknot import heap
-from careknot.settings import Settings
+from kernel import heap
+from kernel.settings import Settings
 from streams.app import Role, build_app
 
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
+from adapters.storage.postgres import Database
 from careknot.servers import ServerStack
-from careknot.settings import Settings
-from careknot.storage.postgres import Database
+from kernel.settings import Settings
 
 # ====================================================================== servers (ServerStack)
 # One set of servers per test session: the configured ones where they answer (the development

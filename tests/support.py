@@ -7,7 +7,7 @@ import contextlib
 import socket
 from pathlib import Path
 
-from careknot.waiting import poll_until as wait_for
+from kernel.waiting import poll_until as wait_for
 from simulators.phone import Frame, Phone, is_type, token
 
 __all__ = [

@@ -3,8 +3,8 @@
 :class:`AnswerDesk` reads the offer record the dispatcher wrote (Redis hash
 ``{ns}:offer:{offer_id}`` with ``caregiver_id``, ``incident_id``, ``agency_id``, ``expires_at``;
 the gateway only reads it), lets :func:`ws_gateway.session.decide_answer` judge, and produces an
-:class:`~careknot.contracts.OfferAnswer` to ``{ns}.offer-answers`` keyed by incident, or a
-:class:`~careknot.contracts.DeadLetter` to ``{ns}.deadletter`` for a refused answer.
+:class:`~kernel.contracts.OfferAnswer` to ``{ns}.offer-answers`` keyed by incident, or a
+:class:`~kernel.contracts.DeadLetter` to ``{ns}.deadletter`` for a refused answer.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from careknot.contracts import DeadLetter, OfferAnswer
-from careknot.errors import RejectedInput, StorageError
-from careknot.settings import Settings
-from careknot.tokens import Claims
+from kernel.contracts import DeadLetter, OfferAnswer
+from kernel.errors import RejectedInput, StorageError
+from kernel.settings import Settings
+from kernel.tokens import Claims
 from ws_gateway.session import Answer, decide_answer
 
 ANSWER_TOPIC = "offer-answers"

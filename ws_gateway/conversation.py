@@ -20,11 +20,11 @@ from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from careknot import tokens
-from careknot.errors import AuthError, CareKnotError, RejectedAnswer, RejectedInput, StorageError
-from careknot.settings import Settings
-from careknot.storage.outbox import Outbox
-from careknot.tokens import Claims
+from adapters.storage.outbox import Outbox
+from kernel import tokens
+from kernel.errors import AuthError, CareKnotError, RejectedAnswer, RejectedInput, StorageError
+from kernel.settings import Settings
+from kernel.tokens import Claims
 from ws_gateway.answers import ANSWER_TOPIC, AnswerDesk
 from ws_gateway.session import (
     MALFORMED,

@@ -32,10 +32,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from careknot import kafka
-from careknot.errors import AuthError, RejectedInput, StorageError
-from careknot.settings import Settings
-from careknot.storage.outbox import Outbox
+from adapters import kafka
+from adapters.storage.outbox import Outbox
+from kernel.errors import AuthError, RejectedInput, StorageError
+from kernel.settings import Settings
 from ws_gateway.answers import ANSWER_TOPIC, DEADLETTER_TOPIC
 from ws_gateway.conversation import Connection, Conversations
 from ws_gateway.session import MAX_FRAME_BYTES, UNAUTHORISED, Counters, resolve_recipient, seq_of

@@ -12,7 +12,7 @@ It owns what a connection decides:
 - the control frames ``hello``, ``ack``, ``error`` and ``pong``, and the ``/metrics`` text.
 
 Control frames carry no ``seq``: only outbox messages do, and their ``seq`` is the recipient's
-(from :mod:`careknot.storage.outbox`), which is what ``resume`` and ``hello.seq_now`` refer to.
+(from :mod:`adapters.storage.outbox`), which is what ``resume`` and ``hello.seq_now`` refer to.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from careknot.contracts import OfferAnswer
-from careknot.errors import RejectedAnswer, RejectedInput
-from careknot.storage import outbox
-from careknot.tokens import Claims
-from dispatch.commands import DispatcherCommand
+from adapters.storage import outbox
+from kernel.commands import DispatcherCommand
+from kernel.contracts import OfferAnswer
+from kernel.errors import RejectedAnswer, RejectedInput
+from kernel.tokens import Claims
 
 MAX_FRAME_BYTES = 64 * 1024
 

@@ -11,7 +11,7 @@ import argparse
 import importlib
 from collections.abc import Awaitable, Callable
 
-from careknot.settings import Settings
+from kernel.settings import Settings
 
 BENCHMARKS = {
     "fall-to-offer": "careknot.bench.fall_to_offer",

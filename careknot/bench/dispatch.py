@@ -4,7 +4,7 @@ Three answers to one question, "the nearest caregivers of this agency around thi
 asked for the same homes, one at a time:
 
 - ``search``: the dispatcher's own, exactly as :mod:`streams.dispatcher` runs it: in the
-  worker's in-memory copy of the live index (:mod:`careknot.storage.live_mirror`, copied from
+  worker's in-memory copy of the live index (:mod:`adapters.storage.live_mirror`, copied from
   Redis and following its change log), H3 street disk, then area rings, only the nearest
   ``k``; then ranking by ETA. The dispatcher reads the index's *fence* (its last change's
   number, one small Redis round trip) at the same time as the incident's offers from Postgres,
@@ -47,17 +47,17 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from adapters.storage.live import LiveIndex
+from adapters.storage.live_mirror import LiveMirror
+from adapters.storage.namespace import drop_namespace
 from careknot.bench import fall_to_offer
 from careknot.bench.fall_to_offer import Load
 from careknot.bench.report import latency_figures, machine, write
-from careknot.contracts import Fix
-from careknot.settings import Settings
-from careknot.storage.live import LiveIndex
-from careknot.storage.live_mirror import LiveMirror
-from careknot.storage.namespace import drop_namespace
 from dispatch.eta import StraightLineModel
 from dispatch.model import Candidate
 from dispatch.ranking import rank, search_plan
+from kernel.contracts import FixEvent
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,9 @@ async def _load_live(
     for i in range(0, len(people), 1000):
         chunk = people[i : i + 1000]
         fixes = [
-            Fix(event_id=c, agency_id=a, caregiver_id=c, lat=la, lon=lo, ts=now, received_at=now)
+            FixEvent(
+                event_id=c, agency_id=a, caregiver_id=c, lat=la, lon=lo, ts=now, received_at=now
+            )
             for c, a, la, lo in chunk
         ]
         await live.update(fixes)
@@ -218,7 +220,7 @@ async def _update_rate(
     """Fixes per second through :meth:`LiveIndex.update`, everyone moving ~200 m, 1,000 a call."""
     rng = random.Random(11)
     fixes = [
-        Fix(event_id=f"{c}@{now}", agency_id=a, caregiver_id=c, lat=la + rng.gauss(0, 0.002),
+        FixEvent(event_id=f"{c}@{now}", agency_id=a, caregiver_id=c, lat=la + rng.gauss(0, 0.002),
             lon=lo + rng.gauss(0, 0.003), ts=now, received_at=now)
         for c, a, la, lo in people
     ]  # fmt: skip

@@ -6,7 +6,7 @@ Each fall is published only after the previous offer arrived and was declined, s
 is the latency of one emergency, not of a queue.
 
 ``--load RATE`` (after ``careknot bench fall-to-offer``) adds simulated phones of another agency
-publishing RATE fixes a second over MQTT (``careknot.bench.load``; ``--load-caregivers N``,
+publishing RATE fixes a second over MQTT (``simulators.load``; ``--load-caregivers N``,
 default 5,000), started :data:`LOAD_WARM_S` before the first fall and kept up until the last:
 the emergencies go through ingest and the worker while they carry that load. The system runs
 its own MQTT broker and Kafka, so nothing else on the machine shares them.
@@ -30,14 +30,14 @@ import aiomqtt
 import orjson
 import redis.asyncio as aioredis
 
-from careknot.bench.load import TST_SPAN_S, Share, caregiver_ids, publish, seed, start_time
+from adapters.storage.namespace import drop_namespace
+from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.bench.report import latency_figures, machine, write
-from careknot.settings import Settings
-from careknot.storage.namespace import drop_namespace
-from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
-from careknot.system import RunningSystem, isolated, worker_ready
-from careknot.waiting import poll_until
+from careknot.running import RunningSystem, isolated, worker_ready
 from dispatch.offers import OfferTiming
+from kernel.settings import Settings
+from kernel.waiting import poll_until
+from simulators.load import TST_SPAN_S, Share, caregiver_ids, publish, seed, start_time
 from simulators.phone import Phone, is_type, token
 
 log = logging.getLogger(__name__)

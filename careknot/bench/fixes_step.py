@@ -4,7 +4,7 @@
 the figures of one part move with the others. This runs the ``fixes`` agent's step
 (:class:`streams.fix_flow.FixPipeline`: decode, screen, the live index and history, the visits)
 in this process against the real Redis and Postgres, on the ingest benchmark's road load
-(:mod:`careknot.bench.load`: caregivers driving past the agency's 2,000 homes), packed into
+(:mod:`simulators.load`: caregivers driving past the agency's 2,000 homes), packed into
 Kafka values as ingest packs them, and reports the process's CPU per fix and the servers' (from
 ``/proc``), after a first fix of every caregiver has warmed the caches. Every fix is checked
 into the history before the namespace is dropped.
@@ -23,15 +23,15 @@ from typing import Any
 
 import orjson
 
-from careknot import heap
+from adapters.storage.namespace import drop_namespace
 from careknot.bench import cpu
-from careknot.bench.load import AGENCY, TST_SPAN_S, caregiver_ids, fix_payload, seed
 from careknot.bench.report import machine, write
-from careknot.settings import Settings
-from careknot.storage.namespace import drop_namespace
 from ingest.batching import FixBatches
 from ingest.fast_path import fast_fix
 from ingest.parse import Limits, route
+from kernel import heap
+from kernel.settings import Settings
+from simulators.load import AGENCY, TST_SPAN_S, caregiver_ids, fix_payload, seed
 from streams.fix_flow import FixPipeline
 from streams.runtime import Runtime
 

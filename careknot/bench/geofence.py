@@ -30,10 +30,10 @@ import numpy as np
 import orjson
 
 from careknot.bench.report import machine, write
-from careknot.settings import Settings
 from geofence.fences import Fence
 from geofence.geodesy import LocalFrame
 from geofence.index import FenceIndex
+from kernel.settings import Settings
 from simulators.city import City
 from simulators.population import CityConfig, Home
 

@@ -38,8 +38,15 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from adapters.storage.namespace import drop_namespace
+from adapters.storage.postgres import Database
 from careknot.bench import cpu
-from careknot.bench.load import (
+from careknot.bench.report import latency_figures, machine, write
+from careknot.running import RunningSystem, isolated, worker_ready
+from careknot.up import settings_env
+from kernel.settings import Settings
+from kernel.waiting import poll_until
+from simulators.load import (
     AGENCY,
     TST_SPAN_S,
     Share,
@@ -49,13 +56,6 @@ from careknot.bench.load import (
     seed,
     start_time,
 )
-from careknot.bench.report import latency_figures, machine, write
-from careknot.settings import Settings
-from careknot.stack import settings_env
-from careknot.storage.namespace import drop_namespace
-from careknot.storage.postgres import Database
-from careknot.system import RunningSystem, isolated, worker_ready
-from careknot.waiting import poll_until
 
 log = logging.getLogger(__name__)
 

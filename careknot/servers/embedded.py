@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from careknot.errors import ServerStartError
 from careknot.servers.probes import LOOPBACK, kafka_answers, mqtt_answers, redis_answers
 from careknot.servers.processes import Child, free_port, port_is_free, spawn, wheel_dir
+from kernel.errors import ServerStartError
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import asyncpg
 
-from careknot.errors import ServerStartError
 from careknot.servers.embedded import Launcher, Started
 from careknot.servers.probes import LOOPBACK, postgres_answers, run_async
 from careknot.servers.processes import RunAs, free_port, run_to_end, wheel_dir
+from kernel.errors import ServerStartError
 
 PG_SUPERUSER = "postgres"
 PG_DATABASE = "careknot"

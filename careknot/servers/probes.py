@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 import redis
 
-from careknot import mqtt_wire
+from adapters.mqtt import wire as mqtt_wire
 
 T = TypeVar("T")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from careknot.errors import ServerStartError
 from careknot.servers.probes import LOOPBACK
+from kernel.errors import ServerStartError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from careknot.servers.probes import (
     redis_answers,
 )
 from careknot.servers.processes import START_TIMEOUT_S
-from careknot.settings import Settings
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.live import LiveIndex
-from careknot.storage.live_mirror import LiveMirror
-from careknot.storage.namespace import drop_namespace
-from careknot.storage.postgres import Database
+from adapters.storage import outbox
+from adapters.storage.live import LiveIndex
+from adapters.storage.live_mirror import LiveMirror
+from adapters.storage.namespace import drop_namespace
+from adapters.storage.postgres import Database
+from kernel.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from careknot.bench import dispatch
-from careknot.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = pytest.mark.servers
 

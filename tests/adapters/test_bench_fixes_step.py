@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from careknot.bench import fixes_step
-from careknot.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = pytest.mark.servers
 

@@ -10,9 +10,9 @@ import time
 import asyncpg
 import pytest
 
-from careknot import tokens
-from careknot.settings import Settings
-from careknot.stack import settings_env
+from careknot.up import settings_env
+from kernel import tokens
+from kernel.settings import Settings
 
 pytestmark = pytest.mark.servers
 

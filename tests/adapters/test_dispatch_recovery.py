@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.settings import Settings
-from careknot.storage.incidents import IncidentRow, IncidentStore, Trigger
-from careknot.storage.offers import OfferStore
-from careknot.storage.postgres import Database
+from adapters.storage.incidents import IncidentRow, IncidentStore, Trigger
+from adapters.storage.offers import OfferStore
+from adapters.storage.postgres import Database
 from dispatch.model import PlannedOffer
 from dispatch.offers import ESCALATE_AFTER_S, JOIN_WINDOW_S, STALLED_AFTER_S
+from kernel.settings import Settings
 from streams.dispatcher import Dispatcher
 from streams.runtime import Runtime
 from tests.adapters import test_stores as stores

@@ -21,22 +21,22 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.contracts import Role
-from careknot.errors import RejectedInput
-from careknot.escalation import Webhook
-from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.incidents import IncidentStore, Trigger
-from careknot.storage.live import AVAILABLE, BUSY, LiveIndex
-from careknot.storage.postgres import Database
-from careknot.storage.roster import Roster
+from adapters.storage import outbox
+from adapters.storage.incidents import IncidentStore, Trigger
+from adapters.storage.live import AVAILABLE, BUSY, LiveIndex
+from adapters.storage.postgres import Database
+from adapters.storage.roster import Roster
+from adapters.webhook import Webhook
 from careknot.timeline import render, show
-from careknot.tokens import Claims
-from careknot.waiting import poll_until
-from dispatch.commands import DispatcherCommand
 from dispatch.eligibility import AgencyRules
 from dispatch.offers import ESCALATE_AFTER_S, JOIN_WINDOW_S
 from dispatch.worktime import HOUR_S
+from kernel.commands import DispatcherCommand
+from kernel.contracts import Role
+from kernel.errors import RejectedInput
+from kernel.settings import Settings
+from kernel.tokens import Claims
+from kernel.waiting import poll_until
 from streams.dispatcher import Dispatcher
 from tests.adapters import test_gateway as gw
 from tests.adapters import test_stores as stores

@@ -17,12 +17,12 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from websockets.asyncio.client import ClientConnection, connect
 
-from careknot import tokens
-from careknot.contracts import DeadLetter, OfferAnswer, OfferResultFrame
-from careknot.contracts import Role as RoleName
-from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.outbox import Outbox
+from adapters.storage import outbox
+from adapters.storage.outbox import Outbox
+from kernel import tokens
+from kernel.contracts import DeadLetter, OfferAnswer, OfferResultFrame
+from kernel.contracts import Role as RoleName
+from kernel.settings import Settings
 from ws_gateway import web
 from ws_gateway.server import Gateway
 

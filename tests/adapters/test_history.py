@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.contracts import Fix
-from careknot.metrics import FixMetrics
-from careknot.settings import Settings
-from careknot.storage.history import History
-from careknot.storage.live import LiveIndex
-from careknot.storage.postgres import Database
+from adapters.metrics import FixMetrics
+from adapters.storage.history import History
+from adapters.storage.live import LiveIndex
+from adapters.storage.postgres import Database
 from geofence.quality import AcceptedFix, AgencyPolicies
+from kernel.contracts import FixEvent
+from kernel.settings import Settings
 from streams.fix_flow import apply_fixes
 from streams.runtime import Runtime
 
@@ -38,7 +38,7 @@ def caregiver() -> str:
     return f"cg-{uuid.uuid4().hex[:8]}"
 
 
-def fix(caregiver: str, ts: float, north_deg: float = 0.0, **changes: Any) -> Fix:
+def fix(caregiver: str, ts: float, north_deg: float = 0.0, **changes: Any) -> FixEvent:
     doc: dict[str, Any] = {
         "event_id": f"{caregiver}:{ts}",
         "agency_id": "hist-ag",
@@ -52,7 +52,7 @@ def fix(caregiver: str, ts: float, north_deg: float = 0.0, **changes: Any) -> Fi
         "received_at": ts + 0.2,
     }
     doc.update(changes)
-    return Fix.model_validate(doc)
+    return FixEvent.model_validate(doc)
 
 
 async def test_a_replayed_batch_adds_nothing(db: Database, caregiver: str) -> None:

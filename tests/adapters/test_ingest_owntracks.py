@@ -20,11 +20,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from careknot.settings import Settings
-from careknot.storage.postgres import CaregiverRow, Database
+from adapters.storage.postgres import CaregiverRow, Database
 from ingest.owntracks import OwnTracksDevice
 from ingest.registry import register_owntracks_device
 from ingest.service import IngestService
+from kernel.settings import Settings
 from streams.fix_flow import decode_fixes
 from tests.support import free_port, scrape, wait_for
 

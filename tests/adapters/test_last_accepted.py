@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
-from careknot.contracts import Fix
-from careknot.metrics import FixMetrics
-from careknot.settings import Settings
-from careknot.storage.history import History
+from adapters.metrics import FixMetrics
+from adapters.storage.history import History
 from geofence.quality import AgencyPolicies, Position
+from kernel.contracts import FixEvent
+from kernel.settings import Settings
 from streams.fix_flow import LastAccepted, apply_screening, screen_fixes
 from streams.runtime import Runtime
 
@@ -31,8 +31,8 @@ async def rt(settings: Settings, first_migration: list[int]) -> AsyncIterator[Ru
     await runtime.close()
 
 
-def fix(cg: str, t: float, north_m: float = 0.0) -> Fix:
-    return Fix(
+def fix(cg: str, t: float, north_m: float = 0.0) -> FixEvent:
+    return FixEvent(
         event_id=f"{cg}:{t}",
         agency_id=AGENCY,
         caregiver_id=cg,

@@ -15,13 +15,13 @@ from dataclasses import replace
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.contracts import Fix
-from careknot.settings import Settings
-from careknot.storage.live import AVAILABLE, BUSY, OFFLINE, LiveIndex
-from careknot.storage.live_mirror import LiveMirror
-from careknot.storage.namespace import drop_namespace
-from careknot.waiting import poll_until
+from adapters.storage.live import AVAILABLE, BUSY, OFFLINE, LiveIndex
+from adapters.storage.live_mirror import LiveMirror
+from adapters.storage.namespace import drop_namespace
 from dispatch.ranking import search_plan
+from kernel.contracts import FixEvent
+from kernel.settings import Settings
+from kernel.waiting import poll_until
 from tests.adapters.test_live_search import AGENCIES, LEEDS, NOW, STALE_S, Person, put, scatter
 
 pytestmark = pytest.mark.servers
@@ -186,7 +186,7 @@ async def test_an_offline_caregiver_is_no_candidate_in_the_copy(
     e = mirror.index.entry_of("o1")
     assert e is not None and e[6] == OFFLINE
     await index.update(
-        [Fix(event_id="o1b", agency_id="ag1", caregiver_id="o1", lat=LEEDS[0], lon=LEEDS[1],
+        [FixEvent(event_id="o1b", agency_id="ag1", caregiver_id="o1", lat=LEEDS[0], lon=LEEDS[1],
              ts=NOW + 2, received_at=NOW + 2)]
     )  # fmt: skip
     assert await mirror.caught_up()

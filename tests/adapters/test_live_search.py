@@ -18,15 +18,15 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from careknot.contracts import Fix
-from careknot.settings import Settings
-from careknot.storage.live import AVAILABLE, BUSY, SHAPE, LiveIndex, cell_of, shape
-from careknot.storage.postgres import Database
-from careknot.storage.roster import Roster
+from adapters.storage.live import AVAILABLE, BUSY, SHAPE, LiveIndex, cell_of, shape
+from adapters.storage.postgres import Database
+from adapters.storage.roster import Roster
+from dispatch.candidates import area_of
 from dispatch.eta import haversine_m
-from dispatch.index import area_of
 from dispatch.model import Candidate
 from dispatch.ranking import SearchStep, search_plan
+from kernel.contracts import FixEvent
+from kernel.settings import Settings
 from streams.dispatcher import SEARCH_POOL
 from tests.adapters import test_stores as stores
 from tests.adapters.test_stores import SceneMaker
@@ -56,7 +56,7 @@ pytestmark = pytest.mark.servers
 async def put(live: LiveIndex, people: list[Person]) -> None:
     await live.update(
         [
-            Fix(event_id=p.id, agency_id=p.agency, caregiver_id=p.id, lat=p.lat, lon=p.lon,
+            FixEvent(event_id=p.id, agency_id=p.agency, caregiver_id=p.id, lat=p.lat, lon=p.lon,
                 ts=p.ts, received_at=p.ts)
             for p in people
         ]
@@ -309,8 +309,8 @@ async def test_ineligible_nearest_do_not_starve_the_wave(
     assert await s.offered() == [0] * ruled_out + [1]
 
 
-def _fix(p: Person, ts: float) -> Fix:
-    return Fix(event_id=f"{p.id}@{ts}", agency_id=p.agency, caregiver_id=p.id, lat=p.lat,
+def _fix(p: Person, ts: float) -> FixEvent:
+    return FixEvent(event_id=f"{p.id}@{ts}", agency_id=p.agency, caregiver_id=p.id, lat=p.lat,
                lon=p.lon, ts=ts, received_at=ts)  # fmt: skip
 
 

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.settings import Settings
-from careknot.storage.postgres import CaregiverRow, Database, PatientRow
-from careknot.storage.visits import VisitStore
-from geofence.visits import Visit
+from adapters.storage.postgres import CaregiverRow, Database, PatientRow
+from adapters.storage.visit_store import VisitStore
+from kernel.settings import Settings
 from tests.adapters.test_cli import careknot
+from visits.rules import Visit
 
 pytestmark = pytest.mark.servers
 

@@ -10,8 +10,8 @@ import secrets
 
 import aiomqtt
 
-from careknot.settings import Settings
-from ingest.mqtt_client import BatchingClient, ReadAheadSocket
+from adapters.mqtt.client import BatchingClient, ReadAheadSocket
+from kernel.settings import Settings
 
 SIZES = [0, 1, 127, 128, 16_383, 16_384, 300_000, 5, 2_097_152, 3]
 """Payloads across the remaining-length encodings' edges, and longer than a read-ahead chunk."""

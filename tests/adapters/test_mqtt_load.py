@@ -10,8 +10,8 @@ import time
 import aiomqtt
 import orjson
 
-from careknot.bench.load import AGENCY, Share, fix_payload, fix_tst, publish
-from careknot.settings import Settings
+from kernel.settings import Settings
+from simulators.load import AGENCY, Share, fix_payload, fix_tst, publish
 
 
 async def test_every_fix_arrives_as_its_own_message(stack_settings: Settings) -> None:

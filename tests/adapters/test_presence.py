@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.contracts import Fix
-from careknot.settings import Settings
-from careknot.storage.live import AVAILABLE, BUSY, OFFLINE, LiveIndex
+from adapters.storage.live import AVAILABLE, BUSY, OFFLINE, LiveIndex
 from dispatch.ranking import search_plan
+from kernel.contracts import FixEvent
+from kernel.settings import Settings
 
 HOME = (53.8008, -1.5491)
 
@@ -25,10 +25,10 @@ async def live(settings: Settings) -> AsyncIterator[LiveIndex]:
     await r.aclose()
 
 
-def fix(cg: str, ts: float, received_at: float) -> Fix:
+def fix(cg: str, ts: float, received_at: float) -> FixEvent:
     """A fix of her agency (each caregiver here is her own agency's only one)."""
     lat, lon = HOME
-    return Fix(
+    return FixEvent(
         event_id=f"{cg}:{ts}",
         agency_id=f"agency-of-{cg}",
         caregiver_id=cg,

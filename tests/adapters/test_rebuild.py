@@ -17,24 +17,24 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.contracts import Fix
-from careknot.metrics import FixMetrics
+from adapters.metrics import FixMetrics
+from adapters.storage.handovers import HandoverStore
+from adapters.storage.history import History
+from adapters.storage.incidents import IncidentRow, IncidentStore
+from adapters.storage.live import AVAILABLE, BUSY
+from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from adapters.storage.visit_store import VisitStore
 from careknot.rebuild import Rebuilt, rebuild
-from careknot.settings import Settings
-from careknot.stack import settings_env
-from careknot.storage.handovers import HandoverStore
-from careknot.storage.history import History
-from careknot.storage.incidents import IncidentRow, IncidentStore
-from careknot.storage.live import AVAILABLE, BUSY
-from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
-from careknot.storage.visits import VisitStore
+from careknot.up import settings_env
 from dispatch.model import PlannedOffer
 from geofence.quality import AgencyPolicies
 from geofence.transitions import FenceState, FenceTracker
 from geofence.transitions import Fix as TrackerFix
-from geofence.visits import Visit
+from kernel.contracts import FixEvent
+from kernel.settings import Settings
 from streams.fix_flow import apply_fixes
 from streams.runtime import Runtime
+from visits.rules import Visit
 
 pytestmark = pytest.mark.servers
 
@@ -68,7 +68,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     await rt.close()
 
 
-def fix(index: int, step: int, t0: float, **changes: Any) -> Fix:
+def fix(index: int, step: int, t0: float, **changes: Any) -> FixEvent:
     cg = CAREGIVERS[index]
     doc: dict[str, Any] = {
         "event_id": f"{cg}:{step}",
@@ -83,7 +83,7 @@ def fix(index: int, step: int, t0: float, **changes: Any) -> Fix:
         "received_at": t0 + 30 * step + 0.3,
     }
     doc.update(changes)
-    return Fix.model_validate(doc)
+    return FixEvent.model_validate(doc)
 
 
 async def _delete_namespace(settings: Settings) -> int:

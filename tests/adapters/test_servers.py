@@ -21,10 +21,10 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from careknot import tokens
 from careknot.servers import ServerStack, free_port
-from careknot.settings import Settings
-from careknot.stack import settings_env
+from careknot.up import settings_env
+from kernel import tokens
+from kernel.settings import Settings
 from simulators.population import AGENCY_ID
 
 pytestmark = pytest.mark.servers
@@ -196,8 +196,8 @@ def test_settings_env_round_trips(
 
 UP = (
     "import json, sys\n"
-    "from careknot.settings import Settings\n"
-    "from careknot.stack import up\n"
+    "from kernel.settings import Settings\n"
+    "from careknot.up import up\n"
     "sys.exit(up(Settings(), simulate=False, state_file=sys.argv[1],"
     " commands=json.loads(sys.argv[2])))\n"
 )

@@ -17,19 +17,19 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.contracts import DeviceEvent, DeviceEventType, Fix, OfferAnswer
-from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.backlog import Backlog
-from careknot.storage.incidents import IncidentRow, IncidentStore, SentOffer
-from careknot.storage.live import BUSY, LiveIndex, cell_of
-from careknot.storage.live_mirror import LiveMirror
-from careknot.storage.namespace import drop_namespace
-from careknot.storage.offers import OfferStore
-from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
-from careknot.storage.schema import MIGRATIONS
+from adapters.storage import outbox
+from adapters.storage.backlog import Backlog
+from adapters.storage.incidents import IncidentRow, IncidentStore, SentOffer
+from adapters.storage.live import BUSY, LiveIndex, cell_of
+from adapters.storage.live_mirror import LiveMirror
+from adapters.storage.namespace import drop_namespace
+from adapters.storage.offers import OfferStore
+from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from adapters.storage.schema import MIGRATIONS
 from dispatch.model import PlannedOffer
 from dispatch.ranking import search_plan
+from kernel.contracts import DeviceEvent, DeviceEventType, FixEvent, OfferAnswer
+from kernel.settings import Settings
 from streams.dispatcher import Dispatcher
 
 pytestmark = pytest.mark.servers
@@ -74,8 +74,8 @@ async def seed(db: Database, caregivers: int = 0, agency: str | None = None) -> 
     return World(agency, patient, device, [c.id for c in cgs])
 
 
-def fix(cid: str, agency: str, where: tuple[float, float], at: float) -> Fix:
-    return Fix(
+def fix(cid: str, agency: str, where: tuple[float, float], at: float) -> FixEvent:
+    return FixEvent(
         event_id=f"{cid}:{at}",
         agency_id=agency,
         caregiver_id=cid,

@@ -24,18 +24,18 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
-from careknot.contracts import Fix
-from careknot.errors import RejectedPayload
-from careknot.metrics import FixMetrics
-from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.history import History
-from careknot.storage.postgres import CaregiverRow, Database
+from adapters.metrics import FixMetrics
+from adapters.storage import outbox
+from adapters.storage.history import History
+from adapters.storage.postgres import CaregiverRow, Database
 from geofence.quality import AgencyPolicies
 from ingest.batching import partition_of
 from ingest.fast_path import fast_fix
 from ingest.parse import Limits, parse_location, route
 from ingest.service import EMERGENCIES, POSITIONS, IngestService, Streams
+from kernel.contracts import FixEvent
+from kernel.errors import RejectedPayload
+from kernel.settings import Settings
 from streams.fix_flow import apply_fixes, decode_fixes
 from streams.runtime import Runtime
 from tests.support import free_port, scrape
@@ -89,14 +89,14 @@ def test_the_fast_path_gives_what_the_parser_gives(payload: Any) -> None:
     raw = orjson.dumps(payload)
     fast = fast_fix(route(topic), raw, now, limits)
     try:
-        parsed: Fix | None = parse_location(route(topic), topic, raw, now, limits)
+        parsed: FixEvent | None = parse_location(route(topic), topic, raw, now, limits)
     except RejectedPayload:
         parsed = None
     if any(payload is plain for plain in PAYLOADS[:3]):
         assert fast is not None  # plain locations take the fast path
     if fast is not None:  # the fast path never accepts what the parser refuses
         assert parsed is not None
-        assert Fix.model_validate_json(fast) == parsed
+        assert FixEvent.model_validate_json(fast) == parsed
 
 
 # ---------------------------------------------------------------- the throttle (pure)
@@ -183,7 +183,7 @@ def publications() -> list[tuple[str, bytes]]:
     return [(f"ck/{AGENCY}/cg/{cg}/loc", orjson.dumps(p)) for cg, p in out]
 
 
-async def fixes_on_kafka(settings: Settings, expected: int) -> list[tuple[int, Fix]]:
+async def fixes_on_kafka(settings: Settings, expected: int) -> list[tuple[int, FixEvent]]:
     """This agency's fixes on the fixes topic with their partitions, in the order of each
     partition, once ``expected`` of them are there."""
     consumer = AIOKafkaConsumer(
@@ -191,7 +191,7 @@ async def fixes_on_kafka(settings: Settings, expected: int) -> list[tuple[int, F
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
     )
-    found: list[tuple[int, Fix]] = []
+    found: list[tuple[int, FixEvent]] = []
     await consumer.start()
     try:
         async with asyncio.timeout(WITHIN_S):
@@ -205,7 +205,7 @@ async def fixes_on_kafka(settings: Settings, expected: int) -> list[tuple[int, F
 
 
 def check_partitioned(
-    settings: Settings, sent: list[tuple[str, bytes]], found: list[tuple[int, Fix]]
+    settings: Settings, sent: list[tuple[str, bytes]], found: list[tuple[int, FixEvent]]
 ) -> None:
     """Each caregiver's fixes sit in her key's partition, in the order she published them."""
     published: dict[str, list[float]] = {}
@@ -325,8 +325,10 @@ def counted(service: IngestService, name: str) -> dict[str, float]:
     }
 
 
-def fix_at(cg: str, t: float, received_at: float, lat: float = 53.8, lon: float = -1.55) -> Fix:
-    return Fix(
+def fix_at(
+    cg: str, t: float, received_at: float, lat: float = 53.8, lon: float = -1.55
+) -> FixEvent:
+    return FixEvent(
         event_id=f"{cg}:{t}",
         agency_id=AGENCY,
         caregiver_id=cg,

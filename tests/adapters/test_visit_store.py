@@ -16,19 +16,19 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.contracts import Fix
-from careknot.errors import RejectedInput
-from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.namespace import drop_namespace
-from careknot.storage.postgres import CaregiverRow, Database, PatientRow
-from careknot.storage.visits import FenceCache, VisitStore
+from adapters.storage import outbox
+from adapters.storage.namespace import drop_namespace
+from adapters.storage.postgres import CaregiverRow, Database, PatientRow
+from adapters.storage.visit_store import FenceCache, VisitStore
 from geofence.geodesy import LocalFrame
 from geofence.transitions import FenceTracker, TrackerConfig
 from geofence.transitions import Fix as TrackFix
-from geofence.visits import AlertChange, Visit, VisitRules
-from streams.visits import VisitKeeper
+from kernel.contracts import FixEvent
+from kernel.errors import RejectedInput
+from kernel.settings import Settings
+from streams.visit_keeper import VisitKeeper
 from tests.adapters.test_cli import careknot
+from visits.rules import AlertChange, Visit, VisitRules
 
 pytestmark = pytest.mark.servers
 
@@ -83,9 +83,9 @@ def north(metres: float) -> tuple[float, float]:
     return lat, lon
 
 
-def fix(a: str, t: float, metres: float) -> Fix:
+def fix(a: str, t: float, metres: float) -> FixEvent:
     lat, lon = north(metres)
-    return Fix(
+    return FixEvent(
         event_id=uuid.uuid4().hex,
         agency_id=a,
         caregiver_id=f"{a}-cg",

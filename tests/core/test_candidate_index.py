@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import h3
 
-from careknot.storage.live_mirror import applied_places
-from dispatch.index import CandidateIndex, area_of
+from adapters.storage.live_mirror import applied_places
+from dispatch.candidates import CandidateIndex, area_of
 from dispatch.ranking import STREET_RESOLUTION, search_plan
 
 LEEDS = (53.800, -1.549)

@@ -10,9 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from careknot.settings import Settings
-from careknot.stack import settings_env
-from careknot.system import resolved_settings
+from careknot.running import resolved_settings
+from careknot.up import settings_env
 from dispatch.eta import StraightLineModel, haversine_m
 from dispatch.model import Candidate, PlannedOffer, Ranked
 from dispatch.offers import (
@@ -31,6 +30,7 @@ from dispatch.ranking import (
     rank,
     search_plan,
 )
+from kernel.settings import Settings
 
 NOW = 1_700_000_000.0
 STALE_S = 120.0

@@ -8,17 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from careknot.contracts import Fix, LocationFrame
-from careknot.storage.live import cell_of
+from adapters.storage.live import cell_of
 from ingest.batching import FixBatches, partition_of
+from kernel.contracts import FixEvent, LocationFrame
 from streams.fix_flow import decode_fixes, location_frame
 
 # Murmur2 of these keys as the Java client computes it (signed 32-bit), from Kafka's own tests.
 JAVA_MURMUR2 = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536}
 
 
-def fix(caregiver: str, ts: float) -> Fix:
-    return Fix(
+def fix(caregiver: str, ts: float) -> FixEvent:
+    return FixEvent(
         event_id=f"{caregiver}:{ts}",
         agency_id="a1",
         caregiver_id=caregiver,
@@ -46,7 +46,7 @@ def test_fixes_are_packed_per_partition_in_order_and_chunked() -> None:
     messages = batches.drain()
     assert len(batches) == 0 and batches.drain() == []
     assert all(1 <= count <= 3 for _, count, _ in messages)
-    by_partition: dict[int, list[Fix]] = {}
+    by_partition: dict[int, list[FixEvent]] = {}
     for p, count, value in messages:
         got = decode_fixes([value])
         assert len(got) == count

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from careknot.errors import RejectedInput
-from geofence.fences import Fence, Relation
+from geofence.fences import Fence, InvalidFence, Relation
 from geofence.geodesy import LocalFrame, haversine_m
 
 HOME = (53.8008, -1.5491)
@@ -65,7 +64,7 @@ BOWTIE = [[-1.55, 53.80], [-1.549, 53.801], [-1.549, 53.80], [-1.55, 53.801], [-
     ],
 )
 def test_bad_geojson_is_rejected_with_a_reason(geojson: Any, reason: str) -> None:
-    with pytest.raises(RejectedInput) as caught:
+    with pytest.raises(InvalidFence) as caught:
         polygon(geojson)
     assert caught.value.reason == reason
 
@@ -90,7 +89,7 @@ def test_bad_circles_are_rejected(kwargs: dict[str, Any], reason: str) -> None:
         "lat": HOME[0],
         "lon": HOME[1],
     }
-    with pytest.raises(RejectedInput) as caught:
+    with pytest.raises(InvalidFence) as caught:
         Fence.circle(**(args | kwargs))
     assert caught.value.reason == reason
 

@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from careknot.bench import geofence as bench
-from careknot.settings import Settings
 from geofence.cover import DEFAULT_RESOLUTION, coverings
 from geofence.fences import Fence, Relation
 from geofence.geodesy import LocalFrame
 from geofence.index import DEFAULT_REACH_M, FenceIndex
+from kernel.settings import Settings
 
 HOME = (53.8008, -1.5491)
 REACH = DEFAULT_REACH_M

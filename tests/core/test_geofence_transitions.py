@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from careknot.contracts import Fix as FixEvent
 from geofence.fences import Fence, Relation
 from geofence.geodesy import LocalFrame
 from geofence.index import FenceIndex
@@ -24,9 +23,10 @@ from geofence.transitions import (
     Transition,
     segments_ahead,
 )
+from kernel.contracts import FixEvent
 from simulators.city import City
 from simulators.population import CityConfig
-from streams.visits import track_fixes
+from streams.visit_keeper import track_fixes
 
 HOME = (53.8008, -1.5491)
 T0 = 1_760_000_000.0
@@ -294,7 +294,7 @@ def test_segments_ahead_are_the_segments_fix_by_fix(
 
 
 def test_the_visits_batch_finds_the_same_passes_as_one_fix_at_a_time() -> None:
-    """The fixes worker tests a whole batch's segments in one pass (``streams.visits``)."""
+    """The fixes worker tests a whole batch's segments in one pass (``streams.visit_keeper``)."""
     index = FenceIndex([Fence.circle("home", "p1", "a1", *HOME, 60.0)])
     legs = [(-700.0, 5.0), (-250.0, 5.0), (250.0, 5.0), (700.0, 5.0)]
     batch = [

@@ -1,4 +1,4 @@
-"""The hot services' collector settings (careknot.heap)."""
+"""The hot services' collector settings (kernel.heap)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from careknot import heap
+from kernel import heap
 
 
 @pytest.fixture

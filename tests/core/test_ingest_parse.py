@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from careknot.errors import RejectedPayload
 from ingest.parse import (
     DEAD_LETTER_PAYLOAD_CHARS,
     Limits,
@@ -21,6 +20,7 @@ from ingest.parse import (
     parse_presence,
     route,
 )
+from kernel.errors import RejectedPayload
 
 NOW = 1_700_000_000.0
 LIMITS = Limits()

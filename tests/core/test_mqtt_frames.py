@@ -8,8 +8,8 @@ import itertools
 import hypothesis.strategies as st
 from hypothesis import given
 
-from careknot.mqtt_wire import remaining_length, string
-from ingest.mqtt_frames import Publish, PublishSplitter
+from adapters.mqtt.frames import Publish, PublishSplitter
+from adapters.mqtt.wire import remaining_length, string
 
 PINGRESP = b"\xd0\x00"
 SUBACK = b"\x90\x03\x00\x01\x01"

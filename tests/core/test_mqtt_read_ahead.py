@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from careknot.mqtt_wire import publish
-from ingest.mqtt_client import ReadAheadSocket
-from ingest.mqtt_frames import Publish
+from adapters.mqtt.client import ReadAheadSocket
+from adapters.mqtt.frames import Publish
+from adapters.mqtt.wire import publish
 
 PINGRESP = b"\xd0\x00"
 SUBACK = b"\x90\x03\x00\x01\x01"

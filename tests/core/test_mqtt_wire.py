@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from careknot import mqtt_wire
+from adapters.mqtt import wire as mqtt_wire
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from careknot.errors import RejectedPayload
 from ingest.owntracks import (
     OwnTracksDevice,
     OwnTracksLastWill,
@@ -21,6 +20,7 @@ from ingest.owntracks import (
     parse,
 )
 from ingest.parse import Limits, location_fix
+from kernel.errors import RejectedPayload
 
 NOW = 1_700_000_000.0
 TST = 1_699_999_990

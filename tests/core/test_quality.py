@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from careknot.contracts import Fix
 from geofence.quality import (
     AcceptedFix,
     AgencyPolicies,
@@ -19,6 +18,7 @@ from geofence.quality import (
     assess,
     screen,
 )
+from kernel.contracts import FixEvent
 
 NOW = 1_700_000_000.0
 LEEDS = (53.8008, -1.5491)
@@ -27,7 +27,7 @@ POLICY = QualityPolicy()
 PREVIOUS = AcceptedFix(LEEDS[0], LEEDS[1], NOW - 60, acc=10.0)
 
 
-def fix(**changes: Any) -> Fix:
+def fix(**changes: Any) -> FixEvent:
     doc: dict[str, Any] = {
         "event_id": "x",
         "agency_id": "ag",
@@ -39,7 +39,7 @@ def fix(**changes: Any) -> Fix:
         "received_at": NOW,
     }
     doc.update(changes)
-    return Fix.model_validate(doc)
+    return FixEvent.model_validate(doc)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,7 @@ streams = st.lists(
 )
 
 
-def _by_caregiver(fixes: list[Fix]) -> dict[str, list[float]]:
+def _by_caregiver(fixes: list[FixEvent]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for f in fixes:
         out.setdefault(f.caregiver_id, []).append(f.ts)
@@ -138,7 +138,7 @@ def _by_caregiver(fixes: list[Fix]) -> dict[str, list[float]]:
 
 
 @given(streams)
-def test_an_accepted_stream_never_goes_back_in_time(stream: list[Fix]) -> None:
+def test_an_accepted_stream_never_goes_back_in_time(stream: list[FixEvent]) -> None:
     result = screen({}, stream, NOW, AgencyPolicies().for_agency)
     for times in _by_caregiver(result.live).values():
         assert times == sorted(times)
@@ -147,12 +147,12 @@ def test_an_accepted_stream_never_goes_back_in_time(stream: list[Fix]) -> None:
 
 @given(streams, st.lists(st.integers(1, 10), max_size=10))
 def test_batches_change_nothing_and_every_fix_is_accounted_for(
-    stream: list[Fix], cuts: list[int]
+    stream: list[FixEvent], cuts: list[int]
 ) -> None:
     policy_for = AgencyPolicies().for_agency
     whole = screen({}, stream, NOW, policy_for)
     previous: dict[str, Position] = {}
-    live: list[Fix] = []
+    live: list[FixEvent] = []
     rest = list(stream)
     for size in [*cuts, len(rest)]:
         batch, rest = rest[:size], rest[size:]
@@ -164,7 +164,7 @@ def test_batches_change_nothing_and_every_fix_is_accounted_for(
 
 
 @given(streams)
-def test_a_replayed_stream_accepts_nothing_again(stream: list[Fix]) -> None:
+def test_a_replayed_stream_accepts_nothing_again(stream: list[FixEvent]) -> None:
     policy_for = AgencyPolicies().for_agency
     first = screen({}, stream, NOW, policy_for)
     last: dict[str, Position] = {f.caregiver_id: f for f in first.live}

@@ -9,7 +9,7 @@ from itertools import pairwise
 import orjson
 import pytest
 
-from careknot.contracts import DeviceEventPayload, LocationPayload
+from kernel.contracts import DeviceEventPayload, LocationPayload
 from simulators.city import City, Fall, SimFix
 from simulators.geo import Point, bearing_deg, distance_m, offset
 from simulators.population import AGENCY_ID, CENTRE, CityConfig, populate

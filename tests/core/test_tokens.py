@@ -14,8 +14,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from careknot.errors import AuthError
-from careknot.tokens import Claims, issue, verify
+from kernel.errors import AuthError
+from kernel.tokens import Claims, issue, verify
 
 SECRET = "s3cret-for-tests"
 NOW = 1_700_000_000.0

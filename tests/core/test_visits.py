@@ -16,7 +16,7 @@ from careknot.report import parse_time, render, summarise
 from geofence.fences import Relation
 from geofence.geodesy import LocalFrame
 from geofence.transitions import FenceTracker, Fix, TrackerConfig, Transition
-from geofence.visits import (
+from visits.rules import (
     Outcome,
     Visit,
     VisitRecord,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from careknot.contracts import Role
-from careknot.errors import RejectedAnswer, RejectedInput
-from careknot.tokens import Claims
+from kernel.contracts import Role
+from kernel.errors import RejectedAnswer, RejectedInput
+from kernel.tokens import Claims
 from ws_gateway.session import (
     MAX_FRAME_BYTES,
     Answer,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from careknot.settings import Settings
-from careknot.system import RunningSystem, worker_ready
+from careknot.running import RunningSystem, worker_ready
+from kernel.settings import Settings
 from streams.app import ROLES
 from tests.support import free_port, processes_in
 

@@ -19,8 +19,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from careknot.settings import Settings
-from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from kernel.settings import Settings
 from tests.journey.harness import own_worker_ready, running_system
 from tests.support import Phone, free_port, is_type, processes_in, scrape, token, wait_for
 

@@ -25,14 +25,14 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.settings import Settings
-from careknot.stack import settings_env
-from careknot.storage.handovers import HandoverStore
-from careknot.storage.incidents import IncidentStore
-from careknot.storage.live import AVAILABLE, BUSY, LiveIndex, cell_of
-from careknot.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
-from careknot.waiting import poll_until
-from dispatch.index import area_of
+from adapters.storage.handovers import HandoverStore
+from adapters.storage.incidents import IncidentStore
+from adapters.storage.live import AVAILABLE, BUSY, LiveIndex, cell_of
+from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from careknot.up import settings_env
+from dispatch.candidates import area_of
+from kernel.settings import Settings
+from kernel.waiting import poll_until
 from tests.journey.harness import own_worker_ready, running_system
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]

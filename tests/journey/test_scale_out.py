@@ -24,12 +24,12 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.storage.postgres import CaregiverRow, Database
+from careknot.running import worker_ready
 from careknot.servers import die_with_parent
-from careknot.settings import Settings
-from careknot.stack import settings_env
-from careknot.storage.postgres import CaregiverRow, Database
-from careknot.system import worker_ready
-from careknot.waiting import poll_until
+from careknot.up import settings_env
+from kernel.settings import Settings
+from kernel.waiting import poll_until
 from tests.support import processes_in
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]

@@ -18,13 +18,13 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from careknot.settings import Settings
-from careknot.storage.postgres import CaregiverRow, Database, PatientRow
-from careknot.storage.visits import VisitStore
+from adapters.storage.postgres import CaregiverRow, Database, PatientRow
+from adapters.storage.visit_store import VisitStore
 from geofence.geodesy import LocalFrame
-from geofence.visits import Visit
+from kernel.settings import Settings
 from tests.journey.harness import own_worker_ready, running_system
 from tests.support import Phone, is_type, token
+from visits.rules import Visit
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from careknot.storage.incidents import INCIDENT_SELECT, IncidentRow, SentOffer, incident_row
-from careknot.storage.postgres import Database, ts
+from adapters.storage.incidents import INCIDENT_SELECT, IncidentRow, SentOffer, incident_row
+from adapters.storage.postgres import Database, ts
 from dispatch.model import PlannedOffer
 
 _NOTHING_OUT = (

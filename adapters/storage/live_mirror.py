@@ -1,9 +1,9 @@
 """A dispatcher's own copy of the Redis live index, in memory, kept in step with Redis.
 
-The dispatcher searches for candidates in memory (``dispatch.index``) instead of asking Redis:
+The dispatcher searches for candidates in memory (``dispatch.candidates``) instead of asking Redis:
 no round trip per search, no script time on the server. The copy is made from Redis's cell
 hashes and then follows the index's change log (``{ns}:live:changes``, written by the same
-script calls that change the index; see ``careknot.storage.live``):
+script calls that change the index; see ``adapters.storage.live``):
 
 - every change carries the next number of ``{ns}:live:seq``; a number out of sequence (entries
   dropped from the log while the copy lagged, Redis lost or flushed) or a ``reset`` (a rebuild)
@@ -30,11 +30,11 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from careknot.settings import Settings
-from careknot.storage.live import ENTRY
-from dispatch.index import CandidateIndex
+from adapters.storage.live import ENTRY
+from dispatch.candidates import CandidateIndex
 from dispatch.model import Candidate
 from dispatch.ranking import SearchStep
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def applied_places(
     rows: Sequence[Sequence[str | float]], applied: Sequence[tuple[int, str]]
 ) -> Iterator[tuple[str, str, str, float, float, float, str]]:
     """The applied fixes of a logged update as arguments of :meth:`CandidateIndex.put`:
-    ``rows`` as the update script took them (``careknot.storage.live._update_row``: id, agency,
+    ``rows`` as the update script took them (``adapters.storage.live._update_row``: id, agency,
     lat, lon, ts, cell, ...) and ``applied`` the (row, status after) of those it
     applied."""
     for i, status in applied:

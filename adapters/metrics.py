@@ -28,7 +28,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from careknot.storage.live_mirror import LiveMirror
+    from adapters.storage.live_mirror import LiveMirror
 
 log = logging.getLogger(__name__)
 

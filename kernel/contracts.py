@@ -67,7 +67,7 @@ class DeviceEventPayload(BaseModel):
 # ---------------------------------------------------------------- Kafka events (internal)
 
 
-class Fix(BaseModel):
+class FixEvent(BaseModel):
     """An accepted caregiver location, as carried on the fixes topic."""
 
     event_id: str

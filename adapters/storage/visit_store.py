@@ -25,13 +25,13 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from careknot.errors import RejectedInput
-from careknot.settings import Settings
-from careknot.storage.postgres import Database, ts
-from geofence.fences import Fence
+from adapters.storage.postgres import Database, ts
+from geofence.fences import Fence, InvalidFence
 from geofence.index import FenceIndex
 from geofence.transitions import FenceTracker, TrackerConfig
-from geofence.visits import AlertChange, Evidence, Visit, VisitRecord
+from kernel.errors import RejectedInput
+from kernel.settings import Settings
+from visits.rules import AlertChange, Evidence, Visit, VisitRecord
 
 log = logging.getLogger(__name__)
 
@@ -334,11 +334,15 @@ class FenceCache:
 def _fence(
     patient_id: str, agency_id: str, lat: float, lon: float, radius_m: float | None, geojson: Any
 ) -> Fence:
-    if geojson is not None:
-        return Fence.polygon(patient_id, patient_id, agency_id, geojson)
-    if radius_m is None:
-        return Fence.circle(patient_id, patient_id, agency_id, lat, lon)
-    return Fence.circle(patient_id, patient_id, agency_id, lat, lon, radius_m)
+    """The patient's fence; :class:`RejectedInput` with the fence's reason if it cannot be built."""
+    try:
+        if geojson is not None:
+            return Fence.polygon(patient_id, patient_id, agency_id, geojson)
+        if radius_m is None:
+            return Fence.circle(patient_id, patient_id, agency_id, lat, lon)
+        return Fence.circle(patient_id, patient_id, agency_id, lat, lon, radius_m)
+    except InvalidFence as exc:
+        raise RejectedInput(exc.reason, exc.detail) from exc
 
 
 def _record(row: asyncpg.Record) -> VisitRecord:

@@ -30,7 +30,7 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from careknot.settings import Settings
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from careknot import mqtt_wire
-from careknot.storage.postgres import CaregiverRow, Database, PatientRow
+from adapters.mqtt import wire as mqtt_wire
+from adapters.storage.postgres import CaregiverRow, Database, PatientRow
 
 AGENCY = "bench-ingest"
 ORIGIN = (53.70, -1.70)  # around Leeds
@@ -84,7 +84,7 @@ def start_time(packets_per_publisher: int) -> float:
 def publish(share: Share) -> tuple[int, float, list[tuple[str, int, float]]]:
     """Publish a share at its rate (runs in a publisher process): (count, seconds, samples).
 
-    QoS 0 PUBLISH packets (:mod:`careknot.mqtt_wire`) built before the start (a phone's work
+    QoS 0 PUBLISH packets (:mod:`adapters.mqtt.wire`) built before the start (a phone's work
     is not the system's: built while the load runs they cost it ten times as much, a cold
     cache after every pause), then written on one connection, those due together; a sample
     is the time its packet was written.

@@ -3,7 +3,7 @@ search for the nearest fresh, available caregivers around a home, with no server
 
 It keeps what the Redis live index keeps of a caregiver for a search (her street and area
 cells, fix time, position and status) and answers a search exactly as the Redis script does
-(see ``careknot.storage.live``): the plan's steps are read in order until ``need`` are kept,
+(see ``adapters.storage.live``): the plan's steps are read in order until ``need`` are kept,
 then one step more, keeping the nearest ``need`` (ties by id); an area cell wholly farther
 than the ``need``-th kept is not read. Positions carry their unit vectors, so a distance is a
 few multiplications.

@@ -22,10 +22,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from careknot import tokens
+from adapters.storage.postgres import Database
 from careknot.servers import STOP_TIMEOUT_S, ServerStack, die_with_parent
-from careknot.settings import Settings
-from careknot.storage.postgres import Database
+from kernel import tokens
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ A batch of fixes: the fence cache is refreshed; each caregiver's fixes, in time 
 screened by the fix-quality filters (the worker hands over those its screening against the live
 index accepted; others are screened against her tracker's last fix), classified against every
 fence in one vectorised call, and fed to her ``FenceTracker``; then her visits around now are
-read and the pure rules (``geofence.visits``) decide. Records are written conditionally on
+read and the pure rules (``visits.rules``) decide. Records are written conditionally on
 their version (a record another worker moved is read again and decided again), alerts are
 de-duplicated by the store, frames go out through the outbox, and the trackers are saved when
 their fence states changed (or their saved last fix is :data:`TRACKER_SAVE_EVERY_S` old).
@@ -25,17 +25,16 @@ import numpy as np
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from careknot.contracts import AlertFrame, VisitStatusFrame
-from careknot.contracts import Fix as FixEvent
-from careknot.settings import Settings
-from careknot.storage import outbox
-from careknot.storage.postgres import Database
-from careknot.storage.visits import FenceCache, VisitStore
+from adapters.storage import outbox
+from adapters.storage.postgres import Database
+from adapters.storage.visit_store import FenceCache, VisitStore
 from geofence.fences import Relation
 from geofence.index import FenceIndex
 from geofence.quality import AgencyPolicies, Position, QualityPolicy, screen
 from geofence.transitions import FenceTracker, Fix, TrackerConfig, Transition, segments_ahead
-from geofence.visits import (
+from kernel.contracts import AlertFrame, FixEvent, VisitStatusFrame
+from kernel.settings import Settings
+from visits.rules import (
     AlertChange,
     Outcome,
     VisitRecord,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncpg
 import redis.asyncio as aioredis
 
-from careknot.settings import Settings
+from kernel.settings import Settings
 
 DELETE_BATCH = 5000
 

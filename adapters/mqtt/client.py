@@ -5,7 +5,7 @@ QoS 2. Its one cost here is per message: paho reads a packet with three or more 
 calls and decodes it through objects, locks and callbacks, and aiomqtt hands one message per
 wake-up of the event loop. For a flood of small PUBLISH packets that was most of ingest's CPU.
 So :class:`ReadAheadSocket` sits under paho: one ``recv`` takes what the kernel holds, the
-QoS 0 and 1 publishes in it are decoded in bulk (:mod:`ingest.mqtt_frames`) into the client's
+QoS 0 and 1 publishes in it are decoded in bulk (:mod:`adapters.mqtt.frames`) into the client's
 :class:`PublishInbox`, and paho reads the other packets as before (its ``pending()`` is the hook
 aiomqtt has for TLS sockets, which buffer the same way, so aiomqtt reads on until they are
 used up). QoS 1 publishes are acknowledged through paho once ingest has handled them
@@ -24,7 +24,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
-from ingest.mqtt_frames import Publish, PublishSplitter
+from adapters.mqtt.frames import Publish, PublishSplitter
 
 CHUNK_BYTES = 256 * 1024
 """The most one ``recv`` takes from the kernel."""

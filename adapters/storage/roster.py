@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Sequence
 
-from careknot.storage.postgres import Database, ts
+from adapters.storage.postgres import Database, ts
 from dispatch.eligibility import AgencyRules, Profile
 from dispatch.worktime import DAY_S, REFERENCE_S, Period
 

@@ -18,9 +18,9 @@ from typing import Any, Literal, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from careknot.errors import StorageError
-from careknot.settings import Settings
-from careknot.storage.schema import MIGRATIONS
+from adapters.storage.schema import MIGRATIONS
+from kernel.errors import StorageError
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from types import TracebackType
 
 import redis.asyncio as aioredis
 
-from careknot.errors import ServerStartError
 from careknot.servers import die_with_parent, free_port
-from careknot.settings import Settings
-from careknot.stack import settings_env
-from careknot.waiting import poll_until
+from careknot.up import settings_env
+from kernel.errors import ServerStartError
+from kernel.settings import Settings
+from kernel.waiting import poll_until
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 60.0

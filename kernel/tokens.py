@@ -13,8 +13,8 @@ import hmac
 import orjson
 from pydantic import BaseModel, Field, ValidationError
 
-from careknot.contracts import Role
-from careknot.errors import AuthError
+from kernel.contracts import Role
+from kernel.errors import AuthError
 
 
 class Claims(BaseModel):

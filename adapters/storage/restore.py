@@ -21,9 +21,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
-from careknot.settings import Settings
-from careknot.storage.postgres import Database, ts
+from adapters.storage.postgres import Database, ts
 from geofence.transitions import FenceTracker
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from careknot.contracts import Fix
-from careknot.errors import StorageError
-from careknot.storage.postgres import Database, ts
+from adapters.storage.postgres import Database, ts
+from kernel.contracts import FixEvent
+from kernel.errors import StorageError
 
 COLUMNS = (
     "caregiver_id",
@@ -49,7 +49,7 @@ _TRACK = (
 )
 
 
-def _record(f: Fix, live: bool) -> tuple[Any, ...]:
+def _record(f: FixEvent, live: bool) -> tuple[Any, ...]:
     return (
         f.caregiver_id,
         f.ts,
@@ -70,7 +70,7 @@ class History:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def record(self, live: Sequence[Fix], late: Sequence[Fix] = ()) -> int:
+    async def record(self, live: Sequence[FixEvent], late: Sequence[FixEvent] = ()) -> int:
         """Keep a batch: ``live`` fixes moved the live position, ``late`` ones did not.
 
         Returns how many rows were new (a replayed fix is not).

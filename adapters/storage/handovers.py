@@ -10,8 +10,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from careknot.storage.incidents import WAITING, event
-from careknot.storage.postgres import Conn, Database, EventRow, ts
+from adapters.storage.incidents import WAITING, event
+from adapters.storage.postgres import Conn, Database, EventRow, ts
 
 
 @dataclass(slots=True)

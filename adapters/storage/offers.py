@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from asyncpg import Record
 
-from careknot.storage.incidents import event
-from careknot.storage.postgres import Conn, Database, ts
+from adapters.storage.incidents import event
+from adapters.storage.postgres import Conn, Database, ts
 
 
 @dataclass(slots=True)

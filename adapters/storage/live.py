@@ -27,12 +27,12 @@ import h3
 import orjson
 import redis.asyncio as aioredis
 
-from careknot.contracts import Fix
-from careknot.settings import Settings
-from dispatch.index import area_of, cell_reach
+from dispatch.candidates import area_of, cell_reach
 from dispatch.model import Candidate
 from dispatch.ranking import STREET_RESOLUTION, SearchStep
 from geofence.quality import AcceptedFix
+from kernel.contracts import FixEvent
+from kernel.settings import Settings
 
 AVAILABLE = "available"
 BUSY = "busy"
@@ -316,7 +316,7 @@ def cell_of(lat: float, lon: float) -> str:
     return str(h3.latlng_to_cell(lat, lon, STREET_RESOLUTION))
 
 
-def _update_row(f: Fix) -> list[str | float | int]:
+def _update_row(f: FixEvent) -> list[str | float | int]:
     """A fix as the update script reads it: numbers as JSON numbers (Redis stores what a
     script passes as a number with 17 significant digits, so it reads back the same double),
     and ``""`` for an accuracy or a battery the phone did not send."""
@@ -331,7 +331,7 @@ def _update_row(f: Fix) -> list[str | float | int]:
 
 @lru_cache(maxsize=65_536)
 def shape(cell: str) -> bytes:
-    """An H3 cell's :data:`SHAPE` (see :func:`dispatch.index.cell_reach`)."""
+    """An H3 cell's :data:`SHAPE` (see :func:`dispatch.candidates.cell_reach`)."""
     return SHAPE.pack(*cell_reach(cell))
 
 
@@ -356,7 +356,7 @@ class LiveIndex:
         self._leave = redis.register_script(_LEAVE_OTHER_CELLS)
         self._shapes_sent: set[str] = set()  # area cells whose shape this process has written
 
-    async def update(self, fixes: Sequence[Fix]) -> dict[str, str]:
+    async def update(self, fixes: Sequence[FixEvent]) -> dict[str, str]:
         """Apply a batch of accepted fixes in order; a fix older than the stored one is ignored.
 
         Returns the caregivers whose position moved, with their availability status. A large

@@ -1,6 +1,6 @@
 """Kafka plumbing shared by every service: the topic list, topic creation, the producer.
 
-Topics are named by :meth:`careknot.settings.Settings.topic` from the logical names in
+Topics are named by :meth:`kernel.settings.Settings.topic` from the logical names in
 :data:`TOPICS`; creating them is idempotent, so each service ensures the ones it writes.
 """
 
@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from careknot.errors import StorageError
-from careknot.settings import Settings
+from kernel.errors import StorageError
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

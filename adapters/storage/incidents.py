@@ -3,8 +3,8 @@ in waves, escalated; every step appended to the event log.
 
 Each decision is a conditional update inside one transaction, so concurrent workers and
 gateways cannot both win: an incident moves to ``assigned`` once, a wave starts once.
-Answers and expiry are :mod:`careknot.storage.offers`'s, dispatchers' assign and resolve
-:mod:`careknot.storage.handovers`'s, and what fell due :mod:`careknot.storage.backlog`'s.
+Answers and expiry are :mod:`adapters.storage.offers`'s, dispatchers' assign and resolve
+:mod:`adapters.storage.handovers`'s, and what fell due :mod:`adapters.storage.backlog`'s.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from careknot.errors import StorageError
-from careknot.storage.postgres import Conn, Database, EventRow, ts
+from adapters.storage.postgres import Conn, Database, EventRow, ts
 from dispatch.model import PlannedOffer
+from kernel.errors import StorageError
 
 
 @dataclass(frozen=True, slots=True)

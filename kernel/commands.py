@@ -5,7 +5,7 @@ The gateway turns a dispatcher's ``assign`` or ``resolve`` frame into a
 incident, next to caregivers' answers, so one worker handles an incident's answers and
 commands in order. The worker checks that the incident and the caregiver are the agency's.
 
-(An internal Kafka event like :class:`careknot.contracts.OfferAnswer`; it belongs with it in
+(An internal Kafka event like :class:`kernel.contracts.OfferAnswer`; it belongs with it in
 ``careknot/contracts.py`` and lives here until that module's owner moves it.)
 """
 
