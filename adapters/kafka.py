@@ -1,7 +1,7 @@
 """Kafka plumbing shared by every service: the topic list, topic creation, the producer.
 
-Topics are named by :meth:`kernel.settings.Settings.topic` from the logical names in
-:data:`TOPICS`; creating them is idempotent, so each service ensures the ones it writes.
+Topics are named by :meth:`kernel.keys.Keys.topic` from the logical names in
+:data:`kernel.keys.TOPICS`; creating them is idempotent, so each service ensures the ones it writes.
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("fixes", "presence", "device-events", "telemetry", "offer-answers", "deadletter")
-
 
 async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:
     """Create the missing topics among the logical ``names``, ``kafka_partitions`` each.
 
     Raises :class:`StorageError` when the broker cannot be reached or refuses a topic.
     """
-    wanted = [settings.topic(name) for name in names]
+    wanted = [settings.keys.topic(name) for name in names]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         await admin.start()

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
-import random
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
 import orjson
+
+from kernel.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Webhook:
         return task
 
     async def _deliver(self, body: bytes) -> bool:
+        backoff = Backoff(first=self._backoff_s, cap=self._backoff_s * 2**self._attempts)
         for attempt in range(1, self._attempts + 1):
             try:
                 await asyncio.to_thread(self._post, body)
@@ -65,7 +67,7 @@ class Webhook:
             ) as exc:  # URLError is an OSError
                 log.warning("escalation webhook attempt %d failed: %s", attempt, exc)
             if attempt < self._attempts:
-                await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
+                await asyncio.sleep(backoff.next())
         log.error("escalation webhook gave up after %d attempts", self._attempts)
         return False
 

@@ -44,6 +44,7 @@ from adapters.storage.live import AVAILABLE, BUSY, LiveIndex
 from adapters.storage.postgres import Database
 from adapters.storage.restore import restore_offers, restore_trackers
 from kernel.contracts import FixEvent
+from kernel.keys import CellLevel
 from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,14 +106,15 @@ class Memberships:
     """Cell membership of one namespace made to match the caregivers' positions."""
 
     def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
-        self._redis, self._ns = redis, settings.namespace
+        self._redis, self._keys = redis, settings.keys
         self._live = LiveIndex(redis, settings)
 
     async def join_own_cells(self) -> tuple[int, set[str]]:
         """Memberships added, and the caregivers whose status is busy."""
         added, busy = 0, set()
-        async for keys in self._keys("cg"):
-            ids = [k.removeprefix(f"{self._ns}:cg:") for k in keys]
+        prefix = self._keys.caregiver_prefix()
+        async for keys in self._scan(prefix):
+            ids = [k.removeprefix(prefix) for k in keys]
             n, ids_busy = await self._live.join_own_cells(ids)
             added += n
             busy |= ids_busy
@@ -121,18 +123,18 @@ class Memberships:
     async def leave_other_cells(self) -> int:
         """Memberships removed."""
         removed = 0
-        for level in ("street", "area"):
-            async for keys in self._keys(level):
-                cells = [
-                    tuple(key.removeprefix(f"{self._ns}:{level}:").rsplit(":", 1)) for key in keys
-                ]
+        levels: tuple[CellLevel, ...] = ("street", "area")
+        for level in levels:
+            prefix = self._keys.cell_prefix(level)
+            async for keys in self._scan(prefix):
+                cells = [tuple(key.removeprefix(prefix).rsplit(":", 1)) for key in keys]
                 removed += await self._live.leave_other_cells(level, cells)
         return removed
 
-    async def _keys(self, kind: str) -> AsyncIterator[list[str]]:
-        """The namespace's keys of one kind, a batch at a time."""
+    async def _scan(self, prefix: str) -> AsyncIterator[list[str]]:
+        """The keys that start with ``prefix``, a batch at a time."""
         batch: list[str] = []
-        async for key in self._redis.scan_iter(match=f"{self._ns}:{kind}:*", count=KEYS_BATCH):
+        async for key in self._redis.scan_iter(match=f"{prefix}*", count=KEYS_BATCH):
             batch.append(key.decode() if isinstance(key, bytes) else str(key))
             if len(batch) == KEYS_BATCH:
                 yield batch

@@ -51,7 +51,7 @@ from ingest.parse import (
     route,
 )
 from ingest.registry import Registry
-from kernel import heap
+from kernel import heap, keys
 from kernel.contracts import Presence
 from kernel.errors import RejectedPayload
 from kernel.settings import Settings
@@ -104,11 +104,11 @@ class IngestService:
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> IngestService:
-        await kafka.ensure_topics(self._s, kafka.TOPICS)
+        await kafka.ensure_topics(self._s, keys.TOPICS)
         await self._db.__aenter__()
         await self._producer.start()
         await self._urgent.start()
-        partitions = await self._producer.partitions_for(self._s.topic("fixes"))
+        partitions = await self._producer.partitions_for(self._s.keys.topic(keys.FIXES))
         self._fixes = FixBatches(len(partitions))
         self._metrics_server = await serve(self.metrics.registry, self._s.ingest_metrics_port)
         return self
@@ -204,7 +204,7 @@ class IngestService:
             self._flush_timer = None
         async with self._flushing:
             for partition, count, value in self._fixes.drain():
-                await self._send("fixes", None, value, partition=partition, count=count)
+                await self._send(keys.FIXES, None, value, partition=partition, count=count)
 
     def _due(self) -> None:
         self._flush_timer = None
@@ -239,7 +239,7 @@ class IngestService:
         self.metrics.rejected.labels(exc.reason).inc()
         log.debug("rejected %s: %s", exc.topic[:200], exc)
         letter = dead_letter(exc, payload, now)
-        await self._send("deadletter", exc.reason, orjson.dumps(letter.model_dump()))
+        await self._send(keys.DEADLETTER, exc.reason, orjson.dumps(letter.model_dump()))
 
     async def _v1(self, topic: str, payload: bytes, now: float, fixes: FixBatches) -> None:
         r = route(topic)
@@ -261,7 +261,7 @@ class IngestService:
         await self._registry.check(r, topic)
         value = ev.model_dump_json().encode()
         await self._urgent.send_and_wait(
-            self._s.topic("device-events"), value, key=ev.device_id.encode()
+            self._s.keys.topic(keys.DEVICE_EVENTS), value, key=ev.device_id.encode()
         )
         self.metrics.events_accepted.inc()
 
@@ -298,7 +298,7 @@ class IngestService:
             at=now,
             source=topic,
         )
-        await self._send("presence", caregiver, notice.model_dump_json().encode())
+        await self._send(keys.PRESENCE, caregiver, notice.model_dump_json().encode())
         self.metrics.presence.labels("online" if online else "offline").inc()
 
     async def _send(
@@ -313,7 +313,7 @@ class IngestService:
         """Hand a message (of ``count`` records) to the producer's batches; its delivery is
         settled later."""
         delivery = await self._producer.send(
-            self._s.topic(topic),
+            self._s.keys.topic(topic),
             value,
             key=None if key is None else key.encode(),
             partition=partition,

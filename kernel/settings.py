@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dispatch.offers import DEFAULT_WINDOW_S, SEVERITIES, WINDOWS_S
+from kernel.keys import Keys
 
 DEV_TOKEN_SECRET = "careknot-dev-secret-change-me"
 
@@ -103,10 +104,7 @@ class Settings(BaseSettings):
     def mqtt_port(self) -> int:
         return urlsplit(self.mqtt_url).port or 1883
 
-    def topic(self, name: str) -> str:
-        """Kafka topic name in this namespace."""
-        return f"{self.namespace}.{name}"
-
-    def key(self, *parts: str) -> str:
-        """Redis key in this namespace."""
-        return ":".join((self.namespace, *parts))
+    @property
+    def keys(self) -> Keys:
+        """The namespace's Redis keys and Kafka topics."""
+        return Keys(self.namespace)

@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from kernel import tokens
+from kernel.backoff import Backoff
 from kernel.errors import CareKnotError
 from kernel.settings import Settings
 from simulators.city import City, Fall, SimFix
@@ -39,22 +40,6 @@ def plan_answer(
     """How long a simulated caregiver takes to answer an offer, and what she answers."""
     delay = rng.uniform(*config.answer_delay_s)
     return delay, "accept" if rng.random() < config.accept_probability else "decline"
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: ``next()`` gives the next delay in seconds."""
-
-    def __init__(self, rng: random.Random, first: float = 0.5, cap: float = 30.0) -> None:
-        self._rng, self._first, self._cap = rng, first, cap
-        self._ceiling = first
-
-    def next(self) -> float:
-        delay = self._rng.uniform(self._ceiling / 2, self._ceiling)
-        self._ceiling = min(self._cap, self._ceiling * 2)
-        return delay
-
-    def reset(self) -> None:
-        self._ceiling = self._first
 
 
 def location_topic(caregiver_id: str) -> str:
@@ -105,7 +90,7 @@ async def seed_registry(settings: Settings, city: City) -> None:
 
 async def _publish(settings: Settings, city: City) -> None:
     """Publish fixes and falls for ever, reconnecting to the broker when it goes away."""
-    backoff = Backoff(random.Random())
+    backoff = Backoff()
     while True:
         try:
             async with aiomqtt.Client(hostname=settings.mqtt_host, port=settings.mqtt_port) as mq:
@@ -153,7 +138,7 @@ class OfferAnswerer:
         return f"ws://{self._settings.gateway_host}:{self._settings.gateway_port}/ws?token={token}"
 
     async def run(self) -> None:
-        backoff = Backoff(self._rng, first=1.0)
+        backoff = Backoff(first=1.0, rng=self._rng)
         while True:
             try:
                 async with connect(self._url(), proxy=None, open_timeout=10) as ws:

@@ -20,8 +20,8 @@ from streams import dispatch_flow, fix_flow
 from streams.runtime import Runtime
 from streams.transport import LowLatencyTransport
 
-Role = Literal["all", "dispatch", "fixes"]
-ROLES: tuple[Role, ...] = ("all", "dispatch", "fixes")
+WorkerRole = Literal["all", "dispatch", "fixes"]
+ROLES: tuple[WorkerRole, ...] = ("all", "dispatch", "fixes")
 HEARTBEAT_S = 1.0
 
 
@@ -34,12 +34,12 @@ class CareKnotApp(faust.App):
         return LowLatencyTransport(self.conf.broker_consumer, self)
 
 
-def app_id(settings: Settings, role: Role) -> str:
+def app_id(settings: Settings, role: WorkerRole) -> str:
     """The Faust app id, and so the consumer group, of a role's workers."""
     return f"{settings.namespace}-worker" + ("" if role == "all" else f"-{role}")
 
 
-def build_app(settings: Settings, role: Role = "all") -> tuple[CareKnotApp, Runtime]:
+def build_app(settings: Settings, role: WorkerRole = "all") -> tuple[CareKnotApp, Runtime]:
     app = CareKnotApp(
         app_id(settings, role),
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -72,10 +72,10 @@ def build_app(settings: Settings, role: Role = "all") -> tuple[CareKnotApp, Runt
     return app, rt
 
 
-def _agents(app: CareKnotApp, rt: Runtime, s: Settings, role: Role) -> None:
+def _agents(app: CareKnotApp, rt: Runtime, s: Settings, role: WorkerRole) -> None:
     def topic(name: str) -> Any:
         return app.topic(
-            s.topic(name),
+            s.keys.topic(name),
             value_serializer="raw",
             key_serializer="raw",
             partitions=s.kafka_partitions,
@@ -89,4 +89,4 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings, role: Role) -> None:
     @app.timer(HEARTBEAT_S)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
         if app.consumer.assignment():
-            await rt.redis.set(s.key("health", "worker", role), str(time.time()), ex=5)
+            await rt.redis.set(s.keys.worker_health(role), str(time.time()), ex=5)

@@ -17,6 +17,7 @@ from typing import Any
 import faust
 
 from dispatch.offers import ESCALATE_AFTER_S
+from kernel import keys
 from kernel.commands import DispatcherCommand
 from kernel.contracts import DeviceEvent, OfferAnswer
 from kernel.settings import Settings
@@ -27,14 +28,14 @@ TICK_S = 0.5
 
 
 def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:
-    @app.agent(topic("device-events"), name="device-events")
+    @app.agent(topic(keys.DEVICE_EVENTS), name="device-events")
     async def device_events(stream: Any) -> None:
         async for value in stream:
             for ev in decode_all(DeviceEvent, [value]):
                 await rt.ready()
                 await with_retries(ev.event_id, partial(rt.dispatcher.on_device_event, ev))
 
-    @app.agent(topic("offer-answers"), name="offer-answers")
+    @app.agent(topic(keys.OFFER_ANSWERS), name="offer-answers")
     async def answers(stream: Any) -> None:
         """Caregivers' answers and dispatchers' commands (``command`` marks the latter)."""
         async for value in stream:

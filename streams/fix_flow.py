@@ -27,6 +27,7 @@ from adapters.storage import outbox
 from adapters.storage.history import History
 from adapters.storage.live import LiveIndex, cell_of
 from geofence.quality import AgencyPolicies, Position, QualityPolicy, Screening, screen
+from kernel import keys
 from kernel.contracts import FixEvent, Presence
 from kernel.settings import Settings
 from streams.handling import decode_all, with_retries
@@ -126,7 +127,7 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
 
     app.on_partitions_revoked.connect(forget)  # type: ignore[arg-type]
 
-    @app.agent(topic("fixes"), name="fixes")
+    @app.agent(topic(keys.FIXES), name="fixes")
     async def fixes(stream: Any) -> None:
         """The live index and history, and the visits, from the same fixes at the same time."""
         flusher = asyncio.create_task(outbox.keep_flushing(rt.outbox, pipeline.throttle, time.time))
@@ -136,7 +137,7 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
         finally:
             flusher.cancel()
 
-    @app.agent(topic("presence"), name="presence")
+    @app.agent(topic(keys.PRESENCE), name="presence")
     async def presence(stream: Any) -> None:
         """Phones gone away: their caregivers are no longer dispatch candidates."""
         async for value in stream:

@@ -10,6 +10,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from kernel.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 RETRIES = 5
@@ -31,6 +33,7 @@ def decode_all(model: type[M], values: list[bytes]) -> list[M]:
 async def with_retries(what: str, step: Callable[[], Awaitable[T]]) -> T | None:
     """Run one step of an agent, and give its result; a failing server gets a few tries before
     the event is logged as failed (None), so one poisoned event cannot stop the stream."""
+    backoff = Backoff(first=0.2, cap=2.0)
     for attempt in range(1, RETRIES + 1):
         try:
             return await step()
@@ -39,5 +42,5 @@ async def with_retries(what: str, step: Callable[[], Awaitable[T]]) -> T | None:
                 log.exception("%s failed %d times; giving up on it", what, RETRIES)
                 return None
             log.warning("%s failed (attempt %d), retrying", what, attempt, exc_info=True)
-            await asyncio.sleep(0.1 * 2**attempt)
+            await asyncio.sleep(backoff.next())
     return None

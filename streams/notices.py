@@ -45,7 +45,7 @@ class Notices:
         """The offer records the gateway checks answers against, then the frames."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for s in sent:
-                key = self._s.key("offer", s.offer_id)
+                key = self._s.keys.offer(s.offer_id)
                 pipe.hset(
                     key,
                     mapping={
@@ -69,7 +69,7 @@ class Notices:
             return set()
         async with self._redis.pipeline(transaction=False) as pipe:
             for offer_id in offer_ids:
-                pipe.exists(self._s.key("offer", offer_id))
+                pipe.exists(self._s.keys.offer(offer_id))
             recorded = await pipe.execute()
         return {oid for oid, known in zip(offer_ids, recorded, strict=True) if not known}
 

@@ -8,10 +8,10 @@ import faust
 
 from kernel import heap
 from kernel.settings import Settings
-from streams.app import Role, build_app
+from streams.app import WorkerRole, build_app
 
 
-def run(settings: Settings, *, role: Role = "all", loglevel: str = "warning") -> int:
+def run(settings: Settings, *, role: WorkerRole = "all", loglevel: str = "warning") -> int:
     if role == "fixes" and settings.positions_nice:
         os.nice(settings.positions_nice)  # the dispatch worker first when the CPU is short
     app, _runtime = build_app(settings, role)

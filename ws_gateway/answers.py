@@ -18,14 +18,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from kernel import keys
 from kernel.contracts import DeadLetter, OfferAnswer
 from kernel.errors import RejectedInput, StorageError
 from kernel.settings import Settings
 from kernel.tokens import Claims
 from ws_gateway.session import Answer, decide_answer
 
-ANSWER_TOPIC = "offer-answers"
-DEADLETTER_TOPIC = "deadletter"
 DEADLETTER_PAYLOAD_CHARS = 2048
 
 
@@ -44,7 +43,9 @@ class AnswerDesk:
         offer = await self._offer(answer.offer_id) if claims.role == "caregiver" else {}
         event = decide_answer(claims, answer, offer, answer_id=uuid.uuid4().hex, now=time.time())
         await self._produce(
-            ANSWER_TOPIC, orjson.dumps(event.model_dump(mode="json")), event.incident_id.encode()
+            keys.OFFER_ANSWERS,
+            orjson.dumps(event.model_dump(mode="json")),
+            event.incident_id.encode(),
         )
         return event
 
@@ -60,18 +61,18 @@ class AnswerDesk:
             payload=text[:DEADLETTER_PAYLOAD_CHARS],
             received_at=time.time(),
         )
-        await self._produce(DEADLETTER_TOPIC, orjson.dumps(letter.model_dump(mode="json")), None)
+        await self._produce(keys.DEADLETTER, orjson.dumps(letter.model_dump(mode="json")), None)
 
     async def _offer(self, offer_id: str) -> dict[str, str]:
         try:
-            fields = await self._redis.hgetall(self._settings.key("offer", offer_id))
+            fields = await self._redis.hgetall(self._settings.keys.offer(offer_id))
         except RedisError as exc:
             raise StorageError(f"redis: reading offer {offer_id}: {exc}") from exc
         return {_text(k): _text(v) for k, v in fields.items()}
 
     async def _produce(self, topic: str, value: bytes, key: bytes | None) -> None:
         try:
-            await self._producer.send_and_wait(self._settings.topic(topic), value, key=key)
+            await self._producer.send_and_wait(self._settings.keys.topic(topic), value, key=key)
         except KafkaError as exc:
             raise StorageError(f"kafka: producing to {topic}: {exc}") from exc
 

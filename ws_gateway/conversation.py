@@ -21,11 +21,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from adapters.storage.outbox import Outbox
-from kernel import tokens
+from kernel import keys, tokens
 from kernel.errors import AuthError, CareKnotError, RejectedAnswer, RejectedInput, StorageError
 from kernel.settings import Settings
 from kernel.tokens import Claims
-from ws_gateway.answers import ANSWER_TOPIC, AnswerDesk
+from ws_gateway.answers import AnswerDesk
 from ws_gateway.session import (
     MALFORMED,
     PONG,
@@ -118,7 +118,7 @@ class Conversations:
             await ws.close(code, rejection.reason)
 
     async def converse(self, conn: Connection, last_seq: str | None) -> None:
-        seq_now = int(await self._redis.get(self._settings.key("outseq", conn.recipient)) or 0)
+        seq_now = int(await self._redis.get(self._settings.keys.out_seq(conn.recipient)) or 0)
         await conn.ws.send(hello_frame(conn.claims, conn.recipient, seq_now), text=True)
         if last_seq is not None and last_seq.isdigit():
             await self._replay(conn, int(last_seq))
@@ -185,7 +185,7 @@ class Conversations:
         value = orjson.dumps(event.model_dump(mode="json"))
         try:
             await self._producer.send_and_wait(
-                self._settings.topic(ANSWER_TOPIC), value, key=event.incident_id.encode()
+                self._settings.keys.topic(keys.OFFER_ANSWERS), value, key=event.incident_id.encode()
             )
         except KafkaError as exc:
             raise StorageError(f"kafka: producing a {command.type}: {exc}") from exc

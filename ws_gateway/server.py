@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 from collections import defaultdict
 from contextlib import AsyncExitStack
@@ -34,9 +33,10 @@ from websockets.exceptions import ConnectionClosed
 
 from adapters import kafka
 from adapters.storage.outbox import Outbox
+from kernel import keys
+from kernel.backoff import Backoff
 from kernel.errors import AuthError, RejectedInput, StorageError
 from kernel.settings import Settings
-from ws_gateway.answers import ANSWER_TOPIC, DEADLETTER_TOPIC
 from ws_gateway.conversation import Connection, Conversations
 from ws_gateway.session import MAX_FRAME_BYTES, UNAUTHORISED, Counters, resolve_recipient, seq_of
 from ws_gateway.web import WebRoutes
@@ -82,7 +82,7 @@ class Gateway:
             await self._redis.ping()
         except RedisError as exc:
             raise StorageError(f"redis at {settings.redis_url}: {exc}") from exc
-        await kafka.ensure_topics(settings, [ANSWER_TOPIC, DEADLETTER_TOPIC])
+        await kafka.ensure_topics(settings, [keys.OFFER_ANSWERS, keys.DEADLETTER])
         self._producer = kafka.producer(settings)
         try:
             await self._producer.start()
@@ -146,16 +146,15 @@ class Gateway:
 
     async def _relay(self) -> None:
         """Route every outbox message to the connections of its recipient; reconnect on loss."""
-        failures = 0
+        backoff = Backoff(first=0.2, cap=5.0)
         while True:
             try:
                 async for message in self._pubsub.listen():
-                    failures = 0
+                    backoff.reset()
                     if message["type"] == "pmessage":
                         self._route(message["channel"], message["data"])
             except (RedisConnectionError, RedisTimeoutError) as exc:
-                failures += 1
-                delay = min(5.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0)
+                delay = backoff.next()
                 log.warning("relay lost Redis (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 

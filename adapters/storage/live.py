@@ -1,6 +1,6 @@
 """Redis live index: every caregiver's latest accepted position, indexed by H3 cell.
 
-Keys (``ns`` is the namespace):
+Keys (``ns`` is the namespace; :mod:`kernel.keys` names them):
 - ``{ns}:cg:{caregiver}`` hash: agency, lat, lon, ts, cell, area, acc, batt, seen (when ingest
   received the fix), status (available, busy or offline)
 - ``{ns}:street:{agency}:{cell}`` hash of the caregivers whose latest fix lies in that res-8
@@ -31,6 +31,7 @@ from dispatch.candidates import area_of, cell_reach
 from dispatch.model import Candidate
 from dispatch.ranking import STREET_RESOLUTION, SearchStep
 from geofence.quality import AcceptedFix
+from kernel import keys
 from kernel.contracts import FixEvent
 from kernel.settings import Settings
 
@@ -56,14 +57,17 @@ CHANGES_KEPT_S = 10
 # ``kind``: ``fixes`` (the update's rows and ``applied``: "row status" pairs, space-separated,
 # rows counted from 0), ``status`` (``id``, ``status``), or ``reset`` (entries changed wholesale:
 # read the index anew).
-_LOG_CHANGE = f"""
+_LOG_CHANGE = (
+    keys.LUA
+    + f"""
 local function log_change(ns, kind, ...)
-  local seq = redis.call('INCR', ns .. ':live:seq')
+  local seq = redis.call('INCR', live_seq_key(ns))
   local oldest = (tonumber(redis.call('TIME')[1]) - {CHANGES_KEPT_S}) * 1000
-  redis.call('XADD', ns .. ':live:changes', 'MINID', '~', oldest, '*', 'seq', seq, 'kind', kind,
+  redis.call('XADD', live_changes_key(ns), 'MINID', '~', oldest, '*', 'seq', seq, 'kind', kind,
              ...)
 end
 """
+)
 
 # ARGV: ns, the fixes as one JSON array of [id, agency, lat, lon, ts, cell, area, acc, batt, seen]
 # (seen: when ingest received the fix; one argument packs and parses far faster than ten per
@@ -81,13 +85,13 @@ local function entry(lat, lon, t, status)
 end
 local function move(level, old_agency, old_cell, agency, cell, id, e)
   if old_cell and (old_cell ~= cell or old_agency ~= agency) then
-    redis.call('HDEL', ns .. ':' .. level .. ':' .. old_agency .. ':' .. old_cell, id)
+    redis.call('HDEL', cell_key(ns, level, old_agency, old_cell), id)
   end
-  redis.call('HSET', ns .. ':' .. level .. ':' .. agency .. ':' .. cell, id, e)
+  redis.call('HSET', cell_key(ns, level, agency, cell), id, e)
 end
 for i, f in ipairs(cjson.decode(ARGV[2])) do
   local id, agency, lat, lon, t, cell, area, acc, batt, seen = unpack(f)
-  local key = ns .. ':cg:' .. id
+  local key = caregiver_key(ns, id)
   local prev = redis.call('HMGET', key, 'ts', 'cell', 'area', 'agency', 'status')
   if (not prev[1]) or tonumber(prev[1]) < tonumber(t) then
     local status = prev[5] or 'available'
@@ -102,7 +106,7 @@ for i, f in ipairs(cjson.decode(ARGV[2])) do
     logged[#logged + 1] = (i - 1) .. ' ' .. status
   end
 end
-for i = 3, #ARGV, 2 do redis.call('HSETNX', ns .. ':shapes', ARGV[i], ARGV[i + 1]) end
+for i = 3, #ARGV, 2 do redis.call('HSETNX', shapes_key(ns), ARGV[i], ARGV[i + 1]) end
 if #logged > 0 then
   log_change(ns, 'fixes', 'rows', ARGV[2], 'applied', table.concat(logged, ' '))
 end
@@ -118,8 +122,8 @@ local function rewrite(ns, id, key, status)
   redis.call('HSET', key, 'status', status)
   local v = redis.call('HMGET', key, 'agency', 'cell', 'area')
   if v[1] and v[2] and v[3] then
-    local street = ns .. ':street:' .. v[1] .. ':' .. v[2]
-    local area = ns .. ':area:' .. v[1] .. ':' .. v[3]
+    local street = cell_key(ns, 'street', v[1], v[2])
+    local area = cell_key(ns, 'area', v[1], v[3])
     local old = redis.call('HGET', street, id)
     if old then
       local e = string.sub(old, 1, 24) .. status
@@ -136,7 +140,7 @@ end
 _SET_STATUS = (
     _REWRITE_STATUS
     + """
-rewrite(ARGV[1], ARGV[2], ARGV[1] .. ':cg:' .. ARGV[2], ARGV[3])
+rewrite(ARGV[1], ARGV[2], caregiver_key(ARGV[1], ARGV[2]), ARGV[3])
 return 1
 """
 )
@@ -146,7 +150,7 @@ return 1
 _MARK_OFFLINE = (
     _REWRITE_STATUS
     + """
-local key = ARGV[1] .. ':cg:' .. ARGV[2]
+local key = caregiver_key(ARGV[1], ARGV[2])
 local v = redis.call('HMGET', key, 'ts', 'status', 'seen')
 if not v[1] or (v[2] and v[2] ~= 'available') then return 0 end
 if v[3] and tonumber(v[3]) > tonumber(ARGV[3]) then return 0 end
@@ -164,13 +168,13 @@ _JOIN_OWN_CELLS = (
 local ns, added, busy = ARGV[1], 0, {}
 for i = 2, #ARGV do
   local id = ARGV[i]
-  local v = redis.call('HMGET', ns .. ':cg:' .. id, 'agency', 'cell', 'area', 'status', 'ts',
+  local v = redis.call('HMGET', caregiver_key(ns, id), 'agency', 'cell', 'area', 'status', 'ts',
                        'lat', 'lon')
   if v[1] and v[2] and v[3] and v[5] then
     local e = struct.pack('<ddd', tonumber(v[5]), tonumber(v[6]), tonumber(v[7]))
               .. (v[4] or 'available')
-    added = added + redis.call('HSET', ns .. ':street:' .. v[1] .. ':' .. v[2], id, e)
-    added = added + redis.call('HSET', ns .. ':area:' .. v[1] .. ':' .. v[3], id, e)
+    added = added + redis.call('HSET', cell_key(ns, 'street', v[1], v[2]), id, e)
+    added = added + redis.call('HSET', cell_key(ns, 'area', v[1], v[3]), id, e)
   end
   if v[4] == 'busy' then busy[#busy + 1] = id end
 end
@@ -188,9 +192,9 @@ local ns, level, removed = ARGV[1], ARGV[2], 0
 local field = level == 'street' and 'cell' or 'area'
 for i = 3, #ARGV, 2 do
   local agency, cell = ARGV[i], ARGV[i + 1]
-  local key = ns .. ':' .. level .. ':' .. agency .. ':' .. cell
+  local key = cell_key(ns, level, agency, cell)
   for _, id in ipairs(redis.call('HKEYS', key)) do
-    local v = redis.call('HMGET', ns .. ':cg:' .. id, field, 'agency')
+    local v = redis.call('HMGET', caregiver_key(ns, id), field, 'agency')
     if v[1] ~= cell or v[2] ~= agency then
       removed = removed + redis.call('HDEL', key, id)
     end
@@ -203,14 +207,17 @@ return removed
 
 # ARGV: ns, the caregiver ids as one JSON array. Returns lat, lon, ts, acc of each, flat (false
 # where missing).
-_LAST_FIXES = """
+_LAST_FIXES = (
+    keys.LUA
+    + """
 local out = {}
 for _, id in ipairs(cjson.decode(ARGV[2])) do
-  local v = redis.call('HMGET', ARGV[1] .. ':cg:' .. id, 'lat', 'lon', 'ts', 'acc')
+  local v = redis.call('HMGET', caregiver_key(ARGV[1], id), 'lat', 'lon', 'ts', 'acc')
   for j = 1, 4 do out[#out + 1] = v[j] end
 end
 return out
 """
+)
 
 # The nearest ``need`` fresh, available caregivers of an agency around a home, in one call.
 # ARGV: ns, agency, need, now, stale_after_s, lat, lon, then per step two: level and its cells
@@ -222,7 +229,9 @@ return out
 # in the steps left within reach, once ``need`` are kept, an area cell wholly farther than the
 # need-th (by its shape) is not read. A cell is one HGETALL of entries.
 # Returns id, entry per caregiver, nearest first (ties by id).
-_SEARCH = """
+_SEARCH = (
+    keys.LUA
+    + """
 local ns, agency, need = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now, stale = tonumber(ARGV[4]), tonumber(ARGV[5])
 local sqrt, asin, min, decode, sub = math.sqrt, math.asin, math.min, struct.unpack, string.sub
@@ -280,7 +289,7 @@ local function cells_of(s)
   for cell in string.gmatch(ARGV[7 + 2 * s], '%S+') do cells[#cells + 1] = cell end
   return cells
 end
-local function prefix_of(s) return ns .. ':' .. ARGV[6 + 2 * s] .. ':' .. agency .. ':' end
+local function prefix_of(s) return cell_key(ns, ARGV[6 + 2 * s], agency, '') end
 local steps = (#ARGV - 7) / 2
 -- whole steps, while the count they give decides how far the plan goes
 local done = 0
@@ -295,7 +304,7 @@ for s = done + 1, last do
   local prefix, cells, shapes = prefix_of(s), cells_of(s), nil
   for c, cell in ipairs(cells) do
     if bound < math.huge and not shapes and ARGV[6 + 2 * s] == 'area' then
-      shapes = redis.call('HMGET', ns .. ':shapes', unpack(cells))
+      shapes = redis.call('HMGET', shapes_key(ns), unpack(cells))
     end
     if not (shapes and far(shapes[c])) then read(prefix .. cell) end
   end
@@ -304,6 +313,7 @@ local out = {}
 for j = 1, n do out[#out + 1] = ids[j]; out[#out + 1] = es[j] end
 return out
 """
+)
 
 _FIELDS = ("lat", "lon", "ts", "status", "agency")
 _LAST_FIX_FIELDS = ("lat", "lon", "ts", "acc")
@@ -347,6 +357,7 @@ class LiveIndex:
     def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
         self._redis = redis
         self._ns = settings.namespace
+        self._keys = settings.keys
         self._update = redis.register_script(_UPDATE_POSITIONS)
         self._last = redis.register_script(_LAST_FIXES)
         self._offline = redis.register_script(_MARK_OFFLINE)
@@ -408,7 +419,7 @@ class LiveIndex:
         for n, step in enumerate(plan):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for cell in step.cells:
-                    pipe.hkeys(f"{self._ns}:{step.level}:{agency_id}:{cell}")
+                    pipe.hkeys(self._keys.cell(step.level, agency_id, cell))
                 members = await pipe.execute()
             found.update(dict.fromkeys(sorted(m.decode() for group in members for m in group)))
             if stop_after is None and len(found) >= need:
@@ -446,7 +457,7 @@ class LiveIndex:
     async def candidates(self, caregiver_ids: Sequence[str]) -> list[Candidate]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for cid in caregiver_ids:
-                pipe.hmget(f"{self._ns}:cg:{cid}", _FIELDS)
+                pipe.hmget(self._keys.caregiver(cid), _FIELDS)
             rows = await pipe.execute()
         out = []
         for cid, (lat, lon, t, status, agency) in zip(caregiver_ids, rows, strict=True):

@@ -53,9 +53,9 @@ class _Resync(Exception):
 class LiveMirror:
     def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
         self._redis = redis
-        self._ns = settings.namespace
-        self._seq_key = f"{self._ns}:live:seq"
-        self._log_key = f"{self._ns}:live:changes"
+        self._keys = settings.keys
+        self._seq_key = self._keys.live_seq()
+        self._log_key = self._keys.live_changes()
         self.index = CandidateIndex()
         self.seq = 0
         self.ready = False
@@ -153,7 +153,7 @@ class LiveMirror:
             seq, last = await pipe.execute()
         index = CandidateIndex()
         best: dict[str, tuple[str, str, float, float, float, str]] = {}
-        prefix = f"{self._ns}:street:"
+        prefix = self._keys.cell_prefix("street")
         keys: list[bytes] = []
         async for key in self._redis.scan_iter(match=f"{prefix}*", count=SNAPSHOT_BATCH):
             keys.append(key)

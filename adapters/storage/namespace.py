@@ -24,7 +24,7 @@ async def drop_namespace(settings: Settings) -> None:
     redis = aioredis.from_url(settings.redis_url)
     try:
         batch: list[bytes] = []
-        async for key in redis.scan_iter(match=f"{settings.namespace}:*", count=DELETE_BATCH):
+        async for key in redis.scan_iter(match=settings.keys.everything(), count=DELETE_BATCH):
             batch.append(key)
             if len(batch) >= DELETE_BATCH:
                 await redis.delete(*batch)

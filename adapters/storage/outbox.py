@@ -85,13 +85,13 @@ class Outbox:
         self._many = redis.register_script(_NOTIFY_MANY)
 
     def channel_pattern(self) -> str:
-        return self._settings.key("out", "*")
+        return self._settings.keys.out_channel("*")
 
     def channel(self, recipient: str) -> str:
-        return self._settings.key("out", recipient)
+        return self._settings.keys.out_channel(recipient)
 
     def recipient_of(self, channel: str) -> str:
-        return channel.removeprefix(self._settings.key("out", ""))
+        return channel.removeprefix(self._settings.keys.out_channel(""))
 
     async def send(self, items: Sequence[tuple[str, BaseModel]]) -> list[int]:
         """Send each (recipient, frame); returns the seqs given, in order."""
@@ -118,14 +118,14 @@ class Outbox:
 
     def _keys(self, recipient: str) -> list[str]:
         return [
-            self._settings.key("outseq", recipient),
-            self._settings.key("outbox", recipient),
+            self._settings.keys.out_seq(recipient),
+            self._settings.keys.outbox(recipient),
             self.channel(recipient),
         ]
 
     async def since(self, recipient: str, last_seq: int) -> list[bytes]:
         """Messages kept for ``recipient`` with seq > ``last_seq``, oldest first."""
-        key = self._settings.key("outbox", recipient)
+        key = self._settings.keys.outbox(recipient)
         entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await self._redis.xrange(key))
         return [fields[b"msg"] for _id, fields in entries if int(fields[b"seq"]) > last_seq]
 

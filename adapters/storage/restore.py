@@ -53,7 +53,7 @@ async def restore_offers(db: Database, redis: aioredis.Redis, settings: Settings
     rows = await db.pool.fetch(_PENDING_OFFERS, ts(now))
     async with redis.pipeline(transaction=False) as pipe:
         for r in rows:
-            key = settings.key("offer", str(r["id"]))
+            key = settings.keys.offer(str(r["id"]))
             expires_at = r["expires_at"].timestamp()
             record: dict[FieldT, EncodableT] = {
                 "caregiver_id": r["caregiver_id"],
@@ -73,7 +73,7 @@ async def restore_trackers(db: Database, redis: aioredis.Redis, settings: Settin
     homes: dict[str, list[str]] = defaultdict(list)
     for r in await db.pool.fetch(_AT_VISITS):
         homes[r["caregiver_id"]].append(r["patient_id"])
-    key = settings.key("visits", "trackers")
+    key = settings.keys.visit_trackers()
     swap = redis.register_script(_COMPARE_AND_SET)
     changed = 0
     for caregiver_id, patients in homes.items():

@@ -94,7 +94,7 @@ class VisitStore:
             radius_m,
             None if geojson is None else json.dumps(geojson),
         )
-        await self._redis.incr(self._s.key("visits", "fences"))
+        await self._redis.incr(self._s.keys.fence_version())
         return fence
 
     async def fences(self, known: Mapping[str, str] | None = None) -> dict[str, StoredFence]:
@@ -122,7 +122,7 @@ class VisitStore:
         return out
 
     async def fence_version(self) -> int:
-        return int(await self._redis.get(self._s.key("visits", "fences")) or 0)
+        return int(await self._redis.get(self._s.keys.fence_version()) or 0)
 
     # ------------------------------------------------------------ the roster
 
@@ -275,7 +275,7 @@ class VisitStore:
         """Each caregiver's tracker as last saved (a new one if none, or if unreadable)."""
         if not caregiver_ids:
             return {}
-        raw = await self._redis.hmget(self._s.key("visits", "trackers"), list(caregiver_ids))
+        raw = await self._redis.hmget(self._s.keys.visit_trackers(), list(caregiver_ids))
         out = {}
         for cid, value in zip(caregiver_ids, cast(list[bytes | None], raw), strict=True):
             out[cid] = FenceTracker(cid, config)
@@ -291,7 +291,7 @@ class VisitStore:
         pairs = [(t.caregiver_id, orjson.dumps(t.to_dict()).decode()) for t in trackers]
         if pairs:
             await self._save_trackers(
-                keys=[self._s.key("visits", "trackers")], args=[orjson.dumps(pairs)]
+                keys=[self._s.keys.visit_trackers()], args=[orjson.dumps(pairs)]
             )
 
 

@@ -75,7 +75,7 @@ async def assert_expires(
         "SELECT extract(epoch FROM expires_at) FROM offers WHERE id = $1", uuid.UUID(offer_id)
     )
     assert float(stored) == pytest.approx(at, abs=0.001)
-    key = settings.key("offer", offer_id)
+    key = settings.keys.offer(offer_id)
     recorded = await redis.hget(key, "expires_at")
     assert recorded is not None
     assert float(recorded) == pytest.approx(at, abs=0.001)

@@ -54,7 +54,7 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
 async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(settings.redis_url)
     yield client
-    keys = [key async for key in client.scan_iter(match=settings.key("*"))]
+    keys = [key async for key in client.scan_iter(match=settings.keys.everything())]
     if keys:
         await client.delete(*keys)
     await client.aclose()
@@ -106,7 +106,7 @@ def result(offer_id: str) -> OfferResultFrame:
 async def consume(settings: Settings, topic: str, match: Callable[[Frame], bool]) -> Frame:
     """The first record on ``topic`` (from the beginning) whose JSON value matches."""
     consumer = AIOKafkaConsumer(
-        settings.topic(topic),
+        settings.keys.topic(topic),
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
@@ -235,7 +235,7 @@ async def put_offer(
 ) -> tuple[str, str]:
     offer_id, incident_id = uuid.uuid4().hex, uuid.uuid4().hex
     await redis_client.hset(
-        settings.key("offer", offer_id),
+        settings.keys.offer(offer_id),
         mapping={
             "caregiver_id": caregiver_id,
             "incident_id": incident_id,

@@ -134,7 +134,7 @@ async def runtime(migrated: Settings) -> AsyncIterator[Runtime]:
 async def _forget(settings: Settings, caregivers: list[str]) -> None:
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
-        await client.delete(*(settings.key("cg", c) for c in caregivers))
+        await client.delete(*(settings.keys.caregiver(c) for c in caregivers))
     finally:
         await client.aclose()
 

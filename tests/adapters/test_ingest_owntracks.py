@@ -109,9 +109,9 @@ async def collect_until(
     settings: Settings, done: Callable[[Seen], bool], within: float = WITHIN_S
 ) -> Seen:
     consumer = AIOKafkaConsumer(
-        settings.topic("fixes"),
-        settings.topic("presence"),
-        settings.topic("deadletter"),
+        settings.keys.topic("fixes"),
+        settings.keys.topic("presence"),
+        settings.keys.topic("deadletter"),
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
     )
@@ -122,9 +122,9 @@ async def collect_until(
             while not done(seen):
                 for tp, records in (await consumer.getmany(timeout_ms=200)).items():
                     values = [r.value for r in records if r.value]
-                    if tp.topic == settings.topic("fixes"):
+                    if tp.topic == settings.keys.topic("fixes"):
                         seen.fixes += [f.model_dump() for f in decode_fixes(values)]
-                    elif tp.topic == settings.topic("presence"):
+                    elif tp.topic == settings.keys.topic("presence"):
                         seen.presence += [orjson.loads(v) for v in values]
                     else:
                         seen.letters += [orjson.loads(v) for v in values]

@@ -138,7 +138,7 @@ async def test_a_gap_in_the_log_makes_a_new_copy(
     rng = random.Random(13)
     people = scatter(rng, 300, "g")
     await put(index, people)
-    await redis.incr(own.key("live", "seq"))  # a change the log no longer holds
+    await redis.incr(own.keys.live_seq())  # a change the log no longer holds
     await put(index, moved(rng, people, 0.5, NOW))
     await until(lambda: mirror.copies == 2 and mirror.ready, "a new copy")
     assert await agree(index, mirror, rng, 20) > 0

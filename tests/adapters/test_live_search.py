@@ -250,7 +250,7 @@ async def test_a_cell_wholly_farther_than_the_need_th_is_not_read(
     assert _nearest_point_m(farthest, lat, lon) > 1000
     t_lat, t_lon = h3.cell_to_latlng(farthest)
     await put(live, [*close, Person("sk-there", "sk0", t_lat, t_lon, NOW, AVAILABLE)])
-    key = settings.key("area", "sk0", farthest)
+    key = settings.keys.cell("area", "sk0", farthest)
     try:
         await redis.delete(key)
         await redis.set(key, "not a hash")  # reading it would fail
@@ -273,15 +273,15 @@ async def test_without_the_cells_shapes_the_answers_are_the_same(
     with_shapes = [
         await search(live, "ns0", list(search_plan(a, b, 3)), a, b, n) for a, b, n in asks
     ]
-    shapes = await redis.hgetall(settings.key("shapes"))
+    shapes = await redis.hgetall(settings.keys.shapes())
     assert len(shapes) > 10 and all(len(v) == SHAPE.size for v in shapes.values())
-    await redis.delete(settings.key("shapes"))
+    await redis.delete(settings.keys.shapes())
     try:
         without = [
             await search(live, "ns0", list(search_plan(a, b, 3)), a, b, n) for a, b, n in asks
         ]
     finally:
-        await redis.hset(settings.key("shapes"), items=[x for kv in shapes.items() for x in kv])
+        await redis.hset(settings.keys.shapes(), items=[x for kv in shapes.items() for x in kv])
     assert without == with_shapes
     assert [len(f) for f in with_shapes] == [1, 5, 20]
 

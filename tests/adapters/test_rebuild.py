@@ -104,8 +104,13 @@ async def _picture(settings: Settings) -> Snapshot:
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     out: Snapshot = {}
     try:
-        for kind in ("cg", "street", "area"):
-            async for key in r.scan_iter(match=settings.key(kind, "*"), count=1000):
+        keys = settings.keys
+        for kind, prefix in (
+            ("cg", keys.caregiver_prefix()),
+            ("street", keys.cell_prefix("street")),
+            ("area", keys.cell_prefix("area")),
+        ):
+            async for key in r.scan_iter(match=prefix + "*", count=1000):
                 if kind == "cg":
                     out[key] = {"status": AVAILABLE, **await r.hgetall(key)}
                 elif members := await r.hkeys(key):
@@ -165,7 +170,7 @@ async def test_the_live_picture_comes_back_whole_after_redis_loses_it(
     done = await _assign(runtime.db, CAREGIVERS[1], now)  # assigned, then resolved: available
     assert (await HandoverStore(runtime.db).resolve(done, AGENCY, "dispatcher:rb", now)).done
     before = await _picture(settings)
-    assert len([k for k in before if k.startswith(settings.key("cg", ""))]) == len(CAREGIVERS)
+    assert len([k for k in before if k.startswith(settings.keys.caregiver(""))]) == len(CAREGIVERS)
     assert len({k.split(":")[1] for k in before}) == 3  # cg, street and area keys all there
 
     assert await _delete_namespace(settings) > 0
@@ -175,9 +180,9 @@ async def test_the_live_picture_comes_back_whole_after_redis_loses_it(
     assert first == Rebuilt(positions=len(CAREGIVERS), moved=len(CAREGIVERS), busy=1)
     after = await _picture(settings)
     assert after == before
-    assert after[settings.key("cg", CAREGIVERS[0])]["status"] == BUSY
+    assert after[settings.keys.caregiver(CAREGIVERS[0])]["status"] == BUSY
     last = fix(7, FIXES_EACH - 1, t0)
-    assert float(after[settings.key("cg", CAREGIVERS[7])]["ts"]) == last.ts
+    assert float(after[settings.keys.caregiver(CAREGIVERS[7])]["ts"]) == last.ts
 
     assert _rebuild_verb(settings) == (
         f"namespace {settings.namespace}: {len(CAREGIVERS)} positions read, 0 applied,"
@@ -214,14 +219,14 @@ async def test_a_newer_position_already_in_redis_is_kept(
     await runtime.live.update([newer])
     await rebuild(runtime.db, runtime.redis, settings)
     picture = await _picture(settings)
-    assert float(picture[settings.key("cg", cg)]["ts"]) == newer.ts
-    assert cg in picture[settings.key("street", AGENCY, await _cell(settings, cg))]
+    assert float(picture[settings.keys.caregiver(cg)]["ts"]) == newer.ts
+    assert cg in picture[settings.keys.cell("street", AGENCY, await _cell(settings, cg))]
 
 
 async def _cell(settings: Settings, caregiver: str) -> str:
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
-        return str(await r.hget(settings.key("cg", caregiver), "cell"))
+        return str(await r.hget(settings.keys.caregiver(caregiver), "cell"))
     finally:
         await r.aclose()
 
@@ -238,9 +243,11 @@ async def test_strays_missing_cells_and_stale_busy_are_put_right(
     stray, lost, idle = CAREGIVERS[4], CAREGIVERS[5], CAREGIVERS[6]
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
-        await r.hset(settings.key("street", AGENCY, "88194ad2c3fffff"), stray, "left long ago")
-        await r.hset(settings.key("area", AGENCY, "86194ad2fffffff"), stray, "left long ago")
-        await r.hdel(settings.key("street", AGENCY, await _cell(settings, lost)), lost)
+        await r.hset(
+            settings.keys.cell("street", AGENCY, "88194ad2c3fffff"), stray, "left long ago"
+        )
+        await r.hset(settings.keys.cell("area", AGENCY, "86194ad2fffffff"), stray, "left long ago")
+        await r.hdel(settings.keys.cell("street", AGENCY, await _cell(settings, lost)), lost)
     finally:
         await r.aclose()
     await runtime.live.set_status(idle, BUSY)
@@ -270,16 +277,16 @@ async def test_pending_offers_and_trackers_at_visits_come_back(
     seen = FenceTracker(afresh, last=TrackerFix(afresh, *ORIGIN, now - 5.25, 4.0))
     dwelling = FenceTracker(arriving, fences={"rb-pat": FenceState(False, now - 3)})
     for tracker in (seen, dwelling):
-        key = settings.key("visits", "trackers")
+        key = settings.keys.visit_trackers()
         await runtime.redis.hset(key, tracker.caregiver_id, json.dumps(tracker.to_dict()))
 
     done = await rebuild(runtime.db, runtime.redis, settings)
     assert (done.offers, done.trackers) == (1, 2)
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
-        offer = await r.hgetall(settings.key("offer", sent[0].offer_id))
-        gone = await r.exists(settings.key("offer", sent[1].offer_id))
-        stored = await r.hgetall(settings.key("visits", "trackers"))
+        offer = await r.hgetall(settings.keys.offer(sent[0].offer_id))
+        gone = await r.exists(settings.keys.offer(sent[1].offer_id))
+        stored = await r.hgetall(settings.keys.visit_trackers())
     finally:
         await r.aclose()
     assert offer["caregiver_id"] == CAREGIVERS[10]

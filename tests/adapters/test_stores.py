@@ -161,7 +161,7 @@ async def test_concurrent_migrations_apply_once(settings: Settings) -> None:
 async def cell_members(
     redis: aioredis.Redis, settings: Settings, agency: str, cell: str
 ) -> set[str]:
-    members = await redis.hkeys(settings.key("street", agency, cell))
+    members = await redis.hkeys(settings.keys.cell("street", agency, cell))
     return {m.decode() if isinstance(m, bytes) else m for m in members}
 
 

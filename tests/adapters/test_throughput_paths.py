@@ -187,7 +187,7 @@ async def fixes_on_kafka(settings: Settings, expected: int) -> list[tuple[int, F
     """This agency's fixes on the fixes topic with their partitions, in the order of each
     partition, once ``expected`` of them are there."""
     consumer = AIOKafkaConsumer(
-        settings.topic("fixes"),
+        settings.keys.topic("fixes"),
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
     )
@@ -260,7 +260,7 @@ async def check_live(settings: Settings) -> None:
     r = aioredis.Redis.from_url(settings.redis_url)
     try:
         for cg in CAREGIVERS:
-            assert float(await r.hget(settings.key("cg", cg), "ts") or 0) == T0 + STEPS - 1
+            assert float(await r.hget(settings.keys.caregiver(cg), "ts") or 0) == T0 + STEPS - 1
     finally:
         await r.aclose()
 
@@ -400,11 +400,11 @@ async def records_until(
     """(topic, record) of this module's status records on ``topics``, once ``expected`` are
     there."""
     consumer = AIOKafkaConsumer(
-        *(settings.topic(t) for t in topics),
+        *(settings.keys.topic(t) for t in topics),
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
     )
-    names = {settings.topic(t): t for t in topics}
+    names = {settings.keys.topic(t): t for t in topics}
     found: list[tuple[str, dict[str, Any]]] = []
     await consumer.start()
     try:

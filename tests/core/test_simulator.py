@@ -9,12 +9,12 @@ from itertools import pairwise
 import orjson
 import pytest
 
+from kernel.backoff import Backoff
 from kernel.contracts import DeviceEventPayload, LocationPayload
 from simulators.city import City, Fall, SimFix
 from simulators.geo import Point, bearing_deg, distance_m, offset
 from simulators.population import AGENCY_ID, CENTRE, CityConfig, populate
 from simulators.simulate import (
-    Backoff,
     event_topic,
     fall_payload,
     location_payload,
@@ -210,7 +210,7 @@ def test_answers_are_mostly_accepts_within_the_delay() -> None:
 
 
 def test_backoff_grows_to_its_cap_and_resets() -> None:
-    backoff = Backoff(random.Random(2), first=0.5, cap=8.0)
+    backoff = Backoff(first=0.5, cap=8.0, rng=random.Random(2))
     delays = [backoff.next() for _ in range(10)]
     assert delays[0] <= 0.5
     assert all(d <= 8.0 for d in delays) and max(delays) >= 4.0

@@ -41,7 +41,7 @@ async def own_worker_ready(settings: Settings) -> None:
     left its heartbeat (it lasts 5 s), and only a live worker sets it again."""
     r = aioredis.Redis.from_url(settings.redis_url)
     try:
-        await r.delete(*(settings.key("health", "worker", role) for role in ROLES))
+        await r.delete(*(settings.keys.worker_health(role) for role in ROLES))
     finally:
         await r.aclose()
     await worker_ready(settings, READY_WITHIN_S)

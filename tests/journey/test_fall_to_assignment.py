@@ -182,7 +182,9 @@ async def test_bad_input_is_dead_lettered_with_reasons_and_the_stream_goes_on(
 ) -> None:
     s = ready
     consumer = AIOKafkaConsumer(
-        s.topic("deadletter"), bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest"
+        s.keys.topic("deadletter"),
+        bootstrap_servers=s.kafka_bootstrap,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:

@@ -194,10 +194,10 @@ async def _picture(settings: Settings) -> Picture:
     hashes: dict[str, dict[str, str]] = {}
     members: set[tuple[str, str, str, str]] = set()
     try:
-        async for key in r.scan_iter(match=settings.key("cg", "*"), count=1000):
+        async for key in r.scan_iter(match=settings.keys.caregiver("*"), count=1000):
             hashes[key.rsplit(":", 1)[1]] = cast(dict[str, str], await r.hgetall(key))
         for level in ("street", "area"):
-            async for key in r.scan_iter(match=settings.key(level, "*"), count=1000):
+            async for key in r.scan_iter(match=settings.keys.cell_prefix(level) + "*", count=1000):
                 _, _, agency, cell = key.split(":")
                 ids = cast(list[str], await r.hkeys(key))
                 members |= {(level, agency, cell, m) for m in ids}

@@ -176,7 +176,7 @@ async def test_two_ingests_and_two_workers_lose_and_double_nothing(
 
 def _each_worker_held_fix_partitions(settings: Settings, logs: list[Path]) -> None:
     """Faust logs each assignment as a table: ``| {ns}.fixes | {0, 2} |``."""
-    row = re.compile(rf"\|\s*{re.escape(settings.topic('fixes'))}\s*\|\s*\{{\d")
+    row = re.compile(rf"\|\s*{re.escape(settings.keys.topic('fixes'))}\s*\|\s*\{{\d")
     for log_path in logs:
         assert row.search(log_path.read_text()), f"{log_path.name} never had a fixes partition"
 
@@ -187,7 +187,7 @@ async def _live_positions_are_the_last_fixes(settings: Settings, base_tst: int) 
     try:
         async with r.pipeline(transaction=False) as pipe:
             for cg in CAREGIVERS:
-                pipe.hmget(settings.key("cg", cg), "lat", "lon", "ts")
+                pipe.hmget(settings.keys.caregiver(cg), "lat", "lon", "ts")
             live = await pipe.execute()
     finally:
         await r.aclose()

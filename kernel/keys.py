@@ -1,0 +1,135 @@
+"""Every Redis key and Kafka topic of a namespace, named once.
+
+``ns`` is the namespace (``CAREKNOT_NAMESPACE``, ``ck`` by default): it prefixes Redis keys and
+Kafka topics, and is the Postgres schema.
+
+Redis:
+
+==================================  =======  ================================================
+key                                 type     holds
+==================================  =======  ================================================
+``{ns}:cg:{caregiver}``             hash     her latest accepted position and her status
+``{ns}:street:{agency}:{cell}``     hash     caregiver → entry, H3 resolution 8
+``{ns}:area:{agency}:{cell}``       hash     the same at resolution 6
+``{ns}:shapes``                     hash     area cell → its shape (a search skips far cells)
+``{ns}:live:seq``                   counter  the live index's last change
+``{ns}:live:changes``               stream   the live index's recent changes
+``{ns}:offer:{offer}``              hash     a pending offer (the gateways check answers)
+``{ns}:out:{recipient}``            channel  messages to one WebSocket recipient
+``{ns}:outbox:{recipient}``         stream   the same messages, kept for ``resume``
+``{ns}:outseq:{recipient}``         counter  their ``seq``
+``{ns}:visits:trackers``            hash     caregiver → her fence tracker
+``{ns}:visits:fences``              counter  bumped when a fence changes
+``{ns}:health:worker:{role}``       string   a worker's heartbeat
+``{ns}:geo:{agency}``                geo      ``careknot bench dispatch``'s comparison only
+==================================  =======  ================================================
+
+Kafka: ``{ns}.{name}`` for each name in :data:`TOPICS`.
+
+Server-side scripts spell keys through the Lua functions of :data:`LUA`, made from the same
+layout, so no key is spelt twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+CellLevel = Literal["street", "area"]
+
+FIXES = "fixes"
+PRESENCE = "presence"
+DEVICE_EVENTS = "device-events"
+TELEMETRY = "telemetry"
+OFFER_ANSWERS = "offer-answers"
+"""Caregivers' answers and dispatchers' commands, keyed by incident."""
+DEADLETTER = "deadletter"
+TOPICS = (FIXES, PRESENCE, DEVICE_EVENTS, TELEMETRY, OFFER_ANSWERS, DEADLETTER)
+
+_CAREGIVER = "cg"
+_SHAPES = "shapes"
+_LIVE_SEQ = "live:seq"
+_LIVE_CHANGES = "live:changes"
+
+LUA = f"""
+local function caregiver_key(ns, id) return ns .. ':{_CAREGIVER}:' .. id end
+local function cell_key(ns, level, agency, cell)
+  return ns .. ':' .. level .. ':' .. agency .. ':' .. cell
+end
+local function shapes_key(ns) return ns .. ':{_SHAPES}' end
+local function live_seq_key(ns) return ns .. ':{_LIVE_SEQ}' end
+local function live_changes_key(ns) return ns .. ':{_LIVE_CHANGES}' end
+"""
+"""Lua functions naming the live index's keys, for scripts to start with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The Redis keys and Kafka topics of namespace ``ns``."""
+
+    ns: str
+
+    def topic(self, name: str) -> str:
+        return f"{self.ns}.{name}"
+
+    def everything(self) -> str:
+        """A ``SCAN`` pattern of every key of the namespace."""
+        return f"{self.ns}:*"
+
+    # ------------------------------------------------------------ the live index
+
+    def caregiver(self, caregiver_id: str) -> str:
+        return f"{self.ns}:{_CAREGIVER}:{caregiver_id}"
+
+    def caregiver_prefix(self) -> str:
+        """What every caregiver's key starts with (her id follows)."""
+        return self.caregiver("")
+
+    def cell(self, level: str, agency_id: str, cell: str) -> str:
+        return f"{self.ns}:{level}:{agency_id}:{cell}"
+
+    def cell_prefix(self, level: CellLevel) -> str:
+        """What every cell key of ``level`` starts with (``{agency}:{cell}`` follows)."""
+        return f"{self.ns}:{level}:"
+
+    def shapes(self) -> str:
+        return f"{self.ns}:{_SHAPES}"
+
+    def live_seq(self) -> str:
+        return f"{self.ns}:{_LIVE_SEQ}"
+
+    def live_changes(self) -> str:
+        return f"{self.ns}:{_LIVE_CHANGES}"
+
+    # ------------------------------------------------------------ offers and outboxes
+
+    def offer(self, offer_id: str) -> str:
+        return f"{self.ns}:offer:{offer_id}"
+
+    def out_channel(self, recipient: str) -> str:
+        return f"{self.ns}:out:{recipient}"
+
+    def recipient_of(self, channel: str) -> str:
+        """The recipient an :meth:`out_channel` is for."""
+        return channel.removeprefix(self.out_channel(""))
+
+    def outbox(self, recipient: str) -> str:
+        return f"{self.ns}:outbox:{recipient}"
+
+    def out_seq(self, recipient: str) -> str:
+        return f"{self.ns}:outseq:{recipient}"
+
+    # ------------------------------------------------------------ visits and health
+
+    def visit_trackers(self) -> str:
+        return f"{self.ns}:visits:trackers"
+
+    def fence_version(self) -> str:
+        return f"{self.ns}:visits:fences"
+
+    def worker_health(self, role: str) -> str:
+        return f"{self.ns}:health:worker:{role}"
+
+    def geo(self, agency_id: str) -> str:
+        """``careknot bench dispatch``'s Redis GEO set of an agency, the search it compares with."""
+        return f"{self.ns}:geo:{agency_id}"
