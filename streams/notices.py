@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from adapters.storage import outbox
 from adapters.storage.handovers import Handover
 from adapters.storage.incidents import IncidentRow, SentOffer
+from adapters.storage.offer_records import OfferRecord, OfferRecords
 from adapters.storage.postgres import Database
 from kernel.contracts import (
     IncidentFrame,
@@ -25,8 +26,6 @@ from kernel.contracts import (
 )
 from kernel.settings import Settings
 
-OFFER_RECORD_TTL_S = 3600  # an offer's record outlives its window by this much
-
 Frames = list[tuple[str, BaseModel]]
 
 
@@ -36,27 +35,20 @@ class Notices:
     ) -> None:
         self._s = settings
         self._db = db
-        self._redis = redis
         self._outbox = outbox.Outbox(redis, settings)
+        self._records = OfferRecords(redis, settings.keys)
         self._clock = clock
         self._names: dict[str, str] = {}
 
     async def offers(self, incident: IncidentRow, sent: list[SentOffer], now: float) -> None:
         """The offer records the gateway checks answers against, then the frames."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for s in sent:
-                key = self._s.keys.offer(s.offer_id)
-                pipe.hset(
-                    key,
-                    mapping={
-                        "caregiver_id": s.caregiver_id,
-                        "incident_id": s.incident_id,
-                        "agency_id": incident.agency_id,
-                        "expires_at": s.planned.expires_at,
-                    },
-                )
-                pipe.expire(key, int(s.planned.expires_at - now) + OFFER_RECORD_TTL_S)
-            await pipe.execute()
+        records = [
+            OfferRecord(
+                s.offer_id, s.caregiver_id, s.incident_id, incident.agency_id, s.planned.expires_at
+            )
+            for s in sent
+        ]
+        await self._records.write(records, now)
         frames: Frames = [
             (outbox.caregiver(s.caregiver_id), _offer_frame(incident, s)) for s in sent
         ]
@@ -65,13 +57,7 @@ class Notices:
 
     async def unrecorded(self, offer_ids: list[str]) -> set[str]:
         """Those of ``offer_ids`` with no offer record: never delivered."""
-        if not offer_ids:
-            return set()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for offer_id in offer_ids:
-                pipe.exists(self._s.keys.offer(offer_id))
-            recorded = await pipe.execute()
-        return {oid for oid, known in zip(offer_ids, recorded, strict=True) if not known}
+        return await self._records.unrecorded(offer_ids)
 
     async def results(self, results: Iterable[tuple[str, str, OfferOutcome]]) -> None:
         """``offer_result`` frames: (caregiver, offer, outcome)."""

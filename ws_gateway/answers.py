@@ -1,10 +1,10 @@
 """Caregivers' answers to offers, from a WebSocket frame to Kafka.
 
-:class:`AnswerDesk` reads the offer record the dispatcher wrote (Redis hash
-``{ns}:offer:{offer_id}`` with ``caregiver_id``, ``incident_id``, ``agency_id``, ``expires_at``;
-the gateway only reads it), lets :func:`ws_gateway.session.decide_answer` judge, and produces an
-:class:`~kernel.contracts.OfferAnswer` to ``{ns}.offer-answers`` keyed by incident, or a
-:class:`~kernel.contracts.DeadLetter` to ``{ns}.deadletter`` for a refused answer.
+:class:`AnswerDesk` reads the offer record the dispatcher wrote
+(:mod:`adapters.storage.offer_records`), lets :func:`ws_gateway.session.decide_answer`
+judge, and produces an :class:`~kernel.contracts.OfferAnswer` to ``{ns}.offer-answers`` keyed
+by incident, or a :class:`~kernel.contracts.DeadLetter` to ``{ns}.deadletter`` for a refused
+answer.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 
+from adapters.storage.offer_records import OfferRecords
 from kernel import keys
 from kernel.contracts import DeadLetter, OfferAnswer
 from kernel.errors import RejectedInput, StorageError
@@ -34,13 +34,13 @@ class AnswerDesk:
     def __init__(
         self, redis: aioredis.Redis, producer: AIOKafkaProducer, settings: Settings
     ) -> None:
-        self._redis = redis
+        self._records = OfferRecords(redis, settings.keys)
         self._producer = producer
         self._settings = settings
 
     async def forward(self, claims: Claims, answer: Answer) -> OfferAnswer:
         """Produce the answer and wait for the broker; raises ``RejectedAnswer`` when refused."""
-        offer = await self._offer(answer.offer_id) if claims.role == "caregiver" else {}
+        offer = await self._records.fields(answer.offer_id) if claims.role == "caregiver" else {}
         event = decide_answer(claims, answer, offer, answer_id=uuid.uuid4().hex, now=time.time())
         await self._produce(
             keys.OFFER_ANSWERS,
@@ -63,19 +63,8 @@ class AnswerDesk:
         )
         await self._produce(keys.DEADLETTER, orjson.dumps(letter.model_dump(mode="json")), None)
 
-    async def _offer(self, offer_id: str) -> dict[str, str]:
-        try:
-            fields = await self._redis.hgetall(self._settings.keys.offer(offer_id))
-        except RedisError as exc:
-            raise StorageError(f"redis: reading offer {offer_id}: {exc}") from exc
-        return {_text(k): _text(v) for k, v in fields.items()}
-
     async def _produce(self, topic: str, value: bytes, key: bytes | None) -> None:
         try:
             await self._producer.send_and_wait(self._settings.keys.topic(topic), value, key=key)
         except KafkaError as exc:
             raise StorageError(f"kafka: producing to {topic}: {exc}") from exc
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -19,15 +19,14 @@ from collections import defaultdict
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.typing import EncodableT, FieldT
 
+from adapters.storage.offer_records import OfferRecord, OfferRecords
 from adapters.storage.postgres import Database, ts
 from geofence.transitions import FenceTracker
 from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OFFER_KEPT_S = 3600  # an offer record outlives its window by this, as the dispatcher writes it
 ATTEMPTS = 5  # compare-and-set tries per tracker
 
 _PENDING_OFFERS = (
@@ -51,20 +50,18 @@ async def restore_offers(db: Database, redis: aioredis.Redis, settings: Settings
     """The record of every offer still pending and within its window; how many."""
     now = time.time()
     rows = await db.pool.fetch(_PENDING_OFFERS, ts(now))
-    async with redis.pipeline(transaction=False) as pipe:
-        for r in rows:
-            key = settings.keys.offer(str(r["id"]))
-            expires_at = r["expires_at"].timestamp()
-            record: dict[FieldT, EncodableT] = {
-                "caregiver_id": r["caregiver_id"],
-                "incident_id": str(r["incident_id"]),
-                "agency_id": r["agency_id"],
-                "expires_at": expires_at,
-            }
-            pipe.hset(key, mapping=record)
-            pipe.expire(key, int(expires_at - now) + OFFER_KEPT_S)
-        await pipe.execute()
-    return len(rows)
+    records = [
+        OfferRecord(
+            offer_id=str(r["id"]),
+            caregiver_id=r["caregiver_id"],
+            incident_id=str(r["incident_id"]),
+            agency_id=r["agency_id"],
+            expires_at=r["expires_at"].timestamp(),
+        )
+        for r in rows
+    ]
+    await OfferRecords(redis, settings.keys).write(records, now)
+    return len(records)
 
 
 async def restore_trackers(db: Database, redis: aioredis.Redis, settings: Settings) -> int:
