@@ -30,10 +30,14 @@ class Started:
 
 
 class Launcher:
-    """Starts servers as children in ``workdir`` and stops them all on :meth:`close`."""
+    """Starts servers as children in ``workdir`` and stops them all on :meth:`close`.
+
+    ``workdir`` is made absolute, and so is every path handed to a child: Postgres and Redis
+    change directory to their data folders, where a path relative to ours leads nowhere.
+    """
 
     def __init__(self, workdir: Path, *, use_installed: bool, timeout: float) -> None:
-        self.workdir = workdir
+        self.workdir = workdir.absolute()
         self.timeout = timeout
         self._use_installed = use_installed
         self.children: list[Child] = []
