@@ -117,7 +117,7 @@ async def worker_ready(
     """Wait until workers of ``settings.namespace`` hold their Kafka partitions (they
     heartbeat): one of each role in ``roles``, or one doing everything (role ``all``)."""
     r = aioredis.Redis.from_url(settings.redis_url)
-    keys = [settings.key("health", "worker", role) for role in (*roles, "all")]
+    keys = [settings.keys.worker_health(role) for role in (*roles, "all")]
 
     async def ready() -> bool | None:
         beats = await r.mget(keys)
