@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import faust
 
+from adapters.faust_transport import LowLatencyTransport
 from kernel.settings import Settings
 from streams import dispatch_flow, fix_flow
 from streams.runtime import Runtime
-from streams.transport import LowLatencyTransport
 
 WorkerRole = Literal["all", "dispatch", "fixes"]
 ROLES: tuple[WorkerRole, ...] = ("all", "dispatch", "fixes")

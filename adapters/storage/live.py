@@ -408,26 +408,6 @@ class LiveIndex:
         """Her availability, in her hash and in her cells' entries at once."""
         await self._status(keys=[], args=[self._ns, caregiver_id, status])
 
-    async def nearby(self, agency_id: str, plan: Iterable[SearchStep], need: int) -> list[str]:
-        """Caregiver ids of the agency found by following ``plan`` until ``need`` are found.
-
-        One step more than the one that reached ``need`` is read, since cells are not
-        circles: someone just outside the first disk can be closer than someone inside it.
-        """
-        found: dict[str, None] = {}
-        stop_after: int | None = None
-        for n, step in enumerate(plan):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for cell in step.cells:
-                    pipe.hkeys(self._keys.cell(step.level, agency_id, cell))
-                members = await pipe.execute()
-            found.update(dict.fromkeys(sorted(m.decode() for group in members for m in group)))
-            if stop_after is None and len(found) >= need:
-                stop_after = n + 1
-            if stop_after is not None and n >= stop_after:
-                break
-        return list(found)
-
     async def search(
         self,
         agency_id: str,
@@ -443,8 +423,11 @@ class LiveIndex:
         nearest first (ties by id), found by one server-side script call.
 
         The plan's steps are read in order until ``need`` such caregivers are kept, then one
-        step more, as :meth:`nearby` does; an area cell wholly farther than the ``need``-th
-        kept is skipped, which changes no answer.
+        step more (cells are not circles: someone just outside the first disk can be nearer
+        than someone inside it); an area cell wholly farther than the ``need``-th kept is
+        skipped, which changes no answer. :class:`dispatch.candidates.CandidateIndex` answers
+        the same from the dispatch worker's copy (held to the same answers by
+        tests/adapters/test_live_mirror.py).
         """
         if need <= 0:
             return []

@@ -194,7 +194,7 @@ async def test_an_older_fix_never_overwrites_a_newer_one(live: LiveIndex) -> Non
     assert c.lat == pytest.approx(north(900)[0])
 
 
-async def test_nearby_finds_her_in_the_rings_of_her_agency_only(live: LiveIndex) -> None:
+async def test_a_search_finds_her_in_the_rings_of_her_agency_only(live: LiveIndex) -> None:
     tag, now = uuid.uuid4().hex[:8], time.time()
     agency, other = f"ag-{tag}", f"other-{tag}"
     near, far, stranger = f"near-{tag}", f"far-{tag}", f"stranger-{tag}"
@@ -205,13 +205,23 @@ async def test_nearby_finds_her_in_the_rings_of_her_agency_only(live: LiveIndex)
             fix(stranger, other, north(100), now),
         ]
     )
-    # the street disk finds her first; one step further out is read too
-    assert await live.nearby(agency, search_plan(*LEEDS, 3), need=1) == [near, far]
-    assert await live.nearby(agency, search_plan(*LEEDS, 3), need=2) == [near, far]
-    street_only = next(iter(search_plan(*LEEDS, 3)))
-    assert await live.nearby(agency, [street_only], need=1) == [near]
-    assert await live.nearby(agency, search_plan(*north(50_000), 2), need=1) == []
-    assert await live.nearby(other, search_plan(*LEEDS, 3), need=5) == [stranger]
+
+    async def found(
+        agency_id: str, home: tuple[float, float], need: int, steps: int | None = None
+    ) -> list[str]:
+        lat, lon = home
+        plan = list(search_plan(lat, lon, 3))[:steps]
+        hits = await live.search(
+            agency_id, plan, lat=lat, lon=lon, need=need, now=now, stale_after_s=120
+        )
+        return [c.caregiver_id for c in hits]
+
+    # the nearest first; someone in a further ring when more are needed
+    assert await found(agency, LEEDS, need=1) == [near]
+    assert await found(agency, LEEDS, need=2) == [near, far]
+    assert await found(agency, LEEDS, need=2, steps=1) == [near]  # the street disk alone
+    assert await found(agency, north(50_000), need=1) == []
+    assert await found(other, LEEDS, need=5) == [stranger]
 
 
 async def test_candidates_and_status(live: LiveIndex) -> None:

@@ -2,7 +2,12 @@
 
 Faust's aiokafka driver fixes ``fetch_max_wait_ms`` at 1500 ms. A broker that holds a fetch
 until that deadline when little data flows (tansu does) then adds up to 1.5 s to every
-emergency; this transport sets it from ``Settings.kafka_fetch_max_wait_ms`` instead.
+emergency; this transport sets it from the app's ``fetch_max_wait_ms`` instead
+(``CAREKNOT_KAFKA_FETCH_MAX_WAIT_MS``, ``CAREKNOT_FIXES_FETCH_MAX_WAIT_MS``).
+
+It reaches into two private names, pinned with their libraries in pyproject.toml and checked by
+tests/adapters/test_private_names.py: faust's ``AIOKafkaConsumerThread._create_worker_consumer``
+and aiokafka's ``AIOKafkaConsumer._fetch_max_wait_ms``.
 """
 
 from __future__ import annotations

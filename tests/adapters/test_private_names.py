@@ -1,0 +1,49 @@
+"""The private names of libraries that CareKnot reaches into for speed are still there.
+
+Each reach lives in one adapter module, with the library pinned in pyproject.toml; these tests
+fail when an upgrade moves a name, before the reach silently stops working:
+
+- :mod:`adapters.faust_transport` overrides faust's
+  ``AIOKafkaConsumerThread._create_worker_consumer`` and sets aiokafka's
+  ``AIOKafkaConsumer._fetch_max_wait_ms`` (how long a fetch waits for data);
+- :mod:`adapters.mqtt.client` swaps paho's ``Client._sock`` for its read-ahead socket in
+  aiomqtt's ``Client._on_socket_open`` hook.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+
+import aiomqtt
+import paho.mqtt.client as paho
+from aiokafka import AIOKafkaConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from paho.mqtt.enums import CallbackAPIVersion
+
+from adapters.faust_transport import LowLatencyConsumerThread
+
+
+def test_faust_still_creates_its_worker_consumer_where_the_transport_overrides_it() -> None:
+    assert "_create_worker_consumer" in vars(AIOKafkaConsumerThread)
+    assert "_create_worker_consumer" in vars(LowLatencyConsumerThread)
+    ours = inspect.signature(LowLatencyConsumerThread._create_worker_consumer)
+    theirs = inspect.signature(AIOKafkaConsumerThread._create_worker_consumer)
+    assert list(ours.parameters) == list(theirs.parameters)
+
+
+async def test_the_consumer_still_hands_its_fetch_wait_to_the_fetcher() -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")  # never started
+    assert consumer._fetch_max_wait_ms == 500  # aiokafka's default, under the name we set
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+
+
+def test_paho_hands_out_the_socket_the_client_holds() -> None:
+    client = paho.Client(CallbackAPIVersion.VERSION2)
+    sentinel = socket.socket()
+    client._sock = sentinel
+    try:
+        assert client.socket() is sentinel
+    finally:
+        sentinel.close()
+    assert "_on_socket_open" in vars(aiomqtt.Client)
