@@ -2,8 +2,8 @@
 
 Every fix makes a few dozen objects that reference counting frees at once; the cyclic collector
 still runs every 700 allocations by default, and now and then scans the whole heap (the
-worker's trackers, fences and caches, Faust's and the libraries' own objects). Timed alone, the
-fixes worker's batch step spent about 10 % of its CPU there. :func:`settle` freezes what
+worker's trackers, fences and caches, Faust's and the libraries' own objects), a cost that grows
+with the heap rather than with the work. :func:`settle` freezes what
 start-up made (the collector never scans it again) and lets the young generation grow to
 :data:`YOUNG_OBJECTS` before a collection: cycles are still collected, a little later.
 """
