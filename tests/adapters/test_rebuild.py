@@ -23,8 +23,8 @@ from adapters.storage.history import History
 from adapters.storage.incidents import IncidentRow, IncidentStore
 from adapters.storage.live import AVAILABLE, BUSY
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from adapters.storage.rebuild import Rebuilt, rebuild
 from adapters.storage.visit_store import VisitStore
-from careknot.rebuild import Rebuilt, rebuild
 from careknot.up import settings_env
 from dispatch.model import PlannedOffer
 from geofence.quality import AgencyPolicies
