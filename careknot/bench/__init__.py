@@ -1,8 +1,10 @@
-"""``careknot bench ...``: measure hot paths; each prints its figures and writes them as JSON.
+"""``careknot bench NAME``: measure hot paths; each prints its figures and writes them as JSON.
 
-Each benchmark is a module here with ``async def run(settings, args) -> int``; ``args.output``
-is the directory to write to and ``args.extra`` the rest of the command line, for the
-benchmark's own options.
+Each benchmark is a module here with ``async def run(settings, args) -> int``, and its own
+options in :mod:`careknot.bench.options`; ``careknot bench NAME --help`` lists them.
+``args.output`` is the directory to write to. The benchmark reads its options with
+:func:`own_options`: as ``careknot bench NAME`` parsed them into ``args``, or, when a caller
+built ``args`` itself, from a list of strings in ``args.extra``, with the defaults for the rest.
 """
 
 from __future__ import annotations
@@ -10,19 +12,73 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+from careknot.bench import options
 from kernel.settings import Settings
 
+
+@dataclass(frozen=True, slots=True)
+class Benchmark:
+    module: str
+    help: str
+    options: Callable[[argparse.ArgumentParser], None]
+
+
 BENCHMARKS = {
-    "fall-to-offer": "careknot.bench.fall_to_offer",
-    "geofence": "careknot.bench.geofence",
-    "dispatch": "careknot.bench.dispatch",
-    "ingest": "careknot.bench.ingest",
-    "fixes-step": "careknot.bench.fixes_step",
+    "fall-to-offer": Benchmark(
+        "careknot.bench.fall_to_offer",
+        "a fall on MQTT to the offer on the WebSocket, through the whole system: p50/p99",
+        options.fall_to_offer,
+    ),
+    "dispatch": Benchmark(
+        "careknot.bench.dispatch",
+        "candidate search over live caregivers across England (the dispatcher's, Redis"
+        " GEOSEARCH, PostGIS), then fall to offer under load",
+        options.dispatch,
+    ),
+    "geofence": Benchmark(
+        "careknot.bench.geofence",
+        "fix evaluations a second of the fence index on one core, against a naive loop",
+        options.geofence,
+    ),
+    "ingest": Benchmark(
+        "careknot.bench.ingest",
+        "fixes over MQTT into Redis and Postgres through the whole system: rates kept up,"
+        " latency, CPU per fix in each process",
+        options.ingest,
+    ),
+    "fixes-step": Benchmark(
+        "careknot.bench.fixes_step",
+        "the fixes worker's step alone against the real Redis and Postgres: CPU per fix",
+        options.fixes_step,
+    ),
 }
 
 
+def own_options(name: str, args: argparse.Namespace) -> argparse.Namespace:
+    """Benchmark ``name``'s own options, from ``args`` (or ``args.extra``), defaults for the
+    rest; nothing else (no ``--output``, nor the command line's other arguments)."""
+    p = argparse.ArgumentParser(prog=f"careknot bench {name}")
+    BENCHMARKS[name].options(p)
+    own = vars(p.parse_args([]))
+    given = argparse.Namespace(**{k: v for k, v in vars(args).items() if k in own})
+    return p.parse_args(getattr(args, "extra", None) or [], namespace=given)
+
+
+def command(name: str, opts: argparse.Namespace) -> str:
+    """The command that repeats a run with options ``opts``, each one spelled out."""
+    spelled = [f"careknot bench {name}"]
+    for dest, value in vars(opts).items():
+        flag = "--" + dest.replace("_", "-")
+        if value is True:
+            spelled.append(flag)
+        elif value is not False:
+            spelled.append(f"{flag} {value}")
+    return " ".join(spelled)
+
+
 async def run_bench(settings: Settings, args: argparse.Namespace) -> int:
-    module = importlib.import_module(BENCHMARKS[args.what])
+    module = importlib.import_module(BENCHMARKS[args.what].module)
     run: Callable[[Settings, argparse.Namespace], Awaitable[int]] = module.run
     return await run(settings, args)

@@ -27,8 +27,8 @@ Then, part (2): fall to offer through the whole system while simulated phones lo
 falls, default 100); ``--fall-load 0`` skips it. Its ``fall_to_offer_p50_ms`` and
 ``fall_to_offer_p99_ms`` join the figures.
 
-Options after the verb: ``--caregivers N --agencies N --searches N --k N --radius-km R --seed S
---fall-load FIXES_PER_S``; ``--falls N`` is the bench command's own.
+Options (``careknot bench dispatch --help``): ``--caregivers N --agencies N --searches N --k N
+--radius-km R --seed S --fall-load FIXES_PER_S --falls N``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ import redis.asyncio as aioredis
 from adapters.storage.live import LiveIndex
 from adapters.storage.live_mirror import LiveMirror
 from adapters.storage.namespace import drop_namespace
-from careknot.bench import fall_to_offer
+from careknot.bench import fall_to_offer, own_options
 from careknot.bench.fall_to_offer import Load
 from careknot.bench.report import latency_figures, machine, write
 from dispatch.eta import StraightLineModel
@@ -76,18 +76,6 @@ Point = tuple[float, float]
 Search = Callable[..., Awaitable[list[Candidate] | None]]
 
 
-def options(extra: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="careknot bench dispatch")
-    p.add_argument("--caregivers", type=int, default=100_000)
-    p.add_argument("--agencies", type=int, default=20)
-    p.add_argument("--searches", type=int, default=2000)
-    p.add_argument("--k", type=int, default=10, help="how many nearest are compared")
-    p.add_argument("--radius-km", type=float, default=10.0, help="compared within this")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--fall-load", type=int, default=5000, help="fixes/s during part (2); 0: skip")
-    return p.parse_args(extra)
-
-
 def place(rng: random.Random) -> Point:
     if rng.random() < URBAN_SHARE:
         lat, lon, _w = rng.choices(CITIES, weights=[c[2] for c in CITIES])[0]
@@ -96,7 +84,7 @@ def place(rng: random.Random) -> Point:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    opts = options([a for a in args.extra if a != "--"])
+    opts = own_options("dispatch", args)
     bench = settings.model_copy(update={"namespace": f"bench{secrets.token_hex(3)}"})
     rng = random.Random(opts.seed)
     people = [(f"cg{i}", f"ag{i % opts.agencies}", *place(rng)) for i in range(opts.caregivers)]
@@ -110,7 +98,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         await redis.aclose()
         await drop_namespace(bench)
     if opts.fall_load:
-        loaded = await fall_to_offer.measure(settings, falls=args.falls, load=Load(opts.fall_load))
+        loaded = await fall_to_offer.measure(settings, falls=opts.falls, load=Load(opts.fall_load))
         figures["fall_to_offer"] = loaded
         figures["fall_to_offer_p50_ms"] = loaded.get("fall_to_offer_p50_ms")
         figures["fall_to_offer_p99_ms"] = loaded.get("fall_to_offer_p99_ms")
@@ -210,7 +198,7 @@ async def _load_live(
         await live.update(fixes)
         async with redis.pipeline(transaction=False) as pipe:
             for c, a, la, lo in chunk:
-                pipe.geoadd(s.key("geo", a), (lo, la, c))
+                pipe.geoadd(s.keys.geo(a), (lo, la, c))
             await pipe.execute()
 
 
@@ -304,7 +292,7 @@ async def _geosearch(
 ) -> list[str]:
     agency, lat, lon = home
     found = await redis.geosearch(
-        s.key("geo", agency), longitude=lon, latitude=lat, radius=radius_m, unit="m",
+        s.keys.geo(agency), longitude=lon, latitude=lat, radius=radius_m, unit="m",
         sort="ASC", count=k,
     )  # fmt: skip
     return [m.decode() if isinstance(m, bytes) else str(m) for m in found]

@@ -5,8 +5,8 @@ city publishes its caregivers' fixes.
 Each fall is published only after the previous offer arrived and was declined, so the figure
 is the latency of one emergency, not of a queue.
 
-``--load RATE`` (after ``careknot bench fall-to-offer``) adds simulated phones of another agency
-publishing RATE fixes a second over MQTT (``simulators.load``; ``--load-caregivers N``,
+``--load RATE`` (``careknot bench fall-to-offer --help``) adds simulated phones of another agency
+publishing RATE fixes a second over MQTT (:mod:`simulators.load`; ``--load-caregivers N``,
 default 5,000), started :data:`LOAD_WARM_S` before the first fall and kept up until the last:
 the emergencies go through ingest and the worker while they carry that load. The system runs
 its own MQTT broker and Kafka, so nothing else on the machine shares them.
@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 
 from adapters.storage.namespace import drop_namespace
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from careknot.bench import own_options
 from careknot.bench.report import latency_figures, machine, write
 from careknot.running import RunningSystem, isolated, worker_ready
 from dispatch.offers import OfferTiming
@@ -79,19 +80,13 @@ class Load:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    figures = await measure(settings, falls=args.falls, load=_load(args.extra))
+    opts = own_options("fall-to-offer", args)
+    load = Load(opts.load, opts.load_caregivers)
+    figures = await measure(settings, falls=opts.falls, load=load)
     path = write(args.output, "bench-fall-to-offer.json", figures)
     print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
     print(f"written to {path}")
     return 0
-
-
-def _load(extra: list[str]) -> Load:
-    p = argparse.ArgumentParser(prog="careknot bench fall-to-offer")
-    p.add_argument("--load", type=int, default=0, help="fixes/s of other phones meanwhile")
-    p.add_argument("--load-caregivers", type=int, default=5000)
-    opts = p.parse_args(extra)
-    return Load(opts.load, opts.load_caregivers)
 
 
 async def measure(settings: Settings, *, falls: int, load: Load = Load()) -> dict[str, Any]:
@@ -173,7 +168,7 @@ async def _falls(s: Settings, falls: int, until: float = math.inf) -> Samples:
 async def _wait_position(s: Settings) -> None:
     r = aioredis.Redis.from_url(s.redis_url)
     try:
-        await poll_until(lambda: r.hget(s.key("cg", "bench-cg"), "ts"), 30, "the position")
+        await poll_until(lambda: r.hget(s.keys.caregiver("bench-cg"), "ts"), 30, "the position")
     finally:
         await r.aclose()
 

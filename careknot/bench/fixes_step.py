@@ -9,8 +9,8 @@ Kafka values as ingest packs them, and reports the process's CPU per fix and the
 ``/proc``), after a first fix of every caregiver has warmed the caches. Every fix is checked
 into the history before the namespace is dropped.
 
-Options (after ``careknot bench fixes-step``): ``--caregivers N``, ``--steps N`` (fixes each),
-``--batch N`` (fixes per batch the agent takes), ``--per-message N``.
+Options (``careknot bench fixes-step --help``): ``--caregivers N``, ``--steps N`` (fixes
+each), ``--batch N`` (fixes per batch the agent takes), ``--per-message N``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from adapters.storage.namespace import drop_namespace
-from careknot.bench import cpu
+from careknot.bench import command, cpu, own_options
 from careknot.bench.report import machine, write
 from ingest.batching import FixBatches
 from ingest.fast_path import fast_fix
@@ -34,15 +34,6 @@ from kernel.settings import Settings
 from simulators.load import AGENCY, TST_SPAN_S, caregiver_ids, fix_payload, seed
 from streams.fix_flow import FixPipeline
 from streams.runtime import Runtime
-
-
-def _options(extra: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="careknot bench fixes-step")
-    p.add_argument("--caregivers", type=int, default=2000)
-    p.add_argument("--steps", type=int, default=20, help="fixes of each caregiver")
-    p.add_argument("--batch", type=int, default=1000, help="fixes per batch the agent takes")
-    p.add_argument("--per-message", type=int, default=100, help="fixes per Kafka value")
-    return p.parse_args(extra)
 
 
 def values(ids: list[str], steps: int, per_message: int, now: float) -> list[bytes]:
@@ -61,7 +52,7 @@ def values(ids: list[str], steps: int, per_message: int, now: float) -> list[byt
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    opts = _options(args.extra or [])
+    opts = own_options("fixes-step", args)
     s = settings.model_copy(update={"namespace": f"benchfs{secrets.token_hex(3)}"})
     rt = Runtime(s, dispatching=False, counting_fixes=False)
     try:
@@ -69,7 +60,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await rt.close()
         await drop_namespace(s)
-    figures["command"] = "careknot bench fixes-step " + " ".join(args.extra or [])
+    figures["command"] = command("fixes-step", opts)
     path = write(args.output, "bench-fixes-step.json", figures)
     print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
     print(f"written to {path}")

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from careknot.bench import command, own_options
 from careknot.bench.report import machine, write
 from geofence.fences import Fence
 from geofence.geodesy import LocalFrame
@@ -52,27 +53,11 @@ class Options:
     seed: int
 
 
-def _options(extra: Sequence[str]) -> Options:
-    p = argparse.ArgumentParser(prog="careknot bench geofence")
-    p.add_argument("--fences", type=int, default=50_000)
-    p.add_argument("--fixes", type=int, default=200_000)
-    p.add_argument("--polygons", type=float, default=0.2, help="share of fences that are polygons")
-    p.add_argument("--batch", type=int, default=1000, help="fixes per call, as an agent takes them")
-    p.add_argument("--rounds", type=int, default=5, help="timed passes over the fixes (median)")
-    p.add_argument("--naive-sample", type=int, default=100, help="fixes the naive loop tests")
-    p.add_argument(
-        "--radius-km", type=float, default=40.0, help="radius of the region the homes are in"
-    )
-    p.add_argument("--seed", type=int, default=7)
-    ns = p.parse_args(list(extra))
-    return Options(**vars(ns))
-
-
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     del settings  # no servers: the geofence core is pure
-    options = _options(args.extra or [])
-    figures = measure(options)
-    figures["command"] = "careknot bench geofence " + " ".join(args.extra or [])
+    opts = own_options("geofence", args)
+    figures = measure(Options(**vars(opts)))
+    figures["command"] = command("geofence", opts)
     path = write(args.output, "bench-geofence.json", figures)
     print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
     print(f"written to {path}")

@@ -8,7 +8,7 @@ fix is in the history and every caregiver's last fix is her live position. Laten
 the publish to the position being visible in Redis, for a sample of caregivers polled every
 :data:`POLL_S`. Rates climb until one is not kept up with (or loses fixes): saturation.
 
-Options (after ``careknot bench ingest``): ``--rates 1000,5000,...``, ``--duration S``,
+Options (``careknot bench ingest --help``): ``--rates 1000,5000,...``, ``--duration S``,
 ``--caregivers N``, ``--publishers N``, ``--ingest N`` and ``--workers N`` (processes in all:
 the bench starts those beyond ``careknot up``'s one of each), ``--keep-going``.
 
@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 
 from adapters.storage.namespace import drop_namespace
 from adapters.storage.postgres import Database
-from careknot.bench import cpu
+from careknot.bench import cpu, own_options
 from careknot.bench.report import latency_figures, machine, write
 from careknot.running import RunningSystem, isolated, worker_ready
 from careknot.up import settings_env
@@ -190,7 +190,7 @@ class Bench:
         last = fix_tst(self.base_tst, self.step - 1)
         async with self.redis.pipeline(transaction=False) as pipe:
             for cg in self.ids:
-                pipe.hget(self.s.key("cg", cg), "ts")
+                pipe.hget(self.s.keys.caregiver(cg), "ts")
             values = await pipe.execute()
         return sum(1 for v in values if v is None or float(v) != float(last))
 
@@ -202,7 +202,7 @@ class Bench:
         while time.monotonic() < deadline:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for cg in sampled:
-                    pipe.hget(self.s.key("cg", cg), "ts")
+                    pipe.hget(self.s.keys.caregiver(cg), "ts")
                 values = await pipe.execute()
             now = time.time()
             for cg, v in zip(sampled, values, strict=True):
@@ -214,20 +214,8 @@ class Bench:
         return seen
 
 
-def _options(extra: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="careknot bench ingest")
-    p.add_argument("--rates", default="1000,2500,5000,10000,15000,20000,30000")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
-    p.add_argument("--caregivers", type=int, default=2000)
-    p.add_argument("--publishers", type=int, default=2, help="publisher processes")
-    p.add_argument("--ingest", type=int, default=1, help="ingest processes in all")
-    p.add_argument("--workers", type=int, default=1, help="Faust workers in all")
-    p.add_argument("--keep-going", action="store_true", help="past the first saturated rate")
-    return p.parse_args(extra)
-
-
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    opts = _options(args.extra)
+    opts = own_options("ingest", args)
     workdir = Path(tempfile.mkdtemp(prefix="careknot-bench-ingest-"))
     bench_settings = isolated(settings, workdir, ingest_metrics_port=0)
     system = RunningSystem(bench_settings, workdir, simulate=False)

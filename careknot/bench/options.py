@@ -1,0 +1,80 @@
+"""Each benchmark's own options, for ``careknot bench NAME`` (and ``--help``) to list.
+
+They live here rather than beside each benchmark's code so that the command line can build every
+benchmark's parser without importing what the benchmarks measure with (Redis, Kafka, MQTT,
+numpy: half a second and some 45 MB more in every ``careknot`` process, services included).
+"""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+
+
+def output(p: ArgumentParser) -> None:
+    """Every benchmark's: where its JSON goes."""
+    p.add_argument("--output", default="bench-results", help="directory for the JSON")
+
+
+def fall_to_offer(p: ArgumentParser) -> None:
+    p.add_argument("--falls", type=int, default=100, help="how many falls, one after another")
+    p.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        metavar="FIXES_PER_S",
+        help="fixes a second that other phones publish meanwhile, if any",
+    )
+    p.add_argument(
+        "--load-caregivers", type=int, default=5000, help="how many phones publish that load"
+    )
+
+
+def dispatch(p: ArgumentParser) -> None:
+    p.add_argument("--caregivers", type=int, default=100_000, help="live caregivers in England")
+    p.add_argument("--agencies", type=int, default=20, help="agencies they are shared among")
+    p.add_argument("--searches", type=int, default=2000, help="homes searched around, in turn")
+    p.add_argument("--k", type=int, default=10, help="how many nearest are compared")
+    p.add_argument("--radius-km", type=float, default=10.0, help="compared within this")
+    p.add_argument("--seed", type=int, default=7, help="where caregivers and homes are placed")
+    p.add_argument(
+        "--fall-load",
+        type=int,
+        default=5000,
+        metavar="FIXES_PER_S",
+        help="part (2), fall to offer: fixes a second meanwhile; 0 skips part (2)",
+    )
+    p.add_argument("--falls", type=int, default=100, help="part (2): how many falls")
+
+
+def geofence(p: ArgumentParser) -> None:
+    p.add_argument("--fences", type=int, default=50_000, help="homes' fences in the index")
+    p.add_argument("--fixes", type=int, default=200_000, help="fixes evaluated each round")
+    p.add_argument("--polygons", type=float, default=0.2, help="share of fences that are polygons")
+    p.add_argument("--batch", type=int, default=1000, help="fixes per call, as an agent takes them")
+    p.add_argument("--rounds", type=int, default=5, help="timed passes over the fixes (median)")
+    p.add_argument("--naive-sample", type=int, default=100, help="fixes the naive loop tests")
+    p.add_argument(
+        "--radius-km", type=float, default=40.0, help="radius of the region the homes are in"
+    )
+    p.add_argument("--seed", type=int, default=7, help="the simulated city and its fixes")
+
+
+def ingest(p: ArgumentParser) -> None:
+    p.add_argument(
+        "--rates",
+        default="1000,2500,5000,10000,15000,20000,30000",
+        help="offered fixes a second, in turn (comma-separated)",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
+    p.add_argument("--caregivers", type=int, default=2000, help="phones publishing")
+    p.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    p.add_argument("--ingest", type=int, default=1, help="ingest processes in all")
+    p.add_argument("--workers", type=int, default=1, help="fixes workers in all")
+    p.add_argument("--keep-going", action="store_true", help="past the first saturated rate")
+
+
+def fixes_step(p: ArgumentParser) -> None:
+    p.add_argument("--caregivers", type=int, default=2000, help="phones on the road load")
+    p.add_argument("--steps", type=int, default=20, help="fixes of each caregiver")
+    p.add_argument("--batch", type=int, default=1000, help="fixes per batch the agent takes")
+    p.add_argument("--per-message", type=int, default=100, help="fixes per Kafka value")
