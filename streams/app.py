@@ -10,19 +10,24 @@ handle the same events. Agents only batch, call the core and write results.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Literal
 
 import faust
 
 from adapters.faust_transport import LowLatencyTransport
+from kernel.errors import StorageError
 from kernel.settings import Settings
 from streams import dispatch_flow, fix_flow
 from streams.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 WorkerRole = Literal["all", "dispatch", "fixes"]
 ROLES: tuple[WorkerRole, ...] = ("all", "dispatch", "fixes")
 HEARTBEAT_S = 1.0
+HEARTBEAT_TTL_S = 5  # a worker whose heartbeats stop is taken for dead this much later
 
 
 class CareKnotApp(faust.App):
@@ -88,5 +93,10 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings, role: WorkerRole) -> Non
 
     @app.timer(HEARTBEAT_S)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
-        if app.consumer.assignment():
-            await rt.redis.set(s.keys.worker_health(role), str(time.time()), ex=5)
+        """While it holds partitions; a missed beat is logged, and the next one tries again."""
+        if not app.consumer.assignment():
+            return
+        try:
+            await rt.redis.worker_alive(s.keys, role, time.time(), HEARTBEAT_TTL_S)
+        except StorageError as exc:
+            log.warning("worker heartbeat not written: %s", exc)

@@ -14,12 +14,11 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from itertools import groupby
 
-import redis.asyncio as aioredis
-
 from adapters.storage.backlog import Backlog
+from adapters.storage.connection import RedisConnection
 from adapters.storage.handovers import Handover, HandoverStore
 from adapters.storage.incidents import WAITING, IncidentRow, IncidentStore, Trigger
-from adapters.storage.live import AVAILABLE, BUSY, LiveIndex
+from adapters.storage.live import AVAILABLE, BUSY
 from adapters.storage.live_mirror import LiveMirror
 from adapters.storage.offers import OfferStore
 from adapters.storage.postgres import Database
@@ -55,7 +54,7 @@ class Dispatcher:
         self,
         settings: Settings,
         db: Database,
-        redis: aioredis.Redis,
+        redis: RedisConnection,
         *,
         model: TravelModel | None = None,
         clock: Callable[[], float] = time.time,
@@ -73,7 +72,7 @@ class Dispatcher:
         self._timing = OfferTiming(
             settings.offer_window_by_severity, settings.offer_window_s, settings.max_waves
         )
-        self._live = LiveIndex(redis, settings)
+        self._live = redis.live_index(settings)
         self._mirror = mirror
         self._notices = Notices(settings, db, redis, clock)
         self._model = model or StraightLineModel()

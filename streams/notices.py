@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from adapters.storage import outbox
+from adapters.storage.connection import RedisConnection
 from adapters.storage.handovers import Handover
 from adapters.storage.incidents import IncidentRow, SentOffer
-from adapters.storage.offer_records import OfferRecord, OfferRecords
+from adapters.storage.offer_records import OfferRecord
 from adapters.storage.postgres import Database
 from kernel.contracts import (
     IncidentFrame,
@@ -31,12 +31,12 @@ Frames = list[tuple[str, BaseModel]]
 
 class Notices:
     def __init__(
-        self, settings: Settings, db: Database, redis: aioredis.Redis, clock: Callable[[], float]
+        self, settings: Settings, db: Database, redis: RedisConnection, clock: Callable[[], float]
     ) -> None:
         self._s = settings
         self._db = db
-        self._outbox = outbox.Outbox(redis, settings)
-        self._records = OfferRecords(redis, settings.keys)
+        self._outbox = redis.outbox(settings)
+        self._records = redis.offer_records(settings.keys)
         self._clock = clock
         self._names: dict[str, str] = {}
 

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
-
 from adapters.metrics import CopyMetrics, FixMetrics, serve
-from adapters.storage import outbox
-from adapters.storage.live import LiveIndex
-from adapters.storage.live_mirror import LiveMirror
+from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
 from kernel.settings import Settings
 from streams.dispatcher import Dispatcher
@@ -29,10 +25,10 @@ class Runtime:
         self._lock = asyncio.Lock()
         self._started = False
         self.db = Database(settings)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url)
-        self.live = LiveIndex(self.redis, settings)
-        self.outbox = outbox.Outbox(self.redis, settings)
-        self.mirror = LiveMirror(self.redis, settings) if dispatching else None
+        self.redis = RedisConnection.open(settings.redis_url)
+        self.live = self.redis.live_index(settings)
+        self.outbox = self.redis.outbox(settings)
+        self.mirror = self.redis.live_mirror(settings) if dispatching else None
         self.dispatcher = Dispatcher(settings, self.db, self.redis, mirror=self.mirror)
         self._mirror_task: asyncio.Task[None] | None = None
         self.fix_metrics = FixMetrics()
@@ -69,4 +65,4 @@ class Runtime:
             self._metrics_server.close()
         if self._started:
             await self.db.__aexit__(None, None, None)
-        await self.redis.aclose()
+        await self.redis.close()

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from adapters.storage import outbox
+from adapters.storage.connection import RedisLike, connection_of
 from adapters.storage.postgres import Database
-from adapters.storage.visit_store import FenceCache, VisitStore
+from adapters.storage.visit_store import FenceCache
 from geofence.fences import Relation
 from geofence.index import FenceIndex
 from geofence.quality import AgencyPolicies, Position, QualityPolicy, screen
@@ -69,14 +69,15 @@ class VisitKeeper:
         self,
         settings: Settings,
         db: Database,
-        redis: aioredis.Redis,
+        redis: RedisLike,
         *,
         rules: VisitRules | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = VisitStore(db, redis, settings)
+        connection = connection_of(redis)
+        self.store = connection.visit_store(db, settings)
         self.fences = FenceCache(self.store)
-        self._outbox = outbox.Outbox(redis, settings)
+        self._outbox = connection.outbox(settings)
         self._rules = rules or VisitRules()
         self._config = TrackerConfig(
             min_dwell_in_s=settings.visit_dwell_in_s, min_dwell_out_s=settings.visit_dwell_out_s

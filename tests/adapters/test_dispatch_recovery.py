@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentRow, IncidentStore, Trigger
 from adapters.storage.offers import OfferStore
 from adapters.storage.postgres import Database
@@ -40,7 +41,9 @@ async def restarted(
 ) -> AsyncIterator[Dispatcher]:
     """A new worker: its own pool, the scene's clock, no memory of the one that died."""
     async with Database(settings) as pool:
-        yield Dispatcher(settings.model_copy(update=changes), pool, redis, clock=s.clock)
+        yield Dispatcher(
+            settings.model_copy(update=changes), pool, RedisConnection(redis), clock=s.clock
+        )
 
 
 async def incident_row(db: Database, incident_id: str) -> IncidentRow:

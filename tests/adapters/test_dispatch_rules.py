@@ -22,6 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from adapters.storage import outbox
+from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentStore, Trigger
 from adapters.storage.live import AVAILABLE, BUSY, LiveIndex
 from adapters.storage.postgres import Database
@@ -299,7 +300,9 @@ async def test_the_webhook_gives_up_after_its_attempts_without_blocking() -> Non
 
 
 def replace_webhook(s: stores.Scene, redis: aioredis.Redis, webhook: Webhook) -> Dispatcher:
-    return Dispatcher(s.dispatcher._s, s.dispatcher._db, redis, clock=s.clock, webhook=webhook)
+    return Dispatcher(
+        s.dispatcher._s, s.dispatcher._db, RedisConnection(redis), clock=s.clock, webhook=webhook
+    )
 
 
 async def state_of(db: Database, incident_id: str) -> str:
@@ -440,7 +443,7 @@ async def test_a_restarted_worker_resumes_the_timers_and_offers_no_one_twice(
         restarted = Dispatcher(
             settings.model_copy(update={"offer_window_by_severity": {1: 30}}),
             pool,
-            redis,
+            RedisConnection(redis),
             clock=s.clock,
         )
         await restarted.resume()

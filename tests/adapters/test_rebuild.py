@@ -24,7 +24,6 @@ from adapters.storage.incidents import IncidentRow, IncidentStore
 from adapters.storage.live import AVAILABLE, BUSY
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from adapters.storage.rebuild import Rebuilt, rebuild
-from adapters.storage.visit_store import VisitStore
 from careknot.up import settings_env
 from dispatch.model import PlannedOffer
 from geofence.quality import AgencyPolicies
@@ -159,7 +158,7 @@ async def _record_the_day(rt: Runtime, t0: float) -> None:
 
 
 async def test_the_live_picture_comes_back_whole_after_redis_loses_it(
-    settings: Settings, runtime: Runtime
+    settings: Settings, runtime: Runtime, redis: aioredis.Redis
 ) -> None:
     now = time.time() // 1
     t0 = now - 30 * FIXES_EACH - 60
@@ -176,7 +175,7 @@ async def test_the_live_picture_comes_back_whole_after_redis_loses_it(
     assert await _delete_namespace(settings) > 0
     assert await _picture(settings) == {}
 
-    first = await rebuild(runtime.db, runtime.redis, settings)
+    first = await rebuild(runtime.db, redis, settings)
     assert first == Rebuilt(positions=len(CAREGIVERS), moved=len(CAREGIVERS), busy=1)
     after = await _picture(settings)
     assert after == before
@@ -189,7 +188,7 @@ async def test_the_live_picture_comes_back_whole_after_redis_loses_it(
         " 1 caregivers busy, 0 made available, 0 cell memberships put right,"
         " 0 pending offers, 0 visit trackers"
     )
-    again = await rebuild(runtime.db, runtime.redis, settings)
+    again = await rebuild(runtime.db, redis, settings)
     assert again == Rebuilt(positions=len(CAREGIVERS), moved=0, busy=1)
     assert await _picture(settings) == before
 
@@ -209,7 +208,7 @@ def _rebuild_verb(settings: Settings) -> str:
 
 
 async def test_a_newer_position_already_in_redis_is_kept(
-    settings: Settings, runtime: Runtime
+    settings: Settings, runtime: Runtime, redis: aioredis.Redis
 ) -> None:
     """The worker may have moved someone after Redis came back and before the rebuild ran."""
     now = time.time() // 1
@@ -217,7 +216,7 @@ async def test_a_newer_position_already_in_redis_is_kept(
     cg = CAREGIVERS[3]
     newer = fix(3, FIXES_EACH + 1, t0)
     await runtime.live.update([newer])
-    await rebuild(runtime.db, runtime.redis, settings)
+    await rebuild(runtime.db, redis, settings)
     picture = await _picture(settings)
     assert float(picture[settings.keys.caregiver(cg)]["ts"]) == newer.ts
     assert cg in picture[settings.keys.cell("street", AGENCY, await _cell(settings, cg))]
@@ -232,13 +231,13 @@ async def _cell(settings: Settings, caregiver: str) -> str:
 
 
 async def test_strays_missing_cells_and_stale_busy_are_put_right(
-    settings: Settings, runtime: Runtime
+    settings: Settings, runtime: Runtime, redis: aioredis.Redis
 ) -> None:
     """What a partial loss leaves: a caregiver in a cell she has left, one missing from her own
     cell, and one busy in Redis with no incident assigned in Postgres."""
     await _seed(runtime.db)  # idempotent, as the day's fixes are: the test stands alone
     await _record_the_day(runtime, time.time() // 1 - 30 * FIXES_EACH - 60)
-    await rebuild(runtime.db, runtime.redis, settings)
+    await rebuild(runtime.db, redis, settings)
     whole = await _picture(settings)
     stray, lost, idle = CAREGIVERS[4], CAREGIVERS[5], CAREGIVERS[6]
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
@@ -252,13 +251,13 @@ async def test_strays_missing_cells_and_stale_busy_are_put_right(
         await r.aclose()
     await runtime.live.set_status(idle, BUSY)
 
-    done = await rebuild(runtime.db, runtime.redis, settings)
+    done = await rebuild(runtime.db, redis, settings)
     assert (done.memberships, done.freed, done.moved) == (3, 1, 0)
     assert await _picture(settings) == whole
 
 
 async def test_pending_offers_and_trackers_at_visits_come_back(
-    settings: Settings, runtime: Runtime
+    settings: Settings, runtime: Runtime, redis: aioredis.Redis
 ) -> None:
     """An offer still in its window gets its record back (one past it does not). A caregiver at
     a visit checked in by GPS has her tracker know she is inside that home, whatever else it
@@ -278,9 +277,9 @@ async def test_pending_offers_and_trackers_at_visits_come_back(
     dwelling = FenceTracker(arriving, fences={"rb-pat": FenceState(False, now - 3)})
     for tracker in (seen, dwelling):
         key = settings.keys.visit_trackers()
-        await runtime.redis.hset(key, tracker.caregiver_id, json.dumps(tracker.to_dict()))
+        await redis.hset(key, tracker.caregiver_id, json.dumps(tracker.to_dict()))
 
-    done = await rebuild(runtime.db, runtime.redis, settings)
+    done = await rebuild(runtime.db, redis, settings)
     assert (done.offers, done.trackers) == (1, 2)
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
@@ -298,12 +297,12 @@ async def test_pending_offers_and_trackers_at_visits_come_back(
     assert trackers[fresh].inside == trackers[afresh].inside == {"rb-pat"}
     assert trackers[afresh].last == seen.last
     assert trackers[arriving].to_dict() == dwelling.to_dict()
-    assert (await rebuild(runtime.db, runtime.redis, settings)).trackers == 0
+    assert (await rebuild(runtime.db, redis, settings)).trackers == 0
 
 
 async def _at_visits(runtime: Runtime, sources: dict[str, str], now: float) -> None:
     """A visit at the patient's home per caregiver, checked in by ``sources[caregiver]``."""
-    visits = VisitStore(runtime.db, runtime.redis, runtime.settings)
+    visits = runtime.redis.visit_store(runtime.db, runtime.settings)
     await visits.add_visits(
         [
             Visit(f"rb-{source}-{cg}", AGENCY, "rb-pat", cg, now - 600, now + 1200, *ORIGIN)

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from adapters.storage import outbox
 from adapters.storage.backlog import Backlog
+from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentRow, IncidentStore, SentOffer
 from adapters.storage.live import BUSY, LiveIndex, cell_of
 from adapters.storage.live_mirror import LiveMirror
@@ -505,7 +506,11 @@ def make_scene(
         ]
         await live.update(fixes)
         dispatcher = Dispatcher(
-            settings.model_copy(update=changes), db, redis, clock=clock, mirror=copy
+            settings.model_copy(update=changes),
+            db,
+            RedisConnection(redis),
+            clock=clock,
+            mirror=copy,
         )
         return Scene(w, clock, dispatcher, box, copy)
 
@@ -652,5 +657,5 @@ async def test_resume_moves_on_incidents_left_waiting(
     assert (await declined.offered(), await opened.offered()) == ([1, 0], [0])
 
     async with Database(settings) as restarted:
-        await Dispatcher(settings, restarted, redis, clock=declined.clock).resume()
+        await Dispatcher(settings, restarted, RedisConnection(redis), clock=declined.clock).resume()
     assert (await declined.offered(), await opened.offered()) == ([1, 1], [1])

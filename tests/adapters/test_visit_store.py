@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from adapters.storage import outbox
+from adapters.storage.connection import RedisConnection
 from adapters.storage.namespace import drop_namespace
 from adapters.storage.postgres import CaregiverRow, Database, PatientRow
 from adapters.storage.visit_store import FenceCache, VisitStore
@@ -216,7 +217,7 @@ async def keeper_of(
 ) -> tuple[str, Clock, VisitKeeper]:
     """A fresh agency (see :func:`agency`), a clock, and a keeper going by it."""
     clock = Clock()
-    return await agency(db), clock, VisitKeeper(settings, db, redis, clock=clock)
+    return await agency(db), clock, VisitKeeper(settings, db, RedisConnection(redis), clock=clock)
 
 
 async def test_keeper_tells_the_family_and_survives_a_restart(
@@ -230,7 +231,7 @@ async def test_keeper_tells_the_family_and_survives_a_restart(
         clock.t = T0 + t
         await keeper.on_fixes([fix(a, t, metres)])
 
-    keeper = VisitKeeper(settings, db, redis, clock=clock)  # a restarted worker
+    keeper = VisitKeeper(settings, db, RedisConnection(redis), clock=clock)  # a restarted worker
     for t, metres in ((400, 300), (410, 600), (430, 900)):
         clock.t = T0 + t
         await keeper.on_fixes([fix(a, t, metres)])
@@ -286,7 +287,9 @@ async def test_keeper_late_alert_clears_on_check_in_and_manual_check_in_is_flagg
 ) -> None:
     a = await agency(db)
     clock = Clock()
-    keeper = VisitKeeper(settings, db, redis, clock=clock, rules=VisitRules(late_after_s=300))
+    keeper = VisitKeeper(
+        settings, db, RedisConnection(redis), clock=clock, rules=VisitRules(late_after_s=300)
+    )
     await keeper.store.add_visits([roster_visit(a, T0 - 400)])
     await keeper.tick()
     record = await keeper.manual(f"{a}-v", "check_in", "phone has no GPS", T0 + 5)
@@ -307,7 +310,7 @@ async def test_careknot_report_visits_csv_and_json(
     db: Database, redis: aioredis.Redis, settings: Settings
 ) -> None:
     a = await agency(db)
-    keeper = VisitKeeper(settings, db, redis, clock=Clock())
+    keeper = VisitKeeper(settings, db, RedisConnection(redis), clock=Clock())
     await keeper.store.add_visits([roster_visit(a, T0)])
     await keeper.manual(f"{a}-v", "check_in", "no signal", T0 + 60)
     await keeper.manual(f"{a}-v", "check_out", "no signal", T0 + 60 + 1800)
@@ -361,7 +364,7 @@ async def test_trackers_are_saved_when_their_fences_change_or_their_last_fix_gro
     assert await saved_last_ts(30, 1700) == 30  # her saved last fix had grown 30 s old
     assert await saved_last_ts(35, 20) == 35  # inside the home: her arriving begins
     assert await saved_last_ts(40, 15) == 35  # still arriving, since the same time
-    restarted = VisitKeeper(settings, db, redis, clock=clock)
+    restarted = VisitKeeper(settings, db, RedisConnection(redis), clock=clock)
     clock.t = T0 + 100
     await restarted.on_accepted([fix(a, 100, 10)])  # the dwell has passed: she arrived
     kept = (await restarted.store.trackers([f"{a}-cg"], TrackerConfig()))[f"{a}-cg"]

@@ -1,0 +1,73 @@
+"""A service's Redis connection, and the stores made on it.
+
+The services above the adapters never hold a Redis client: they open a
+:class:`RedisConnection`, ask it for the stores they need (the live index and its copy, the
+outboxes, the offer records, the visit store), and close it when they stop. The worker's
+heartbeat is written here too; Redis errors come out as :class:`StorageError`.
+
+A store is made with the settings it is given, not the connection's: the dispatcher of a test
+may run with offer windows of its own on the same Redis.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from adapters.storage.live import LiveIndex
+from adapters.storage.live_mirror import LiveMirror
+from adapters.storage.offer_records import OfferRecords
+from adapters.storage.outbox import Outbox
+from adapters.storage.postgres import Database
+from adapters.storage.visit_store import VisitStore
+from kernel.errors import StorageError
+from kernel.keys import Keys
+from kernel.settings import Settings
+
+
+class RedisConnection:
+    """One Redis client, shared by the stores made on it."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    @classmethod
+    def open(cls, url: str) -> RedisConnection:
+        """A connection to the Redis at ``url``; the client connects on first use."""
+        return cls(aioredis.Redis.from_url(url))
+
+    def live_index(self, settings: Settings) -> LiveIndex:
+        return LiveIndex(self._client, settings)
+
+    def live_mirror(self, settings: Settings) -> LiveMirror:
+        return LiveMirror(self._client, settings)
+
+    def outbox(self, settings: Settings) -> Outbox:
+        return Outbox(self._client, settings)
+
+    def offer_records(self, keys: Keys) -> OfferRecords:
+        return OfferRecords(self._client, keys)
+
+    def visit_store(self, db: Database, settings: Settings) -> VisitStore:
+        return VisitStore(db, self._client, settings)
+
+    async def worker_alive(self, keys: Keys, role: str, at: float, ttl_s: int) -> None:
+        """A worker of ``role`` is alive at ``at``: its health key says so for ``ttl_s``."""
+        try:
+            await self._client.set(keys.worker_health(role), str(at), ex=ttl_s)
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"redis: writing the {role} worker's heartbeat: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+RedisLike: TypeAlias = RedisConnection | aioredis.Redis
+"""A connection, or a client a tool opened itself (``careknot visit`` passes one)."""
+
+
+def connection_of(redis: RedisLike) -> RedisConnection:
+    """``redis`` as a connection: a client is wrapped (closing it stays with its opener)."""
+    return redis if isinstance(redis, RedisConnection) else RedisConnection(redis)
