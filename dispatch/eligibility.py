@@ -82,6 +82,19 @@ def ineligibility(
     return None
 
 
+def ruled_out(
+    profiles: Mapping[str, Profile], *, needs: frozenset[str], rules: AgencyRules, now: float
+) -> dict[str, str]:
+    """Those of ``profiles``' caregivers who may not take it, each with the reason, in the
+    order given."""
+    out = {}
+    for caregiver_id, profile in profiles.items():
+        why = ineligibility(profile, needs=needs, rules=rules, now=now)
+        if why is not None:
+            out[caregiver_id] = why
+    return out
+
+
 def _shift_reason(shifts: tuple[Period, ...], rules: AgencyRules, now: float) -> str | None:
     if not shifts:
         return NO_SHIFT if rules.require_shift else None

@@ -1,7 +1,8 @@
 """Dispatch orchestration: from a device event to offers, answers, timeouts and escalation.
 
-The decisions are the pure core's (``dispatch.ranking``, ``dispatch.offers``); the atomic
-state changes are the stores'; this module wires them, and ``streams.notices`` tells people.
+The decisions are the pure core's (whom a wave asks, or that an incident escalates:
+``dispatch.planning``); ``streams.candidate_search`` reads the candidates, the atomic state
+changes are the stores', this module wires them, and ``streams.notices`` tells people.
 The offer timer (``tick``) and a starting worker (``resume``) also move on whatever a worker
 that stopped halfway left behind, so no incident waits unanswered.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from itertools import groupby
 
 from adapters.storage.backlog import Backlog
@@ -24,29 +25,24 @@ from adapters.storage.offers import OfferStore
 from adapters.storage.postgres import Database
 from adapters.storage.roster import Roster
 from adapters.webhook import Webhook
-from dispatch.eligibility import NEEDS, ineligibility, needs_of
+from dispatch.eligibility import NEEDS
 from dispatch.eta import StraightLineModel, TravelModel
-from dispatch.model import Candidate, Ranked
 from dispatch.offers import (
     EMERGENCY_KINDS,
     ESCALATE_AFTER_S,
     JOIN_WINDOW_S,
     STALLED_AFTER_S,
     OfferTiming,
-    next_step,
-    plan_wave,
     severity_of,
 )
-from dispatch.ranking import SearchStep, rank, search_plan
+from dispatch.planning import plan_offers
 from kernel.commands import DispatcherCommand
 from kernel.contracts import DeviceEvent, OfferAnswer, OfferOutcome
 from kernel.settings import Settings
+from streams.candidate_search import CandidateSearch
 from streams.notices import Notices, escalation_payload
 
 log = logging.getLogger(__name__)
-
-SEARCH_POOL = 10  # candidates looked at per wave, beyond those already asked
-SEARCH_CAP = 640  # at most this many, when the roster rules out the nearest ones
 
 
 class Dispatcher:
@@ -73,12 +69,11 @@ class Dispatcher:
             settings.offer_window_by_severity, settings.offer_window_s, settings.max_waves
         )
         self._live = redis.live_index(settings)
-        self._mirror = mirror
+        self._candidates = CandidateSearch(
+            settings, self._live, mirror, Roster(db), model or StraightLineModel(), needs
+        )
         self._notices = Notices(settings, db, redis, clock)
-        self._model = model or StraightLineModel()
         self._clock = clock
-        self._roster = Roster(db)
-        self._needs = needs
         self._join_window_s = join_window_s
         url = settings.escalation_webhook_url
         self._webhook = webhook or (Webhook(url) if url else None)
@@ -230,91 +225,24 @@ class Dispatcher:
         """Offer the incident to the next wave, or escalate it."""
         now = self._clock()
         asked, fence = await asyncio.gather(
-            self._incidents.offered_caregivers(incident.id), self._fence()
+            self._incidents.offered_caregivers(incident.id), self._candidates.fence()
         )
-        ranked = await self._wave_candidates(incident, asked, now, fence)
-        planned = plan_wave(
-            ranked,
-            already_offered=asked,
-            wave=incident.wave + 1,
+        shortlist = await self._candidates.shortlist(incident, asked, now, fence)
+        plan = plan_offers(
+            incident,
+            shortlist.ranked,
+            offered=asked,
+            ineligible=shortlist.ineligible,
+            timing=self._timing,
             wave_size=self._s.offer_wave_size,
             now=now,
-            window_s=self._timing.window_s(incident.severity),
         )
-        if (
-            next_step(wave=incident.wave + 1, max_waves=self._timing.max_waves, planned=planned)
-            == "escalate"
-        ):
-            await self._escalate(incident, "no_candidates" if not planned else "no_acceptance", now)
+        if plan.escalation is not None:
+            await self._escalate(incident, plan.escalation, now)
             return
-        sent = await self._incidents.start_wave(incident, planned, now)
+        sent = await self._incidents.start_wave(incident, plan.offers, now)
         if sent:
             await self._notices.offers(incident, sent, now)
-
-    async def _fence(self) -> int:
-        """Where the live index stands now, for a search in the worker's copy of it."""
-        return 0 if self._mirror is None else await self._mirror.fence()
-
-    async def _wave_candidates(
-        self, incident: IncidentRow, asked: Collection[str], now: float, fence: int
-    ) -> list[Ranked]:
-        """The nearest qualified candidates, ETA first: enough of them not yet asked for a
-        wave, unless the index holds no more within reach or ``SEARCH_CAP`` were looked at."""
-        plan = list(search_plan(incident.lat, incident.lon, self._s.search_area_rings))
-        need = len(asked) + SEARCH_POOL
-        while True:
-            found = await self._search(incident, plan, need, now, fence)
-            ranked = rank(
-                found,
-                agency_id=incident.agency_id,
-                lat=incident.lat,
-                lon=incident.lon,
-                model=self._model,
-                now=now,
-                stale_after_s=self._s.position_stale_s,
-            )
-            ranked = await self._qualified(incident, ranked, now)
-            fresh = sum(r.candidate.caregiver_id not in asked for r in ranked)
-            if fresh >= self._s.offer_wave_size or len(found) < need or need >= SEARCH_CAP:
-                return ranked
-            need = min(2 * need, SEARCH_CAP)
-
-    async def _search(
-        self, incident: IncidentRow, plan: list[SearchStep], need: int, now: float, fence: int
-    ) -> list[Candidate]:
-        """The nearest ``need`` fresh, available caregivers: from the worker's copy of the live
-        index once it holds change ``fence``, else from Redis."""
-        where = (incident.agency_id, plan)
-        stale = self._s.position_stale_s
-        lat, lon = incident.lat, incident.lon
-        if self._mirror is not None:
-            found = await self._mirror.search(
-                *where, lat=lat, lon=lon, need=need, now=now, stale_after_s=stale, fence=fence
-            )
-            if found is not None:
-                return found
-        return await self._live.search(
-            *where, lat=lat, lon=lon, need=need, now=now, stale_after_s=stale
-        )
-
-    async def _qualified(
-        self, incident: IncidentRow, ranked: list[Ranked], now: float
-    ) -> list[Ranked]:
-        """Those of ``ranked`` the roster allows to take this incident now."""
-        if not ranked:
-            return ranked
-        rules = await self._roster.rules(incident.agency_id)
-        profiles = await self._roster.profiles([r.candidate.caregiver_id for r in ranked], now)
-        needs = needs_of(incident.kind, self._needs)
-        keep = []
-        for r in ranked:
-            cid = r.candidate.caregiver_id
-            why = ineligibility(profiles[cid], needs=needs, rules=rules, now=now)
-            if why is None:
-                keep.append(r)
-            else:
-                log.info("incident %s: %s not eligible (%s)", incident.id, cid, why)
-        return keep
 
     async def _escalate(self, incident: IncidentRow, reason: str, now: float) -> None:
         if await self._incidents.escalate(incident, reason, now):

@@ -27,7 +27,7 @@ from dispatch.model import Candidate
 from dispatch.ranking import SearchStep, search_plan
 from kernel.contracts import FixEvent
 from kernel.settings import Settings
-from streams.dispatcher import SEARCH_POOL
+from streams.candidate_search import SEARCH_POOL
 from tests.adapters import test_stores as stores
 from tests.adapters.test_stores import SceneMaker
 
