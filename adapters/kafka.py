@@ -2,16 +2,22 @@
 
 Topics are named by :meth:`kernel.keys.Keys.topic` from the logical names in
 :data:`kernel.keys.TOPICS`; creating them is idempotent, so each service ensures the ones it writes.
+:class:`Producer` sends to those topics by their logical names, and :func:`default_partition`
+is the partition Kafka's default partitioner gives a key; Kafka's errors come out as
+:class:`~kernel.errors.StorageError`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.partitioner import murmur2
 
 from kernel.errors import StorageError
 from kernel.settings import Settings
@@ -58,3 +64,97 @@ def producer(settings: Settings) -> AIOKafkaProducer:
         linger_ms=2,
         acks=1,
     )
+
+
+def default_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2 of the key, as the Java client's)
+    gives ``key`` among ``partitions``."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+Delivered = Callable[[StorageError | None], None]
+"""Told how a message handed to :meth:`Producer.send` ended: ``None`` once Kafka has it, else
+why not."""
+
+
+class Producer:
+    """A producer of ``bytes`` values to the namespace's topics, named by their logical names.
+
+    The defaults suit a few urgent messages (little lingering); a producer of many lingers
+    longer and fills bigger batches. Kafka's errors come out as :class:`StorageError`; a lost
+    broker is reconnected by the producer itself.
+    """
+
+    def __init__(
+        self, settings: Settings, *, linger_ms: int = 2, max_batch_bytes: int = 16 * 1024
+    ) -> None:
+        self._keys = settings.keys
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            linger_ms=linger_ms,
+            max_batch_size=max_batch_bytes,
+            acks=1,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise StorageError(f"kafka: cannot start a producer: {exc}") from exc
+
+    async def stop(self) -> None:
+        """Deliver what is in flight (or fail it), then close."""
+        try:
+            await self._producer.stop()
+        except KafkaError as exc:
+            raise StorageError(f"kafka: stopping a producer: {exc}") from exc
+
+    async def partitions(self, topic: str) -> int:
+        """How many partitions ``topic`` has."""
+        try:
+            return len(await self._producer.partitions_for(self._keys.topic(topic)))
+        except KafkaError as exc:
+            raise StorageError(f"kafka: no partitions of {topic}: {exc}") from exc
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: str | None = None,
+        partition: int | None = None,
+        delivered: Delivered,
+    ) -> None:
+        """Hand a message to the producer's batches without waiting for its delivery, of which
+        ``delivered`` is told; raises :class:`StorageError` when the batches do not take it
+        (no metadata for the topic, or batches full for longer than the request timeout)."""
+        try:
+            delivery = await self._producer.send(
+                self._keys.topic(topic),
+                value,
+                key=None if key is None else key.encode(),
+                partition=partition,
+            )
+        except KafkaError as exc:
+            raise StorageError(f"kafka: cannot send to {topic}: {exc}") from exc
+        delivery.add_done_callback(partial(_settled, delivered))
+
+    async def send_and_wait(self, topic: str, value: bytes, *, key: str | None = None) -> None:
+        """Send a message and wait until Kafka has it."""
+        try:
+            await self._producer.send_and_wait(
+                self._keys.topic(topic), value, key=None if key is None else key.encode()
+            )
+        except KafkaError as exc:
+            raise StorageError(f"kafka: cannot deliver to {topic}: {exc}") from exc
+
+
+def _settled(delivered: Delivered, delivery: asyncio.Future[object]) -> None:
+    if delivery.cancelled():
+        delivered(StorageError("kafka: delivery cancelled"))
+    elif (exc := delivery.exception()) is not None:
+        failed = StorageError(f"kafka: delivery failed: {exc}")
+        failed.__cause__ = exc
+        delivered(failed)
+    else:
+        delivered(None)

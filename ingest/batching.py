@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from aiokafka.partitioner import murmur2
+from adapters.kafka import default_partition
 
 MAX_FIXES_PER_MESSAGE = 500
 
 
 @lru_cache(maxsize=262_144)
 def partition_of(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key`` among ``partitions``."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    """The partition Kafka's default partitioner gives ``key`` among ``partitions`` (remembered:
+    a caregiver's fixes ask again and again)."""
+    return default_partition(key.encode(), partitions)
 
 
 class FixBatches:

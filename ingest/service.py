@@ -1,13 +1,18 @@
-"""The ingest service: an aiomqtt subscriber that validates and produces to Kafka.
+"""The ingest service: an MQTT subscriber that validates and produces to Kafka.
 
 ``async with IngestService(settings) as svc: await svc.run()``. Several ingest processes share
-the load through a shared subscription (``$share/...``; MQTT 3.1.1, which Mosquitto shares as
-it does MQTT 5, and whose packets paho parses at a third of MQTT 5's cost). It reads the v1
-topics and, unchanged, what the OwnTracks app publishes (``owntracks/{user}/{device}``). Bad
-input goes to the dead-letter topic with its reason and is counted; it never stops the loop.
+the load through a shared subscription (``$share/...``, on the MQTT 3.1.1 connections of
+:func:`adapters.mqtt.client.subscribed`). It reads the v1 topics and, unchanged, what the
+OwnTracks app publishes (``owntracks/{user}/{device}``). Bad input goes to the dead-letter
+topic with its reason and is counted; it never stops the loop.
 Counters are served in the Prometheus text format on ``CAREKNOT_INGEST_METRICS_PORT`` (see
 :mod:`adapters.metrics`). Device events come on an MQTT connection of their own and leave by a
 producer of their own: an emergency never waits behind thousands of positions.
+
+Each connection is made again when it is lost (or cannot be made), after the one backoff's
+wait, reset once subscribed again; a loss is logged as a warning. Kafka's failures to take or
+deliver a message are counted and logged, and the service goes on (the producers reach the
+broker again by themselves).
 
 Batched for throughput: messages are decoded from the wire in bulk (:mod:`adapters.mqtt.client`),
 one wake-up takes every message waiting (up to :data:`BATCH`), the registry is asked about a
@@ -30,13 +35,11 @@ from functools import partial
 from types import TracebackType
 from typing import Literal
 
-import aiomqtt
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from adapters import kafka
 from adapters.metrics import IngestMetrics, serve, totals
-from adapters.mqtt.client import BatchingClient
+from adapters.mqtt import client as mqtt
 from adapters.storage.postgres import Database
 from ingest import owntracks
 from ingest.batching import FixBatches
@@ -52,8 +55,9 @@ from ingest.parse import (
 )
 from ingest.registry import Registry
 from kernel import heap, keys
+from kernel.backoff import Backoff
 from kernel.contracts import Presence
-from kernel.errors import RejectedPayload
+from kernel.errors import RejectedPayload, StorageError
 from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,9 @@ message: a message per fix costs them, and Kafka, several times what the fix doe
 rather than 20 the whole system used ~5 % less CPU per fix, and the fixes' p99 at 5,000/s was
 lower, not higher: see docs/benchmarks.md)."""
 PRODUCER_BATCH_BYTES = 256 * 1024
+RECONNECT_FIRST_S = 0.2
+RECONNECT_CAP_S = 5.0
+"""The backoff between tries to reach a lost MQTT broker: short, as device events wait on it."""
 
 
 class IngestService:
@@ -82,13 +89,10 @@ class IngestService:
         self._s = settings
         self._limits = Limits(settings.max_payload_bytes, settings.max_clock_skew_s)
         self._db = Database(settings, max_size=8)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            linger_ms=PRODUCER_LINGER_MS,
-            max_batch_size=PRODUCER_BATCH_BYTES,
-            acks=1,
+        self._producer = kafka.Producer(
+            settings, linger_ms=PRODUCER_LINGER_MS, max_batch_bytes=PRODUCER_BATCH_BYTES
         )
-        self._urgent = kafka.producer(settings)  # device events: no batch to wait behind
+        self._urgent = kafka.Producer(settings)  # device events: no batch to wait behind
         self._registry = Registry(self._db)
         self.metrics = IngestMetrics()
         self._accepted = {s: self.metrics.fixes_accepted.labels(s) for s in ("ck", "owntracks")}
@@ -108,8 +112,7 @@ class IngestService:
         await self._db.__aenter__()
         await self._producer.start()
         await self._urgent.start()
-        partitions = await self._producer.partitions_for(self._s.keys.topic(keys.FIXES))
-        self._fixes = FixBatches(len(partitions))
+        self._fixes = FixBatches(await self._producer.partitions(keys.FIXES))
         self._metrics_server = await serve(self.metrics.registry, self._s.ingest_metrics_port)
         return self
 
@@ -144,7 +147,7 @@ class IngestService:
         ready = [asyncio.Event() for _ in chosen]
         async with asyncio.TaskGroup() as tasks:
             for (name, topics), subscribed in zip(chosen, ready, strict=True):
-                listening = self._listen(topics, subscribed, backpressure=name == "positions")
+                listening = self._listen(name, topics, subscribed)
                 tasks.create_task(listening, name=f"ingest-{name}")
             tasks.create_task(self._log_stats(), name="ingest-stats")
             await asyncio.gather(*(r.wait() for r in ready))
@@ -153,17 +156,34 @@ class IngestService:
             self.subscribed.set()
 
     async def _listen(
-        self, subscriptions: tuple[str, ...], ready: asyncio.Event, *, backpressure: bool
+        self, name: str, subscriptions: tuple[str, ...], ready: asyncio.Event
+    ) -> None:
+        """Listen on a connection of the stream ``name``'s own, connecting again whenever it is
+        lost or cannot be made; positions wait while too many fixes are undelivered (device
+        events never do)."""
+        backoff = Backoff(RECONNECT_FIRST_S, RECONNECT_CAP_S)
+        positions = name == "positions"
+        while True:
+            try:
+                await self._connection(subscriptions, ready, backoff, backpressure=positions)
+            except StorageError as exc:
+                delay = backoff.next()
+                log.warning("ingest of %s: %s; connecting again in %.1f s", name, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _connection(
+        self,
+        subscriptions: tuple[str, ...],
+        ready: asyncio.Event,
+        backoff: Backoff,
+        *,
+        backpressure: bool,
     ) -> None:
         """Handle what comes on one connection, a batch at a time, acknowledging each batch
-        once handled; with ``backpressure``, wait while too many fixes are undelivered (never
-        on the emergencies' connection)."""
-        client = BatchingClient(
-            self._s.mqtt_host, self._s.mqtt_port, protocol=aiomqtt.ProtocolVersion.V311
-        )
-        async with client:
-            for topic in self._topics(subscriptions):
-                await client.subscribe(topic, qos=1)
+        once handled, until the connection is lost (:class:`StorageError`)."""
+        host, port = self._s.mqtt_host, self._s.mqtt_port
+        async with mqtt.subscribed(host, port, self._topics(subscriptions)) as client:
+            backoff.reset()
             ready.set()
             async for batch in client.batches(BATCH):
                 await self.handle_batch([(m.topic, m.payload) for m in batch])
@@ -260,9 +280,11 @@ class IngestService:
         ev = parse_device_event(r, topic, payload, now, self._limits)
         await self._registry.check(r, topic)
         value = ev.model_dump_json().encode()
-        await self._urgent.send_and_wait(
-            self._s.keys.topic(keys.DEVICE_EVENTS), value, key=ev.device_id.encode()
-        )
+        try:
+            await self._urgent.send_and_wait(keys.DEVICE_EVENTS, value, key=ev.device_id)
+        except StorageError as exc:
+            self._produce_failed(1, exc)
+            return
         self.metrics.events_accepted.inc()
 
     async def _owntracks(self, topic: str, payload: bytes, now: float, fixes: FixBatches) -> None:
@@ -311,26 +333,27 @@ class IngestService:
         count: int = 1,
     ) -> None:
         """Hand a message (of ``count`` records) to the producer's batches; its delivery is
-        settled later."""
-        delivery = await self._producer.send(
-            self._s.keys.topic(topic),
-            value,
-            key=None if key is None else key.encode(),
-            partition=partition,
-        )
+        settled later. One the batches do not take is counted as failed."""
+        delivered = partial(self._delivered, count)
+        try:
+            await self._producer.send(
+                topic, value, key=key, partition=partition, delivered=delivered
+            )
+        except StorageError as exc:
+            self._produce_failed(count, exc)
+            return
         self._in_flight += count
-        delivery.add_done_callback(partial(self._delivered, count))
 
-    def _delivered(self, count: int, delivery: asyncio.Future[object]) -> None:
+    def _delivered(self, count: int, failure: StorageError | None) -> None:
         self._in_flight -= count
         if self._in_flight <= MAX_IN_FLIGHT // 2:
             self._settled.set()
-        if delivery.cancelled() or delivery.exception() is not None:
-            self.metrics.produce_failures.inc(count)
-            log.error(
-                "Kafka delivery failed: %s",
-                "cancelled" if delivery.cancelled() else delivery.exception(),
-            )
+        if failure is not None:
+            self._produce_failed(count, failure)
+
+    def _produce_failed(self, count: int, failure: StorageError) -> None:
+        self.metrics.produce_failures.inc(count)
+        log.error("Kafka did not take %d record(s): %s", count, failure)
 
     async def _settle(self) -> None:
         """Wait until half of what is in flight is delivered (or failed): backpressure."""
