@@ -56,19 +56,19 @@ class CandidateSearch:
         self._model = model
         self._needs = needs
 
-    async def fence(self) -> int:
+    async def change_number(self) -> int:
         """Where the live index stands now, for a search in the worker's copy of it."""
-        return 0 if self._mirror is None else await self._mirror.fence()
+        return 0 if self._mirror is None else await self._mirror.change_number()
 
     async def shortlist(
-        self, incident: IncidentRow, asked: Collection[str], now: float, fence: int
+        self, incident: IncidentRow, asked: Collection[str], now: float, change: int
     ) -> Shortlist:
         """Enough candidates who may be asked for a wave, unless the index holds no more
         within reach or ``SEARCH_CAP`` were looked at."""
         plan = list(search_plan(incident.lat, incident.lon, self._s.search_area_rings))
         need = len(asked) + SEARCH_POOL
         while True:
-            found = await self._search(incident, plan, need, now, fence)
+            found = await self._search(incident, plan, need, now, change)
             ranked = rank(
                 found,
                 agency_id=incident.agency_id,
@@ -85,16 +85,16 @@ class CandidateSearch:
             need = min(2 * need, SEARCH_CAP)
 
     async def _search(
-        self, incident: IncidentRow, plan: list[SearchStep], need: int, now: float, fence: int
+        self, incident: IncidentRow, plan: list[SearchStep], need: int, now: float, change: int
     ) -> list[Candidate]:
         """The nearest ``need`` fresh, available caregivers: from the worker's copy of the live
-        index once it holds change ``fence``, else from Redis."""
+        index once it holds change number ``change``, else from Redis."""
         where = (incident.agency_id, plan)
         stale = self._s.position_stale_s
         lat, lon = incident.lat, incident.lon
         if self._mirror is not None:
             found = await self._mirror.search(
-                *where, lat=lat, lon=lon, need=need, now=now, stale_after_s=stale, fence=fence
+                *where, lat=lat, lon=lon, need=need, now=now, stale_after_s=stale, change=change
             )
             if found is not None:
                 return found

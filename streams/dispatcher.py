@@ -224,10 +224,10 @@ class Dispatcher:
     async def _advance(self, incident: IncidentRow) -> None:
         """Offer the incident to the next wave, or escalate it."""
         now = self._clock()
-        asked, fence = await asyncio.gather(
-            self._incidents.offered_caregivers(incident.id), self._candidates.fence()
+        asked, change = await asyncio.gather(
+            self._incidents.offered_caregivers(incident.id), self._candidates.change_number()
         )
-        shortlist = await self._candidates.shortlist(incident, asked, now, fence)
+        shortlist = await self._candidates.shortlist(incident, asked, now, change)
         plan = plan_offers(
             incident,
             shortlist.ranked,

@@ -8,9 +8,9 @@ script calls that change the index; see ``adapters.storage.live``):
 - every change carries the next number of ``{ns}:live:seq``; a number out of sequence (entries
   dropped from the log while the copy lagged, Redis lost or flushed) or a ``reset`` (a rebuild)
   makes the copy read the index anew;
-- a search is given a *fence*, the value of ``{ns}:live:seq`` read beforehand (one small round
-  trip, which the dispatcher makes at the same time as its Postgres read of the incident's
-  offers), and waits, briefly, until the copy has applied every change up to it: so the
+- a search is given the index's *change number*, the value of ``{ns}:live:seq`` read
+  beforehand (one small round trip, which the dispatcher makes at the same time as its Postgres
+  read of the incident's offers), and waits, briefly, until the copy has applied every change up to it: so the
   dispatcher sees every fix and status change Redis had before it began. A copy that is not
   ready or cannot catch up in time says so, and the dispatcher asks Redis instead.
 
@@ -68,7 +68,7 @@ class LiveMirror:
 
     # ------------------------------------------------------------ searching
 
-    async def fence(self) -> int:
+    async def change_number(self) -> int:
         """The number of the last change Redis has made to the index: a search given it
         answers as of that change or later. One small round trip, which the dispatcher makes
         while it reads the incident's offers from Postgres."""
@@ -84,15 +84,17 @@ class LiveMirror:
         need: int,
         now: float,
         stale_after_s: float,
-        fence: int,
+        change: int,
     ) -> list[Candidate] | None:
         """As :meth:`LiveIndex.search` answers, from memory, once the copy holds change
-        ``fence`` (see :meth:`fence`); None when the copy is not ready or does not reach it
+        ``change`` (see :meth:`change_number`); None when the copy is not ready or does not reach it
         within ``CATCH_UP_S``."""
-        if self.seq < fence and not await self._reach(fence, CATCH_UP_S):
+        if self.seq < change and not await self._reach(change, CATCH_UP_S):
             if self.ready:
                 self.behind += 1
-                log.warning("live mirror: at change %d, %d asked: searching Redis", self.seq, fence)
+                log.warning(
+                    "live mirror: at change %d, %d asked: searching Redis", self.seq, change
+                )
             return None
         if not self.ready:
             self.unready += 1
@@ -106,7 +108,7 @@ class LiveMirror:
         """Whether the copy holds every change Redis had when this was called."""
         if not self.ready:
             return False
-        return await self._reach(await self.fence(), within_s)
+        return await self._reach(await self.change_number(), within_s)
 
     async def _reach(self, target: int, within_s: float) -> bool:
         """Until the copy has applied change ``target``; False if not within ``within_s``."""

@@ -6,9 +6,9 @@ asked for the same homes, one at a time:
 - ``search``: the dispatcher's own, exactly as :mod:`streams.dispatcher` runs it: in the
   worker's in-memory copy of the live index (:mod:`adapters.storage.live_mirror`, copied from
   Redis and following its change log), H3 street disk, then area rings, only the nearest
-  ``k``; then ranking by ETA. The dispatcher reads the index's *fence* (its last change's
+  ``k``; then ranking by ETA. The dispatcher reads the index's *change number* (its last change's
   number, one small Redis round trip) at the same time as the incident's offers from Postgres,
-  so it is read before the timer starts; ``search_fenced`` times the fence's read too;
+  so it is read before the timer starts; ``search_synced`` times the change's read too;
 - ``redis_search``: the same search by one script in the Redis live index (what the dispatcher
   falls back to while its copy is not ready);
 - ``geosearch``: Redis ``GEOSEARCH ... BYRADIUS ... ASC COUNT k`` on a geo set per agency;
@@ -104,7 +104,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         figures["fall_to_offer_p99_ms"] = loaded.get("fall_to_offer_p99_ms")
     target = write(args.output, "dispatch.json", figures)
     for key in (
-        "search_p50_ms", "search_p99_ms", "search_fenced_p99_ms", "redis_search_p99_ms",
+        "search_p50_ms", "search_p99_ms", "search_synced_p99_ms", "redis_search_p99_ms",
         "geosearch_p99_ms", "postgis_p99_ms",
     ):  # fmt: skip
         print(f"{key:>20}: {figures.get(key)}")
@@ -138,10 +138,12 @@ async def _measure(
     try:
         ours = await _timed(
             homes,
-            lambda h, fence: _search(partial(mirror.search, fence=fence), s, h, opts.k, radius_m),
-            before=mirror.fence,
+            lambda h, change: _search(
+                partial(mirror.search, change=change), s, h, opts.k, radius_m
+            ),
+            before=mirror.change_number,
         )
-        fenced = await _timed(homes, lambda h, _: _fenced(mirror, s, h, opts.k, radius_m))
+        synced = await _timed(homes, lambda h, _: _synced(mirror, s, h, opts.k, radius_m))
     finally:
         following.cancel()
     in_redis = await _timed(homes, lambda h, _: _search(live.search, s, h, opts.k, radius_m))
@@ -153,7 +155,7 @@ async def _measure(
         "k": opts.k,
         "radius_km": opts.radius_km,
         **latency_figures(ours[0], "search"),
-        **latency_figures(fenced[0], "search_fenced"),
+        **latency_figures(synced[0], "search_synced"),
         **latency_figures(in_redis[0], "redis_search"),
         **latency_figures(geo[0], "geosearch"),
         "mirror_copy_s": round(copy_s, 2),
@@ -249,12 +251,12 @@ async def _copied(mirror: LiveMirror) -> float:
     return time.perf_counter() - t0
 
 
-async def _fenced(
+async def _synced(
     mirror: LiveMirror, s: Settings, home: tuple[str, float, float], k: int, radius_m: float
 ) -> list[str]:
-    """The search in the copy with its own read of the fence first."""
-    fence = await mirror.fence()
-    return await _search(partial(mirror.search, fence=fence), s, home, k, radius_m)
+    """The search in the copy with its own read of the change first."""
+    change = await mirror.change_number()
+    return await _search(partial(mirror.search, change=change), s, home, k, radius_m)
 
 
 async def _search(

@@ -24,7 +24,7 @@ async def test_the_bench_writes_its_figures(settings: Settings, tmp_path: Path) 
         assert figures[key] > 0
     assert figures["agreement"]["search_vs_geosearch"] == 1.0
     assert figures["agreement"]["search_vs_redis_search"] == 1.0  # the copy answers as Redis
-    assert figures["search_fenced_p99_ms"] > 0 and figures["redis_search_p99_ms"] > 0
+    assert figures["search_synced_p99_ms"] > 0 and figures["redis_search_p99_ms"] > 0
     assert figures["update_fixes_per_s"] > 0
     assert ("postgis_p99_ms" in figures) and ("speedup_vs_postgis" in figures)
     if figures["postgis_p99_ms"] is not None:

@@ -61,8 +61,8 @@ async def agree(index: LiveIndex, mirror: LiveMirror, rng: random.Random, search
         for need in (1, 3, 10, 60):
             args = dict(lat=lat, lon=lon, need=need, now=NOW, stale_after_s=STALE_S)
             in_redis = await index.search(agency, plan, **args)  # type: ignore[arg-type]
-            fence = await mirror.fence()
-            in_memory = await mirror.search(agency, plan, **args, fence=fence)  # type: ignore[arg-type]
+            change = await mirror.change_number()
+            in_memory = await mirror.search(agency, plan, **args, change=change)  # type: ignore[arg-type]
             assert in_memory == in_redis
             found_in_all += len(in_redis)
     return found_in_all
@@ -125,10 +125,10 @@ async def test_a_search_sees_every_change_redis_had_before_it(
     for n in range(20):
         cid = f"s{n}"
         await put(index, [Person(cid, "ag0", LEEDS[0] + 0.001, LEEDS[1], NOW, AVAILABLE)])
-        found = await mirror.search("ag0", plan, **args, fence=await mirror.fence())  # type: ignore[arg-type]
+        found = await mirror.search("ag0", plan, **args, change=await mirror.change_number())  # type: ignore[arg-type]
         assert found is not None and cid in [c.caregiver_id for c in found]
         await index.set_status(cid, BUSY)
-        found = await mirror.search("ag0", plan, **args, fence=await mirror.fence())  # type: ignore[arg-type]
+        found = await mirror.search("ag0", plan, **args, change=await mirror.change_number())  # type: ignore[arg-type]
         assert found is not None and cid not in [c.caregiver_id for c in found]
 
 
@@ -217,12 +217,12 @@ async def test_a_search_waits_for_a_lagging_copy_or_says_it_is_behind(
         assert not await lagging.caught_up(within_s=0.0)  # behind, and says so
         plan = list(search_plan(*LEEDS, 1))
         args = dict(lat=LEEDS[0], lon=LEEDS[1], need=5, now=NOW, stale_after_s=STALE_S)
-        fence = await lagging.fence()
-        found = await lagging.search("ag2", plan, **args, fence=fence)  # type: ignore[arg-type]
+        change = await lagging.change_number()
+        found = await lagging.search("ag2", plan, **args, change=change)  # type: ignore[arg-type]
         assert found is None or "late" in [c.caregiver_id for c in found]  # never without her
         assert lagging.behind == (1 if found is None else 0)  # a search sent to Redis is counted
         assert await lagging.caught_up(within_s=5.0)
-        found = await lagging.search("ag2", plan, **args, fence=fence)  # type: ignore[arg-type]
+        found = await lagging.search("ag2", plan, **args, change=change)  # type: ignore[arg-type]
         assert found is not None and "late" in [c.caregiver_id for c in found]
     finally:
         task.cancel()
