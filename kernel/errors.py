@@ -6,7 +6,8 @@
     │   ├── RejectedPayload       an MQTT payload (``topic``)
     │   └── RejectedAnswer        a caregiver's answer to an offer (``offer_id``)
     ├── AuthError                 a token that is missing, forged, expired or out of scope
-    ├── StorageError              Postgres or Redis failed (``raise ... from exc`` at the adapter)
+    ├── StorageError              a server (Postgres, Redis, Kafka, MQTT) failed or refused
+    │                             (``raise ... from exc`` at the adapter)
     └── ServerStartError          an embedded server would not start (``server``)
 
 Library errors are translated at the edge; the core raises only these.
@@ -53,7 +54,7 @@ class AuthError(CareKnotError):
 
 
 class StorageError(CareKnotError):
-    """A storage server failed or refused."""
+    """A server the adapters talk to (Postgres, Redis, Kafka, an MQTT broker) failed or refused."""
 
 
 class ServerStartError(CareKnotError):
