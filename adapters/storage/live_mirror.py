@@ -11,8 +11,9 @@ script calls that change the index; see ``adapters.storage.live``):
 - a search is given the index's *change number*, the value of ``{ns}:live:seq`` read
   beforehand (one small round trip, which the dispatcher makes at the same time as its Postgres
   read of the incident's offers), and waits, briefly, until the copy has applied every change
-  up to it: so the dispatcher sees every fix and status change Redis had before it began. A copy that is not
-  ready or cannot catch up in time says so, and the dispatcher asks Redis instead.
+  up to it: so the dispatcher sees every fix and status change Redis had before it began. A
+  copy that is not ready or cannot catch up in time says so, and the dispatcher asks Redis
+  instead.
 
 Changes are absolute (a caregiver's whole place, or her status): a copy made while the index
 changes and then replays the log from just before it comes out right.
