@@ -148,6 +148,13 @@ class Producer:
         except KafkaError as exc:
             raise StorageError(f"kafka: cannot deliver to {topic}: {exc}") from exc
 
+    async def ping(self) -> None:
+        """Ask the brokers for the cluster's metadata: :class:`StorageError` if none answers."""
+        try:
+            await self._producer.client.fetch_all_metadata()
+        except KafkaError as exc:
+            raise StorageError(f"kafka: the brokers do not answer: {exc}") from exc
+
 
 def _settled(delivered: Delivered, delivery: asyncio.Future[object]) -> None:
     if delivery.cancelled():

@@ -13,15 +13,12 @@ import time
 import uuid
 
 import orjson
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
+from adapters.kafka import Producer
 from adapters.storage.offer_records import OfferRecords
 from kernel import keys
 from kernel.contracts import DeadLetter, OfferAnswer
-from kernel.errors import RejectedInput, StorageError
-from kernel.settings import Settings
+from kernel.errors import RejectedInput
 from kernel.tokens import Claims
 from ws_gateway.session import Answer, decide_answer
 
@@ -31,21 +28,19 @@ DEADLETTER_PAYLOAD_CHARS = 2048
 class AnswerDesk:
     """Checks answers against offer records and forwards them; one per gateway process."""
 
-    def __init__(
-        self, redis: aioredis.Redis, producer: AIOKafkaProducer, settings: Settings
-    ) -> None:
-        self._records = OfferRecords(redis, settings.keys)
+    def __init__(self, records: OfferRecords, producer: Producer) -> None:
+        self._records = records
         self._producer = producer
-        self._settings = settings
 
     async def forward(self, claims: Claims, answer: Answer) -> OfferAnswer:
-        """Produce the answer and wait for the broker; raises ``RejectedAnswer`` when refused."""
+        """Produce the answer and wait for the broker; raises ``RejectedAnswer`` when refused,
+        ``StorageError`` when Redis or Kafka fails."""
         offer = await self._records.fields(answer.offer_id) if claims.role == "caregiver" else {}
         event = decide_answer(claims, answer, offer, answer_id=uuid.uuid4().hex, now=time.time())
-        await self._produce(
+        await self._producer.send_and_wait(
             keys.OFFER_ANSWERS,
             orjson.dumps(event.model_dump(mode="json")),
-            event.incident_id.encode(),
+            key=event.incident_id,
         )
         return event
 
@@ -61,10 +56,6 @@ class AnswerDesk:
             payload=text[:DEADLETTER_PAYLOAD_CHARS],
             received_at=time.time(),
         )
-        await self._produce(keys.DEADLETTER, orjson.dumps(letter.model_dump(mode="json")), None)
-
-    async def _produce(self, topic: str, value: bytes, key: bytes | None) -> None:
-        try:
-            await self._producer.send_and_wait(self._settings.keys.topic(topic), value, key=key)
-        except KafkaError as exc:
-            raise StorageError(f"kafka: producing to {topic}: {exc}") from exc
+        await self._producer.send_and_wait(
+            keys.DEADLETTER, orjson.dumps(letter.model_dump(mode="json"))
+        )

@@ -13,14 +13,11 @@ import uuid
 from dataclasses import dataclass, field
 
 import orjson
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from adapters.storage.outbox import Outbox
+from adapters.kafka import Producer
+from adapters.storage.relay import GatewayConnection
 from kernel import keys, tokens
 from kernel.errors import AuthError, CareKnotError, RejectedAnswer, RejectedInput, StorageError
 from kernel.settings import Settings
@@ -86,16 +83,11 @@ class Conversations:
     """What the gateway says to each client and does with what it says; one per gateway."""
 
     def __init__(
-        self,
-        settings: Settings,
-        redis: aioredis.Redis,
-        producer: AIOKafkaProducer,
-        outbox: Outbox,
-        counters: Counters,
+        self, settings: Settings, redis: GatewayConnection, producer: Producer, counters: Counters
     ) -> None:
-        self._settings, self._redis, self._producer = settings, redis, producer
-        self._outbox, self._counters = outbox, counters
-        self._answers = AnswerDesk(redis, producer, settings)
+        self._settings, self._producer, self._counters = settings, producer, counters
+        self._outbox = redis.outbox(settings)
+        self._answers = AnswerDesk(redis.offer_records(settings.keys), producer)
 
     async def authenticate(self, ws: ServerConnection, token: str | None) -> Claims:
         if token is None:
@@ -118,7 +110,7 @@ class Conversations:
             await ws.close(code, rejection.reason)
 
     async def converse(self, conn: Connection, last_seq: str | None) -> None:
-        seq_now = int(await self._redis.get(self._settings.keys.out_seq(conn.recipient)) or 0)
+        seq_now = await self._outbox.seq_now(conn.recipient)
         await conn.ws.send(hello_frame(conn.claims, conn.recipient, seq_now), text=True)
         if last_seq is not None and last_seq.isdigit():
             await self._replay(conn, int(last_seq))
@@ -175,7 +167,7 @@ class Conversations:
                 raise RejectedInput(MALFORMED, "already authenticated")
         except RejectedInput as exc:
             await self._reject(conn, exc, raw)
-        except (StorageError, RedisError) as exc:
+        except StorageError as exc:
             log.warning("%s: cannot serve a frame: %s", conn.recipient, exc)
             await self._reject(conn, RejectedInput(UNAVAILABLE, "try again"), raw)
 
@@ -183,12 +175,7 @@ class Conversations:
         """A dispatcher's assign or resolve, to the answers topic keyed by incident."""
         event = decide_command(claims, command, command_id=uuid.uuid4().hex, now=time.time())
         value = orjson.dumps(event.model_dump(mode="json"))
-        try:
-            await self._producer.send_and_wait(
-                self._settings.keys.topic(keys.OFFER_ANSWERS), value, key=event.incident_id.encode()
-            )
-        except KafkaError as exc:
-            raise StorageError(f"kafka: producing a {command.type}: {exc}") from exc
+        await self._producer.send_and_wait(keys.OFFER_ANSWERS, value, key=event.incident_id)
 
     async def _reject(self, conn: Connection, rejection: RejectedInput, raw: str | bytes) -> None:
         self._counters.rejected[rejection.reason] += 1

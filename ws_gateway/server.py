@@ -23,16 +23,11 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
 
-import redis.asyncio as aioredis
-from aiokafka.errors import KafkaError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from adapters import kafka
-from adapters.storage.outbox import Outbox
+from adapters.storage.relay import GatewayConnection
 from kernel import keys
 from kernel.backoff import Backoff
 from kernel.errors import AuthError, RejectedInput, StorageError
@@ -76,26 +71,13 @@ class Gateway:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         settings = self.settings
-        self._redis = aioredis.from_url(settings.redis_url)
-        stack.push_async_callback(self._redis.aclose)
-        try:
-            await self._redis.ping()
-        except RedisError as exc:
-            raise StorageError(f"redis at {settings.redis_url}: {exc}") from exc
+        redis = await stack.enter_async_context(GatewayConnection.open(settings.redis_url))
         await kafka.ensure_topics(settings, [keys.OFFER_ANSWERS, keys.DEADLETTER])
-        self._producer = kafka.producer(settings)
-        try:
-            await self._producer.start()
-        except KafkaError as exc:
-            raise StorageError(f"kafka at {settings.kafka_bootstrap}: {exc}") from exc
-        stack.push_async_callback(self._producer.stop)
-        self._outbox = Outbox(self._redis, settings)
-        self._talk = Conversations(
-            settings, self._redis, self._producer, self._outbox, self.counters
-        )
-        self._pubsub = self._redis.pubsub()
-        stack.push_async_callback(self._pubsub.aclose)
-        await self._pubsub.psubscribe(self._outbox.channel_pattern())
+        producer = kafka.Producer(settings)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        self._talk = Conversations(settings, redis, producer, self.counters)
+        self._channels = await stack.enter_async_context(redis.outbox_channels(settings.keys))
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         stack.callback(self._cancel_tasks)  # before the TaskGroup waits for them
         self._tasks.append(tasks.create_task(self._relay(), name="gateway-relay"))
@@ -104,9 +86,7 @@ class Gateway:
                 self._session,
                 settings.gateway_host,
                 settings.gateway_port,
-                process_request=WebRoutes(
-                    self._redis, self._producer, self.counters, lambda: self.connections
-                ),
+                process_request=WebRoutes(redis, producer, self.counters, lambda: self.connections),
                 max_size=MAX_FRAME_BYTES,
                 close_timeout=CLOSE_TIMEOUT_S,
             )
@@ -145,21 +125,22 @@ class Gateway:
     # ------------------------------------------------------------ relay
 
     async def _relay(self) -> None:
-        """Route every outbox message to the connections of its recipient; reconnect on loss."""
+        """Route every outbox message to the connections of its recipient; resubscribe after
+        losing Redis, backing off while it stays lost."""
         backoff = Backoff(first=0.2, cap=5.0)
         while True:
             try:
-                async for message in self._pubsub.listen():
-                    backoff.reset()
-                    if message["type"] == "pmessage":
-                        self._route(message["channel"], message["data"])
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+                await self._channels.resubscribe()
+                backoff.reset()
+                async for recipient, data in self._channels.messages():
+                    self._route(recipient, data)
+            except StorageError as exc:
                 delay = backoff.next()
                 log.warning("relay lost Redis (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 
-    def _route(self, channel: bytes, data: bytes) -> None:
-        conns = self._routes.get(self._outbox.recipient_of(channel.decode()))
+    def _route(self, recipient: str, data: bytes) -> None:
+        conns = self._routes.get(recipient)
         if not conns:
             return
         seq = seq_of(data)

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import orjson
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from adapters.kafka import Producer
+from adapters.storage.relay import GatewayConnection
+from kernel.errors import StorageError
 from ws_gateway.session import Counters
 
 STATIC_DIR = Path(__file__).resolve().with_name("static")
@@ -32,8 +31,8 @@ class WebRoutes:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
-        producer: AIOKafkaProducer,
+        redis: GatewayConnection,
+        producer: Producer,
         counters: Counters,
         connections: Callable[[], int],
     ) -> None:
@@ -45,7 +44,10 @@ class WebRoutes:
         if path == WEBSOCKET_PATH:
             return None
         if path == "/healthz":
-            checks = {"redis": await self._redis_ok(), "kafka": await self._kafka_ok()}
+            checks = {
+                "redis": await healthy(self._redis.ping()),
+                "kafka": await healthy(self._producer.ping()),
+            }
             ok = all(checks.values())
             body = orjson.dumps({"ok": ok, **checks})
             return response(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body)
@@ -54,18 +56,14 @@ class WebRoutes:
             return response(HTTPStatus.OK, text, "text/plain; version=0.0.4; charset=utf-8")
         return await static(path)
 
-    async def _redis_ok(self) -> bool:
-        try:
-            return bool(await asyncio.wait_for(self._redis.ping(), HEALTH_TIMEOUT_S))
-        except (RedisError, TimeoutError):
-            return False
 
-    async def _kafka_ok(self) -> bool:
-        try:
-            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), HEALTH_TIMEOUT_S)
-        except (KafkaError, TimeoutError):
-            return False
-        return True
+async def healthy(ping: Awaitable[None]) -> bool:
+    """Whether a server's ping succeeds within :data:`HEALTH_TIMEOUT_S`."""
+    try:
+        await asyncio.wait_for(ping, HEALTH_TIMEOUT_S)
+    except (StorageError, TimeoutError):
+        return False
+    return True
 
 
 def response(status: HTTPStatus, body: bytes, content_type: str = "application/json") -> Response:

@@ -3,7 +3,8 @@
 A recipient is ``cg:{caregiver}``, ``patient:{patient}`` (the patient's family) or
 ``agency:{agency}`` (the agency's dispatchers). Each message gets the recipient's next ``seq``,
 is kept in a capped stream (so a reconnecting client can resume after ``last_seq``) and is
-published on the recipient's channel, which every gateway process relays.
+published on the recipient's channel, which every gateway process relays
+(:class:`adapters.storage.relay.OutboxChannels`).
 
 Keys: ``{ns}:outseq:{recipient}`` (counter), ``{ns}:outbox:{recipient}`` (stream),
 channel ``{ns}:out:{recipient}``.
@@ -29,7 +30,9 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 
+from kernel.errors import StorageError
 from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,14 +87,8 @@ class Outbox:
         self._script = redis.register_script(_NOTIFY)
         self._many = redis.register_script(_NOTIFY_MANY)
 
-    def channel_pattern(self) -> str:
-        return self._settings.keys.out_channel("*")
-
     def channel(self, recipient: str) -> str:
         return self._settings.keys.out_channel(recipient)
-
-    def recipient_of(self, channel: str) -> str:
-        return channel.removeprefix(self._settings.keys.out_channel(""))
 
     async def send(self, items: Sequence[tuple[str, BaseModel]]) -> list[int]:
         """Send each (recipient, frame); returns the seqs given, in order."""
@@ -124,10 +121,23 @@ class Outbox:
         ]
 
     async def since(self, recipient: str, last_seq: int) -> list[bytes]:
-        """Messages kept for ``recipient`` with seq > ``last_seq``, oldest first."""
-        key = self._settings.keys.outbox(recipient)
-        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await self._redis.xrange(key))
+        """Messages kept for ``recipient`` with seq > ``last_seq``, oldest first; raises
+        :class:`StorageError`."""
+        try:
+            raw = await self._redis.xrange(self._settings.keys.outbox(recipient))
+        except RedisError as exc:
+            raise StorageError(f"redis: reading the outbox of {recipient}: {exc}") from exc
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], raw)
         return [fields[b"msg"] for _id, fields in entries if int(fields[b"seq"]) > last_seq]
+
+    async def seq_now(self, recipient: str) -> int:
+        """The last seq given to ``recipient`` (0 before its first message); raises
+        :class:`StorageError`."""
+        try:
+            seq = await self._redis.get(self._settings.keys.out_seq(recipient))
+        except RedisError as exc:
+            raise StorageError(f"redis: reading the seq of {recipient}: {exc}") from exc
+        return int(seq or 0)
 
 
 @dataclass

@@ -1,0 +1,102 @@
+"""What a WebSocket gateway adds to a service's Redis connection: the one subscription to every
+recipient's outbox channel, which it relays live, and a ping for its health check.
+
+:class:`GatewayConnection` is a :class:`~adapters.storage.connection.RedisConnection` (which
+makes the outbox and the offer records the gateway reads) that is pinged on entry and closed
+on exit. :class:`OutboxChannels` is the subscription. Redis errors become
+:class:`StorageError` here, so the gateway catches only the project's errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from adapters.storage.connection import RedisConnection
+from kernel.errors import StorageError
+from kernel.keys import Keys
+
+
+class GatewayConnection(RedisConnection):
+    """A gateway's Redis connection: ``async with GatewayConnection.open(url)`` raises
+    :class:`StorageError` when Redis does not answer, and closes the client on the way out."""
+
+    @classmethod
+    def open(cls, url: str) -> GatewayConnection:
+        return cls(aioredis.Redis.from_url(url))
+
+    async def __aenter__(self) -> GatewayConnection:
+        try:
+            await self.ping()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def ping(self) -> None:
+        """Raises :class:`StorageError` unless Redis answers."""
+        try:
+            await self._client.ping()
+        except RedisError as exc:
+            raise StorageError(f"redis: no answer to a ping: {exc}") from exc
+
+    def outbox_channels(self, keys: Keys) -> OutboxChannels:
+        """A subscription to every recipient's outbox channel (enter it to subscribe)."""
+        return OutboxChannels(self._client.pubsub(), keys)
+
+
+class OutboxChannels:
+    """The subscription to every recipient's outbox channel.
+
+    ``async with`` subscribes and, on the way out, closes the subscription. :meth:`messages`
+    yields ``(recipient, message)`` until Redis is lost, then raises :class:`StorageError`;
+    :meth:`resubscribe` reconnects (and so subscribes again) before the next :meth:`messages`.
+    """
+
+    def __init__(self, pubsub: PubSub, keys: Keys) -> None:
+        self._pubsub = pubsub
+        self._pattern = keys.out_channel("*")
+        self._prefix = keys.out_channel("")
+
+    async def __aenter__(self) -> OutboxChannels:
+        try:
+            await self._pubsub.psubscribe(self._pattern)
+        except RedisError as exc:
+            await self._close()
+            raise StorageError(f"redis: subscribing to {self._pattern}: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+
+    async def resubscribe(self) -> None:
+        """Reconnect if Redis was lost, which subscribes again (redis-py's pub/sub does so on
+        connecting), and ping it; its ``pong`` is not a message."""
+        try:
+            await self._pubsub.ping()
+        except RedisError as exc:
+            raise StorageError(f"redis: resubscribing to {self._pattern}: {exc}") from exc
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        """Every message published to a recipient, with that recipient, as it comes."""
+        prefix = self._prefix
+        try:
+            async for message in self._pubsub.listen():
+                if message["type"] == "pmessage":
+                    yield message["channel"].decode().removeprefix(prefix), message["data"]
+        except RedisError as exc:
+            raise StorageError(f"redis: relaying {self._pattern}: {exc}") from exc
