@@ -122,13 +122,12 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_visit(args: argparse.Namespace, settings: Settings) -> int:
     """A person's check-in or check-out when GPS failed: recorded with the reason, for review."""
-    import redis.asyncio as aioredis
-
+    from adapters.storage.connection import RedisConnection
     from adapters.storage.postgres import Database
     from streams.visit_keeper import VisitKeeper
 
     async def record() -> int:
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        redis = RedisConnection.open(settings.redis_url)
         try:
             async with Database(settings) as db:
                 keeper = VisitKeeper(settings, db, redis)
@@ -136,7 +135,7 @@ def cmd_visit(args: argparse.Namespace, settings: Settings) -> int:
                 kind = args.action.replace("-", "_")
                 done = await keeper.manual(args.visit_id, kind, args.reason, at)
         finally:
-            await redis.aclose()
+            await redis.close()
         if done is None:
             print(
                 f"visit {args.visit_id}: unknown, or {args.action} does not apply now",

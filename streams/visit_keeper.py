@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from adapters.storage import outbox
-from adapters.storage.connection import RedisLike, connection_of
+from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
 from adapters.storage.visit_store import FenceCache
 from geofence.fences import Relation
@@ -69,15 +69,14 @@ class VisitKeeper:
         self,
         settings: Settings,
         db: Database,
-        redis: RedisLike,
+        redis: RedisConnection,
         *,
         rules: VisitRules | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        connection = connection_of(redis)
-        self.store = connection.visit_store(db, settings)
+        self.store = redis.visit_store(db, settings)
         self.fences = FenceCache(self.store)
-        self._outbox = connection.outbox(settings)
+        self._outbox = redis.outbox(settings)
         self._rules = rules or VisitRules()
         self._config = TrackerConfig(
             min_dwell_in_s=settings.visit_dwell_in_s, min_dwell_out_s=settings.visit_dwell_out_s

@@ -11,8 +11,6 @@ may run with offer windows of its own on the same Redis.
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -62,12 +60,3 @@ class RedisConnection:
 
     async def close(self) -> None:
         await self._client.aclose()
-
-
-RedisLike: TypeAlias = RedisConnection | aioredis.Redis
-"""A connection, or a client a tool opened itself (``careknot visit`` passes one)."""
-
-
-def connection_of(redis: RedisLike) -> RedisConnection:
-    """``redis`` as a connection: a client is wrapped (closing it stays with its opener)."""
-    return redis if isinstance(redis, RedisConnection) else RedisConnection(redis)
