@@ -74,10 +74,9 @@ PRODUCER_LINGER_MS = 5
 FLUSH_FIXES = 1000
 """Packed fixes waiting that are sent at once."""
 FLUSH_AFTER_S = 0.05
-"""The longest a fix waits for others to be packed with (the stream processors pay per Kafka
-message: a message per fix costs them, and Kafka, several times what the fix does; at 50 ms
-rather than 20 the whole system used ~5 % less CPU per fix, and the fixes' p99 at 5,000/s was
-lower, not higher: see docs/benchmarks.md)."""
+"""The longest a fix waits for others to be packed with: the stream processors and Kafka pay per
+message, so fewer, fuller messages cost the whole system less CPU per fix, which under load is
+also what keeps latency down (the measurements are in docs/benchmarks-history.md)."""
 PRODUCER_BATCH_BYTES = 256 * 1024
 RECONNECT_FIRST_S = 0.2
 RECONNECT_CAP_S = 5.0

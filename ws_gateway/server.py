@@ -1,9 +1,9 @@
 """The gateway process: the WebSocket server, its connections by recipient and the one Redis
 relay (each client's conversation is ``ws_gateway.conversation``'s).
 
-Lifecycle: ``async with Gateway(settings) as gw: await gw.serve_forever()``. Entering connects
+Lifecycle: ``async with Gateway(settings) as gw: await gw.run()``. Entering connects
 Redis and the Kafka producer, ensures the answer topics, PSUBSCRIBEs the outbox channels, starts
-the relay in a TaskGroup and listens; ``serve_forever`` returns on SIGINT/SIGTERM or ``stop()``;
+the relay in a TaskGroup and listens; ``run`` returns on SIGINT/SIGTERM or ``stop()``;
 leaving closes the listener (clients get 1001), cancels the tasks and disconnects, in that order.
 
 Routes: ``/ws`` (the WebSocket); ``/healthz``, ``/metrics`` and the files of ``static/`` are
@@ -101,7 +101,7 @@ class Gateway:
         """The port actually bound (useful with ``gateway_port=0``)."""
         return int(next(iter(self._server.sockets)).getsockname()[1])
 
-    async def serve_forever(self) -> None:
+    async def run(self) -> None:
         """Serve until SIGINT/SIGTERM or :meth:`stop`."""
         loop = asyncio.get_running_loop()
         signals = (signal.SIGINT, signal.SIGTERM)
@@ -187,7 +187,7 @@ async def run(settings: Settings) -> int:
     try:
         async with Gateway(settings) as gateway:
             log.info("gateway on http://%s:%d", settings.gateway_host, gateway.port)
-            await gateway.serve_forever()
+            await gateway.run()
     except (StorageError, OSError) as exc:
         log.error("gateway cannot start: %s", exc)
         return 1

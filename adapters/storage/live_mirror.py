@@ -35,6 +35,7 @@ from adapters.storage.live import ENTRY
 from dispatch.candidates import CandidateIndex
 from dispatch.model import Candidate
 from dispatch.ranking import SearchStep
+from kernel.backoff import Backoff
 from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ READ_COUNT = 64  # log entries read at a time
 SNAPSHOT_BATCH = 500  # cell hashes read at a time when copying
 CATCH_UP_S = 0.05  # how long a search waits for the copy to catch up before asking Redis
 RETRY_S = 0.5
+RETRY_CAP_S = 5.0
 APPLY_SLICE = 256  # fixes applied between two looks at the dispatcher's other work
 
 
@@ -132,18 +134,22 @@ class LiveMirror:
     # ------------------------------------------------------------ following
 
     async def run(self) -> None:
-        """Copy the index, then follow its log, for ever (cancel to stop)."""
+        """Copy the index, then follow its log, for ever (cancel to stop); a lost Redis is tried
+        again with the backoff."""
+        backoff = Backoff(first=RETRY_S, cap=RETRY_CAP_S)
         while True:
             try:
                 await self._copy()
+                backoff.reset()
                 while True:
                     await self._follow()
             except _Resync as why:
                 log.info("live mirror: reading the index anew (%s)", why)
             except (RedisError, OSError) as exc:
-                log.warning("live mirror: %s; reading the index anew in %.1f s", exc, RETRY_S)
+                delay = backoff.next()
+                log.warning("live mirror: %s; reading the index anew in %.1f s", exc, delay)
                 self.ready = False
-                await asyncio.sleep(RETRY_S)
+                await asyncio.sleep(delay)
             finally:
                 self.ready = False
 
