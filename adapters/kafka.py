@@ -1,4 +1,4 @@
-"""Kafka plumbing shared by every service: the topic list, topic creation, the producer.
+"""Kafka for every service: topic creation, the producer, the default partitioner.
 
 Topics are named by :meth:`kernel.keys.Keys.topic` from the logical names in
 :data:`kernel.keys.TOPICS`; creating them is idempotent, so each service ensures the ones it writes.
@@ -55,15 +55,6 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:
 def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
     topic_errors = response.to_object()["topic_errors"]  # type: ignore[attr-defined]
     return [(e["topic"], e["error_code"], e["error_message"]) for e in topic_errors]
-
-
-def producer(settings: Settings) -> AIOKafkaProducer:
-    """A producer of ``bytes`` values, tuned for low latency (the caller starts and stops it)."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        linger_ms=2,
-        acks=1,
-    )
 
 
 def default_partition(key: bytes, partitions: int) -> int:

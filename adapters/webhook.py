@@ -55,7 +55,8 @@ class Webhook:
         return task
 
     async def _deliver(self, body: bytes) -> bool:
-        backoff = Backoff(first=self._backoff_s, cap=self._backoff_s * 2**self._attempts)
+        first = 2 * self._backoff_s  # waits drawn in [first / 2, first], doubling
+        backoff = Backoff(first, first * 2**self._attempts) if first > 0 else None
         for attempt in range(1, self._attempts + 1):
             try:
                 await asyncio.to_thread(self._post, body)
@@ -67,7 +68,7 @@ class Webhook:
             ) as exc:  # URLError is an OSError
                 log.warning("escalation webhook attempt %d failed: %s", attempt, exc)
             if attempt < self._attempts:
-                await asyncio.sleep(backoff.next())
+                await asyncio.sleep(backoff.next() if backoff else 0)
         log.error("escalation webhook gave up after %d attempts", self._attempts)
         return False
 

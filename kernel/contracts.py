@@ -133,6 +133,27 @@ class OfferAnswer(BaseModel):
     at: float
 
 
+class DispatcherCommand(BaseModel):
+    """A dispatcher's ``assign`` (an incident to a caregiver, by hand) or ``resolve``, as the
+    gateway produces it to the offer-answers topic keyed by incident, beside caregivers'
+    answers, so one worker handles an incident's answers and commands in order. Its agency and
+    dispatcher come from her token; the worker checks the incident and caregiver are the
+    agency's."""
+
+    command_id: str
+    command: Literal["assign", "resolve"]
+    incident_id: str = Field(min_length=1, max_length=128)
+    agency_id: str
+    dispatcher_id: str
+    caregiver_id: str | None = Field(default=None, max_length=128)
+    note: str | None = Field(default=None, max_length=500)
+    at: float
+
+    @property
+    def actor(self) -> str:
+        return f"dispatcher:{self.dispatcher_id}"
+
+
 # ---------------------------------------------------------------- WebSocket frames (contract)
 
 

@@ -21,13 +21,15 @@ key                                 type     holds
 ``{ns}:visits:trackers``            hash     caregiver → her fence tracker
 ``{ns}:visits:fences``              counter  bumped when a fence changes
 ``{ns}:health:worker:{role}``       string   a worker's heartbeat
-``{ns}:geo:{agency}``                geo      ``careknot bench dispatch``'s comparison only
+``{ns}:geo:{agency}``               geo      ``careknot bench dispatch``'s comparison only
 ==================================  =======  ================================================
 
-Kafka: ``{ns}.{name}`` for each name in :data:`TOPICS`.
+Kafka: ``{ns}.{name}`` for each name in :data:`TOPICS`; the workers' consumer groups
+``{ns}-worker`` and ``{ns}-worker-{role}``.
 
-Server-side scripts spell keys through the Lua functions of :data:`LUA`, made from the same
-layout, so no key is spelt twice.
+Server-side scripts spell the live index's keys through the Lua functions of :data:`LUA`, made
+from the same segments; tests/adapters/test_keys.py holds them to the same strings as
+:class:`Keys`.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class Keys:
     def cell(self, level: str, agency_id: str, cell: str) -> str:
         return f"{self.ns}:{level}:{agency_id}:{cell}"
 
-    def cell_prefix(self, level: CellLevel) -> str:
+    def cell_prefix(self, level: str) -> str:
         """What every cell key of ``level`` starts with (``{agency}:{cell}`` follows)."""
         return f"{self.ns}:{level}:"
 
@@ -109,10 +111,6 @@ class Keys:
     def out_channel(self, recipient: str) -> str:
         return f"{self.ns}:out:{recipient}"
 
-    def recipient_of(self, channel: str) -> str:
-        """The recipient an :meth:`out_channel` is for."""
-        return channel.removeprefix(self.out_channel(""))
-
     def outbox(self, recipient: str) -> str:
         return f"{self.ns}:outbox:{recipient}"
 
@@ -129,6 +127,11 @@ class Keys:
 
     def worker_health(self, role: str) -> str:
         return f"{self.ns}:health:worker:{role}"
+
+    def worker_group(self, role: str) -> str:
+        """The Kafka consumer group (and Faust app id) of a role's workers (``all``: one group
+        for every agent)."""
+        return f"{self.ns}-worker" + ("" if role == "all" else f"-{role}")
 
     def geo(self, agency_id: str) -> str:
         """``careknot bench dispatch``'s Redis GEO set of an agency, the search it compares with."""

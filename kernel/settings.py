@@ -7,6 +7,7 @@ production servers (see README, "Production").
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -107,4 +108,9 @@ class Settings(BaseSettings):
     @property
     def keys(self) -> Keys:
         """The namespace's Redis keys and Kafka topics."""
-        return Keys(self.namespace)
+        return _keys_of(self.namespace)
+
+
+@lru_cache(maxsize=64)
+def _keys_of(namespace: str) -> Keys:
+    return Keys(namespace)

@@ -41,7 +41,7 @@ class CareKnotApp(faust.App):
 
 def app_id(settings: Settings, role: WorkerRole) -> str:
     """The Faust app id, and so the consumer group, of a role's workers."""
-    return f"{settings.namespace}-worker" + ("" if role == "all" else f"-{role}")
+    return settings.keys.worker_group(role)
 
 
 def build_app(settings: Settings, role: WorkerRole = "all") -> tuple[CareKnotApp, Runtime]:

@@ -18,8 +18,7 @@ import faust
 
 from dispatch.offers import ESCALATE_AFTER_S
 from kernel import keys
-from kernel.commands import DispatcherCommand
-from kernel.contracts import DeviceEvent, OfferAnswer
+from kernel.contracts import DeviceEvent, DispatcherCommand, OfferAnswer
 from kernel.settings import Settings
 from streams.handling import decode_all, with_retries
 from streams.runtime import Runtime

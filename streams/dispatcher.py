@@ -36,8 +36,7 @@ from dispatch.offers import (
     severity_of,
 )
 from dispatch.planning import plan_offers
-from kernel.commands import DispatcherCommand
-from kernel.contracts import DeviceEvent, OfferAnswer, OfferOutcome
+from kernel.contracts import DeviceEvent, DispatcherCommand, OfferAnswer, OfferOutcome
 from kernel.settings import Settings
 from streams.candidate_search import CandidateSearch
 from streams.notices import Notices, escalation_payload

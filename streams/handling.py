@@ -15,6 +15,9 @@ from kernel.backoff import Backoff
 log = logging.getLogger(__name__)
 
 RETRIES = 5
+RETRY_FIRST_S = 0.4
+RETRY_CAP_S = 3.2
+"""Between the tries, 3 to 6 s in all: a server back within a few seconds loses no event."""
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
@@ -33,7 +36,7 @@ def decode_all(model: type[M], values: list[bytes]) -> list[M]:
 async def with_retries(what: str, step: Callable[[], Awaitable[T]]) -> T | None:
     """Run one step of an agent, and give its result; a failing server gets a few tries before
     the event is logged as failed (None), so one poisoned event cannot stop the stream."""
-    backoff = Backoff(first=0.2, cap=2.0)
+    backoff = Backoff(first=RETRY_FIRST_S, cap=RETRY_CAP_S)
     for attempt in range(1, RETRIES + 1):
         try:
             return await step()

@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel
 
-from adapters.storage import outbox
 from adapters.storage.connection import RedisConnection
 from adapters.storage.handovers import Handover
 from adapters.storage.incidents import IncidentRow, SentOffer
 from adapters.storage.offer_records import OfferRecord
 from adapters.storage.postgres import Database
+from kernel import recipients
 from kernel.contracts import (
     IncidentFrame,
     IncidentSummary,
@@ -50,7 +50,7 @@ class Notices:
         ]
         await self._records.write(records, now)
         frames: Frames = [
-            (outbox.caregiver(s.caregiver_id), _offer_frame(incident, s)) for s in sent
+            (recipients.caregiver(s.caregiver_id), _offer_frame(incident, s)) for s in sent
         ]
         state = "escalated" if incident.state == "escalated" else "offered"
         await self._outbox.send([*frames, *self.incident_frames(incident, state)])
@@ -63,7 +63,7 @@ class Notices:
         """``offer_result`` frames: (caregiver, offer, outcome)."""
         await self._outbox.send(
             [
-                (outbox.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
+                (recipients.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
                 for cg, oid, outcome in results
             ]
         )
@@ -84,11 +84,11 @@ class Notices:
         await self._outbox.send(
             [
                 (
-                    outbox.caregiver(caregiver_id),
+                    recipients.caregiver(caregiver_id),
                     OfferResultFrame(offer_id=offer_id, outcome="assigned"),
                 ),
                 *(
-                    (outbox.caregiver(cg), OfferResultFrame(offer_id=oid, outcome="taken"))
+                    (recipients.caregiver(cg), OfferResultFrame(offer_id=oid, outcome="taken"))
                     for oid, cg in taken
                 ),
                 *self.incident_frames(incident, "assigned", caregiver_id, name, eta_s),
@@ -99,13 +99,13 @@ class Notices:
         """A dispatcher's assign or resolve: offers closed, the state, her."""
         outcome: OfferOutcome = "taken" if done.outcome == "assigned" else "cancelled"
         frames: Frames = [
-            (outbox.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
+            (recipients.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
             for oid, cg in done.offers
         ]
         if done.outcome == "assigned" and done.assignee_id is not None:
             name = await self._name(done.assignee_id)
             states = self.incident_frames(incident, "assigned", done.assignee_id, name)
-            frames += [*states, (outbox.caregiver(done.assignee_id), states[0][1])]
+            frames += [*states, (recipients.caregiver(done.assignee_id), states[0][1])]
         else:
             frames += self.incident_frames(incident, "resolved", done.assignee_id)
         await self._outbox.send(frames)
@@ -134,8 +134,8 @@ class Notices:
             }
         )
         return [
-            (outbox.family_of(incident.patient_id), frame),
-            (outbox.dispatchers(incident.agency_id), frame),
+            (recipients.family_of(incident.patient_id), frame),
+            (recipients.dispatchers(incident.agency_id), frame),
         ]
 
     async def _name(self, caregiver_id: str) -> str:

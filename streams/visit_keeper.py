@@ -24,7 +24,6 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from adapters.storage import outbox
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
 from adapters.storage.visit_store import FenceCache
@@ -32,6 +31,7 @@ from geofence.fences import Relation
 from geofence.index import FenceIndex
 from geofence.quality import AgencyPolicies, Position, QualityPolicy, screen
 from geofence.transitions import FenceTracker, Fix, TrackerConfig, Transition, segments_ahead
+from kernel import recipients
 from kernel.contracts import AlertFrame, FixEvent, VisitStatusFrame
 from kernel.settings import Settings
 from visits.rules import (
@@ -297,7 +297,10 @@ def _status_frames(record: VisitRecord, now: float) -> list[tuple[str, BaseModel
         eta_s=record.eta_s if record.state == "en_route" else None,
         at=at,
     )
-    return [(outbox.family_of(v.patient_id), frame), (outbox.caregiver(v.caregiver_id), frame)]
+    return [
+        (recipients.family_of(v.patient_id), frame),
+        (recipients.caregiver(v.caregiver_id), frame),
+    ]
 
 
 def _alert_frame(a: AlertChange) -> tuple[str, BaseModel]:
@@ -311,4 +314,4 @@ def _alert_frame(a: AlertChange) -> tuple[str, BaseModel]:
         visit_id=a.visit_id,
         at=a.at,
     )
-    return outbox.dispatchers(a.agency_id), frame
+    return recipients.dispatchers(a.agency_id), frame

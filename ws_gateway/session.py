@@ -24,9 +24,8 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from adapters.storage import outbox
-from kernel.commands import DispatcherCommand
-from kernel.contracts import OfferAnswer
+from kernel import recipients
+from kernel.contracts import DispatcherCommand, OfferAnswer
 from kernel.errors import RejectedAnswer, RejectedInput
 from kernel.tokens import Claims
 
@@ -124,16 +123,16 @@ def parse_frame(raw: str | bytes) -> Frame:
 def resolve_recipient(claims: Claims, patient: str | None = None) -> str:
     """The one outbox recipient these claims read; ``forbidden`` if a family has no such right."""
     if claims.role == "caregiver":
-        return outbox.caregiver(claims.sub)
+        return recipients.caregiver(claims.sub)
     if claims.role == "dispatcher":
-        return outbox.dispatchers(claims.agency)
+        return recipients.dispatchers(claims.agency)
     if not claims.patients:
         raise RejectedInput(FORBIDDEN, "no patient in token")
     if patient is None:
-        return outbox.family_of(claims.patients[0])
+        return recipients.family_of(claims.patients[0])
     if patient not in claims.patients:
         raise RejectedInput(FORBIDDEN, "patient not in token")
-    return outbox.family_of(patient)
+    return recipients.family_of(patient)
 
 
 def decide_answer(

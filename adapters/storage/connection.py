@@ -3,7 +3,7 @@
 The services above the adapters never hold a Redis client: they open a
 :class:`RedisConnection`, ask it for the stores they need (the live index and its copy, the
 outboxes, the offer records, the visit store), and close it when they stop. The worker's
-heartbeat is written here too; Redis errors come out as :class:`StorageError`.
+heartbeat is written here too (a failed one comes out as :class:`StorageError`).
 
 A store is made with the settings it is given, not the connection's: the dispatcher of a test
 may run with offer windows of its own on the same Redis.

@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from kernel import recipients
 from kernel.errors import StorageError
 from kernel.settings import Settings
 
@@ -64,18 +65,6 @@ return seq
 LOCATION_EVERY_S = 1.0
 LOCATIONS_PER_AGENCY = 500
 FLUSH_TICK_S = 0.1
-
-
-def caregiver(caregiver_id: str) -> str:
-    return f"cg:{caregiver_id}"
-
-
-def family_of(patient_id: str) -> str:
-    return f"patient:{patient_id}"
-
-
-def dispatchers(agency_id: str) -> str:
-    return f"agency:{agency_id}"
 
 
 class Outbox:
@@ -160,7 +149,7 @@ class LocationThrottle:
             if now - self._flushed_at.get(agency_id, -math.inf) < self.every_s:
                 continue
             ids = list(itertools.islice(waiting, self.per_agency))
-            out.append((dispatchers(agency_id), [waiting.pop(cid) for cid in ids]))
+            out.append((recipients.dispatchers(agency_id), [waiting.pop(cid) for cid in ids]))
             self._flushed_at[agency_id] = now
             if not waiting:
                 del self._waiting[agency_id]

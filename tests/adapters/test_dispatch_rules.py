@@ -21,7 +21,6 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.storage import outbox
 from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentStore, Trigger
 from adapters.storage.live import AVAILABLE, BUSY, LiveIndex
@@ -32,8 +31,8 @@ from careknot.timeline import render, show
 from dispatch.eligibility import AgencyRules
 from dispatch.offers import ESCALATE_AFTER_S, JOIN_WINDOW_S
 from dispatch.worktime import HOUR_S
-from kernel.commands import DispatcherCommand
-from kernel.contracts import Role
+from kernel import recipients
+from kernel.contracts import DispatcherCommand, Role
 from kernel.errors import RejectedInput
 from kernel.settings import Settings
 from kernel.tokens import Claims
@@ -239,7 +238,7 @@ async def test_unaccepted_incident_escalates_in_time_and_the_webhook_hears(
         s.clock.now += 1
         await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
         assert (await state_of(db, incident.id)) == "escalated"
-        frames = await s.incident_frames(outbox.dispatchers(s.w.agency))
+        frames = await s.incident_frames(recipients.dispatchers(s.w.agency))
         assert frames[-1]["state"] == "escalated"
         posted = await poll_until(  # two refusals, then the third try gets through
             lambda: _third(hook.bodies, incident.id), 10, "the webhook's third try"
@@ -271,7 +270,7 @@ async def test_after_a_timed_escalation_the_waves_go_on(
     await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
     assert await s.offered() == [1, 1, 0]  # the next wave, while a person also knows
     assert (await state_of(db, incident.id)) == "escalated"
-    frames = await s.incident_frames(outbox.dispatchers(s.w.agency))
+    frames = await s.incident_frames(recipients.dispatchers(s.w.agency))
     assert [f["state"] for f in frames] == ["offered", "escalated", "escalated"]
     s.clock.now += 2
     await s.answer(1, "decline")
@@ -370,7 +369,7 @@ async def test_resolving_cancels_pending_offers_and_frees_the_assignee(
     assert done.outcome == "resolved"
     for i in range(2):
         assert [f["outcome"] for f in await s.to_cg(i, "offer_result")] == ["cancelled"]
-    frames = await s.incident_frames(outbox.family_of(s.w.patient.id))
+    frames = await s.incident_frames(recipients.family_of(s.w.patient.id))
     assert frames[-1]["state"] == "resolved"
     assert (await s.dispatcher.on_command(command(s, "resolve", incident.id))).outcome == (
         "already_resolved"

@@ -17,9 +17,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from websockets.asyncio.client import ClientConnection, connect
 
-from adapters.storage import outbox
 from adapters.storage.outbox import Outbox
-from kernel import tokens
+from kernel import recipients, tokens
 from kernel.contracts import DeadLetter, OfferAnswer, OfferResultFrame
 from kernel.contracts import Role as RoleName
 from kernel.settings import Settings
@@ -160,8 +159,8 @@ async def test_caregiver_sees_only_her_own(
 ) -> None:
     async with client(gateway, token=token(settings, "caregiver", "cg-a")) as ws:
         assert (await recv(ws))["recipient"] == "cg:cg-a"
-        await box.send([(outbox.caregiver("cg-b"), result("for-b"))])
-        await box.send([(outbox.caregiver("cg-a"), result("for-a"))])
+        await box.send([(recipients.caregiver("cg-b"), result("for-b"))])
+        await box.send([(recipients.caregiver("cg-a"), result("for-a"))])
         frame = await recv(ws)
     assert (frame["offer_id"], frame["seq"]) == ("for-a", 1)
 
@@ -172,8 +171,8 @@ async def test_family_scoped_to_their_patient(
     family = token(settings, "family", "f1", patients=["p1", "p2"])
     async with client(gateway, token=family, patient="p2") as ws:
         assert (await recv(ws))["recipient"] == "patient:p2"
-        await box.send([(outbox.family_of("p1"), result("for-p1"))])
-        await box.send([(outbox.family_of("p2"), result("for-p2"))])
+        await box.send([(recipients.family_of("p1"), result("for-p1"))])
+        await box.send([(recipients.family_of("p2"), result("for-p2"))])
         assert (await recv(ws))["offer_id"] == "for-p2"
     async with client(gateway, token=family, patient="p9") as ws:
         assert (await recv(ws))["reason"] == "forbidden"
@@ -188,8 +187,8 @@ async def test_dispatcher_sees_only_own_agency(
 ) -> None:
     async with client(gateway, token=token(settings, "dispatcher", "d1", agency="north")) as ws:
         assert (await recv(ws))["recipient"] == "agency:north"
-        await box.send([(outbox.dispatchers("south"), result("for-south"))])
-        await box.send([(outbox.dispatchers("north"), result("for-north"))])
+        await box.send([(recipients.dispatchers("south"), result("for-south"))])
+        await box.send([(recipients.dispatchers("north"), result("for-north"))])
         assert (await recv(ws))["offer_id"] == "for-north"
 
 
@@ -200,7 +199,7 @@ async def test_resume_replays_exactly_the_missed(
     gateway: Gateway, settings: Settings, box: Outbox
 ) -> None:
     me = token(settings, "caregiver", "cg-r")
-    recipient = outbox.caregiver("cg-r")
+    recipient = recipients.caregiver("cg-r")
     async with client(gateway, token=me) as ws:
         await recv(ws)
         await box.send([(recipient, result("r1"))])
@@ -220,7 +219,7 @@ async def test_resume_replays_exactly_the_missed(
 
 
 async def test_resume_in_the_url(gateway: Gateway, settings: Settings, box: Outbox) -> None:
-    recipient = outbox.caregiver("cg-u")
+    recipient = recipients.caregiver("cg-u")
     await box.send([(recipient, result("u1")), (recipient, result("u2"))])
     async with client(gateway, token=token(settings, "caregiver", "cg-u"), last_seq="1") as ws:
         assert (await recv(ws))["type"] == "hello"

@@ -166,9 +166,10 @@ async def test_a_rebuild_of_cell_entries_makes_a_new_copy(
     people = scatter(rng, 200, "r")
     await put(index, people)
     gone = people[0]
-    keys = [k async for k in redis.scan_iter(match=f"{own.namespace}:*:*:*", count=1000)]
+    cells = (own.keys.cell_prefix("street").encode(), own.keys.cell_prefix("area").encode())
+    keys = [k async for k in redis.scan_iter(match=own.keys.everything(), count=1000)]
     for key in keys:  # her cell entries lost; her hash kept
-        if b":street:" in key or b":area:" in key:
+        if key.startswith(cells):
             await redis.hdel(key, gone.id)
     added, _busy = await index.join_own_cells([gone.id])
     assert added == 2

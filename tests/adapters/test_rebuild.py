@@ -90,7 +90,7 @@ async def _delete_namespace(settings: Settings) -> int:
     r = aioredis.Redis.from_url(settings.redis_url)
     deleted = 0
     try:
-        async for key in r.scan_iter(match=f"{settings.namespace}:*", count=1000):
+        async for key in r.scan_iter(match=settings.keys.everything(), count=1000):
             deleted += int(await r.delete(key))
     finally:
         await r.aclose()

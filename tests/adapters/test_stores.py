@@ -29,6 +29,7 @@ from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, Patient
 from adapters.storage.schema import MIGRATIONS
 from dispatch.model import PlannedOffer
 from dispatch.ranking import search_plan
+from kernel import recipients
 from kernel.contracts import DeviceEvent, DeviceEventType, FixEvent, OfferAnswer
 from kernel.settings import Settings
 from streams.dispatcher import Dispatcher
@@ -441,7 +442,7 @@ class Scene:
         return [orjson.loads(m) for m in await self.box.since(recipient, 0)]
 
     async def to_cg(self, i: int, kind: str) -> list[Frame]:
-        return [f for f in await self.to(outbox.caregiver(self.w.cg(i))) if f["type"] == kind]
+        return [f for f in await self.to(recipients.caregiver(self.w.cg(i))) if f["type"] == kind]
 
     async def incident_frames(self, recipient: str) -> list[Frame]:
         return [f for f in await self.to(recipient) if f["type"] == "incident"]
@@ -535,7 +536,7 @@ async def test_nearest_available_is_offered_and_decline_moves_on(
     assert offer["incident"]["incident_id"] == incident.id
     assert offer["incident"]["kind"] == "fall"
     assert offer["incident"]["distance_m"] == pytest.approx(300, rel=0.01)
-    for recipient in (outbox.family_of(s.w.patient.id), outbox.dispatchers(s.w.agency)):
+    for recipient in (recipients.family_of(s.w.patient.id), recipients.dispatchers(s.w.agency)):
         assert [f["state"] for f in await s.incident_frames(recipient)] == ["offered"]
 
     s.clock.now += 5
@@ -545,8 +546,8 @@ async def test_nearest_available_is_offered_and_decline_moves_on(
     s.clock.now += 5
     await s.answer(1, "decline")  # nobody else is eligible: busy, stale, other agency
     assert await s.offered() == [1, 1, 0, 0]
-    assert await s.to(outbox.caregiver(other.cg(0))) == []
-    frames = await s.incident_frames(outbox.dispatchers(s.w.agency))
+    assert await s.to(recipients.caregiver(other.cg(0))) == []
+    frames = await s.incident_frames(recipients.dispatchers(s.w.agency))
     assert frames[-1]["state"] == "escalated"
     assert s.mirror is None or s.mirror.answered - from_copy == 3  # all three waves
     row = await IncidentStore(db).get(incident.id)
@@ -584,7 +585,7 @@ async def test_escalates_after_max_waves(
         s.clock.now += settings.offer_window_by_severity[1] + 1
         await s.dispatcher.tick()
     assert await s.offered() == [1, 1, 0]  # the third is fresh and free, but waves ran out
-    for recipient in (outbox.dispatchers(s.w.agency), outbox.family_of(s.w.patient.id)):
+    for recipient in (recipients.dispatchers(s.w.agency), recipients.family_of(s.w.patient.id)):
         frames = await s.incident_frames(recipient)
         assert frames[-1]["state"] == "escalated"
         assert frames[-1]["incident_id"] == incident.id
@@ -609,7 +610,7 @@ async def test_accept_assigns_and_tells_the_family(
     await s.answer(0, "accept")
     assert [f["outcome"] for f in await s.to_cg(0, "offer_result")] == ["assigned"]
     assert [f["outcome"] for f in await s.to_cg(1, "offer_result")] == ["taken"]
-    assigned = (await s.incident_frames(outbox.family_of(s.w.patient.id)))[-1]
+    assigned = (await s.incident_frames(recipients.family_of(s.w.patient.id)))[-1]
     caregiver = await db.caregiver(s.w.cg(0))
     assert caregiver is not None
     assert assigned["state"] == "assigned"

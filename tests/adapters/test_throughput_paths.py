@@ -33,6 +33,7 @@ from ingest.batching import partition_of
 from ingest.fast_path import fast_fix
 from ingest.parse import Limits, parse_location, route
 from ingest.service import EMERGENCIES, POSITIONS, IngestService, Streams
+from kernel import recipients
 from kernel.contracts import FixEvent
 from kernel.errors import RejectedPayload
 from kernel.settings import Settings
@@ -111,7 +112,7 @@ def test_the_throttle_sends_each_caregivers_latest_position_within_its_limits() 
     now = 100.0
     while throttle.waiting:
         [(recipient, frames)] = throttle.due(now)
-        assert recipient == outbox.dispatchers(AGENCY)
+        assert recipient == recipients.dispatchers(AGENCY)
         sent.append(frames)
         assert throttle.due(now + 0.5) == []  # not twice within every_s
         now += 1.0
@@ -272,7 +273,7 @@ async def check_frames(rt: Runtime, throttle: outbox.LocationThrottle) -> None:
     while throttle.waiting:
         now += throttle.every_s
         await outbox.flush_due(rt.outbox, throttle, now)
-    recipient = outbox.dispatchers(AGENCY)
+    recipient = recipients.dispatchers(AGENCY)
     frames = [orjson.loads(m) for m in await rt.outbox.since(recipient, 0)]
     seqs = [f["seq"] for f in frames]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)

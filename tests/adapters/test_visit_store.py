@@ -24,6 +24,7 @@ from adapters.storage.visit_store import FenceCache, VisitStore
 from geofence.geodesy import LocalFrame
 from geofence.transitions import FenceTracker, TrackerConfig
 from geofence.transitions import Fix as TrackFix
+from kernel import recipients
 from kernel.contracts import FixEvent
 from kernel.errors import RejectedInput
 from kernel.settings import Settings
@@ -236,7 +237,7 @@ async def test_keeper_tells_the_family_and_survives_a_restart(
         clock.t = T0 + t
         await keeper.on_fixes([fix(a, t, metres)])
 
-    family = await frames(settings, redis, outbox.family_of(f"{a}-pat"))
+    family = await frames(settings, redis, recipients.family_of(f"{a}-pat"))
     states = [f["state"] for f in family]
     assert states[0] == "en_route" and family[0]["eta_s"] > 0
     assert [s for s in states if s in ("arrived", "left")] == ["arrived", "left"]
@@ -247,7 +248,7 @@ async def test_keeper_tells_the_family_and_survives_a_restart(
     assert record.check_out is not None and record.check_out.at == T0 + 400
     assert record.check_in.fix_ts == T0 + 160  # the fix that confirmed it, after the dwell
     assert record.check_in.distance_m == pytest.approx(10.0, abs=0.5)
-    desk = await frames(settings, redis, outbox.dispatchers(a))
+    desk = await frames(settings, redis, recipients.dispatchers(a))
     assert [(f["kind"], f["state"]) for f in desk] == [("early_departure", "raised")]
 
 
@@ -278,7 +279,7 @@ async def test_a_batch_that_failed_is_followed_again_from_the_saved_trackers(
     record = await keeper.store.record(f"{a}-v")
     assert record is not None and record.state == "arrived"
     assert record.check_in is not None and record.check_in.fix_ts == T0 + 160
-    family = await frames(settings, redis, outbox.family_of(f"{a}-pat"))
+    family = await frames(settings, redis, recipients.family_of(f"{a}-pat"))
     assert [f["state"] for f in family].count("arrived") == 1
 
 
@@ -297,7 +298,7 @@ async def test_keeper_late_alert_clears_on_check_in_and_manual_check_in_is_flagg
     assert record.check_in.source == "manual" and record.check_in.reason == "phone has no GPS"
     flagged = await db.pool.fetchval("SELECT needs_review FROM visits WHERE id = $1", f"{a}-v")
     assert flagged is True
-    desk = await frames(settings, redis, outbox.dispatchers(a))
+    desk = await frames(settings, redis, recipients.dispatchers(a))
     assert [(f["kind"], f["state"]) for f in desk] == [("late", "raised"), ("late", "cleared")]
     assert desk[0]["alert_id"] == desk[1]["alert_id"] == f"late:{a}-v"
     assert await keeper.manual("no-such-visit", "check_in", "x", T0) is None

@@ -176,7 +176,7 @@ async def _lose(settings: Settings, doomed: Callable[[str], bool]) -> int:
     r = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     deleted = 0
     try:
-        async for key in r.scan_iter(match=f"{settings.namespace}:*", count=1000):
+        async for key in r.scan_iter(match=settings.keys.everything(), count=1000):
             if doomed(key):
                 deleted += int(await r.delete(key))
     finally:
@@ -185,7 +185,7 @@ async def _lose(settings: Settings, doomed: Callable[[str], bool]) -> int:
 
 
 def _cell_set(settings: Settings, key: str) -> bool:
-    return key.split(":")[1] in ("street", "area") and key.startswith(f"{settings.namespace}:")
+    return key.startswith((settings.keys.cell_prefix("street"), settings.keys.cell_prefix("area")))
 
 
 async def _picture(settings: Settings) -> Picture:
