@@ -85,9 +85,9 @@ def publish(share: Share) -> tuple[int, float, list[tuple[str, int, float]]]:
     """Publish a share at its rate (runs in a publisher process): (count, seconds, samples).
 
     QoS 0 PUBLISH packets (:mod:`adapters.mqtt.wire`) built before the start (a phone's work
-    is not the system's: built while the load runs they cost it ten times as much, a cold
-    cache after every pause), then written on one connection, those due together; a sample
-    is the time its packet was written.
+    is not the system's, and built between the pacing pauses they cost far more, the caches
+    cold after every pause), then written on one connection, those due together; a sample is
+    the time its packet was written.
     """
     n, total = len(share.caregivers), share.steps * len(share.caregivers)
     wanted = set(share.sampled)

@@ -2,7 +2,7 @@
 
 They live here rather than beside each benchmark's code so that the command line can build every
 benchmark's parser without importing what the benchmarks measure with (Redis, Kafka, MQTT,
-numpy: half a second and some 45 MB more in every ``careknot`` process, services included).
+numpy), which every ``careknot`` process, the services included, would otherwise load.
 """
 
 from __future__ import annotations
