@@ -11,6 +11,8 @@ may run with offer windows of its own on the same Redis.
 
 from __future__ import annotations
 
+from typing import Self
+
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -32,7 +34,7 @@ class RedisConnection:
         self._client = client
 
     @classmethod
-    def open(cls, url: str) -> RedisConnection:
+    def open(cls, url: str) -> Self:
         """A connection to the Redis at ``url``; the client connects on first use."""
         return cls(aioredis.Redis.from_url(url))
 

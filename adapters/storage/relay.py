@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
@@ -24,10 +23,6 @@ from kernel.keys import Keys
 class GatewayConnection(RedisConnection):
     """A gateway's Redis connection: ``async with GatewayConnection.open(url)`` raises
     :class:`StorageError` when Redis does not answer, and closes the client on the way out."""
-
-    @classmethod
-    def open(cls, url: str) -> GatewayConnection:
-        return cls(aioredis.Redis.from_url(url))
 
     async def __aenter__(self) -> GatewayConnection:
         try:
