@@ -13,6 +13,7 @@ import logging
 import random
 import signal
 import time
+from types import TracebackType
 from typing import Literal
 
 import aiomqtt
@@ -179,22 +180,48 @@ class OfferAnswerer:
         log.info("%s: %s offer %s", self.caregiver_id, answer, offer_id)
 
 
+class Simulation:
+    """The simulated city: ``async with Simulation(settings, config) as sim: await sim.run()``.
+
+    Entering puts the city's agency, caregivers, homes and devices in the registry (raises
+    :class:`CareKnotError` when it cannot); :meth:`run` publishes the phones' fixes and the
+    homes' falls and, if configured, answers the offers each caregiver gets, until SIGINT or
+    SIGTERM; 1 if a task failed.
+    """
+
+    def __init__(self, settings: Settings, config: CityConfig) -> None:
+        self._settings, self._config = settings, config
+        self.city = City(config, time.time())
+
+    async def __aenter__(self) -> Simulation:
+        await seed_registry(self._settings, self.city)
+        log.info("city of %d caregivers, %d homes", len(self.city.caregivers), len(self.city.homes))
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    async def run(self) -> int:
+        s, config = self._settings, self._config
+        tasks = [asyncio.create_task(_publish(s, self.city), name="sim-publish")]
+        if config.answer_offers:
+            tasks += [
+                asyncio.create_task(OfferAnswerer(s, config, c.id).run(), name=f"sim-{c.id}")
+                for c in self.city.caregivers
+            ]
+        return await _until_stopped(tasks)
+
+
 async def run(settings: Settings, config: CityConfig) -> int:
     """``careknot simulate``: run the city until SIGINT/SIGTERM or cancellation."""
-    city = City(config, time.time())
     try:
-        await seed_registry(settings, city)
-    except CareKnotError as exc:
+        async with Simulation(settings, config) as simulation:
+            return await simulation.run()
+    except CareKnotError as exc:  # entering: the registry could not be seeded
         log.error("cannot seed the registry: %s", exc)
         return 1
-    log.info("city of %d caregivers, %d homes", len(city.caregivers), len(city.homes))
-    tasks = [asyncio.create_task(_publish(settings, city), name="sim-publish")]
-    if config.answer_offers:
-        tasks += [
-            asyncio.create_task(OfferAnswerer(settings, config, c.id).run(), name=f"sim-{c.id}")
-            for c in city.caregivers
-        ]
-    return await _until_stopped(tasks)
 
 
 async def _until_stopped(tasks: list[asyncio.Task[None]]) -> int:
