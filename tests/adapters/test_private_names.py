@@ -7,7 +7,9 @@ fail when an upgrade moves a name, before the reach silently stops working:
   ``AIOKafkaConsumerThread._create_worker_consumer`` and sets aiokafka's
   ``AIOKafkaConsumer._fetch_max_wait_ms`` (how long a fetch waits for data);
 - :mod:`adapters.mqtt.client` swaps paho's ``Client._sock`` for its read-ahead socket in
-  aiomqtt's ``Client._on_socket_open`` hook.
+  aiomqtt's ``Client._on_socket_open`` hook (whose reader drains the socket's ``pending()``
+  bytes), and acknowledges messages itself through aiomqtt's paho client, ``Client._client``
+  (paho's ``manual_ack_set`` and ``ack``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from paho.mqtt.enums import CallbackAPIVersion
 
 from adapters.faust_transport import LowLatencyConsumerThread
+from adapters.mqtt.client import BatchingClient
 
 
 def test_faust_still_creates_its_worker_consumer_where_the_transport_overrides_it() -> None:
@@ -47,3 +50,17 @@ def test_paho_hands_out_the_socket_the_client_holds() -> None:
     finally:
         sentinel.close()
     assert "_on_socket_open" in vars(aiomqtt.Client)
+
+
+async def test_aiomqtt_still_opens_its_paho_clients_sockets_through_the_hook() -> None:
+    client = BatchingClient("127.0.0.1", 9)  # never connected
+    assert isinstance(client._client, paho.Client)
+    assert client._client.on_socket_open == client._on_socket_open
+    hook = aiomqtt.Client._on_socket_open
+    assert list(inspect.signature(hook).parameters) == ["self", "client", "userdata", "sock"]
+    assert "client._sock.pending()" in inspect.getsource(hook)  # drains the read-ahead
+
+
+def test_paho_still_lets_its_client_acknowledge_messages_once_handled() -> None:
+    assert list(inspect.signature(paho.Client.manual_ack_set).parameters) == ["self", "on"]
+    assert list(inspect.signature(paho.Client.ack).parameters) == ["self", "mid", "qos"]
