@@ -14,7 +14,14 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from kernel.contracts import DeadLetter, DeviceEvent, DeviceEventPayload, FixEvent, LocationPayload
+from kernel.contracts import (
+    DeadLetter,
+    DeviceEvent,
+    DeviceEventPayload,
+    FixEvent,
+    LocationPayload,
+    Presence,
+)
 from kernel.errors import RejectedPayload
 
 RouteKind = Literal["loc", "presence", "evt", "tel", "status"]
@@ -150,4 +157,18 @@ def dead_letter(exc: RejectedPayload, payload: bytes, now: float) -> DeadLetter:
         source=exc.topic[:300],
         payload=payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace"),
         received_at=now,
+    )
+
+
+def presence_notice(caregiver: str, agency: str, online: bool, topic: str, now: float) -> Presence:
+    """A caregiver's phone came online or went (its last will says ``offline``): gone, she is
+    no dispatch candidate until her next fix (the worker marks her so unless a fix of hers
+    reached ingest after the notice)."""
+    return Presence(
+        event_id=f"{caregiver}:{'online' if online else 'offline'}:{now!r}",
+        agency_id=agency,
+        caregiver_id=caregiver,
+        online=online,
+        at=now,
+        source=topic,
     )

@@ -8,13 +8,16 @@ since every message asks.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 
 from adapters.storage.postgres import Database, Who
-from ingest.owntracks import OwnTracksDevice
-from ingest.parse import Route
+from ingest.owntracks import OwnTracksDevice, is_owntracks
+from ingest.parse import Route, route
 from kernel.errors import RejectedPayload
+
+log = logging.getLogger(__name__)
 
 HIT_TTL_S = 60.0
 MISS_TTL_S = 5.0
@@ -39,6 +42,23 @@ class Registry:
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[str | None, float]] = {}
         self._owntracks: dict[OwnTracksDevice, tuple[tuple[str, str] | None, float]] = {}
+
+    async def learn_topics(self, topics: Iterable[str]) -> None:
+        """Ask about a batch's v1 publishers in one go (:meth:`learn`), so the checks message by
+        message that follow do not wait on Postgres in turn; should Postgres fail here, each
+        check asks again and fails on its own."""
+        routes = []
+        for topic in dict.fromkeys(topics):  # a topic once, however many
+            if is_owntracks(topic):
+                continue
+            try:
+                routes.append(route(topic))
+            except RejectedPayload:
+                continue  # refused with its reason when its message is handled
+        try:
+            await self.learn(routes)
+        except Exception as exc:  # only ahead of time: each check asks again, fails on its own
+            log.warning("registry look-up for a batch failed: %s", exc)
 
     async def learn(self, routes: Iterable[Route]) -> None:
         """Ask Postgres once per kind of publisher about every subject of ``routes`` whose

@@ -7,18 +7,23 @@ OwnTracks app publishes (``owntracks/{user}/{device}``). Bad input goes to the d
 topic with its reason and is counted; it never stops the loop.
 Counters are served in the Prometheus text format on ``CAREKNOT_INGEST_METRICS_PORT`` (see
 :mod:`adapters.metrics`). Device events come on an MQTT connection of their own and leave by a
-producer of their own: an emergency never waits behind thousands of positions.
+producer of their own: an emergency never waits behind thousands of positions. Each connection
+is a :class:`~adapters.mqtt.subscription.Subscription`: made within the start timeout, else
+:meth:`IngestService.run` raises :class:`~kernel.errors.BrokerUnavailable`; made again, for
+ever, whenever it is lost later.
 
-Each connection is made again when it is lost (or cannot be made), after the one backoff's
-wait, reset once subscribed again; a loss is logged as a warning. Kafka's failures to take or
-deliver a message are counted and logged, and the service goes on (the producers reach the
-broker again by themselves).
+What Kafka does not take: a fix, a presence notice or a dead letter is counted
+(``careknot_ingest_produce_failures``), logged and lost (a position is superseded by the
+caregiver's next fix), and the service goes on; the producers reach Kafka again by themselves.
+A device event is sent again in place, its batch unacknowledged, until Kafka takes it or
+:data:`ingest.device_events.DEADLINE_S` has passed; only then is it counted, and logged with
+its content.
 
 Batched for throughput: messages are decoded from the wire in bulk (:mod:`adapters.mqtt.client`),
 one wake-up takes every message waiting (up to :data:`BATCH`), the registry is asked about a
-batch's unknown publishers in one query, a well-formed location takes a
-fast path (plain checks on the decoded JSON; anything unusual goes through the pydantic parser,
-which gives the same rejections), fixes are packed into one Kafka message per partition
+batch's unknown publishers in one query, a well-formed location takes a fast path (plain checks
+on the decoded JSON; anything unusual goes through the pydantic parser, which gives the same
+rejections), fixes are packed into one Kafka message per partition
 (:mod:`ingest.batching`) for at most :data:`FLUSH_AFTER_S` or :data:`FLUSH_FIXES`, and produced
 without awaiting each delivery: a failed delivery is counted and logged when it fails, and at
 most :data:`MAX_IN_FLIGHT` fixes are unsettled.
@@ -31,6 +36,7 @@ import logging
 import os
 import time
 from collections import Counter
+from contextlib import AsyncExitStack, aclosing
 from functools import partial
 from types import TracebackType
 from typing import Literal
@@ -39,9 +45,9 @@ import orjson
 
 from adapters import kafka
 from adapters.metrics import IngestMetrics, serve, totals
-from adapters.mqtt import client as mqtt
+from adapters.mqtt.subscription import START_TIMEOUT_S, Subscription
 from adapters.storage.postgres import Database
-from ingest import owntracks
+from ingest import device_events, owntracks
 from ingest.batching import FixBatches
 from ingest.fast_path import fast_fix
 from ingest.parse import (
@@ -51,12 +57,11 @@ from ingest.parse import (
     parse_device_event,
     parse_location,
     parse_presence,
+    presence_notice,
     route,
 )
 from ingest.registry import Registry
 from kernel import heap, keys
-from kernel.backoff import Backoff
-from kernel.contracts import Presence
 from kernel.errors import RejectedPayload, StorageError
 from kernel.settings import Settings
 
@@ -78,14 +83,12 @@ FLUSH_AFTER_S = 0.05
 message, so fewer, fuller messages cost the whole system less CPU per fix, which under load is
 also what keeps latency down (the measurements are in docs/benchmarks-history.md)."""
 PRODUCER_BATCH_BYTES = 256 * 1024
-RECONNECT_FIRST_S = 0.2
-RECONNECT_CAP_S = 5.0
-"""The backoff between tries to reach a lost MQTT broker: short, as device events wait on it."""
 
 
 class IngestService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, start_timeout_s: float = START_TIMEOUT_S) -> None:
         self._s = settings
+        self._start_timeout_s = start_timeout_s  # for the first connection to the MQTT broker
         self._limits = Limits(settings.max_payload_bytes, settings.max_clock_skew_s)
         self._db = Database(settings, max_size=8)
         self._producer = kafka.Producer(
@@ -141,64 +144,40 @@ class IngestService:
 
     async def run(self, streams: Streams = "all") -> None:
         """Listen for positions and for device events (or only one of them), each on a
-        connection of its own, until cancelled."""
-        chosen = [(n, t) for n, t in STREAMS.items() if streams in ("all", n)]
-        ready = [asyncio.Event() for _ in chosen]
-        async with asyncio.TaskGroup() as tasks:
-            for (name, topics), subscribed in zip(chosen, ready, strict=True):
-                listening = self._listen(name, topics, subscribed)
-                tasks.create_task(listening, name=f"ingest-{name}")
-            tasks.create_task(self._log_stats(), name="ingest-stats")
-            await asyncio.gather(*(r.wait() for r in ready))
-            self.subscriptions = self._topics(sum((t for _, t in chosen), ()))
+        connection of its own, until cancelled; :class:`~kernel.errors.BrokerUnavailable` when
+        a first connection is not made within the start timeout."""
+        names = [name for name in STREAMS if streams in ("all", name)]
+        async with AsyncExitStack() as connected:
+            listening = [await connected.enter_async_context(self._subscription(n)) for n in names]
+            self.subscriptions = [topic for s in listening for topic in s.topics]
             log.info("ingest subscribed to %s", self.subscriptions)
             self.subscribed.set()
+            async with asyncio.TaskGroup() as tasks:
+                for name, subscription in zip(names, listening, strict=True):
+                    handling = self._listen(subscription, backpressure=name == "positions")
+                    tasks.create_task(handling, name=f"ingest-{name}")
+                tasks.create_task(self._log_stats(), name="ingest-stats")
 
-    async def _listen(
-        self, name: str, subscriptions: tuple[str, ...], ready: asyncio.Event
-    ) -> None:
-        """Listen on a connection of the stream ``name``'s own, connecting again whenever it is
-        lost or cannot be made; positions wait while too many fixes are undelivered (device
-        events never do)."""
-        backoff = Backoff(RECONNECT_FIRST_S, RECONNECT_CAP_S)
-        positions = name == "positions"
-        while True:
-            try:
-                await self._connection(subscriptions, ready, backoff, backpressure=positions)
-            except StorageError as exc:
-                delay = backoff.next()
-                log.warning("ingest of %s: %s; connecting again in %.1f s", name, exc, delay)
-                await asyncio.sleep(delay)
-
-    async def _connection(
-        self,
-        subscriptions: tuple[str, ...],
-        ready: asyncio.Event,
-        backoff: Backoff,
-        *,
-        backpressure: bool,
-    ) -> None:
-        """Handle what comes on one connection, a batch at a time, acknowledging each batch
-        once handled, until the connection is lost (:class:`StorageError`)."""
+    def _subscription(self, name: str) -> Subscription:
+        topics, within = self._topics(STREAMS[name]), self._start_timeout_s
         host, port = self._s.mqtt_host, self._s.mqtt_port
-        async with mqtt.subscribed(host, port, self._topics(subscriptions)) as client:
-            backoff.reset()
-            ready.set()
-            async for batch in client.batches(BATCH):
+        return Subscription(host, port, topics, name=f"ingest of {name}", start_timeout_s=within)
+
+    async def _listen(self, subscription: Subscription, *, backpressure: bool) -> None:
+        """Handle what comes, a batch at a time, acknowledging each batch once handled;
+        positions wait while too many fixes are undelivered (device events never do)."""
+        async with aclosing(subscription.batches(BATCH)) as batches:
+            async for batch in batches:
                 await self.handle_batch([(m.topic, m.payload) for m in batch])
-                client.ack(batch)
+                subscription.ack(batch)
                 if backpressure and self._in_flight > MAX_IN_FLIGHT:
                     await self._settle()
-
-    async def handle(self, topic: str, payload: bytes) -> None:
-        """Validate one message and produce it, or dead-letter it with its reason."""
-        await self.handle_batch([(topic, payload)])
 
     async def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
         """Validate messages and produce them in order, dead-lettering each bad one."""
         now = time.time()
         self.metrics.last_message.set(now)
-        await self._ask_registry(messages)
+        await self._registry.learn_topics(t for t, _ in messages)
         for topic, payload in messages:
             try:
                 if owntracks.is_owntracks(topic):
@@ -216,8 +195,7 @@ class IngestService:
             self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self._due)
 
     async def flush(self) -> None:
-        """Produce the packed fixes now, one message per partition (in order: one flush at a
-        time)."""
+        """Produce the packed fixes now, one message per partition (in order: one at a time)."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
@@ -236,23 +214,6 @@ class IngestService:
         if not task.cancelled() and task.exception() is not None:
             self.metrics.produce_failures.inc()
             log.error("producing packed fixes failed: %s", task.exception())
-
-    async def _ask_registry(self, messages: list[tuple[str, bytes]]) -> None:
-        """Ask the registry about a batch's v1 publishers in one go; the answers are cached,
-        so the checks message by message that follow do not wait on Postgres in turn (should
-        Postgres fail here, each check asks again and fails on its own)."""
-        routes = []
-        for topic in dict.fromkeys(t for t, _ in messages):  # a topic once, however many
-            if owntracks.is_owntracks(topic):
-                continue
-            try:
-                routes.append(route(topic))
-            except RejectedPayload:
-                continue  # refused with its reason when its message is handled
-        try:
-            await self._registry.learn(routes)
-        except Exception as exc:  # only ahead of time: each check asks again, fails on its own
-            log.warning("registry look-up for a batch failed: %s", exc)
 
     async def _reject(self, exc: RejectedPayload, payload: bytes, now: float) -> None:
         self.metrics.rejected.labels(exc.reason).inc()
@@ -278,9 +239,8 @@ class IngestService:
             return
         ev = parse_device_event(r, topic, payload, now, self._limits)
         await self._registry.check(r, topic)
-        value = ev.model_dump_json().encode()
         try:
-            await self._urgent.send_and_wait(keys.DEVICE_EVENTS, value, key=ev.device_id)
+            await device_events.deliver(self._urgent, ev)
         except StorageError as exc:
             self._produce_failed(1, exc)
             return
@@ -291,7 +251,8 @@ class IngestService:
         (its last will among them) are counted by type."""
         message = owntracks.parse(topic, payload, self._limits)
         if isinstance(message, owntracks.OwnTracksLastWill):
-            await self._offline(message, topic, now)
+            caregiver, agency = await self._registry.owntracks_caregiver(message.device, topic)
+            await self._presence(caregiver, agency, False, topic, now)
             return
         if not isinstance(message, owntracks.OwnTracksLocation):
             self.metrics.owntracks_ignored.labels(message.kind).inc()
@@ -301,24 +262,11 @@ class IngestService:
         fixes.add(fix.caregiver_id, fix.model_dump_json().encode())
         self._accepted_now["owntracks"] += 1
 
-    async def _offline(self, will: owntracks.OwnTracksLastWill, topic: str, now: float) -> None:
-        caregiver, agency = await self._registry.owntracks_caregiver(will.device, topic)
-        await self._presence(caregiver, agency, False, topic, now)
-
     async def _presence(
         self, caregiver: str, agency: str, online: bool, topic: str, now: float
     ) -> None:
-        """A phone came or went (its last will says ``offline``): gone, its caregiver is no
-        dispatch candidate until her next fix (the worker marks her so unless a fix of hers
-        reached ingest after the notice)."""
-        notice = Presence(
-            event_id=f"{caregiver}:{'online' if online else 'offline'}:{now!r}",
-            agency_id=agency,
-            caregiver_id=caregiver,
-            online=online,
-            at=now,
-            source=topic,
-        )
+        """Produce and count a :func:`~ingest.parse.presence_notice`."""
+        notice = presence_notice(caregiver, agency, online, topic, now)
         await self._send(keys.PRESENCE, caregiver, notice.model_dump_json().encode())
         self.metrics.presence.labels("online" if online else "offline").inc()
 

@@ -7,7 +7,8 @@
     │   └── RejectedAnswer        a caregiver's answer to an offer (``offer_id``)
     ├── AuthError                 a token that is missing, forged, expired or out of scope
     ├── StorageError              a server (Postgres, Redis, Kafka, MQTT) failed or refused
-    │                             (``raise ... from exc`` at the adapter)
+    │   │                         (``raise ... from exc`` at the adapter)
+    │   └── BrokerUnavailable     the MQTT broker cannot be reached, or the connection is lost
     └── ServerStartError          an embedded server would not start (``server``)
 
 Library errors are translated at the edge; the core raises only these.
@@ -55,6 +56,10 @@ class AuthError(CareKnotError):
 
 class StorageError(CareKnotError):
     """A server the adapters talk to (Postgres, Redis, Kafka, an MQTT broker) failed or refused."""
+
+
+class BrokerUnavailable(StorageError):
+    """The MQTT broker cannot be reached, or the connection to it is lost."""
 
 
 class ServerStartError(CareKnotError):

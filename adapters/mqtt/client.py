@@ -12,9 +12,9 @@ used up). QoS 1 publishes are acknowledged through paho once ingest has handled 
 (:meth:`BatchingClient.ack`), not on arrival.
 
 :func:`subscribed` is how a service listens: one connection (MQTT 3.1.1), subscribed to its
-topics. The broker's failures come out as :class:`~kernel.errors.StorageError`, whether the
-connection cannot be made or is lost while the batches are taken; reconnecting is the
-service's to do.
+topics. The broker's failures come out as :class:`~kernel.errors.BrokerUnavailable`, whether
+the connection cannot be made or is lost while the batches are taken; reconnecting is
+:class:`adapters.mqtt.subscription.Subscription`'s to do.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from adapters.mqtt.frames import Publish, PublishSplitter
-from kernel.errors import StorageError
+from kernel.errors import BrokerUnavailable
 
 CHUNK_BYTES = 256 * 1024
 """The most one ``recv`` takes from the kernel."""
@@ -120,7 +120,7 @@ class BatchingClient(aiomqtt.Client):
 
     async def batches(self, limit: int) -> AsyncGenerator[list[Publish], None]:
         """Batches of up to ``limit`` messages as they come, until the connection is lost
-        (then :class:`StorageError`)."""
+        (then :class:`BrokerUnavailable`)."""
         relay = asyncio.ensure_future(self._relay())
         try:
             while True:
@@ -141,7 +141,7 @@ class BatchingClient(aiomqtt.Client):
                 payload = m.payload if isinstance(m.payload, bytes) else b""
                 self.inbox.put_many([Publish(m.topic.value, payload, m.qos, m.mid)])
         except aiomqtt.MqttError as exc:
-            lost = StorageError(f"mqtt: connection lost: {exc.__cause__ or exc}")
+            lost = BrokerUnavailable(f"mqtt: connection lost: {exc.__cause__ or exc}")
             lost.__cause__ = exc
             self.inbox.fail(lost)
 
@@ -158,10 +158,11 @@ async def subscribed(
     host: str, port: int, topics: Iterable[str], *, qos: int = 1
 ) -> AsyncIterator[BatchingClient]:
     """A connection to the broker at ``host:port`` subscribed to ``topics``; raises
-    :class:`StorageError` when it cannot be made (its batches do when it is lost).
+    :class:`BrokerUnavailable` when it cannot be made (its batches do when it is lost).
 
-    MQTT 3.1.1: Mosquitto shares its subscriptions (``$share/...``) as it does MQTT 5's, and
-    paho parses its packets at a third of MQTT 5's cost."""
+    MQTT 3.1.1: Mosquitto shares its subscriptions (``$share/...``) as it does MQTT 5's, and its
+    PUBLISH packets carry no properties, so :mod:`adapters.mqtt.frames` reads them as they are
+    and paho builds no properties object for each one."""
     client = BatchingClient(host, port, protocol=aiomqtt.ProtocolVersion.V311)
     try:
         async with client:
@@ -169,4 +170,4 @@ async def subscribed(
                 await client.subscribe(topic, qos=qos)
             yield client
     except aiomqtt.MqttError as exc:
-        raise StorageError(f"mqtt: {host}:{port}: {exc}") from exc
+        raise BrokerUnavailable(f"mqtt: {host}:{port}: {exc}") from exc

@@ -1,5 +1,7 @@
 """Ingest outlives its brokers: the MQTT broker or Kafka killed and started again on the same
-port, ingest is still running, and what phones and devices publish then reaches Kafka.
+port, ingest is still running, and what phones and devices publish then reaches Kafka; a fall
+Kafka refused meanwhile too. Only a broker that is lost is connected to again: one that never
+answers fails the start, and a failure while a batch is handled is no lost broker.
 
 The brokers killed are of this module's own (a Mosquitto, a tansu: the session's are shared and
 must not die); ingest runs in-process on them, with the session's Postgres in a namespace of
@@ -29,7 +31,7 @@ from adapters import kafka
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from ingest.service import IngestService
 from kernel import keys
-from kernel.errors import StorageError
+from kernel.errors import BrokerUnavailable, StorageError
 from kernel.settings import Settings
 from kernel.waiting import poll_until
 from streams.fix_flow import decode_fixes
@@ -44,6 +46,8 @@ BEFORE, AFTER = f"rc-{TAG}-before", f"rc-{TAG}-after"
 PENDANT = f"rc-{TAG}-pendant"
 LOOPBACK = "127.0.0.1"
 WITHIN_S = 30.0
+KAFKA_GIVES_UP_S = 90.0
+"""Longer than a Kafka producer tries a message before it fails it (its request timeout, 40 s)."""
 
 
 class Server:
@@ -158,7 +162,10 @@ async def reading(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
 
 @pytest.fixture
 def warnings(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    with caplog.at_level(logging.WARNING, logger="ingest.service"):
+    with (
+        caplog.at_level(logging.WARNING, logger="ingest"),
+        caplog.at_level(logging.WARNING, logger="adapters.mqtt"),
+    ):
         yield caplog
 
 
@@ -191,6 +198,11 @@ class Arrivals:
             else:
                 events = [orjson.loads(v) for v in values]
                 self.falls |= {e["seq"] for e in events if e["device_id"] == PENDANT}
+
+    async def every_fall_through(self) -> bool | None:
+        """Whether every fall published has come out of Kafka."""
+        await self.read()
+        return True if self.falls >= set(range(1, self._seq + 1)) else None
 
     async def until_through(self, caregiver: str) -> None:
         """Publish a fix of ``caregiver``'s and a fall each poll until one of each published
@@ -240,6 +252,77 @@ async def test_ingest_goes_on_when_kafka_comes_back(
 
         await arrivals.until_through(AFTER)
         assert not ingest.done()
+
+
+async def test_a_fall_published_while_kafka_is_down_reaches_kafka_once_it_is_back(
+    on_broker: Settings, kafka_broker: Server, warnings: pytest.LogCaptureFixture
+) -> None:
+    """Kafka refuses a fall; ingest tries it again until Kafka, back, takes it."""
+    own = on_broker.model_copy(update={"kafka_bootstrap": f"{LOOPBACK}:{kafka_broker.port}"})
+    async with running_ingest(own) as ingest:
+        async with reading(own) as consumer:
+            arrivals = Arrivals(own, consumer, ingest)
+            await arrivals.until_through(BEFORE)
+            await poll_until(arrivals.every_fall_through, WITHIN_S, "every fall published")
+        warnings.clear()  # Kafka is refused only the fall published from now on
+        await kafka_broker.kill()
+        seq = await publish_fall(own)
+        await poll_until(partial(refused, warnings), KAFKA_GIVES_UP_S, "Kafka refusing the fall")
+
+        await kafka_broker.start()
+        await poll_until(partial(topics_made, own), WITHIN_S, "the topics made again")
+        async with reading(own) as consumer:
+            arrivals = Arrivals(own, consumer, ingest)
+            await poll_until(partial(fell, arrivals, seq), KAFKA_GIVES_UP_S, f"fall {seq}")
+        assert not ingest.done()
+
+
+async def test_ingest_fails_to_start_when_no_mqtt_broker_answers(on_broker: Settings) -> None:
+    """A wrong broker address fails the start, after the start timeout, instead of warnings."""
+    nowhere = on_broker.model_copy(update={"mqtt_url": f"mqtt://{LOOPBACK}:{free_port()}"})
+    async with IngestService(nowhere, start_timeout_s=1.0) as service:
+        with pytest.raises(BrokerUnavailable, match="not subscribed within 1 s"):
+            await asyncio.wait_for(service.run(), WITHIN_S)
+        assert not service.subscribed.is_set()
+
+
+async def test_a_failure_while_a_batch_is_handled_is_no_lost_broker(
+    on_broker: Settings, warnings: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is not thrown away and made again for a server that fails while a batch
+    is handled: the run ends with that server's error."""
+    async with IngestService(on_broker) as service:
+
+        async def refused(messages: list[tuple[str, bytes]]) -> None:
+            raise StorageError("postgres: refused")
+
+        monkeypatch.setattr(service, "handle_batch", refused)
+        task = asyncio.create_task(service.run(), name="ingest-under-test")
+        await asyncio.wait_for(service.subscribed.wait(), WITHIN_S)
+        await publish_fall(on_broker)
+        with pytest.RaisesGroup(pytest.RaisesExc(StorageError, match="postgres: refused")):
+            await asyncio.wait_for(task, WITHIN_S)
+    assert not [r for r in warnings.records if "connecting again" in r.getMessage()]
+
+
+async def publish_fall(settings: Settings) -> int:
+    """Publish a fall of the pendant's once; its ``seq``."""
+    seq = int(time.time() * 1000)
+    fall = {"type": "fall", "ts": time.time(), "seq": seq}
+    async with aiomqtt.Client(settings.mqtt_host, settings.mqtt_port) as pendant:
+        await pendant.publish(f"ck/{AGENCY}/dev/{PENDANT}/evt", orjson.dumps(fall), qos=1)
+    return seq
+
+
+async def refused(caplog: pytest.LogCaptureFixture) -> bool | None:
+    """Whether ingest has said that Kafka did not take a device event."""
+    said = [r.getMessage() for r in caplog.records]
+    return True if any(f"cannot deliver to {keys.DEVICE_EVENTS}" in m for m in said) else None
+
+
+async def fell(arrivals: Arrivals, seq: int) -> bool | None:
+    await arrivals.read()
+    return True if seq in arrivals.falls else None
 
 
 async def topics_made(settings: Settings) -> bool | None:

@@ -1,0 +1,50 @@
+"""Device events (a fall, an SOS) to Kafka, tried again in place until Kafka takes them.
+
+A fix Kafka does not take is counted and lost: the caregiver's next fix supersedes it. Nothing
+supersedes a fall, so :func:`deliver` sends a device event again after the backoff's wait, each
+failure logged, until Kafka has it or :data:`DEADLINE_S` has passed; only then does the event
+count as failed, logged with its content. Meanwhile the event's batch is not acknowledged to
+the MQTT broker and the device events behind it wait (on a connection of their own: positions
+go on). They are few, so the wait costs nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from adapters import kafka
+from kernel import keys
+from kernel.backoff import Backoff
+from kernel.contracts import DeviceEvent
+from kernel.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+DEADLINE_S = 300.0
+"""How long a device event is tried: well beyond a Kafka broker's restart, and each event
+queued behind it waits as long again should Kafka stay away."""
+RETRY_FIRST_S = 0.5
+RETRY_CAP_S = 5.0
+
+
+async def deliver(
+    producer: kafka.Producer, event: DeviceEvent, *, deadline_s: float = DEADLINE_S
+) -> None:
+    """Send ``event`` and wait until Kafka has it, trying again after the backoff's wait;
+    raises the last :class:`StorageError` once ``deadline_s`` has passed (the event logged)."""
+    value = event.model_dump_json().encode()
+    backoff = Backoff(RETRY_FIRST_S, RETRY_CAP_S)
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            await producer.send_and_wait(keys.DEVICE_EVENTS, value, key=event.device_id)
+            return
+        except StorageError as exc:
+            if time.monotonic() >= deadline:
+                log.error("device event given up after %.0f s: %s", deadline_s, value.decode())
+                raise
+            delay = backoff.next()
+            log.warning("device event %s: %s; trying again in %.1f s", event.event_id, exc, delay)
+            await asyncio.sleep(delay)
