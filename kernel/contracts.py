@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 DEVICE_EVENT_TYPES = (
     "fall",
@@ -152,6 +152,12 @@ class DispatcherCommand(BaseModel):
     @property
     def actor(self) -> str:
         return f"dispatcher:{self.dispatcher_id}"
+
+
+AnswerOrCommand = OfferAnswer | DispatcherCommand
+"""What the offer-answers topic carries, told apart by its fields (an answer's ``answer_id`` and
+``answer``, a command's ``command_id`` and ``command``), never by what a free-text field says."""
+ANSWERS_AND_COMMANDS: TypeAdapter[AnswerOrCommand] = TypeAdapter(AnswerOrCommand)
 
 
 # ---------------------------------------------------------------- WebSocket frames (contract)
