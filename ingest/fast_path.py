@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ingest.parse import Limits, Route
+from ingest.parse import MAX_DEPTH, Limits, Route, may_nest_deeper
 
 
 def _number(raw: dict[str, Any], name: str, low: float, high: float) -> float | None:
@@ -39,8 +39,8 @@ def _optional(raw: dict[str, Any], name: str, kinds: tuple[type, ...]) -> tuple[
 def fast_fix(r: Route, payload: bytes, now: float, limits: Limits) -> bytes | None:
     """The fix JSON of a plainly well-formed v1 location, or None: then the full parser decides
     (and rejects what it rejects), so this path never changes what is accepted."""
-    if len(payload) > limits.max_payload_bytes:
-        return None
+    if len(payload) > limits.max_payload_bytes or may_nest_deeper(payload, MAX_DEPTH):
+        return None  # the parser measures the nesting (too_deep)
     try:
         raw = orjson.loads(payload)
     except orjson.JSONDecodeError:

@@ -7,6 +7,7 @@ Nothing here does I/O: the topic and payload go in with the time, an event or a
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
@@ -34,6 +35,9 @@ _KINDS: dict[str, dict[str, RouteKind]] = {
 PRESENCE_PAYLOADS = {b"online": True, b"offline": False}
 DEAD_LETTER_PAYLOAD_CHARS = 1024
 ROUTES_CACHED = 262_144
+MAX_DEPTH = 32
+"""Deepest a payload's JSON may nest (the payload itself is level 1): phones and devices send
+flat data, and orjson and pydantic refuse to write out JSON some 255 levels deep."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -73,7 +77,8 @@ def parse_presence(topic: str, payload: bytes) -> bool:
 
 
 def load_object(topic: str, payload: bytes, limits: Limits) -> dict[str, Any]:
-    """The payload as a JSON object, or :class:`RejectedPayload` (too large, not JSON)."""
+    """The payload as a JSON object, or :class:`RejectedPayload` (too large, not JSON, nested
+    deeper than :data:`MAX_DEPTH`)."""
     if len(payload) > limits.max_payload_bytes:
         raise RejectedPayload("too_large", f"{len(payload)} bytes", topic=topic)
     try:
@@ -82,7 +87,33 @@ def load_object(topic: str, payload: bytes, limits: Limits) -> dict[str, Any]:
         raise RejectedPayload("malformed_json", str(exc), topic=topic) from exc
     if not isinstance(raw, dict):
         raise RejectedPayload("malformed_json", "payload is not a JSON object", topic=topic)
+    if may_nest_deeper(payload, MAX_DEPTH) and nests_deeper(raw, MAX_DEPTH):
+        raise RejectedPayload("too_deep", f"nested deeper than {MAX_DEPTH} levels", topic=topic)
     return raw
+
+
+def may_nest_deeper(payload: bytes, levels: int) -> bool:
+    """Whether ``payload`` opens more than ``levels`` objects and arrays, counting brackets in
+    strings too: when it does not, it cannot nest deeper, and a plain payload is not walked."""
+    return payload.count(b"{") + payload.count(b"[") > levels
+
+
+def nests_deeper(value: object, levels: int) -> bool:
+    """Whether objects and arrays nest more than ``levels`` deep in ``value`` (walked without
+    recursion, so any depth the JSON decoder returns is measured)."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > levels:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def validate(model: type[M], topic: str, raw: dict[str, Any]) -> M:

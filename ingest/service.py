@@ -4,7 +4,8 @@
 the load through a shared subscription (``$share/...``, on the MQTT 3.1.1 connections of
 :func:`adapters.mqtt.client.subscribed`). It reads the v1 topics and, unchanged, what the
 OwnTracks app publishes (``owntracks/{user}/{device}``). Bad input goes to the dead-letter
-topic with its reason and is counted; it never stops the loop.
+topic with its reason and is counted; it never stops the loop, nor does a message whose handling
+fails unexpectedly (dead-lettered as ``internal_error``, its traceback logged).
 Counters are served in the Prometheus text format on ``CAREKNOT_INGEST_METRICS_PORT`` (see
 :mod:`adapters.metrics`). Device events come on an MQTT connection of their own and leave by a
 producer of their own: an emergency never waits behind thousands of positions. Each connection
@@ -83,6 +84,9 @@ FLUSH_AFTER_S = 0.05
 message, so fewer, fuller messages cost the whole system less CPU per fix, which under load is
 also what keeps latency down (the measurements are in docs/benchmarks-history.md)."""
 PRODUCER_BATCH_BYTES = 256 * 1024
+INTERNAL_ERROR = "internal_error"
+"""The dead letter's reason for a message whose handling failed unexpectedly (a bug): the
+message is dead-lettered and counted, and the rest of its batch handled."""
 
 
 class IngestService:
@@ -186,6 +190,10 @@ class IngestService:
                     await self._v1(topic, payload, now, self._fixes)
             except RejectedPayload as exc:
                 await self._reject(exc, payload, now)
+            except StorageError:
+                raise  # a server failing ends the run, the batch unacknowledged
+            except Exception as exc:  # a fault of ingest's own: the message's, not the batch's
+                await self._reject(self._fault(exc, topic), payload, now)
         for source, count in self._accepted_now.items():
             self._accepted[source].inc(count)
         self._accepted_now.clear()
@@ -220,6 +228,14 @@ class IngestService:
         log.debug("rejected %s: %s", exc.topic[:200], exc)
         letter = dead_letter(exc, payload, now)
         await self._send(keys.DEADLETTER, exc.reason, orjson.dumps(letter.model_dump()))
+
+    @staticmethod
+    def _fault(exc: Exception, topic: str) -> RejectedPayload:
+        """The dead letter's reason for a message whose handling raised what nothing expected,
+        logged once with its traceback."""
+        log.exception("handling a message on %s failed", topic[:200])
+        detail = f"{type(exc).__name__}: {exc}"
+        return RejectedPayload(INTERNAL_ERROR, detail, topic=topic)
 
     async def _v1(self, topic: str, payload: bytes, now: float, fixes: FixBatches) -> None:
         r = route(topic)

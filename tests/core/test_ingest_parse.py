@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ingest import owntracks as owntracks_app
 from ingest.parse import (
     DEAD_LETTER_PAYLOAD_CHARS,
+    MAX_DEPTH,
     Limits,
     Route,
     dead_letter,
@@ -58,6 +60,11 @@ def device_event(**changes: Any) -> dict[str, Any]:
 
 def raw(doc: dict[str, Any]) -> bytes:
     return orjson.dumps(doc)
+
+
+def deep_raw(doc: dict[str, Any]) -> bytes:
+    """Like :func:`raw`, at any depth (orjson writes no deeper than 254 levels)."""
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def rejection(call: Any, *args: Any) -> str:
@@ -259,6 +266,48 @@ def test_parse_device_event_rejects(payload: bytes, reason: str) -> None:
     assert info.value.topic == EVT_TOPIC
 
 
+def nested(levels: int, shapes: str = "d") -> Any:
+    """A JSON value ``levels`` deep: level i an object (``d``) or an array (``l``), by
+    ``shapes`` in turn, around an empty object."""
+    value: Any = {}
+    for i in reversed(range(levels - 1)):
+        value = {"a": value} if shapes[i % len(shapes)] == "d" else [value]
+    return value
+
+
+@pytest.mark.parametrize("shapes", ["d", "l", "dl", "lld"])
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 360])
+def test_a_device_event_nested_too_deep_is_refused(levels: int, shapes: str) -> None:
+    """Its data validates as a dict, but JSON that deep cannot be written out again."""
+    payload = deep_raw(device_event(data={"a": nested(levels - 2, shapes)}))  # payload, data
+    assert len(payload) < LIMITS.max_payload_bytes
+    with pytest.raises(RejectedPayload) as info:
+        parse_device_event(EVT_ROUTE, EVT_TOPIC, payload, NOW, LIMITS)
+    assert (info.value.reason, info.value.topic) == ("too_deep", EVT_TOPIC)
+    assert str(MAX_DEPTH) in info.value.detail
+
+
+@pytest.mark.parametrize("shapes", ["d", "l", "dl"])
+def test_a_device_event_nested_as_deep_as_allowed_is_taken(shapes: str) -> None:
+    payload = raw(device_event(data={"a": nested(MAX_DEPTH - 2, shapes)}))
+    ev = parse_device_event(EVT_ROUTE, EVT_TOPIC, payload, NOW, LIMITS)
+    assert orjson.loads(ev.model_dump_json())["data"] == orjson.loads(payload)["data"]
+
+
+def test_brackets_in_strings_are_no_nesting() -> None:
+    payload = raw(device_event(data={"note": "{[" * 200}))
+    ev = parse_device_event(EVT_ROUTE, EVT_TOPIC, payload, NOW, LIMITS)
+    assert ev.data == {"note": "{[" * 200}
+
+
+def test_locations_nested_too_deep_are_refused() -> None:
+    """Phones' locations keep extra fields, so they are measured too."""
+    payload = deep_raw(owntracks(extra=nested(300, "dl")))
+    assert rejection(parse_location, LOC_ROUTE, LOC_TOPIC, payload, NOW, LIMITS) == "too_deep"
+    topic = "owntracks/jane/phone"
+    assert rejection(owntracks_app.parse, topic, payload, LIMITS) == "too_deep"
+
+
 # ---------------------------------------------------------------- dead letters
 
 
@@ -339,6 +388,26 @@ def test_only_rejected_payload_escapes(topic: str, payload: bytes, now: float) -
 @given(doc=st.fixed_dictionaries({}, optional={k: JSON_VALUES for k in owntracks()}))
 def test_owntracks_shaped_objects_parse_or_reject(doc: dict[str, Any]) -> None:
     parse_all(LOC_TOPIC, json.dumps(doc).encode(), NOW)
+
+
+DEEP_VALUES = st.builds(
+    nested, st.integers(min_value=1, max_value=400), st.text(alphabet="dl", min_size=1, max_size=4)
+)
+DEVICE_EVENTS = st.fixed_dictionaries(
+    {"type": st.just("fall"), "ts": st.just(NOW - 1.0), "seq": st.integers(min_value=0)},
+    optional={"data": st.dictionaries(st.text(max_size=8), JSON_VALUES | DEEP_VALUES, max_size=3)},
+)
+
+
+@given(payload=DEVICE_EVENTS.map(deep_raw) | OBJECTS)
+def test_whatever_validates_as_a_device_event_serialises(payload: bytes) -> None:
+    """What ingest hands Kafka is written out again: a refusal is the only other answer."""
+    try:
+        ev = parse_device_event(EVT_ROUTE, EVT_TOPIC, payload, NOW, LIMITS)
+    except RejectedPayload:
+        return
+    assert orjson.loads(ev.model_dump_json())["data"] == ev.data
+    orjson.dumps(ev.model_dump())
 
 
 @pytest.mark.parametrize(
