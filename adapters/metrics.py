@@ -8,7 +8,8 @@ The Faust worker's own web server is off; the fixes worker serves :class:`FixMet
 it screens, by verdict and reason, and how far behind ingest it is) the same way on
 ``CAREKNOT_WORKER_METRICS_PORT``, and logs the counts every :data:`LOG_EVERY_S`; the dispatch
 worker serves :class:`CopyMetrics` (its copy of the live index) on
-``CAREKNOT_DISPATCH_METRICS_PORT`` (a worker of both roles serves both on the first).
+``CAREKNOT_DISPATCH_METRICS_PORT`` (a worker of both roles serves both on the first); each
+worker also serves :class:`DeadLetterMetrics`, the Kafka values it could not decode.
 """
 
 from __future__ import annotations
@@ -125,6 +126,25 @@ class FixMetrics:
         self._logged_at = now
         dropped = {f"{v}:{r}": n for (v, r), n in sorted(self._others.items())}
         log.info("fixes screened: %d accepted, not accepted by reason %s", self._accepted, dropped)
+
+
+class DeadLetterMetrics:
+    """What a worker dead-letters: Kafka values it could not decode, by logical topic and
+    reason, and the dead letters Kafka did not take (logged instead)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.parked = Counter(
+            "careknot_worker_dead_letters",
+            "Kafka values not taken, dead-lettered, by topic and reason",
+            ["topic", "reason"],
+            registry=self.registry,
+        )
+        self.failed = Counter(
+            "careknot_worker_dead_letter_failures",
+            "Dead letters Kafka did not take, logged with their payload instead",
+            registry=self.registry,
+        )
 
 
 class CopyMetrics:

@@ -30,7 +30,8 @@ from geofence.quality import AgencyPolicies, Position, QualityPolicy, Screening,
 from kernel import keys
 from kernel.contracts import FixEvent, Presence
 from kernel.settings import Settings
-from streams.handling import decode_all, with_retries
+from streams.decoding import UNDECODABLE, Refused, decode_each
+from streams.handling import with_retries
 from streams.runtime import Runtime
 from streams.visit_keeper import VisitKeeper
 
@@ -98,8 +99,10 @@ class FixPipeline:
 
     async def handle(self, values: list[bytes]) -> None:
         """A batch of Kafka values, :data:`FIX_STEP` fixes at a time."""
-        decoded = decode_fixes(values)
+        refused: list[Refused] = []
+        decoded = decode_fixes(values, refused)
         await self.rt.ready()
+        await self.rt.park(keys.FIXES, refused)
         for n in range(0, len(decoded), FIX_STEP):
             await self._step(decoded[n : n + FIX_STEP])
         self.rt.fix_metrics.log_if_due(time.monotonic())
@@ -141,7 +144,7 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
     async def presence(stream: Any) -> None:
         """Phones gone away: their caregivers are no longer dispatch candidates."""
         async for value in stream:
-            for p in decode_all(Presence, [value]):
+            for p in await rt.decode(Presence, [value], keys.PRESENCE):
                 if p.online:
                     continue  # her next fix makes her available: a phone online says no more
                 live = (await rt.ready()).live
@@ -156,28 +159,33 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
 _FIX_LIST = TypeAdapter(list[FixEvent])
 
 
-def decode_fixes(values: list[bytes]) -> list[FixEvent]:
+def decode_fixes(values: list[bytes], refused: list[Refused] | None = None) -> list[FixEvent]:
     """The fixes of messages each holding a JSON array of fixes or one fix, in order; a fix
-    that does not decode is logged and dropped, and its neighbours are kept."""
+    that does not decode is logged and dropped (added to ``refused`` when given), and its
+    neighbours are kept."""
     out: list[FixEvent] = []
     for value in values:
-        if not value.startswith(b"["):
-            out += decode_all(FixEvent, [value])
+        if value is None or not value.startswith(b"["):
+            out += decode_each(FixEvent, [value], refused)
             continue
         try:
             out += _FIX_LIST.validate_json(value)
         except ValidationError:
-            out += _decode_items(value)
+            out += _decode_items(value, refused)
     return out
 
 
-def _decode_items(value: bytes) -> list[FixEvent]:
+def _decode_items(value: bytes, refused: list[Refused] | None) -> list[FixEvent]:
     try:
         items = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        log.error("undecodable batch of fixes on Kafka dropped: %s", exc)
+        log.error("undecodable batch of fixes on Kafka: %s", exc)
+        if refused is not None:
+            refused.append(Refused(value, UNDECODABLE, str(exc)))
         return []
-    return decode_all(FixEvent, [orjson.dumps(item) for item in items])
+    if not isinstance(items, list):
+        items = [items]
+    return decode_each(FixEvent, [orjson.dumps(item) for item in items], refused)
 
 
 async def screen_fixes(

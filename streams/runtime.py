@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
-from adapters.metrics import CopyMetrics, FixMetrics, serve
+from pydantic import BaseModel
+
+from adapters.metrics import CopyMetrics, DeadLetterMetrics, FixMetrics, serve
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
 from kernel.settings import Settings
+from streams.dead_letters import DeadLetters
+from streams.decoding import Refused, decode_each
 from streams.dispatcher import Dispatcher
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Runtime:
@@ -32,6 +39,8 @@ class Runtime:
         self.dispatcher = Dispatcher(settings, self.db, self.redis, mirror=self.mirror)
         self._mirror_task: asyncio.Task[None] | None = None
         self.fix_metrics = FixMetrics()
+        counted_with = self.fix_metrics.registry if counting_fixes else None
+        self.dead_letters = DeadLetters(settings, DeadLetterMetrics(counted_with))
         self._metrics_server: asyncio.Server | None = None
 
     async def ready(self) -> Runtime:
@@ -39,6 +48,7 @@ class Runtime:
             if not self._started:
                 await self.db.__aenter__()
                 self._started = True
+                await self.dead_letters.start()
                 await self._serve_metrics()
                 if self.mirror is not None:  # searches go to Redis until it is ready
                     self._mirror_task = asyncio.create_task(self.mirror.run())
@@ -55,8 +65,22 @@ class Runtime:
             port = self.settings.worker_metrics_port
             self._metrics_server = await serve(self.fix_metrics.registry, port)
         elif self.mirror is not None:
+            registry = self.dead_letters.metrics.registry
             port = self.settings.dispatch_metrics_port
-            self._metrics_server = await serve(CopyMetrics(self.mirror).registry, port)
+            self._metrics_server = await serve(CopyMetrics(self.mirror, registry).registry, port)
+
+    async def decode(self, model: type[M], values: list[bytes], topic: str) -> list[M]:
+        """The values of the logical ``topic`` that decode as ``model``; the others (a
+        tombstone among them) are dead-lettered and counted."""
+        refused: list[Refused] = []
+        decoded = decode_each(model, values, refused)
+        await self.park(topic, refused)
+        return decoded
+
+    async def park(self, topic: str, refused: list[Refused]) -> None:
+        """Dead-letter values refused on the logical ``topic`` (nothing when none were)."""
+        if refused:
+            await (await self.ready()).dead_letters.park(topic, refused)
 
     async def close(self) -> None:
         if self._mirror_task is not None:
@@ -64,5 +88,8 @@ class Runtime:
         if self._metrics_server is not None:
             self._metrics_server.close()
         if self._started:
-            await self.db.__aexit__(None, None, None)
+            try:
+                await self.dead_letters.stop()
+            finally:
+                await self.db.__aexit__(None, None, None)
         await self.redis.close()

@@ -1,0 +1,73 @@
+"""Kafka values an agent could not take, parked on the dead-letter topic and counted."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import orjson
+
+from adapters import kafka
+from adapters.kafka import Producer
+from adapters.metrics import DeadLetterMetrics
+from kernel import keys
+from kernel.contracts import DeadLetter
+from kernel.errors import StorageError
+from kernel.settings import Settings
+from streams.decoding import Refused
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_CHARS = 2048
+
+
+def dead_letter(refused: Refused, source: str, now: float) -> DeadLetter:
+    """The dead letter of a value refused on the Kafka topic ``source``."""
+    payload = b"" if refused.value is None else refused.value[:PAYLOAD_CHARS]
+    return DeadLetter(
+        reason=refused.reason,
+        detail=refused.detail[:500],
+        source=source,
+        payload=payload.decode("utf-8", "replace"),
+        received_at=now,
+    )
+
+
+class DeadLetters:
+    """The worker's dead-letter topic: a refused value is counted, then produced; one Kafka
+    does not take is logged with its payload, and the agent goes on. The producer is made
+    in :meth:`start`, inside the worker's event loop."""
+
+    def __init__(self, settings: Settings, metrics: DeadLetterMetrics) -> None:
+        self._settings = settings
+        self._producer: Producer | None = None
+        self.metrics = metrics
+
+    async def start(self) -> None:
+        await kafka.ensure_topics(self._settings, [keys.DEADLETTER])
+        producer = Producer(self._settings)
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def park(self, topic: str, refused: Iterable[Refused]) -> None:
+        """Dead-letter values refused on the logical ``topic``."""
+        source = self._settings.keys.topic(topic)
+        for r in refused:
+            self.metrics.parked.labels(topic, r.reason).inc()
+            letter = dead_letter(r, source, time.time())
+            await self._send(letter)
+
+    async def _send(self, letter: DeadLetter) -> None:
+        value = orjson.dumps(letter.model_dump(mode="json"))
+        try:
+            if self._producer is None:
+                raise StorageError("kafka: no producer of dead letters")
+            await self._producer.send_and_wait(keys.DEADLETTER, value, key=letter.reason)
+        except StorageError as exc:
+            self.metrics.failed.inc()
+            log.error("dead letter not produced (%s): %s", exc, value.decode())

@@ -1,0 +1,64 @@
+"""What the agents decode from Kafka, and what they refuse with a machine-readable reason
+(to be dead-lettered): a value that is not JSON of the expected shape, or no value at all."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+UNDECODABLE = "undecodable"
+"""The reason for a Kafka value that is not JSON of the expected shape."""
+TOMBSTONE = "tombstone"
+"""The reason for a Kafka message with no value at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A Kafka value not taken, and why: ``reason`` a machine-readable code, ``detail`` the
+    validation error."""
+
+    value: bytes | None
+    reason: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Decoded(Generic[M]):
+    """Kafka values split into those decoded and those refused, each in order."""
+
+    taken: list[M] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+
+
+def decode_split(model: type[M], values: Iterable[bytes | None]) -> Decoded[M]:
+    """The values that decode as ``model``, and the others (``None`` among them) refused."""
+    out: Decoded[M] = Decoded()
+    for value in values:
+        if value is None:
+            out.refused.append(Refused(None, TOMBSTONE))
+            continue
+        try:
+            out.taken.append(model.model_validate_json(value))
+        except ValidationError as exc:
+            out.refused.append(Refused(value, UNDECODABLE, str(exc)))
+    return out
+
+
+def decode_each(
+    model: type[M], values: Iterable[bytes | None], refused: list[Refused] | None = None
+) -> list[M]:
+    """The values that decode as ``model``; the others are logged and, given ``refused``,
+    added to it."""
+    decoded = decode_split(model, values)
+    for r in decoded.refused:
+        log.error("%s %s on Kafka: %s", r.reason, model.__name__, r.detail)
+    if refused is not None:
+        refused += decoded.refused
+    return decoded.taken
