@@ -10,6 +10,8 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from kernel.contracts import ANSWERS_AND_COMMANDS, AnswerOrCommand
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
@@ -62,3 +64,15 @@ def decode_each(
     if refused is not None:
         refused += decoded.refused
     return decoded.taken
+
+
+def decode_answer(value: bytes | None) -> AnswerOrCommand | Refused:
+    """A caregiver's answer or a dispatcher's command from the offer-answers topic, told apart
+    by their fields (never by what a free-text field says), or what it is refused as."""
+    if value is None:
+        return Refused(None, TOMBSTONE)
+    try:
+        return ANSWERS_AND_COMMANDS.validate_json(value)
+    except ValidationError as exc:
+        log.error("%s answer or command on Kafka: %s", UNDECODABLE, exc)
+        return Refused(value, UNDECODABLE, str(exc))

@@ -18,9 +18,10 @@ import faust
 
 from dispatch.offers import ESCALATE_AFTER_S
 from kernel import keys
-from kernel.contracts import DeviceEvent, DispatcherCommand, OfferAnswer
+from kernel.contracts import DeviceEvent, DispatcherCommand
 from kernel.settings import Settings
-from streams.handling import decode_all, with_retries
+from streams.decoding import Refused, decode_answer
+from streams.handling import with_retries
 from streams.runtime import Runtime
 
 TICK_S = 0.5
@@ -30,21 +31,22 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
     @app.agent(topic(keys.DEVICE_EVENTS), name="device-events")
     async def device_events(stream: Any) -> None:
         async for value in stream:
-            for ev in decode_all(DeviceEvent, [value]):
+            for ev in await rt.decode(DeviceEvent, [value], keys.DEVICE_EVENTS):
                 await rt.ready()
                 await with_retries(ev.event_id, partial(rt.dispatcher.on_device_event, ev))
 
     @app.agent(topic(keys.OFFER_ANSWERS), name="offer-answers")
     async def answers(stream: Any) -> None:
-        """Caregivers' answers and dispatchers' commands (``command`` marks the latter)."""
+        """Caregivers' answers and dispatchers' commands, told apart by their fields."""
         async for value in stream:
             await rt.ready()
-            if b'"command"' in value:
-                for c in decode_all(DispatcherCommand, [value]):
-                    await with_retries(c.command_id, partial(rt.dispatcher.on_command, c))
-                continue
-            for a in decode_all(OfferAnswer, [value]):
-                await with_retries(a.answer_id, partial(rt.dispatcher.on_answer, a))
+            item = decode_answer(value)
+            if isinstance(item, Refused):
+                await rt.park(keys.OFFER_ANSWERS, [item])
+            elif isinstance(item, DispatcherCommand):
+                await with_retries(item.command_id, partial(rt.dispatcher.on_command, item))
+            else:
+                await with_retries(item.answer_id, partial(rt.dispatcher.on_answer, item))
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def offer_timer() -> None:

@@ -1,5 +1,5 @@
-"""What every agent does around its work: decoding what Kafka carries, and retrying a step
-a failing server interrupted (so one poisoned event cannot stop a stream)."""
+"""What every agent does around its work: retrying a step a failing server interrupted, so one
+poisoned event cannot stop a stream (what Kafka carries is decoded in :mod:`streams.decoding`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-
-from pydantic import BaseModel, ValidationError
 
 from kernel.backoff import Backoff
 
@@ -18,19 +16,7 @@ RETRIES = 5
 RETRY_FIRST_S = 0.4
 RETRY_CAP_S = 3.2
 """Between the tries, 3 to 6 s in all: a server back within a few seconds loses no event."""
-M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
-
-
-def decode_all(model: type[M], values: list[bytes]) -> list[M]:
-    """The values that decode as ``model``; the others are logged and dropped."""
-    out = []
-    for value in values:
-        try:
-            out.append(model.model_validate_json(value))
-        except ValidationError as exc:
-            log.error("undecodable %s on Kafka dropped: %s", model.__name__, exc)
-    return out
 
 
 async def with_retries(what: str, step: Callable[[], Awaitable[T]]) -> T | None:

@@ -56,13 +56,15 @@ def worker(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
         sys.stderr.write((tmp_path / "worker.log").read_text(errors="replace")[-4000:])
 
 
-async def produce(settings: Settings, key: str, values: list[bytes | None]) -> None:
-    """Values in order on one partition (one key)."""
+async def produce(
+    settings: Settings, key: str, values: list[bytes | None], name: str = keys.DEVICE_EVENTS
+) -> None:
+    """Values in order on one partition (one key) of the logical topic ``name``."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:
         for value in values:
-            topic = settings.keys.topic(keys.DEVICE_EVENTS)
+            topic = settings.keys.topic(name)
             await producer.send_and_wait(topic, value, key=key.encode())
     finally:
         await producer.stop()
@@ -130,3 +132,21 @@ async def test_undecodable_device_events_are_dead_lettered_and_the_fall_behind_i
         'careknot_worker_dead_letters_total{reason="tombstone",topic="device-events"} 1.0'
         in metrics
     )
+
+
+async def test_what_is_neither_an_answer_nor_a_command_is_dead_lettered(
+    settings: Settings, worker: Settings
+) -> None:
+    await kafka.ensure_topics(settings, keys.TOPICS)
+    await produce(settings, "incident-x", [b'{"answer": "accept"}', None], keys.OFFER_ANSWERS)
+    source = settings.keys.topic(keys.OFFER_ANSWERS)
+
+    async def parked() -> list[tuple[str, str]] | None:
+        letters = await dead_letters(settings, 1)
+        found = sorted((d["reason"], d["payload"]) for d in letters if d["source"] == source)
+        return found if len(found) == 2 else None
+
+    assert await poll_until(parked, WITHIN_S, "the answers' dead letters") == [
+        ("tombstone", ""),
+        ("undecodable", '{"answer": "accept"}'),
+    ]

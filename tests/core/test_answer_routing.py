@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from kernel.contracts import DispatcherCommand, OfferAnswer
-from streams.handling import decode_answer
+from streams.decoding import TOMBSTONE, UNDECODABLE, Refused, decode_answer
 
 ANSWER = {
     "answer_id": "a1",
@@ -47,7 +47,7 @@ def test_answers_and_commands_are_told_apart_by_their_fields(
     fields: dict[str, object], kind: type[OfferAnswer | DispatcherCommand]
 ) -> None:
     item = decode_answer(orjson.dumps(fields))
-    assert item is not None
+    assert not isinstance(item, Refused)
     assert isinstance(item, kind)
     assert item.model_dump(exclude_none=True) == fields
 
@@ -61,8 +61,18 @@ def test_a_decline_whose_reason_is_command_is_an_answer() -> None:
 
 
 @pytest.mark.parametrize(
-    "value",
-    [b"", b"null", b"[]", b"not json", orjson.dumps({"answer": "accept"}), orjson.dumps({})],
+    ("value", "reason"),
+    [
+        (None, TOMBSTONE),
+        (b"", UNDECODABLE),
+        (b"null", UNDECODABLE),
+        (b"[]", UNDECODABLE),
+        (b"not json", UNDECODABLE),
+        (orjson.dumps({"answer": "accept"}), UNDECODABLE),
+        (orjson.dumps({}), UNDECODABLE),
+    ],
 )
-def test_what_is_neither_is_refused(value: bytes) -> None:
-    assert decode_answer(value) is None
+def test_what_is_neither_is_refused_with_its_reason(value: bytes | None, reason: str) -> None:
+    refused = decode_answer(value)
+    assert isinstance(refused, Refused)
+    assert (refused.value, refused.reason) == (value, reason)
