@@ -27,8 +27,8 @@ from adapters.storage import outbox
 from adapters.storage.history import History
 from adapters.storage.live import LiveIndex, cell_of
 from geofence.quality import AgencyPolicies, Position, QualityPolicy, Screening, screen
-from kernel import keys
-from kernel.contracts import FixEvent, Presence
+from kernel import keys, recipients
+from kernel.contracts import FixEvent, LocationFrame, Presence
 from kernel.settings import Settings
 from streams.decoding import UNDECODABLE, Refused, decode_each
 from streams.handling import with_retries
@@ -147,8 +147,8 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
             for p in await rt.decode(Presence, [value], keys.PRESENCE):
                 if p.online:
                     continue  # her next fix makes her available: a phone online says no more
-                live = (await rt.ready()).live
-                await with_retries(p.event_id, partial(live.mark_offline, p.caregiver_id, p.at))
+                await rt.ready()
+                await with_retries(p.event_id, partial(gone_offline, rt.live, rt.outbox, p))
 
     @app.timer(VISIT_TICK_S)  # type: ignore[untyped-decorator]
     async def visit_timer() -> None:
@@ -247,6 +247,25 @@ async def apply_fixes(
     screening = await screen_fixes(rt, fixes, policies, metrics)
     await apply_screening(rt, screening, history, throttle)
     return screening
+
+
+async def gone_offline(live: LiveIndex, box: outbox.Outbox, notice: Presence) -> bool:
+    """Her phone went away (its last will): she is no dispatch candidate until her next fix, and
+    her agency's dispatchers see her ``offline`` at once, where she last was. False when the
+    notice changed nothing (she is busy, unknown, or a fix of hers came after it)."""
+    if not await live.mark_offline(notice.caregiver_id, notice.at):
+        return False
+    for c in await live.candidates([notice.caregiver_id]):
+        frame = LocationFrame(
+            caregiver_id=c.caregiver_id,
+            lat=c.lat,
+            lon=c.lon,
+            h3=cell_of(c.lat, c.lon),
+            ts=c.ts,
+            status=c.status,
+        )
+        await box.send([(recipients.dispatchers(c.agency_id), frame)])
+    return True
 
 
 def location_frame(f: FixEvent, applied: dict[str, str]) -> dict[str, Any]:

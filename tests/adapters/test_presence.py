@@ -1,5 +1,6 @@
 """Phones gone away (OwnTracks' last will): their caregivers are no dispatch candidates until
-their next fix; busy stays busy; a fix that reached ingest after the notice wins."""
+their next fix, and their dispatchers see them offline at once; busy stays busy; a fix that
+reached ingest after the notice wins."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.storage.live import AVAILABLE, BUSY, OFFLINE, LiveIndex
+from adapters.storage.live import AVAILABLE, BUSY, OFFLINE, LiveIndex, cell_of
+from adapters.storage.outbox import Outbox
 from dispatch.ranking import search_plan
-from kernel.contracts import FixEvent
+from kernel import recipients
+from kernel.contracts import FixEvent, Presence
 from kernel.settings import Settings
+from streams.fix_flow import gone_offline
 
 HOME = (53.8008, -1.5491)
 
@@ -77,3 +82,40 @@ async def test_busy_stays_busy_and_unknown_stays_unknown(live: LiveIndex) -> Non
     assert busy.status == BUSY
     assert await live.candidates([nobody]) == []
     assert OFFLINE != BUSY
+
+
+def notice(cg: str, at: float) -> Presence:
+    return Presence(
+        event_id=f"{cg}:offline:{at}",
+        agency_id=f"agency-of-{cg}",
+        caregiver_id=cg,
+        online=False,
+        at=at,
+        source=f"owntracks/{cg}/phone",
+    )
+
+
+async def test_her_dispatchers_see_her_offline_at_once(settings: Settings, live: LiveIndex) -> None:
+    cg, now = f"cg-{uuid.uuid4().hex[:8]}", time.time()
+    r = aioredis.Redis.from_url(settings.redis_url)
+    box = Outbox(r, settings)
+    desk = recipients.dispatchers(f"agency-of-{cg}")
+    try:
+        await live.update([fix(cg, now - 10, received_at=now - 9)])
+        assert await gone_offline(live, box, notice(cg, now - 5))
+        (frame,) = [orjson.loads(m) for m in await box.since(desk, 0)]
+        moved = fix(cg, now - 10, received_at=now - 9)
+        assert {k: frame[k] for k in ("type", "caregiver_id", "status", "ts", "lat", "lon")} == {
+            "type": "location",
+            "caregiver_id": cg,
+            "status": OFFLINE,
+            "ts": now - 10,
+            "lat": moved.lat,
+            "lon": moved.lon,
+        }
+        assert frame["h3"] == cell_of(moved.lat, moved.lon)
+        # a notice that changes nothing tells nobody
+        assert not await gone_offline(live, box, notice(cg, now - 4))
+        assert len(await box.since(desk, 0)) == 1
+    finally:
+        await r.aclose()
