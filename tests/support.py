@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
+
+from kernel.contracts import FixEvent
+from kernel.settings import Settings
 from kernel.waiting import poll_until as wait_for
 from simulators.phone import Frame, Phone, is_type, token
 
 __all__ = [
     "Frame",
     "Phone",
+    "fix_event",
     "free_port",
     "is_type",
+    "kafka_reader",
     "processes_in",
     "scrape",
     "token",
@@ -47,3 +54,30 @@ async def scrape(port: int) -> str:
     response = await reader.read()
     writer.close()
     return response.decode()
+
+
+def fix_event(caregiver: str, ts: float) -> FixEvent:
+    """A fix of agency ``a1`` in Leeds, received half a second after it was taken."""
+    return FixEvent(
+        event_id=f"{caregiver}:{ts}",
+        agency_id="a1",
+        caregiver_id=caregiver,
+        lat=53.8,
+        lon=-1.55,
+        ts=ts,
+        received_at=ts + 0.5,
+    )
+
+
+@contextlib.asynccontextmanager
+async def kafka_reader(settings: Settings, *names: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of the namespace's logical topics ``names``, from their first records."""
+    topics = [settings.keys.topic(name) for name in names]
+    reader = AIOKafkaConsumer(
+        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    try:
+        yield reader
+    finally:
+        await reader.stop()

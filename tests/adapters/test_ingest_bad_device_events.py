@@ -29,6 +29,7 @@ from ingest.service import IngestService
 from kernel import keys
 from kernel.settings import Settings
 from kernel.waiting import poll_until
+from tests.support import kafka_reader
 
 pytestmark = pytest.mark.servers
 
@@ -83,15 +84,8 @@ class Out:
 
 @contextlib.asynccontextmanager
 async def reading(settings: Settings) -> AsyncIterator[Out]:
-    topics = [settings.keys.topic(keys.DEVICE_EVENTS), settings.keys.topic(keys.DEADLETTER)]
-    reader = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await reader.start()
-    try:
+    async with kafka_reader(settings, keys.DEVICE_EVENTS, keys.DEADLETTER) as reader:
         yield Out(settings, reader)
-    finally:
-        await reader.stop()
 
 
 def fall(seq: int, data: dict[str, Any] | None = None) -> bytes:

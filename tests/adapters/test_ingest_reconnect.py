@@ -35,7 +35,7 @@ from kernel.errors import BrokerUnavailable, StorageError
 from kernel.settings import Settings
 from kernel.waiting import poll_until
 from streams.fix_flow import decode_fixes
-from tests.support import free_port
+from tests.support import free_port, kafka_reader
 
 pytestmark = pytest.mark.servers
 
@@ -146,18 +146,9 @@ async def running_ingest(settings: Settings) -> AsyncIterator[asyncio.Task[None]
                 await task
 
 
-@contextlib.asynccontextmanager
-async def reading(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
+def reading(settings: Settings) -> contextlib.AbstractAsyncContextManager[AIOKafkaConsumer]:
     """A reader of the namespace's fixes and device events (topics ingest creates)."""
-    topics = [settings.keys.topic(keys.FIXES), settings.keys.topic(keys.DEVICE_EVENTS)]
-    reader = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await reader.start()
-    try:
-        yield reader
-    finally:
-        await reader.stop()
+    return kafka_reader(settings, keys.FIXES, keys.DEVICE_EVENTS)
 
 
 @pytest.fixture

@@ -12,21 +12,10 @@ from adapters.storage.live import cell_of
 from ingest.batching import FixBatches, partition_of
 from kernel.contracts import FixEvent, LocationFrame
 from streams.fix_flow import decode_fixes, location_frame
+from tests.support import fix_event
 
 # Murmur2 of these keys as the Java client computes it (signed 32-bit), from Kafka's own tests.
 JAVA_MURMUR2 = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536}
-
-
-def fix(caregiver: str, ts: float) -> FixEvent:
-    return FixEvent(
-        event_id=f"{caregiver}:{ts}",
-        agency_id="a1",
-        caregiver_id=caregiver,
-        lat=53.8,
-        lon=-1.55,
-        ts=ts,
-        received_at=ts + 0.5,
-    )
 
 
 @pytest.mark.parametrize(("key", "java"), JAVA_MURMUR2.items())
@@ -39,7 +28,7 @@ def test_partition_is_the_one_kafkas_default_partitioner_gives(
 
 def test_fixes_are_packed_per_partition_in_order_and_chunked() -> None:
     batches = FixBatches(partitions=4, max_per_message=3)
-    sent = [fix(f"cg{n % 9}", 1000.0 + n) for n in range(40)]
+    sent = [fix_event(f"cg{n % 9}", 1000.0 + n) for n in range(40)]
     for f in sent:
         batches.add(f.caregiver_id, f.model_dump_json().encode())
     assert len(batches) == 40
@@ -59,7 +48,7 @@ def test_fixes_are_packed_per_partition_in_order_and_chunked() -> None:
 @given(st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 10**6)), max_size=60))
 def test_every_fix_packed_is_read_back_once(pairs: list[tuple[str, int]]) -> None:
     batches = FixBatches(partitions=3, max_per_message=7)
-    sent = [fix(c, float(t)) for c, t in pairs]
+    sent = [fix_event(c, float(t)) for c, t in pairs]
     for f in sent:
         batches.add(f.caregiver_id, f.model_dump_json().encode())
     got = decode_fixes([value for _, _, value in batches.drain()])
@@ -67,12 +56,12 @@ def test_every_fix_packed_is_read_back_once(pairs: list[tuple[str, int]]) -> Non
 
 
 def test_a_single_fix_message_is_read_as_before() -> None:
-    f = fix("cg1", 1.0)
+    f = fix_event("cg1", 1.0)
     assert decode_fixes([f.model_dump_json().encode()]) == [f]
 
 
 def test_a_bad_fix_in_a_batch_costs_only_itself() -> None:
-    good = [fix("cg1", 1.0), fix("cg2", 2.0)]
+    good = [fix_event("cg1", 1.0), fix_event("cg2", 2.0)]
     items = [good[0].model_dump(), {"caregiver_id": "cg3", "lat": "north"}, good[1].model_dump()]
     assert decode_fixes([orjson.dumps(items)]) == good
     assert decode_fixes([b"[not json", good[0].model_dump_json().encode()]) == [good[0]]
@@ -84,7 +73,7 @@ def test_batches_need_partitions() -> None:
 
 
 def test_location_frame_is_the_contracts_frame() -> None:
-    f = fix("cg7", 1234.5)
+    f = fix_event("cg7", 1234.5)
     frame = location_frame(f, {"cg7": "busy"})
     expected = LocationFrame(
         caregiver_id="cg7", lat=f.lat, lon=f.lon, h3=cell_of(f.lat, f.lon), ts=f.ts, status="busy"

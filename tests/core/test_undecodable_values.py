@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import orjson
 
-from kernel.contracts import FixEvent, Presence
+from kernel.contracts import Presence
 from streams.dead_letters import PAYLOAD_CHARS, dead_letter
 from streams.decoding import TOMBSTONE, UNDECODABLE, Refused, decode_each, decode_split
 from streams.fix_flow import decode_fixes
+from tests.support import fix_event
 
 
 def presence(caregiver: str) -> Presence:
@@ -19,18 +20,6 @@ def presence(caregiver: str) -> Presence:
         online=False,
         at=1.0,
         source="owntracks/x",
-    )
-
-
-def fix(caregiver: str, ts: float) -> FixEvent:
-    return FixEvent(
-        event_id=f"{caregiver}:{ts}",
-        agency_id="a1",
-        caregiver_id=caregiver,
-        lat=53.8,
-        lon=-1.55,
-        ts=ts,
-        received_at=ts + 0.5,
     )
 
 
@@ -63,7 +52,7 @@ def test_decode_each_hands_over_what_it_refused_when_asked() -> None:
 
 
 def test_batches_of_fixes_refuse_only_what_does_not_decode() -> None:
-    good = [fix("cg1", 1.0), fix("cg2", 2.0)]
+    good = [fix_event("cg1", 1.0), fix_event("cg2", 2.0)]
     items = [good[0].model_dump(), {"caregiver_id": "x"}, good[1].model_dump()]
     refused: list[Refused] = []
     values = [orjson.dumps(items), b"[not json", None, b"garbage"]
