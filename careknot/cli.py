@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from careknot.bench import BENCHMARKS, options
+from careknot.restarts import RestartPolicy
 from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.up import up
 
-    return up(settings, simulate=args.simulate, state_file=args.state_file)
+    policy = RestartPolicy(give_up_after=args.give_up_after, steady_after_s=args.steady_after)
+    return up(settings, simulate=args.simulate, state_file=args.state_file, policy=policy)
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -205,7 +207,26 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the whole system on this machine")
     up.add_argument("--simulate", action="store_true", help="add the simulated city")
-    up.add_argument("--state-file", help="write the URLs and a dispatcher token here as JSON")
+    up.add_argument(
+        "--state-file",
+        help="write the URLs, a dispatcher token and the services' pids and restarts here as JSON",
+    )
+    up.add_argument(
+        "--give-up-after",
+        type=int,
+        default=RestartPolicy.give_up_after,
+        metavar="N",
+        help="a service that crashes is started again; after N quick failures in a row"
+        " everything stops (default %(default)s)",
+    )
+    up.add_argument(
+        "--steady-after",
+        type=float,
+        default=RestartPolicy.steady_after_s,
+        metavar="S",
+        help="a service that ran S seconds before it crashed counts its failures from one again"
+        " (default %(default)s)",
+    )
     up.set_defaults(func=cmd_up)
 
     _add_services(sub)
