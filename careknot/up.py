@@ -2,8 +2,10 @@
 
 Finds or starts the servers (:class:`careknot.servers.ServerStack`), migrates Postgres, starts
 one child process per service verb with the resolved settings in its environment, prints the
-console URL with a dispatcher token, and supervises: SIGINT/SIGTERM, or any child exiting,
-stops every child (SIGTERM, 10 s, SIGKILL) and then the servers.
+console URL with a dispatcher token, and supervises: a child that exits on its own is started
+again after the one backoff's wait (:mod:`careknot.restarts`), its restarts counted in the state
+file; SIGINT/SIGTERM, or a child failing ``give_up_after`` times quickly in a row, stops every
+child (SIGTERM, 10 s, SIGKILL) and then the servers.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from adapters.storage.postgres import Database
+from careknot.restarts import RestartPolicy, RestartRecord, how_it_ended
 from careknot.servers import STOP_TIMEOUT_S, ServerStack, die_with_parent
 from kernel import tokens
 from kernel.settings import Settings
@@ -106,26 +110,43 @@ class StopRequest:
 # ------------------------------------------------------------------ children
 
 
-class Children:
-    """The service processes; each in its own process group, stopped together."""
+@dataclass
+class Service:
+    """One service process of ``careknot up``, started again when it crashes."""
 
-    def __init__(self, commands: Commands, env: Mapping[str, str]) -> None:
-        self._commands = list(commands)
+    name: str
+    argv: list[str]
+    record: RestartRecord
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None
+
+
+Report = Callable[[dict[str, object]], None]
+"""Told each service's pid and restarts whenever they change (the state file)."""
+
+
+class Children:
+    """The service processes, each in its own process group. One that exits on its own is
+    started again after the one backoff's wait; after ``policy.give_up_after`` quick failures
+    in a row of one service, all of them stop."""
+
+    def __init__(
+        self,
+        commands: Commands,
+        env: Mapping[str, str],
+        policy: RestartPolicy | None = None,
+    ) -> None:
         self._env = {**os.environ, **env}
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        policy = policy or RestartPolicy()
+        self.services = [
+            Service(name, list(argv), RestartRecord(policy)) for name, argv in commands
+        ]
 
     def __enter__(self) -> Children:
         try:
-            for name, argv in self._commands:
-                proc = subprocess.Popen(
-                    argv,
-                    env=self._env,
-                    stdin=subprocess.DEVNULL,
-                    process_group=0,
-                    preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - prctl only
-                )
-                log.info("started %s (pid %d)", name, proc.pid)
-                self.procs.append((name, proc))
+            for service in self.services:
+                self._start(service)
         except BaseException:
             self.stop()
             raise
@@ -134,30 +155,91 @@ class Children:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def supervise(self, stop: StopRequest) -> int:
-        """Block until a stop is requested (0) or a child exits on its own (1)."""
+    def state(self) -> dict[str, object]:
+        """Each service's pid (None while it waits to start again) and restarts."""
+        return {
+            s.name: {"pid": s.proc.pid if s.proc else None, **s.record.as_state()}
+            for s in self.services
+        }
+
+    def supervise(self, stop: StopRequest, report: Report | None = None) -> int:
+        """Block until a stop is requested (0) or a service fails too often in a row (1),
+        starting crashed services again meanwhile; ``report`` is told of every change."""
+        tell = report or (lambda state: None)
+        tell(self.state())
         while not stop.requested:
-            for name, proc in self.procs:
-                if proc.poll() is not None:
-                    log.error("%s exited with status %s: stopping", name, proc.returncode)
-                    return 1
+            now = time.monotonic()
+            for service in self.services:
+                if service.proc is not None and service.proc.poll() is not None:
+                    if not self._exited(service, now):
+                        tell(self.state())
+                        return 1
+                    tell(self.state())
+                elif service.restart_at is not None and service.restart_at <= now:
+                    self._start(service)
+                    service.record.restarted()
+                    tell(self.state())
             time.sleep(SUPERVISE_POLL_S)
         log.info("signal %s: stopping", stop.signal)
         return 0
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM every child's process group, wait up to ``timeout`` in all, then SIGKILL."""
-        for _, proc in self.procs:
+        """SIGTERM every child's process group, wait up to ``timeout`` in all, then SIGKILL;
+        none is started again."""
+        running = [(s.name, s.proc) for s in self.services if s.proc is not None]
+        for _, proc in running:
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for name, proc in self.procs:
+        for name, proc in running:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop within %.0f s: killing it", name, timeout)
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
-        self.procs.clear()
+        for service in self.services:
+            service.proc, service.restart_at = None, None
+
+    def _start(self, service: Service) -> None:
+        service.proc = subprocess.Popen(
+            service.argv,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - prctl only
+        )
+        service.started_at, service.restart_at = time.monotonic(), None
+        verb = "restarted" if service.record.last_exit is not None else "started"
+        log.info("%s %s (pid %d)", verb, service.name, service.proc.pid)
+
+    def _exited(self, service: Service, now: float) -> bool:
+        """Note a service's exit (what is left of its process group is killed) and plan its
+        restart: False when it failed too often in a row."""
+        proc = service.proc
+        assert proc is not None
+        _signal_group(proc, signal.SIGKILL)
+        service.proc = None
+        ran_s = now - service.started_at
+        wait = service.record.exited(proc.returncode, ran_s)
+        ended = (
+            f"{service.name} (pid {proc.pid}) {how_it_ended(proc.returncode)} after {ran_s:.1f} s"
+        )
+        if wait is None:
+            log.error(
+                "%s, failure %d in a row: giving up, stopping everything",
+                ended,
+                service.record.failures,
+            )
+            return False
+        service.restart_at = now + wait
+        log.error(
+            "%s; restarting it in %.1f s (failure %d in a row, %d restarts so far)",
+            ended,
+            wait,
+            service.record.failures,
+            service.record.restarts,
+        )
+        return True
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -181,8 +263,9 @@ def _write_atomically(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
-def announce(settings: Settings, state_file: str | None) -> None:
-    """Print the console URL with a dispatcher token; write it to ``state_file`` as JSON."""
+def announce(settings: Settings, state_file: str | None) -> Report:
+    """Print the console URL with a dispatcher token; the report that writes it to
+    ``state_file`` as JSON, with the services' pids and restarts, whenever they change."""
     claims = tokens.Claims(
         role="dispatcher",
         sub="console",
@@ -192,14 +275,18 @@ def announce(settings: Settings, state_file: str | None) -> None:
     token = tokens.issue(claims, settings.token_secret)
     host_port = f"{settings.gateway_host}:{settings.gateway_port}"
     print(f"CareKnot is up: open http://{host_port}/?token={token}", flush=True)
-    if state_file:
-        state = {
-            "gateway_url": f"http://{host_port}",
-            "ws_url": f"ws://{host_port}/ws",
-            "token": token,
-            "settings": settings_env(settings),
-        }
-        _write_atomically(Path(state_file), state)
+    state = {
+        "gateway_url": f"http://{host_port}",
+        "ws_url": f"ws://{host_port}/ws",
+        "token": token,
+        "settings": settings_env(settings),
+    }
+
+    def report(services: dict[str, object]) -> None:
+        if state_file:
+            _write_atomically(Path(state_file), {**state, "services": services})
+
+    return report
 
 
 def up(
@@ -209,13 +296,14 @@ def up(
     state_file: str | None,
     commands: Commands | None = None,
     workdir: Path = SERVERS_DIR,
+    policy: RestartPolicy | None = None,
 ) -> int:
-    """Run everything until SIGINT/SIGTERM (returns 0) or until a child dies (returns 1)."""
+    """Run everything until SIGINT/SIGTERM (returns 0) or until a child fails too often in a
+    row (returns 1); a child that exits on its own is started again meanwhile."""
     with StopRequest().installed() as stop, ServerStack(settings, workdir) as resolved:
         asyncio.run(_migrate(resolved))
         if stop.requested:
             return 0
         argvs = default_commands(simulate) if commands is None else commands
-        with Children(argvs, settings_env(resolved)) as kids:
-            announce(resolved, state_file)
-            return kids.supervise(stop)
+        with Children(argvs, settings_env(resolved), policy) as kids:
+            return kids.supervise(stop, announce(resolved, state_file))

@@ -195,11 +195,14 @@ def test_settings_env_round_trips(
 # ------------------------------------------------------------------ careknot up
 
 UP = (
-    "import json, sys\n"
+    "import json, logging, sys\n"
     "from kernel.settings import Settings\n"
+    "from careknot.restarts import RestartPolicy\n"
     "from careknot.up import up\n"
+    "logging.basicConfig(level=logging.INFO)\n"
+    "policy = RestartPolicy(**json.loads(sys.argv[3]))\n"
     "sys.exit(up(Settings(), simulate=False, state_file=sys.argv[1],"
-    " commands=json.loads(sys.argv[2])))\n"
+    " commands=json.loads(sys.argv[2]), policy=policy))\n"
 )
 SLEEPER = (
     "import os, sys, time\n"
@@ -207,30 +210,54 @@ SLEEPER = (
     "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
     "time.sleep(1e6)\n"
 )
-QUITTER = (
+RUNNER = (
     "import os, sys, time\n"
-    "while not os.path.exists(sys.argv[1]):\n"
-    "    time.sleep(0.02)\n"
+    "with open(sys.argv[1], 'a') as runs:\n"
+    "    runs.write(f'{os.getpid()}\\n')\n"
+    "time.sleep(float(sys.argv[2]))\n"
     "sys.exit(3)\n"
 )
+"""Notes its pid in a file of runs, runs ``argv[2]`` seconds and exits with status 3."""
+QUICK = {"first_wait_s": 0.05, "max_wait_s": 0.2}
 
 
 class Up:
-    """``careknot up`` in a subprocess, with dummy services, in its own namespace."""
+    """``careknot up`` in a subprocess, with dummy services, in its own namespace; what it
+    logs goes to ``up.log``."""
 
-    def __init__(self, stack_settings: Settings, tmp_path: Path, commands: list[list[object]]):
+    def __init__(
+        self,
+        stack_settings: Settings,
+        tmp_path: Path,
+        commands: list[list[object]],
+        policy: dict[str, float] | None = None,
+    ) -> None:
         self.settings = stack_settings.model_copy(update={"namespace": f"u{secrets.token_hex(4)}"})
         self.state = tmp_path / "state.json"
+        self.log = tmp_path / "up.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAREKNOT_")}
         env |= settings_env(self.settings)
         argv = [sys.executable, "-c", UP, str(self.state), json.dumps(commands)]
-        self.proc = subprocess.Popen(argv, cwd=tmp_path, env=env)
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [*argv, json.dumps(policy or {})], cwd=tmp_path, env=env, stderr=log
+            )
 
     def wait_for_state(self) -> dict[str, object]:
         wait_until(lambda: self.state.exists() or self.proc.poll() is not None, "the state file")
         assert self.state.exists(), f"up exited with {self.proc.returncode} before the state file"
         data: dict[str, object] = json.loads(self.state.read_text())
         return data
+
+    def service(self, name: str) -> dict[str, object]:
+        """A service's pid and restarts, as the state file says now."""
+        services = self.wait_for_state()["services"]
+        assert isinstance(services, dict)
+        found: dict[str, object] = services[name]
+        return found
+
+    def said(self) -> str:
+        return self.log.read_text(errors="replace")
 
     async def drop_schema(self) -> None:
         conn = await asyncpg.connect(self.settings.postgres_dsn)
@@ -243,6 +270,15 @@ class Up:
 def read_pid(path: Path) -> int:
     wait_until(path.exists, f"{path.name}")
     return int(path.read_text())
+
+
+def runs(path: Path) -> list[int]:
+    """The pids a RUNNER noted, one a run."""
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def runner(name: str, runs_file: Path, seconds: float) -> list[object]:
+    return [name, [sys.executable, "-c", RUNNER, str(runs_file), str(seconds)]]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -264,6 +300,7 @@ async def test_up_runs_until_signalled(
         assert state["settings"] == settings_env(up.settings)
         claims = tokens.verify(str(state["token"]), up.settings.token_secret, time.time())
         assert (claims.role, claims.sub, claims.agency) == ("dispatcher", "console", AGENCY_ID)
+        assert [up.service(f.stem)["pid"] for f in pid_files] == pids
         up.proc.send_signal(sig)
         assert up.proc.wait(DEADLINE_S) == 0
         assert not any(alive(pid) for pid in pids)
@@ -273,21 +310,97 @@ async def test_up_runs_until_signalled(
         await up.drop_schema()
 
 
-async def test_up_stops_everything_when_a_child_dies(
+async def test_up_restarts_a_child_killed_and_counts_it(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
-    pid_file = tmp_path / "sleeper.pid"
-    state_file = tmp_path / "state.json"
+    victim_file, bystander_file = tmp_path / "victim.pid", tmp_path / "bystander.pid"
+    commands: list[list[object]] = [
+        [f.stem, [sys.executable, "-c", SLEEPER, str(f)]] for f in (victim_file, bystander_file)
+    ]
+    up = Up(stack_settings, tmp_path, commands, QUICK)
+    try:
+        up.wait_for_state()
+        victim, bystander = read_pid(victim_file), read_pid(bystander_file)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: up.service("victim")["restarts"] == 1, "the victim's restart")
+        wait_until(lambda: victim_file.read_text() != str(victim), "the new victim's pid")
+        again = read_pid(victim_file)
+        assert up.service("victim") == {
+            "pid": again,
+            "restarts": 1,
+            "failures": 1,
+            "last_exit": -signal.SIGKILL,
+        }
+        assert alive(again) and alive(bystander) and not alive(victim)
+        assert up.service("bystander")["restarts"] == 0
+        assert f"victim (pid {victim}) was killed by SIGKILL" in up.said()
+        assert "restarting it in" in up.said()
+        assert up.proc.poll() is None
+        up.proc.send_signal(signal.SIGINT)
+        assert up.proc.wait(DEADLINE_S) == 0
+        assert not alive(again) and not alive(bystander)
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+        await up.drop_schema()
+
+
+async def test_up_gives_up_after_quick_failures_in_a_row(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    pid_file, runs_file = tmp_path / "sleeper.pid", tmp_path / "quitter.runs"
     commands: list[list[object]] = [
         ["sleeper", [sys.executable, "-c", SLEEPER, str(pid_file)]],
-        ["quitter", [sys.executable, "-c", QUITTER, str(state_file)]],
+        runner("quitter", runs_file, 0.0),
     ]
-    up = Up(stack_settings, tmp_path, commands)
+    up = Up(stack_settings, tmp_path, commands, {**QUICK, "give_up_after": 3})
     try:
         pid = read_pid(pid_file)
         assert up.proc.wait(DEADLINE_S) == 1
-        assert state_file.exists()
+        assert len(runs(runs_file)) == 3
+        last = f"quitter (pid {runs(runs_file)[-1]}) exited with status 3"
+        assert "failure 3 in a row: giving up, stopping everything" in up.said()
+        assert last in up.said()
+        assert up.service("quitter")["restarts"] == 2
         assert not alive(pid)
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+        await up.drop_schema()
+
+
+async def test_a_child_that_ran_long_enough_starts_its_count_again(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """Each run lasts longer than ``steady_after_s``: it fails more often than
+    ``give_up_after`` and is still started again."""
+    runs_file = tmp_path / "steady.runs"
+    policy = {**QUICK, "give_up_after": 2, "steady_after_s": 0.2}
+    up = Up(stack_settings, tmp_path, [runner("steady", runs_file, 0.4)], policy)
+    try:
+        wait_until(lambda: len(runs(runs_file)) >= 4 or up.proc.poll() is not None, "4 runs")
+        assert up.proc.poll() is None, up.said()
+        up.proc.send_signal(signal.SIGINT)
+        assert up.proc.wait(DEADLINE_S) == 0
+        assert not any(alive(pid) for pid in runs(runs_file))
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+        await up.drop_schema()
+
+
+async def test_a_signal_while_a_child_waits_to_restart_starts_nothing_more(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    runs_file = tmp_path / "quitter.runs"
+    policy = {"first_wait_s": 60.0, "max_wait_s": 60.0}
+    up = Up(stack_settings, tmp_path, [runner("quitter", runs_file, 0.0)], policy)
+    try:
+        wait_until(lambda: up.service("quitter")["failures"] == 1, "the quitter's exit")
+        assert up.service("quitter")["pid"] is None
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.proc.wait(DEADLINE_S) == 0
+        assert len(runs(runs_file)) == 1
     finally:
         if up.proc.poll() is None:
             up.proc.kill()
