@@ -118,6 +118,11 @@ class DeadLetter(BaseModel):
     source: str = Field(description="MQTT topic or WebSocket subject it came from")
     payload: str = Field(description="the raw input, truncated")
     received_at: float
+    truncated: bool | None = Field(
+        default=None,
+        description="the payload was cut short, so it cannot be replayed as it was (None: not"
+        " recorded, as in letters from before the field)",
+    )
 
 
 class OfferAnswer(BaseModel):
