@@ -24,13 +24,14 @@ PAYLOAD_CHARS = 2048
 
 def dead_letter(refused: Refused, source: str, now: float) -> DeadLetter:
     """The dead letter of a value refused on the Kafka topic ``source``."""
-    payload = b"" if refused.value is None else refused.value[:PAYLOAD_CHARS]
+    value = refused.value or b""
     return DeadLetter(
         reason=refused.reason,
         detail=refused.detail[:500],
         source=source,
-        payload=payload.decode("utf-8", "replace"),
+        payload=value[:PAYLOAD_CHARS].decode("utf-8", "replace"),
         received_at=now,
+        truncated=len(value) > PAYLOAD_CHARS,
     )
 
 

@@ -66,4 +66,8 @@ def test_a_dead_letter_names_its_topic_and_truncates_its_payload() -> None:
     letter = dead_letter(Refused(b"x" * 5000, UNDECODABLE, "bad"), "ns.device-events", 7.0)
     assert (letter.reason, letter.source, letter.detail) == (UNDECODABLE, "ns.device-events", "bad")
     assert letter.payload == "x" * PAYLOAD_CHARS
-    assert dead_letter(Refused(None, TOMBSTONE), "ns.fixes", 7.0).payload == ""
+    assert letter.truncated is True
+    whole = dead_letter(Refused(b"x" * PAYLOAD_CHARS, UNDECODABLE, "bad"), "ns.fixes", 7.0)
+    assert (whole.payload, whole.truncated) == ("x" * PAYLOAD_CHARS, False)
+    tombstone = dead_letter(Refused(None, TOMBSTONE), "ns.fixes", 7.0)
+    assert (tombstone.payload, tombstone.truncated) == ("", False)
