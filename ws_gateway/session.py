@@ -94,7 +94,8 @@ def parse_frame(raw: str | bytes) -> Frame:
     An ``accept``/``decline`` with bad fields raises its child :class:`RejectedAnswer`, so it
     is dead-lettered like any refused answer.
     """
-    data = raw.encode() if isinstance(raw, str) else raw
+    # surrogatepass: text with lone surrogates (no text frame carries them) is refused as not JSON
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if len(data) > MAX_FRAME_BYTES:
         raise RejectedInput(TOO_LARGE, f"{len(data)} bytes > {MAX_FRAME_BYTES}")
     try:

@@ -73,6 +73,8 @@ BAD_FRAMES: list[tuple[str | bytes, str, type[RejectedInput]]] = [
     ('{"type":"accept","offer_id":""}', "malformed", RejectedAnswer),
     ('{"type":"decline","offer_id":7}', "malformed", RejectedAnswer),
     ('{"type":"ping","pad":"' + "x" * MAX_FRAME_BYTES + '"}', "too_large", RejectedInput),
+    ("\ud800", "malformed", RejectedInput),  # lone surrogates: no longer a UnicodeEncodeError
+    ('{"type":"ping","pad":"\udc80"}', "malformed", RejectedInput),
 ]
 
 
