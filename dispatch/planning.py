@@ -10,6 +10,10 @@ incident escalates (with no offers):
 
 - ``no_candidates``: no one is left to ask;
 - ``no_acceptance``: its waves ran out (``OfferTiming.max_waves``) without an acceptance.
+
+An escalated incident is never parked: a person is told, and its waves go on, larger
+(:func:`wave_size_of`), until someone accepts or a person takes it over; with no one left to ask
+now, its plan is empty and the offer timer looks again.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ class Incident(Protocol):
         """Waves made so far (0 before the first)."""
         ...
 
+    @property
+    def state(self) -> str:
+        """``escalated`` once a person was told; the rest planning does not read."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class OfferPlan:
@@ -62,6 +71,18 @@ def askable(
     return out
 
 
+ESCALATED_GROWTH = (2, 4)
+"""An escalated incident's waves: twice the size, then four times."""
+
+
+def wave_size_of(incident: Incident, wave_size: int, max_waves: int) -> int:
+    """How many the incident's next wave asks: ``wave_size``, larger once it escalated."""
+    if incident.state != "escalated":
+        return wave_size
+    beyond = incident.wave + 1 - max_waves
+    return wave_size * ESCALATED_GROWTH[min(max(beyond, 1), len(ESCALATED_GROWTH)) - 1]
+
+
 def plan_offers(
     incident: Incident,
     candidates: Sequence[Ranked],
@@ -72,18 +93,21 @@ def plan_offers(
     wave_size: int,
     now: float,
 ) -> OfferPlan:
-    """The incident's next wave: the first ``wave_size`` of :func:`askable`, each offer standing
-    for its severity's window from ``now``; or the escalation when none is left to ask or the
-    waves ran out (``ineligible`` maps a caregiver the roster rules out to the reason)."""
+    """The incident's next wave: the first ``wave_size`` (:func:`wave_size_of`) of
+    :func:`askable`, each offer standing for its severity's window from ``now``; or the
+    escalation when none is left to ask or the waves ran out (``ineligible`` maps a caregiver
+    the roster rules out to the reason). An escalated incident's plan never escalates again."""
     wave = incident.wave + 1
     planned = plan_wave(
         askable(candidates, offered=offered, ineligible=ineligible),
         already_offered=(),
         wave=wave,
-        wave_size=wave_size,
+        wave_size=wave_size_of(incident, wave_size, timing.max_waves),
         now=now,
         window_s=timing.window_s(incident.severity),
     )
+    if incident.state == "escalated":
+        return OfferPlan(wave, tuple(planned))
     if next_step(wave=wave, max_waves=timing.max_waves, planned=planned) == "offer":
         return OfferPlan(wave, tuple(planned))
     return OfferPlan(wave, escalation="no_acceptance" if planned else "no_candidates")

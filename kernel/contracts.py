@@ -204,6 +204,24 @@ class IncidentFrame(BaseModel):
     eta_s: float | None = None
     lat: float | None = Field(default=None, description="the home's approximate location (~100 m)")
     lon: float | None = None
+    trigger: str | None = Field(
+        default=None, description="the kind of a new trigger from the home that joined it"
+    )
+    at: float
+
+
+class CommandResultFrame(BaseModel):
+    """What became of a dispatcher's ``assign`` or ``resolve`` once the worker decided, to her
+    agency's dispatchers: ``done``, or ``refused`` with the ``reason`` (``unknown_incident``,
+    ``other_agency``, ``not_waiting``, ``unknown_caregiver``, ``already_resolved``)."""
+
+    type: Literal["command_result"] = "command_result"
+    command_id: str
+    command: Literal["assign", "resolve"]
+    incident_id: str
+    dispatcher_id: str
+    outcome: Literal["done", "refused"]
+    reason: str | None = None
     at: float
 
 

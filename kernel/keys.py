@@ -17,7 +17,8 @@ key                                 type     holds
 ``{ns}:offer:{offer}``              hash     a pending offer (the gateways check answers)
 ``{ns}:out:{recipient}``            channel  messages to one WebSocket recipient
 ``{ns}:outbox:{recipient}``         stream   the same messages, kept for ``resume``
-``{ns}:outseq:{recipient}``         counter  their ``seq``
+``{ns}:outpos:{recipient}``         hash     their last ``seq`` and its ``epoch``
+``{ns}:announced:{id}``             string   a dispatch announcement was told
 ``{ns}:visits:trackers``            hash     caregiver → her fence tracker
 ``{ns}:visits:fences``              counter  bumped when a fence changes
 ``{ns}:health:worker:{role}``       string   a worker's heartbeat
@@ -114,8 +115,11 @@ class Keys:
     def outbox(self, recipient: str) -> str:
         return f"{self.ns}:outbox:{recipient}"
 
-    def out_seq(self, recipient: str) -> str:
-        return f"{self.ns}:outseq:{recipient}"
+    def out_position(self, recipient: str) -> str:
+        return f"{self.ns}:outpos:{recipient}"
+
+    def announced(self, announcement_id: str) -> str:
+        return f"{self.ns}:announced:{announcement_id}"
 
     # ------------------------------------------------------------ visits and health
 

@@ -19,7 +19,7 @@ from adapters.storage.roster import Roster
 from dispatch.eligibility import needs_of, ruled_out
 from dispatch.eta import TravelModel
 from dispatch.model import Candidate, Ranked
-from dispatch.planning import askable
+from dispatch.planning import askable, wave_size_of
 from dispatch.ranking import SearchStep, rank, search_plan
 from kernel.settings import Settings
 
@@ -66,7 +66,8 @@ class CandidateSearch:
         """Enough candidates who may be asked for a wave, unless the index holds no more
         within reach or ``SEARCH_CAP`` were looked at."""
         plan = list(search_plan(incident.lat, incident.lon, self._s.search_area_rings))
-        need = len(asked) + SEARCH_POOL
+        wave_size = wave_size_of(incident, self._s.offer_wave_size, self._s.max_waves)
+        need = len(asked) + max(SEARCH_POOL, 2 * wave_size)
         while True:
             found = await self._search(incident, plan, need, now, change)
             ranked = rank(
@@ -80,7 +81,7 @@ class CandidateSearch:
             )
             ineligible = await self._ineligible(incident, ranked, now)
             fresh = len(askable(ranked, offered=asked, ineligible=ineligible))
-            if fresh >= self._s.offer_wave_size or len(found) < need or need >= SEARCH_CAP:
+            if fresh >= wave_size or len(found) < need or need >= SEARCH_CAP:
                 return Shortlist(ranked, ineligible)
             need = min(2 * need, SEARCH_CAP)
 

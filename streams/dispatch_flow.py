@@ -10,12 +10,14 @@ offer timer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import faust
 
+from adapters.faults import passing
 from dispatch.offers import ESCALATE_AFTER_S
 from kernel import keys
 from kernel.contracts import DeviceEvent, DispatcherCommand
@@ -26,6 +28,8 @@ from streams.runtime import Runtime
 
 TICK_S = 0.5
 
+log = logging.getLogger(__name__)
+
 
 def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:
     @app.agent(topic(keys.DEVICE_EVENTS), name="device-events")
@@ -33,7 +37,8 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
         async for value in stream:
             for ev in await rt.decode(DeviceEvent, [value], keys.DEVICE_EVENTS):
                 await rt.ready()
-                await with_retries(ev.event_id, partial(rt.dispatcher.on_device_event, ev))
+                park = rt.parker(keys.DEVICE_EVENTS, [value])
+                await with_retries(ev.event_id, partial(rt.dispatcher.on_device_event, ev), park)
 
     @app.agent(topic(keys.OFFER_ANSWERS), name="offer-answers")
     async def answers(stream: Any) -> None:
@@ -41,13 +46,18 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
         async for value in stream:
             await rt.ready()
             item = decode_answer(value)
+            park = rt.parker(keys.OFFER_ANSWERS, [value] if value is not None else [])
             if isinstance(item, Refused):
                 await rt.park(keys.OFFER_ANSWERS, [item])
             elif isinstance(item, DispatcherCommand):
-                await with_retries(item.command_id, partial(rt.dispatcher.on_command, item))
+                await with_retries(item.command_id, partial(rt.dispatcher.on_command, item), park)
             else:
-                await with_retries(item.answer_id, partial(rt.dispatcher.on_answer, item))
+                await with_retries(item.answer_id, partial(rt.dispatcher.on_answer, item), park)
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def offer_timer() -> None:
-        await (await rt.ready()).dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+        """Never raises: a tick a server failed is logged, and the next tick tries again."""
+        try:
+            await (await rt.ready()).dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+        except Exception as exc:
+            log.warning("offer timer: tick failed (%s)", exc, exc_info=not passing(exc))

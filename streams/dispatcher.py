@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from itertools import groupby
 
+from adapters.storage.announcements import Announcement
 from adapters.storage.backlog import Backlog
 from adapters.storage.connection import RedisConnection
 from adapters.storage.handovers import Handover, HandoverStore
 from adapters.storage.incidents import WAITING, IncidentRow, IncidentStore, Trigger
-from adapters.storage.live import AVAILABLE, BUSY
 from adapters.storage.live_mirror import LiveMirror
-from adapters.storage.offers import OfferStore
+from adapters.storage.offers import Answered, OfferStore
 from adapters.storage.postgres import Database
 from adapters.storage.roster import Roster
 from adapters.webhook import Webhook
@@ -42,6 +43,14 @@ from streams.candidate_search import CandidateSearch
 from streams.notices import Notices, escalation_payload
 
 log = logging.getLogger(__name__)
+
+ANSWER_RESULTS: dict[str, OfferOutcome] = {
+    "taken": "taken",
+    "offer_taken": "taken",
+    "offer_expired": "expired",
+    "offer_cancelled": "cancelled",
+}
+"""What a caregiver is told of an acceptance that did not win, by why."""
 
 
 class Dispatcher:
@@ -76,11 +85,14 @@ class Dispatcher:
         self._join_window_s = join_window_s
         url = settings.escalation_webhook_url
         self._webhook = webhook or (Webhook(url) if url else None)
+        self.refused: Counter[str] = Counter()
+        """Dispatchers' commands refused, by reason."""
 
     # ------------------------------------------------------------ inputs
 
     async def on_device_event(self, ev: DeviceEvent) -> IncidentRow | None:
-        """Open an incident for an emergency event and make the first wave of offers."""
+        """Open an incident for an emergency event and make the first wave of offers; a new
+        trigger from a home whose incident still waits is announced and restarts its offers."""
         if ev.type not in EMERGENCY_KINDS:
             return None
         device = await self._db.device(ev.device_id)
@@ -96,21 +108,32 @@ class Dispatcher:
             severity_of(ev.type),
             self._clock(),
         )
-        opened = await self._incidents.open_or_join(trigger, self._join_window_s)
+        opened = await self._incidents.open_or_join(
+            trigger, self._join_window_s, lambda joined: self._notices.joined(joined, ev.type)
+        )
         if opened is None:
             log.info("event %s already seen", ev.event_id)
             return None
         incident = opened.incident
         if opened.joined:
             log.info("event %s joined incident %s", ev.event_id, incident.id)
+            await self._notices.tell([incident.id])
+            await self._go_on(incident)
             return incident
         await self._advance(incident)
         return incident
 
     async def on_answer(self, answer: OfferAnswer) -> None:
         now = self._clock()
+        incident = await self._incidents.get(answer.incident_id)
         if answer.answer == "accept":
-            result = await self._offers.accept(answer.offer_id, answer.caregiver_id, now)
+            name = await self._notices.name(answer.caregiver_id)
+            result = await self._offers.accept(
+                answer.offer_id,
+                answer.caregiver_id,
+                now,
+                lambda r: self._accepted(incident, answer, name, r),
+            )
         else:
             result = await self._offers.decline(
                 answer.offer_id, answer.caregiver_id, answer.reason, now
@@ -123,42 +146,75 @@ class Dispatcher:
                 answer.caregiver_id,
             )
             return
-        if result.outcome == "assigned":
-            await self._assigned(result.incident_id, answer, result.eta_s, result.taken)
-        elif result.outcome in ("taken", "offer_expired", "offer_taken", "offer_cancelled"):
-            outcome: OfferOutcome = "expired" if result.outcome == "offer_expired" else "taken"
-            await self._notices.results([(answer.caregiver_id, answer.offer_id, outcome)])
+        if result.outcome.startswith("offer_"):  # nothing changed: told at once
+            await self._notices.send(self._accepted(incident, answer, "", result))
+        await self._notices.tell([result.incident_id])
         if result.wave_closed:
             await self._advance_by_id(result.incident_id)
+
+    def _accepted(
+        self, incident: IncidentRow | None, answer: OfferAnswer, name: str, result: Answered
+    ) -> Announcement:
+        """What an acceptance announces: she won, or her result (taken, expired...)."""
+        if result.outcome == "assigned" and incident is not None:
+            return self._notices.assigned(
+                incident, answer.caregiver_id, name, answer.offer_id, result.eta_s, result.taken
+            )
+        outcome = ANSWER_RESULTS.get(result.outcome)
+        if outcome is None:
+            return Announcement()
+        return self._notices.results([(answer.caregiver_id, answer.offer_id, outcome)])
 
     async def tick(self, escalate_after_s: float | None = None) -> None:
         """Expire offers whose window has passed and move their incidents on; with
         ``escalate_after_s``, escalate incidents not accepted that long after opening (sooner
-        where their severity's waves run out sooner, see ``OfferTiming``); and move on any
-        incident left waiting with no offer out, as a worker that stopped halfway leaves it."""
+        where their severity's waves run out sooner, see ``OfferTiming``); move on any
+        incident left waiting with no offer out, as a worker that stopped halfway leaves it;
+        and tell what a worker that stopped committed and never told."""
         now = self._clock()
         await self._catch_up(now, escalate_after_s, quiet_since=now - STALLED_AFTER_S)
+        await self._notices.tell_due()
 
     async def on_command(self, cmd: DispatcherCommand) -> Handover:
-        """A dispatcher's ``assign`` or ``resolve``, audited with her as the actor."""
+        """A dispatcher's ``assign`` or ``resolve``, audited with her as the actor; its outcome
+        (done, or refused with the reason) goes to her agency's dispatchers."""
         now = self._clock()
-        if cmd.command == "assign":
-            if cmd.caregiver_id is None:
-                return Handover("unknown_caregiver")
-            done = await self._handovers.assign(
-                cmd.incident_id, cmd.caregiver_id, cmd.agency_id, cmd.actor, now
-            )
-        else:
-            done = await self._handovers.resolve(cmd.incident_id, cmd.agency_id, cmd.actor, now)
-        if not done.done:
-            log.warning(
-                "%s %s by %s refused: %s", cmd.command, cmd.incident_id, cmd.actor, done.outcome
+        incident = await self._incidents.get(cmd.incident_id)
+        done = await self._hand_over(cmd, incident, now)
+        if not done.done or incident is None:
+            self.refused[done.outcome] += 1
+            log.debug("%s %s by %s refused: %s", cmd.command, cmd.incident_id, cmd.actor, done)
+            await self._notices.send(
+                Announcement([self._notices.command_result(cmd, done.outcome)])
             )
             return done
-        incident = await self._incidents.get(cmd.incident_id)
-        if incident is not None:
-            await self._handed_over(incident, done)
+        await self._notices.tell([incident.id])
         return done
+
+    async def _hand_over(
+        self, cmd: DispatcherCommand, incident: IncidentRow | None, now: float
+    ) -> Handover:
+        if incident is None:
+            return Handover("unknown_incident")
+        if cmd.command == "resolve":
+            return await self._handovers.resolve(
+                cmd.incident_id,
+                cmd.agency_id,
+                cmd.actor,
+                now,
+                lambda done: self._notices.handed_over(incident, cmd, done, None),
+            )
+        if cmd.caregiver_id is None:
+            return Handover("unknown_caregiver")
+        name = await self._notices.name(cmd.caregiver_id)
+        return await self._handovers.assign(
+            cmd.incident_id,
+            cmd.caregiver_id,
+            cmd.agency_id,
+            cmd.actor,
+            now,
+            lambda done: self._notices.handed_over(incident, cmd, done, name),
+        )
 
     async def on_manual_assign(self, cmd: DispatcherCommand) -> Handover:
         return await self.on_command(cmd)
@@ -167,11 +223,11 @@ class Dispatcher:
         """After a restart, catch up with what fell due while no worker ran: offers past their
         window expire and their incidents move on, overdue incidents escalate, every incident
         left with no offer out gets its next wave (escalated ones too: their waves go on), and
-        offers recorded but never delivered are delivered."""
+        what a worker committed and never told is told, and offers recorded but never
+        delivered are delivered."""
         now = self._clock()
-        await self._catch_up(
-            now, escalate_after_s, quiet_since=now, escalated_below_wave=self._timing.max_waves
-        )
+        await self._notices.tell_due()
+        await self._catch_up(now, escalate_after_s, quiet_since=now)
         await self._deliver_lost_offers(now)
 
     # ------------------------------------------------------------ timers and recovery
@@ -182,20 +238,20 @@ class Dispatcher:
         escalate_after_s: float | None,
         *,
         quiet_since: float,
-        escalated_below_wave: int = 0,
     ) -> None:
         """Expire what is due, escalate what is overdue, move on what stalled."""
-        expired, closed = await self._offers.expire_due(now)
-        await self._notices.results((e.caregiver_id, e.offer_id, "expired") for e in expired)
+        expired, closed = await self._offers.expire_due(
+            now,
+            lambda due: self._notices.results((e.caregiver_id, e.offer_id, "expired") for e in due),
+        )
+        await self._notices.tell(sorted({e.incident_id for e in expired}))
         for incident_id in closed:
             await self._advance_by_id(incident_id)
         if escalate_after_s is not None:
             opened_before = self._timing.opened_before(now, escalate_after_s)
             for incident in await self._backlog.overdue(opened_before):
                 await self._escalate(incident, "timeout", now)
-        stalled = await self._backlog.stalled(
-            quiet_since, escalated_below_wave=escalated_below_wave
-        )
+        stalled = await self._backlog.stalled(quiet_since)
         for incident_id in stalled:
             await self._advance_by_id(incident_id)
 
@@ -211,7 +267,7 @@ class Dispatcher:
             incident = await self._incidents.get(incident_id)
             if incident is not None and incident.state in WAITING:
                 log.warning("incident %s: delivering offers lost in a restart", incident_id)
-                await self._notices.offers(incident, list(offers), now)
+                await self._notices.send(self._notices.offers(incident, list(offers), now))
 
     # ------------------------------------------------------------ waves
 
@@ -239,30 +295,24 @@ class Dispatcher:
         if plan.escalation is not None:
             await self._escalate(incident, plan.escalation, now)
             return
-        sent = await self._incidents.start_wave(incident, plan.offers, now)
+        if not plan.offers:
+            return  # escalated, with no one left to ask now: the timer looks again
+        sent = await self._incidents.start_wave(
+            incident, plan.offers, now, lambda sent: self._notices.offers(incident, sent, now)
+        )
         if sent:
-            await self._notices.offers(incident, sent, now)
+            await self._notices.tell([incident.id])
 
     async def _escalate(self, incident: IncidentRow, reason: str, now: float) -> None:
-        if await self._incidents.escalate(incident, reason, now):
+        told = self._notices.escalated(incident)
+        if await self._incidents.escalate(incident, reason, now, told):
             log.warning("incident %s escalated: %s", incident.id, reason)
-            await self._notices.escalated(incident)
+            await self._notices.tell([incident.id])
             if self._webhook is not None:
                 self._webhook.notify(escalation_payload(incident, reason, now))
+            await self._go_on(incident)
 
-    async def _handed_over(self, incident: IncidentRow, done: Handover) -> None:
-        if done.outcome == "assigned" and done.assignee_id is not None:
-            await self._live.set_status(done.assignee_id, BUSY)
-        elif done.assignee_id is not None:
-            await self._live.set_status(done.assignee_id, AVAILABLE)
-        await self._notices.handed_over(incident, done)
-
-    async def _assigned(
-        self, incident_id: str, answer: OfferAnswer, eta_s: float, taken: list[tuple[str, str]]
-    ) -> None:
-        await self._live.set_status(answer.caregiver_id, BUSY)
-        incident = await self._incidents.get(incident_id)
-        if incident is not None:
-            await self._notices.assigned(
-                incident, answer.caregiver_id, answer.offer_id, eta_s, taken
-            )
+    async def _go_on(self, incident: IncidentRow) -> None:
+        """Its next wave now, unless one is out (its window closing moves it on)."""
+        if not await self._incidents.offers_out(incident.id):
+            await self._advance_by_id(incident.id)

@@ -110,7 +110,7 @@ class FixPipeline:
     async def _step(self, fixes: list[FixEvent]) -> None:
         rt, metrics = self.rt, self.rt.fix_metrics
         judging = partial(screen_fixes, rt, fixes, self.policies, metrics, self.last)
-        screening = await with_retries("screening fixes", judging)
+        screening = await with_retries("screening fixes", judging, partial(self._park, fixes))
         if screening is None:
             return  # logged: the servers failed it every time
         live = partial(apply_screening, rt, screening, self.history, self.throttle)
@@ -120,6 +120,11 @@ class FixPipeline:
         )
         if applied is None:  # logged: what Redis has decides her next fix
             self.last.forget(f.caregiver_id for f in screening.live)
+
+    async def _park(self, fixes: list[FixEvent], reason: str, detail: str) -> None:
+        """Fixes no try could screen, onto the dead-letter topic."""
+        values = [f.model_dump_json().encode() for f in fixes]
+        await self.rt.parker(keys.FIXES, values)(reason, detail)
 
 
 def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:

@@ -1,23 +1,32 @@
-"""Telling people what the dispatcher decided: offer records for the gateway, and frames to
-caregivers, families and dispatchers through their outboxes.
+"""Telling people what the dispatcher decided: offer records for the gateway, caregivers'
+statuses, and frames to caregivers, families and dispatchers through their outboxes.
 
-Nothing here decides anything; :class:`streams.dispatcher.Dispatcher` calls it after the
-stores have committed a change.
+Nothing here decides anything. For each step :class:`streams.dispatcher.Dispatcher` takes, a
+method here composes its :class:`~adapters.storage.announcements.Announcement` (no I/O), which
+the store keeps in the step's own transaction; :meth:`Notices.tell` then delivers what the
+incidents' committed steps announced, and :meth:`Notices.tell_due` what a worker that died
+never told. What changes no record (a refused command, a late answer's result) is sent at
+once (:meth:`Notices.send`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
+import orjson
 from pydantic import BaseModel
 
+from adapters.storage.announcements import Announcement
 from adapters.storage.connection import RedisConnection
 from adapters.storage.handovers import Handover
 from adapters.storage.incidents import IncidentRow, SentOffer
+from adapters.storage.live import AVAILABLE, BUSY
 from adapters.storage.offer_records import OfferRecord
 from adapters.storage.postgres import Database
 from kernel import recipients
 from kernel.contracts import (
+    CommandResultFrame,
+    DispatcherCommand,
     IncidentFrame,
     IncidentSummary,
     OfferFrame,
@@ -26,7 +35,13 @@ from kernel.contracts import (
 )
 from kernel.settings import Settings
 
-Frames = list[tuple[str, BaseModel]]
+Frames = list[tuple[str, bytes]]
+TOLD_LATE_AFTER_S = 2.0
+"""An announcement kept this long and not told was left by a worker that stopped."""
+
+
+def _frame(recipient: str, frame: BaseModel) -> tuple[str, bytes]:
+    return recipient, orjson.dumps(frame.model_dump(mode="json"))
 
 
 class Notices:
@@ -37,10 +52,48 @@ class Notices:
         self._db = db
         self._outbox = redis.outbox(settings)
         self._records = redis.offer_records(settings.keys)
+        self._live = redis.live_index(settings)
+        self._announcements = redis.announcements(db, settings)
         self._clock = clock
         self._names: dict[str, str] = {}
 
-    async def offers(self, incident: IncidentRow, sent: list[SentOffer], now: float) -> None:
+    # ------------------------------------------------------------ telling
+
+    async def tell(self, incident_ids: Sequence[str]) -> int:
+        """Deliver what the incidents' committed steps announced; the frames sent."""
+        return (await self._announcements.deliver(incident_ids, self._clock())).frames
+
+    async def tell_due(self) -> int:
+        """Deliver what a worker committed and never told; the frames sent."""
+        now = self._clock()
+        done = await self._announcements.deliver_due(now - TOLD_LATE_AFTER_S, now)
+        return done.frames
+
+    async def send(self, announcement: Announcement) -> None:
+        """Tell what goes with no committed step, at once."""
+        if announcement.records:
+            await self._records.write(announcement.records, self._clock())
+        for caregiver_id, status in announcement.statuses:
+            await self._live.set_status(caregiver_id, status)
+        by_recipient: dict[str, list[bytes]] = {}
+        for recipient, message in announcement.frames:
+            by_recipient.setdefault(recipient, []).append(message)
+        await self._outbox.send_many(list(by_recipient.items()))
+
+    async def unrecorded(self, offer_ids: list[str]) -> set[str]:
+        """Those of ``offer_ids`` with no offer record: never delivered."""
+        return await self._records.unrecorded(offer_ids)
+
+    async def name(self, caregiver_id: str) -> str:
+        """Her name, as families and dispatchers are told it."""
+        if caregiver_id not in self._names:
+            row = await self._db.caregiver(caregiver_id)
+            self._names[caregiver_id] = row.name if row else caregiver_id
+        return self._names[caregiver_id]
+
+    # ------------------------------------------------------------ what each step announces
+
+    def offers(self, incident: IncidentRow, sent: list[SentOffer], now: float) -> Announcement:
         """The offer records the gateway checks answers against, then the frames."""
         records = [
             OfferRecord(
@@ -48,67 +101,93 @@ class Notices:
             )
             for s in sent
         ]
-        await self._records.write(records, now)
-        frames: Frames = [
-            (recipients.caregiver(s.caregiver_id), _offer_frame(incident, s)) for s in sent
+        frames = [
+            _frame(recipients.caregiver(s.caregiver_id), _offer_frame(incident, s)) for s in sent
         ]
         state = "escalated" if incident.state == "escalated" else "offered"
-        await self._outbox.send([*frames, *self.incident_frames(incident, state)])
+        return Announcement([*frames, *self.incident_frames(incident, state)], records)
 
-    async def unrecorded(self, offer_ids: list[str]) -> set[str]:
-        """Those of ``offer_ids`` with no offer record: never delivered."""
-        return await self._records.unrecorded(offer_ids)
-
-    async def results(self, results: Iterable[tuple[str, str, OfferOutcome]]) -> None:
+    def results(self, results: Iterable[tuple[str, str, OfferOutcome]]) -> Announcement:
         """``offer_result`` frames: (caregiver, offer, outcome)."""
-        await self._outbox.send(
+        return Announcement(
             [
-                (recipients.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
+                _frame(recipients.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
                 for cg, oid, outcome in results
             ]
         )
 
-    async def escalated(self, incident: IncidentRow) -> None:
-        await self._outbox.send(self.incident_frames(incident, "escalated"))
+    def escalated(self, incident: IncidentRow) -> Announcement:
+        return Announcement(self.incident_frames(incident, "escalated"))
 
-    async def assigned(
+    def joined(self, incident: IncidentRow, trigger_kind: str) -> Announcement:
+        """A new trigger from the home joined the incident: its family and dispatchers know."""
+        return Announcement(
+            self.incident_frames(
+                incident, incident.state, incident.assignee_id, trigger=trigger_kind
+            )
+        )
+
+    def assigned(
         self,
         incident: IncidentRow,
         caregiver_id: str,
+        name: str,
         offer_id: str,
         eta_s: float,
         taken: list[tuple[str, str]],
-    ) -> None:
-        """She won: her result, the others' offers taken, everyone told who comes."""
-        name = await self._name(caregiver_id)
-        await self._outbox.send(
+    ) -> Announcement:
+        """She won: her result, the others' offers taken, everyone told who comes; she is busy."""
+        return Announcement(
             [
-                (
+                _frame(
                     recipients.caregiver(caregiver_id),
                     OfferResultFrame(offer_id=offer_id, outcome="assigned"),
                 ),
                 *(
-                    (recipients.caregiver(cg), OfferResultFrame(offer_id=oid, outcome="taken"))
+                    _frame(
+                        recipients.caregiver(cg), OfferResultFrame(offer_id=oid, outcome="taken")
+                    )
                     for oid, cg in taken
                 ),
                 *self.incident_frames(incident, "assigned", caregiver_id, name, eta_s),
-            ]
+            ],
+            statuses=[(caregiver_id, BUSY)],
         )
 
-    async def handed_over(self, incident: IncidentRow, done: Handover) -> None:
-        """A dispatcher's assign or resolve: offers closed, the state, her."""
+    def handed_over(
+        self, incident: IncidentRow, cmd: DispatcherCommand, done: Handover, name: str | None
+    ) -> Announcement:
+        """A dispatcher's assign or resolve: offers closed, the state, her, the outcome."""
         outcome: OfferOutcome = "taken" if done.outcome == "assigned" else "cancelled"
         frames: Frames = [
-            (recipients.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
+            _frame(recipients.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
             for oid, cg in done.offers
         ]
+        statuses: list[tuple[str, str]] = []
         if done.outcome == "assigned" and done.assignee_id is not None:
-            name = await self._name(done.assignee_id)
             states = self.incident_frames(incident, "assigned", done.assignee_id, name)
             frames += [*states, (recipients.caregiver(done.assignee_id), states[0][1])]
+            statuses.append((done.assignee_id, BUSY))
         else:
             frames += self.incident_frames(incident, "resolved", done.assignee_id)
-        await self._outbox.send(frames)
+            if done.assignee_id is not None:
+                statuses.append((done.assignee_id, AVAILABLE))
+        frames.append(self.command_result(cmd, done.outcome))
+        return Announcement(frames, statuses=statuses)
+
+    def command_result(self, cmd: DispatcherCommand, outcome: str) -> tuple[str, bytes]:
+        """The worker's decision on a dispatcher's command, to her agency's dispatchers."""
+        done = outcome in ("assigned", "resolved")
+        frame = CommandResultFrame(
+            command_id=cmd.command_id,
+            command=cmd.command,
+            incident_id=cmd.incident_id,
+            dispatcher_id=cmd.dispatcher_id,
+            outcome="done" if done else "refused",
+            reason=None if done else outcome,
+            at=self._clock(),
+        )
+        return _frame(recipients.dispatchers(cmd.agency_id), frame)
 
     def incident_frames(
         self,
@@ -117,7 +196,8 @@ class Notices:
         assignee: str | None = None,
         name: str | None = None,
         eta_s: float | None = None,
-    ) -> list[tuple[str, IncidentFrame]]:
+        trigger: str | None = None,
+    ) -> Frames:
         """The incident's state, for the patient's family and the agency's dispatchers."""
         frame = IncidentFrame.model_validate(
             {
@@ -130,19 +210,14 @@ class Notices:
                 "eta_s": None if eta_s is None else round(eta_s, 1),
                 "lat": round(incident.lat, 3),
                 "lon": round(incident.lon, 3),
+                "trigger": trigger,
                 "at": self._clock(),
             }
         )
         return [
-            (recipients.family_of(incident.patient_id), frame),
-            (recipients.dispatchers(incident.agency_id), frame),
+            _frame(recipients.family_of(incident.patient_id), frame),
+            _frame(recipients.dispatchers(incident.agency_id), frame),
         ]
-
-    async def _name(self, caregiver_id: str) -> str:
-        if caregiver_id not in self._names:
-            row = await self._db.caregiver(caregiver_id)
-            self._names[caregiver_id] = row.name if row else caregiver_id
-        return self._names[caregiver_id]
 
 
 def _offer_frame(incident: IncidentRow, s: SentOffer) -> OfferFrame:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -10,10 +12,14 @@ from pydantic import BaseModel
 from adapters.metrics import CopyMetrics, DeadLetterMetrics, FixMetrics, serve
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
+from kernel.backoff import Backoff
 from kernel.settings import Settings
 from streams.dead_letters import DeadLetters
 from streams.decoding import Refused, decode_each
 from streams.dispatcher import Dispatcher
+from streams.handling import Park
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -30,7 +36,7 @@ class Runtime:
         self._dispatching = dispatching
         self._counting_fixes = counting_fixes
         self._lock = asyncio.Lock()
-        self._started = False
+        self._started = self._opened = self._producing = self._serving = False
         self.db = Database(settings)
         self.redis = RedisConnection.open(settings.redis_url)
         self.live = self.redis.live_index(settings)
@@ -44,21 +50,47 @@ class Runtime:
         self._metrics_server: asyncio.Server | None = None
 
     async def ready(self) -> Runtime:
+        """The runtime, started: Postgres open, the dead-letter producer, the metrics server,
+        and (dispatching) the copy of the live index and the catch-up of what fell due. While a
+        server is away it waits, trying again with the one backoff: an agent never fails for
+        a start that did not happen yet; each part starts once."""
         async with self._lock:
-            if not self._started:
-                await self.db.__aenter__()
-                self._started = True
-                await self.dead_letters.start()
-                await self._serve_metrics()
-                if self.mirror is not None:  # searches go to Redis until it is ready
-                    self._mirror_task = asyncio.create_task(self.mirror.run())
-                if self._dispatching:
-                    await self.dispatcher.resume()
+            backoff = Backoff(first=0.5, cap=5.0)
+            while not self._started:
+                try:
+                    await self._start()
+                except Exception as exc:
+                    delay = backoff.next()
+                    log.warning("worker not ready (%s); trying again in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
         return self
+
+    async def _start(self) -> None:
+        if not self._opened:
+            await self.db.__aenter__()
+            self._opened = True
+        if not self._producing:
+            await self.dead_letters.start()
+            self._producing = True
+        if not self._serving:
+            await self._serve_metrics()
+            self._serving = True
+        if self.mirror is not None and self._mirror_task is None:
+            self._mirror_task = asyncio.create_task(self.mirror.run())  # Redis answers meanwhile
+        if self._dispatching:
+            await self.dispatcher.resume()
+        self._started = True
 
     async def _serve_metrics(self) -> None:
         """The fixes worker serves its counts of fixes, the dispatch worker those of its copy
-        of the live index; a worker of both roles serves both on the fixes worker's port."""
+        of the live index; a worker of both roles serves both on the fixes worker's port. A
+        port taken is logged: the worker works on without its metrics."""
+        try:
+            await self._open_metrics_port()
+        except OSError as exc:
+            log.error("worker metrics not served: %s", exc)
+
+    async def _open_metrics_port(self) -> None:
         if self._counting_fixes:
             if self.mirror is not None:
                 CopyMetrics(self.mirror, self.fix_metrics.registry)
@@ -82,14 +114,23 @@ class Runtime:
         if refused:
             await (await self.ready()).dead_letters.park(topic, refused)
 
+    def parker(self, topic: str, values: Sequence[bytes]) -> Park:
+        """What parks ``values`` of the logical ``topic`` when the step taking them fails."""
+
+        async def park(reason: str, detail: str) -> None:
+            await self.park(topic, [Refused(v, reason, detail) for v in values])
+
+        return park
+
     async def close(self) -> None:
         if self._mirror_task is not None:
             self._mirror_task.cancel()
         if self._metrics_server is not None:
             self._metrics_server.close()
-        if self._started:
-            try:
+        try:
+            if self._producing:
                 await self.dead_letters.stop()
-            finally:
+        finally:
+            if self._opened:
                 await self.db.__aexit__(None, None, None)
         await self.redis.close()

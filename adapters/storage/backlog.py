@@ -37,20 +37,14 @@ class Backlog:
         )
         return [incident_row(r) for r in rows]
 
-    async def stalled(self, quiet_since: float, *, escalated_below_wave: int = 0) -> list[str]:
+    async def stalled(self, quiet_since: float) -> list[str]:
         """Incidents waiting with no offer out and nothing answered or changed since
-        ``quiet_since``: a wave closed, or an incident opened, and no worker moved it on.
-
-        Escalated incidents (whose waves go on) count when below ``escalated_below_wave``.
-        """
-        waiting = "i.state IN ('open', 'offered')"
-        if escalated_below_wave > 0:
-            waiting = f"({waiting} OR (i.state = 'escalated' AND i.wave < $2))"
+        ``quiet_since``: a wave closed, or an incident opened, and no worker moved it on; or
+        an escalated incident with no one left to ask when last looked at (its waves go on)."""
         rows = await self._db.pool.fetch(
-            f"SELECT i.id FROM incidents i WHERE {waiting} AND i.updated_at <= $1"
-            f" AND {_NOTHING_OUT} ORDER BY i.opened_at",
+            "SELECT i.id FROM incidents i WHERE i.state IN ('open', 'offered', 'escalated')"
+            f" AND i.updated_at <= $1 AND {_NOTHING_OUT} ORDER BY i.opened_at",
             ts(quiet_since),
-            *([escalated_below_wave] if escalated_below_wave > 0 else []),
         )
         return [str(r["id"]) for r in rows]
 

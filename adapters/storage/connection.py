@@ -16,6 +16,7 @@ from typing import Self
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from adapters.storage.announcements import Announcements
 from adapters.storage.live import LiveIndex
 from adapters.storage.live_mirror import LiveMirror
 from adapters.storage.offer_records import OfferRecords
@@ -49,6 +50,12 @@ class RedisConnection:
 
     def offer_records(self, keys: Keys) -> OfferRecords:
         return OfferRecords(self._client, keys)
+
+    def announcements(self, db: Database, settings: Settings) -> Announcements:
+        """The dispatcher's transactional outbox, told through this connection."""
+        return Announcements(
+            db, self.outbox(settings), self.offer_records(settings.keys), self.live_index(settings)
+        )
 
     def visit_store(self, db: Database, settings: Settings) -> VisitStore:
         return VisitStore(db, self._client, settings)

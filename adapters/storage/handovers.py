@@ -8,8 +8,10 @@ dispatcher as its actor.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from adapters.storage.announcements import Announcement, keep
 from adapters.storage.incidents import WAITING, event
 from adapters.storage.postgres import Conn, Database, EventRow, ts
 
@@ -30,6 +32,7 @@ class Handover:
 
 
 UNRESOLVED = (*WAITING, "assigned")
+Announce = Callable[[Handover], Announcement]
 
 
 class HandoverStore:
@@ -37,9 +40,16 @@ class HandoverStore:
         self._db = db
 
     async def assign(
-        self, incident_id: str, caregiver_id: str, agency_id: str, actor: str, now: float
+        self,
+        incident_id: str,
+        caregiver_id: str,
+        agency_id: str,
+        actor: str,
+        now: float,
+        announce: Announce | None = None,
     ) -> Handover:
-        """A dispatcher hands a waiting incident to a caregiver of her agency."""
+        """A dispatcher hands a waiting incident to a caregiver of her agency; what
+        ``announce`` makes of it is kept with the change."""
         async with self._db.transaction() as conn:
             refused = await self._lock_for(conn, incident_id, agency_id, WAITING)
             if refused is not None:
@@ -70,10 +80,21 @@ class HandoverStore:
             await self._db.append_events(
                 conn, [done, *self._offer_events(taken, "offer_taken", agency_id, incident_id, now)]
             )
-        return Handover("assigned", taken, caregiver_id)
+            handover = Handover("assigned", taken, caregiver_id)
+            if announce is not None:
+                await keep(conn, incident_id, announce(handover), now)
+        return handover
 
-    async def resolve(self, incident_id: str, agency_id: str, actor: str, now: float) -> Handover:
-        """Close an incident; its pending offers are cancelled."""
+    async def resolve(
+        self,
+        incident_id: str,
+        agency_id: str,
+        actor: str,
+        now: float,
+        announce: Announce | None = None,
+    ) -> Handover:
+        """Close an incident; its pending offers are cancelled. What ``announce`` makes of it
+        is kept with the change."""
         async with self._db.transaction() as conn:
             refused = await self._lock_for(conn, incident_id, agency_id, UNRESOLVED)
             if refused is not None:
@@ -93,7 +114,10 @@ class HandoverStore:
                 cancelled, "offer_cancelled", agency_id, incident_id, now
             )
             await self._db.append_events(conn, [done, *offer_events])
-        return Handover("resolved", cancelled, assignee)
+            handover = Handover("resolved", cancelled, assignee)
+            if announce is not None:
+                await keep(conn, incident_id, announce(handover), now)
+        return handover
 
     async def _lock_for(
         self, conn: Conn, incident_id: str, agency_id: str, states: tuple[str, ...]

@@ -10,11 +10,12 @@ Answers and expiry are :mod:`adapters.storage.offers`'s, dispatchers' assign and
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
+from adapters.storage.announcements import Announcement, keep
 from adapters.storage.postgres import Conn, Database, EventRow, ts
 from dispatch.model import PlannedOffer
 from kernel.errors import StorageError
@@ -103,8 +104,14 @@ class IncidentStore:
         async with self._db.transaction() as conn:
             return await self._insert(conn, trigger)
 
-    async def open_or_join(self, trigger: Trigger, window_s: float) -> Opened | None:
-        """Join the patient's waiting incident triggered within ``window_s``, else open one.
+    async def open_or_join(
+        self,
+        trigger: Trigger,
+        window_s: float,
+        announce_join: Callable[[IncidentRow], Announcement] | None = None,
+    ) -> Opened | None:
+        """Join the patient's waiting incident triggered within ``window_s``, else open one;
+        a join is announced with ``announce_join`` in the same transaction.
 
         None when this event was already seen (opened or joined). A lock per patient makes
         two triggers from one home, handled at once by two workers, open one incident.
@@ -126,7 +133,10 @@ class IncidentStore:
             if waiting is None:
                 row = await self._insert(conn, trigger)
                 return None if row is None else Opened(row, joined=False)
-            return Opened(await self._join(conn, waiting, trigger), joined=True)
+            joined = await self._join(conn, waiting, trigger)
+            if announce_join is not None:
+                await keep(conn, joined.id, announce_join(joined), trigger.at)
+            return Opened(joined, joined=True)
 
     async def _seen(self, conn: Conn, event_id: str) -> bool:
         opened = await conn.fetchval("SELECT 1 FROM incidents WHERE source_event_id = $1", event_id)
@@ -192,10 +202,22 @@ class IncidentStore:
         return incident_row(row)
 
     async def get(self, incident_id: str) -> IncidentRow | None:
-        row = await self._db.pool.fetchrow(
-            f"{INCIDENT_SELECT} WHERE i.id = $1", uuid.UUID(incident_id)
-        )
+        """The incident; None when there is none (``incident_id`` not even an id among them)."""
+        try:
+            iid = uuid.UUID(incident_id)
+        except ValueError:
+            return None
+        row = await self._db.pool.fetchrow(f"{INCIDENT_SELECT} WHERE i.id = $1", iid)
         return incident_row(row) if row else None
+
+    async def offers_out(self, incident_id: str) -> bool:
+        """Whether an offer of the incident is still pending."""
+        return bool(
+            await self._db.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM offers WHERE incident_id = $1 AND state = 'pending')",
+                uuid.UUID(incident_id),
+            )
+        )
 
     async def offered_caregivers(self, incident_id: str) -> set[str]:
         rows = await self._db.pool.fetch(
@@ -204,9 +226,14 @@ class IncidentStore:
         return {r["caregiver_id"] for r in rows}
 
     async def start_wave(
-        self, incident: IncidentRow, planned: Sequence[PlannedOffer], now: float
+        self,
+        incident: IncidentRow,
+        planned: Sequence[PlannedOffer],
+        now: float,
+        announce: Callable[[list[SentOffer]], Announcement] | None = None,
     ) -> list[SentOffer] | None:
-        """Record a wave of offers; None if another process already moved the incident on.
+        """Record a wave of offers, and what ``announce`` makes of it; None if another process
+        already moved the incident on.
 
         An escalated incident stays escalated: the waves go on while a person also knows."""
         iid = uuid.UUID(incident.id)
@@ -260,10 +287,19 @@ class IncidentStore:
                     for s in sent
                 ],
             )
+            if announce is not None:
+                await keep(conn, incident.id, announce(sent), now)
         return sent
 
-    async def escalate(self, incident: IncidentRow, reason: str, now: float) -> bool:
-        """Hand the incident to the agency's people; False if it was no longer waiting."""
+    async def escalate(
+        self,
+        incident: IncidentRow,
+        reason: str,
+        now: float,
+        announcement: Announcement | None = None,
+    ) -> bool:
+        """Hand the incident to the agency's people, and keep ``announcement`` with it; False
+        if it was no longer waiting."""
         async with self._db.transaction() as conn:
             moved = await conn.fetchval(
                 "UPDATE incidents SET state = 'escalated', updated_at = $3"
@@ -289,4 +325,5 @@ class IncidentStore:
                     )
                 ],
             )
+            await keep(conn, incident.id, announcement, now)
         return True

@@ -8,10 +8,12 @@ the incident already assigned and its offer is marked ``taken``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from asyncpg import Record
 
+from adapters.storage.announcements import Announcement, keep
 from adapters.storage.incidents import event
 from adapters.storage.postgres import Conn, Database, ts
 
@@ -38,8 +40,15 @@ class OfferStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def accept(self, offer_id: str, caregiver_id: str, now: float) -> Answered | None:
-        """Take an acceptance; None when the offer is not this caregiver's."""
+    async def accept(
+        self,
+        offer_id: str,
+        caregiver_id: str,
+        now: float,
+        announce: Callable[[Answered], Announcement] | None = None,
+    ) -> Answered | None:
+        """Take an acceptance, and keep what ``announce`` makes of a change it made (she won,
+        or her offer was taken); None when the offer is not this caregiver's."""
         async with self._db.transaction() as conn:
             offer = await self._lock_offer(conn, offer_id, caregiver_id)
             if offer is None:
@@ -59,7 +68,10 @@ class OfferStore:
             )
             if won is None:
                 await self._set_state(conn, offer_id, "taken", now)
-                return Answered(iid, "taken")
+                lost = Answered(iid, "taken")
+                if announce is not None:
+                    await keep(conn, iid, announce(lost), now)
+                return lost
             await self._set_state(conn, offer_id, "accepted", now)
             taken = await conn.fetch(
                 "UPDATE offers SET state = 'taken', answered_at = $2"
@@ -107,6 +119,8 @@ class OfferStore:
                     ),
                 ],
             )
+            if announce is not None:
+                await keep(conn, iid, announce(result), now)
         return result
 
     async def decline(
@@ -139,8 +153,11 @@ class OfferStore:
             closed = await self._wave_closed(conn, offer["incident_id"])
         return Answered(iid, "declined", wave_closed=closed)
 
-    async def expire_due(self, now: float) -> tuple[list[Expired], set[str]]:
-        """Expire pending offers past their window; also returns incidents whose wave closed."""
+    async def expire_due(
+        self, now: float, announce: Callable[[list[Expired]], Announcement] | None = None
+    ) -> tuple[list[Expired], set[str]]:
+        """Expire pending offers past their window, and keep what ``announce`` makes of each
+        incident's; also returns incidents whose wave closed."""
         async with self._db.transaction() as conn:
             due = await conn.fetch(
                 "SELECT i.id FROM incidents i WHERE EXISTS (SELECT 1 FROM offers o"
@@ -175,6 +192,10 @@ class OfferStore:
                     for e, r in zip(expired, rows, strict=True)
                 ],
             )
+            if announce is not None:
+                for incident_id in sorted({e.incident_id for e in expired}):
+                    mine = [e for e in expired if e.incident_id == incident_id]
+                    await keep(conn, incident_id, announce(mine), now)
             closed = set()
             for iid in {r["incident_id"] for r in rows}:
                 if await self._wave_closed(conn, iid):

@@ -6,8 +6,9 @@ is kept in a capped stream (so a reconnecting client can resume after ``last_seq
 published on the recipient's channel, which every gateway process relays
 (:class:`adapters.storage.relay.OutboxChannels`).
 
-Keys: ``{ns}:outseq:{recipient}`` (counter), ``{ns}:outbox:{recipient}`` (stream),
-channel ``{ns}:out:{recipient}``.
+Keys: ``{ns}:outpos:{recipient}`` (hash: ``seq``, the last given, and ``epoch``),
+``{ns}:outbox:{recipient}`` (stream), channel ``{ns}:out:{recipient}``, and
+``{ns}:announced:{id}`` (an announcement told: :meth:`Outbox.announce`).
 
 Caregivers' positions reach dispatchers as ``location`` frames through a
 :class:`LocationThrottle`: per agency, at most one flush every ``every_s`` with at most
@@ -39,42 +40,82 @@ from kernel.settings import Settings
 log = logging.getLogger(__name__)
 
 OUTBOX_MAXLEN = 1000
+ANNOUNCED_KEPT_S = 24 * 3600
+"""How long an announcement's marker says it was told (a second delivery sends nothing)."""
 
-# KEYS: seq counter, stream, channel. ARGV: message JSON (an object), maxlen.
-# The seq is spliced in front of the object's first key, so the payload is not re-encoded.
-_NOTIFY = """
-local seq = redis.call('INCR', KEYS[1])
-local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'seq', seq, 'msg', msg)
-redis.call('PUBLISH', KEYS[3], msg)
-return seq
+# Every message to a recipient gets its next ``seq`` and the recipient's ``epoch``, spliced in
+# front of the object's first key, so the payload is not re-encoded. The epoch is made (the
+# server's time in microseconds) when the recipient's position hash is made, so a Redis that
+# lost it (restarted without persistence, flushed) starts a new epoch, and a client holding
+# seqs of the old one is told to resync instead of dropping the new ones as already seen.
+_STAMP = """
+local function stamp(position, n)
+  local last = redis.call('HINCRBY', position, 'seq', n)
+  local epoch = redis.call('HGET', position, 'epoch')
+  if not epoch then
+    local t = redis.call('TIME')
+    epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+    redis.call('HSET', position, 'epoch', epoch)
+  end
+  return last - n, epoch
+end
+local function put(position, stream, channel, seq, epoch, body, maxlen)
+  local msg = '{"seq":' .. seq .. ',"epoch":' .. epoch .. ',' .. string.sub(body, 2)
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'seq', seq, 'epoch', epoch, 'msg', msg)
+  redis.call('PUBLISH', channel, msg)
+end
 """
 
-# KEYS: seq counter, stream, channel. ARGV: maxlen, then message JSON objects.
-_NOTIFY_MANY = """
-local n = #ARGV - 1
-local seq = redis.call('INCRBY', KEYS[1], n) - n
+# KEYS: position, stream, channel. ARGV: maxlen, then message JSON objects.
+_NOTIFY_MANY = (
+    _STAMP
+    + """
+local seq, epoch = stamp(KEYS[1], #ARGV - 1)
 for i = 2, #ARGV do
   seq = seq + 1
-  local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[i], 2)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'seq', seq, 'msg', msg)
-  redis.call('PUBLISH', KEYS[3], msg)
+  put(KEYS[1], KEYS[2], KEYS[3], seq, epoch, ARGV[i], ARGV[1])
 end
 return seq
 """
+)
+
+# KEYS: the announcement's marker, then (position, stream, channel) of each recipient.
+# ARGV: maxlen, the marker's lifetime, then (recipient number from 1, message JSON) pairs.
+# Nothing is sent when the marker exists: the announcement was told already.
+_ANNOUNCE = (
+    _STAMP
+    + """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) == false then return 0 end
+for i = 3, #ARGV, 2 do
+  local at = 1 + 3 * (tonumber(ARGV[i]) - 1)
+  local seq, epoch = stamp(KEYS[at + 1], 1)
+  put(KEYS[at + 1], KEYS[at + 2], KEYS[at + 3], seq + 1, epoch, ARGV[i + 1], ARGV[1])
+end
+return (#ARGV - 2) / 2
+"""
+)
 LOCATION_EVERY_S = 1.0
 LOCATIONS_PER_AGENCY = 500
 FLUSH_TICK_S = 0.1
 
 
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a recipient's messages are: the last ``seq`` given in ``epoch`` (0 and 0 before
+    the first message)."""
+
+    seq: int
+    epoch: int
+
+
 class Outbox:
-    """Sends frames to recipients; one Lua call per message, pipelined per batch."""
+    """Sends frames to recipients; one script call per recipient and batch, pipelined."""
 
     def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
         self._redis = redis
         self._settings = settings
-        self._script = redis.register_script(_NOTIFY)
         self._many = redis.register_script(_NOTIFY_MANY)
+        self._announce = redis.register_script(_ANNOUNCE)
 
     def channel(self, recipient: str) -> str:
         return self._settings.keys.out_channel(recipient)
@@ -85,9 +126,9 @@ class Outbox:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for recipient, frame in items:
-                await self._script(
+                await self._many(
                     keys=self._keys(recipient),
-                    args=[orjson.dumps(frame.model_dump(mode="json")), OUTBOX_MAXLEN],
+                    args=[OUTBOX_MAXLEN, orjson.dumps(frame.model_dump(mode="json"))],
                     client=pipe,
                 )
             return [int(s) for s in await pipe.execute()]
@@ -102,31 +143,57 @@ class Outbox:
                     )
             await pipe.execute()
 
+    async def announce(self, announcement_id: str, frames: Sequence[tuple[str, bytes]]) -> bool:
+        """Send an announcement's frames (recipient, JSON object) in order, in one script, unless
+        it was sent before; False then. Raises :class:`StorageError`."""
+        order: dict[str, int] = {}
+        args: list[bytes | str | int] = [OUTBOX_MAXLEN, ANNOUNCED_KEPT_S]
+        for recipient, message in frames:
+            args += [order.setdefault(recipient, len(order) + 1), message]
+        keys = [self._settings.keys.announced(announcement_id)]
+        for recipient in order:
+            keys += self._keys(recipient)
+        try:
+            return bool(await self._announce(keys=keys, args=args))
+        except RedisError as exc:
+            raise StorageError(f"redis: announcing {announcement_id}: {exc}") from exc
+
     def _keys(self, recipient: str) -> list[str]:
         return [
-            self._settings.keys.out_seq(recipient),
+            self._settings.keys.out_position(recipient),
             self._settings.keys.outbox(recipient),
             self.channel(recipient),
         ]
 
-    async def since(self, recipient: str, last_seq: int) -> list[bytes]:
-        """Messages kept for ``recipient`` with seq > ``last_seq``, oldest first; raises
-        :class:`StorageError`."""
+    async def since(self, recipient: str, last_seq: int, epoch: int | None = None) -> list[bytes]:
+        """Messages kept for ``recipient`` with seq > ``last_seq`` (in ``epoch``, when given),
+        oldest first; raises :class:`StorageError`."""
         try:
             raw = await self._redis.xrange(self._settings.keys.outbox(recipient))
         except RedisError as exc:
             raise StorageError(f"redis: reading the outbox of {recipient}: {exc}") from exc
         entries = cast(list[tuple[bytes, dict[bytes, bytes]]], raw)
-        return [fields[b"msg"] for _id, fields in entries if int(fields[b"seq"]) > last_seq]
+        return [
+            fields[b"msg"]
+            for _id, fields in entries
+            if int(fields[b"seq"]) > last_seq
+            and (epoch is None or int(fields.get(b"epoch", 0)) == epoch)
+        ]
+
+    async def position(self, recipient: str) -> Position:
+        """The recipient's last seq and its epoch; raises :class:`StorageError`."""
+        try:
+            seq, epoch = await self._redis.hmget(
+                self._settings.keys.out_position(recipient), ["seq", "epoch"]
+            )
+        except RedisError as exc:
+            raise StorageError(f"redis: reading the position of {recipient}: {exc}") from exc
+        return Position(int(seq or 0), int(epoch or 0))
 
     async def seq_now(self, recipient: str) -> int:
         """The last seq given to ``recipient`` (0 before its first message); raises
         :class:`StorageError`."""
-        try:
-            seq = await self._redis.get(self._settings.keys.out_seq(recipient))
-        except RedisError as exc:
-            raise StorageError(f"redis: reading the seq of {recipient}: {exc}") from exc
-        return int(seq or 0)
+        return (await self.position(recipient)).seq
 
 
 @dataclass

@@ -180,4 +180,18 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS visit_alerts_agency ON visit_alerts (agency_id, raised_at);
         """,
     ),
+    (
+        5,
+        """
+        CREATE TABLE IF NOT EXISTS announcements (
+            id uuid PRIMARY KEY,
+            made bigserial NOT NULL,
+            incident_id uuid NOT NULL,
+            made_at timestamptz NOT NULL,
+            body jsonb NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS announcements_incident ON announcements (incident_id, made);
+        CREATE INDEX IF NOT EXISTS announcements_made ON announcements (made_at);
+        """,
+    ),
 ]

@@ -217,7 +217,7 @@ async def test_a_last_wave_that_expired_while_no_worker_ran_escalates(
         await worker.resume()
     assert (await incident_row(db, incident.id)).state == "escalated"
     assert await escalations(db, incident.id) == ["no_acceptance"]
-    assert await s.offered() == [1, 0]
+    assert await s.offered() == [1, 1]  # and the waves go on
 
 
 async def test_an_escalated_incident_whose_wave_closed_unattended_gets_its_next_wave(
@@ -235,9 +235,9 @@ async def test_an_escalated_incident_whose_wave_closed_unattended_gets_its_next_
     assert await s.offered() == [1, 0, 0]
     async with restarted(s, settings, redis, offer_window_by_severity={1: 45.0}) as worker:
         await worker.resume()
-    assert await s.offered() == [1, 1, 0]
+    assert await s.offered() == [1, 1, 1]  # its next wave, twice the size
     assert (await incident_row(db, incident.id)).state == "escalated"
-    assert await times_offered(db, incident.id) == {s.w.cg(0): 1, s.w.cg(1): 1}
+    assert await times_offered(db, incident.id) == {s.w.cg(i): 1 for i in range(3)}
 
 
 async def test_offers_recorded_but_never_sent_are_delivered_once(

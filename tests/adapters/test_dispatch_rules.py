@@ -268,13 +268,13 @@ async def test_after_a_timed_escalation_the_waves_go_on(
     assert (await state_of(db, incident.id)) == "escalated"
     s.clock.now = opened + 45 + 1
     await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
-    assert await s.offered() == [1, 1, 0]  # the next wave, while a person also knows
+    # the next wave, twice the size, while a person also knows
+    assert await s.offered() == [1, 1, 1]
     assert (await state_of(db, incident.id)) == "escalated"
     frames = await s.incident_frames(recipients.dispatchers(s.w.agency))
     assert [f["state"] for f in frames] == ["offered", "escalated", "escalated"]
     s.clock.now += 2
     await s.answer(1, "decline")
-    assert await s.offered() == [1, 1, 1]
     await s.answer(2, "accept")
     assert (await state_of(db, incident.id)) == "assigned"
     kinds = await event_kinds(db, incident.id)

@@ -549,7 +549,8 @@ async def test_nearest_available_is_offered_and_decline_moves_on(
     assert await s.to(recipients.caregiver(other.cg(0))) == []
     frames = await s.incident_frames(recipients.dispatchers(s.w.agency))
     assert frames[-1]["state"] == "escalated"
-    assert s.mirror is None or s.mirror.answered - from_copy == 3  # all three waves
+    # three waves, and one more look once escalated (its waves go on: no one is left now)
+    assert s.mirror is None or s.mirror.answered - from_copy == 4
     row = await IncidentStore(db).get(incident.id)
     assert row is not None
     assert row.state == "escalated"
@@ -575,27 +576,37 @@ async def test_an_expired_offer_goes_to_the_next_nearest(
     assert offer["expires_at"] == pytest.approx(s.clock.now + settings.offer_window_by_severity[1])
 
 
-async def test_escalates_after_max_waves(
+async def test_escalates_after_max_waves_and_its_waves_go_on_larger(
     make_scene: SceneMaker, db: Database, settings: Settings
 ) -> None:
-    s = await make_scene([300, 600, 900], max_waves=2, offer_wave_size=1)
+    s = await make_scene([300, 600, 900, 1200, 1500, 1800, 2100], max_waves=2, offer_wave_size=1)
     incident = await s.dispatcher.on_device_event(s.event())
     assert incident is not None
-    for _ in range(2):
-        s.clock.now += settings.offer_window_by_severity[1] + 1
-        await s.dispatcher.tick()
-    assert await s.offered() == [1, 1, 0]  # the third is fresh and free, but waves ran out
+    s.clock.now += settings.offer_window_by_severity[1] + 1
+    await s.dispatcher.tick()
+    assert await s.offered() == [1, 1, 0, 0, 0, 0, 0]
+    s.clock.now += settings.offer_window_by_severity[1] + 1
+    await s.dispatcher.tick()  # the waves ran out: a person is told, and two more are asked
+    assert await s.offered() == [1, 1, 1, 1, 0, 0, 0]
     for recipient in (recipients.dispatchers(s.w.agency), recipients.family_of(s.w.patient.id)):
         frames = await s.incident_frames(recipient)
-        assert frames[-1]["state"] == "escalated"
+        assert [f["state"] for f in frames] == ["offered", "offered", "escalated", "escalated"]
         assert frames[-1]["incident_id"] == incident.id
+    s.clock.now += settings.offer_window_by_severity[1] + 1
+    await s.dispatcher.tick()  # then four (three are left)
+    assert await s.offered() == [1] * 7
     row = await IncidentStore(db).get(incident.id)
     assert row is not None
-    assert (row.state, row.wave) == ("escalated", 2)
+    assert (row.state, row.wave) == ("escalated", 4)
     (escalated,) = [
         e for e in await db.incident_events(incident.id) if e.kind == "incident_escalated"
     ]
     assert escalated.payload["reason"] == "no_acceptance"
+    waves = await db.pool.fetch(
+        "SELECT wave, count(*) AS n FROM offers WHERE incident_id = $1 GROUP BY wave ORDER BY 1",
+        uuid.UUID(incident.id),
+    )
+    assert [(w["wave"], w["n"]) for w in waves] == [(1, 1), (2, 1), (3, 2), (4, 3)]
 
 
 async def test_accept_assigns_and_tells_the_family(

@@ -23,6 +23,7 @@ OFF = MISSING_SKILL  # any reason the roster gives
 class Incident:
     severity: int = 1
     wave: int = 0
+    state: str = "offered"
 
 
 def ranking(*ids: str) -> list[Ranked]:
