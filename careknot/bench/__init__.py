@@ -53,6 +53,12 @@ BENCHMARKS = {
         "the fixes worker's step alone against the real Redis and Postgres: CPU per fix",
         options.fixes_step,
     ),
+    "fuzz": Benchmark(
+        "careknot.bench.fuzz",
+        "every parser at the edges (MQTT payloads, topics and framing, WebSocket frames, tokens)"
+        " under atheris: inputs a second, and that only typed errors escape",
+        options.fuzz,
+    ),
 }
 
 

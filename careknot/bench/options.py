@@ -78,3 +78,22 @@ def fixes_step(p: ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=20, help="fixes of each caregiver")
     p.add_argument("--batch", type=int, default=1000, help="fixes per batch the agent takes")
     p.add_argument("--per-message", type=int, default=100, help="fixes per Kafka value")
+
+
+FUZZ_TARGETS = (
+    "location", "device-event", "presence", "owntracks", "topic", "mqtt-frames", "ws-frame",
+    "token", "token-claims",
+)  # fmt: skip
+"""The names of :data:`careknot.bench.fuzz_targets.TARGETS` (a test holds them the same)."""
+
+
+def fuzz(p: ArgumentParser) -> None:
+    p.add_argument(
+        "--inputs", type=int, default=1_000_000, help="inputs in all, shared among the targets"
+    )
+    p.add_argument(
+        "--targets",
+        default="all",
+        help=f"comma-separated, of {', '.join(FUZZ_TARGETS)}; or all",
+    )
+    p.add_argument("--seed", type=int, default=1, help="the fuzzer's random seed")

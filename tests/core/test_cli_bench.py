@@ -27,6 +27,7 @@ OWN = {
         "--keep-going",
     },
     "fixes-step": {"--caregivers", "--steps", "--batch", "--per-message"},
+    "fuzz": {"--inputs", "--targets", "--seed"},
 }  # fmt: skip
 
 
