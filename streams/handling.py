@@ -43,6 +43,7 @@ async def with_retries(
     park: Park | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T | None:
     """Run one step of an agent, and give its result; retried while a server is away, given
     up on quickly for any other failure, when the event is parked with ``park`` (and None
@@ -64,4 +65,4 @@ async def with_retries(
                     await park(reason, f"{type(exc).__name__}: {exc}"[:500])
                 return None
             log.warning("%s failed (attempt %d), retrying", what, attempt, exc_info=attempt == 1)
-            await asyncio.sleep(backoff.next())
+            await sleep(backoff.next())

@@ -26,6 +26,7 @@ from functools import lru_cache
 import h3
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from dispatch.candidates import area_of, cell_reach
 from dispatch.model import Candidate
@@ -33,6 +34,7 @@ from dispatch.ranking import STREET_RESOLUTION, SearchStep
 from geofence.quality import AcceptedFix
 from kernel import keys
 from kernel.contracts import FixEvent
+from kernel.errors import StorageError
 from kernel.settings import Settings
 
 AVAILABLE = "available"
@@ -405,8 +407,12 @@ class LiveIndex:
         return bool(await self._offline(keys=[], args=[self._ns, caregiver_id, repr(at)]))
 
     async def set_status(self, caregiver_id: str, status: str) -> None:
-        """Her availability, in her hash and in her cells' entries at once."""
-        await self._status(keys=[], args=[self._ns, caregiver_id, status])
+        """Her availability, in her hash and in her cells' entries at once; raises
+        :class:`StorageError`."""
+        try:
+            await self._status(keys=[], args=[self._ns, caregiver_id, status])
+        except RedisError as exc:
+            raise StorageError(f"redis: setting {caregiver_id} {status}: {exc}") from exc
 
     async def search(
         self,
