@@ -64,8 +64,8 @@ async def states(s: Scene, recipient: str) -> list[str]:
 
 
 async def status_of(redis: aioredis.Redis, settings: Settings, caregiver_id: str) -> str:
-    status: bytes | None = await redis.hget(settings.keys.caregiver(caregiver_id), "status")
-    return status.decode() if status else ""
+    status = await redis.hget(settings.keys.caregiver(caregiver_id), "status")
+    return status.decode() if isinstance(status, bytes) else str(status or "")
 
 
 @pytest.mark.parametrize("then", ["timer", "replay"])
