@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 from aiokafka import AIOKafkaProducer
@@ -130,11 +130,21 @@ class Producer:
             raise StorageError(f"kafka: cannot send to {topic}: {exc}") from exc
         delivery.add_done_callback(partial(_settled, delivered))
 
-    async def send_and_wait(self, topic: str, value: bytes, *, key: str | None = None) -> None:
-        """Send a message and wait until Kafka has it."""
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: str | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Send a message (with Kafka record ``headers``, if any) and wait until Kafka has it."""
         try:
             await self._producer.send_and_wait(
-                self._keys.topic(topic), value, key=None if key is None else key.encode()
+                self._keys.topic(topic),
+                value,
+                key=None if key is None else key.encode(),
+                headers=list(headers) or None,
             )
         except KafkaError as exc:
             raise StorageError(f"kafka: cannot deliver to {topic}: {exc}") from exc
