@@ -150,6 +150,12 @@ def cmd_visit(args: argparse.Namespace, settings: Settings) -> int:
     return _run(record())
 
 
+def cmd_deadletter(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.deadletter import run
+
+    return _run(run(settings, args))
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.bench import run_bench
 
@@ -177,6 +183,42 @@ def _add_services(sub: Any) -> None:
         " one process of each, so an emergency never shares a process with the positions' flood)",
     )
     ingest.set_defaults(func=cmd_ingest)
+
+
+def _add_deadletter(sub: Any) -> None:
+    """``deadletter list|show|replay``: what the services refused, read and sent again."""
+    deadletter = sub.add_parser("deadletter", help="what the services refused: list, show, replay")
+    actions = deadletter.add_subparsers(dest="action", required=True)
+    ls = actions.add_parser("list", help="the latest letters: letter, time, reason, source, detail")
+    ls.add_argument("--reason", help="only letters of this reason")
+    ls.add_argument(
+        "--source", help="only letters from this topic (Kafka: its logical name will do)"
+    )
+    ls.add_argument("--limit", type=int, default=50, help="the latest N (default %(default)s)")
+    show = actions.add_parser("show", help="one letter whole, as JSON")
+    show.add_argument("letter", help="PARTITION:OFFSET, as list shows it")
+    replay = actions.add_parser(
+        "replay",
+        help="send letters back to the Kafka topic they came from, for the worker to take again",
+    )
+    replay.add_argument("letters", nargs="*", metavar="PARTITION:OFFSET")
+    replay.add_argument("--reason", help="every letter of this reason not replayed yet")
+    ls.set_defaults(func=cmd_deadletter)
+    show.set_defaults(func=cmd_deadletter)
+    replay.set_defaults(func=_replay_checked(replay))
+
+
+def _replay_checked(
+    parser: argparse.ArgumentParser,
+) -> Callable[[argparse.Namespace, Settings], int]:
+    """``deadletter replay`` takes letters or ``--reason``, one or the other."""
+
+    def checked(args: argparse.Namespace, settings: Settings) -> int:
+        if bool(args.letters) == bool(args.reason):
+            parser.error("give the letters to replay or --reason, one of the two")
+        return cmd_deadletter(args, settings)
+
+    return checked
 
 
 def _add_bench(sub: Any) -> None:
@@ -276,6 +318,7 @@ def _parser() -> argparse.ArgumentParser:
     visit.add_argument("--at", type=float, help="epoch seconds (default: now)")
     visit.set_defaults(func=cmd_visit)
 
+    _add_deadletter(sub)
     _add_bench(sub)
     return p
 
