@@ -1,17 +1,19 @@
 """``careknot deadletter list|show|replay`` against the real Kafka, Postgres and Redis: letters
-parked as the workers and ingest park them, listed and shown; a fall a worker parked and sent
-back twice opens one incident; what cannot be sent as it was is refused and nothing is sent."""
+parked as the workers and ingest park them, listed and shown; a fall a real worker parked, sent
+back twice once the cause is gone, opens one incident; what cannot be sent as it was is refused
+and nothing is sent."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 import pytest
@@ -29,15 +31,13 @@ from kernel.settings import Settings
 from kernel.waiting import poll_until
 from streams.dead_letters import PAYLOAD_CHARS, DeadLetters
 from streams.decoding import TOMBSTONE, UNDECODABLE, Refused
+from streams.handling import POISON
 from tests.adapters.test_dead_letters import WITHIN_S, produce, worker
 from tests.adapters.test_stores import seed
 
 pytestmark = pytest.mark.servers
 
 __all__ = ["worker"]  # the dispatch worker fixture, used here too
-
-POISON = "poison"
-"""The reason a worker parks an event whose handling kept failing with."""
 
 
 async def park(settings: Settings, topic: str, refused: list[Refused]) -> None:
@@ -168,9 +168,11 @@ def _line_of(text: str, start: str) -> str:
     return line
 
 
-async def test_a_fall_parked_and_sent_back_twice_opens_one_incident(
+async def test_a_fall_the_worker_parked_and_sent_back_twice_opens_one_incident(
     settings: Settings, db: Database, worker: Settings
 ) -> None:
+    """The incident store refuses the device's incidents (a trigger raises), so the worker
+    parks its fall as poison; once the trigger is gone the fall is sent back, twice."""
     await kafka.ensure_topics(settings, keys.TOPICS)
     w, now = await seed(db, caregivers=1), time.time()
     fall = DeviceEvent(
@@ -183,8 +185,12 @@ async def test_a_fall_parked_and_sent_back_twice_opens_one_incident(
         received_at=now,
     )
     value = fall.model_dump_json().encode()
-    await park(settings, keys.DEVICE_EVENTS, [Refused(value, POISON, "RuntimeError: boom")])
-    (letter,) = await letters_where(settings, tagged(fall.event_id), 1)
+    async with incidents_refused(db, w.device.id):
+        await produce(settings, w.device.id, [value])
+        (letter,) = await letters_where(settings, tagged(fall.event_id), 1)
+    assert (letter.letter.reason, letter.letter.payload) == (POISON, value.decode())
+    assert "the ward is closed" in letter.letter.detail
+    assert await opened(db, fall.event_id) is None
 
     first = await careknot(settings, "replay", str(letter.id))
     assert first.returncode == 0, first.stdout + first.stderr
@@ -214,6 +220,22 @@ async def test_a_fall_parked_and_sent_back_twice_opens_one_incident(
     assert await replayed_values(settings, letter) == [(w.device.id.encode(), value)] * 2
     by_reason = await careknot(settings, "replay", "--reason", POISON)
     assert f"{letter.id}:" not in by_reason.stdout  # replayed already: not again
+
+
+@contextlib.asynccontextmanager
+async def incidents_refused(db: Database, device: str) -> AsyncIterator[None]:
+    """Opening an incident for ``device`` fails inside Postgres (not an outage: poison)."""
+    name = f"refuse_{device.replace('-', '_')}"
+    await db.pool.execute(
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'the ward is closed'; END $$;"
+        f" CREATE TRIGGER {name} BEFORE INSERT ON incidents FOR EACH ROW"
+        f" WHEN (NEW.device_id = '{device}') EXECUTE FUNCTION {name}()"
+    )
+    try:
+        yield
+    finally:
+        await db.pool.execute(f"DROP TRIGGER {name} ON incidents; DROP FUNCTION {name}()")
 
 
 async def opened(db: Database, event_id: str) -> bool | None:
