@@ -13,8 +13,9 @@ itself (reason ``replayed``, ``replay_of`` the letter), so ``list`` and ``show``
 a letter was replayed and ``replay --reason`` skips the letters replayed already.
 
 Refused: a letter whose payload was cut short (``truncated``, or, in letters from before that
-was recorded, a payload as long as the producers cut to), a tombstone (no value to send), and
-what ingest refused at the MQTT edge (its device must publish it again).
+was recorded, a payload as long as the producers cut to) or holds bytes that were not UTF-8
+(replaced when it was made text), a tombstone (no value to send), and what ingest refused at
+the MQTT edge (its device must publish it again).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ KEY_FIELDS = {
     keys.FIXES: "caregiver_id",  # the partition ingest packs her fixes into
 }
 """The field of a topic's values the services key its messages by."""
+NOT_TEXT = "\ufffd"
+"""What the producers put for bytes that are not UTF-8 when they make a payload text."""
 READ_WITHIN_S = 30.0
 DETAIL_CHARS = 60
 
@@ -255,6 +258,11 @@ def why_not(x: Letter, settings: Settings) -> str | None:
         return (
             f"its payload was cut short when it was dead-lettered ({len(letter.payload)}"
             " characters kept): sending it would not be the value that was refused"
+        )
+    if NOT_TEXT in letter.payload:
+        return (
+            "its payload stands in for bytes that were not UTF-8 (replaced when it was"
+            " dead-lettered): sending it would not be the value that was refused"
         )
     return None
 

@@ -79,6 +79,7 @@ def test_why_a_letter_is_not_sent_again() -> None:
     assert "only its device" in str(why_not(letter(source="ck/a1/dev/d1/evt"), S))
     assert "tombstone" in str(why_not(letter(reason="tombstone", payload=""), S))
     assert "cut short" in str(why_not(letter(truncated=True), S))
+    assert "not UTF-8" in str(why_not(letter(payload='{"device_id": "d\ufffd"}'), S))
 
 
 def test_a_value_is_keyed_as_the_services_key_its_topic() -> None:
