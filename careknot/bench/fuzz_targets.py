@@ -69,7 +69,8 @@ class Breach(AssertionError):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One parser at an edge. ``run`` returns ``accepted`` or the reason it refused."""
+    """One parser at an edge. ``run`` returns ``accepted`` or the reason it refused;
+    ``json_at`` is where a JSON object starts in its inputs (None: they are not JSON)."""
 
     name: str
     edge: str
@@ -77,6 +78,7 @@ class Target:
     seeds: tuple[bytes, ...]
     words: tuple[bytes, ...]
     max_len: int
+    json_at: int | None = None
 
 
 # ---------------------------------------------------------------- the law of serialising
@@ -105,7 +107,11 @@ def letter_written(letter: DeadLetter) -> None:
 
 
 def ingest_target(
-    name: str, edge: str, parse: Callable[[bytes], BaseModel | None], seeds: list[Doc] | list[bytes]
+    name: str,
+    edge: str,
+    parse: Callable[[bytes], BaseModel | None],
+    seeds: list[Doc] | list[bytes],
+    json_at: int | None = 0,
 ) -> Target:
     """A target of one ingest parser: an accepted event must round-trip (``None``: accepted,
     nothing written), a refusal's dead letter must serialise."""
@@ -121,7 +127,8 @@ def ingest_target(
         return ACCEPTED
 
     encoded = tuple(s if isinstance(s, bytes) else orjson.dumps(s) for s in seeds)
-    return Target(name, edge, run, encoded, _words(seeds), LIMITS.max_payload_bytes + 512)
+    max_len = LIMITS.max_payload_bytes + 512
+    return Target(name, edge, run, encoded, _words(seeds), max_len, json_at)
 
 
 def location(payload: bytes) -> FixEvent:
@@ -376,6 +383,7 @@ TARGETS: dict[str, Target] = {
             "ck/{agency}/cg/{caregiver}/status: a phone's last will",
             presence,
             [b"online", b"offline"],
+            json_at=None,
         ),
         ingest_target(
             "owntracks",
@@ -388,6 +396,7 @@ TARGETS: dict[str, Target] = {
             "MQTT topics: who speaks, about what",
             topic,
             [t.encode() for t in (LOC_TOPIC, STATUS_TOPIC, EVT_TOPIC, OWNTRACKS_TOPIC)],
+            json_at=None,
         ),
         Target(
             "mqtt-frames",
@@ -405,6 +414,7 @@ TARGETS: dict[str, Target] = {
             + tuple(b"\x01" + orjson.dumps(f) for f in WS_FRAMES),
             _words([*WS_FRAMES, sorted(COMMAND_TYPES)]),
             8192,
+            json_at=1,
         ),
         Target(
             "token",
@@ -421,6 +431,7 @@ TARGETS: dict[str, Target] = {
             tuple(orjson.dumps(c) for c in CLAIMS),
             _words([*CLAIMS, "caregiver", "family", "dispatcher"]),
             1024,
+            json_at=0,
         ),
     )
 }

@@ -7,6 +7,13 @@ that escapes the target (anything but its typed refusal, a
 :class:`~careknot.bench.fuzz_targets.Breach` among them) is counted by type with the first input
 that raised it and where, and fuzzing goes on, so one run finds every kind.
 
+libFuzzer mutates bytes, and learns only from the branches of Python code: the JSON decoder
+(orjson) and pydantic's validation are native, so it cannot see an input get further into them.
+For a target whose inputs are JSON, :class:`JsonMutator` mutates half of them field by field
+instead (a field dropped, set to an odd value or another field's name, a number nudged across
+the bounds the parsers check, a value nested about :data:`~ingest.parse.MAX_DEPTH`), so that
+inputs stay near valid and reach the checks past decoding.
+
 The parsers must be imported inside ``atheris.instrument_imports`` for their branches to guide
 the fuzzer: :data:`careknot.bench.fuzz.CHILD` imports this module that way.
 """
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import random
 import sys
 import time
 import traceback
@@ -23,10 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import atheris  # type: ignore[import-untyped]  # atheris ships no type information
+import orjson
 
 from careknot.bench.fuzz_targets import TARGETS, Target
+from ingest.parse import MAX_DEPTH
 
 INPUT_SHOWN_BYTES = 512
+ODD_VALUES: tuple[object, ...] = (
+    None, True, False, 0, -1, -0.0, 0.5, 1e308, -1e308, 5e-324, 2**63, 2**64 - 1, -(2**63) - 1,
+    "", "x" * 129, "\u0000", [], {}, [1, "a"], {"a": None},
+)  # fmt: skip
+NUDGES = (1e-9, 1, 60, 299, 300, 301, 400, 3600, 1e9)
+"""Steps a number is moved by: across the clock-skew window, the ranges of the fields."""
 
 
 class Tally:
@@ -77,12 +93,83 @@ class Tally:
         path.write_text(json.dumps(self.figures(), indent=2) + "\n")
 
 
+class JsonMutator:
+    """libFuzzer's custom mutator for a target whose inputs hold a JSON object at
+    ``target.json_at``: half the time one field of the object changes, else the bytes."""
+
+    def __init__(self, target: Target) -> None:
+        self.at = target.json_at or 0
+        self.names = [orjson.loads(w) for w in target.words if w.startswith(b'"')]
+
+    def __call__(self, data: bytes, max_size: int, seed: int) -> bytes:
+        rng = random.Random(seed)
+        head, body = data[: self.at], data[self.at :]
+        doc = _object(body)
+        if doc is not None and rng.random() < 0.5:
+            mutate_object(doc, rng, self.names)
+            try:
+                return (head + orjson.dumps(doc))[:max_size]
+            except orjson.JSONEncodeError:  # nested deeper than orjson writes
+                pass
+        return head + bytes(atheris.Mutate(body, max(max_size - len(head), 0)))
+
+
+def _object(body: bytes) -> dict[str, Any] | None:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def mutate_object(doc: dict[str, Any], rng: random.Random, names: list[str]) -> None:
+    """Change one field of ``doc``, or of an object inside it."""
+    while rng.random() < 0.3:
+        inner = [v for v in doc.values() if isinstance(v, dict)]
+        if not inner:
+            break
+        doc = rng.choice(inner)
+    key = rng.choice(list(doc) if doc and rng.random() < 0.8 else names or ["a"])
+    how = rng.randrange(5)
+    if how == 0:
+        doc.pop(key, None)
+    elif how == 1:
+        doc[key] = rng.choice([*ODD_VALUES, *names])
+    elif how == 2:
+        doc[key] = nudged(doc.get(key), rng)
+    elif how == 3:
+        doc[key] = nested(doc.get(key), rng.choice([MAX_DEPTH - 2, MAX_DEPTH - 1, MAX_DEPTH]))
+    elif doc:
+        doc[key] = doc[rng.choice(list(doc))]
+
+
+def nudged(value: object, rng: random.Random) -> object:
+    """``value`` moved a little or a lot, or written as another type."""
+    if isinstance(value, bool) or value is None:
+        return rng.choice(ODD_VALUES)
+    if isinstance(value, int | float):
+        step = rng.choice(NUDGES) * rng.choice((-1, 1))
+        return rng.choice([value + step, -value, float(value), int(value), str(value)])
+    if isinstance(value, str):
+        return rng.choice([value * rng.randint(0, 70), value[: rng.randint(0, len(value))]])
+    if isinstance(value, list):
+        return [*value, *value] if value else [rng.choice(ODD_VALUES)]
+    return value
+
+
+def nested(value: object, depth: int) -> object:
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def main(argv: list[str]) -> None:
     """``NAME RUNS STATS_FILE CORPUS_DIR DICT_FILE SEED``: fuzz target NAME for RUNS inputs
     from the seeds in CORPUS_DIR (where it also keeps what it finds), then write STATS_FILE."""
     name, runs, stats, corpus, words, seed = argv
     tally = Tally(TARGETS[name])
     atexit.register(tally.write, Path(stats))
+    mutator = {} if tally.target.json_at is None else {"custom_mutator": JsonMutator(tally.target)}
     atheris.Setup(
         [
             sys.argv[0],
@@ -93,5 +180,6 @@ def main(argv: list[str]) -> None:
             corpus,
         ],
         tally.one_input,
+        **mutator,
     )
     atheris.Fuzz()

@@ -3,10 +3,14 @@ benchmark gathers each target's figures from it."""
 
 from __future__ import annotations
 
+import copy
+import random
+
+import orjson
 import pytest
 
 from careknot.bench.fuzz import coverage, dictionary, measure
-from careknot.bench.fuzz_targets import TARGETS, Target
+from careknot.bench.fuzz_targets import DEVICE_EVENT, TARGETS, Target
 
 fuzzing = pytest.importorskip("careknot.bench.fuzzing", reason="atheris is not installed")
 
@@ -44,11 +48,32 @@ def test_coverage_is_libfuzzers_last_report() -> None:
     assert coverage(b"nothing") == {}
 
 
-def test_the_benchmark_fuzzes_a_target_under_atheris_for_its_inputs() -> None:
-    figures = measure([TARGETS["presence"]], 300, seed=1)
-    (presence,) = figures["targets"]
-    assert figures["clean"], presence.get("log_tail")
-    assert presence["inputs"] == sum(presence["outcomes"].values()) == 300
-    assert presence["outcomes"]["accepted"] >= len(TARGETS["presence"].seeds)
-    assert presence["coverage"] > 0
+def test_the_benchmark_fuzzes_each_target_under_atheris_for_its_share_of_the_inputs() -> None:
+    """Bytes mutated (presence) and JSON mutated field by field (the token's claims)."""
+    figures = measure([TARGETS["presence"], TARGETS["token-claims"]], 600, seed=1)
+    assert figures["clean"], [r.get("log_tail") for r in figures["targets"]]
+    assert figures["inputs"] == 600
+    for result in figures["targets"]:
+        assert result["inputs"] == sum(result["outcomes"].values()) == 300
+        assert result["outcomes"]["accepted"] >= len(TARGETS[result["target"]].seeds)
+        assert result["coverage"] > 0
     assert figures["escaped_types"] == []
+
+
+def test_the_json_mutator_reaches_every_check_past_decoding() -> None:
+    """Mutated field by field, a device event is accepted, or refused for each reason the
+    parser has once the JSON is decoded."""
+    target = TARGETS["device-event"]
+    names = fuzzing.JsonMutator(target).names
+    outcomes = set()
+    for seed in range(2000):
+        doc = copy.deepcopy(DEVICE_EVENT)
+        rng = random.Random(seed)
+        for _ in range(rng.randint(1, 3)):
+            fuzzing.mutate_object(doc, rng, names)
+        try:
+            payload = orjson.dumps(doc)
+        except orjson.JSONEncodeError:
+            continue
+        outcomes.add(target.run(payload))
+    assert {"accepted", "invalid_fields", "too_deep", "too_old", "from_future"} <= outcomes
