@@ -21,7 +21,7 @@ class Claims(BaseModel):
     role: Role
     sub: str = Field(min_length=1, max_length=128)
     agency: str = Field(min_length=1, max_length=128)
-    exp: float
+    exp: float = Field(allow_inf_nan=False)  # "inf" or "NaN" would be a token that never expires
     patients: list[str] = Field(default_factory=list)
 
 

@@ -119,6 +119,9 @@ GOOD = issue(claims(), SECRET)
         (signed(body(sub="")), SECRET, NOW),
         (signed(body(agency=None)), SECRET, NOW),
         (signed(body(exp="soon")), SECRET, NOW),
+        (signed(body(exp="inf")), SECRET, NOW),  # verified as never expiring, before
+        (signed(body(exp="NaN")), SECRET, NOW),
+        (signed(body(exp="2e+308")), SECRET, NOW),
         (signed(body(patients="p-1")), SECRET, NOW),
         ("!!!!." + signed(b"{}").partition(".")[2], SECRET, NOW),
     ],
