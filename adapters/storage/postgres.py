@@ -6,14 +6,16 @@ offers on (incident, caregiver), events on ``event_key``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeAlias
+from functools import partial
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -31,6 +33,23 @@ _AGENCIES_OF: dict[Who, str] = {
     "caregiver": "SELECT id, agency_id FROM caregivers WHERE id = ANY($1::text[])",
     "device": "SELECT id, agency_id FROM devices WHERE id = ANY($1::text[])",
 }
+
+
+_OWNTRACKS_CAREGIVER = (
+    "SELECT d.caregiver_id, c.agency_id FROM owntracks_devices d"
+    ' JOIN caregivers c ON c.id = d.caregiver_id WHERE d."user" = $1 AND d.device = $2'
+)
+LOOKUP_TIMEOUT_S = 5.0
+"""How long a registry look-up may take, a connection made again included: ingest holds the
+message meanwhile, so a Postgres that hangs is taken for one that is away."""
+_CONNECTION_LOST = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection that broke during a query, Postgres stopping
+)
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, *_CONNECTION_LOST)
+"""What asyncpg and the network raise when Postgres is away, restarting or failing."""
+T = TypeVar("T")
 
 
 def ts(epoch: float) -> datetime:
@@ -186,9 +205,32 @@ class Database:
 
     async def agencies_of(self, who: Who, ids: Sequence[str]) -> dict[str, str]:
         """The agency of each of ``ids`` that is a registered caregiver (or device), in one
-        query; unknown ids are missing from the answer."""
-        rows = await self.pool.fetch(_AGENCIES_OF[who], list(ids))
+        query; unknown ids are missing from the answer. :class:`StorageError` when Postgres
+        does not answer within :data:`LOOKUP_TIMEOUT_S`, cannot be reached or fails."""
+        query = partial(self.pool.fetch, _AGENCIES_OF[who], list(ids))
+        rows = await self._look_up(f"the {who}s {ids[:3]}", query)
         return {row["id"]: row["agency_id"] for row in rows}
+
+    async def owntracks_caregiver(self, user: str, device: str) -> tuple[str, str] | None:
+        """(caregiver id, agency id) of the OwnTracks phone ``user/device``, or None; errors
+        as :meth:`agencies_of`'s."""
+        query = partial(self.pool.fetchrow, _OWNTRACKS_CAREGIVER, user, device)
+        row = await self._look_up(f"the OwnTracks phone {user}/{device}", query)
+        return (row["caregiver_id"], row["agency_id"]) if row else None
+
+    async def _look_up(self, what: str, query: Callable[[], Awaitable[T]]) -> T:
+        """``query``'s answer within :data:`LOOKUP_TIMEOUT_S`; its failures as
+        :class:`StorageError`. A connection found lost (the pool's, from before Postgres
+        restarted) has the pool's connections made anew and the query tried once more."""
+        try:
+            async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                try:
+                    return await query()
+                except _CONNECTION_LOST:
+                    await self.pool.expire_connections()
+                    return await query()
+        except _UNAVAILABLE as exc:
+            raise StorageError(f"postgres: cannot look up {what}: {exc!r}") from exc
 
     async def caregiver(self, caregiver_id: str) -> CaregiverRow | None:
         row = await self.pool.fetchrow(
