@@ -54,6 +54,11 @@ class IngestMetrics:
         self.rejected = Counter(
             "careknot_ingest_rejected", "Payloads dead-lettered, by reason", ["reason"], registry=r
         )
+        self.refused_bytes = Counter(
+            "careknot_ingest_refused_bytes",
+            "Bytes of MQTT publishes refused for their size (too_large), dropped as they came",
+            registry=r,
+        )
         self.produce_failures = Counter(
             "careknot_ingest_produce_failures",
             "records (fixes, events, letters) whose Kafka delivery failed",

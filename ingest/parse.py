@@ -33,6 +33,7 @@ _KINDS: dict[str, dict[str, RouteKind]] = {
     "dev": {"evt": "evt", "tel": "tel", "status": "status"},
 }
 PRESENCE_PAYLOADS = {b"online": True, b"offline": False}
+TOO_LARGE = "too_large"
 DEAD_LETTER_PAYLOAD_CHARS = 1024
 ROUTES_CACHED = 262_144
 MAX_DEPTH = 32
@@ -51,10 +52,22 @@ class Route:
     subject: str
 
 
+TOPIC_ROOM = 2 + 256 + 2
+"""What a PUBLISH carries besides its payload: the topic's length, the topic (the longest
+ingest takes, ``ck/{64}/cg/{64}/status`` or an OwnTracks ``owntracks/{64}/{64}``, is 142
+bytes) and a QoS 1 packet id."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_payload_bytes: int = 4096
     max_clock_skew_s: float = 300.0
+
+    @property
+    def max_publish_bytes(self) -> int:
+        """The longest MQTT PUBLISH (its remaining length) whose payload may be taken: a longer
+        one is refused (``too_large``) as it arrives, never buffered whole."""
+        return self.max_payload_bytes + TOPIC_ROOM
 
 
 @lru_cache(maxsize=ROUTES_CACHED)
@@ -80,7 +93,7 @@ def load_object(topic: str, payload: bytes, limits: Limits) -> dict[str, Any]:
     """The payload as a JSON object, or :class:`RejectedPayload` (too large, not JSON, nested
     deeper than :data:`MAX_DEPTH`)."""
     if len(payload) > limits.max_payload_bytes:
-        raise RejectedPayload("too_large", f"{len(payload)} bytes", topic=topic)
+        raise RejectedPayload(TOO_LARGE, f"{len(payload)} bytes", topic=topic)
     try:
         raw = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:

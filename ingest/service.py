@@ -18,7 +18,15 @@ What Kafka does not take: a fix, a presence notice or a dead letter is counted
 caregiver's next fix), and the service goes on; the producers reach Kafka again by themselves.
 A device event is sent again in place, its batch unacknowledged, until Kafka takes it or
 :data:`ingest.device_events.DEADLINE_S` has passed; only then is it counted, and logged with
-its content.
+its content. What Postgres does not answer (the registry's look-ups) holds only the messages of
+publishers never seen, for a while, then refuses them as ``registry_unavailable``: see
+:mod:`ingest.registry`.
+
+Bounded: a publish over the payload cap and its topic's room is refused as it arrives, never
+buffered (``too_large``, dead-lettered with its first bytes, counted with its size in
+``careknot_ingest_refused_bytes``, acknowledged with its batch), and each connection holds at
+most :data:`INBOX_CAPACITY` messages before it stops reading from the broker, which holds the
+rest (:mod:`adapters.mqtt.client`); the registry's cache is bounded too.
 
 Batched for throughput: messages are decoded from the wire in bulk (:mod:`adapters.mqtt.client`),
 one wake-up takes every message waiting (up to :data:`BATCH`), the registry is asked about a
@@ -46,12 +54,14 @@ import orjson
 
 from adapters import kafka
 from adapters.metrics import IngestMetrics, serve, totals
+from adapters.mqtt.frames import Publish
 from adapters.mqtt.subscription import START_TIMEOUT_S, Subscription
 from adapters.storage.postgres import Database
 from ingest import device_events, owntracks
 from ingest.batching import FixBatches
 from ingest.fast_path import fast_fix
 from ingest.parse import (
+    TOO_LARGE,
     Limits,
     dead_letter,
     location_fix,
@@ -75,6 +85,8 @@ Streams = Literal["all", "positions", "emergencies"]
 STREAMS = {"positions": POSITIONS, "emergencies": EMERGENCIES}
 STATS_EVERY_S = 30.0
 BATCH = 500
+INBOX_CAPACITY = 10 * BATCH
+"""Messages a connection holds for ingest before it stops reading from the broker."""
 MAX_IN_FLIGHT = 20_000
 PRODUCER_LINGER_MS = 5
 FLUSH_FIXES = 1000
@@ -164,18 +176,39 @@ class IngestService:
 
     def _subscription(self, name: str) -> Subscription:
         topics, within = self._topics(STREAMS[name]), self._start_timeout_s
-        host, port = self._s.mqtt_host, self._s.mqtt_port
-        return Subscription(host, port, topics, name=f"ingest of {name}", start_timeout_s=within)
+        return Subscription(
+            self._s.mqtt_host,
+            self._s.mqtt_port,
+            topics,
+            name=f"ingest of {name}",
+            start_timeout_s=within,
+            max_publish_bytes=self._limits.max_publish_bytes,
+            inbox_capacity=INBOX_CAPACITY,
+        )
 
     async def _listen(self, subscription: Subscription, *, backpressure: bool) -> None:
         """Handle what comes, a batch at a time, acknowledging each batch once handled;
         positions wait while too many fixes are undelivered (device events never do)."""
         async with aclosing(subscription.batches(BATCH)) as batches:
             async for batch in batches:
-                await self.handle_batch([(m.topic, m.payload) for m in batch])
+                taken = [(m.topic, m.payload) for m in batch if not m.refused_bytes]
+                if len(taken) < len(batch):
+                    await self._refuse_too_large([m for m in batch if m.refused_bytes])
+                await self.handle_batch(taken)
                 subscription.ack(batch)
                 if backpressure and self._in_flight > MAX_IN_FLIGHT:
                     await self._settle()
+
+    async def _refuse_too_large(self, refused: list[Publish]) -> None:
+        """Dead-letter publishes the MQTT client refused for their size, unread (``too_large``,
+        with the first bytes of their payload); they are acknowledged with their batch, so the
+        broker does not send them again."""
+        now, bound = time.time(), self._limits.max_publish_bytes
+        for publish in refused:
+            self.metrics.refused_bytes.inc(publish.refused_bytes)
+            detail = f"a publish of {publish.refused_bytes} bytes, over {bound}"
+            rejection = RejectedPayload(TOO_LARGE, detail, topic=publish.topic)
+            await self._reject(rejection, publish.payload, now)
 
     async def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
         """Validate messages and produce them in order, dead-lettering each bad one."""

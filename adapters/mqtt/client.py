@@ -11,6 +11,14 @@ aiomqtt has for TLS sockets, which buffer the same way, so aiomqtt reads on unti
 used up). QoS 1 publishes are acknowledged through paho once ingest has handled them
 (:meth:`BatchingClient.ack`), not on arrival.
 
+Bounded: a publish longer than the client's ``max_publish_bytes`` is refused by the splitter
+as it arrives, never buffered (see :mod:`adapters.mqtt.frames`), and the inbox holds at most
+``inbox_capacity`` publishes (and what the read that filled it brought on top): once full, the
+client stops reading its socket until the inbox is down to half, so a service that does not
+keep up holds the broker back through TCP instead of filling its memory, and drops nothing.
+While it does not read, paho does not see the broker's answers to its pings either: a pause
+longer than the keep-alive loses the connection, which the caller makes again.
+
 :func:`subscribed` is how a service listens: one connection (MQTT 3.1.1), subscribed to its
 topics. The broker's failures come out as :class:`~kernel.errors.BrokerUnavailable`, whether
 the connection cannot be made or is lost while the batches are taken; reconnecting is
@@ -25,6 +33,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import aiomqtt
@@ -35,6 +44,8 @@ from kernel.errors import BrokerUnavailable
 
 CHUNK_BYTES = 256 * 1024
 """The most one ``recv`` takes from the kernel."""
+INBOX_CAPACITY = 5_000
+"""Publishes the inbox holds before the client stops reading: ten of ingest's batches."""
 
 
 class ReadAheadSocket:
@@ -46,20 +57,26 @@ class ReadAheadSocket:
         sock: socket.socket,
         deliver: Callable[[list[Publish]], None],
         chunk_bytes: int = CHUNK_BYTES,
+        *,
+        max_publish_bytes: int | None = None,
+        holding: Callable[[], bool] = lambda: False,
     ) -> None:
         self._sock = sock
         self._deliver = deliver
+        self._holding = holding
         self._chunk_bytes = chunk_bytes
-        self._splitter = PublishSplitter()
+        self._splitter = PublishSplitter(max_publish_bytes)
         self._passed = b""
         self._at = 0
 
     def recv(self, bufsize: int) -> bytes:
         """Up to ``bufsize`` bytes of the packets that are not publishes: from those read
         ahead while they last, else from one ``recv`` of a new chunk (``BlockingIOError`` when
-        the kernel has none or the chunk held only publishes; ``b""`` at the end of the
-        stream, as the socket says)."""
+        the kernel has none, the chunk held only publishes or ``holding()`` says no more may be
+        read now; ``b""`` at the end of the stream, as the socket says)."""
         if self._at >= len(self._passed):
+            if self._holding():
+                raise BlockingIOError
             chunk = self._sock.recv(self._chunk_bytes)
             if not chunk:
                 return chunk
@@ -83,16 +100,33 @@ class ReadAheadSocket:
 
 
 class PublishInbox:
-    """Publishes waiting for ingest, in arrival order; ends with the connection's error."""
+    """Publishes waiting for ingest, in arrival order; ends with the connection's error.
 
-    def __init__(self) -> None:
+    Bounded by ``capacity``: the publishes that fill it call ``pause`` (the reader stops),
+    and taking it down to half calls ``resume``; nothing is ever dropped."""
+
+    def __init__(self, capacity: int = INBOX_CAPACITY) -> None:
+        self.capacity = capacity
+        self.paused = False
         self._waiting: deque[Publish] = deque()
         self._arrived = asyncio.Event()
         self._failure: BaseException | None = None
+        self._pause: Callable[[], None] = lambda: None
+        self._resume: Callable[[], None] = lambda: None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def flow(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        """What stops the reader when the inbox is full, and starts it again."""
+        self._pause, self._resume = pause, resume
 
     def put_many(self, publishes: Iterable[Publish]) -> None:
         self._waiting.extend(publishes)
         self._arrived.set()
+        if len(self._waiting) >= self.capacity and not self.paused:
+            self.paused = True
+            self._pause()
 
     def fail(self, exc: BaseException) -> None:
         """No more will come: ``take`` raises ``exc`` once what waits is taken."""
@@ -107,15 +141,27 @@ class PublishInbox:
             self._arrived.clear()
             await self._arrived.wait()
         waiting = self._waiting
-        return [waiting.popleft() for _ in range(min(limit, len(waiting)))]
+        taken = [waiting.popleft() for _ in range(min(limit, len(waiting)))]
+        if self.paused and len(waiting) <= self.capacity // 2:
+            self.paused = False
+            self._resume()
+        return taken
 
 
 class BatchingClient(aiomqtt.Client):
     """``aiomqtt.Client`` whose messages come in batches (:meth:`batches`) from the wire."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_publish_bytes: int | None = None,
+        inbox_capacity: int = INBOX_CAPACITY,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.inbox = PublishInbox()
+        self.inbox = PublishInbox(inbox_capacity)
+        self._max_publish_bytes = max_publish_bytes
+        self._reading_loop = asyncio.get_running_loop()
         self._client.manual_ack_set(True)  # acknowledged once handled: see ack()
 
     async def batches(self, limit: int) -> AsyncGenerator[list[Publish], None]:
@@ -148,22 +194,67 @@ class BatchingClient(aiomqtt.Client):
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         opened = client.socket()
         if isinstance(opened, socket.socket) and opened is sock:
-            sock = ReadAheadSocket(opened, self.inbox.put_many)
-            client._sock = sock
+            inbox = self.inbox
+            ahead = ReadAheadSocket(
+                opened,
+                inbox.put_many,
+                max_publish_bytes=self._max_publish_bytes,
+                holding=lambda: inbox.paused,
+            )
+            client._sock = sock = ahead
+            fd = opened.fileno()
+            inbox.flow(partial(self._stop_reading, fd), partial(self._read_again, ahead, fd))
         super()._on_socket_open(client, userdata, sock)
+
+    def _stop_reading(self, fd: int) -> None:
+        """The inbox is full: the socket is not watched until it has room (the kernel's buffer,
+        then the broker's, hold what comes meanwhile)."""
+        self._reading_loop.remove_reader(fd)
+
+    def _read_again(self, ahead: ReadAheadSocket, fd: int) -> None:
+        """The inbox has room: watch the socket again, unless it was closed meanwhile."""
+        if ahead.fileno() == fd:
+            self._reading_loop.add_reader(fd, self._read, ahead)
+
+    def _read(self, ahead: ReadAheadSocket) -> None:
+        """What aiomqtt's reader does, for the socket watched again after a pause: paho reads,
+        and reads on while the read-ahead holds bytes for it; a failure ends the batches."""
+        client = self._client
+        try:
+            client.loop_read()
+            while ahead.pending() > 0:
+                client.loop_read()
+        except Exception as exc:  # a broken connection, as aiomqtt's reader takes it
+            lost = BrokerUnavailable(f"mqtt: reading the connection failed: {exc}")
+            lost.__cause__ = exc
+            self.inbox.fail(lost)
 
 
 @asynccontextmanager
 async def subscribed(
-    host: str, port: int, topics: Iterable[str], *, qos: int = 1
+    host: str,
+    port: int,
+    topics: Iterable[str],
+    *,
+    qos: int = 1,
+    max_publish_bytes: int | None = None,
+    inbox_capacity: int = INBOX_CAPACITY,
 ) -> AsyncIterator[BatchingClient]:
     """A connection to the broker at ``host:port`` subscribed to ``topics``; raises
     :class:`BrokerUnavailable` when it cannot be made (its batches do when it is lost).
+    A publish longer than ``max_publish_bytes`` comes as a refusal (see
+    :mod:`adapters.mqtt.frames`); at most ``inbox_capacity`` wait to be taken.
 
     MQTT 3.1.1: Mosquitto shares its subscriptions (``$share/...``) as it does MQTT 5's, and its
     PUBLISH packets carry no properties, so :mod:`adapters.mqtt.frames` reads them as they are
     and paho builds no properties object for each one."""
-    client = BatchingClient(host, port, protocol=aiomqtt.ProtocolVersion.V311)
+    client = BatchingClient(
+        host,
+        port,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        max_publish_bytes=max_publish_bytes,
+        inbox_capacity=inbox_capacity,
+    )
     try:
         async with client:
             for topic in topics:

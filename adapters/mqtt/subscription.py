@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Iterable
 from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
 
-from adapters.mqtt.client import BatchingClient, subscribed
+from adapters.mqtt.client import INBOX_CAPACITY, BatchingClient, subscribed
 from adapters.mqtt.frames import Publish
 from kernel.backoff import Backoff
 from kernel.errors import BrokerUnavailable
@@ -37,7 +37,8 @@ RECONNECT_CAP_S = 5.0
 
 class Subscription:
     """Batches of what is published to ``topics``, across every loss of the broker; ``name``
-    says whose connection it is in the log."""
+    says whose connection it is in the log; each connection bounded by ``max_publish_bytes``
+    and ``inbox_capacity`` (see :func:`adapters.mqtt.client.subscribed`)."""
 
     def __init__(
         self,
@@ -48,9 +49,12 @@ class Subscription:
         name: str,
         start_timeout_s: float = START_TIMEOUT_S,
         backoff: Backoff | None = None,
+        max_publish_bytes: int | None = None,
+        inbox_capacity: int = INBOX_CAPACITY,
     ) -> None:
         self.name, self.topics = name, list(topics)
         self._host, self._port = host, port
+        self._max_publish_bytes, self._inbox_capacity = max_publish_bytes, inbox_capacity
         self._start_timeout_s = start_timeout_s
         self._backoff = backoff or Backoff(RECONNECT_FIRST_S, RECONNECT_CAP_S)
         self._connection = AsyncExitStack()
@@ -98,7 +102,13 @@ class Subscription:
         (``time.monotonic()``) has passed."""
         while True:
             try:
-                connecting = subscribed(self._host, self._port, self.topics)
+                connecting = subscribed(
+                    self._host,
+                    self._port,
+                    self.topics,
+                    max_publish_bytes=self._max_publish_bytes,
+                    inbox_capacity=self._inbox_capacity,
+                )
                 self._client = await self._connection.enter_async_context(connecting)
                 return self._client
             except BrokerUnavailable as exc:

@@ -6,11 +6,12 @@ messages are acknowledged (the broker holds back more than a few unacknowledged 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 
 import aiomqtt
 
-from adapters.mqtt.client import BatchingClient, ReadAheadSocket
+from adapters.mqtt.client import CHUNK_BYTES, BatchingClient, ReadAheadSocket
 from kernel.settings import Settings
 
 SIZES = [0, 1, 127, 128, 16_383, 16_384, 300_000, 5, 2_097_152, 3]
@@ -82,3 +83,31 @@ async def test_the_connection_lives_on_under_a_flood_longer_than_its_keepalive(
             await batches.aclose()
         assert got == rounds * 50
         await sub.publish(topic, b"still here", qos=1)  # the connection is up
+
+
+async def test_a_full_inbox_stops_the_reading_and_nothing_is_lost(stack_settings: Settings) -> None:
+    """Publishes come faster than they are taken: the inbox never holds more than its capacity
+    and one read's worth, the client stops reading each time it is full and reads on once it
+    is down to half, and every message arrives, in order."""
+    s = stack_settings
+    topic = f"ck/ra-{secrets.token_hex(4)}/cg/full/loc"
+    capacity, sent = 50, [f"{n:06d}".encode() * 170 for n in range(4_000)]  # ~1 KiB each
+    one_read = CHUNK_BYTES // len(sent[0])
+    async with BatchingClient(s.mqtt_host, s.mqtt_port, inbox_capacity=capacity) as sub:
+        await sub.subscribe(topic, qos=0)
+        async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as pub:
+            for payload in sent:
+                await pub.publish(topic, payload, qos=0)
+            await pub.publish(topic, b"", qos=1)  # the broker has every one of them
+        got: list[bytes] = []
+        held, paused = [len(sub.inbox)], [False]
+        async with asyncio.timeout(60):
+            async for batch in sub.batches(capacity // 5):
+                got += [m.payload for m in batch]
+                held.append(len(sub.inbox))
+                paused.append(sub.inbox.paused)
+                if len(got) == len(sent) + 1:
+                    break
+    assert got[:-1] == sent
+    assert max(held) <= capacity + one_read
+    assert sum(not was and now for was, now in itertools.pairwise(paused)) > 1  # paused again

@@ -7,9 +7,10 @@ fail when an upgrade moves a name, before the reach silently stops working:
   ``AIOKafkaConsumerThread._create_worker_consumer`` and sets aiokafka's
   ``AIOKafkaConsumer._fetch_max_wait_ms`` (how long a fetch waits for data);
 - :mod:`adapters.mqtt.client` swaps paho's ``Client._sock`` for its read-ahead socket in
-  aiomqtt's ``Client._on_socket_open`` hook (whose reader drains the socket's ``pending()``
-  bytes), and acknowledges messages itself through aiomqtt's paho client, ``Client._client``
-  (paho's ``manual_ack_set`` and ``ack``).
+  aiomqtt's ``Client._on_socket_open`` hook (whose reader, watching the socket's file
+  descriptor, drains the socket's ``pending()`` bytes: a full inbox stops and starts that
+  watch, reading as it does), and acknowledges messages itself through aiomqtt's paho
+  client, ``Client._client`` (paho's ``manual_ack_set`` and ``ack``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ async def test_aiomqtt_still_opens_its_paho_clients_sockets_through_the_hook() -
     assert client._client.on_socket_open == client._on_socket_open
     hook = aiomqtt.Client._on_socket_open
     assert list(inspect.signature(hook).parameters) == ["self", "client", "userdata", "sock"]
-    assert "client._sock.pending()" in inspect.getsource(hook)  # drains the read-ahead
+    source = inspect.getsource(hook)
+    assert "client._sock.pending()" in source  # drains the read-ahead
+    assert "add_reader, sock.fileno()" in source  # a full inbox stops the reader by that fd
+    assert "client.loop_read()" in source  # as the client's own reader does after a pause
 
 
 def test_paho_still_lets_its_client_acknowledge_messages_once_handled() -> None:

@@ -8,7 +8,7 @@ import itertools
 import hypothesis.strategies as st
 from hypothesis import given
 
-from adapters.mqtt.frames import Publish, PublishSplitter
+from adapters.mqtt.frames import KEPT_OF_REFUSED, Publish, PublishSplitter
 from adapters.mqtt.wire import remaining_length, string
 
 PINGRESP = b"\xd0\x00"
@@ -43,6 +43,7 @@ publishes = st.builds(
     payload=st.binary(max_size=300),
     qos=st.sampled_from([0, 1]),
     mid=st.integers(1, 65535),
+    refused_bytes=st.just(0),
 ).map(lambda p: p if p.qos else p._replace(mid=0))
 qos2 = st.builds(Publish, st.just("ck/a/cg/b/loc"), st.binary(max_size=20), st.just(2), st.just(9))
 others = st.sampled_from([PINGRESP, SUBACK, CONNACK]) | qos2.map(publish_packet)
@@ -96,3 +97,71 @@ def test_a_malformed_length_passes_the_rest_through_untouched() -> None:
     splitter = PublishSplitter()
     assert splitter.feed(good + broken + good) == ([Publish("t", b"p", 0, 0)], broken + good)
     assert splitter.feed(good) == ([], good)  # from there on, the library frames the stream
+
+
+# ---------------------------------------------------------------- publishes over the bound
+
+BOUND = 200
+"""A splitter's bound in these tests: a publish's remaining length above it is refused."""
+
+
+def remaining(p: Publish) -> int:
+    return 2 + len(p.topic.encode()) + (2 if p.qos else 0) + len(p.payload)
+
+
+def as_split(p: Publish) -> Publish:
+    """What a splitter bounded at :data:`BOUND` gives for ``p``: itself, or its refusal."""
+    if remaining(p) <= BOUND:
+        return p
+    return p._replace(payload=p.payload[:KEPT_OF_REFUSED], refused_bytes=remaining(p))
+
+
+@given(
+    st.lists(st.one_of(publishes, others), max_size=30),
+    st.lists(st.integers(0, 20_000), max_size=12),
+)
+def test_a_bounded_splitter_refuses_what_is_over_its_bound_and_holds_little(
+    packets: list[Publish | bytes], points: list[int]
+) -> None:
+    wire = b"".join(publish_packet(p) if isinstance(p, Publish) else p for p in packets)
+    splitter, got, passed = PublishSplitter(BOUND), [], b""
+    for piece in cut(wire, points):
+        publishes, other = splitter.feed(piece)
+        got += publishes
+        passed += other
+        assert splitter.buffered <= max(BOUND + 5, 2 + 160 + 2 + KEPT_OF_REFUSED + 5)
+    assert got == [as_split(p) for p in packets if isinstance(p, Publish)]
+    assert passed == b"".join(p for p in packets if isinstance(p, bytes))
+    refused = [p for p in got if p.refused_bytes]
+    assert splitter.discarded == sum(p.refused_bytes - remaining(p) for p in refused)
+
+
+def test_a_publish_of_256_mib_is_refused_without_being_held() -> None:
+    """Fed as a broker would send it, a piece at a time: its head is taken, every byte after
+    it counted and dropped as it comes, and the publish behind it comes out whole."""
+    limit = 4096 + 260
+    size = 256 * 1024 * 1024 - 1  # the longest remaining length MQTT can say
+    topic = "ck/a1/dev/d1/evt"
+    head = b"\x32" + remaining_length(size) + string(topic) + (7).to_bytes(2, "big")
+    payload_bytes = size - len(string(topic)) - 2
+    piece = b"x" * 65_536
+    splitter = PublishSplitter(limit)
+    got, held = [], []
+    for fed in [head[:3], head[3:], *[piece] * (payload_bytes // len(piece))]:
+        got += splitter.feed(fed)[0]
+        held.append(splitter.buffered)
+    tail = payload_bytes % len(piece)
+    after = publish_packet(Publish("ck/a1/cg/c1/loc", b"{}", 1, 8))
+    got += splitter.feed(b"x" * tail + after)[0]
+    assert got == [
+        Publish(topic, b"x" * KEPT_OF_REFUSED, 1, 7, refused_bytes=size),
+        Publish("ck/a1/cg/c1/loc", b"{}", 1, 8),
+    ]
+    assert max(held) <= len(head)  # never more than the packet's head
+    assert splitter.buffered == 0
+    assert splitter.discarded == payload_bytes - KEPT_OF_REFUSED
+
+
+def test_an_unbounded_splitter_takes_any_size_whole() -> None:
+    big = Publish("t", b"y" * 100_000, 1, 3)
+    assert PublishSplitter().feed(publish_packet(big)) == ([big], b"")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.mqtt.client import ReadAheadSocket
+from adapters.mqtt.client import PublishInbox, ReadAheadSocket
 from adapters.mqtt.frames import Publish
 from adapters.mqtt.wire import publish
 
@@ -75,3 +75,38 @@ def test_everything_else_is_the_socket(pair: tuple[socket.socket, socket.socket]
     ahead = ReadAheadSocket(reader, lambda _: None)
     assert ahead.fileno() == reader.fileno()
     assert ahead.getblocking() is False
+
+
+def test_a_holding_reader_leaves_the_kernel_its_bytes(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    writer, reader = pair
+    delivered: list[list[Publish]] = []
+    holding = True
+    ahead = ReadAheadSocket(reader, delivered.append, holding=lambda: holding)
+    writer.sendall(publish("a/b", b"one") + PINGRESP)
+    with pytest.raises(BlockingIOError):
+        ahead.recv(1)
+    assert delivered == []
+    assert reader.recv(1, socket.MSG_PEEK)  # still the kernel's
+    holding = False
+    assert ahead.recv(2) == PINGRESP
+    assert delivered == [[Publish("a/b", b"one", 0, 0)]]
+
+
+async def test_the_inbox_stops_the_reader_when_full_and_starts_it_at_half() -> None:
+    said: list[str] = []
+    inbox = PublishInbox(capacity=10)
+    inbox.flow(lambda: said.append("pause"), lambda: said.append("resume"))
+    messages = [Publish("t", str(n).encode(), 0, 0) for n in range(25)]
+    inbox.put_many(messages[:9])
+    assert (said, inbox.paused) == ([], False)
+    inbox.put_many(messages[9:12])  # one read may bring more than the room left
+    inbox.put_many(messages[12:25])  # what was read already still comes in
+    assert (said, inbox.paused, len(inbox)) == (["pause"], True, 25)
+    taken = await inbox.take(10)
+    assert said == ["pause"]  # 15 wait: more than half
+    taken += await inbox.take(10)
+    assert (said, inbox.paused) == (["pause", "resume"], False)
+    taken += await inbox.take(10)
+    assert taken == messages  # nothing dropped, nothing reordered
