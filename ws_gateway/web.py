@@ -1,5 +1,10 @@
-"""The gateway's plain HTTP beside the WebSocket: ``/healthz`` (Redis and Kafka answer),
-``/metrics`` (Prometheus text) and the web console's files from ``static/``."""
+"""The gateway's plain HTTP beside the WebSocket: ``/healthz`` and ``/readyz`` (Redis and
+Kafka answer), ``/metrics`` (Prometheus text) and the web console's files from ``static/``.
+
+``/readyz`` is whether to send this gateway clients, ``/healthz`` the same checks for what
+already asks it: both ask Redis and Kafka at once, each within :data:`HEALTH_TIMEOUT_S`, and
+answer 200 when both answer, else 503, the body naming which does not (``"down": ["redis"]``)
+beside a flag per server."""
 
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from ws_gateway.session import Counters
 STATIC_DIR = Path(__file__).resolve().with_name("static")
 HEALTH_TIMEOUT_S = 2.0
 WEBSOCKET_PATH = "/ws"
+CHECKS = {"/healthz": "ok", "/readyz": "ready"}
+"""The paths that check the servers, and the name of their verdict in the body."""
 _UTF8_TYPES = frozenset(("application/javascript", "application/json", "image/svg+xml"))
 
 
@@ -43,18 +50,22 @@ class WebRoutes:
         path = urlsplit(request.path).path
         if path == WEBSOCKET_PATH:
             return None
-        if path == "/healthz":
-            checks = {
-                "redis": await healthy(self._redis.ping()),
-                "kafka": await healthy(self._producer.ping()),
-            }
-            ok = all(checks.values())
-            body = orjson.dumps({"ok": ok, **checks})
-            return response(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body)
+        if path in CHECKS:
+            return await self._checked(CHECKS[path])
         if path == "/metrics":
             text = self._counters.render(self._connections()).encode()
             return response(HTTPStatus.OK, text, "text/plain; version=0.0.4; charset=utf-8")
         return await static(path)
+
+    async def _checked(self, verdict: str) -> Response:
+        """Whether Redis and Kafka answer (asked at once): 200, else 503 naming which not."""
+        redis, kafka = await asyncio.gather(
+            healthy(self._redis.ping()), healthy(self._producer.ping())
+        )
+        checks = {"redis": redis, "kafka": kafka}
+        down = [name for name, up in checks.items() if not up]
+        body = orjson.dumps({verdict: not down, **checks, "down": down})
+        return response(HTTPStatus.SERVICE_UNAVAILABLE if down else HTTPStatus.OK, body)
 
 
 async def healthy(ping: Awaitable[None]) -> bool:
