@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8765
+    gateway_frame_rate: float = Field(
+        default=5.0,
+        gt=0,
+        description="frames a second a WebSocket client may send of each kind (answers,"
+        " commands, the rest) before it is told rate_limited",
+    )
+    gateway_frame_burst: int = Field(
+        default=20, ge=1, description="frames of each kind a client may send at once"
+    )
     token_secret: str = DEV_TOKEN_SECRET
     token_ttl_s: int = 12 * 3600
     worker_datadir: str = ".careknot/worker"
