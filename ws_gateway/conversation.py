@@ -41,6 +41,7 @@ from ws_gateway.session import (
     error_frame,
     hello_frame,
     parse_frame,
+    resync_frame,
     seq_of,
 )
 
@@ -51,28 +52,37 @@ QUEUE_SIZE = 1024
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOO_BIG = 1009
 UNAVAILABLE = "unavailable"
+CATCH_UP = -1
+"""The seq of the relay's word, in a connection's queue, that it lost messages."""
 
 
 @dataclass(eq=False)
 class Connection:
-    """One client's live state: its recipient, its queue of relayed messages, what it got."""
+    """One client's live state: its recipient, its queue of relayed messages (seq, epoch,
+    message), the epoch of its stream and what it got of it."""
 
     ws: ServerConnection
     claims: Claims
     recipient: str
-    queue: asyncio.Queue[tuple[int, bytes]] = field(
+    queue: asyncio.Queue[tuple[int, int, bytes]] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
     )
+    epoch: int = 0
     delivered: Delivered = field(default_factory=Delivered)
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def offer(self, seq: int, message: bytes) -> bool:
+    def catch_up(self) -> bool:
+        """Queue the relay's word that it lost messages: the pump catches up at this point of
+        the queue, after what came before the loss and before what came after."""
+        return self.offer(CATCH_UP, 0, b"")
+
+    def offer(self, seq: int, epoch: int, message: bytes) -> bool:
         """Queue a relayed message; False (once) when the queue overflows."""
         if self.overflowed.is_set():
             return True
         try:
-            self.queue.put_nowait((seq, message))
+            self.queue.put_nowait((seq, epoch, message))
         except asyncio.QueueFull:
             self.overflowed.set()
             return False
@@ -109,11 +119,16 @@ class Conversations:
             await ws.send(error_frame(rejection), text=True)
             await ws.close(code, rejection.reason)
 
-    async def converse(self, conn: Connection, last_seq: str | None) -> None:
-        seq_now = await self._outbox.seq_now(conn.recipient)
-        await conn.ws.send(hello_frame(conn.claims, conn.recipient, seq_now), text=True)
+    async def converse(
+        self, conn: Connection, last_seq: str | None, epoch: str | None = None
+    ) -> None:
+        position = await self._outbox.position(conn.recipient)
+        conn.epoch = position.epoch
+        hello = hello_frame(conn.claims, conn.recipient, position.seq, position.epoch)
+        await conn.ws.send(hello, text=True)
         if last_seq is not None and last_seq.isdigit():
-            await self._replay(conn, int(last_seq))
+            given = int(epoch) if epoch is not None and epoch.isdigit() else None
+            await self._resume(conn, int(last_seq), given)
         async with asyncio.TaskGroup() as tasks:
             pump = tasks.create_task(self._pump(conn), name=f"pump {conn.recipient}")
             guard = tasks.create_task(self._guard(conn), name=f"guard {conn.recipient}")
@@ -124,22 +139,82 @@ class Conversations:
                 guard.cancel()
 
     async def _pump(self, conn: Connection) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                seq, message = await conn.queue.get()
-                async with conn.sending:
-                    if conn.delivered.take_live(seq):
-                        await conn.ws.send(message, text=True)
+        """Send what the relay queued, in order. Redis failing it midway closes the connection
+        (1013): a client that reconnects and resumes misses nothing, one left open might."""
+        try:
+            await self._pump_all(conn)
+        except ConnectionClosed:
+            pass
+        except StorageError as exc:
+            log.warning("%s: closing: cannot send what it is owed: %s", conn.recipient, exc)
+            await conn.ws.close(CLOSE_TRY_AGAIN_LATER, "try again")
+
+    async def _pump_all(self, conn: Connection) -> None:
+        while True:
+            seq, epoch, message = await conn.queue.get()
+            if seq == CATCH_UP:
+                await self._catch_up(conn)
+                continue
+            async with conn.sending:
+                if await self._in_epoch(conn, epoch) and conn.delivered.take_live(seq):
+                    await conn.ws.send(message, text=True)
+
+    async def _in_epoch(self, conn: Connection, epoch: int) -> bool:
+        """Whether a message of ``epoch`` belongs to the connection's stream, once it is told
+        of a newer one (epochs grow: one made by a Redis that lost its data is later). A
+        stream the client saw nothing of yet has no epoch: the first it gets is its own."""
+        if not epoch or epoch == conn.epoch:
+            return True
+        if not conn.epoch:
+            conn.epoch = epoch
+            return True
+        if epoch < conn.epoch:
+            return False  # queued before the loss, and sent again in the new stream if kept
+        await self._resync(conn, epoch)
+        return True
 
     async def _guard(self, conn: Connection) -> None:
         await conn.overflowed.wait()
         await conn.ws.close(CLOSE_TRY_AGAIN_LATER, "too slow")
 
-    async def _replay(self, conn: Connection, last_seq: int) -> None:
+    async def _resume(self, conn: Connection, last_seq: int, epoch: int | None) -> None:
+        """A client's resume: what was kept after ``last_seq``, or, when it counts in another
+        epoch than the stream's, ``resync`` and what the stream kept (epoch 0 or none: the
+        client does not know it)."""
         async with conn.sending:
-            kept = {seq_of(m): m for m in await self._outbox.since(conn.recipient, last_seq)}
-            for seq in conn.delivered.take_replay(last_seq, kept):
-                await conn.ws.send(kept[seq], text=True)
+            if epoch and conn.epoch and epoch != conn.epoch:
+                await self._resync(conn, conn.epoch)
+            else:
+                await self._replay(conn, last_seq)
+
+    async def _catch_up(self, conn: Connection) -> None:
+        """After the relay lost Redis: what was published meanwhile, from the stream, or
+        ``resync`` when the stream itself was lost (a new epoch)."""
+        position = await self._outbox.position(conn.recipient)
+        async with conn.sending:
+            conn.delivered.settle()
+            if position.epoch > conn.epoch > 0:
+                await self._resync(conn, position.epoch)
+            else:
+                conn.epoch = conn.epoch or position.epoch
+                await self._replay(conn, conn.delivered.floor)
+
+    async def _resync(self, conn: Connection, epoch: int) -> None:
+        """The stream was lost: the client starts again in ``epoch`` (holding the lock)."""
+        conn.epoch = epoch
+        conn.delivered = Delivered()
+        self._counters.resyncs += 1
+        position = await self._outbox.position(conn.recipient)
+        await conn.ws.send(resync_frame(epoch, position.seq), text=True)
+        await self._replay(conn, 0)
+
+    async def _replay(self, conn: Connection, last_seq: int) -> None:
+        """Kept messages of the connection's epoch after ``last_seq`` (holding the lock)."""
+        kept = {
+            seq_of(m): m for m in await self._outbox.since(conn.recipient, last_seq, conn.epoch)
+        }
+        for seq in conn.delivered.take_replay(last_seq, kept):
+            await conn.ws.send(kept[seq], text=True)
 
     async def _listen(self, conn: Connection) -> None:
         try:
@@ -155,7 +230,7 @@ class Conversations:
             if isinstance(command, Ping):
                 await conn.ws.send(PONG, text=True)
             elif isinstance(command, Resume):
-                await self._replay(conn, command.last_seq)
+                await self._resume(conn, command.last_seq, command.epoch)
             elif isinstance(command, Answer):
                 await self._answers.forward(conn.claims, command)
                 self._counters.answers[command.type] += 1

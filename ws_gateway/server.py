@@ -33,7 +33,7 @@ from kernel.backoff import Backoff
 from kernel.errors import AuthError, RejectedInput, StorageError
 from kernel.settings import Settings
 from ws_gateway.conversation import Connection, Conversations
-from ws_gateway.session import MAX_FRAME_BYTES, UNAUTHORISED, Counters, resolve_recipient, seq_of
+from ws_gateway.session import MAX_FRAME_BYTES, UNAUTHORISED, Counters, head_of, resolve_recipient
 from ws_gateway.web import WebRoutes
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ class Gateway:
         await producer.start()
         stack.push_async_callback(producer.stop)
         self._talk = Conversations(settings, redis, producer, self.counters)
-        self._channels = await stack.enter_async_context(redis.outbox_channels(settings.keys))
+        channels = redis.outbox_channels(settings.keys, on_reconnect=self._catch_up_all)
+        self._channels = await stack.enter_async_context(channels)
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         stack.callback(self._cancel_tasks)  # before the TaskGroup waits for them
         self._tasks.append(tasks.create_task(self._relay(), name="gateway-relay"))
@@ -126,7 +127,9 @@ class Gateway:
 
     async def _relay(self) -> None:
         """Route every outbox message to the connections of its recipient; resubscribe after
-        losing Redis, backing off while it stays lost."""
+        losing Redis, backing off while it stays lost. Each new subscription catches every
+        client up on what was published meanwhile (or resyncs it, when Redis lost the streams
+        too): :meth:`_catch_up_all`, called by the subscription."""
         backoff = Backoff(first=0.2, cap=5.0)
         while True:
             try:
@@ -139,13 +142,21 @@ class Gateway:
                 log.warning("relay lost Redis (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 
+    def _catch_up_all(self) -> None:
+        """Every connection catches up on what the relay missed, in its own queue's order
+        (after what it queued before the loss, before what comes after)."""
+        for conns in self._routes.values():
+            for conn in conns:
+                if not conn.catch_up():
+                    self.counters.slow_closed += 1
+
     def _route(self, recipient: str, data: bytes) -> None:
         conns = self._routes.get(recipient)
         if not conns:
             return
-        seq = seq_of(data)
+        seq, epoch = head_of(data)
         for conn in conns:
-            if not conn.offer(seq, data):
+            if not conn.offer(seq, epoch, data):
                 self.counters.slow_closed += 1
                 log.warning("closing slow client %s (queue full)", conn.recipient)
 
@@ -168,7 +179,7 @@ class Gateway:
         conn = Connection(ws, claims, recipient)
         self._routes[recipient].add(conn)  # queue live messages before reading seq_now
         try:
-            await self._talk.converse(conn, _param(query, "last_seq"))
+            await self._talk.converse(conn, _param(query, "last_seq"), _param(query, "epoch"))
         except ConnectionClosed:
             pass
         finally:

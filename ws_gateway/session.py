@@ -9,10 +9,13 @@ It owns what a connection decides:
 - :func:`decide_command`: a dispatcher's ``assign``/``resolve`` stamped with her agency;
 - :class:`Delivered`: which outbox seqs a connection has already sent, so live relay and
   resume replay never send a message twice;
-- the control frames ``hello``, ``ack``, ``error`` and ``pong``, and the ``/metrics`` text.
+- the control frames ``hello``, ``ack``, ``error``, ``resync`` and ``pong``, and the
+  ``/metrics`` text.
 
-Control frames carry no ``seq``: only outbox messages do, and their ``seq`` is the recipient's
-(from :mod:`adapters.storage.outbox`), which is what ``resume`` and ``hello.seq_now`` refer to.
+Control frames carry no ``seq``: only outbox messages do, and their ``seq`` and ``epoch`` are
+the recipient's (from :mod:`adapters.storage.outbox`), which is what ``resume`` and
+``hello.seq_now`` refer to. A new epoch means the recipient's stream was lost and started
+again: the gateway tells the client ``resync`` and sends what the new one kept.
 """
 
 from __future__ import annotations
@@ -52,8 +55,12 @@ class Auth(_Command):
 
 
 class Resume(_Command):
+    """Send what was kept after ``last_seq``; ``epoch``, when given, is the stream it counts in
+    (a different one is answered ``resync``)."""
+
     type: Literal["resume"]
     last_seq: int = Field(ge=0)
+    epoch: int | None = Field(default=None, ge=0)
 
 
 class Ping(_Command):
@@ -189,17 +196,36 @@ def decide_command(
 
 def seq_of(message: bytes) -> int:
     """The ``seq`` of an outbox message (the outbox script puts it first); 0 if it has none."""
-    head = b'{"seq":'
-    if message.startswith(head):
-        end = message.find(b",", len(head))
-        digits = message[len(head) : end if end > 0 else None]
-        if digits.isdigit():
-            return int(digits)
+    return head_of(message)[0]
+
+
+_SEQ = b'{"seq":'
+_EPOCH = b'"epoch":'
+
+
+def head_of(message: bytes) -> tuple[int, int]:
+    """The ``seq`` and ``epoch`` of an outbox message (the outbox script puts them first, in
+    that order); 0 for either it does not have."""
+    if message.startswith(_SEQ):
+        end = message.find(b",", len(_SEQ))
+        digits = message[len(_SEQ) : end if end > 0 else None]
+        if digits.isdigit() and message.startswith(_EPOCH, end + 1):
+            start = end + 1 + len(_EPOCH)
+            stop = message.find(b",", start)
+            epoch = message[start : stop if stop > 0 else None]
+            if epoch.isdigit():
+                return int(digits), int(epoch)
     try:
-        seq = orjson.loads(message).get("seq")
-    except (orjson.JSONDecodeError, AttributeError):
-        return 0
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+        obj = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return 0, 0
+    if not isinstance(obj, dict):
+        return 0, 0
+    return _count(obj.get("seq")), _count(obj.get("epoch"))
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class Delivered:
@@ -229,6 +255,12 @@ class Delivered:
         self.last = seq
         return True
 
+    def settle(self) -> None:
+        """The live run ends here (the relay lost messages): what follows is a new run, and a
+        replay from :attr:`high` fills the gap between the two."""
+        self.floor = self.high
+        self.first = self.last = 0
+
     def take_replay(self, last_seq: int, seqs: Iterable[int]) -> list[int]:
         """Of the kept ``seqs`` (ascending), those to send after a resume from ``last_seq``."""
         floor = max(self.floor, last_seq)
@@ -241,7 +273,7 @@ class Delivered:
 # ---------------------------------------------------------------- control frames (no seq)
 
 
-def hello_frame(claims: Claims, recipient: str, seq_now: int) -> bytes:
+def hello_frame(claims: Claims, recipient: str, seq_now: int, epoch: int = 0) -> bytes:
     return orjson.dumps(
         {
             "type": "hello",
@@ -249,8 +281,16 @@ def hello_frame(claims: Claims, recipient: str, seq_now: int) -> bytes:
             "subject": claims.sub,
             "recipient": recipient,
             "seq_now": seq_now,
+            "epoch": epoch,
         }
     )
+
+
+def resync_frame(epoch: int, seq_now: int) -> bytes:
+    """The recipient's stream was lost (its server restarted without its data): what the client
+    holds of the old one is no guide; seqs start again in ``epoch``, and what was kept of it
+    follows. The client reloads its state (open offers, incidents) from what comes."""
+    return orjson.dumps({"type": "resync", "epoch": epoch, "seq_now": seq_now})
 
 
 def error_frame(rejection: RejectedInput) -> bytes:
@@ -287,6 +327,7 @@ class Counters:
     def __init__(self) -> None:
         self.rejected: Counter[str] = Counter()
         self.slow_closed = 0
+        self.resyncs = 0
         self.answers: Counter[str] = Counter()
 
     def render(self, connections: int) -> str:
@@ -301,6 +342,8 @@ class Counters:
             ),
             "# TYPE careknot_gateway_slow_closed_total counter",
             f"careknot_gateway_slow_closed_total {self.slow_closed}",
+            "# TYPE careknot_gateway_resyncs_total counter",
+            f"careknot_gateway_resyncs_total {self.resyncs}",
             "# TYPE careknot_gateway_answers_total counter",
             *(
                 f'careknot_gateway_answers_total{{answer="{answer}"}} {n}'

