@@ -23,6 +23,7 @@ from kernel.errors import AuthError, CareKnotError, RejectedAnswer, RejectedInpu
 from kernel.settings import Settings
 from kernel.tokens import Claims
 from ws_gateway.answers import AnswerDesk
+from ws_gateway.limits import RATE_LIMITED, FrameBudget, FrameLimits, OverBudget
 from ws_gateway.session import (
     MALFORMED,
     PONG,
@@ -32,6 +33,7 @@ from ws_gateway.session import (
     Auth,
     Counters,
     Delivered,
+    Frame,
     Ping,
     Resolve,
     Resume,
@@ -51,6 +53,7 @@ AUTH_TIMEOUT_S = 5.0
 QUEUE_SIZE = 1024
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOO_BIG = 1009
+CLOSE_POLICY = 1008
 UNAVAILABLE = "unavailable"
 CATCH_UP = -1
 """The seq of the relay's word, in a connection's queue, that it lost messages."""
@@ -71,6 +74,7 @@ class Connection:
     delivered: Delivered = field(default_factory=Delivered)
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    budget: FrameBudget = field(default_factory=FrameBudget)
 
     def catch_up(self) -> bool:
         """Queue the relay's word that it lost messages: the pump catches up at this point of
@@ -98,6 +102,7 @@ class Conversations:
         self._settings, self._producer, self._counters = settings, producer, counters
         self._outbox = redis.outbox(settings)
         self._answers = AnswerDesk(redis.offer_records(settings.keys), producer)
+        self._limits = FrameLimits(settings.gateway_frame_rate, settings.gateway_frame_burst)
 
     async def authenticate(self, ws: ServerConnection, token: str | None) -> Claims:
         if token is None:
@@ -122,6 +127,7 @@ class Conversations:
     async def converse(
         self, conn: Connection, last_seq: str | None, epoch: str | None = None
     ) -> None:
+        conn.budget = FrameBudget(self._limits, time.monotonic())
         position = await self._outbox.position(conn.recipient)
         conn.epoch = position.epoch
         hello = hello_frame(conn.claims, conn.recipient, position.seq, position.epoch)
@@ -226,7 +232,7 @@ class Conversations:
 
     async def _on_frame(self, conn: Connection, raw: str | bytes) -> None:
         try:
-            command = parse_frame(raw)
+            command = self._admitted(conn, raw)
             if isinstance(command, Ping):
                 await conn.ws.send(PONG, text=True)
             elif isinstance(command, Resume):
@@ -240,11 +246,34 @@ class Conversations:
                 await conn.ws.send(command_ack_frame(command), text=True)
             else:
                 raise RejectedInput(MALFORMED, "already authenticated")
+        except OverBudget as exc:
+            await self._over_budget(conn, exc)
         except RejectedInput as exc:
             await self._reject(conn, exc, raw)
         except StorageError as exc:
             log.warning("%s: cannot serve a frame: %s", conn.recipient, exc)
             await self._reject(conn, RejectedInput(UNAVAILABLE, "try again"), raw)
+
+    @staticmethod
+    def _admitted(conn: Connection, raw: str | bytes) -> Frame:
+        """The frame, parsed, once its kind's budget has room (one that does not parse draws
+        on the budget of the rest); :class:`OverBudget` when it has none."""
+        try:
+            command = parse_frame(raw)
+        except RejectedInput:
+            conn.budget.charge(None, time.monotonic())
+            raise
+        conn.budget.charge(command.type, time.monotonic())
+        return command
+
+    async def _over_budget(self, conn: Connection, refused: OverBudget) -> None:
+        """A frame over its budget is refused, unhandled; a client that goes on is closed."""
+        self._counters.rejected[RATE_LIMITED] += 1
+        await conn.ws.send(error_frame(refused), text=True)
+        if refused.closing:
+            self._counters.rate_closed += 1
+            log.warning("%s: closing a client that goes on over its budget", conn.recipient)
+            await conn.ws.close(CLOSE_POLICY, RATE_LIMITED)
 
     async def _forward_command(self, claims: Claims, command: Assign | Resolve) -> None:
         """A dispatcher's assign or resolve, to the answers topic keyed by incident."""

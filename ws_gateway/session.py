@@ -327,6 +327,7 @@ class Counters:
     def __init__(self) -> None:
         self.rejected: Counter[str] = Counter()
         self.slow_closed = 0
+        self.rate_closed = 0
         self.resyncs = 0
         self.answers: Counter[str] = Counter()
 
@@ -342,6 +343,8 @@ class Counters:
             ),
             "# TYPE careknot_gateway_slow_closed_total counter",
             f"careknot_gateway_slow_closed_total {self.slow_closed}",
+            "# TYPE careknot_gateway_rate_closed_total counter",
+            f"careknot_gateway_rate_closed_total {self.rate_closed}",
             "# TYPE careknot_gateway_resyncs_total counter",
             f"careknot_gateway_resyncs_total {self.resyncs}",
             "# TYPE careknot_gateway_answers_total counter",
