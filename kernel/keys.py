@@ -22,6 +22,7 @@ key                                 type     holds
 ``{ns}:visits:trackers``            hash     caregiver → her fence tracker
 ``{ns}:visits:fences``              counter  bumped when a fence changes
 ``{ns}:health:worker:{role}``       string   a worker's heartbeat
+``{ns}:incarnation``                string   set once: gone means Redis lost its data
 ``{ns}:geo:{agency}``               geo      ``careknot bench dispatch``'s comparison only
 ==================================  =======  ================================================
 
@@ -128,6 +129,9 @@ class Keys:
 
     def fence_version(self) -> str:
         return f"{self.ns}:visits:fences"
+
+    def incarnation(self) -> str:
+        return f"{self.ns}:incarnation"
 
     def worker_health(self, role: str) -> str:
         return f"{self.ns}:health:worker:{role}"

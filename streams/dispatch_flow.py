@@ -58,6 +58,7 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
     async def offer_timer() -> None:
         """Never raises: a tick a server failed is logged, and the next tick tries again."""
         try:
-            await (await rt.ready()).dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+            await (await rt.ready()).keep_redis_whole()
+            await rt.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
         except Exception as exc:
             log.warning("offer timer: tick failed (%s)", exc, exc_info=not passing(exc))

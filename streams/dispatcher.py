@@ -230,6 +230,21 @@ class Dispatcher:
         await self._catch_up(now, escalate_after_s, quiet_since=now)
         await self._deliver_lost_offers(now)
 
+    async def resync(self) -> None:
+        """After Redis lost its data (the outboxes and offer records with the rest): every
+        offer still standing is delivered again, same offer, and every unresolved incident's
+        state is told again to its family and its agency's dispatchers, whose clients were told
+        to resync."""
+        now = self._clock()
+        told = await self._deliver_lost_offers(now, offered_before=now)
+        for incident in await self._backlog.unresolved():
+            if incident.id in told:
+                continue  # told with its offers
+            assignee = incident.assignee_id
+            name = None if assignee is None else await self._notices.name(assignee)
+            frames = self._notices.incident_frames(incident, incident.state, assignee, name)
+            await self._notices.send(Announcement(frames))
+
     # ------------------------------------------------------------ timers and recovery
 
     async def _catch_up(
@@ -255,19 +270,26 @@ class Dispatcher:
         for incident_id in stalled:
             await self._advance_by_id(incident_id)
 
-    async def _deliver_lost_offers(self, now: float) -> None:
-        """Offers a worker recorded in Postgres but stopped before telling anyone about (no
-        offer record in Redis): deliver them, same offer, for the rest of their window."""
-        standing = await self._backlog.standing_offers(now - STALLED_AFTER_S, now)
+    async def _deliver_lost_offers(
+        self, now: float, offered_before: float | None = None
+    ) -> set[str]:
+        """Offers a worker recorded in Postgres but stopped before telling anyone about, or
+        whose telling Redis lost (no offer record in Redis): deliver them, same offer, for the
+        rest of their window. The incidents told so."""
+        before = now - STALLED_AFTER_S if offered_before is None else offered_before
+        standing = await self._backlog.standing_offers(before, now)
         unrecorded = await self._notices.unrecorded([s.offer_id for s in standing])
         lost = sorted(
             (s for s in standing if s.offer_id in unrecorded), key=lambda s: s.incident_id
         )
+        told = set()
         for incident_id, offers in groupby(lost, key=lambda s: s.incident_id):
             incident = await self._incidents.get(incident_id)
             if incident is not None and incident.state in WAITING:
                 log.warning("incident %s: delivering offers lost in a restart", incident_id)
                 await self._notices.send(self._notices.offers(incident, list(offers), now))
+                told.add(incident_id)
+        return told
 
     # ------------------------------------------------------------ waves
 

@@ -101,6 +101,22 @@ class Runtime:
             port = self.settings.dispatch_metrics_port
             self._metrics_server = await serve(CopyMetrics(self.mirror, registry).registry, port)
 
+    async def keep_redis_whole(self) -> None:
+        """When Redis lost its data, the dispatch worker that notices first puts the live
+        picture back from the record (positions, statuses, cells, offer records, trackers) and
+        tells again what clients hold: standing offers, unresolved incidents."""
+        keys = self.settings.keys
+        if not await self.redis.lost_its_data(keys):
+            return
+        log.warning("Redis holds no mark of this namespace: resyncing it from the record")
+        try:
+            await self.dispatcher.resync()
+            done = await self.redis.rebuild(self.db, self.settings)
+        except BaseException:
+            await self.redis.lose_mark(keys)  # the next tick tries again
+            raise
+        log.warning("Redis resynced: %s", done)
+
     async def decode(self, model: type[M], values: list[bytes], topic: str) -> list[M]:
         """The values of the logical ``topic`` that decode as ``model``; the others (a
         tombstone among them) are dead-lettered and counted."""

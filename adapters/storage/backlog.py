@@ -48,6 +48,14 @@ class Backlog:
         )
         return [str(r["id"]) for r in rows]
 
+    async def unresolved(self) -> list[IncidentRow]:
+        """Every incident not resolved yet: waiting, or assigned and on its way."""
+        rows = await self._db.pool.fetch(
+            f"{INCIDENT_SELECT} WHERE i.state IN ('open', 'offered', 'escalated', 'assigned')"
+            " ORDER BY i.opened_at"
+        )
+        return [incident_row(r) for r in rows]
+
     async def standing_offers(self, offered_before: float, now: float) -> list[SentOffer]:
         """Pending offers made before ``offered_before`` that have not expired by ``now``."""
         rows = await self._db.pool.fetch(

@@ -26,6 +26,7 @@ from adapters.storage.live_mirror import LiveMirror
 from adapters.storage.offer_records import OfferRecords
 from adapters.storage.outbox import Outbox
 from adapters.storage.postgres import Database
+from adapters.storage.rebuild import Rebuilt, rebuild
 from adapters.storage.visit_store import VisitStore
 from kernel.errors import StorageError
 from kernel.keys import Keys
@@ -79,6 +80,30 @@ class RedisConnection:
             await self._client.set(keys.worker_health(role), str(at), ex=ttl_s)
         except (RedisError, OSError) as exc:
             raise StorageError(f"redis: writing the {role} worker's heartbeat: {exc}") from exc
+
+    async def lost_its_data(self, keys: Keys) -> bool:
+        """Whether Redis lost the namespace's data since any worker last asked (restarted
+        without persistence, flushed): its mark is gone. The first to ask after a loss (or
+        ever) sets the mark again and is told True, once; raises :class:`StorageError`."""
+        try:
+            return bool(await self._client.set(keys.incarnation(), "1", nx=True))
+        except RedisError as exc:
+            raise StorageError(f"redis: reading the namespace's mark: {exc}") from exc
+
+    async def lose_mark(self, keys: Keys) -> None:
+        """Take the mark away again: a resync that failed is done by the next to ask."""
+        try:
+            await self._client.delete(keys.incarnation())
+        except RedisError as exc:
+            raise StorageError(f"redis: removing the namespace's mark: {exc}") from exc
+
+    async def rebuild(self, db: Database, settings: Settings) -> Rebuilt:
+        """Put the live picture back from the record (:mod:`adapters.storage.rebuild`);
+        raises :class:`StorageError`."""
+        try:
+            return await rebuild(db, self._client, settings)
+        except RedisError as exc:
+            raise StorageError(f"redis: rebuilding the live picture: {exc}") from exc
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -22,10 +22,10 @@ from ws_gateway.session import (
     Resume,
     decide_answer,
     error_frame,
+    head_of,
     hello_frame,
     parse_frame,
     resolve_recipient,
-    head_of,
     seq_of,
 )
 
