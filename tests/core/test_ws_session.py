@@ -272,7 +272,7 @@ def test_metrics_text() -> None:
         (b'{"seq":7,"type":"x"}', (7, 0)),  # before epochs: one stream
         (b'{"type":"x","epoch":5,"seq":3}', (3, 5)),  # not the script's order: parsed
         (b'{"seq":7,"epoch":"5","type":"x"}', (7, 0)),
-        (b'[1]', (0, 0)),
+        (b"[1]", (0, 0)),
         (b"not json", (0, 0)),
     ],
 )
