@@ -10,25 +10,21 @@ offer timer.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import faust
 
-from adapters.faults import passing
 from dispatch.offers import ESCALATE_AFTER_S
 from kernel import keys
 from kernel.contracts import DeviceEvent, DispatcherCommand
 from kernel.settings import Settings
 from streams.decoding import Refused, decode_answer
-from streams.handling import with_retries
+from streams.handling import guarded, with_retries
 from streams.runtime import Runtime
 
 TICK_S = 0.5
-
-log = logging.getLogger(__name__)
 
 
 def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:
@@ -56,9 +52,10 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def offer_timer() -> None:
-        """Never raises: a tick a server failed is logged, and the next tick tries again."""
-        try:
-            await (await rt.ready()).keep_redis_whole()
-            await rt.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
-        except Exception as exc:
-            log.warning("offer timer: tick failed (%s)", exc, exc_info=not passing(exc))
+        await guarded("offer timer", partial(tick, rt))
+
+
+async def tick(rt: Runtime) -> None:
+    """The offer timer's step: Redis kept whole, then offers expired and incidents moved on."""
+    await (await rt.ready()).keep_redis_whole()
+    await rt.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)

@@ -66,3 +66,15 @@ async def with_retries(
                 return None
             log.warning("%s failed (attempt %d), retrying", what, attempt, exc_info=attempt == 1)
             await sleep(backoff.next())
+
+
+async def guarded(what: str, step: Callable[[], Awaitable[object]]) -> bool:
+    """Run a timer's step; it never raises (a Faust timer that raises stops its worker): a
+    failure is logged, with its traceback unless a server is away, and the next tick tries
+    again. Whether the step went through."""
+    try:
+        await step()
+    except Exception as exc:
+        log.warning("%s failed (%s)", what, exc, exc_info=not passing(exc))
+        return False
+    return True
