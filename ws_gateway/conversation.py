@@ -242,8 +242,8 @@ class Conversations:
                 self._counters.answers[command.type] += 1
                 await conn.ws.send(ack_frame(command.offer_id), text=True)
             elif isinstance(command, Assign | Resolve):
-                await self._forward_command(conn.claims, command)
-                await conn.ws.send(command_ack_frame(command), text=True)
+                command_id = await self._forward_command(conn.claims, command)
+                await conn.ws.send(command_ack_frame(command, command_id), text=True)
             else:
                 raise RejectedInput(MALFORMED, "already authenticated")
         except OverBudget as exc:
@@ -275,11 +275,12 @@ class Conversations:
             log.warning("%s: closing a client that goes on over its budget", conn.recipient)
             await conn.ws.close(CLOSE_POLICY, RATE_LIMITED)
 
-    async def _forward_command(self, claims: Claims, command: Assign | Resolve) -> None:
-        """A dispatcher's assign or resolve, to the answers topic keyed by incident."""
+    async def _forward_command(self, claims: Claims, command: Assign | Resolve) -> str:
+        """A dispatcher's assign or resolve, to the answers topic keyed by incident; its id."""
         event = decide_command(claims, command, command_id=uuid.uuid4().hex, now=time.time())
         value = orjson.dumps(event.model_dump(mode="json"))
         await self._producer.send_and_wait(keys.OFFER_ANSWERS, value, key=event.incident_id)
+        return event.command_id
 
     async def _reject(self, conn: Connection, rejection: RejectedInput, raw: str | bytes) -> None:
         self._counters.rejected[rejection.reason] += 1

@@ -308,10 +308,16 @@ def ack_frame(offer_id: str) -> bytes:
     return orjson.dumps({"type": "ack", "offer_id": offer_id})
 
 
-def command_ack_frame(command: Assign | Resolve) -> bytes:
-    """A dispatcher's command was forwarded (the outcome comes as an ``incident`` frame)."""
+def command_ack_frame(command: Assign | Resolve, command_id: str) -> bytes:
+    """A dispatcher's command was forwarded; its outcome comes as a ``command_result`` frame
+    with the same ``command_id``, once the worker decided."""
     return orjson.dumps(
-        {"type": "ack", "command": command.type, "incident_id": command.incident_id}
+        {
+            "type": "ack",
+            "command": command.type,
+            "command_id": command_id,
+            "incident_id": command.incident_id,
+        }
     )
 
 

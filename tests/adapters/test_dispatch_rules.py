@@ -585,11 +585,14 @@ async def test_a_dispatchers_assign_reaches_kafka_keyed_by_incident(
     async with gw.client(gateway, token=gw.token(settings, "dispatcher", "desk-1")) as ws:
         await gw.recv(ws)
         await gw.send(ws, frame)
-        ack = {"type": "ack", "command": "assign", "incident_id": incident_id}
-        assert await gw.recv(ws) == ack
+        ack = await gw.recv(ws)
+        assert ack == {"type": "ack", "command": "assign", "incident_id": incident_id} | {
+            "command_id": ack.get("command_id")
+        }
     value = await gw.consume(settings, "offer-answers", lambda v: v["incident_id"] == incident_id)
     assert value.pop("_key") == incident_id.encode()
     cmd = DispatcherCommand.model_validate(value)
+    assert cmd.command_id == ack["command_id"]  # the command_result will name it
     assert (cmd.command, cmd.caregiver_id, cmd.agency_id, cmd.actor) == (
         "assign",
         "cg-9",
