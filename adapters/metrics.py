@@ -15,6 +15,7 @@ worker also serves :class:`DeadLetterMetrics`, the Kafka values it could not dec
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, TypeAlias
@@ -37,6 +38,8 @@ LOG_EVERY_S = 30.0
 READ_TIMEOUT_S = 5.0
 MAX_REQUEST_BYTES = 8192
 Handler: TypeAlias = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Health: TypeAlias = Callable[[], Awaitable[Mapping[str, bool]]]
+"""Whether each server a service needs answers, by name."""
 
 
 class IngestMetrics:
@@ -187,28 +190,35 @@ class CopyMetrics:
 
 
 async def serve(
-    registry: CollectorRegistry, port: int, host: str = "0.0.0.0"
+    registry: CollectorRegistry, port: int, host: str = "0.0.0.0", health: Health | None = None
 ) -> asyncio.Server | None:
-    """Serve ``registry`` on ``host:port`` until the returned server is closed.
+    """Serve ``registry`` on ``host:port`` until the returned server is closed; with
+    ``health``, ``GET /healthz`` too: 200 when every server it names answers, else 503, the body
+    naming which do not (``{"ok": false, "postgres": false, "redis": true, "down":
+    ["postgres"]}``).
 
     Port 0 serves nothing. A port already taken is logged and skipped: metrics are worth less
     than the service that counts them (two services on one machine need two ports).
     """
     if port == 0:
         return None
+    handler = _handler(registry, health)
     try:
-        return await asyncio.start_server(_handler(registry), host, port, limit=MAX_REQUEST_BYTES)
+        return await asyncio.start_server(handler, host, port, limit=MAX_REQUEST_BYTES)
     except OSError as exc:
         log.warning("metrics not served: cannot listen on %s:%d: %s", host, port, exc)
         return None
 
 
-def _handler(registry: CollectorRegistry) -> Handler:
+def _handler(registry: CollectorRegistry, health: Health | None) -> Handler:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(READ_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
-            writer.write(_response(head, registry))
+            if health is not None and _path(head) == b"/healthz":
+                writer.write(_health_response(await health()))
+            else:
+                writer.write(_response(head, registry))
             await writer.drain()
         except (
             TimeoutError,
@@ -223,9 +233,25 @@ def _handler(registry: CollectorRegistry) -> Handler:
     return handle
 
 
-def _response(head: bytes, registry: CollectorRegistry) -> bytes:
+def _path(head: bytes) -> bytes:
+    """The path of a GET, or empty."""
     parts = head.split(b" ", 2)
-    if len(parts) < 2 or parts[0] != b"GET" or parts[1].split(b"?")[0] not in (b"/", b"/metrics"):
+    return parts[1].split(b"?")[0] if len(parts) >= 2 and parts[0] == b"GET" else b""
+
+
+def _health_response(checks: Mapping[str, bool]) -> bytes:
+    down = [name for name, up in checks.items() if not up]
+    body = json.dumps({"ok": not down, **checks, "down": down}).encode()
+    status = "503 Service Unavailable" if down else "200 OK"
+    header = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return header.encode() + body
+
+
+def _response(head: bytes, registry: CollectorRegistry) -> bytes:
+    if _path(head) not in (b"/", b"/metrics"):
         return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     body = generate_latest(registry)
     header = (

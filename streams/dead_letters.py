@@ -55,6 +55,12 @@ class DeadLetters:
         if self._producer is not None:
             await self._producer.stop()
 
+    async def ping(self) -> None:
+        """Raises :class:`StorageError` unless Kafka answers."""
+        if self._producer is None:
+            raise StorageError("kafka: no producer of dead letters yet")
+        await self._producer.ping()
+
     async def park(self, topic: str, refused: Iterable[Refused]) -> None:
         """Dead-letter values refused on the logical ``topic``."""
         source = self._settings.keys.topic(topic)

@@ -14,6 +14,7 @@ from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
 from kernel.backoff import Backoff
 from kernel.settings import Settings
+from kernel.waiting import answers
 from streams.dead_letters import DeadLetters
 from streams.decoding import Refused, decode_each
 from streams.dispatcher import Dispatcher
@@ -66,15 +67,15 @@ class Runtime:
         return self
 
     async def _start(self) -> None:
-        if not self._opened:
-            await self.db.__aenter__()
-            self._opened = True
+        if not self._serving:  # first: /healthz says which server it waits for
+            await self._serve_metrics()
+            self._serving = True
         if not self._producing:
             await self.dead_letters.start()
             self._producing = True
-        if not self._serving:
-            await self._serve_metrics()
-            self._serving = True
+        if not self._opened:
+            await self.db.__aenter__()
+            self._opened = True
         if self.mirror is not None and self._mirror_task is None:
             self._mirror_task = asyncio.create_task(self.mirror.run())  # Redis answers meanwhile
         if self._dispatching:
@@ -95,11 +96,20 @@ class Runtime:
             if self.mirror is not None:
                 CopyMetrics(self.mirror, self.fix_metrics.registry)
             port = self.settings.worker_metrics_port
-            self._metrics_server = await serve(self.fix_metrics.registry, port)
+            self._metrics_server = await serve(self.fix_metrics.registry, port, health=self.health)
         elif self.mirror is not None:
             registry = self.dead_letters.metrics.registry
             port = self.settings.dispatch_metrics_port
-            self._metrics_server = await serve(CopyMetrics(self.mirror, registry).registry, port)
+            self._metrics_server = await serve(
+                CopyMetrics(self.mirror, registry).registry, port, health=self.health
+            )
+
+    async def health(self) -> dict[str, bool]:
+        """Whether Postgres, Redis and Kafka answer, asked at once (``/healthz``)."""
+        postgres, redis, kafka = await asyncio.gather(
+            answers(self.db.ping()), answers(self.redis.ping()), answers(self.dead_letters.ping())
+        )
+        return {"postgres": postgres, "redis": redis, "kafka": kafka}
 
     async def keep_redis_whole(self) -> None:
         """When Redis lost its data, the dispatch worker that notices first puts the live

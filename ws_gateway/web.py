@@ -2,15 +2,15 @@
 Kafka answer), ``/metrics`` (Prometheus text) and the web console's files from ``static/``.
 
 ``/readyz`` is whether to send this gateway clients, ``/healthz`` the same checks for what
-already asks it: both ask Redis and Kafka at once, each within :data:`HEALTH_TIMEOUT_S`, and
-answer 200 when both answer, else 503, the body naming which does not (``"down": ["redis"]``)
-beside a flag per server."""
+already asks it: both ask Redis and Kafka at once, each within
+:data:`kernel.waiting.HEALTH_TIMEOUT_S`, and answer 200 when both answer, else 503, the body
+naming which does not (``"down": ["redis"]``) beside a flag per server."""
 
 from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -22,11 +22,10 @@ from websockets.http11 import Request, Response
 
 from adapters.kafka import Producer
 from adapters.storage.relay import GatewayConnection
-from kernel.errors import StorageError
+from kernel.waiting import answers
 from ws_gateway.session import Counters
 
 STATIC_DIR = Path(__file__).resolve().with_name("static")
-HEALTH_TIMEOUT_S = 2.0
 WEBSOCKET_PATH = "/ws"
 CHECKS = {"/healthz": "ok", "/readyz": "ready"}
 """The paths that check the servers, and the name of their verdict in the body."""
@@ -60,21 +59,12 @@ class WebRoutes:
     async def _checked(self, verdict: str) -> Response:
         """Whether Redis and Kafka answer (asked at once): 200, else 503 naming which not."""
         redis, kafka = await asyncio.gather(
-            healthy(self._redis.ping()), healthy(self._producer.ping())
+            answers(self._redis.ping()), answers(self._producer.ping())
         )
         checks = {"redis": redis, "kafka": kafka}
         down = [name for name, up in checks.items() if not up]
         body = orjson.dumps({verdict: not down, **checks, "down": down})
         return response(HTTPStatus.SERVICE_UNAVAILABLE if down else HTTPStatus.OK, body)
-
-
-async def healthy(ping: Awaitable[None]) -> bool:
-    """Whether a server's ping succeeds within :data:`HEALTH_TIMEOUT_S`."""
-    try:
-        await asyncio.wait_for(ping, HEALTH_TIMEOUT_S)
-    except (StorageError, TimeoutError):
-        return False
-    return True
 
 
 def response(status: HTTPStatus, body: bytes, content_type: str = "application/json") -> Response:

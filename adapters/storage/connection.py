@@ -81,6 +81,13 @@ class RedisConnection:
         except (RedisError, OSError) as exc:
             raise StorageError(f"redis: writing the {role} worker's heartbeat: {exc}") from exc
 
+    async def ping(self) -> None:
+        """Raises :class:`StorageError` unless Redis answers."""
+        try:
+            await self._client.ping()
+        except RedisError as exc:
+            raise StorageError(f"redis: no answer to a ping: {exc}") from exc
+
     async def lost_its_data(self, keys: Keys) -> bool:
         """Whether Redis lost the namespace's data since any worker last asked (restarted
         without persistence, flushed): its mark is gone. The first to ask after a loss (or

@@ -127,6 +127,13 @@ class Database:
         finally:
             await conn.close()
 
+    async def ping(self) -> None:
+        """Raises :class:`StorageError` unless Postgres answers."""
+        try:
+            await self.pool.fetchval("SELECT 1")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageError(f"postgres: no answer to a ping: {exc}") from exc
+
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:

@@ -39,13 +39,6 @@ class GatewayConnection(RedisConnection):
     ) -> None:
         await self.close()
 
-    async def ping(self) -> None:
-        """Raises :class:`StorageError` unless Redis answers."""
-        try:
-            await self._client.ping()
-        except RedisError as exc:
-            raise StorageError(f"redis: no answer to a ping: {exc}") from exc
-
     def outbox_channels(
         self, keys: Keys, on_reconnect: Callable[[], None] = lambda: None
     ) -> OutboxChannels:

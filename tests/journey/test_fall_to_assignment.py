@@ -281,3 +281,22 @@ async def test_the_fixes_worker_serves_its_counts(ready: Settings) -> None:
         return None
 
     assert await wait_for(accepted, 30, "accepted fixes counted") > 0
+
+
+async def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), orjson.loads(body)
+
+
+async def test_both_workers_say_their_servers_answer(ready: Settings) -> None:
+    for port in (ready.worker_metrics_port, ready.dispatch_metrics_port):
+        status, body = await _get(port, "/healthz")
+        assert (status, body) == (
+            200,
+            {"ok": True, "postgres": True, "redis": True, "kafka": True, "down": []},
+        )
