@@ -189,6 +189,24 @@ class CopyMetrics:
         )
 
 
+class CommandMetrics:
+    """Dispatchers' commands the dispatch worker refused, by reason, read when scraped."""
+
+    def __init__(self, refused: Mapping[str, int], registry: CollectorRegistry) -> None:
+        self._refused = refused
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "careknot_dispatch_commands_refused",
+            "Dispatchers' assign and resolve commands refused, by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self._refused.items()):
+            family.add_metric([reason], n)
+        yield family
+
+
 async def serve(
     registry: CollectorRegistry, port: int, host: str = "0.0.0.0", health: Health | None = None
 ) -> asyncio.Server | None:

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from adapters.metrics import CopyMetrics, DeadLetterMetrics, FixMetrics, serve
+from adapters.metrics import CommandMetrics, CopyMetrics, DeadLetterMetrics, FixMetrics, serve
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
 from kernel.backoff import Backoff
@@ -93,16 +93,15 @@ class Runtime:
 
     async def _open_metrics_port(self) -> None:
         if self._counting_fixes:
-            if self.mirror is not None:
-                CopyMetrics(self.mirror, self.fix_metrics.registry)
-            port = self.settings.worker_metrics_port
-            self._metrics_server = await serve(self.fix_metrics.registry, port, health=self.health)
+            registry, port = self.fix_metrics.registry, self.settings.worker_metrics_port
         elif self.mirror is not None:
-            registry = self.dead_letters.metrics.registry
-            port = self.settings.dispatch_metrics_port
-            self._metrics_server = await serve(
-                CopyMetrics(self.mirror, registry).registry, port, health=self.health
-            )
+            registry, port = self.dead_letters.metrics.registry, self.settings.dispatch_metrics_port
+        else:
+            return
+        if self.mirror is not None:
+            CopyMetrics(self.mirror, registry)
+            CommandMetrics(self.dispatcher.refused, registry)
+        self._metrics_server = await serve(registry, port, health=self.health)
 
     async def health(self) -> dict[str, bool]:
         """Whether Postgres, Redis and Kafka answer, asked at once (``/healthz``)."""

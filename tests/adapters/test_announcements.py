@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, generate_latest
 
+from adapters.metrics import CommandMetrics
 from adapters.storage import outbox
 from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentStore
@@ -171,6 +173,10 @@ async def test_every_command_gets_its_outcome_once_the_worker_decided(
     (stranger,) = await command_results(s, elsewhere)
     assert (stranger["command_id"], stranger["reason"]) == (sent[0].command_id, "other_agency")
     assert s.dispatcher.refused["unknown_incident"] == 2
+    registry = CollectorRegistry()
+    CommandMetrics(s.dispatcher.refused, registry)
+    scraped = generate_latest(registry).decode()
+    assert 'careknot_dispatch_commands_refused_total{reason="unknown_incident"} 2.0' in scraped
 
 
 # ---------------------------------------------------------------- a new trigger from the home
