@@ -65,9 +65,10 @@ class Launcher:
 
     # -------------------------------------------------------- MQTT
 
-    def mqtt(self) -> Started:
-        """Mosquitto if installed (shared subscriptions), else the amqtt wheel's broker."""
-        port = free_port()
+    def mqtt(self, port: int | None = None) -> Started:
+        """Mosquitto if installed (shared subscriptions), else the amqtt wheel's broker. Given
+        the ``port`` of one that died, it starts again where its clients look."""
+        port = port or free_port()
         url = f"mqtt://{LOOPBACK}:{port}"
         mosquitto = self.installed("mosquitto")
         if mosquitto:

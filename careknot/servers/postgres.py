@@ -23,11 +23,13 @@ PG_DATABASE = "careknot"
 SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200")
 
 
-def start_postgres(launcher: Launcher) -> Started:
+def start_postgres(launcher: Launcher, port: int | None = None) -> Started:
+    """Postgres on a free port, or on ``port`` (where one that died listened: its data
+    directory, the launcher's, is kept, so it starts again with what it had committed)."""
     bindir, how = _bindir(launcher)
     run_as = RunAs.for_postgres()
     datadir = _datadir(launcher, bindir, run_as)
-    port = free_port()
+    port = port or free_port()
     sockets = str(datadir) if len(str(datadir)) < 80 else ""
     argv = [str(bindir / "postgres"), "-D", str(datadir), "-p", str(port)]
     for setting in (
