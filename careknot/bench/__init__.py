@@ -59,6 +59,13 @@ BENCHMARKS = {
         " under atheris: inputs a second, and that only typed errors escape",
         options.fuzz,
     ),
+    "faults": Benchmark(
+        "careknot.bench.faults",
+        "the whole system at load on servers of its own, one fault a scenario (kill -9 of a"
+        " server or service, a proxy adding latency, resets, a blackhole): published against"
+        " what reached Postgres, Redis and the WebSocket, and the time to recover",
+        options.faults,
+    ),
 }
 
 

@@ -97,3 +97,27 @@ def fuzz(p: ArgumentParser) -> None:
         help=f"comma-separated, of {', '.join(FUZZ_TARGETS)}; or all",
     )
     p.add_argument("--seed", type=int, default=1, help="the fuzzer's random seed")
+
+
+FAULT_SCENARIOS = (
+    "baseline", "kill-mosquitto", "kill-redis", "kill-postgres", "kill-tansu", "kill-ingest",
+    "kill-ingest-emergencies", "kill-worker-dispatch", "kill-worker-fixes", "kill-gateway",
+    "proxy-postgres-latency", "proxy-postgres-reset", "proxy-postgres-blackhole",
+    "proxy-redis-latency", "proxy-redis-reset", "proxy-redis-blackhole",
+)  # fmt: skip
+"""The names of :data:`careknot.faults.scenarios.SCENARIOS` (a test holds them the same)."""
+
+
+def faults(p: ArgumentParser) -> None:
+    p.add_argument(
+        "--scenarios",
+        default="all",
+        help=f"comma-separated, of {', '.join(FAULT_SCENARIOS)}; or all",
+    )
+    p.add_argument("--events", type=int, default=10_000, help="fixes and falls in each stream")
+    p.add_argument("--rate", type=float, default=500.0, help="events a second")
+    p.add_argument("--falls", type=int, default=100, help="falls among the events")
+    p.add_argument("--caregivers", type=int, default=10, help="caregivers taking the falls")
+    p.add_argument("--load-caregivers", type=int, default=500, help="phones driving the load")
+    p.add_argument("--down", type=float, default=1.0, help="seconds a killed server stays down")
+    p.add_argument("--proxy-seconds", type=float, default=10.0, help="how long a proxy misbehaves")

@@ -28,6 +28,10 @@ OWN = {
     },
     "fixes-step": {"--caregivers", "--steps", "--batch", "--per-message"},
     "fuzz": {"--inputs", "--targets", "--seed"},
+    "faults": {
+        "--scenarios", "--events", "--rate", "--falls", "--caregivers", "--load-caregivers",
+        "--down", "--proxy-seconds",
+    },
 }  # fmt: skip
 
 
