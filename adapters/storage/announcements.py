@@ -2,8 +2,9 @@
 it is told.
 
 A step that changes an incident (a wave of offers, an acceptance, an escalation, a dispatcher's
-hand, offers expiring) writes its :class:`Announcement` in the same transaction as the change,
-so the two commit or fail together. The dispatcher then delivers the incident's announcements
+hand, offers expiring) or an alarm writes its :class:`Announcement` in the same transaction as
+the change, so the two commit or fail together; the incident or alarm is its subject. The
+dispatcher then delivers the subject's announcements
 (:meth:`Announcements.deliver`): offer records and caregivers' statuses into Redis, frames into
 the recipients' outboxes, and deletes the rows, all before its transaction commits. A worker
 that dies between the commit and the delivery leaves the rows behind; the offer timer delivers
@@ -12,7 +13,7 @@ frames go out under a Redis marker of its id (:meth:`adapters.storage.outbox.Out
 and a second delivery of the same announcement sends nothing.
 
 Table ``announcements``: ``id`` (uuid, the marker's name), ``made`` (order of making),
-``incident_id``, ``made_at``, ``body`` (jsonb: frames, offer records, statuses).
+``subject_id`` (the incident or alarm), ``made_at``, ``body`` (jsonb: frames, offer records, statuses).
 """
 
 from __future__ import annotations
@@ -65,14 +66,14 @@ class Announcement:
         )
 
 
-async def keep(conn: Conn, incident_id: str, announcement: Announcement | None, now: float) -> None:
+async def keep(conn: Conn, subject_id: str, announcement: Announcement | None, now: float) -> None:
     """Keep ``announcement`` in the step's transaction ``conn`` (nothing when there is none)."""
     if not announcement:
         return
     await conn.execute(
-        "INSERT INTO announcements(id, incident_id, made_at, body) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO announcements(id, subject_id, made_at, body) VALUES ($1, $2, $3, $4)",
         uuid.uuid4(),
-        uuid.UUID(incident_id),
+        uuid.UUID(subject_id),
         ts(now),
         announcement.body(),
     )
@@ -95,12 +96,12 @@ class Announcements:
         self._records = records
         self._live = live
 
-    async def deliver(self, incident_ids: Sequence[str], now: float) -> Delivered:
-        """Tell everything the incidents' committed steps announced, oldest first."""
-        if not incident_ids:
+    async def deliver(self, subject_ids: Sequence[str], now: float) -> Delivered:
+        """Tell everything the subjects' committed steps announced, oldest first."""
+        if not subject_ids:
             return Delivered(0, 0)
         return await self._take(
-            "incident_id = ANY($1::uuid[])", [uuid.UUID(i) for i in incident_ids], now
+            "subject_id = ANY($1::uuid[])", [uuid.UUID(i) for i in subject_ids], now
         )
 
     async def deliver_due(self, made_before: float, now: float) -> Delivered:

@@ -79,7 +79,7 @@ def _joined_key(event_id: str) -> str:
 
 
 def event(
-    key: str, agency: str, incident: str, kind: str, actor: str, at: float, **p: object
+    key: str, agency: str, incident: str | None, kind: str, actor: str, at: float, **p: object
 ) -> EventRow:
     return EventRow(key, agency, incident, kind, actor, at, dict(p))
 

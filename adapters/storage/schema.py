@@ -194,4 +194,45 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS announcements_made ON announcements (made_at);
         """,
     ),
+    (
+        6,
+        """
+        ALTER TABLE announcements RENAME COLUMN incident_id TO subject_id;
+        ALTER INDEX announcements_incident RENAME TO announcements_subject;
+        CREATE TABLE IF NOT EXISTS alarms (
+            id uuid PRIMARY KEY,
+            agency_id text NOT NULL REFERENCES agencies(id),
+            source text NOT NULL,
+            kind text NOT NULL,
+            severity text NOT NULL CHECK (severity IN ('critical', 'major', 'minor', 'warning')),
+            patient_id text,
+            detail text NOT NULL DEFAULT '',
+            raised_at timestamptz NOT NULL,
+            last_at timestamptz NOT NULL,
+            count integer NOT NULL DEFAULT 1,
+            cleared_at timestamptz,
+            cleared_by text,
+            acknowledged_at timestamptz,
+            acknowledged_by text,
+            assignee text,
+            climbed smallint NOT NULL DEFAULT 0
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS alarms_one_active ON alarms (agency_id, source, kind)
+            WHERE cleared_at IS NULL;
+        CREATE INDEX IF NOT EXISTS alarms_climbing ON alarms (raised_at)
+            WHERE cleared_at IS NULL AND acknowledged_at IS NULL;
+        CREATE TABLE IF NOT EXISTS escalation_ladders (
+            agency_id text NOT NULL REFERENCES agencies(id),
+            severity text NOT NULL,
+            steps jsonb NOT NULL,
+            PRIMARY KEY (agency_id, severity)
+        );
+        CREATE TABLE IF NOT EXISTS alarm_contacts (
+            agency_id text NOT NULL REFERENCES agencies(id),
+            rung text NOT NULL CHECK (rung IN ('on_call', 'external')),
+            url text NOT NULL,
+            PRIMARY KEY (agency_id, rung, url)
+        );
+        """,
+    ),
 ]

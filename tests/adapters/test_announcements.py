@@ -102,7 +102,7 @@ async def test_an_acceptance_committed_while_redis_was_away_is_told_once_when_it
         await s.dispatcher.tick()  # told once: nothing is left to tell
     assert (
         await db.pool.fetchval(
-            "SELECT count(*) FROM announcements WHERE incident_id = $1", uuid.UUID(incident.id)
+            "SELECT count(*) FROM announcements WHERE subject_id = $1", uuid.UUID(incident.id)
         )
         == 0
     )
