@@ -40,7 +40,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether nobody listens on ``port`` (connections of a server that died, still in
+    TIME_WAIT, do not count: every server we start binds with SO_REUSEADDR)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK, port))
         except OSError:
