@@ -214,11 +214,11 @@ class Run:
         tap.start()
         for c in clients:
             c.start()
-        pg: asyncpg.Connection | None = None
+        pg = Record(s)
         try:
             await _until(lambda: all(c.connected for c in clients), 30, "the clients connected")
-            pg = await asyncpg.connect(s.postgres_dsn, server_settings={"search_path": s.namespace})
             stream = asyncio.create_task(fixes.run(self._load_events()), name="fixes")
+            await self._caregivers_live(opts.caregivers)
             await self._drive(fixes, devices, phones, console, clients, pg)
             fixes.stop()
             await stream
@@ -227,13 +227,28 @@ class Run:
             await tap.stop()
             figures = await self._count(tap, fixes, devices, phones, console, pg, drained)
         finally:
-            if pg is not None:
-                with contextlib.suppress(Exception):
-                    await pg.close()
+            await pg.close()
             await tap.stop()
             for c in clients:
                 await c.stop()
         return figures
+
+    async def _caregivers_live(self, caregivers: int) -> None:
+        """Wait until the falls' caregivers are in the live index (the first falls would
+        find nobody)."""
+        r = aioredis.Redis.from_url(self.direct.redis_url)
+        keys = [self.direct.keys.caregiver(fall_caregiver(k)) for k in range(caregivers)]
+
+        async def live() -> bool:
+            async with r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hget(key, "ts")
+                return all(await pipe.execute())
+
+        try:
+            await _until(live, 30, "the caregivers in the live index")
+        finally:
+            await r.aclose()
 
     def _load_events(self) -> int:
         return max(0, self.opts.events - self.opts.falls)
@@ -245,7 +260,7 @@ class Run:
         phones: list[CaregiverPhone],
         console: DispatcherConsole,
         clients: list[Client],
-        pg: asyncpg.Connection,
+        pg: Record,
     ) -> None:
         """The falls at their pace, the fault at its time; after the stream, a trickle until
         the system is whole again (or ``recover_within_s`` passed)."""
@@ -318,7 +333,7 @@ class Run:
         phones: list[CaregiverPhone],
         console: DispatcherConsole,
         clients: list[Client],
-        pg: asyncpg.Connection,
+        pg: Record,
     ) -> bool:
         t = self.t
         if t.recovered_at is not None:
@@ -326,16 +341,14 @@ class Run:
         if t.fault_end is None or not all(c.connected for c in clients):
             return False
         try:
-            fix = await pg.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM fixes WHERE received_at > to_timestamp($1))",
-                t.fault_end,
-                timeout=2,
+            fix = await pg.fetch(
+                "SELECT 1 FROM fixes WHERE received_at > to_timestamp($1) LIMIT 1", t.fault_end
             )
             after = [f.device for f in devices.falls.values() if f.first_sent > t.fault_end]
             rows = await pg.fetch(
-                "SELECT id::text FROM incidents WHERE device_id = ANY($1::text[])", after, timeout=2
+                "SELECT id::text FROM incidents WHERE device_id = ANY($1::text[])", after
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DOWN:
             return False
         incidents = {r[0] for r in rows}
         offered = {
@@ -356,7 +369,7 @@ class Run:
         fixes: FixStream,
         devices: FallDevices,
         phones: list[CaregiverPhone],
-        pg: asyncpg.Connection,
+        pg: Record,
     ) -> bool:
         """Wait until the record holds what Kafka took (or ``drain_within_s`` passed)."""
 
@@ -372,7 +385,7 @@ class Run:
             try:
                 in_pg = await _pg_fixes(pg)
                 done = await _handled(pg)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DOWN:
                 return None
             accepted = set(tap.fixes) & set(fixes.written)
             falls = {d for d in tap.events if d in devices.falls}
@@ -390,7 +403,7 @@ class Run:
         devices: FallDevices,
         phones: list[CaregiverPhone],
         console: DispatcherConsole,
-        pg: asyncpg.Connection,
+        pg: Record,
         drained: bool,
     ) -> dict[str, Any]:
         t, sc = self.t, self.scenario
@@ -486,24 +499,50 @@ class Run:
 
 
 HANDLED = ("assigned", "resolved", "escalated")
+DOWN = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-async def _pg_fixes(pg: asyncpg.Connection) -> set[FixKey]:
+class Record:
+    """The runner's reads of Postgres, on a connection made again after Postgres was lost
+    (a read while it is away raises one of :data:`DOWN`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._conn: asyncpg.Connection | None = None
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        if self._conn is None or self._conn.is_closed():
+            s = self._settings
+            self._conn = await asyncpg.connect(
+                s.postgres_dsn, timeout=5, server_settings={"search_path": s.namespace}
+            )
+        try:
+            rows: list[asyncpg.Record] = await self._conn.fetch(query, *args, timeout=10)
+        except DOWN:
+            await self.close()
+            raise
+        return rows
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+
+async def _pg_fixes(pg: Record) -> set[FixKey]:
     rows = await pg.fetch(
         "SELECT caregiver_id, round(extract(epoch FROM ts))::bigint FROM fixes"
         " WHERE agency_id = ANY($1::text[])",
         [load.AGENCY, AGENCY],
-        timeout=10,
     )
     return {(r[0], int(r[1])) for r in rows}
 
 
-async def _handled(pg: asyncpg.Connection) -> set[str]:
+async def _handled(pg: Record) -> set[str]:
     rows = await pg.fetch(
         "SELECT device_id FROM incidents WHERE agency_id = $1 AND state = ANY($2::text[])",
         AGENCY,
         list(HANDLED),
-        timeout=10,
     )
     return {r[0] for r in rows}
 
@@ -568,7 +607,7 @@ async def run_scenarios(
     """Each scenario in turn, on one set of servers (each scenario in a namespace of its
     own, with its own ``careknot up``)."""
     results = []
-    with FaultServers(workdir / "servers") as servers:
+    with FaultServers() as servers:
         for name in names:
             log.info("scenario %s", name)
             run = Run(SCENARIOS[name], opts, servers, base, workdir / name)

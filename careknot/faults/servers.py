@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -46,13 +48,16 @@ def _session_members(sid: int) -> list[int]:
 
 
 class FaultServers:
-    """``with FaultServers(workdir) as servers:`` the four servers, each killable and
+    """``with FaultServers() as servers:`` the four servers, each killable and
     restartable; :attr:`urls` maps each to where it answers."""
 
-    def __init__(self, workdir: Path) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        os.chmod(workdir, 0o755)  # Postgres runs unprivileged under root and keeps its data here
-        self._launcher = Launcher(workdir, use_installed=True, timeout=START_TIMEOUT_S)
+    def __init__(self) -> None:
+        # A folder of their own that every user may enter: Postgres runs unprivileged under
+        # root, and a data directory it could not reach would be made anew elsewhere at each
+        # start, so a restarted Postgres would come back empty.
+        self.workdir = Path(tempfile.mkdtemp(prefix="careknot-fault-servers-"))
+        os.chmod(self.workdir, 0o755)
+        self._launcher = Launcher(self.workdir, use_installed=True, timeout=START_TIMEOUT_S)
         self.urls: dict[Server, str] = {}
         self._children: dict[Server, Child] = {}
         self.kills: dict[Server, int] = dict.fromkeys(SERVERS, 0)
@@ -73,6 +78,7 @@ class FaultServers:
 
     def close(self) -> None:
         self._launcher.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def port(self, server: Server) -> int:
         url = self.urls[server]
@@ -93,7 +99,7 @@ class FaultServers:
         if server == "redis":
             return self._launcher.redis("0", port)
         if server == "postgres":
-            return self._retrying(lambda: start_postgres(self._launcher, port))
+            return self._retrying(lambda: start_postgres(self._launcher, port, durable=True))
         return self._launcher.kafka(port)
 
     @staticmethod

@@ -21,11 +21,16 @@ from kernel.errors import ServerStartError
 PG_SUPERUSER = "postgres"
 PG_DATABASE = "careknot"
 SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200")
+DURABLE = ("max_connections=200",)  # Postgres's own defaults: a commit survives a crash
 
 
-def start_postgres(launcher: Launcher, port: int | None = None) -> Started:
+def start_postgres(
+    launcher: Launcher, port: int | None = None, *, durable: bool = False
+) -> Started:
     """Postgres on a free port, or on ``port`` (where one that died listened: its data
-    directory, the launcher's, is kept, so it starts again with what it had committed)."""
+    directory, the launcher's, is kept, so it starts again with what it had committed).
+    ``durable`` keeps production's durability (fsync, synchronous commits) instead of the
+    tests' speed, for a server that is to be killed."""
     bindir, how = _bindir(launcher)
     run_as = RunAs.for_postgres()
     datadir = _datadir(launcher, bindir, run_as)
@@ -35,7 +40,7 @@ def start_postgres(launcher: Launcher, port: int | None = None) -> Started:
     for setting in (
         f"listen_addresses={LOOPBACK}",
         f"unix_socket_directories={sockets}",
-        *SETTINGS,
+        *(DURABLE if durable else SETTINGS),
     ):
         argv += ["-c", setting]
     child = launcher.start("postgres", argv, stop_signal=signal.SIGINT, run_as=run_as)
