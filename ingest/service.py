@@ -13,14 +13,21 @@ is a :class:`~adapters.mqtt.subscription.Subscription`: made within the start ti
 :meth:`IngestService.run` raises :class:`~kernel.errors.BrokerUnavailable`; made again, for
 ever, whenever it is lost later.
 
-What Kafka does not take: a fix, a presence notice or a dead letter is counted
-(``careknot_ingest_produce_failures``), logged and lost (a position is superseded by the
-caregiver's next fix), and the service goes on; the producers reach Kafka again by themselves.
-A device event is sent again in place, its batch unacknowledged, until Kafka takes it or
-:data:`ingest.device_events.DEADLINE_S` has passed; only then is it counted, and logged with
-its content. What Postgres does not answer (the registry's look-ups) holds only the messages of
-publishers never seen, for a while, then refuses them as ``registry_unavailable``: see
-:mod:`ingest.registry`.
+Nothing accepted is lost. Each connection is a persistent MQTT session of a stable client id
+(:func:`client_id`, from ``CAREKNOT_INGEST_CLIENT_ID``): the broker queues what arrives at QoS 1
+while ingest is away and sends it when ingest is back. A batch is acknowledged to the broker
+only once Kafka has everything it produced: its dead letters and presence notices, and the
+packed messages its fixes went into (:mod:`ingest.acks`; batches in order, nothing flushed per
+batch). What Kafka does not take is counted (``careknot_ingest_produce_failures``) and logged,
+and its batch is not acknowledged: the connection is given up and made again, and the broker
+sends the batches not acknowledged again (a message of QoS 0 is lost, as its sender chose); the
+producers reach Kafka again by themselves. A device event is sent again in place, its batch
+unacknowledged, until Kafka takes it or :data:`ingest.device_events.DEADLINE_S` has passed;
+then it is counted, logged with its content, and comes again the same way. An ingest that dies
+leaves what it did not acknowledge to the broker; one stopped in order may leave some that
+Kafka had, which come again (every sink is idempotent on the event's key). What Postgres does
+not answer (the registry's look-ups) holds only the messages of publishers never seen, for a
+while, then refuses them as ``registry_unavailable``: see :mod:`ingest.registry`.
 
 Bounded: a publish over the payload cap and its topic's room is refused as it arrives, never
 buffered (``too_large``, dead-lettered with its first bytes, counted with its size in
@@ -45,6 +52,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import AsyncExitStack, aclosing
 from functools import partial
 from types import TracebackType
@@ -54,10 +62,12 @@ import orjson
 
 from adapters import kafka
 from adapters.metrics import IngestMetrics, serve, totals
+from adapters.mqtt.client import end_session
 from adapters.mqtt.frames import Publish
 from adapters.mqtt.subscription import START_TIMEOUT_S, Subscription
 from adapters.storage.postgres import Database
 from ingest import device_events, owntracks
+from ingest.acks import AckLine, Receipt, Round
 from ingest.batching import FixBatches
 from ingest.fast_path import fast_fix
 from ingest.parse import (
@@ -96,6 +106,8 @@ FLUSH_AFTER_S = 0.05
 message, so fewer, fuller messages cost the whole system less CPU per fix, which under load is
 also what keeps latency down (the measurements are in docs/benchmarks-history.md)."""
 PRODUCER_BATCH_BYTES = 256 * 1024
+Settle = Callable[[bool], None]
+"""Told that a message is delivered (False) or failed (True)."""
 INTERNAL_ERROR = "internal_error"
 """The dead letter's reason for a message whose handling failed unexpectedly (a bug): the
 message is dead-lettered and counted, and the rest of its batch handled."""
@@ -121,6 +133,7 @@ class IngestService:
         self._in_flight = 0
         self._settled = asyncio.Event()
         self._fixes = FixBatches(1)
+        self._round = Round()  # the receipts of the fixes packed since the last flush
         self._flushing = asyncio.Lock()
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
@@ -184,22 +197,26 @@ class IngestService:
             start_timeout_s=within,
             max_publish_bytes=self._limits.max_publish_bytes,
             inbox_capacity=INBOX_CAPACITY,
+            session=client_id(self._s, name),
         )
 
     async def _listen(self, subscription: Subscription, *, backpressure: bool) -> None:
-        """Handle what comes, a batch at a time, acknowledging each batch once handled;
-        positions wait while too many fixes are undelivered (device events never do)."""
+        """Handle what comes, a batch at a time, acknowledging each batch once Kafka has all
+        it produced (:mod:`ingest.acks`); positions wait while too many fixes are undelivered
+        (device events never do)."""
+        line = AckLine(partial(subscription.renew, "Kafka did not take what it delivered"))
         async with aclosing(subscription.batches(BATCH)) as batches:
             async for batch in batches:
+                receipt = line.receipt(subscription.acknowledgement(batch))
                 taken = [(m.topic, m.payload) for m in batch if not m.refused_bytes]
                 if len(taken) < len(batch):
-                    await self._refuse_too_large([m for m in batch if m.refused_bytes])
-                await self.handle_batch(taken)
-                subscription.ack(batch)
+                    await self._refuse_too_large([m for m in batch if m.refused_bytes], receipt)
+                await self.handle_batch(taken, receipt)
+                receipt.handled()
                 if backpressure and self._in_flight > MAX_IN_FLIGHT:
                     await self._settle()
 
-    async def _refuse_too_large(self, refused: list[Publish]) -> None:
+    async def _refuse_too_large(self, refused: list[Publish], receipt: Receipt) -> None:
         """Dead-letter publishes the MQTT client refused for their size, unread (``too_large``,
         with the first bytes of their payload); they are acknowledged with their batch, so the
         broker does not send them again."""
@@ -208,25 +225,29 @@ class IngestService:
             self.metrics.refused_bytes.inc(publish.refused_bytes)
             detail = f"a publish of {publish.refused_bytes} bytes, over {bound}"
             rejection = RejectedPayload(TOO_LARGE, detail, topic=publish.topic)
-            await self._reject(rejection, publish.payload, now)
+            await self._reject(rejection, publish.payload, now, receipt)
 
-    async def handle_batch(self, messages: list[tuple[str, bytes]]) -> None:
-        """Validate messages and produce them in order, dead-lettering each bad one."""
+    async def handle_batch(
+        self, messages: list[tuple[str, bytes]], receipt: Receipt | None = None
+    ) -> None:
+        """Validate messages and produce them in order, dead-lettering each bad one; what
+        they produce is waited on by ``receipt`` (a receipt of its own when none is given)."""
+        receipt = receipt or AckLine(_nothing).receipt(_nothing)
         now = time.time()
         self.metrics.last_message.set(now)
         await self._registry.learn_topics(t for t, _ in messages)
         for topic, payload in messages:
             try:
                 if owntracks.is_owntracks(topic):
-                    await self._owntracks(topic, payload, now, self._fixes)
+                    await self._owntracks(topic, payload, now, receipt)
                 else:
-                    await self._v1(topic, payload, now, self._fixes)
+                    await self._v1(topic, payload, now, receipt)
             except RejectedPayload as exc:
-                await self._reject(exc, payload, now)
+                await self._reject(exc, payload, now, receipt)
             except StorageError:
                 raise  # a server failing ends the run, the batch unacknowledged
             except Exception as exc:  # a fault of ingest's own: the message's, not the batch's
-                await self._reject(self._fault(exc, topic), payload, now)
+                await self._reject(self._fault(exc, topic), payload, now, receipt)
         for source, count in self._accepted_now.items():
             self._accepted[source].inc(count)
         self._accepted_now.clear()
@@ -236,13 +257,18 @@ class IngestService:
             self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self._due)
 
     async def flush(self) -> None:
-        """Produce the packed fixes now, one message per partition (in order: one at a time)."""
+        """Produce the packed fixes now, one message per partition (in order: one at a time);
+        their batches' receipts wait on these messages."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
         async with self._flushing:
-            for partition, count, value in self._fixes.drain():
-                await self._send(keys.FIXES, None, value, partition=partition, count=count)
+            packed, carrying, self._round = self._fixes.drain(), self._round, Round()
+            carrying.carried_by(len(packed))
+            for partition, count, value in packed:
+                await self._send(
+                    keys.FIXES, None, value, carrying.settle, partition=partition, count=count
+                )
 
     def _due(self) -> None:
         self._flush_timer = None
@@ -256,11 +282,15 @@ class IngestService:
             self.metrics.produce_failures.inc()
             log.error("producing packed fixes failed: %s", task.exception())
 
-    async def _reject(self, exc: RejectedPayload, payload: bytes, now: float) -> None:
+    async def _reject(
+        self, exc: RejectedPayload, payload: bytes, now: float, receipt: Receipt
+    ) -> None:
+        """Dead-letter and count a refusal; its batch waits until Kafka has the letter."""
         self.metrics.rejected.labels(exc.reason).inc()
         log.debug("rejected %s: %s", exc.topic[:200], exc)
-        letter = dead_letter(exc, payload, now)
-        await self._send(keys.DEADLETTER, exc.reason, orjson.dumps(letter.model_dump()))
+        letter = orjson.dumps(dead_letter(exc, payload, now).model_dump())
+        receipt.expect()
+        await self._send(keys.DEADLETTER, exc.reason, letter, receipt.settle)
 
     @staticmethod
     def _fault(exc: Exception, topic: str) -> RejectedPayload:
@@ -270,7 +300,7 @@ class IngestService:
         detail = f"{type(exc).__name__}: {exc}"
         return RejectedPayload(INTERNAL_ERROR, detail, topic=topic)
 
-    async def _v1(self, topic: str, payload: bytes, now: float, fixes: FixBatches) -> None:
+    async def _v1(self, topic: str, payload: bytes, now: float, receipt: Receipt) -> None:
         r = route(topic)
         if r.kind == "loc":
             value = fast_fix(r, payload, now, self._limits)
@@ -278,13 +308,13 @@ class IngestService:
                 fix = parse_location(r, topic, payload, now, self._limits)
                 value = fix.model_dump_json().encode()
             await self._registry.check(r, topic)
-            fixes.add(r.subject, value)
+            self._pack(r.subject, value, receipt)
             self._accepted_now["ck"] += 1
             return
         if r.kind == "presence":
             online = parse_presence(topic, payload)
             await self._registry.check(r, topic)
-            await self._presence(r.subject, r.agency, online, topic, now)
+            await self._presence(r.subject, r.agency, online, topic, now, receipt)
             return
         ev = parse_device_event(r, topic, payload, now, self._limits)
         await self._registry.check(r, topic)
@@ -292,31 +322,38 @@ class IngestService:
             await device_events.deliver(self._urgent, ev)
         except StorageError as exc:
             self._produce_failed(1, exc)
+            receipt.fail()  # the broker sends it again
             return
         self.metrics.events_accepted.inc()
 
-    async def _owntracks(self, topic: str, payload: bytes, now: float, fixes: FixBatches) -> None:
+    def _pack(self, caregiver: str, value: bytes, receipt: Receipt) -> None:
+        """Pack a fix for the next flush, which its batch's receipt waits on."""
+        self._fixes.add(caregiver, value)
+        self._round.join(receipt)
+
+    async def _owntracks(self, topic: str, payload: bytes, now: float, receipt: Receipt) -> None:
         """A location from the OwnTracks app becomes its caregiver's fix; other types
         (its last will among them) are counted by type."""
         message = owntracks.parse(topic, payload, self._limits)
         if isinstance(message, owntracks.OwnTracksLastWill):
             caregiver, agency = await self._registry.owntracks_caregiver(message.device, topic)
-            await self._presence(caregiver, agency, False, topic, now)
+            await self._presence(caregiver, agency, False, topic, now, receipt)
             return
         if not isinstance(message, owntracks.OwnTracksLocation):
             self.metrics.owntracks_ignored.labels(message.kind).inc()
             return
         caregiver, agency = await self._registry.owntracks_caregiver(message.device, topic)
         fix = location_fix(message.location, agency, caregiver, topic, now, self._limits)
-        fixes.add(fix.caregiver_id, fix.model_dump_json().encode())
+        self._pack(fix.caregiver_id, fix.model_dump_json().encode(), receipt)
         self._accepted_now["owntracks"] += 1
 
     async def _presence(
-        self, caregiver: str, agency: str, online: bool, topic: str, now: float
+        self, caregiver: str, agency: str, online: bool, topic: str, now: float, receipt: Receipt
     ) -> None:
-        """Produce and count a :func:`~ingest.parse.presence_notice`."""
-        notice = presence_notice(caregiver, agency, online, topic, now)
-        await self._send(keys.PRESENCE, caregiver, notice.model_dump_json().encode())
+        """Produce and count a :func:`~ingest.parse.presence_notice`; its batch waits on it."""
+        notice = presence_notice(caregiver, agency, online, topic, now).model_dump_json()
+        receipt.expect()
+        await self._send(keys.PRESENCE, caregiver, notice.encode(), receipt.settle)
         self.metrics.presence.labels("online" if online else "offline").inc()
 
     async def _send(
@@ -324,28 +361,32 @@ class IngestService:
         topic: str,
         key: str | None,
         value: bytes,
+        settle: Settle,
         *,
         partition: int | None = None,
         count: int = 1,
     ) -> None:
         """Hand a message (of ``count`` records) to the producer's batches; its delivery is
-        settled later. One the batches do not take is counted as failed."""
-        delivered = partial(self._delivered, count)
+        settled later, and ``settle`` told of it (failed or not). One the batches do not take
+        is counted as failed at once."""
+        delivered = partial(self._delivered, count, settle)
         try:
             await self._producer.send(
                 topic, value, key=key, partition=partition, delivered=delivered
             )
         except StorageError as exc:
             self._produce_failed(count, exc)
+            settle(True)
             return
         self._in_flight += count
 
-    def _delivered(self, count: int, failure: StorageError | None) -> None:
+    def _delivered(self, count: int, settle: Settle, failure: StorageError | None) -> None:
         self._in_flight -= count
         if self._in_flight <= MAX_IN_FLIGHT // 2:
             self._settled.set()
         if failure is not None:
             self._produce_failed(count, failure)
+        settle(failure is not None)
 
     def _produce_failed(self, count: int, failure: StorageError) -> None:
         self.metrics.produce_failures.inc(count)
@@ -360,6 +401,23 @@ class IngestService:
         while True:
             await asyncio.sleep(STATS_EVERY_S)
             log.info("ingest counters: %s", totals(self.metrics.registry))
+
+
+def client_id(settings: Settings, stream: str) -> str:
+    """The client id of the persistent MQTT session of this ingest process's connection for
+    ``stream`` (positions, emergencies)."""
+    return f"{settings.ingest_client_id or f'careknot-{settings.namespace}-ingest'}-{stream}"
+
+
+async def end_sessions(settings: Settings) -> None:
+    """End this ingest process's persistent MQTT sessions for good (the process retired): the
+    broker forgets their subscriptions and what it queued for them."""
+    for stream in STREAMS:
+        await end_session(settings.mqtt_host, settings.mqtt_port, client_id(settings, stream))
+
+
+def _nothing() -> None:
+    """Nothing to acknowledge, nothing to renew: a batch handled outside a connection's line."""
 
 
 async def run(settings: Settings, streams: Streams = "all") -> int:

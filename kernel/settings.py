@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_share_group: str = Field(default="", description="default: careknot-{namespace}")
     mqtt_shared_subscriptions: bool = True  # False on the embedded amqtt broker (MQTT 3.1.1)
+    ingest_client_id: str = Field(
+        default="",
+        max_length=100,
+        description="the MQTT client id of this ingest process's persistent sessions, one a"
+        " connection (-positions, -emergencies appended); each ingest process its own, the same"
+        " across its restarts; default: careknot-{namespace}-ingest",
+    )
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = 4
     kafka_fetch_max_wait_ms: int = Field(

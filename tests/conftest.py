@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
@@ -10,6 +11,8 @@ import pytest
 
 from adapters.storage.postgres import Database
 from careknot.servers import ServerStack
+from ingest.service import end_sessions
+from kernel.errors import BrokerUnavailable
 from kernel.settings import Settings
 
 # ====================================================================== servers (ServerStack)
@@ -33,6 +36,8 @@ async def migrated(stack_settings: Settings) -> AsyncIterator[Settings]:
     async with Database(stack_settings) as db:
         await db.migrate()
     yield stack_settings
+    with contextlib.suppress(BrokerUnavailable):
+        await end_sessions(stack_settings)  # what the broker would queue for the journeys' ingest
     conn = await asyncpg.connect(stack_settings.postgres_dsn)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{stack_settings.namespace}" CASCADE')

@@ -8,8 +8,8 @@ So :class:`ReadAheadSocket` sits under paho: one ``recv`` takes what the kernel 
 QoS 0 and 1 publishes in it are decoded in bulk (:mod:`adapters.mqtt.frames`) into the client's
 :class:`PublishInbox`, and paho reads the other packets as before (its ``pending()`` is the hook
 aiomqtt has for TLS sockets, which buffer the same way, so aiomqtt reads on until they are
-used up). QoS 1 publishes are acknowledged through paho once ingest has handled them
-(:meth:`BatchingClient.ack`), not on arrival.
+used up). QoS 1 publishes are acknowledged through paho once ingest says so
+(:meth:`BatchingClient.ack`: once Kafka has what it made of them), not on arrival.
 
 Bounded: a publish longer than the client's ``max_publish_bytes`` is refused by the splitter
 as it arrives, never buffered (see :mod:`adapters.mqtt.frames`), and the inbox holds at most
@@ -133,6 +133,11 @@ class PublishInbox:
         self._failure = exc
         self._arrived.set()
 
+    def discard(self, exc: BaseException) -> None:
+        """No more will be taken: what waits is dropped and ``take`` raises ``exc`` at once."""
+        self._waiting.clear()
+        self.fail(exc)
+
     async def take(self, limit: int) -> list[Publish]:
         """At least one and at most ``limit`` publishes, waiting for the first."""
         while not self._waiting:
@@ -163,6 +168,7 @@ class BatchingClient(aiomqtt.Client):
         self._max_publish_bytes = max_publish_bytes
         self._reading_loop = asyncio.get_running_loop()
         self._client.manual_ack_set(True)  # acknowledged once handled: see ack()
+        self.abandoned = False
 
     async def batches(self, limit: int) -> AsyncGenerator[list[Publish], None]:
         """Batches of up to ``limit`` messages as they come, until the connection is lost
@@ -175,10 +181,19 @@ class BatchingClient(aiomqtt.Client):
             relay.cancel()
 
     def ack(self, publishes: Iterable[Publish]) -> None:
-        """Acknowledge handled messages of QoS 1 and 2 to the broker."""
+        """Acknowledge handled messages of QoS 1 and 2 to the broker (nothing once abandoned)."""
+        if self.abandoned:
+            return
         for p in publishes:
             if p.qos:
                 self._client.ack(p.mid, p.qos)
+
+    def abandon(self, why: BrokerUnavailable) -> None:
+        """Acknowledge nothing more and hand out nothing more: the batches end with ``why``
+        and what the connection delivered and was not acknowledged stays the broker's, sent
+        again to the session's next connection."""
+        self.abandoned = True
+        self.inbox.discard(why)
 
     async def _relay(self) -> None:
         """What paho still delivers (QoS 2) joins the batches; a lost connection ends them."""
@@ -239,11 +254,16 @@ async def subscribed(
     qos: int = 1,
     max_publish_bytes: int | None = None,
     inbox_capacity: int = INBOX_CAPACITY,
+    session: str | None = None,
 ) -> AsyncIterator[BatchingClient]:
     """A connection to the broker at ``host:port`` subscribed to ``topics``; raises
     :class:`BrokerUnavailable` when it cannot be made (its batches do when it is lost).
     A publish longer than ``max_publish_bytes`` comes as a refusal (see
     :mod:`adapters.mqtt.frames`); at most ``inbox_capacity`` wait to be taken.
+
+    ``session`` is the client id of a persistent session (clean session off): the broker keeps
+    its subscriptions and queues what comes for it while it is away, and sends again what a
+    lost connection of it did not acknowledge; None: a clean session of a random id.
 
     MQTT 3.1.1: Mosquitto shares its subscriptions (``$share/...``) as it does MQTT 5's, and its
     PUBLISH packets carry no properties, so :mod:`adapters.mqtt.frames` reads them as they are
@@ -252,6 +272,8 @@ async def subscribed(
         host,
         port,
         protocol=aiomqtt.ProtocolVersion.V311,
+        identifier=session,
+        clean_session=session is None,
         max_publish_bytes=max_publish_bytes,
         inbox_capacity=inbox_capacity,
     )
@@ -260,5 +282,19 @@ async def subscribed(
             for topic in topics:
                 await client.subscribe(topic, qos=qos)
             yield client
+    except aiomqtt.MqttError as exc:
+        raise BrokerUnavailable(f"mqtt: {host}:{port}: {exc}") from exc
+
+
+async def end_session(host: str, port: int, session: str) -> None:
+    """End the persistent session ``session`` for good (an ingest process retired): the broker
+    forgets its subscriptions and what it queued for it. :class:`BrokerUnavailable` when the
+    broker does not answer."""
+    ending = aiomqtt.Client(
+        host, port, identifier=session, clean_session=True, protocol=aiomqtt.ProtocolVersion.V311
+    )
+    try:
+        async with ending:
+            pass
     except aiomqtt.MqttError as exc:
         raise BrokerUnavailable(f"mqtt: {host}:{port}: {exc}") from exc

@@ -8,6 +8,13 @@ warning and made again after the backoff's wait. The backoff is reset once a con
 delivered a batch, not once it is subscribed, so a broker that takes connections and drops
 them is tried ever more slowly. Only a lost or unreachable broker is retried; whatever the
 caller raises while handling a batch goes to the caller.
+
+Given a ``session`` (a client id), every connection is of that persistent MQTT session: what
+arrives while it is away is queued by the broker, and what a connection delivered and did not
+acknowledge is sent again to the next. A batch is acknowledged when its caller says so
+(:meth:`Subscription.acknowledgement`), on the connection that delivered it; a caller that
+cannot take what it was given gives the connection up (:meth:`Subscription.renew`) to have it
+again.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, aclosing
+from functools import partial
 from types import TracebackType
 
 from adapters.mqtt.client import INBOX_CAPACITY, BatchingClient, subscribed
@@ -26,6 +34,11 @@ from kernel.backoff import Backoff
 from kernel.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
+
+
+def _nothing() -> None:
+    """The acknowledgement of a batch with nothing to acknowledge (QoS 0 alone)."""
+
 
 START_TIMEOUT_S = 30.0
 """How long the first connection may take: a broker started alongside answers well within it, a
@@ -51,8 +64,9 @@ class Subscription:
         backoff: Backoff | None = None,
         max_publish_bytes: int | None = None,
         inbox_capacity: int = INBOX_CAPACITY,
+        session: str | None = None,
     ) -> None:
-        self.name, self.topics = name, list(topics)
+        self.name, self.topics, self.session = name, list(topics), session
         self._host, self._port = host, port
         self._max_publish_bytes, self._inbox_capacity = max_publish_bytes, inbox_capacity
         self._start_timeout_s = start_timeout_s
@@ -97,6 +111,25 @@ class Subscription:
         if self._client is not None:
             self._client.ack(batch)
 
+    def acknowledgement(self, batch: Sequence[Publish]) -> Callable[[], None]:
+        """What acknowledges ``batch``, the last handed out, later: on the connection that
+        delivered it and only while that connection stands (the broker sends what a lost
+        connection did not acknowledge again, to the session's next one)."""
+        client = self._client
+        if client is None or not any(p.qos for p in batch):
+            return _nothing
+        return partial(self._ack, client, batch)
+
+    def _ack(self, client: BatchingClient, batch: Sequence[Publish]) -> None:
+        if client is self._client:
+            client.ack(batch)
+
+    def renew(self, why: str) -> None:
+        """Give up the connection (what it delivered and was not acknowledged comes again,
+        the session's) and make it again after the backoff's wait; the batches go on."""
+        if self._client is not None:
+            self._client.abandon(BrokerUnavailable(f"connection given up: {why}"))
+
     async def _connect(self, deadline: float) -> BatchingClient:
         """Connect and subscribe, trying again after the backoff's wait until ``deadline``
         (``time.monotonic()``) has passed."""
@@ -108,6 +141,7 @@ class Subscription:
                     self.topics,
                     max_publish_bytes=self._max_publish_bytes,
                     inbox_capacity=self._inbox_capacity,
+                    session=self.session,
                 )
                 self._client = await self._connection.enter_async_context(connecting)
                 return self._client

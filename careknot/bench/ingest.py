@@ -242,6 +242,7 @@ def _start_extras(
     procs = []
     for n, command in enumerate(commands):
         env = {**os.environ, **settings_env(s), "CAREKNOT_WORKER_DATADIR": str(workdir / f"w{n}")}
+        env["CAREKNOT_INGEST_CLIENT_ID"] = f"careknot-{s.namespace}-ingest-{n + 1}"  # its own
         argv = [sys.executable, "-m", "careknot.cli", "-l", "warning", *command]
         out = (workdir / f"{command[0]}-{n}.log").open("wb")
         procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT))

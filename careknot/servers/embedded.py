@@ -19,6 +19,15 @@ from careknot.servers.probes import LOOPBACK, kafka_answers, mqtt_answers, redis
 from careknot.servers.processes import Child, free_port, port_is_free, spawn, wheel_dir
 from kernel.errors import ServerStartError
 
+MOSQUITTO_SESSIONS = (
+    "max_queued_messages 200000\nmax_inflight_messages 10000\npersistent_client_expiration 1d\n"
+)
+"""What Mosquitto holds for ingest's persistent sessions: what arrives at QoS 1 while an ingest
+is away, queued up to 200,000 messages (Mosquitto's default, 1,000, is a few seconds of
+fixes); up to 10,000 sent and not yet acknowledged (its default, 20, would hold ingest, which
+acknowledges a batch once Kafka has it, to a few hundred messages a second); and a session
+not back within a day forgotten (an ingest retired, a test's namespace)."""
+
 
 @dataclass(frozen=True)
 class Started:
@@ -74,7 +83,8 @@ class Launcher:
         if mosquitto:
             conf = self.workdir / "mosquitto.conf"
             conf.write_text(
-                f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
+                f"listener {port} {LOOPBACK}\nallow_anonymous true\n{MOSQUITTO_SESSIONS}"
+                f"persistence true\npersistence_location {self.workdir}/\n"
                 # keep our uid: a uid change would cancel the parent-death signal
                 f"log_dest stderr\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n"
             )

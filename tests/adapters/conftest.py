@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,8 @@ from adapters.storage.live import LiveIndex
 from adapters.storage.live_mirror import LiveMirror
 from adapters.storage.namespace import drop_namespace
 from adapters.storage.postgres import Database
+from ingest.service import end_sessions
+from kernel.errors import BrokerUnavailable
 from kernel.settings import Settings
 
 
@@ -24,6 +27,8 @@ async def settings(migrated: Settings) -> AsyncIterator[Settings]:
     own = migrated.model_copy(update={"namespace": f"t{uuid.uuid4().hex[:8]}"})
     yield own
     await drop_namespace(own)
+    with contextlib.suppress(BrokerUnavailable):
+        await end_sessions(own)  # what the broker would queue for this module's ingest
 
 
 @pytest.fixture(scope="module")

@@ -284,7 +284,7 @@ async def test_a_failure_while_a_batch_is_handled_is_no_lost_broker(
     is handled: the run ends with that server's error."""
     async with IngestService(on_broker) as service:
 
-        async def refused(messages: list[tuple[str, bytes]]) -> None:
+        async def refused(messages: list[tuple[str, bytes]], receipt: object = None) -> None:
             raise StorageError("postgres: refused")
 
         monkeypatch.setattr(service, "handle_batch", refused)

@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import aiomqtt
 
-from adapters.mqtt.client import CHUNK_BYTES, BatchingClient, ReadAheadSocket
+from adapters.mqtt.client import CHUNK_BYTES, BatchingClient, ReadAheadSocket, end_session
+from adapters.mqtt.frames import Publish
+from adapters.mqtt.subscription import Subscription
 from kernel.settings import Settings
 
 SIZES = [0, 1, 127, 128, 16_383, 16_384, 300_000, 5, 2_097_152, 3]
@@ -111,3 +115,40 @@ async def test_a_full_inbox_stops_the_reading_and_nothing_is_lost(stack_settings
     assert got[:-1] == sent
     assert max(held) <= capacity + one_read
     assert sum(not was and now for was, now in itertools.pairwise(paused)) > 1  # paused again
+
+
+async def test_a_connection_given_up_has_what_it_did_not_acknowledge_sent_again(
+    stack_settings: Settings,
+) -> None:
+    """A persistent session: the connection given up before its QoS 1 messages were
+    acknowledged, the broker sends them again to the next one."""
+    s = stack_settings
+    topic, session = f"ck/ra-{secrets.token_hex(4)}/cg/renew/loc", f"ra-{secrets.token_hex(4)}"
+    sent = [b"one", b"two", b"three"]
+    try:
+        async with Subscription(
+            s.mqtt_host, s.mqtt_port, [topic], name="t", session=session
+        ) as sub:
+            async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as pub:
+                for payload in sent:
+                    await pub.publish(topic, payload, qos=1)
+            async with asyncio.timeout(30), aclosing(sub.batches(10)) as batches:
+                assert await taken(batches, len(sent)) == sent
+                sub.renew("a test giving it up")
+                again = await taken(batches, len(sent), sub)
+            assert again == sent
+    finally:
+        await end_session(s.mqtt_host, s.mqtt_port, session)
+
+
+async def taken(
+    batches: AsyncIterator[list[Publish]], count: int, acknowledging: Subscription | None = None
+) -> list[bytes]:
+    """The payloads of the next ``count`` messages, acknowledged as taken if asked."""
+    got: list[bytes] = []
+    while len(got) < count:
+        batch = await anext(batches)
+        got += [m.payload for m in batch]
+        if acknowledging is not None:
+            acknowledging.acknowledgement(batch)()
+    return got

@@ -89,7 +89,11 @@ def services(
         with log_path.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "careknot.cli", "-l", "info", verb],
-                env={**env, "CAREKNOT_WORKER_DATADIR": str(workdir / name)},
+                env={
+                    **env,
+                    "CAREKNOT_WORKER_DATADIR": str(workdir / name),
+                    "CAREKNOT_INGEST_CLIENT_ID": f"careknot-{settings.namespace}-{name}",
+                },
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - prctl only
