@@ -159,9 +159,26 @@ class DispatcherCommand(BaseModel):
         return f"dispatcher:{self.dispatcher_id}"
 
 
-AnswerOrCommand = OfferAnswer | DispatcherCommand
+class AlarmCommand(BaseModel):
+    """A dispatcher's ``acknowledge`` or ``clear`` of an alarm of her agency, as the gateway
+    produces it to the offer-answers topic keyed by alarm."""
+
+    command_id: str
+    command: Literal["acknowledge", "clear"]
+    alarm_id: str = Field(min_length=1, max_length=128)
+    agency_id: str
+    dispatcher_id: str
+    at: float
+
+    @property
+    def actor(self) -> str:
+        return f"dispatcher:{self.dispatcher_id}"
+
+
+AnswerOrCommand = OfferAnswer | DispatcherCommand | AlarmCommand
 """What the offer-answers topic carries, told apart by its fields (an answer's ``answer_id`` and
-``answer``, a command's ``command_id`` and ``command``), never by what a free-text field says."""
+``answer``, a command's ``command_id`` and ``command`` with ``incident_id`` or ``alarm_id``), never
+by what a free-text field says."""
 ANSWERS_AND_COMMANDS: TypeAdapter[AnswerOrCommand] = TypeAdapter(AnswerOrCommand)
 
 
@@ -211,17 +228,38 @@ class IncidentFrame(BaseModel):
 
 
 class CommandResultFrame(BaseModel):
-    """What became of a dispatcher's ``assign`` or ``resolve`` once the worker decided, to her
-    agency's dispatchers: ``done``, or ``refused`` with the ``reason`` (``unknown_incident``,
-    ``other_agency``, ``not_waiting``, ``unknown_caregiver``, ``already_resolved``)."""
+    """What became of a dispatcher's command once the worker decided, to her agency's
+    dispatchers: ``done``, or ``refused`` with the ``reason`` (``unknown_incident``,
+    ``other_agency``, ``not_waiting``, ``unknown_caregiver``, ``already_resolved``,
+    ``unknown_alarm``)."""
 
     type: Literal["command_result"] = "command_result"
     command_id: str
-    command: Literal["assign", "resolve"]
-    incident_id: str
+    command: Literal["assign", "resolve", "acknowledge", "clear"]
+    incident_id: str | None = None
+    alarm_id: str | None = None
     dispatcher_id: str
     outcome: Literal["done", "refused"]
     reason: str | None = None
+    at: float
+
+
+class AlarmFrame(BaseModel):
+    """An alarm as it stands, to its agency's dispatchers, each time it changes."""
+
+    type: Literal["alarm"] = "alarm"
+    alarm_id: str
+    source: str
+    kind: str
+    severity: str
+    status: Literal["active_unack", "active_ack", "cleared_unack", "cleared_ack"]
+    count: int
+    patient_id: str | None = None
+    detail: str = ""
+    raised_at: float
+    acknowledged_by: str | None = None
+    assignee: str | None = None
+    climbed: int = Field(default=0, description="rungs of its escalation ladder climbed")
     at: float
 
 

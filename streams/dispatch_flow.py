@@ -18,7 +18,7 @@ import faust
 
 from dispatch.offers import ESCALATE_AFTER_S
 from kernel import keys
-from kernel.contracts import DeviceEvent, DispatcherCommand
+from kernel.contracts import AlarmCommand, DeviceEvent, DispatcherCommand
 from kernel.settings import Settings
 from streams.decoding import Refused, decode_answer
 from streams.handling import guarded, with_retries
@@ -47,6 +47,9 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
                 await rt.park(keys.OFFER_ANSWERS, [item])
             elif isinstance(item, DispatcherCommand):
                 await with_retries(item.command_id, partial(rt.dispatcher.on_command, item), park)
+            elif isinstance(item, AlarmCommand):
+                step = partial(rt.dispatcher.alarms.on_command, item)
+                await with_retries(item.command_id, step, park)
             else:
                 await with_retries(item.answer_id, partial(rt.dispatcher.on_answer, item), park)
 

@@ -39,6 +39,7 @@ from dispatch.offers import (
 from dispatch.planning import plan_offers
 from kernel.contracts import DeviceEvent, DispatcherCommand, OfferAnswer, OfferOutcome
 from kernel.settings import Settings
+from streams.alarm_keeper import AlarmKeeper
 from streams.candidate_search import CandidateSearch
 from streams.notices import Notices, escalation_payload
 
@@ -87,6 +88,7 @@ class Dispatcher:
         self._webhook = webhook or (Webhook(url) if url else None)
         self.refused: Counter[str] = Counter()
         """Dispatchers' commands refused, by reason."""
+        self.alarms = AlarmKeeper(settings, db, redis, clock)
 
     # ------------------------------------------------------------ inputs
 
@@ -149,6 +151,8 @@ class Dispatcher:
         if result.outcome.startswith("offer_"):  # nothing changed: told at once
             await self._notices.send(self._accepted(incident, answer, "", result))
         await self._notices.tell([result.incident_id])
+        if result.outcome == "assigned" and incident is not None:
+            await self.alarms.incident_settled(incident)
         if result.wave_closed:
             await self._advance_by_id(result.incident_id)
 
@@ -170,10 +174,14 @@ class Dispatcher:
         ``escalate_after_s``, escalate incidents not accepted that long after opening (sooner
         where their severity's waves run out sooner, see ``OfferTiming``); move on any
         incident left waiting with no offer out, as a worker that stopped halfway leaves it;
-        and tell what a worker that stopped committed and never told."""
+        tell what a worker that stopped committed and never told; and climb the alarms'
+        ladders (raising the alarm of an escalated incident that has none)."""
         now = self._clock()
         await self._catch_up(now, escalate_after_s, quiet_since=now - STALLED_AFTER_S)
         await self._notices.tell_due()
+        for incident in await self._backlog.escalated_unalarmed():
+            await self.alarms.incident_escalated(incident, "escalated")
+        await self.alarms.tick()
 
     async def on_command(self, cmd: DispatcherCommand) -> Handover:
         """A dispatcher's ``assign`` or ``resolve``, audited with her as the actor; its outcome
@@ -189,6 +197,7 @@ class Dispatcher:
             )
             return done
         await self._notices.tell([incident.id])
+        await self.alarms.incident_settled(incident)
         return done
 
     async def _hand_over(
@@ -332,6 +341,7 @@ class Dispatcher:
             await self._notices.tell([incident.id])
             if self._webhook is not None:
                 self._webhook.notify(escalation_payload(incident, reason, now))
+            await self.alarms.incident_escalated(incident, reason)
             await self._go_on(incident)
 
     async def _go_on(self, incident: IncidentRow) -> None:

@@ -13,7 +13,8 @@ frames go out under a Redis marker of its id (:meth:`adapters.storage.outbox.Out
 and a second delivery of the same announcement sends nothing.
 
 Table ``announcements``: ``id`` (uuid, the marker's name), ``made`` (order of making),
-``subject_id`` (the incident or alarm), ``made_at``, ``body`` (jsonb: frames, offer records, statuses).
+``subject_id`` (the incident or alarm), ``made_at``, ``body`` (jsonb: frames, offer records,
+statuses, notifications).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.notify import notify
 from adapters.storage.live import LiveIndex
 from adapters.storage.offer_records import OfferRecord, OfferRecords
 from adapters.storage.outbox import Outbox
@@ -33,16 +35,28 @@ DUE_BATCH = 200
 
 
 @dataclass(frozen=True, slots=True)
+class Notification:
+    """A message to people outside the system, through Apprise (``adapters.notify``)."""
+
+    urls: tuple[str, ...]
+    title: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
 class Announcement:
     """What one committed step tells: ``frames`` (recipient, JSON object), the ``records``
-    the gateways check answers against, and caregivers' new ``statuses`` (caregiver, status)."""
+    the gateways check answers against, caregivers' new ``statuses`` (caregiver, status), and
+    ``notifications`` to people outside (sent at least once: a delivery that fails after them
+    sends them again)."""
 
     frames: Sequence[tuple[str, bytes]] = ()
     records: Sequence[OfferRecord] = ()
     statuses: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    notifications: Sequence[Notification] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.frames or self.records or self.statuses)
+        return bool(self.frames or self.records or self.statuses or self.notifications)
 
     def body(self) -> str:
         return json.dumps(
@@ -53,6 +67,7 @@ class Announcement:
                     for r in self.records
                 ],
                 "statuses": [list(s) for s in self.statuses],
+                "notifications": [[list(n.urls), n.title, n.body] for n in self.notifications],
             }
         )
 
@@ -63,6 +78,7 @@ class Announcement:
             [(r, f.encode()) for r, f in data["frames"]],
             [OfferRecord(*r) for r in data["records"]],
             [(c, s) for c, s in data["statuses"]],
+            [Notification(tuple(u), t, b) for u, t, b in data.get("notifications", [])],
         )
 
 
@@ -95,6 +111,7 @@ class Announcements:
         self._outbox = outbox
         self._records = records
         self._live = live
+        self.notifications_failed = 0
 
     async def deliver(self, subject_ids: Sequence[str], now: float) -> Delivered:
         """Tell everything the subjects' committed steps announced, oldest first."""
@@ -124,12 +141,15 @@ class Announcements:
         return Delivered(len(rows), frames)
 
     async def _tell(self, announcement_id: str, a: Announcement, now: float) -> int:
-        """Records and statuses first (writing them twice is harmless), then the frames,
-        once; the number of frames sent."""
+        """Records and statuses first (writing them twice is harmless), notifications, then
+        the frames, once; the number of frames sent."""
         if a.records:
             await self._records.write(a.records, now)
         for caregiver_id, status in a.statuses:
             await self._live.set_status(caregiver_id, status)
+        for n in a.notifications:
+            if not await notify(n.urls, n.title, n.body):
+                self.notifications_failed += 1
         if not a.frames:
             return 0
         sent = await self._outbox.announce(announcement_id, a.frames)

@@ -56,6 +56,15 @@ class Backlog:
         )
         return [incident_row(r) for r in rows]
 
+    async def escalated_unalarmed(self) -> list[IncidentRow]:
+        """Escalated incidents that never had their alarm (a worker stopped between the two)."""
+        rows = await self._db.pool.fetch(
+            f"{INCIDENT_SELECT} WHERE i.state = 'escalated' AND NOT EXISTS (SELECT 1 FROM alarms a"
+            " WHERE a.agency_id = i.agency_id AND a.source = 'incident:' || i.id::text"
+            " AND a.kind = 'incident_escalated') ORDER BY i.opened_at"
+        )
+        return [incident_row(r) for r in rows]
+
     async def standing_offers(self, offered_before: float, now: float) -> list[SentOffer]:
         """Pending offers made before ``offered_before`` that have not expired by ``now``."""
         rows = await self._db.pool.fetch(

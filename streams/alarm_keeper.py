@@ -1,0 +1,165 @@
+"""Alarms a person must acknowledge, kept by the dispatch worker: raised and cleared by what
+happens to incidents, acknowledged and cleared by dispatchers, and their escalation ladders
+climbed by the offer timer while nobody acknowledges them.
+
+The decisions are ``alarms.lifecycle``'s and ``alarms.ladder``'s; the atomic changes
+``adapters.storage.alarms``'s; each change's announcement (the ``alarm`` frame to the agency's
+dispatchers, notifications to the rungs beyond them) goes through the transactional outbox like
+every dispatch step's.
+
+An escalated incident is a critical alarm (``incident_escalated``, source ``incident:{id}``)
+until a caregiver accepts it or a dispatcher assigns or resolves it. The timer also raises the
+alarm of an escalated incident that has none (a worker that stopped between the two).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from functools import partial
+
+from adapters.storage.alarms import AlarmStore, StoredAlarm
+from adapters.storage.announcements import Announcement, Notification
+from adapters.storage.connection import RedisConnection
+from adapters.storage.incidents import IncidentRow
+from adapters.storage.postgres import Database
+from alarms.ladder import Rung, Step, ladder_for
+from kernel import recipients
+from kernel.contracts import AlarmCommand, AlarmFrame, CommandResultFrame
+from kernel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ESCALATED = "incident_escalated"
+
+
+def incident_source(incident_id: str) -> str:
+    return f"incident:{incident_id}"
+
+
+class AlarmKeeper:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        redis: RedisConnection,
+        clock: Callable[[], float],
+    ) -> None:
+        self._store = AlarmStore(db)
+        self._announcements = redis.announcements(db, settings)
+        self._outbox = redis.outbox(settings)
+        self._clock = clock
+        self.refused: Counter[str] = Counter()
+
+    # ------------------------------------------------------------ rules
+
+    async def incident_escalated(self, incident: IncidentRow, reason: str) -> StoredAlarm:
+        now = self._clock()
+        stored = await self._store.raise_alarm(
+            incident.agency_id,
+            incident_source(incident.id),
+            ESCALATED,
+            "critical",
+            now,
+            patient_id=incident.patient_id,
+            detail=f"{incident.kind}: no caregiver has accepted ({reason})",
+            announce=self._frame,
+        )
+        await self._tell(stored.id)
+        return stored
+
+    async def incident_settled(self, incident: IncidentRow) -> None:
+        """A caregiver is on her way, or a dispatcher resolved it: its alarm clears."""
+        stored = await self._store.clear_condition(
+            incident.agency_id, incident_source(incident.id), ESCALATED, self._clock(), self._frame
+        )
+        if stored is not None:
+            await self._tell(stored.id)
+
+    # ------------------------------------------------------------ a dispatcher's hand
+
+    async def on_command(self, cmd: AlarmCommand) -> str:
+        """Her acknowledge or clear; the outcome (``done`` or why not) goes to her agency."""
+        now = self._clock()
+        step = self._store.acknowledge if cmd.command == "acknowledge" else self._store.clear
+        done = await step(cmd.alarm_id, cmd.agency_id, cmd.actor, now, self._frame)
+        outcome = "done" if isinstance(done, StoredAlarm) else done
+        if isinstance(done, StoredAlarm):
+            await self._tell(done.id)
+        else:
+            self.refused[done] += 1
+        result = CommandResultFrame(
+            command_id=cmd.command_id,
+            command=cmd.command,
+            alarm_id=cmd.alarm_id,
+            dispatcher_id=cmd.dispatcher_id,
+            outcome="done" if outcome == "done" else "refused",
+            reason=None if outcome == "done" else outcome,
+            at=now,
+        )
+        await self._outbox.send([(recipients.dispatchers(cmd.agency_id), result)])
+        return outcome
+
+    # ------------------------------------------------------------ the ladder
+
+    async def tick(self) -> None:
+        """Climb every ladder whose next rungs fell due."""
+        now = self._clock()
+        for stored in await self._store.climbing():
+            ladders = await self._store.ladders(stored.agency_id)
+            due = ladder_for(stored.alarm.severity, ladders).due(stored.alarm, now)
+            if not due:
+                continue
+            contacts = await self._store.contacts(stored.agency_id)
+            told = partial(self._climbed, contacts=contacts)
+            climbed = await self._store.climb(stored, due, now, told)
+            if climbed is not None:
+                log.warning("alarm %s climbed to %s", climbed.id, due[-1].rung)
+                await self._tell(climbed.id)
+
+    def _climbed(
+        self, stored: StoredAlarm, steps: tuple[Step, ...], *, contacts: Mapping[Rung, list[str]]
+    ) -> Announcement:
+        """The alarm frame again, and each rung beyond the dispatchers notified."""
+        notes = [
+            Notification(tuple(contacts[s.rung]), _title(stored), _body(stored))
+            for s in steps
+            if s.rung != "dispatchers" and contacts.get(s.rung)
+        ]
+        return Announcement(self._frame(stored).frames, notifications=notes)
+
+    # ------------------------------------------------------------ telling
+
+    def _frame(self, stored: StoredAlarm) -> Announcement:
+        a = stored.alarm
+        frame = AlarmFrame(
+            alarm_id=stored.id,
+            source=a.source,
+            kind=a.kind,
+            severity=a.severity,
+            status=a.status,
+            count=a.count,
+            patient_id=stored.patient_id,
+            detail=stored.detail,
+            raised_at=a.raised_at,
+            acknowledged_by=a.acknowledged_by,
+            assignee=a.assignee,
+            climbed=a.climbed,
+            at=self._clock(),
+        )
+        body = frame.model_dump_json().encode()
+        return Announcement([(recipients.dispatchers(stored.agency_id), body)])
+
+    async def _tell(self, alarm_id: str) -> None:
+        await self._announcements.deliver([alarm_id], self._clock())
+
+
+def _title(stored: StoredAlarm) -> str:
+    return f"CareKnot {stored.alarm.severity} alarm: {stored.alarm.kind}"
+
+
+def _body(stored: StoredAlarm) -> str:
+    a = stored.alarm
+    who = f" for patient {stored.patient_id}" if stored.patient_id else ""
+    return f"{stored.detail or a.kind}{who}. Not acknowledged. Alarm {stored.id}."

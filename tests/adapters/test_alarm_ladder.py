@@ -1,0 +1,162 @@
+"""An escalated emergency is an alarm a person must acknowledge: it reaches the dispatchers at
+once, climbs to the on-call manager and beyond while nobody acknowledges it (notified through
+Apprise to an HTTP endpoint of the test's own), stops when a dispatcher acknowledges it, and
+clears when a caregiver accepts. Against the real Postgres and Redis, the clock the test's."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+
+from adapters.storage.alarms import AlarmStore
+from adapters.storage.postgres import Database
+from kernel import recipients
+from kernel.contracts import AlarmCommand
+from tests.adapters import test_stores as stores
+from tests.adapters.test_stores import Scene, SceneMaker
+
+make_scene = stores.make_scene
+
+pytestmark = pytest.mark.servers
+
+
+class Inbox:
+    """An HTTP endpoint that keeps every JSON body POSTed to it, by path."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Inbox:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    def url(self, path: str) -> str:
+        assert self.server is not None
+        return f"json://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/{path}"
+
+    def to(self, path: str) -> list[dict[str, Any]]:
+        return [body for p, body in self.posts if p == f"/{path}"]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ", 2)[1].decode()
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+        self.posts.append((path, orjson.loads(await reader.readexactly(length))))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+
+async def alarms_told(s: Scene) -> list[dict[str, Any]]:
+    return [f for f in await s.to(recipients.dispatchers(s.w.agency)) if f["type"] == "alarm"]
+
+
+def acknowledge(s: Scene, alarm_id: str, command: str = "acknowledge") -> AlarmCommand:
+    return AlarmCommand.model_validate(
+        {
+            "command_id": uuid.uuid4().hex,
+            "command": command,
+            "alarm_id": alarm_id,
+            "agency_id": s.w.agency,
+            "dispatcher_id": "desk-1",
+            "at": s.clock.now,
+        }
+    )
+
+
+async def test_an_escalated_emergency_climbs_the_ladder_until_a_dispatcher_acknowledges(
+    make_scene: SceneMaker, db: Database
+) -> None:
+    async with Inbox() as inbox:
+        s = await make_scene([100], offer_window_by_severity={1: 3600.0})
+        store = AlarmStore(db)
+        await store.add_contact(s.w.agency, "on_call", inbox.url("manager"))
+        await store.add_contact(s.w.agency, "external", inbox.url("sms"))
+        incident = await s.dispatcher.on_device_event(s.event())
+        assert incident is not None
+        s.clock.now += 5
+        await s.answer(0, "decline")  # no one else: escalated, a critical alarm
+        (raised,) = await alarms_told(s)
+        assert (raised["kind"], raised["severity"], raised["status"]) == (
+            "incident_escalated",
+            "critical",
+            "active_unack",
+        )
+        assert raised["source"] == f"incident:{incident.id}"
+        s.clock.now += 1  # (the record keeps microseconds: a rung due at 0 s is surely due at 1)
+        await s.dispatcher.tick()  # the first rung, the dispatchers
+        assert inbox.posts == []
+        s.clock.now += 20
+        await s.dispatcher.tick()  # nobody acknowledged: the on-call manager
+        (page,) = inbox.to("manager")
+        assert raised["alarm_id"] in page["message"]
+        assert "critical" in page["title"]
+        await s.dispatcher.alarms.on_command(acknowledge(s, raised["alarm_id"]))
+        s.clock.now += 60
+        await s.dispatcher.tick()  # acknowledged: the ladder stopped
+        assert inbox.to("sms") == []
+        assert len(inbox.to("manager")) == 1
+        told = await alarms_told(s)
+        assert [(f["status"], f["climbed"]) for f in told] == [
+            ("active_unack", 0),
+            ("active_unack", 1),
+            ("active_unack", 2),
+            ("active_ack", 2),
+        ]
+        assert told[-1]["acknowledged_by"] == "dispatcher:desk-1"
+        results = [
+            f
+            for f in await s.to(recipients.dispatchers(s.w.agency))
+            if f["type"] == "command_result"
+        ]
+        assert [(r["command"], r["outcome"], r["alarm_id"]) for r in results] == [
+            ("acknowledge", "done", raised["alarm_id"])
+        ]
+
+
+async def test_unacknowledged_it_climbs_the_whole_ladder_within_a_minute_then_clears_on_accept(
+    make_scene: SceneMaker, db: Database
+) -> None:
+    async with Inbox() as inbox:
+        s = await make_scene([100, 200], offer_window_by_severity={1: 3600.0}, max_waves=1)
+        store = AlarmStore(db)
+        await store.add_contact(s.w.agency, "on_call", inbox.url("manager"))
+        await store.add_contact(s.w.agency, "external", inbox.url("sms"))
+        incident = await s.dispatcher.on_device_event(s.event())
+        assert incident is not None
+        s.clock.now += 5
+        await s.answer(0, "decline")  # its waves ran out: escalated; the next, larger, asks her
+        (raised,) = await alarms_told(s)
+        s.clock.now += 60
+        await s.dispatcher.tick()
+        assert (len(inbox.to("manager")), len(inbox.to("sms"))) == (1, 1)
+        await s.answer(1, "accept")  # she goes: the alarm clears
+        told = await alarms_told(s)
+        assert [f["status"] for f in told] == ["active_unack", "active_unack", "cleared_unack"]
+        stored = await store.get(raised["alarm_id"])
+        assert stored is not None
+        assert stored.alarm.cleared_by == "condition"
+
+
+async def test_a_dispatchers_hand_on_an_unknown_or_foreign_alarm_is_refused(
+    make_scene: SceneMaker, db: Database
+) -> None:
+    s = await make_scene([100])
+    assert await s.dispatcher.alarms.on_command(acknowledge(s, "nonsense")) == "unknown_alarm"
+    other = await make_scene([100])
+    alarm = await AlarmStore(db).raise_alarm(  # another agency's alarm
+        other.w.agency, "device:x", "tamper", "major", s.clock.now
+    )
+    assert await s.dispatcher.alarms.on_command(acknowledge(s, alarm.id, "clear")) == "other_agency"
+    assert s.dispatcher.alarms.refused == {"unknown_alarm": 1, "other_agency": 1}
