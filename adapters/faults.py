@@ -12,9 +12,14 @@ from __future__ import annotations
 import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kernel.errors import StorageError
+
+_NEVER: tuple[type[BaseException], ...] = (ValueError, TypeError)
+"""Never a server's, whatever else they are: asyncpg's client-side "invalid input for query
+argument" is an ``InterfaceError`` and a ``ValueError`` at once, and a bug."""
 
 _PASSING: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable
@@ -24,8 +29,11 @@ _PASSING: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up
     asyncpg.exceptions.InsufficientResourcesError,  # class 53
     asyncpg.exceptions.TransactionRollbackError,  # class 40: serialization, deadlock
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a replica, until the failover ends
     RedisConnectionError,  # and BusyLoadingError, a Redis loading its data
     RedisTimeoutError,
+    ReadOnlyError,  # a replica, until the failover ends
+    OutOfMemoryError,  # maxmemory reached: until memory is freed
     KafkaConnectionError,
     KafkaTimeoutError,
     NodeNotReadyError,
@@ -37,5 +45,5 @@ def passing(exc: BaseException) -> bool:
     unreachable, overloaded. A :class:`StorageError` is judged by its cause, if it has one."""
     if isinstance(exc, StorageError):
         cause = exc.__cause__
-        return cause is None or isinstance(cause, (StorageError, *_PASSING))
-    return isinstance(exc, _PASSING)
+        return cause is None or (passing(cause) if cause is not exc else False)
+    return isinstance(exc, _PASSING) and not isinstance(exc, _NEVER)

@@ -57,15 +57,15 @@ async def with_retries(
             return await step()
         except Exception as exc:
             outage = passing(exc)
-            patience = OUTAGE_PATIENCE_S if outage else POISON_WITHIN_S
-            if clock() - started >= patience:
+            left = (OUTAGE_PATIENCE_S if outage else POISON_WITHIN_S) - (clock() - started)
+            if left <= 0:
                 reason = OUTAGE if outage else POISON
                 log.exception("%s failed %d times; parking it (%s)", what, attempt, reason)
                 if park is not None:
                     await park(reason, f"{type(exc).__name__}: {exc}"[:500])
                 return None
             log.warning("%s failed (attempt %d), retrying", what, attempt, exc_info=attempt == 1)
-            await sleep(backoff.next())
+            await sleep(min(backoff.next(), left))
 
 
 async def guarded(what: str, step: Callable[[], Awaitable[object]]) -> bool:
