@@ -2,10 +2,12 @@
 
 Modes: ``pass`` (bytes through as they come), ``latency`` (every chunk held ``latency_s``
 each way, in order, the stream's throughput kept), ``reset`` (every open connection reset
-with RST, and new ones reset as they come) and ``blackhole`` (connections stay open and new
-ones are taken, but nothing goes through either way: what is sent is dropped, as on a network
-that lost its route). :class:`ProxyThread` runs one on an event loop of its own in a thread,
-so a busy caller's loop adds nothing to what it measures.
+with RST, and new ones reset as they come) and ``blackhole`` (nothing goes through either
+way, connections stay open and new ones wait, as on a network that lost its route: TCP
+retransmits meanwhile, so when the route is back within TCP's patience what was sent arrives,
+late; a client that gave up waiting has closed its connection by then). :class:`ProxyThread`
+runs one on an event loop of its own in a thread, so a busy caller's loop adds nothing to what
+it measures.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class TcpProxy:
         self.resets = 0
         self._open: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._server: asyncio.Server | None = None
+        self._routed = asyncio.Event()
+        self._routed.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, LOOPBACK, self.port)
@@ -61,6 +65,10 @@ class TcpProxy:
 
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
+        if mode == "blackhole":
+            self._routed.clear()
+        else:
+            self._routed.set()
         if mode == "reset":
             for pair in list(self._open):
                 for w in pair:
@@ -74,6 +82,7 @@ class TcpProxy:
             self.resets += 1
             _reset(cw)
             return
+        await self._routed.wait()  # a connection made in a blackhole waits for the route
         try:
             ur, uw = await asyncio.open_connection(LOOPBACK, self.upstream_port)
         except OSError:
@@ -95,8 +104,7 @@ class TcpProxy:
         sender = asyncio.create_task(self._send_held(held, writer))
         try:
             while chunk := await reader.read(CHUNK):
-                if self.mode == "blackhole":
-                    continue
+                await self._routed.wait()  # a blackhole holds it (and, TCP's window full, more)
                 due = time.monotonic() + (self.latency_s if self.mode == "latency" else 0.0)
                 held.put_nowait((due, chunk))
         except (ConnectionError, OSError):
