@@ -184,11 +184,17 @@ class Conversations:
         await conn.ws.close(CLOSE_TRY_AGAIN_LATER, "too slow")
 
     async def _resume(self, conn: Connection, last_seq: int, epoch: int | None) -> None:
-        """A client's resume: what was kept after ``last_seq``, or, when it counts in another
-        epoch than the stream's, ``resync`` and what the stream kept (epoch 0 or none: the
-        client does not know it)."""
+        """A client's resume: what was kept after ``last_seq``; or, when its stream is gone
+        (it counts in another epoch than the stream's, or beyond the stream's last seq),
+        ``resync`` and what the stream kept. A client that counts in an epoch the gateway does
+        not know yet (Redis lost the stream and no message made the new one) keeps its epoch:
+        the first message of the new one resyncs it. Epoch 0 or none: the client does not know."""
+        position = await self._outbox.position(conn.recipient)
         async with conn.sending:
-            if epoch and conn.epoch and epoch != conn.epoch:
+            conn.epoch = conn.epoch or position.epoch
+            if epoch and not conn.epoch:
+                conn.epoch = epoch
+            elif (epoch and epoch != conn.epoch) or last_seq > position.seq:
                 await self._resync(conn, conn.epoch)
             else:
                 await self._replay(conn, last_seq)
@@ -216,11 +222,10 @@ class Conversations:
 
     async def _replay(self, conn: Connection, last_seq: int) -> None:
         """Kept messages of the connection's epoch after ``last_seq`` (holding the lock)."""
-        kept = {
-            seq_of(m): m for m in await self._outbox.since(conn.recipient, last_seq, conn.epoch)
-        }
-        for seq in conn.delivered.take_replay(last_seq, kept):
-            await conn.ws.send(kept[seq], text=True)
+        kept = await self._outbox.since(conn.recipient, last_seq, conn.epoch or None)
+        kept_by_seq = {seq_of(m): m for m in kept}
+        for seq in conn.delivered.take_replay(last_seq, kept_by_seq):
+            await conn.ws.send(kept_by_seq[seq], text=True)
 
     async def _listen(self, conn: Connection) -> None:
         try:

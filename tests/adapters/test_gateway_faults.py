@@ -143,3 +143,40 @@ async def test_what_is_published_while_the_relay_reconnects_is_sent_when_it_is_b
             assert "resync" not in [f["type"] for f in got]
     finally:
         await admin.aclose()
+
+
+async def test_a_client_resuming_before_the_new_stream_exists_is_resynced_by_its_first_message(
+    gateway: Gateway, settings: Settings, box: Outbox, own_redis: OwnRedis
+) -> None:
+    me = recipients.caregiver("cg-2")
+    async with client(gateway, token=token(settings, "caregiver", "cg-2")) as ws:
+        await recv(ws)
+        await box.send([(me, result(n)) for n in (1, 2, 3)])
+        epoch = (await frames_until(ws, "o3"))[0]["epoch"]
+    own_redis.kill()
+    await own_redis.start_again()  # empty: nothing has made the recipient's new stream yet
+    resume = {"token": token(settings, "caregiver", "cg-2"), "last_seq": "3", "epoch": str(epoch)}
+    async with client(gateway, **resume) as ws:
+        hello = await recv(ws)
+        assert (hello["seq_now"], hello["epoch"]) == (0, 0)
+        async with reconnected(settings) as again:
+            await again.send([(me, result(4))])
+            got = await frames_until(ws, "o4")
+        assert [f["type"] for f in got] == ["resync", "offer_result"]
+        assert (got[1]["seq"], got[0]["epoch"]) == (1, got[1]["epoch"])
+
+
+async def test_a_client_counting_beyond_the_stream_is_resynced(
+    gateway: Gateway, settings: Settings, box: Outbox
+) -> None:
+    me = recipients.caregiver("cg-3")
+    await box.send([(me, result(n)) for n in (1, 2)])
+    ahead = {"token": token(settings, "caregiver", "cg-3"), "last_seq": "40"}
+    async with client(gateway, **ahead) as ws:
+        await recv(ws)  # hello
+        got = await frames_until(ws, "o2")
+        assert [(f["type"], f.get("seq")) for f in got] == [
+            ("resync", None),
+            ("offer_result", 1),
+            ("offer_result", 2),
+        ]
