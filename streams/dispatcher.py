@@ -185,10 +185,16 @@ class Dispatcher:
 
     async def on_command(self, cmd: DispatcherCommand) -> Handover:
         """A dispatcher's ``assign`` or ``resolve``, audited with her as the actor; its outcome
-        (done, or refused with the reason) goes to her agency's dispatchers."""
+        (done, or refused with the reason) goes to her agency's dispatchers. The same command
+        handled again (Kafka's replay, a retry after a failed telling) is told as done."""
         now = self._clock()
         incident = await self._incidents.get(cmd.incident_id)
         done = await self._hand_over(cmd, incident, now)
+        if not done.done and incident is not None:
+            before = await self._handovers.done_by(incident.id, cmd.command_id)
+            if before is not None:
+                await self._notices.tell([incident.id])  # what it announced, if still kept
+                return Handover(before)
         if not done.done or incident is None:
             self.refused[done.outcome] += 1
             log.debug("%s %s by %s refused: %s", cmd.command, cmd.incident_id, cmd.actor, done)
@@ -212,6 +218,7 @@ class Dispatcher:
                 cmd.actor,
                 now,
                 lambda done: self._notices.handed_over(incident, cmd, done, None),
+                command_id=cmd.command_id,
             )
         if cmd.caregiver_id is None:
             return Handover("unknown_caregiver")
@@ -223,6 +230,7 @@ class Dispatcher:
             cmd.actor,
             now,
             lambda done: self._notices.handed_over(incident, cmd, done, name),
+            command_id=cmd.command_id,
         )
 
     async def on_manual_assign(self, cmd: DispatcherCommand) -> Handover:

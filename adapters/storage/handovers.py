@@ -47,9 +47,10 @@ class HandoverStore:
         actor: str,
         now: float,
         announce: Announce | None = None,
+        command_id: str = "",
     ) -> Handover:
         """A dispatcher hands a waiting incident to a caregiver of her agency; what
-        ``announce`` makes of it is kept with the change."""
+        ``announce`` makes of it is kept with the change, the command's id in the log."""
         async with self._db.transaction() as conn:
             refused = await self._lock_for(conn, incident_id, agency_id, WAITING)
             if refused is not None:
@@ -76,6 +77,7 @@ class HandoverStore:
                 now,
                 caregiver_id=caregiver_id,
                 manual=True,
+                command_id=command_id,
             )
             await self._db.append_events(
                 conn, [done, *self._offer_events(taken, "offer_taken", agency_id, incident_id, now)]
@@ -92,9 +94,10 @@ class HandoverStore:
         actor: str,
         now: float,
         announce: Announce | None = None,
+        command_id: str = "",
     ) -> Handover:
         """Close an incident; its pending offers are cancelled. What ``announce`` makes of it
-        is kept with the change."""
+        is kept with the change, the command's id in the log."""
         async with self._db.transaction() as conn:
             refused = await self._lock_for(conn, incident_id, agency_id, UNRESOLVED)
             if refused is not None:
@@ -108,7 +111,13 @@ class HandoverStore:
             )
             cancelled = await self._close_pending(conn, iid, "cancelled", now)
             done = event(
-                f"{incident_id}:resolved", agency_id, incident_id, "incident_resolved", actor, now
+                f"{incident_id}:resolved",
+                agency_id,
+                incident_id,
+                "incident_resolved",
+                actor,
+                now,
+                command_id=command_id,
             )
             offer_events = self._offer_events(
                 cancelled, "offer_cancelled", agency_id, incident_id, now
@@ -118,6 +127,21 @@ class HandoverStore:
             if announce is not None:
                 await keep(conn, incident_id, announce(handover), now)
         return handover
+
+    async def done_by(self, incident_id: str, command_id: str) -> str | None:
+        """What the command with this id did to the incident (``assigned``, ``resolved``), if
+        it did anything: a command handled again (Kafka's replay, a retry) is told as done."""
+        try:
+            iid = uuid.UUID(incident_id)
+        except ValueError:
+            return None
+        kind = await self._db.pool.fetchval(
+            "SELECT kind FROM events WHERE incident_id = $1 AND payload->>'command_id' = $2"
+            " AND kind IN ('incident_assigned', 'incident_resolved') LIMIT 1",
+            iid,
+            command_id,
+        )
+        return None if kind is None else str(kind).removeprefix("incident_")
 
     async def _lock_for(
         self, conn: Conn, incident_id: str, agency_id: str, states: tuple[str, ...]

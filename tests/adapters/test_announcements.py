@@ -179,6 +179,24 @@ async def test_every_command_gets_its_outcome_once_the_worker_decided(
     assert 'careknot_dispatch_commands_refused_total{reason="unknown_incident"} 2.0' in scraped
 
 
+@pytest.mark.parametrize("kind", ["resolve", "assign"])
+async def test_a_command_handled_again_after_its_telling_failed_is_told_done_once(
+    make_scene: SceneMaker, db: Database, settings: Settings, kind: Literal["assign", "resolve"]
+) -> None:
+    s = await make_scene([100, 200], offer_window_by_severity={1: 3600.0})
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    again = command(s, kind, incident.id, caregiver_id=s.w.cg(1) if kind == "assign" else None)
+    with pytest.raises(StorageError):  # committed; Redis away for the telling
+        await cut_off(s, settings, db, offer_window_by_severity={1: 3600.0}).on_command(again)
+    for _replay in range(2):
+        assert (await s.dispatcher.on_command(again)).done
+    told = await command_results(s)
+    assert [(f["command_id"], f["outcome"]) for f in told] == [(again.command_id, "done")]
+    states = [f["state"] for f in await s.incident_frames(recipients.dispatchers(s.w.agency))]
+    assert states == ["offered", "assigned" if kind == "assign" else "resolved"]
+
+
 # ---------------------------------------------------------------- a new trigger from the home
 
 
