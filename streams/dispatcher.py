@@ -253,6 +253,7 @@ class Dispatcher:
         state is told again to its family and its agency's dispatchers, whose clients were told
         to resync."""
         now = self._clock()
+        await self._notices.tell_due(all_kept=True)  # records written: not sent twice below
         told = await self._deliver_lost_offers(now, offered_before=now)
         for incident in await self._backlog.unresolved():
             if incident.id in told:

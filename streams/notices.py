@@ -63,10 +63,12 @@ class Notices:
         """Deliver what the incidents' committed steps announced; the frames sent."""
         return (await self._announcements.deliver(incident_ids, self._clock())).frames
 
-    async def tell_due(self) -> int:
-        """Deliver what a worker committed and never told; the frames sent."""
+    async def tell_due(self, *, all_kept: bool = False) -> int:
+        """Deliver what a worker committed and never told (``all_kept``: every announcement
+        kept, however new); the frames sent."""
         now = self._clock()
-        done = await self._announcements.deliver_due(now - TOLD_LATE_AFTER_S, now)
+        before = now if all_kept else now - TOLD_LATE_AFTER_S
+        done = await self._announcements.deliver_due(before, now)
         return done.frames
 
     async def send(self, announcement: Announcement) -> None:

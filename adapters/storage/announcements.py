@@ -9,8 +9,10 @@ dispatcher then delivers the subject's announcements
 the recipients' outboxes, and deletes the rows, all before its transaction commits. A worker
 that dies between the commit and the delivery leaves the rows behind; the offer timer delivers
 them (:meth:`Announcements.deliver_due`), so everyone is still told, once: each announcement's
-frames go out under a Redis marker of its id (:meth:`adapters.storage.outbox.Outbox.announce`),
-and a second delivery of the same announcement sends nothing.
+frames go out with a Redis marker of its id in one script
+(:meth:`adapters.storage.outbox.Outbox.announce`), and an announcement whose marker is there is
+not told again. One subject's announcements are delivered by one worker at a time (a lock of the
+subject), in the order they were made.
 
 Table ``announcements``: ``id`` (uuid, the marker's name), ``made`` (order of making),
 ``subject_id`` (the incident or alarm), ``made_at``, ``body`` (jsonb: frames, offer records,
@@ -20,6 +22,7 @@ statuses, notifications).
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +35,9 @@ from adapters.storage.outbox import Outbox
 from adapters.storage.postgres import Conn, Database, ts
 
 DUE_BATCH = 200
+"""Subjects delivered by one call of :meth:`Announcements.deliver_due`."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,25 +121,40 @@ class Announcements:
 
     async def deliver(self, subject_ids: Sequence[str], now: float) -> Delivered:
         """Tell everything the subjects' committed steps announced, oldest first."""
-        if not subject_ids:
-            return Delivered(0, 0)
-        return await self._take(
-            "subject_id = ANY($1::uuid[])", [uuid.UUID(i) for i in subject_ids], now
-        )
+        told = [await self._deliver(subject, now) for subject in sorted(set(subject_ids))]
+        return Delivered(sum(d.announcements for d in told), sum(d.frames for d in told))
 
     async def deliver_due(self, made_before: float, now: float) -> Delivered:
-        """Tell what a worker committed before ``made_before`` and never told (it died)."""
-        return await self._take("made_at <= $1", ts(made_before), now)
+        """Tell what a worker committed before ``made_before`` and never told (it died, or
+        Redis was away), subject by subject: one that fails is logged and left for the next
+        try, and the others go on."""
+        subjects = await self._db.pool.fetch(
+            "SELECT subject_id FROM announcements WHERE made_at <= $1"
+            " GROUP BY subject_id ORDER BY min(made) LIMIT $2",
+            ts(made_before),
+            DUE_BATCH,
+        )
+        told = Delivered(0, 0)
+        for row in subjects:
+            try:
+                done = await self._deliver(str(row["subject_id"]), now)
+            except Exception as exc:
+                log.warning("announcements of %s not told yet: %s", row["subject_id"], exc)
+                continue
+            told = Delivered(told.announcements + done.announcements, told.frames + done.frames)
+        return told
 
-    async def _take(self, where: str, arg: object, now: float) -> Delivered:
-        """Delete the rows (skipping those another worker is delivering), deliver them, and
-        commit only once Redis has them: a failure leaves them for the next try."""
+    async def _deliver(self, subject_id: str, now: float) -> Delivered:
+        """The subject's announcements, in the order they were made, one delivery of a subject
+        at a time (a lock of its own): deleted, told, and committed only once Redis has them,
+        so a failure leaves them for the next try."""
         async with self._db.transaction() as conn:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('announce:' || $1))", subject_id
+            )
             rows = await conn.fetch(
-                "DELETE FROM announcements WHERE id IN (SELECT id FROM announcements"
-                f" WHERE {where} ORDER BY made LIMIT {DUE_BATCH} FOR UPDATE SKIP LOCKED)"
-                " RETURNING id, made, body",
-                arg,
+                "DELETE FROM announcements WHERE subject_id = $1 RETURNING id, made, body",
+                uuid.UUID(subject_id),
             )
             frames = 0
             for row in sorted(rows, key=lambda r: r["made"]):
@@ -141,8 +162,11 @@ class Announcements:
         return Delivered(len(rows), frames)
 
     async def _tell(self, announcement_id: str, a: Announcement, now: float) -> int:
-        """Records and statuses first (writing them twice is harmless), notifications, then
-        the frames, once; the number of frames sent."""
+        """Nothing if it was told (its marker says so); else records, statuses and
+        notifications, then the frames and the marker in one script; the frames sent. A
+        failure before the marker tells records, statuses and notifications again next time."""
+        if await self._outbox.announced(announcement_id):
+            return 0
         if a.records:
             await self._records.write(a.records, now)
         for caregiver_id, status in a.statuses:
@@ -150,8 +174,6 @@ class Announcements:
         for n in a.notifications:
             if not await notify(n.urls, n.title, n.body):
                 self.notifications_failed += 1
-        if not a.frames:
-            return 0
         sent = await self._outbox.announce(announcement_id, a.frames)
         return len(a.frames) if sent else 0
 

@@ -81,11 +81,11 @@ return seq
 
 # KEYS: the announcement's marker, then (position, stream, channel) of each recipient.
 # ARGV: maxlen, the marker's lifetime, then (recipient number from 1, message JSON) pairs.
-# Nothing is sent when the marker exists: the announcement was told already.
+# Nothing is sent when the marker exists (-1): the announcement was told already.
 _ANNOUNCE = (
     _STAMP
     + """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) == false then return 0 end
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) == false then return -1 end
 for i = 3, #ARGV, 2 do
   local at = 1 + 3 * (tonumber(ARGV[i]) - 1)
   local seq, epoch = stamp(KEYS[at + 1], 1)
@@ -144,8 +144,9 @@ class Outbox:
             await pipe.execute()
 
     async def announce(self, announcement_id: str, frames: Sequence[tuple[str, bytes]]) -> bool:
-        """Send an announcement's frames (recipient, JSON object) in order, in one script, unless
-        it was sent before; False then. Raises :class:`StorageError`."""
+        """Send an announcement's frames (recipient, JSON object) in order and set its marker,
+        in one script, unless the marker was set before; False then. Raises
+        :class:`StorageError`."""
         order: dict[str, int] = {}
         args: list[bytes | str | int] = [OUTBOX_MAXLEN, ANNOUNCED_KEPT_S]
         for recipient, message in frames:
@@ -154,9 +155,17 @@ class Outbox:
         for recipient in order:
             keys += self._keys(recipient)
         try:
-            return bool(await self._announce(keys=keys, args=args))
+            return int(await self._announce(keys=keys, args=args)) >= 0
         except RedisError as exc:
             raise StorageError(f"redis: announcing {announcement_id}: {exc}") from exc
+
+    async def announced(self, announcement_id: str) -> bool:
+        """Whether the announcement was told (its marker is there); raises
+        :class:`StorageError`."""
+        try:
+            return bool(await self._redis.exists(self._settings.keys.announced(announcement_id)))
+        except RedisError as exc:
+            raise StorageError(f"redis: reading the marker of {announcement_id}: {exc}") from exc
 
     def _keys(self, recipient: str) -> list[str]:
         return [

@@ -8,6 +8,7 @@ fails, as when Redis is lost between the two.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Literal
 
@@ -17,10 +18,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from adapters.metrics import CommandMetrics
 from adapters.storage import outbox
+from adapters.storage.announcements import Announcement, keep
 from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentStore
 from adapters.storage.live import LiveIndex
-from adapters.storage.postgres import Database
+from adapters.storage.postgres import Database, ts
 from kernel import recipients
 from kernel.contracts import DispatcherCommand, OfferAnswer
 from kernel.errors import StorageError
@@ -120,6 +122,32 @@ async def test_an_announcement_is_told_once_however_often_it_is_delivered(
     assert [m.split(b',"epoch":')[0] for m in kept] == [b'{"seq":1', b'{"seq":2']
     assert await box.announce("a-other", frames[:1]) is True
     assert (await box.position(desk)).seq == 3
+
+
+async def test_a_subject_whose_announcements_cannot_be_told_holds_up_no_other(
+    db: Database, redis: aioredis.Redis, settings: Settings
+) -> None:
+    now = time.time()
+    broken, fine = str(uuid.uuid4()), str(uuid.uuid4())
+    desk = recipients.dispatchers(f"ag-{uuid.uuid4().hex[:8]}")
+    frame = (desk, b'{"type":"incident","n":1}')
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO announcements(id, subject_id, made_at, body) VALUES ($1, $2, $3, '{}')",
+            uuid.uuid4(),
+            uuid.UUID(broken),
+            ts(now - 10),
+        )
+        await keep(conn, fine, Announcement([frame]), now - 5)
+    told = await RedisConnection(redis).announcements(db, settings).deliver_due(now, now)
+    assert (told.announcements, told.frames) >= (1, 1)
+    assert len(await outbox.Outbox(redis, settings).since(desk, 0)) == 1
+    left = await db.pool.fetch(
+        "SELECT subject_id FROM announcements WHERE subject_id = ANY($1::uuid[])",
+        [uuid.UUID(broken), uuid.UUID(fine)],
+    )
+    assert [str(r["subject_id"]) for r in left] == [broken]
+    await db.pool.execute("DELETE FROM announcements WHERE subject_id = $1", uuid.UUID(broken))
 
 
 # ---------------------------------------------------------------- dispatchers' commands
