@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from typing import Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -72,19 +73,32 @@ class Producer:
     """A producer of ``bytes`` values to the namespace's topics, named by their logical names.
 
     The defaults suit a few urgent messages (little lingering); a producer of many lingers
-    longer and fills bigger batches. Kafka's errors come out as :class:`StorageError`; a lost
-    broker is reconnected by the producer itself.
+    longer and fills bigger batches. ``acks``: ``1``, Kafka has a message once its partition's
+    leader wrote it; ``"all"``, once every in-sync replica did (a leader lost right after does
+    not lose it). Kafka's errors come out as :class:`StorageError`; a lost broker is
+    reconnected by the producer itself.
+
+    No producer is idempotent (``enable_idempotence``): aiokafka asks for a producer id with
+    InitProducerId v0, which tansu (0.6, the development and test Kafka) refuses, as its
+    storage wants the producer id and epoch of v3 and later; a message sent again after a lost
+    answer may so be written twice, which every consumer takes as once (idempotent on the
+    event's key).
     """
 
     def __init__(
-        self, settings: Settings, *, linger_ms: int = 2, max_batch_bytes: int = 16 * 1024
+        self,
+        settings: Settings,
+        *,
+        linger_ms: int = 2,
+        max_batch_bytes: int = 16 * 1024,
+        acks: Literal[1, "all"] = 1,
     ) -> None:
         self._keys = settings.keys
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             linger_ms=linger_ms,
             max_batch_size=max_batch_bytes,
-            acks=1,
+            acks=acks,
         )
 
     async def start(self) -> None:

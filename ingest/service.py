@@ -119,10 +119,18 @@ class IngestService:
         self._start_timeout_s = start_timeout_s  # for the first connection to the MQTT broker
         self._limits = Limits(settings.max_payload_bytes, settings.max_clock_skew_s)
         self._db = Database(settings, max_size=8)
+        # acks="all": a batch is acknowledged to the MQTT broker once Kafka has what it
+        # produced, so Kafka must have it for good, every in-sync replica, not only the leader
+        # that may die before the others copy it; for fixes too, at the cost of the replicas'
+        # round trip (nothing on one broker), since an acknowledged fix is the caregiver's
+        # history. Neither producer is idempotent: see kafka.Producer.
         self._producer = kafka.Producer(
-            settings, linger_ms=PRODUCER_LINGER_MS, max_batch_bytes=PRODUCER_BATCH_BYTES
+            settings,
+            linger_ms=PRODUCER_LINGER_MS,
+            max_batch_bytes=PRODUCER_BATCH_BYTES,
+            acks="all",
         )
-        self._urgent = kafka.Producer(settings)  # device events: no batch to wait behind
+        self._urgent = kafka.Producer(settings, acks="all")  # device events: no batch ahead
         self._registry = Registry(self._db)
         self.metrics = IngestMetrics()
         self._accepted = {s: self.metrics.fixes_accepted.labels(s) for s in ("ck", "owntracks")}
