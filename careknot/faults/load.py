@@ -399,12 +399,16 @@ class KafkaTap:
             )
             try:
                 await consumer.start()
+                checked = time.monotonic()
                 while True:
                     batch = await consumer.getmany(timeout_ms=200)
                     now = time.time()
                     for records in batch.values():
                         for record in records:
                             self._take(record.topic, record.value, now)
+                    if time.monotonic() - checked > 1.0:
+                        checked = time.monotonic()
+                        await self._rewind_lost(consumer)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the broker went away: read again when it is back
@@ -414,6 +418,18 @@ class KafkaTap:
             finally:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
+
+    @staticmethod
+    async def _rewind_lost(consumer: AIOKafkaConsumer) -> None:
+        """A partition that ends before where we read lost its records (a tansu started
+        again): read it from its start (what is read twice counts once)."""
+        partitions = list(consumer.assignment())
+        if not partitions:
+            return
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if ends[tp] < await consumer.position(tp):
+                consumer.seek_to_beginning(tp)
 
     def _take(self, topic: str, value: bytes | None, now: float) -> None:
         if not value:

@@ -103,7 +103,7 @@ def _scenarios() -> dict[str, Scenario]:
 
 
 SCENARIOS = _scenarios()
-CI_SCENARIOS = ("kill-redis", "kill-worker-dispatch", "proxy-postgres-blackhole")
+CI_SCENARIOS = ("kill-redis", "kill-postgres", "proxy-postgres-blackhole")
 
 
 @dataclass(frozen=True)
