@@ -55,10 +55,12 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def offer_timer() -> None:
-        await guarded("offer timer", partial(tick, rt))
+        await guarded("offer timer", partial(offer_tick, rt))
 
 
-async def tick(rt: Runtime) -> None:
-    """The offer timer's step: Redis kept whole, then offers expired and incidents moved on."""
-    await (await rt.ready()).keep_redis_whole()
+async def offer_tick(rt: Runtime) -> None:
+    """The offer timer's step: Redis kept whole, then offers expired and incidents moved on,
+    each whatever the other did."""
+    await rt.ready()
+    await guarded("keeping Redis whole", rt.keep_redis_whole)
     await rt.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)

@@ -13,7 +13,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from itertools import groupby
 
 from adapters.storage.announcements import Announcement
@@ -38,9 +39,11 @@ from dispatch.offers import (
 )
 from dispatch.planning import plan_offers
 from kernel.contracts import DeviceEvent, DispatcherCommand, OfferAnswer, OfferOutcome
+from kernel.errors import StorageError
 from kernel.settings import Settings
 from streams.alarm_keeper import AlarmKeeper
 from streams.candidate_search import CandidateSearch
+from streams.handling import guarded
 from streams.notices import Notices, escalation_payload
 
 log = logging.getLogger(__name__)
@@ -169,19 +172,25 @@ class Dispatcher:
             return Announcement()
         return self._notices.results([(answer.caregiver_id, answer.offer_id, outcome)])
 
-    async def tick(self, escalate_after_s: float | None = None) -> None:
+    async def tick(self, escalate_after_s: float | None = None) -> bool:
         """Expire offers whose window has passed and move their incidents on; with
         ``escalate_after_s``, escalate incidents not accepted that long after opening (sooner
         where their severity's waves run out sooner, see ``OfferTiming``); move on any
         incident left waiting with no offer out, as a worker that stopped halfway leaves it;
         tell what a worker that stopped committed and never told; and climb the alarms'
-        ladders (raising the alarm of an escalated incident that has none)."""
+        ladders (raising the alarm of an escalated incident that has none).
+
+        Never raises: each part, and each incident in it, goes on when another fails (logged);
+        whether every one went through."""
         now = self._clock()
-        await self._catch_up(now, escalate_after_s, quiet_since=now - STALLED_AFTER_S)
-        await self._notices.tell_due()
+        ok = await self._catch_up(now, escalate_after_s, quiet_since=now - STALLED_AFTER_S)
+        ok &= await guarded("telling what was kept", self._notices.tell_due)
+        ok &= await guarded("alarms of escalated incidents", self._alarm_escalated)
+        return ok & await guarded("alarm ladders", self.alarms.tick)
+
+    async def _alarm_escalated(self) -> None:
         for incident in await self._backlog.escalated_unalarmed():
             await self.alarms.incident_escalated(incident, "escalated")
-        await self.alarms.tick()
 
     async def on_command(self, cmd: DispatcherCommand) -> Handover:
         """A dispatcher's ``assign`` or ``resolve``, audited with her as the actor; its outcome
@@ -271,22 +280,42 @@ class Dispatcher:
         escalate_after_s: float | None,
         *,
         quiet_since: float,
-    ) -> None:
-        """Expire what is due, escalate what is overdue, move on what stalled."""
+    ) -> bool:
+        """Expire what is due, escalate what is overdue, move on what stalled; each incident
+        on its own (one that fails is logged and the others go on). Whether all went through."""
+        ok = await guarded("expiring offers", partial(self._expire, now))
+        if escalate_after_s is not None:
+            opened_before = self._timing.opened_before(now, escalate_after_s)
+            overdue = partial(self._escalate_overdue, opened_before, now)
+            ok &= await guarded("escalating overdue incidents", overdue)
+        stalled = partial(self._move_on_stalled, quiet_since)
+        return ok & await guarded("moving on stalled incidents", stalled)
+
+    async def _expire(self, now: float) -> bool:
         expired, closed = await self._offers.expire_due(
             now,
             lambda due: self._notices.results((e.caregiver_id, e.offer_id, "expired") for e in due),
         )
         await self._notices.tell(sorted({e.incident_id for e in expired}))
-        for incident_id in closed:
-            await self._advance_by_id(incident_id)
-        if escalate_after_s is not None:
-            opened_before = self._timing.opened_before(now, escalate_after_s)
-            for incident in await self._backlog.overdue(opened_before):
-                await self._escalate(incident, "timeout", now)
-        stalled = await self._backlog.stalled(quiet_since)
-        for incident_id in stalled:
-            await self._advance_by_id(incident_id)
+        return await self._each(closed, self._advance_by_id)
+
+    async def _escalate_overdue(self, opened_before: dict[int, float], now: float) -> bool:
+        overdue = {i.id: i for i in await self._backlog.overdue(opened_before)}
+        return await self._each(overdue, lambda iid: self._escalate(overdue[iid], "timeout", now))
+
+    async def _move_on_stalled(self, quiet_since: float) -> bool:
+        return await self._each(await self._backlog.stalled(quiet_since), self._advance_by_id)
+
+    async def _each(
+        self, incident_ids: Iterable[str], step: Callable[[str], Awaitable[None]]
+    ) -> bool:
+        """``step`` for each incident, whatever the others do; whether all went through."""
+        ok = True
+        for incident_id in incident_ids:
+            ok &= await guarded(f"incident {incident_id}", partial(step, incident_id))
+        if not ok:
+            raise StorageError("some incidents could not be moved on (logged); the next tick tries")
+        return ok
 
     async def _deliver_lost_offers(
         self, now: float, offered_before: float | None = None
@@ -338,7 +367,7 @@ class Dispatcher:
         if not plan.offers:
             return  # escalated, with no one left to ask now: the timer looks again
         sent = await self._incidents.start_wave(
-            incident, plan.offers, now, lambda sent: self._notices.offers(incident, sent, now)
+            incident, plan.offers, now, lambda now_is, sent: self._notices.offers(now_is, sent, now)
         )
         if sent:
             await self._notices.tell([incident.id])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
@@ -230,10 +230,11 @@ class IncidentStore:
         incident: IncidentRow,
         planned: Sequence[PlannedOffer],
         now: float,
-        announce: Callable[[list[SentOffer]], Announcement] | None = None,
+        announce: Callable[[IncidentRow, list[SentOffer]], Announcement] | None = None,
     ) -> list[SentOffer] | None:
-        """Record a wave of offers, and what ``announce`` makes of it; None if another process
-        already moved the incident on.
+        """Record a wave of offers, and what ``announce`` makes of it (told the incident as the
+        wave left it: escalated meanwhile, it says so); None if another process already moved
+        the incident on.
 
         An escalated incident stays escalated: the waves go on while a person also knows."""
         iid = uuid.UUID(incident.id)
@@ -242,7 +243,7 @@ class IncidentStore:
                 "UPDATE incidents SET wave = wave + 1, updated_at = $3,"
                 " state = CASE state WHEN 'escalated' THEN 'escalated' ELSE 'offered' END"
                 " WHERE id = $1 AND wave = $2 AND state IN ('open', 'offered', 'escalated')"
-                " RETURNING id",
+                " RETURNING state",
                 iid,
                 incident.wave,
                 ts(now),
@@ -288,7 +289,8 @@ class IncidentStore:
                 ],
             )
             if announce is not None:
-                await keep(conn, incident.id, announce(sent), now)
+                now_is = replace(incident, state=moved, wave=incident.wave + 1)
+                await keep(conn, incident.id, announce(now_is, sent), now)
         return sent
 
     async def escalate(

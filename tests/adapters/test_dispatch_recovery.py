@@ -319,3 +319,43 @@ async def test_the_timer_moves_on_incidents_a_worker_dropped_halfway(
         "offer_declined",
         "offer_sent",
     ]
+
+
+async def test_an_incident_that_cannot_be_moved_on_holds_up_no_other(
+    make_scene: SceneMaker, db: Database
+) -> None:
+    s = await make_scene([100, 200], offer_window_by_severity={1: 3600.0})
+    ev = s.event()
+    poisoned = await IncidentStore(db).open_or_join(
+        Trigger(ev.event_id, s.w.agency, s.w.patient.id, s.w.device.id, "fall", 1, s.clock.now),
+        JOIN_WINDOW_S,
+    )
+    other = await make_scene([100], offer_window_by_severity={1: 3600.0})
+    ev2 = other.event()
+    fine = await IncidentStore(db).open_or_join(
+        Trigger(
+            ev2.event_id,
+            other.w.agency,
+            other.w.patient.id,
+            other.w.device.id,
+            "fall",
+            1,
+            s.clock.now,
+        ),
+        JOIN_WINDOW_S,
+    )
+    assert poisoned is not None and fine is not None
+    name = f"refuse_{uuid.uuid4().hex[:8]}"
+    await db.pool.execute(  # every wave of the first incident fails, as a bug would
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF NEW.incident_id = '{poisoned.incident.id}' THEN RAISE EXCEPTION 'poison'; END IF;"
+        " RETURN NEW; END $$;"
+        f" CREATE TRIGGER {name} BEFORE INSERT ON offers FOR EACH ROW EXECUTE FUNCTION {name}()"
+    )
+    try:
+        s.clock.now += STALLED_AFTER_S + 1
+        assert await s.dispatcher.tick() is False  # the first failed, and said so
+        assert await other.offered() == [1]  # the other got its wave all the same
+        assert await s.offered() == [0, 0]
+    finally:
+        await db.pool.execute(f"DROP TRIGGER {name} ON offers; DROP FUNCTION {name}()")
