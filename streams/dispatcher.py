@@ -364,8 +364,9 @@ class Dispatcher:
         if plan.escalation is not None:
             await self._escalate(incident, plan.escalation, now)
             return
-        if not plan.offers:
-            return  # escalated, with no one left to ask now: the timer looks again
+        if not plan.offers:  # escalated, no one left to ask now: the timer looks again later
+            await self._incidents.looked_at(incident, now)
+            return
         sent = await self._incidents.start_wave(
             incident, plan.offers, now, lambda now_is, sent: self._notices.offers(now_is, sent, now)
         )

@@ -45,8 +45,9 @@ class RedisConnection:
     def open(cls, url: str) -> Self:
         """A connection to the Redis at ``url``; the client connects on first use. A command
         whose connection was lost (Redis restarted) is tried again on a new one, a few times
-        within a second, before its error comes out: every write here is safe to repeat (the
-        live index keeps the newest, an announcement is told once)."""
+        within a second, before its error comes out. Most writes are safe to repeat (the live
+        index keeps the newest, an announcement is told once); a frame sent with
+        :meth:`Outbox.send` whose reply was lost may go out twice, with two seqs."""
         retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES)
         client = aioredis.Redis.from_url(
             url, retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError]

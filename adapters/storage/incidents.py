@@ -210,6 +210,16 @@ class IncidentStore:
         row = await self._db.pool.fetchrow(f"{INCIDENT_SELECT} WHERE i.id = $1", iid)
         return incident_row(row) if row else None
 
+    async def looked_at(self, incident: IncidentRow, now: float) -> None:
+        """Someone looked for whom to ask and found no one: the timer's next look waits its
+        quiet time (``dispatch.offers.STALLED_AFTER_S``) instead of coming every tick."""
+        await self._db.pool.execute(
+            "UPDATE incidents SET updated_at = $2 WHERE id = $1 AND wave = $3",
+            uuid.UUID(incident.id),
+            ts(now),
+            incident.wave,
+        )
+
     async def offers_out(self, incident_id: str) -> bool:
         """Whether an offer of the incident is still pending."""
         return bool(
