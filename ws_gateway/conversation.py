@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from adapters.kafka import Producer
 from adapters.storage.relay import GatewayConnection
 from kernel import keys, tokens
+from kernel.contracts import AlarmCommand, DispatcherCommand
 from kernel.errors import AuthError, CareKnotError, RejectedAnswer, RejectedInput, StorageError
 from kernel.settings import Settings
 from kernel.tokens import Claims
@@ -28,6 +29,7 @@ from ws_gateway.session import (
     MALFORMED,
     PONG,
     TOO_LARGE,
+    AlarmHand,
     Answer,
     Assign,
     Auth,
@@ -39,6 +41,7 @@ from ws_gateway.session import (
     Resume,
     ack_frame,
     command_ack_frame,
+    decide_alarm_hand,
     decide_command,
     error_frame,
     hello_frame,
@@ -246,7 +249,7 @@ class Conversations:
                 await self._answers.forward(conn.claims, command)
                 self._counters.answers[command.type] += 1
                 await conn.ws.send(ack_frame(command.offer_id), text=True)
-            elif isinstance(command, Assign | Resolve):
+            elif isinstance(command, Assign | Resolve | AlarmHand):
                 command_id = await self._forward_command(conn.claims, command)
                 await conn.ws.send(command_ack_frame(command, command_id), text=True)
             else:
@@ -280,12 +283,19 @@ class Conversations:
             log.warning("%s: closing a client that goes on over its budget", conn.recipient)
             await conn.ws.close(CLOSE_POLICY, RATE_LIMITED)
 
-    async def _forward_command(self, claims: Claims, command: Assign | Resolve) -> str:
-        """A dispatcher's assign or resolve, to the answers topic keyed by incident; its id."""
-        event = decide_command(claims, command, command_id=uuid.uuid4().hex, now=time.time())
+    async def _forward_command(self, claims: Claims, command: Assign | Resolve | AlarmHand) -> str:
+        """A dispatcher's command, to the answers topic keyed by its incident or alarm; its id."""
+        command_id, now = uuid.uuid4().hex, time.time()
+        event: DispatcherCommand | AlarmCommand
+        if isinstance(command, AlarmHand):
+            event = decide_alarm_hand(claims, command, command_id=command_id, now=now)
+            key = event.alarm_id
+        else:
+            event = decide_command(claims, command, command_id=command_id, now=now)
+            key = event.incident_id
         value = orjson.dumps(event.model_dump(mode="json"))
-        await self._producer.send_and_wait(keys.OFFER_ANSWERS, value, key=event.incident_id)
-        return event.command_id
+        await self._producer.send_and_wait(keys.OFFER_ANSWERS, value, key=key)
+        return command_id
 
     async def _reject(self, conn: Connection, rejection: RejectedInput, raw: str | bytes) -> None:
         self._counters.rejected[rejection.reason] += 1

@@ -30,6 +30,8 @@ _LANES: dict[str, Lane] = {
     "decline": "answers",
     "assign": "commands",
     "resolve": "commands",
+    "acknowledge": "commands",
+    "clear": "commands",
 }
 
 

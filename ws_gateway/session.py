@@ -6,7 +6,8 @@ It owns what a connection decides:
   stable ``reason`` (``malformed``, ``unknown_type``, ``too_large``);
 - :func:`resolve_recipient`: the one outbox recipient a token may read (or ``forbidden``);
 - :func:`decide_answer`: a caregiver's accept/decline checked against the offer record;
-- :func:`decide_command`: a dispatcher's ``assign``/``resolve`` stamped with her agency;
+- :func:`decide_command`: a dispatcher's ``assign``/``resolve`` of an incident, or
+  ``acknowledge``/``clear`` of an alarm, stamped with her agency;
 - :class:`Delivered`: which outbox seqs a connection has already sent, so live relay and
   resume replay never send a message twice;
 - the control frames ``hello``, ``ack``, ``error``, ``resync`` and ``pong``, and the
@@ -28,7 +29,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from kernel import recipients
-from kernel.contracts import DispatcherCommand, OfferAnswer
+from kernel.contracts import AlarmCommand, DispatcherCommand, OfferAnswer
 from kernel.errors import RejectedAnswer, RejectedInput
 from kernel.tokens import Claims
 
@@ -89,10 +90,19 @@ class Resolve(_Command):
     note: str | None = Field(default=None, max_length=500)
 
 
-Frame = Auth | Resume | Ping | Answer | Assign | Resolve
+class AlarmHand(_Command):
+    """A dispatcher acknowledges an alarm of her agency (its ladder stops), or clears it."""
+
+    type: Literal["acknowledge", "clear"]
+    alarm_id: OfferId
+
+
+Frame = Auth | Resume | Ping | Answer | Assign | Resolve | AlarmHand
 Command = Annotated[Frame, Field(discriminator="type")]
 _COMMAND: TypeAdapter[Frame] = TypeAdapter(Command)
-COMMAND_TYPES = frozenset(("auth", "resume", "ping", "accept", "decline", "assign", "resolve"))
+COMMAND_TYPES = frozenset(
+    ("auth", "resume", "ping", "accept", "decline", "assign", "resolve", "acknowledge", "clear")
+)
 
 
 def parse_frame(raw: str | bytes) -> Frame:
@@ -169,6 +179,23 @@ def decide_answer(
         agency_id=claims.agency,
         answer=answer.type,
         reason=answer.reason,
+        at=now,
+    )
+
+
+def decide_alarm_hand(
+    claims: Claims, hand: AlarmHand, *, command_id: str, now: float
+) -> AlarmCommand:
+    """The event a dispatcher's acknowledge or clear becomes, in her agency; ``forbidden`` for
+    anyone else. Whether the alarm is that agency's is the worker's to check."""
+    if claims.role != "dispatcher":
+        raise RejectedInput(FORBIDDEN, f"a {claims.role} cannot {hand.type}")
+    return AlarmCommand(
+        command_id=command_id,
+        command=hand.type,
+        alarm_id=hand.alarm_id,
+        agency_id=claims.agency,
+        dispatcher_id=claims.sub,
         at=now,
     )
 
@@ -308,17 +335,15 @@ def ack_frame(offer_id: str) -> bytes:
     return orjson.dumps({"type": "ack", "offer_id": offer_id})
 
 
-def command_ack_frame(command: Assign | Resolve, command_id: str) -> bytes:
+def command_ack_frame(command: Assign | Resolve | AlarmHand, command_id: str) -> bytes:
     """A dispatcher's command was forwarded; its outcome comes as a ``command_result`` frame
     with the same ``command_id``, once the worker decided."""
-    return orjson.dumps(
-        {
-            "type": "ack",
-            "command": command.type,
-            "command_id": command_id,
-            "incident_id": command.incident_id,
-        }
+    about = (
+        {"alarm_id": command.alarm_id}
+        if isinstance(command, AlarmHand)
+        else {"incident_id": command.incident_id}
     )
+    return orjson.dumps({"type": "ack", "command": command.type, "command_id": command_id, **about})
 
 
 PONG = orjson.dumps({"type": "pong"})

@@ -32,7 +32,7 @@ from dispatch.eligibility import AgencyRules
 from dispatch.offers import ESCALATE_AFTER_S, JOIN_WINDOW_S
 from dispatch.worktime import HOUR_S
 from kernel import recipients
-from kernel.contracts import DispatcherCommand, Role
+from kernel.contracts import AlarmCommand, DispatcherCommand, Role
 from kernel.errors import RejectedInput
 from kernel.settings import Settings
 from kernel.tokens import Claims
@@ -598,4 +598,29 @@ async def test_a_dispatchers_assign_reaches_kafka_keyed_by_incident(
         "cg-9",
         "a1",
         "dispatcher:desk-1",
+    )
+
+
+async def test_a_dispatchers_acknowledge_of_an_alarm_reaches_kafka_keyed_by_alarm(
+    gateway: Gateway, settings: Settings
+) -> None:
+    alarm_id = str(uuid.uuid4())
+    frame = {"type": "acknowledge", "alarm_id": alarm_id}
+    async with gw.client(gateway, token=gw.token(settings, "family", "f-1", patients=["p"])) as ws:
+        await gw.recv(ws)
+        await gw.send(ws, frame)
+        assert (await gw.recv(ws))["reason"] == "forbidden"
+    async with gw.client(gateway, token=gw.token(settings, "dispatcher", "desk-2")) as ws:
+        await gw.recv(ws)
+        await gw.send(ws, frame)
+        ack = await gw.recv(ws)
+        assert (ack["type"], ack["command"], ack["alarm_id"]) == ("ack", "acknowledge", alarm_id)
+    value = await gw.consume(settings, "offer-answers", lambda v: v.get("alarm_id") == alarm_id)
+    assert value.pop("_key") == alarm_id.encode()
+    cmd = AlarmCommand.model_validate(value)
+    assert (cmd.command_id, cmd.command, cmd.agency_id, cmd.actor) == (
+        ack["command_id"],
+        "acknowledge",
+        "a1",
+        "dispatcher:desk-2",
     )
