@@ -25,6 +25,7 @@ from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentRow
 from adapters.storage.postgres import Database
 from alarms.ladder import Rung, Step, ladder_for
+from alarms.rules import Clear, rule_for, source_of
 from kernel import recipients
 from kernel.contracts import AlarmCommand, AlarmFrame, CommandResultFrame
 from kernel.settings import Settings
@@ -74,6 +75,32 @@ class AlarmKeeper:
         stored = await self._store.clear_condition(
             incident.agency_id, incident_source(incident.id), ESCALATED, self._clock(), self._frame
         )
+        if stored is not None:
+            await self._tell(stored.id)
+
+    async def device_event(
+        self, agency_id: str, patient_id: str, device_id: str, kind: str
+    ) -> None:
+        """What a device event raises or clears (``alarms.rules``), if anything."""
+        rule = rule_for(kind)
+        if rule is None:
+            return
+        source, now = source_of(rule.on, device_id, patient_id), self._clock()
+        if isinstance(rule, Clear):
+            stored = await self._store.clear_condition(
+                agency_id, source, rule.kind, now, self._frame
+            )
+        else:
+            stored = await self._store.raise_alarm(
+                agency_id,
+                source,
+                rule.kind,
+                rule.severity,
+                now,
+                patient_id=patient_id,
+                detail=rule.detail,
+                announce=self._frame,
+            )
         if stored is not None:
             await self._tell(stored.id)
 

@@ -27,6 +27,7 @@ from adapters.storage.offers import Answered, OfferStore
 from adapters.storage.postgres import Database
 from adapters.storage.roster import Roster
 from adapters.webhook import Webhook
+from alarms.rules import rule_for
 from dispatch.eligibility import NEEDS
 from dispatch.eta import StraightLineModel, TravelModel
 from dispatch.offers import (
@@ -97,12 +98,16 @@ class Dispatcher:
 
     async def on_device_event(self, ev: DeviceEvent) -> IncidentRow | None:
         """Open an incident for an emergency event and make the first wave of offers; a new
-        trigger from a home whose incident still waits is announced and restarts its offers."""
-        if ev.type not in EMERGENCY_KINDS:
+        trigger from a home whose incident still waits is announced and restarts its offers.
+        Other events raise or clear the alarms their kind calls for (``alarms.rules``)."""
+        if ev.type not in EMERGENCY_KINDS and rule_for(ev.type) is None:
             return None
         device = await self._db.device(ev.device_id)
         if device is None:
             log.warning("event %s from unregistered device %s dropped", ev.event_id, ev.device_id)
+            return None
+        if ev.type not in EMERGENCY_KINDS:
+            await self.alarms.device_event(device.agency_id, device.patient_id, device.id, ev.type)
             return None
         trigger = Trigger(
             ev.event_id,

@@ -160,3 +160,20 @@ async def test_a_dispatchers_hand_on_an_unknown_or_foreign_alarm_is_refused(
     )
     assert await s.dispatcher.alarms.on_command(acknowledge(s, alarm.id, "clear")) == "other_agency"
     assert s.dispatcher.alarms.refused == {"unknown_alarm": 1, "other_agency": 1}
+
+
+async def test_a_dispensers_events_raise_and_clear_their_alarms(make_scene: SceneMaker) -> None:
+    s = await make_scene([100])
+    await s.dispatcher.on_device_event(s.event(1, kind="dispenser_tamper"))
+    await s.dispatcher.on_device_event(s.event(2, kind="dose_missed"))
+    s.clock.now += 60
+    await s.dispatcher.on_device_event(s.event(3, kind="dose_missed"))  # the next one, too
+    await s.dispatcher.on_device_event(s.event(4, kind="dose_taken"))
+    await s.dispatcher.on_device_event(s.event(5, kind="motion"))  # no alarm of its own
+    told = [(f["kind"], f["source"], f["status"], f["count"]) for f in await alarms_told(s)]
+    assert told == [
+        ("tamper", f"device:{s.w.device.id}", "active_unack", 1),
+        ("dose_missed", f"patient:{s.w.patient.id}", "active_unack", 1),
+        ("dose_missed", f"patient:{s.w.patient.id}", "active_unack", 2),
+        ("dose_missed", f"patient:{s.w.patient.id}", "cleared_unack", 2),
+    ]
