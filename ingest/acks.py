@@ -18,12 +18,17 @@ from collections import deque
 from collections.abc import Callable
 
 
+def _nothing() -> None:
+    """No one to tell."""
+
+
 class AckLine:
     """A connection's batches, acknowledged in the order they came, each once settled; a
     failed one calls ``renew`` instead, and the line forgets those behind it."""
 
-    def __init__(self, renew: Callable[[], None]) -> None:
+    def __init__(self, renew: Callable[[], None], emptied: Callable[[], None] = _nothing) -> None:
         self._renew = renew
+        self._emptied = emptied
         self._waiting: deque[Receipt] = deque()
 
     def __len__(self) -> int:
@@ -37,15 +42,25 @@ class AckLine:
         return receipt
 
     def release(self) -> None:
-        """Acknowledge the settled batches at the head of the line."""
+        """Acknowledge the settled batches at the head of the line (``emptied`` is told when
+        none is left)."""
         waiting = self._waiting
         while waiting and waiting[0].settled:
             receipt = waiting.popleft()
             if receipt.failed:
                 waiting.clear()  # the broker sends them all again
                 self._renew()
-                return
+                break
             receipt.ack()
+        if not waiting:
+            self._emptied()
+
+    def forget(self, receipt: Receipt) -> None:
+        """A batch that will not be handled: neither it nor those behind it is acknowledged
+        (the broker sends them again to the session's next connection)."""
+        while self._waiting and self._waiting.pop() is not receipt:
+            pass
+        self.release()
 
 
 class Receipt:

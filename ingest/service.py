@@ -48,6 +48,7 @@ most :data:`MAX_IN_FLIGHT` fixes are unsettled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -108,6 +109,9 @@ also what keeps latency down (the measurements are in docs/benchmarks-history.md
 PRODUCER_BATCH_BYTES = 256 * 1024
 Settle = Callable[[bool], None]
 """Told that a message is delivered (False) or failed (True)."""
+LEAVE_WITHIN_S = 5.0
+"""How long an ingest stopped in order waits for Kafka to take what it handled, so as to
+acknowledge it before it disconnects."""
 INTERNAL_ERROR = "internal_error"
 """The dead letter's reason for a message whose handling failed unexpectedly (a bug): the
 message is dead-lettered and counted, and the rest of its batch handled."""
@@ -145,6 +149,7 @@ class IngestService:
         self._flushing = asyncio.Lock()
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        self._emptied = asyncio.Event()  # an acknowledgement line has nothing waiting
 
     async def __aenter__(self) -> IngestService:
         await kafka.ensure_topics(self._s, keys.TOPICS)
@@ -189,11 +194,30 @@ class IngestService:
             self.subscriptions = [topic for s in listening for topic in s.topics]
             log.info("ingest subscribed to %s", self.subscriptions)
             self.subscribed.set()
-            async with asyncio.TaskGroup() as tasks:
-                for name, subscription in zip(names, listening, strict=True):
-                    handling = self._listen(subscription, backpressure=name == "positions")
-                    tasks.create_task(handling, name=f"ingest-{name}")
-                tasks.create_task(self._log_stats(), name="ingest-stats")
+            lines = [self._ack_line(subscription) for subscription in listening]
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    for name, subscription, line in zip(names, listening, lines, strict=True):
+                        handling = self._listen(subscription, line, name == "positions")
+                        tasks.create_task(handling, name=f"ingest-{name}")
+                    tasks.create_task(self._log_stats(), name="ingest-stats")
+            finally:
+                await self._leave(lines)
+
+    def _ack_line(self, subscription: Subscription) -> AckLine:
+        renew = partial(subscription.renew, "Kafka did not take what it delivered")
+        return AckLine(renew, emptied=self._emptied.set)
+
+    async def _leave(self, lines: list[AckLine]) -> None:
+        """Before the connections close: the packed fixes flushed and the batches handled
+        acknowledged as Kafka takes them, for at most :data:`LEAVE_WITHIN_S`, so that an
+        ingest stopped in order leaves the broker little that Kafka already has."""
+        await self.flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LEAVE_WITHIN_S):
+                while any(lines):
+                    self._emptied.clear()
+                    await self._emptied.wait()
 
     def _subscription(self, name: str) -> Subscription:
         topics, within = self._topics(STREAMS[name]), self._start_timeout_s
@@ -208,21 +232,27 @@ class IngestService:
             session=client_id(self._s, name),
         )
 
-    async def _listen(self, subscription: Subscription, *, backpressure: bool) -> None:
+    async def _listen(self, subscription: Subscription, line: AckLine, backpressure: bool) -> None:
         """Handle what comes, a batch at a time, acknowledging each batch once Kafka has all
         it produced (:mod:`ingest.acks`); positions wait while too many fixes are undelivered
         (device events never do)."""
-        line = AckLine(partial(subscription.renew, "Kafka did not take what it delivered"))
         async with aclosing(subscription.batches(BATCH)) as batches:
             async for batch in batches:
                 receipt = line.receipt(subscription.acknowledgement(batch))
-                taken = [(m.topic, m.payload) for m in batch if not m.refused_bytes]
-                if len(taken) < len(batch):
-                    await self._refuse_too_large([m for m in batch if m.refused_bytes], receipt)
-                await self.handle_batch(taken, receipt)
+                try:
+                    await self._take(batch, receipt)
+                except BaseException:
+                    line.forget(receipt)  # the broker sends it again
+                    raise
                 receipt.handled()
                 if backpressure and self._in_flight > MAX_IN_FLIGHT:
                     await self._settle()
+
+    async def _take(self, batch: list[Publish], receipt: Receipt) -> None:
+        taken = [(m.topic, m.payload) for m in batch if not m.refused_bytes]
+        if len(taken) < len(batch):
+            await self._refuse_too_large([m for m in batch if m.refused_bytes], receipt)
+        await self.handle_batch(taken, receipt)
 
     async def _refuse_too_large(self, refused: list[Publish], receipt: Receipt) -> None:
         """Dead-letter publishes the MQTT client refused for their size, unread (``too_large``,
@@ -340,8 +370,9 @@ class IngestService:
         self._round.join(receipt)
 
     async def _owntracks(self, topic: str, payload: bytes, now: float, receipt: Receipt) -> None:
-        """A location from the OwnTracks app becomes its caregiver's fix; other types
-        (its last will among them) are counted by type."""
+        """A location from the OwnTracks app becomes its caregiver's fix, its last will a
+        presence notice; the types that are no fix are counted by type (an encrypted payload
+        or an undocumented type is refused: see :mod:`ingest.owntracks`)."""
         message = owntracks.parse(topic, payload, self._limits)
         if isinstance(message, owntracks.OwnTracksLastWill):
             caregiver, agency = await self._registry.owntracks_caregiver(message.device, topic)

@@ -112,3 +112,18 @@ def test_acknowledged_in_order_each_only_once_settled(plan: list[tuple[int, bool
     first_failure = next((n for n, (_, failed) in enumerate(plan) if failed), len(plan))
     assert broker.acked == list(range(first_failure))
     assert broker.renewed == (1 if first_failure < len(plan) else 0)
+
+
+def test_a_batch_not_handled_is_forgotten_with_those_behind_it_and_the_line_says_when_empty() -> (
+    None
+):
+    broker, emptied = Broker(), []
+    line = AckLine(broker.renew, emptied=lambda: emptied.append(True))
+    first, second, third = (broker.batch(line, n) for n in range(3))
+    first.expect()
+    first.handled()
+    line.forget(second)  # its handling was cancelled: the third is behind it
+    assert len(line) == 1
+    third.handled()
+    first.settle()
+    assert (broker.acked, broker.renewed, emptied) == ([0], 0, [True])
