@@ -144,6 +144,22 @@ class Producer:
             raise StorageError(f"kafka: cannot send to {topic}: {exc}") from exc
         delivery.add_done_callback(partial(_settled, delivered))
 
+    async def send_all(
+        self, topic: str, messages: Sequence[tuple[str | None, bytes]]
+    ) -> list[StorageError | None]:
+        """Hand every message (key, value) to the producer's batches, then wait until each is
+        settled: for each, None once Kafka has it, else why not (nothing is raised)."""
+        loop = asyncio.get_running_loop()
+        settled: list[asyncio.Future[StorageError | None]] = []
+        for key, value in messages:
+            outcome: asyncio.Future[StorageError | None] = loop.create_future()
+            try:
+                await self.send(topic, value, key=key, delivered=outcome.set_result)
+            except StorageError as exc:
+                outcome.set_result(exc)
+            settled.append(outcome)
+        return list(await asyncio.gather(*settled))
+
     async def send_and_wait(
         self,
         topic: str,

@@ -160,11 +160,13 @@ def _impossible_jump(previous: Position, fix: Reading, policy: QualityPolicy) ->
 
 @dataclass(slots=True)
 class Screening(Generic[R]):
-    """A batch of fixes sorted by verdict, and the reasons of everything not accepted."""
+    """A batch of fixes sorted by verdict, and the reasons of everything not accepted; the
+    fixes dropped with the reason of each."""
 
     live: list[R] = field(default_factory=list)
     history_only: list[R] = field(default_factory=list)
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+    dropped: list[tuple[R, str]] = field(default_factory=list)
 
     @property
     def recorded(self) -> list[R]:
@@ -190,4 +192,6 @@ def screen(
         out.reasons[verdict.outcome, verdict.reason] += 1
         if verdict.outcome == "history_only":
             out.history_only.append(fix)
+        else:
+            out.dropped.append((fix, verdict.reason))
     return out

@@ -4,9 +4,16 @@ The app publishes to ``owntracks/{user}/{device}`` a JSON object whose ``_type``
 is: ``location`` (a fix), ``lwt`` (the last will the broker publishes when the phone drops off)
 and, depending on platform and version, others (``transition``, ``waypoint``, ``card``,
 ``status``, ``encrypted``, ...). A location becomes a fix once the device registry has mapped
-``{user}/{device}`` to a caregiver (see :mod:`ingest.registry`); the last will and the other
-types are recognised and counted, never refused, since the app sends them as a matter of
-course. Nothing here does I/O.
+``{user}/{device}`` to a caregiver (see :mod:`ingest.registry`); the last will is the phone's
+presence. The types that are no fix and no presence (:data:`IGNORED_TYPES`) are recognised
+and counted, never refused, since the app sends them as a matter of course: ``transition``
+(the app's own region events: ingest follows homes on the fixes, and the app sends a location
+with each), ``waypoint``/``waypoints`` (regions defined on the phone), ``card``, ``status``,
+``beacon``, ``steps``, and the ``cmd``, ``request`` and ``configuration`` that travel to the
+app (their echo). Refused with a reason, so that a phone set up wrong is seen instead of
+silently vanishing: ``encrypted`` (the app's payload encryption is on, with a key ingest does
+not hold: every fix of the phone would be lost) and ``unknown_type`` (a ``_type`` OwnTracks
+does not document: it could be a fix). Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -21,15 +28,12 @@ from kernel.errors import RejectedPayload
 SUBSCRIPTION = "owntracks/+/+"
 _NAME = r"[A-Za-z0-9_.@\-]{1,64}"
 _TOPIC = re.compile(rf"^owntracks/(?P<user>{_NAME})/(?P<device>{_NAME})$")
-KNOWN_TYPES = frozenset(
+IGNORED_TYPES = frozenset(
     {
         "beacon",
         "card",
         "cmd",
         "configuration",
-        "encrypted",
-        "location",
-        "lwt",
         "request",
         "status",
         "steps",
@@ -38,6 +42,12 @@ KNOWN_TYPES = frozenset(
         "waypoints",
     }
 )
+"""The documented types that are no fix and no presence: counted by type, not refused."""
+ENCRYPTED = "encrypted"
+"""The reason, and the ``_type``, of a payload the app encrypted."""
+UNKNOWN_TYPE = "unknown_type"
+"""The reason for a ``_type`` OwnTracks does not document."""
+KNOWN_TYPES = IGNORED_TYPES | {"location", "lwt", ENCRYPTED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +74,7 @@ class OwnTracksLastWill:
 
 @dataclass(frozen=True, slots=True)
 class OwnTracksOther:
-    """Any other ``_type``; ``kind`` is the type, or ``other`` for types OwnTracks does not
-    document (so counters keyed on it stay bounded)."""
+    """A message of one of the :data:`IGNORED_TYPES`, its ``kind``."""
 
     device: OwnTracksDevice
     kind: str
@@ -86,7 +95,8 @@ def device_of(topic: str) -> OwnTracksDevice:
 
 
 def parse(topic: str, payload: bytes, limits: Limits) -> OwnTracksMessage:
-    """One OwnTracks message, or :class:`RejectedPayload` if it is not one."""
+    """One OwnTracks message, or :class:`RejectedPayload` if it is not one, is encrypted
+    (``encrypted``) or of a type OwnTracks does not document (``unknown_type``)."""
     device = device_of(topic)
     raw = load_object(topic, payload, limits)
     kind = raw.get("_type")
@@ -97,4 +107,9 @@ def parse(topic: str, payload: bytes, limits: Limits) -> OwnTracksMessage:
     if kind == "lwt":
         tst = raw.get("tst")
         return OwnTracksLastWill(device, tst if isinstance(tst, int) else None)
-    return OwnTracksOther(device, kind if kind in KNOWN_TYPES else "other")
+    if kind in IGNORED_TYPES:
+        return OwnTracksOther(device, kind)
+    if kind == ENCRYPTED:
+        detail = "the app encrypts its payloads (its key is not ingest's): turn encryption off"
+        raise RejectedPayload(ENCRYPTED, detail, topic=topic)
+    raise RejectedPayload(UNKNOWN_TYPE, f"_type {kind[:100]!r} is not OwnTracks'", topic=topic)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 import orjson
@@ -62,19 +63,23 @@ class DeadLetters:
         await self._producer.ping()
 
     async def park(self, topic: str, refused: Iterable[Refused]) -> None:
-        """Dead-letter values refused on the logical ``topic``."""
-        source = self._settings.keys.topic(topic)
-        for r in refused:
-            self.metrics.parked.labels(topic, r.reason).inc()
-            letter = dead_letter(r, source, time.time())
-            await self._send(letter)
+        """Dead-letter values refused on the logical ``topic``: counted by reason, produced
+        all at once, and waited on until Kafka has them."""
+        source, now = self._settings.keys.topic(topic), time.time()
+        letters = [dead_letter(r, source, now) for r in refused]
+        for reason, count in Counter(letter.reason for letter in letters).items():
+            self.metrics.parked.labels(topic, reason).inc(count)
+        await self._send(letters)
 
-    async def _send(self, letter: DeadLetter) -> None:
-        value = orjson.dumps(letter.model_dump(mode="json"))
-        try:
-            if self._producer is None:
-                raise StorageError("kafka: no producer of dead letters")
-            await self._producer.send_and_wait(keys.DEADLETTER, value, key=letter.reason)
-        except StorageError as exc:
-            self.metrics.failed.inc()
-            log.error("dead letter not produced (%s): %s", exc, value.decode())
+    async def _send(self, letters: list[DeadLetter]) -> None:
+        values = [orjson.dumps(letter.model_dump(mode="json")) for letter in letters]
+        if self._producer is None:
+            missing = StorageError("kafka: no producer of dead letters")
+            failures: list[StorageError | None] = [missing] * len(values)
+        else:
+            keyed = [(letter.reason, v) for letter, v in zip(letters, values, strict=True)]
+            failures = await self._producer.send_all(keys.DEADLETTER, keyed)
+        for value, failure in zip(values, failures, strict=True):
+            if failure is not None:
+                self.metrics.failed.inc()
+                log.error("dead letter not produced (%s): %s", failure, value.decode())

@@ -4,7 +4,8 @@
   time; screened once by the quality filters against the live index, then at the same time
   accepted ones into the Redis live index and to dispatchers, accepted and late ones into the
   history in Postgres, and accepted ones to the visits (arrivals at and departures from
-  patients' homes, ``streams.visit_keeper``).
+  patients' homes, ``streams.visit_keeper``); the ones the screen drops (null island, too
+  old, too inaccurate...) onto the dead-letter topic with their reason, all at once, beside.
 - ``presence``: phones gone away; their caregivers are no dispatch candidates until back.
 - a timer for late and missed visits.
 """
@@ -47,6 +48,7 @@ FIX_BATCH_WITHIN_S = 0.05
 so a batch holds one message per partition rather than one or two messages; each batch costs
 a few round trips to Redis and Postgres whatever its size."""
 VISIT_TICK_S = 5.0
+SCREENED = "dropped by the quality screen"
 
 
 class LastAccepted:
@@ -115,8 +117,10 @@ class FixPipeline:
             return  # logged: the servers failed it every time
         live = partial(apply_screening, rt, screening, self.history, self.throttle)
         visits = partial(self.keeper.on_accepted, screening.live)
-        applied, _ = await asyncio.gather(
-            with_retries("fixes", live), with_retries("visits", visits)
+        applied, _, _ = await asyncio.gather(
+            with_retries("fixes", live),
+            with_retries("visits", visits),
+            rt.park(keys.FIXES, refusals(screening)),
         )
         if applied is None:  # logged: what Redis has decides her next fix
             self.last.forget(f.caregiver_id for f in screening.live)
@@ -213,6 +217,15 @@ async def screen_fixes(
     if last is not None:
         last.accepted(screening.live)
     return screening
+
+
+def refusals(screening: Screening[FixEvent]) -> list[Refused]:
+    """The fixes the screen dropped, to be dead-lettered with the reason of each (a duplicate
+    or a late fix is no refusal: the history keeps it)."""
+    return [
+        Refused(f.model_dump_json().encode(), reason, f"{SCREENED}: {reason}")
+        for f, reason in screening.dropped
+    ]
 
 
 async def apply_screening(

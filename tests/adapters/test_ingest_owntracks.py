@@ -210,3 +210,38 @@ async def test_the_counts_are_served_in_prometheus_text_format(
     text = await wait_for(all_counted, WITHIN_S, "the metrics of the published messages")
     assert text.startswith("HTTP/1.1 200 OK\r\n")
     assert "Content-Type: text/plain; version=0.0.4" in text
+
+
+async def test_an_encrypted_or_unknown_message_is_dead_lettered_with_its_reason_and_counted(
+    ingest: IngestService, settings: Settings
+) -> None:
+    """A phone whose app encrypts is seen, not silently lost; a type that is no fix is not
+    refused."""
+    encrypting, unknown, moving = stranger(), stranger(), stranger()
+    sealed = {"_type": "encrypted", "data": "7ctHvV0hB4rJ1Ys0YpQ1bA=="}
+    await publish(
+        settings,
+        [
+            (topic_of(moving), orjson.dumps({"_type": "transition", "event": "enter", "tst": 1})),
+            (topic_of(encrypting), orjson.dumps(sealed)),
+            (topic_of(unknown), orjson.dumps({"_type": "teleport", "lat": 53.8, "lon": -1.5})),
+        ],
+    )
+    sources = {topic_of(d) for d in (encrypting, unknown, moving)}
+
+    def refused(seen: Seen) -> bool:
+        return len({letter["source"] for letter in seen.letters} & sources) == 2
+
+    seen = await collect_until(settings, refused)
+    reasons = {letter["source"]: letter for letter in seen.letters if letter["source"] in sources}
+    assert reasons.keys() == {topic_of(encrypting), topic_of(unknown)}
+    assert reasons[topic_of(encrypting)]["reason"] == "encrypted"
+    assert orjson.loads(reasons[topic_of(encrypting)]["payload"]) == sealed
+    assert reasons[topic_of(unknown)]["reason"] == "unknown_type"
+    port = ingest.metrics_port
+    assert port is not None
+    lines = (await scrape(port)).splitlines()
+    assert 'careknot_ingest_rejected_total{reason="encrypted"} 1.0' in lines
+    assert 'careknot_ingest_rejected_total{reason="unknown_type"} 1.0' in lines
+    transitions = 'careknot_ingest_owntracks_ignored_total{type="transition"}'
+    assert any(line.startswith(transitions) for line in lines)  # counted, not refused

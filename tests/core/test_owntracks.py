@@ -74,9 +74,7 @@ OTHERS: list[tuple[dict[str, Any], str]] = [
         "waypoint",
     ),
     ({"_type": "card", "name": "Jane Carer", "tid": "jp"}, "card"),
-    ({"_type": "encrypted", "data": "7ctHvV0hB4rJ1Ys0"}, "encrypted"),
     ({"_type": "status", "iOS": {"locked": False}}, "status"),
-    ({"_type": "something-new"}, "other"),
 ]
 
 
@@ -142,6 +140,9 @@ def test_other_types_are_recognised_not_refused(doc: dict[str, Any], kind: str) 
         (TOPIC, body({**LOCATION, "lat": 91.0}), "invalid_fields"),
         (TOPIC, body({k: v for k, v in LOCATION.items() if k != "tst"}), "invalid_fields"),
         (TOPIC, body({**LOCATION, "pad": "x" * 5000}), "too_large"),
+        (TOPIC, body({"_type": "encrypted", "data": "7ctHvV0hB4rJ1Ys0"}), "encrypted"),
+        (TOPIC, body({"_type": "something-new"}), "unknown_type"),
+        (TOPIC, body({**LOCATION, "_type": "Location"}), "unknown_type"),
     ],
 )
 def test_what_is_not_an_owntracks_message_is_refused_with_a_reason(

@@ -103,6 +103,7 @@ def test_an_agency_overrides_the_default_policy() -> None:
     result = screen({}, poor, NOW, policies.for_agency)
     assert [f.caregiver_id for f in result.live] == ["cg2"]
     assert result.reasons == {("drop", "poor_accuracy"): 1}
+    assert result.dropped == [(poor[0], "poor_accuracy")]
 
 
 def test_a_batch_chains_each_accepted_fix_to_the_next() -> None:
@@ -111,6 +112,7 @@ def test_a_batch_chains_each_accepted_fix_to_the_next() -> None:
     assert [f.ts for f in result.live] == [NOW - 30, NOW - 20]
     assert [f.ts for f in result.history_only] == [NOW - 30, NOW - 40]
     assert result.reasons == {("history_only", "duplicate"): 1, ("history_only", "out_of_order"): 1}
+    assert result.dropped == []  # late fixes are kept, not refused
     assert [f.ts for f in result.recorded] == [NOW - 30, NOW - 20, NOW - 30, NOW - 40]
 
 
@@ -161,6 +163,7 @@ def test_batches_change_nothing_and_every_fix_is_accounted_for(
         live += part.live
     assert live == whole.live
     assert len(whole.live) + sum(whole.reasons.values()) == len(stream)
+    assert len(whole.live) + len(whole.history_only) + len(whole.dropped) == len(stream)
 
 
 @given(streams)
