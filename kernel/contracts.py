@@ -263,6 +263,21 @@ class AlarmFrame(BaseModel):
     at: float
 
 
+class DoseFrame(BaseModel):
+    """What became of a dose, to the patient's family and the agency's dispatchers: ``overdue``
+    (untaken, past the part of its window when a person is asked to look), ``taken``, ``late``
+    or ``missed`` (its window closed untaken: silence is the signal)."""
+
+    type: Literal["dose"] = "dose"
+    patient_id: str
+    dose_key: str
+    name: str
+    due_at: float
+    outcome: Literal["overdue", "taken", "late", "missed"]
+    critical: bool = False
+    at: float
+
+
 class LocationFrame(BaseModel):
     type: Literal["location"] = "location"
     caregiver_id: str

@@ -25,6 +25,7 @@ from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentRow
 from adapters.storage.postgres import Database
 from alarms.ladder import Rung, Step, ladder_for
+from alarms.lifecycle import Severity
 from alarms.rules import Clear, rule_for, source_of
 from kernel import recipients
 from kernel.contracts import AlarmCommand, AlarmFrame, CommandResultFrame
@@ -85,22 +86,40 @@ class AlarmKeeper:
         rule = rule_for(kind)
         if rule is None:
             return
-        source, now = source_of(rule.on, device_id, patient_id), self._clock()
+        source = source_of(rule.on, device_id, patient_id)
         if isinstance(rule, Clear):
-            stored = await self._store.clear_condition(
-                agency_id, source, rule.kind, now, self._frame
-            )
+            await self.clear(agency_id, source, rule.kind)
         else:
-            stored = await self._store.raise_alarm(
-                agency_id,
-                source,
-                rule.kind,
-                rule.severity,
-                now,
-                patient_id=patient_id,
-                detail=rule.detail,
-                announce=self._frame,
-            )
+            await self.raise_(agency_id, source, rule.kind, rule.severity, patient_id, rule.detail)
+
+    async def raise_(
+        self,
+        agency_id: str,
+        source: str,
+        kind: str,
+        severity: Severity,
+        patient_id: str | None,
+        detail: str,
+    ) -> StoredAlarm:
+        """Raise an alarm (or count a repeat on the active one) and tell the dispatchers."""
+        stored = await self._store.raise_alarm(
+            agency_id,
+            source,
+            kind,
+            severity,
+            self._clock(),
+            patient_id=patient_id,
+            detail=detail,
+            announce=self._frame,
+        )
+        await self._tell(stored.id)
+        return stored
+
+    async def clear(self, agency_id: str, source: str, kind: str) -> None:
+        """Its condition ended: the active alarm of the source and kind clears, if any."""
+        stored = await self._store.clear_condition(
+            agency_id, source, kind, self._clock(), self._frame
+        )
         if stored is not None:
             await self._tell(stored.id)
 

@@ -45,6 +45,7 @@ from kernel.settings import Settings
 from streams.alarm_keeper import AlarmKeeper
 from streams.candidate_search import CandidateSearch
 from streams.handling import guarded
+from streams.medication_keeper import MedicationKeeper
 from streams.notices import Notices, escalation_payload
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Dispatcher:
         self.refused: Counter[str] = Counter()
         """Dispatchers' commands refused, by reason."""
         self.alarms = AlarmKeeper(settings, db, redis, clock)
+        self.medication = MedicationKeeper(settings, db, redis, self.alarms, clock)
 
     # ------------------------------------------------------------ inputs
 
@@ -107,6 +109,8 @@ class Dispatcher:
             log.warning("event %s from unregistered device %s dropped", ev.event_id, ev.device_id)
             return None
         if ev.type not in EMERGENCY_KINDS:
+            if ev.type == "dose_taken":
+                await self.medication.taken(device.agency_id, device.patient_id, ev.ts)
             await self.alarms.device_event(device.agency_id, device.patient_id, device.id, ev.type)
             return None
         trigger = Trigger(
@@ -191,6 +195,7 @@ class Dispatcher:
         ok = await self._catch_up(now, escalate_after_s, quiet_since=now - STALLED_AFTER_S)
         ok &= await guarded("telling what was kept", self._notices.tell_due)
         ok &= await guarded("alarms of escalated incidents", self._alarm_escalated)
+        ok &= await guarded("medication", self.medication.tick)
         return ok & await guarded("alarm ladders", self.alarms.tick)
 
     async def _alarm_escalated(self) -> None:

@@ -235,4 +235,26 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        7,
+        """
+        CREATE TABLE IF NOT EXISTS medication_schedules (
+            patient_id text PRIMARY KEY REFERENCES patients(id),
+            zone text NOT NULL,
+            call_at_fraction double precision NOT NULL DEFAULT 0.5,
+            on_time_s double precision NOT NULL DEFAULT 300,
+            doses jsonb NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE IF NOT EXISTS dose_outcomes (
+            patient_id text NOT NULL REFERENCES patients(id),
+            dose_key text NOT NULL,
+            outcome text NOT NULL CHECK (outcome IN ('taken', 'late', 'missed')),
+            at timestamptz NOT NULL,
+            source text NOT NULL,
+            PRIMARY KEY (patient_id, dose_key)
+        );
+        CREATE INDEX IF NOT EXISTS dose_outcomes_recent ON dose_outcomes (at);
+        """,
+    ),
 ]

@@ -1,0 +1,135 @@
+"""Medication schedules and what became of each dose, in Postgres (migration 7).
+
+A dose's outcome is written once (the first word stands: a dose taken is not missed afterwards,
+nor the other way round), keyed by patient and the dose's key (``medication.doses.Dose.key``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import time
+
+import asyncpg
+
+from adapters.storage.announcements import Announcement, keep
+from adapters.storage.postgres import Database, ts
+from medication.doses import Schedule, ScheduledDose
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    patient_id: str
+    dose_key: str
+    outcome: str
+    at: float
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """A schedule to watch: its patient's agency, and since when it stands."""
+
+    agency_id: str
+    schedule: Schedule
+    since: float
+
+
+def dose_subject(patient_id: str, dose_key: str) -> str:
+    """The id a dose's announcements are kept under."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"careknot:dose:{patient_id}:{dose_key}"))
+
+
+class MedicationStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def set_schedule(self, schedule: Schedule, now: float) -> None:
+        """The patient's schedule from ``now`` on: doses due before it are not its."""
+        doses = [
+            {
+                "name": d.name,
+                "at": d.at.strftime("%H:%M"),
+                "window_s": d.window_s,
+                "critical": d.critical,
+            }
+            for d in schedule.doses
+        ]
+        await self._db.pool.execute(
+            "INSERT INTO medication_schedules(patient_id, zone, call_at_fraction, on_time_s,"
+            " doses, updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (patient_id)"
+            " DO UPDATE SET zone = EXCLUDED.zone, call_at_fraction = EXCLUDED.call_at_fraction,"
+            " on_time_s = EXCLUDED.on_time_s, doses = EXCLUDED.doses,"
+            " updated_at = EXCLUDED.updated_at",
+            schedule.patient_id,
+            schedule.zone,
+            schedule.call_at_fraction,
+            schedule.on_time_s,
+            json.dumps(doses),
+            ts(now),
+        )
+
+    async def schedules(self) -> list[Watched]:
+        """Every schedule, with its patient's agency and since when it stands."""
+        rows = await self._db.pool.fetch(
+            "SELECT s.patient_id, p.agency_id, s.zone, s.call_at_fraction, s.on_time_s, s.doses,"
+            " s.updated_at FROM medication_schedules s JOIN patients p ON p.id = s.patient_id"
+        )
+        return [Watched(r["agency_id"], _schedule(r), r["updated_at"].timestamp()) for r in rows]
+
+    async def schedule(self, patient_id: str) -> Schedule | None:
+        row = await self._db.pool.fetchrow(
+            "SELECT patient_id, zone, call_at_fraction, on_time_s, doses"
+            " FROM medication_schedules WHERE patient_id = $1",
+            patient_id,
+        )
+        return None if row is None else _schedule(row)
+
+    async def record(self, outcome: Outcome, announcement: Announcement | None = None) -> bool:
+        """Write the dose's outcome, and keep what it tells with it (its subject:
+        :func:`dose_subject`); False when it had one already (the first stands)."""
+        async with self._db.transaction() as conn:
+            done = await conn.fetchval(
+                "INSERT INTO dose_outcomes(patient_id, dose_key, outcome, at, source)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
+                outcome.patient_id,
+                outcome.dose_key,
+                outcome.outcome,
+                ts(outcome.at),
+                outcome.source,
+            )
+            if done is None:
+                return False
+            subject = dose_subject(outcome.patient_id, outcome.dose_key)
+            await keep(conn, subject, announcement, outcome.at)
+        return True
+
+    async def outcomes_since(self, since: float) -> dict[tuple[str, str], Outcome]:
+        """Outcomes of doses recorded since ``since``, by (patient, dose key)."""
+        rows = await self._db.pool.fetch(
+            "SELECT patient_id, dose_key, outcome, at, source FROM dose_outcomes WHERE at >= $1",
+            ts(since),
+        )
+        return {
+            (r["patient_id"], r["dose_key"]): Outcome(
+                r["patient_id"], r["dose_key"], r["outcome"], r["at"].timestamp(), r["source"]
+            )
+            for r in rows
+        }
+
+
+def _schedule(r: asyncpg.Record) -> Schedule:
+    doses = tuple(
+        ScheduledDose(
+            d["name"], time.fromisoformat(d["at"]), float(d["window_s"]), bool(d["critical"])
+        )
+        for d in json.loads(r["doses"])
+    )
+    return Schedule(
+        r["patient_id"],
+        doses,
+        zone=r["zone"],
+        call_at_fraction=r["call_at_fraction"],
+        on_time_s=r["on_time_s"],
+    )
