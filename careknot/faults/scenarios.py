@@ -409,16 +409,23 @@ class Run:
         t, sc = self.t, self.scenario
         in_pg = await _pg_fixes(pg)
         written = set(fixes.written)
-        accepted_fixes = set(tap.fixes) & written
-        lost_fixes = accepted_fixes - in_pg
+        on_kafka = set(tap.fixes) & written
+        # Accepted: seen on Kafka, or in the record (which only Kafka feeds: a broker that
+        # lost its records may have lost them before the tap read them).
+        accepted_fixes = on_kafka | (in_pg & written)
+        lost_fixes = on_kafka - in_pg
         falls = set(devices.falls)
-        accepted_falls = {d for d in tap.events if d in falls}
         incidents = await pg.fetch(
             "SELECT device_id, id::text, state FROM incidents WHERE agency_id = $1", AGENCY
         )
         by_device = Counter(r["device_id"] for r in incidents)
         final = {r["device_id"] for r in incidents if r["state"] in HANDLED}
+        accepted_falls = {d for d in tap.events if d in falls} | (set(by_device) & falls)
+        acked = {d for d, f in devices.falls.items() if f.acked_at}
         lost_falls = {d for d in accepted_falls if d not in by_device}
+        # A fall the broker acknowledged to its device (so the device will not send it again)
+        # that never reached Kafka is lost too, though ingest never had it.
+        acked_lost = acked - accepted_falls
         unhandled = {d for d in accepted_falls if d in by_device and d not in final}
         doubles = _duplicates(phones, console)
         stale = await self._stale_live(tap, written)
@@ -429,39 +436,43 @@ class Run:
             round(t.recovered_at - t.fault_end, 2) if t.recovered_at and t.fault_end else None
         )
         dup_incidents = sum(n - 1 for n in by_device.values() if n > 1)
+        produced = await self._ingest_counts()
         return {
             "name": sc.name,
             "fault": sc.what,
             "published": len(written) + len(falls),
             "accepted": len(accepted_fixes) + len(accepted_falls),
-            "lost": len(lost_fixes) + len(lost_falls),
+            "lost": len(lost_fixes) + len(lost_falls) + len(acked_lost),
             "duplicated": dup_incidents + doubles["offers"] + doubles["assigned"],
             "recovered_s": recovered,
             "fixes": {
                 "published": len(written),
                 "not_sent": fixes.unsent,
                 "accepted": len(accepted_fixes),
-                "not_accepted": len(written - set(tap.fixes)),
-                "in_postgres": len(accepted_fixes & in_pg),
+                "seen_on_kafka": len(on_kafka),
+                "not_accepted": len(written - accepted_fixes),
+                "in_postgres": len(in_pg & written),
                 "lost": len(lost_fixes),
-                "in_postgres_not_seen_on_kafka": len((in_pg & written) - set(tap.fixes)),
                 "stale_live_positions": stale,
             },
             "falls": {
                 "published": len(falls),
-                "acknowledged": sum(1 for f in devices.falls.values() if f.acked_at),
+                "acknowledged": len(acked),
                 "accepted": len(accepted_falls),
                 "incidents": len(incidents),
                 "lost": len(lost_falls),
+                "acknowledged_never_accepted": sorted(acked_lost),
                 "assigned_or_escalated": len(final & accepted_falls),
                 "unhandled": sorted(unhandled),
                 "duplicate_incidents": dup_incidents,
             },
+            "ingest_produced": produced,
             "websocket": {
                 "offers": sum(len(p.frames("offer")) for p in phones),
                 "duplicate_offers": doubles["offers"],
                 "duplicate_assigned": doubles["assigned"],
                 "redelivered_after_resync": doubles["redelivered"],
+                "duplicates": doubles["detail"],
                 "reconnects": sum(c.connections - 1 for c in (*phones, console)),
                 "resyncs": sum(c.resyncs for c in (*phones, console)),
                 "all_connected_at_end": all(c.connected for c in (*phones, console)),
@@ -476,6 +487,18 @@ class Run:
             },
             "notes": t.notes,
         }
+
+    async def _ingest_counts(self) -> dict[str, float | None]:
+        """What the ingest processes say they produced (since their last start)."""
+        s = self.direct
+        out: dict[str, float | None] = {}
+        for name, port, metric in (
+            ("fixes", s.ingest_metrics_port, "careknot_ingest_fixes_accepted_total"),
+            ("device_events", s.emergency_ingest_metrics_port,
+             "careknot_ingest_device_events_accepted_total"),
+        ):  # fmt: skip
+            out[name] = await _scrape_sum(port, metric)
+        return out
 
     async def _stale_live(self, tap: KafkaTap, written: set[FixKey]) -> int:
         """Caregivers whose live position in Redis is not the last fix of theirs Kafka took."""
@@ -547,10 +570,11 @@ async def _handled(pg: Record) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _duplicates(phones: list[CaregiverPhone], console: DispatcherConsole) -> dict[str, int]:
+def _duplicates(phones: list[CaregiverPhone], console: DispatcherConsole) -> dict[str, Any]:
     """Offers and ``assigned`` told more than once within one stream of a client, and those
     sent again after a ``resync`` (the client was told its stream started again)."""
     offers = assigned = redelivered = 0
+    detail: list[str] = []
     for phone in phones:
         seen: dict[str, set[int]] = {}
         for s in phone.frames("offer"):
@@ -558,6 +582,7 @@ def _duplicates(phones: list[CaregiverPhone], console: DispatcherConsole) -> dic
             epochs = seen[s.frame["offer_id"]]
             if s.epoch in epochs:
                 offers += 1
+                detail.append(f"offer {s.frame['offer_id']} twice to {phone.caregiver}")
             elif epochs:
                 redelivered += 1
             epochs.add(s.epoch)
@@ -575,13 +600,40 @@ def _duplicates(phones: list[CaregiverPhone], console: DispatcherConsole) -> dic
             if s.frame.get("outcome") == "assigned"
         )
         assigned += sum(n - 1 for n in told.values())
+        detail += [
+            f"assigned {o} told {n}x to {phone.caregiver}" for (o, _), n in told.items() if n > 1
+        ]
     told_desk = Counter(
         (s.frame["incident_id"], s.epoch)
         for s in console.frames("incident")
         if s.frame.get("state") == "assigned"
     )
     assigned += sum(n - 1 for n in told_desk.values())
-    return {"offers": offers, "assigned": assigned, "redelivered": redelivered}
+    detail += [
+        f"incident {i} assigned told {n}x to the dispatcher"
+        for (i, _), n in told_desk.items()
+        if n > 1
+    ]
+    return {"offers": offers, "assigned": assigned, "redelivered": redelivered, "detail": detail}
+
+
+async def _scrape_sum(port: int, metric: str) -> float | None:
+    """The sum of ``metric``'s samples on a Prometheus ``/metrics`` port (None: no answer)."""
+    try:
+        async with asyncio.timeout(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.0\r\nHost: faults\r\n\r\n")
+            await writer.drain()
+            text = (await reader.read()).decode()
+            writer.close()
+    except (OSError, TimeoutError):
+        return None
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(metric) and not line.startswith("#")
+    ]
+    return sum(values) if values else None
 
 
 def _since(start: float, at: float | None) -> float | None:
