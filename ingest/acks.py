@@ -9,7 +9,8 @@ batch). A connection's :class:`AckLine` acknowledges its batches in the order th
 once its receipt is settled. A receipt that failed (Kafka did not take one of its messages, or
 a device event given up) is not acknowledged, nor is anything behind it: the line calls its
 ``renew``, which gives the connection up, and the broker sends what was not acknowledged again
-to the session's next connection. Pure: no I/O, only callbacks.
+to the session's next connection; a batch of QoS 0 messages alone has nothing the broker would
+send again, so its failure renews nothing. Pure: no I/O, only callbacks.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ class AckLine:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def receipt(self, ack: Callable[[], None]) -> Receipt:
-        """The receipt of the batch just taken, which ``ack`` acknowledges; held until
-        :meth:`Receipt.handled`."""
+    def receipt(self, ack: Callable[[], None] | None) -> Receipt:
+        """The receipt of the batch just taken, which ``ack`` acknowledges (None: nothing to
+        acknowledge, QoS 0 alone); held until :meth:`Receipt.handled`."""
         receipt = Receipt(self, ack)
         self._waiting.append(receipt)
         return receipt
@@ -47,6 +48,8 @@ class AckLine:
         waiting = self._waiting
         while waiting and waiting[0].settled:
             receipt = waiting.popleft()
+            if receipt.ack is None:
+                continue  # QoS 0 alone: nothing to acknowledge, nothing to have again
             if receipt.failed:
                 waiting.clear()  # the broker sends them all again
                 self._renew()
@@ -69,7 +72,7 @@ class Receipt:
 
     __slots__ = ("_line", "_waiting", "ack", "failed", "round")
 
-    def __init__(self, line: AckLine, ack: Callable[[], None]) -> None:
+    def __init__(self, line: AckLine, ack: Callable[[], None] | None) -> None:
         self._line = line
         self._waiting = 1  # the batch's handling itself
         self.ack = ack

@@ -270,7 +270,7 @@ class IngestService:
     ) -> None:
         """Validate messages and produce them in order, dead-lettering each bad one; what
         they produce is waited on by ``receipt`` (a receipt of its own when none is given)."""
-        receipt = receipt or AckLine(_nothing).receipt(_nothing)
+        receipt = receipt or AckLine(_nothing).receipt(None)
         now = time.time()
         self.metrics.last_message.set(now)
         await self._registry.learn_topics(t for t, _ in messages)
@@ -456,7 +456,7 @@ async def end_sessions(settings: Settings) -> None:
 
 
 def _nothing() -> None:
-    """Nothing to acknowledge, nothing to renew: a batch handled outside a connection's line."""
+    """Nothing to renew: a batch handled outside a connection's line."""
 
 
 async def run(settings: Settings, streams: Streams = "all") -> int:

@@ -36,10 +36,6 @@ from kernel.errors import BrokerUnavailable
 log = logging.getLogger(__name__)
 
 
-def _nothing() -> None:
-    """The acknowledgement of a batch with nothing to acknowledge (QoS 0 alone)."""
-
-
 START_TIMEOUT_S = 30.0
 """How long the first connection may take: a broker started alongside answers well within it, a
 wrong address fails the start at once."""
@@ -111,13 +107,14 @@ class Subscription:
         if self._client is not None:
             self._client.ack(batch)
 
-    def acknowledgement(self, batch: Sequence[Publish]) -> Callable[[], None]:
+    def acknowledgement(self, batch: Sequence[Publish]) -> Callable[[], None] | None:
         """What acknowledges ``batch``, the last handed out, later: on the connection that
         delivered it and only while that connection stands (the broker sends what a lost
-        connection did not acknowledge again, to the session's next one)."""
+        connection did not acknowledge again, to the session's next one); None when it holds
+        nothing to acknowledge (QoS 0 alone)."""
         client = self._client
         if client is None or not any(p.qos for p in batch):
-            return _nothing
+            return None
         return partial(self._ack, client, batch)
 
     def _ack(self, client: BatchingClient, batch: Sequence[Publish]) -> None:

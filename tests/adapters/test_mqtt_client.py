@@ -149,6 +149,7 @@ async def taken(
     while len(got) < count:
         batch = await anext(batches)
         got += [m.payload for m in batch]
-        if acknowledging is not None:
-            acknowledging.acknowledgement(batch)()
+        ack = None if acknowledging is None else acknowledging.acknowledgement(batch)
+        if ack is not None:
+            ack()
     return got

@@ -127,3 +127,15 @@ def test_a_batch_not_handled_is_forgotten_with_those_behind_it_and_the_line_says
     third.handled()
     first.settle()
     assert (broker.acked, broker.renewed, emptied) == ([0], 0, [True])
+
+
+def test_a_failed_batch_of_qos_0_alone_renews_nothing_and_holds_nothing_up() -> None:
+    """Nothing of it would come again: the connection is kept, the batches behind go on."""
+    broker = Broker()
+    line = broker.line()
+    unacknowledged = line.receipt(None)
+    behind = broker.batch(line, 1)
+    unacknowledged.fail()
+    unacknowledged.handled()
+    behind.handled()
+    assert (broker.acked, broker.renewed) == ([1], 0)
