@@ -429,7 +429,7 @@ class KafkaTap:
         ends = await consumer.end_offsets(partitions)
         for tp in partitions:
             if ends[tp] < await consumer.position(tp):
-                consumer.seek_to_beginning(tp)
+                await consumer.seek_to_beginning(tp)
 
     def _take(self, topic: str, value: bytes | None, now: float) -> None:
         if not value:
