@@ -1,5 +1,6 @@
-"""The simulated city of Leeds laid out: its agency, its homes with fall detectors and its
-caregivers with their skills, the same for the same seed; and the knobs of a simulation."""
+"""The simulated city of Leeds laid out: its agency, its homes with fall detectors (and
+medication dispensers: ``simulators.dispensers``) and its caregivers with their skills, the same
+for the same seed; and the knobs of a simulation."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ class CityConfig:
     accept_probability: float = 0.7
     outages_per_hour: float = 2.0
     radius_m: float = 8000.0
+    dispensers: bool = True
+    """Each home has a medication dispenser with a schedule (``simulators.dispensers``)."""
 
 
 class Home(NamedTuple):

@@ -26,11 +26,13 @@ from kernel.backoff import Backoff
 from kernel.errors import CareKnotError
 from kernel.settings import Settings
 from simulators.city import City, Fall, SimFix
+from simulators.dispensers import Dispensers, dispenser_id
 from simulators.population import AGENCY_ID, AGENCY_NAME, CityConfig
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
+DOSES_EVERY_S = 1.0
 
 Answer = Literal["accept", "decline"]
 
@@ -71,8 +73,12 @@ def fall_payload(fall: Fall, ts: float, sent_at: float) -> bytes:
     return orjson.dumps({"type": "fall", "ts": ts, "seq": fall.seq, "data": {"sent_at": sent_at}})
 
 
-async def seed_registry(settings: Settings, city: City) -> None:
-    """Write the agency, its caregivers, patients and fall detectors to Postgres (idempotent)."""
+async def seed_registry(
+    settings: Settings, city: City, dispensers: Dispensers | None = None
+) -> None:
+    """Write the agency, its caregivers, patients, fall detectors and (with ``dispensers``)
+    medication dispensers and schedules to Postgres (idempotent)."""
+    from adapters.storage.medication import MedicationStore
     from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 
     async with Database(settings) as db:
@@ -87,28 +93,41 @@ async def seed_registry(settings: Settings, city: City) -> None:
         await db.upsert_devices(
             [DeviceRow(h.device_id, AGENCY_ID, h.patient_id, "fall_detector") for h in city.homes]
         )
+        if dispensers is None:
+            return
+        await db.upsert_devices(
+            [DeviceRow(dispenser_id(p), AGENCY_ID, p, "dispenser") for p in dispensers.schedules]
+        )
+        store, now = MedicationStore(db), time.time()
+        for schedule in dispensers.schedules.values():
+            await store.set_schedule(schedule, now)
 
 
-async def _publish(settings: Settings, city: City) -> None:
-    """Publish fixes and falls for ever, reconnecting to the broker when it goes away."""
+async def _publish(settings: Settings, city: City, dispensers: Dispensers | None) -> None:
+    """Publish fixes, falls and doses taken for ever, reconnecting to the broker when it goes
+    away."""
     backoff = Backoff()
     while True:
         try:
             async with aiomqtt.Client(hostname=settings.mqtt_host, port=settings.mqtt_port) as mq:
                 log.info("publishing to mqtt://%s:%d", settings.mqtt_host, settings.mqtt_port)
                 backoff.reset()
-                await _tick(mq, city)
+                await _tick(mq, city, dispensers)
         except aiomqtt.MqttError as exc:
             delay = backoff.next()
             log.warning("MQTT: %s; retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
 
 
-async def _tick(mq: aiomqtt.Client, city: City) -> None:
+async def _tick(mq: aiomqtt.Client, city: City, dispensers: Dispensers | None) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time()
+    doses_to = time.time()
     while True:
         now = time.time()
+        if dispensers is not None and now - doses_to >= DOSES_EVERY_S:
+            await _doses_taken(mq, dispensers, doses_to, now)
+            doses_to = now
         for fix in city.step(now):
             await mq.publish(location_topic(fix.caregiver_id), location_payload(fix), qos=0)
         for fall in city.maybe_falls(now):
@@ -117,6 +136,17 @@ async def _tick(mq: aiomqtt.Client, city: City) -> None:
             await mq.publish(event_topic(fall.device_id), payload, qos=1)
         deadline = max(deadline + TICK_S, loop.time())
         await asyncio.sleep(deadline - loop.time())
+
+
+async def _doses_taken(
+    mq: aiomqtt.Client, dispensers: Dispensers, start: float, end: float
+) -> None:
+    """Each dispenser says the doses taken in [``start``, ``end``); a dose not taken, nothing."""
+    for at, dose in dispensers.taken_between(start, end):
+        device = dispenser_id(dose.patient_id)
+        seq = int(at)
+        body = {"type": "dose_taken", "ts": at, "seq": seq, "data": {"dose": dose.name}}
+        await mq.publish(event_topic(device), orjson.dumps(body), qos=1)
 
 
 class OfferAnswerer:
@@ -192,9 +222,11 @@ class Simulation:
     def __init__(self, settings: Settings, config: CityConfig) -> None:
         self._settings, self._config = settings, config
         self.city = City(config, time.time())
+        homes = [h.patient_id for h in self.city.homes]
+        self.dispensers = Dispensers(homes, config.seed) if config.dispensers else None
 
     async def __aenter__(self) -> Simulation:
-        await seed_registry(self._settings, self.city)
+        await seed_registry(self._settings, self.city, self.dispensers)
         log.info("city of %d caregivers, %d homes", len(self.city.caregivers), len(self.city.homes))
         return self
 
@@ -205,7 +237,8 @@ class Simulation:
 
     async def run(self) -> int:
         s, config = self._settings, self._config
-        tasks = [asyncio.create_task(_publish(s, self.city), name="sim-publish")]
+        publishing = _publish(s, self.city, self.dispensers)
+        tasks = [asyncio.create_task(publishing, name="sim-publish")]
         if config.answer_offers:
             tasks += [
                 asyncio.create_task(OfferAnswerer(s, config, c.id).run(), name=f"sim-{c.id}")
