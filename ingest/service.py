@@ -178,8 +178,14 @@ class IngestService:
             return None
         return int(self._metrics_server.sockets[0].getsockname()[1])
 
-    def _topics(self, subscriptions: tuple[str, ...]) -> list[str]:
-        if self._s.mqtt_shared_subscriptions:
+    def _topics(self, name: str) -> list[str]:
+        """What the connection of stream ``name`` subscribes to. Positions are shared among
+        ingest processes (``$share/...``); device events never are: every ingest of them takes
+        every one (the dispatcher opens one incident per event, whoever produced it), since
+        losing a fall costs more than handling it twice, and a broker that crashed keeps a plain
+        subscription of a persistent session (Mosquitto 2.0 did not keep a shared one)."""
+        subscriptions = STREAMS[name]
+        if self._s.mqtt_shared_subscriptions and name == "positions":
             group = self._s.mqtt_share_group or f"careknot-{self._s.namespace}"
             return [f"$share/{group}/{t}" for t in subscriptions]
         return list(subscriptions)
@@ -220,7 +226,7 @@ class IngestService:
                     await self._emptied.wait()
 
     def _subscription(self, name: str) -> Subscription:
-        topics, within = self._topics(STREAMS[name]), self._start_timeout_s
+        topics, within = self._topics(name), self._start_timeout_s
         return Subscription(
             self._s.mqtt_host,
             self._s.mqtt_port,

@@ -1,7 +1,8 @@
 """The four servers of a fault run, started by us on ports we know, so each can be killed with
-SIGKILL and started again where its clients look: Mosquitto (no persistence), Redis (no
-persistence: it comes back empty), Postgres (its data directory kept: it comes back with what
-it had committed, after crash recovery) and tansu (memory only: it comes back empty).
+SIGKILL and started again where its clients look: Mosquitto (its sessions on disk, saved every
+second), Redis (no persistence: it comes back empty), Postgres (its data directory kept: it
+comes back with what it had committed, after crash recovery) and tansu (memory only: it comes
+back empty).
 
 Never the machine's own servers: everything here is a child of :class:`FaultServers`, on free
 ports, stopped on ``close``.

@@ -21,12 +21,15 @@ from kernel.errors import ServerStartError
 
 MOSQUITTO_SESSIONS = (
     "max_queued_messages 200000\nmax_inflight_messages 10000\npersistent_client_expiration 1d\n"
+    "autosave_interval 1\n"
 )
 """What Mosquitto holds for ingest's persistent sessions: what arrives at QoS 1 while an ingest
 is away, queued up to 200,000 messages (Mosquitto's default, 1,000, is a few seconds of
 fixes); up to 10,000 sent and not yet acknowledged (its default, 20, would hold ingest, which
-acknowledges a batch once Kafka has it, to a few hundred messages a second); and a session
-not back within a day forgotten (an ingest retired, a test's namespace)."""
+acknowledges a batch once Kafka has it, to a few hundred messages a second); a session
+not back within a day forgotten (an ingest retired, a test's namespace); and what it holds
+written to disk every second (its default, every 30 minutes, left a broker killed without the
+sessions it had acknowledged messages for: falls its detectors will never send again)."""
 
 
 @dataclass(frozen=True)
