@@ -86,6 +86,7 @@ from ingest.registry import Registry
 from kernel import heap, keys
 from kernel.errors import RejectedPayload, StorageError
 from kernel.settings import Settings
+from kernel.waiting import answers
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class IngestService:
         self._accepted_now: Counter[str] = Counter()  # a batch's, counted once it is handled
         self.subscribed = asyncio.Event()
         self.subscriptions: list[str] = []  # once subscribed
+        self._listening: list[Subscription] = []
         self._metrics_server: asyncio.Server | None = None
         self._in_flight = 0
         self._settled = asyncio.Event()
@@ -157,7 +159,9 @@ class IngestService:
         await self._producer.start()
         await self._urgent.start()
         self._fixes = FixBatches(await self._producer.partitions(keys.FIXES))
-        self._metrics_server = await serve(self.metrics.registry, self._s.ingest_metrics_port)
+        self._metrics_server = await serve(
+            self.metrics.registry, self._s.ingest_metrics_port, health=self.health
+        )
         return self
 
     async def __aexit__(
@@ -170,6 +174,14 @@ class IngestService:
         await self._producer.stop()  # delivers what is still in flight
         await self._urgent.stop()
         await self._db.__aexit__(et, e, tb)
+
+    async def health(self) -> dict[str, bool]:
+        """Whether its MQTT connections stand, and Kafka and Postgres answer (``/healthz``)."""
+        kafka_answers, postgres = await asyncio.gather(
+            answers(self._urgent.ping()), answers(self._db.ping())
+        )
+        mqtt = bool(self._listening) and all(s.connected for s in self._listening)
+        return {"mqtt": mqtt, "kafka": kafka_answers, "postgres": postgres}
 
     @property
     def metrics_port(self) -> int | None:
@@ -197,6 +209,7 @@ class IngestService:
         names = [name for name in STREAMS if streams in ("all", name)]
         async with AsyncExitStack() as connected:
             listening = [await connected.enter_async_context(self._subscription(n)) for n in names]
+            self._listening = listening
             self.subscriptions = [topic for s in listening for topic in s.topics]
             log.info("ingest subscribed to %s", self.subscriptions)
             self.subscribed.set()

@@ -102,6 +102,11 @@ class Subscription:
                 await self._drop()
                 await self._wait(exc)
 
+    @property
+    def connected(self) -> bool:
+        """Whether it stands on a connection now (not while it waits to connect again)."""
+        return self._client is not None
+
     def ack(self, batch: Iterable[Publish]) -> None:
         """Acknowledge the last batch handed out, once handled."""
         if self._client is not None:

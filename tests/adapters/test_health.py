@@ -66,3 +66,29 @@ async def test_a_worker_waiting_for_postgres_says_so_on_healthz(stack_settings: 
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
         await rt.close()
+
+
+async def test_ingest_says_on_healthz_whether_its_mqtt_connections_stand(
+    stack_settings: Settings,
+) -> None:
+    from ingest.service import IngestService
+
+    port = free_port()
+    settings = stack_settings.model_copy(
+        update={"namespace": f"t{secrets.token_hex(4)}", "ingest_metrics_port": port}
+    )
+    async with IngestService(settings) as service:
+        status, body = await get(port, "/healthz")  # not subscribed yet
+        assert (status, orjson.loads(body)["down"]) == (503, ["mqtt"])
+        task = asyncio.create_task(service.run("emergencies"))
+        try:
+            await asyncio.wait_for(service.subscribed.wait(), 30)
+            status, body = await get(port, "/healthz")
+            assert (status, orjson.loads(body)) == (
+                200,
+                {"ok": True, "mqtt": True, "kafka": True, "postgres": True, "down": []},
+            )
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
