@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from adapters.storage.announcements import Announcement
 from adapters.storage.connection import RedisConnection
-from adapters.storage.medication import MedicationStore, Outcome, Watched, dose_subject
+from adapters.storage.medication import MedicationStore, Outcome, dose_subject
 from adapters.storage.postgres import Database
 from alarms.lifecycle import Severity
 from kernel import recipients
@@ -46,7 +46,8 @@ class MedicationKeeper:
         self._outbox = redis.outbox(settings)
         self._alarms = alarms
         self._clock = clock
-        self._schedules: list[Watched] = []
+        self._doses: list[tuple[str, Dose]] = []
+        self._known: set[tuple[str, str]] = set()
         self._read_at = -SCHEDULES_KEPT_S
         self._overdue: set[tuple[str, str]] = set()
 
@@ -69,15 +70,27 @@ class MedicationKeeper:
         return dose
 
     async def tick(self) -> None:
-        """Every dose whose window closed untaken is missed; one past its call, overdue."""
+        """Every dose whose window closed untaken is missed; one past its call, overdue. The
+        schedules, their doses due from a day back to the next reading, and the outcomes known
+        are read every :data:`SCHEDULES_KEPT_S`; a tick only looks at the doses read."""
         now = self._clock()
         if now - self._read_at >= SCHEDULES_KEPT_S:
-            self._schedules, self._read_at = await self._store.schedules(), now
+            await self._read(now)
+        for agency_id, dose in self._doses:
+            if dose.overdue_at <= now and (dose.patient_id, dose.key) not in self._known:
+                await self._watch(agency_id, dose, now)
+
+    async def _read(self, now: float) -> None:
+        watched = await self._store.schedules()
         known = await self._store.outcomes_since(now - LOOK_BACK_S - 86400.0)
-        for w in self._schedules:
-            for dose in doses_between(w.schedule, max(now - LOOK_BACK_S, w.since), now):
-                if (dose.patient_id, dose.key) not in known:
-                    await self._watch(w.agency_id, dose, now)
+        until = now + 2 * SCHEDULES_KEPT_S
+        self._doses = [
+            (w.agency_id, dose)
+            for w in watched
+            for dose in doses_between(w.schedule, max(now - LOOK_BACK_S, w.since), until)
+        ]
+        self._known = set(known)
+        self._read_at = now
 
     async def _watch(self, agency_id: str, dose: Dose, now: float) -> None:
         state = state_of(dose, None, now)
@@ -103,6 +116,7 @@ class MedicationKeeper:
         written = await self._store.record(
             Outcome(dose.patient_id, dose.key, outcome, at, source), Announcement(frames)
         )
+        self._known.add((dose.patient_id, dose.key))  # written now, or by another before
         if written:
             await self._announcements.deliver([dose_subject(dose.patient_id, dose.key)], at)
         return written
