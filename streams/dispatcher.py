@@ -139,8 +139,9 @@ class Dispatcher:
 
     async def on_answer(self, answer: OfferAnswer) -> None:
         now = self._clock()
-        incident = await self._incidents.get(answer.incident_id)
-        if answer.answer == "accept":
+        incident = None
+        if answer.answer == "accept":  # what she wins is told with the incident's details
+            incident = await self._incidents.get(answer.incident_id)
             name = await self._notices.name(answer.caregiver_id)
             result = await self._offers.accept(
                 answer.offer_id,

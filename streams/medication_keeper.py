@@ -43,7 +43,6 @@ class MedicationKeeper:
     ) -> None:
         self._store = MedicationStore(db)
         self._announcements = redis.announcements(db, settings)
-        self._outbox = redis.outbox(settings)
         self._alarms = alarms
         self._clock = clock
         self._doses: list[tuple[str, Dose]] = []
@@ -123,8 +122,7 @@ class MedicationKeeper:
 
     async def _tell_now(self, agency_id: str, dose: Dose, outcome: str, at: float) -> None:
         """An overdue dose changes no record: told at once."""
-        frames = _frames(agency_id, dose, outcome, at)
-        await self._outbox.send_many([(recipient, [body]) for recipient, body in frames])
+        await self._announcements.tell_now(Announcement(_frames(agency_id, dose, outcome, at)), at)
 
 
 def _frames(agency_id: str, dose: Dose, outcome: str, at: float) -> list[tuple[str, bytes]]:

@@ -50,9 +50,7 @@ class Notices:
     ) -> None:
         self._s = settings
         self._db = db
-        self._outbox = redis.outbox(settings)
         self._records = redis.offer_records(settings.keys)
-        self._live = redis.live_index(settings)
         self._announcements = redis.announcements(db, settings)
         self._clock = clock
         self._names: dict[str, str] = {}
@@ -73,14 +71,7 @@ class Notices:
 
     async def send(self, announcement: Announcement) -> None:
         """Tell what goes with no committed step, at once."""
-        if announcement.records:
-            await self._records.write(announcement.records, self._clock())
-        for caregiver_id, status in announcement.statuses:
-            await self._live.set_status(caregiver_id, status)
-        by_recipient: dict[str, list[bytes]] = {}
-        for recipient, message in announcement.frames:
-            by_recipient.setdefault(recipient, []).append(message)
-        await self._outbox.send_many(list(by_recipient.items()))
+        await self._announcements.tell_now(announcement, self._clock())
 
     async def unrecorded(self, offer_ids: list[str]) -> set[str]:
         """Those of ``offer_ids`` with no offer record: never delivered."""

@@ -161,12 +161,27 @@ class Announcements:
                 frames += await self._tell(str(row["id"]), Announcement.from_body(row["body"]), now)
         return Delivered(len(rows), frames)
 
+    async def tell_now(self, a: Announcement, now: float) -> None:
+        """Tell what changed no record (a refusal, a result of nothing, a dose overdue), at
+        once and with no marker: records, statuses, notifications, then the frames."""
+        await self._effects(a, now)
+        by_recipient: dict[str, list[bytes]] = {}
+        for recipient, message in a.frames:
+            by_recipient.setdefault(recipient, []).append(message)
+        await self._outbox.send_many(list(by_recipient.items()))
+
     async def _tell(self, announcement_id: str, a: Announcement, now: float) -> int:
         """Nothing if it was told (its marker says so); else records, statuses and
         notifications, then the frames and the marker in one script; the frames sent. A
         failure before the marker tells records, statuses and notifications again next time."""
         if await self._outbox.announced(announcement_id):
             return 0
+        await self._effects(a, now)
+        sent = await self._outbox.announce(announcement_id, a.frames)
+        return len(a.frames) if sent else 0
+
+    async def _effects(self, a: Announcement, now: float) -> None:
+        """What an announcement does beside its frames: records, statuses, notifications."""
         if a.records:
             await self._records.write(a.records, now)
         for caregiver_id, status in a.statuses:
@@ -174,8 +189,6 @@ class Announcements:
         for n in a.notifications:
             if not await notify(n.urls, n.title, n.body):
                 self.notifications_failed += 1
-        sent = await self._outbox.announce(announcement_id, a.frames)
-        return len(a.frames) if sent else 0
 
     async def waiting(self) -> int:
         """How many announcements are kept, not yet told."""
