@@ -130,6 +130,14 @@ class TcpProxy:
             await writer.drain()
 
 
+async def _end_the_rest() -> None:
+    """Cancel every other task of the running loop and wait for them to end."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
 class ProxyThread:
     """A :class:`TcpProxy` on its own event loop in a daemon thread; ``set_mode`` from any
     thread."""
@@ -149,6 +157,8 @@ class ProxyThread:
     def __exit__(self, *exc_info: object) -> None:
         with contextlib.suppress(Exception):
             self._call(self.proxy.close()).result(10)
+        with contextlib.suppress(Exception):
+            self._call(_end_the_rest()).result(10)  # its connections' tasks, ended, not dropped
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         if not self._thread.is_alive():
