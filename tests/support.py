@@ -20,6 +20,7 @@ __all__ = [
     "Phone",
     "fix_event",
     "free_port",
+    "http_get",
     "is_type",
     "kafka_reader",
     "processes_in",
@@ -54,6 +55,17 @@ async def scrape(port: int) -> str:
     response = await reader.read()
     writer.close()
     return response.decode()
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """The status and body of ``GET path`` on a local port."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
 
 
 def fix_event(caregiver: str, ts: float) -> FixEvent:

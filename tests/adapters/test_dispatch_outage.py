@@ -11,7 +11,7 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from functools import partial
 
 import orjson
@@ -28,24 +28,17 @@ from kernel.contracts import DeviceEvent, FixEvent
 from kernel.settings import Settings
 from streams.dispatcher import Dispatcher
 from streams.handling import with_retries
+from tests.adapters import test_ingest_postgres_outage as outage
 from tests.adapters.test_ingest_postgres_outage import OwnPostgres
 from tests.support import wait_for
 
 pytestmark = pytest.mark.servers
 
+own_postgres = outage.own_postgres  # the fixture, in this module's namespace
+
 TAG = uuid.uuid4().hex[:8]
 AGENCY, PATIENT, PENDANT, CAREGIVER = (f"do-{TAG}-{what}" for what in ("ag", "p", "pendant", "cg"))
 HOME = (53.8, -1.55)
-
-
-@pytest.fixture(scope="module")
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnPostgres]:
-    server = OwnPostgres(tmp_path_factory.mktemp("dispatch-outage"))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")

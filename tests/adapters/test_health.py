@@ -13,19 +13,9 @@ import pytest
 
 from kernel.settings import Settings
 from streams.runtime import Runtime
-from tests.support import free_port, wait_for
+from tests.support import free_port, http_get, wait_for
 
 pytestmark = pytest.mark.servers
-
-
-async def get(port: int, path: str) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
-    await writer.drain()
-    raw = await reader.read()
-    writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 async def test_a_worker_waiting_for_postgres_says_so_on_healthz(stack_settings: Settings) -> None:
@@ -43,7 +33,7 @@ async def test_a_worker_waiting_for_postgres_says_so_on_healthz(stack_settings: 
     async def health() -> tuple[int, bytes] | None:
         """Once the worker's Kafka producer started (it starts before Postgres is opened)."""
         with contextlib.suppress(OSError):
-            status, body = await get(port, "/healthz")
+            status, body = await http_get(port, "/healthz")
             return (status, body) if orjson.loads(body)["kafka"] else None
         return None
 
@@ -59,7 +49,7 @@ async def test_a_worker_waiting_for_postgres_says_so_on_healthz(stack_settings: 
                 "down": ["postgres"],
             },
         )
-        assert (await get(port, "/metrics"))[0] == 200
+        assert (await http_get(port, "/metrics"))[0] == 200
         assert not waiting.done()
     finally:
         waiting.cancel()
@@ -78,12 +68,12 @@ async def test_ingest_says_on_healthz_whether_its_mqtt_connections_stand(
         update={"namespace": f"t{secrets.token_hex(4)}", "ingest_metrics_port": port}
     )
     async with IngestService(settings) as service:
-        status, body = await get(port, "/healthz")  # not subscribed yet
+        status, body = await http_get(port, "/healthz")  # not subscribed yet
         assert (status, orjson.loads(body)["down"]) == (503, ["mqtt"])
         task = asyncio.create_task(service.run("emergencies"))
         try:
             await asyncio.wait_for(service.subscribed.wait(), 30)
-            status, body = await get(port, "/healthz")
+            status, body = await http_get(port, "/healthz")
             assert (status, orjson.loads(body)) == (
                 200,
                 {"ok": True, "mqtt": True, "kafka": True, "postgres": True, "down": []},

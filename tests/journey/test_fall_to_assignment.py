@@ -22,7 +22,16 @@ from aiokafka import AIOKafkaConsumer
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from kernel.settings import Settings
 from tests.journey.harness import own_worker_ready, running_system
-from tests.support import Phone, free_port, is_type, processes_in, scrape, token, wait_for
+from tests.support import (
+    Phone,
+    free_port,
+    http_get,
+    is_type,
+    processes_in,
+    scrape,
+    token,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
@@ -283,20 +292,10 @@ async def test_the_fixes_worker_serves_its_counts(ready: Settings) -> None:
     assert await wait_for(accepted, 30, "accepted fixes counted") > 0
 
 
-async def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
-    await writer.drain()
-    raw = await reader.read()
-    writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split()[1]), orjson.loads(body)
-
-
 async def test_both_workers_say_their_servers_answer(ready: Settings) -> None:
     for port in (ready.worker_metrics_port, ready.dispatch_metrics_port):
-        status, body = await _get(port, "/healthz")
-        assert (status, body) == (
+        status, body = await http_get(port, "/healthz")
+        assert (status, orjson.loads(body)) == (
             200,
             {"ok": True, "postgres": True, "redis": True, "kafka": True, "down": []},
         )
