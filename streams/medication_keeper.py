@@ -57,8 +57,8 @@ class MedicationKeeper:
         if schedule is None:
             return None
         doses = doses_between(schedule, at - LOOK_BACK_S, at + LOOK_BACK_S)
-        known = await self._store.outcomes_since(at - LOOK_BACK_S)
-        done = {key for (patient, key) in known if patient == patient_id}
+        known = await self._store.outcomes_since(at - LOOK_BACK_S, patient_id)
+        done = {key for (_patient, key) in known}
         dose = dose_taken_now(doses, done, at)
         if dose is None:
             return None
@@ -89,6 +89,7 @@ class MedicationKeeper:
             for dose in doses_between(w.schedule, max(now - LOOK_BACK_S, w.since), until)
         ]
         self._known = set(known)
+        self._overdue &= {(dose.patient_id, dose.key) for _agency, dose in self._doses}
         self._read_at = now
 
     async def _watch(self, agency_id: str, dose: Dose, now: float) -> None:

@@ -105,11 +105,16 @@ class MedicationStore:
             await keep(conn, subject, announcement, outcome.at)
         return True
 
-    async def outcomes_since(self, since: float) -> dict[tuple[str, str], Outcome]:
-        """Outcomes of doses recorded since ``since``, by (patient, dose key)."""
+    async def outcomes_since(
+        self, since: float, patient_id: str | None = None
+    ) -> dict[tuple[str, str], Outcome]:
+        """Outcomes of doses recorded since ``since`` (of one patient, or of all), by (patient,
+        dose key)."""
         rows = await self._db.pool.fetch(
-            "SELECT patient_id, dose_key, outcome, at, source FROM dose_outcomes WHERE at >= $1",
+            "SELECT patient_id, dose_key, outcome, at, source FROM dose_outcomes"
+            " WHERE at >= $1 AND ($2::text IS NULL OR patient_id = $2)",
             ts(since),
+            patient_id,
         )
         return {
             (r["patient_id"], r["dose_key"]): Outcome(
