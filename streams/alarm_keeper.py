@@ -24,7 +24,7 @@ from adapters.storage.announcements import Announcement, Notification
 from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentRow
 from adapters.storage.postgres import Database
-from alarms.ladder import Rung, Step, ladder_for
+from alarms.ladder import Ladder, Rung, Step, ladder_for
 from alarms.lifecycle import Severity
 from alarms.rules import Clear, rule_for, source_of
 from kernel import recipients
@@ -150,11 +150,14 @@ class AlarmKeeper:
     # ------------------------------------------------------------ the ladder
 
     async def tick(self) -> None:
-        """Climb every ladder whose next rungs fell due."""
+        """Climb every ladder whose next rungs fell due (each agency's ladders read once)."""
         now = self._clock()
+        ladders: dict[str, dict[Severity, Ladder]] = {}
         for stored in await self._store.climbing():
-            ladders = await self._store.ladders(stored.agency_id)
-            due = ladder_for(stored.alarm.severity, ladders).due(stored.alarm, now)
+            if stored.agency_id not in ladders:
+                ladders[stored.agency_id] = await self._store.ladders(stored.agency_id)
+            own = ladders[stored.agency_id]
+            due = ladder_for(stored.alarm.severity, own).due(stored.alarm, now)
             if not due:
                 continue
             contacts = await self._store.contacts(stored.agency_id)
