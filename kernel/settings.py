@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     # visits
     visit_dwell_in_s: float = Field(default=60.0, ge=0, description="inside this long: arrived")
     visit_dwell_out_s: float = Field(default=120.0, ge=0, description="outside this long: left")
+    # medication
+    medication_schedules_read_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="schedules are read again this often: a changed schedule is watched within it",
+    )
     # ingest limits
     max_payload_bytes: int = 4096
     max_clock_skew_s: float = 300.0

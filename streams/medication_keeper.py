@@ -27,8 +27,6 @@ from streams.alarm_keeper import AlarmKeeper
 
 LOOK_BACK_S = 26 * 3600.0
 """Doses due this far back are watched (a day, and a window's worth more)."""
-SCHEDULES_KEPT_S = 30.0
-"""Schedules are read again this often (a schedule changed is watched within it)."""
 OVERDUE, MISSED = "dose_overdue", "dose_missed"
 
 
@@ -45,9 +43,10 @@ class MedicationKeeper:
         self._announcements = redis.announcements(db, settings)
         self._alarms = alarms
         self._clock = clock
+        self._read_every = settings.medication_schedules_read_s
         self._doses: list[tuple[str, Dose]] = []
         self._known: set[tuple[str, str]] = set()
-        self._read_at = -SCHEDULES_KEPT_S
+        self._read_at = -self._read_every
         self._overdue: set[tuple[str, str]] = set()
 
     async def taken(self, agency_id: str, patient_id: str, at: float) -> Dose | None:
@@ -71,9 +70,9 @@ class MedicationKeeper:
     async def tick(self) -> None:
         """Every dose whose window closed untaken is missed; one past its call, overdue. The
         schedules, their doses due from a day back to the next reading, and the outcomes known
-        are read every :data:`SCHEDULES_KEPT_S`; a tick only looks at the doses read."""
+        are read every ``medication_schedules_read_s``; a tick only looks at the doses read."""
         now = self._clock()
-        if now - self._read_at >= SCHEDULES_KEPT_S:
+        if now - self._read_at >= self._read_every:
             await self._read(now)
         for agency_id, dose in self._doses:
             if dose.overdue_at <= now and (dose.patient_id, dose.key) not in self._known:
@@ -82,7 +81,7 @@ class MedicationKeeper:
     async def _read(self, now: float) -> None:
         watched = await self._store.schedules()
         known = await self._store.outcomes_since(now - LOOK_BACK_S - 86400.0)
-        until = now + 2 * SCHEDULES_KEPT_S
+        until = now + 2 * self._read_every
         self._doses = [
             (w.agency_id, dose)
             for w in watched
