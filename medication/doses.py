@@ -97,6 +97,21 @@ def _dose_on(schedule: Schedule, scheduled: ScheduledDose, day: date, zone: Zone
     )
 
 
+def dose_named(schedule: Schedule, key: str) -> Dose | None:
+    """The schedule's dose of that key (``2026-12-03T08:00/name``), or None: no such dose was
+    ever scheduled."""
+    day_text, _, rest = key.partition("T")
+    hhmm, _, name = rest.partition("/")
+    try:
+        day = date.fromisoformat(day_text)
+    except ValueError:
+        return None
+    for scheduled in schedule.doses:
+        if scheduled.name == name and scheduled.at.strftime("%H:%M") == hhmm:
+            return _dose_on(schedule, scheduled, day, ZoneInfo(schedule.zone))
+    return None
+
+
 def state_of(dose: Dose, taken_at: float | None, now: float) -> DoseState:
     """What the dose is at ``now``, given when it was taken (None: not yet)."""
     if taken_at is not None and taken_at < dose.closes_at:
@@ -115,5 +130,18 @@ def dose_taken_now(doses: list[Dose], taken: set[str], at: float) -> Dose | None
     its window, not yet taken, due first; None when no window is open."""
     for dose in doses:
         if dose.key not in taken and dose.due_at - dose.on_time_s <= at < dose.closes_at:
+            return dose
+    return None
+
+
+def dose_in_window(doses: list[Dose], at: float, among: set[str] | None = None) -> Dose | None:
+    """The dose whose window holds ``at`` (from a little before it is due, as a dose taken
+    early counts, to its window's close), of those keyed in ``among`` when given: what a
+    dispenser's "due", "late" or "second attempt" at ``at`` is about; None when no window is
+    open (no dose was scheduled then)."""
+    for dose in doses:
+        if among is not None and dose.key not in among:
+            continue
+        if dose.due_at - dose.on_time_s <= at < dose.closes_at:
             return dose
     return None

@@ -4,19 +4,33 @@ cases, a change of clocks, and laws over any schedule; no event loop."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
+from typing import get_args
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kernel.contracts import DEVICE_EVENT_TYPES, DeviceEventType
+from medication.adherence import miss_severity, missed_repeatedly
+from medication.administration import Action, refusal_of, taken_as
+from medication.attendance import (
+    OnShift,
+    VisitSpan,
+    caregiver_at_hand,
+    caregivers_to_tell,
+    visit_now,
+)
 from medication.doses import (
     HERO_WINDOW_S,
     Schedule,
     ScheduledDose,
+    dose_in_window,
+    dose_named,
     dose_taken_now,
     doses_between,
     state_of,
 )
+from medication.supply import low_supply, runs_out_at
 
 
 def at(text: str) -> float:
@@ -96,3 +110,188 @@ def test_each_dose_once_a_day_in_order(times: list[tuple[int, int]], days: int) 
     assert [d.due_at for d in doses] == sorted(d.due_at for d in doses)
     assert days * len(times) - len(times) <= len(doses) <= days * len(times) + len(times)
     assert all(start <= d.due_at < start + days * 86400 for d in doses)
+
+
+# ---------------------------------------------------------------- doses named by the dispenser
+
+
+def test_a_dose_is_found_by_its_key_and_an_unscheduled_one_is_not() -> None:
+    assert dose_named(SCHEDULE, MORNING.key) == MORNING
+    assert dose_named(SCHEDULE, "2026-12-03T08:00/aspirin") is None  # no such medicine
+    assert dose_named(SCHEDULE, "2026-12-03T09:00/bisoprolol") is None  # not at that time
+    assert dose_named(SCHEDULE, "yesterday/bisoprolol") is None
+
+
+WINDOW_CASES = [
+    # (at, among the taken, the dose the event is about)
+    ("07:54", None, None),  # before it may be taken
+    ("07:56", None, "bisoprolol"),  # a little early is its window
+    ("08:59", None, "bisoprolol"),
+    ("09:00", None, None),  # closed: nothing was scheduled then
+    ("08:30", set(), None),  # a second attempt at a dose nobody took is about no dose taken
+    ("08:30", {"bisoprolol"}, "bisoprolol"),
+]
+
+
+@pytest.mark.parametrize(("when", "taken", "name"), WINDOW_CASES)
+def test_the_dose_a_dispenser_event_is_about(
+    when: str, taken: set[str] | None, name: str | None
+) -> None:
+    doses = doses_between(SCHEDULE, at("2026-12-03T00:00"), at("2026-12-04T00:00"))
+    among = None if taken is None else {MORNING.key for n in taken if n == MORNING.name}
+    found = dose_in_window(doses, at(f"2026-12-03T{when}"), among)
+    assert (found.name if found else None) == name
+
+
+def test_device_event_types_are_kept_in_step() -> None:
+    assert set(DEVICE_EVENT_TYPES) == set(get_args(DeviceEventType))
+    assert len(DEVICE_EVENT_TYPES) == len(set(DEVICE_EVENT_TYPES))
+
+
+# ---------------------------------------------------------------- low supply, 72 h ahead
+
+THREE_A_DAY = Schedule(
+    "p1",
+    tuple(ScheduledDose(f"d{h}", time(h, 0)) for h in (8, 14, 20)),
+    zone="UTC",
+)
+SUPPLY_CASES = [
+    # (doses left at 2026-12-03 09:00, runs out at): 72 h from 09:00 hold 9 doses
+    (9, None),
+    (12, None),
+    (8, "2026-12-06T08:00"),  # the ninth dose, the last within 72 h, is not there
+    (3, "2026-12-04T14:00"),
+    (0, "2026-12-03T14:00"),
+    (-1, "2026-12-03T14:00"),  # a dispenser that says nonsense is empty
+]
+
+
+@pytest.mark.parametrize(("left", "runs_out"), SUPPLY_CASES)
+def test_a_dispenser_is_almost_empty_72_hours_before_it_runs_out(
+    left: int, runs_out: str | None
+) -> None:
+    now = at("2026-12-03T09:00")
+    expected = None if runs_out is None else at(runs_out)
+    assert runs_out_at(THREE_A_DAY, left, now) == expected
+    assert low_supply(THREE_A_DAY, left, now) == (runs_out is not None)
+
+
+@given(st.integers(0, 30), st.integers(0, 30))
+def test_more_doses_never_run_out_sooner(left: int, more: int) -> None:
+    now = at("2026-12-03T09:00")
+    fewer, plenty = runs_out_at(THREE_A_DAY, left, now), runs_out_at(THREE_A_DAY, left + more, now)
+    assert plenty is None or (fewer is not None and fewer <= plenty)
+
+
+# ---------------------------------------------------------------- misses that repeat
+
+MISS_CASES = [
+    # (the last outcomes, the missed one last; critical medicine; severity)
+    (["missed"], False, "major"),
+    (["taken", "taken", "missed"], False, "major"),
+    (["missed", "taken", "missed"], False, "critical"),  # 2 of the last 3
+    (["missed", "missed"], False, "critical"),
+    (["missed", "taken", "taken", "missed"], False, "major"),  # the first is 4 doses back
+    (["late", "missed"], False, "major"),  # late is taken
+    (["missed"], True, "critical"),  # a critical medicine, missed once
+]
+
+
+@pytest.mark.parametrize(("outcomes", "critical", "severity"), MISS_CASES)
+def test_a_critical_medicine_or_repeated_misses_raise_a_critical_alarm(
+    outcomes: list[str], critical: bool, severity: str
+) -> None:
+    dose = (
+        MORNING
+        if critical
+        else doses_between(SCHEDULE, at("2026-12-03T20:00"), at("2026-12-03T22:00"))[0]
+    )
+    assert miss_severity(dose, outcomes) == severity
+    assert missed_repeatedly(outcomes) == (severity == "critical" and not critical)
+
+
+# ---------------------------------------------------------------- the caregiver at hand
+
+H = 3600.0
+NOW = at("2026-12-03T12:00")
+
+
+def visit(cg: str, start_h: float, end_h: float, state: str = "scheduled") -> VisitSpan:
+    return VisitSpan(f"v-{cg}-{start_h}", cg, NOW + start_h * H, NOW + end_h * H, state)
+
+
+AT_HAND_CASES = [
+    # (visits to the patient, on shift, told)
+    ([visit("ann", -0.5, 0.5, "in_visit"), visit("bea", -0.2, 0.2)], [], ("ann",)),
+    ([visit("ann", -3, -2, "left"), visit("bea", 1, 2)], [], ("bea",)),  # 1 h ahead is nearer
+    ([visit("ann", -2, -1.5, "left"), visit("bea", 3, 4)], [], ("ann",)),
+    ([visit("ann", -1, 1, "missed")], [OnShift("cat")], ("cat",)),  # a missed visit: nobody
+    ([visit("ann", 13, 14)], [OnShift("cat"), OnShift("dot", True)], ("dot",)),  # too far
+    ([], [OnShift("eve"), OnShift("cat")], ("cat", "eve")),  # none gives medicines: all
+    ([], [], ()),
+]
+
+
+@pytest.mark.parametrize(("visits", "on_shift", "told"), AT_HAND_CASES)
+def test_who_is_told_of_a_missed_dose(
+    visits: list[VisitSpan], on_shift: list[OnShift], told: tuple[str, ...]
+) -> None:
+    assert caregivers_to_tell(visits, on_shift, NOW) == told
+
+
+def test_the_caregiver_at_the_home_is_at_hand_whatever_the_roster_says() -> None:
+    late_one = visit("ann", -4, -3, "in_visit")  # still there, past her rostered end
+    assert caregiver_at_hand([late_one, visit("bea", 0.5, 1)], NOW) == "ann"
+
+
+VISIT_NOW_CASES = [
+    # (her visits, on a visit now)
+    ([visit("ann", -0.5, 0.5, "in_visit")], True),
+    ([visit("ann", -0.5, 0.5, "scheduled")], True),  # rostered now, check-in not yet seen
+    ([visit("ann", -3, -2, "in_visit")], True),  # checked in, still there
+    ([visit("ann", -0.5, 0.5, "left")], False),
+    ([visit("ann", 1, 2)], False),
+    ([visit("bea", -0.5, 0.5, "in_visit")], False),  # someone else's
+]
+
+
+@pytest.mark.parametrize(("visits", "on_visit"), VISIT_NOW_CASES)
+def test_a_caregiver_is_on_a_visit_to_the_patient(visits: list[VisitSpan], on_visit: bool) -> None:
+    assert (visit_now(visits, "ann", NOW) is not None) == on_visit
+
+
+# ---------------------------------------------------------------- the administration log
+
+ADMIN_CASES: list[tuple[bool, Action, bool, str, bool, str | None, str | None]] = [
+    # (scheduled, action, on a visit, given at, taken before, refused as, made of the dose)
+    (True, "administered", True, "08:10", False, None, "late"),
+    (True, "administered", True, "08:02", False, None, "taken"),
+    (True, "administered", True, "07:30", False, None, "taken"),  # early, on her visit
+    (True, "administered", True, "10:00", False, None, None),  # after its window: still missed
+    (True, "administered", True, "06:59", False, "not_due", None),
+    (True, "administered", True, "13:00", False, "not_due", None),  # 4 h after it closed
+    (True, "administered", True, "08:10", True, "already_taken", None),  # an overdose
+    (True, "refused", True, "08:10", True, None, None),
+    (True, "unavailable", True, "08:10", False, None, None),
+    (True, "administered", False, "08:10", False, "not_on_visit", None),
+    (False, "administered", True, "08:10", False, "unscheduled_dose", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("scheduled", "action", "on_visit", "given", "taken", "refused", "made"), ADMIN_CASES
+)
+def test_an_administration_entry(
+    scheduled: bool,
+    action: Action,
+    on_visit: bool,
+    given: str,
+    taken: bool,
+    refused: str | None,
+    made: str | None,
+) -> None:
+    dose = MORNING if scheduled else None
+    given_at = at(f"2026-12-03T{given}")
+    assert refusal_of(dose, action, on_visit, given_at, taken) == refused
+    if refused is None:
+        assert taken_as(MORNING, action, given_at) == made
