@@ -5,6 +5,7 @@ laws over any series, no event loop."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -74,7 +75,7 @@ def test_what_no_living_person_reads(values: dict[Measure, float], wrong: list[s
 
 def run_rule(rule: Threshold, series: list[tuple[float, float]]) -> list[tuple[float, str]]:
     """(seconds after T0, change) for every change the series makes."""
-    hold, out = Hold(), []
+    hold, out = Hold(), list[tuple[float, str]]()
     for at, value in series:
         hold, change = step(rule, hold, value, T0 + at)
         if change is not None:
@@ -82,7 +83,7 @@ def run_rule(rule: Threshold, series: list[tuple[float, float]]) -> list[tuple[f
     return out
 
 
-def every(seconds: float, values: list[float], start: float = 0.0) -> list[tuple[float, float]]:
+def every(seconds: float, values: Sequence[float], start: float = 0.0) -> list[tuple[float, float]]:
     return [(start + i * seconds, v) for i, v in enumerate(values)]
 
 
@@ -149,7 +150,7 @@ def patient(active: tuple[str, ...] = ()) -> PatientVitals:
 
 
 def feed(p: PatientVitals, series: list[tuple[float, float]]) -> list[tuple[float, str, str]]:
-    out = []
+    out: list[tuple[float, str, str]] = []
     for at, hr in series:
         for c in p.observe(T0 + at, {"hr": hr}).changes:
             out.append((at, c.kind, c.change))
