@@ -21,7 +21,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from adapters.storage.schema import MIGRATIONS
-from kernel.errors import StorageError
+from devices.kinds import KINDS, UNKNOWN_KIND, kind_of
+from kernel.errors import RejectedInput, StorageError
 from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,11 @@ class Database:
         )
 
     async def upsert_devices(self, rows: Sequence[DeviceRow]) -> None:
+        """Register devices (again: the new row wins); :class:`RejectedInput` and nothing
+        written when one is of a kind the system does not know (``devices.kinds``)."""
+        unknown = sorted({r.kind for r in rows if kind_of(r.kind) is None})
+        if unknown:
+            raise RejectedInput(UNKNOWN_KIND, f"kinds {unknown}; known: {sorted(KINDS)}")
         await self.pool.executemany(
             "INSERT INTO devices(id, agency_id, patient_id, kind) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (id) DO UPDATE SET agency_id = EXCLUDED.agency_id,"

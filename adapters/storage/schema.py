@@ -257,4 +257,25 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS dose_outcomes_recent ON dose_outcomes (at);
         """,
     ),
+    (
+        10,
+        """
+        CREATE TABLE IF NOT EXISTS device_health (
+            device_id text PRIMARY KEY REFERENCES devices(id),
+            online boolean NOT NULL,
+            last_seen timestamptz NOT NULL,
+            last_heartbeat timestamptz,
+            changed_at timestamptz NOT NULL,
+            interval_s double precision NOT NULL CHECK (interval_s > 0),
+            battery smallint CHECK (battery BETWEEN 0 AND 100),
+            battery_alarm text CHECK (battery_alarm IN ('major', 'minor')),
+            rssi double precision,
+            firmware text,
+            tamper boolean NOT NULL DEFAULT false,
+            flapping boolean NOT NULL DEFAULT false,
+            drops double precision[] NOT NULL DEFAULT '{}',
+            updated_at timestamptz NOT NULL
+        );
+        """,
+    ),
 ]
