@@ -46,7 +46,19 @@ KINDS: dict[str, DeviceKind] = {
         DeviceKind("pendant", _EMERGENCY, 60.0, "critical", "SOS pendant"),
         DeviceKind(
             "dispenser",
-            frozenset({"dose_taken", "dose_missed", "dispenser_tamper"}),
+            frozenset(
+                {
+                    "dose_due",
+                    "dose_taken",
+                    "dose_late",
+                    "dose_missed",
+                    "dose_double_attempt",
+                    "dispenser_tamper",
+                    "dispenser_jam",
+                    "dispenser_low_supply",
+                    "dispenser_refilled",
+                }
+            ),
             300.0,
             "major",  # doses go on being watched by their schedule; tamper and jams are not
             "medication dispenser",

@@ -15,10 +15,14 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from devices.kinds import UNKNOWN_KIND, event_refusal, kind_of
 from kernel.contracts import (
+    DEVICE_STATUS_PAYLOADS,
     DeadLetter,
     DeviceEvent,
     DeviceEventPayload,
+    DeviceHeartbeatPayload,
+    DeviceStatus,
     FixEvent,
     LocationPayload,
     Presence,
@@ -192,6 +196,53 @@ def parse_device_event(
         received_at=now,
         published_at=float(sent_at) if isinstance(sent_at, int | float) else None,
     )
+
+
+def parse_device_status(
+    r: Route, topic: str, payload: bytes, now: float, limits: Limits
+) -> DeviceStatus:
+    """A device's ``status``: its birth or last will (``online``, ``offline``), or a heartbeat
+    (JSON); else :class:`RejectedPayload` (``bad_status``, or the heartbeat's reasons)."""
+    plain = DEVICE_STATUS_PAYLOADS.get(payload.strip())
+    if plain is not None:
+        return DeviceStatus(
+            event_id=f"{r.subject}:{plain}:{now!r}",
+            agency_id=r.agency,
+            device_id=r.subject,
+            status=plain,
+            received_at=now,
+        )
+    if not payload.lstrip().startswith(b"{"):
+        detail = "a device's status is online, offline or a heartbeat (a JSON object)"
+        raise RejectedPayload("bad_status", detail, topic=topic)
+    beat = _decode(DeviceHeartbeatPayload, topic, payload, limits)
+    _check_clock(beat.ts, now, limits, topic)
+    return DeviceStatus(
+        event_id=f"{r.subject}:heartbeat:{round(beat.ts * 1000)}",
+        agency_id=r.agency,
+        device_id=r.subject,
+        status="heartbeat",
+        received_at=now,
+        ts=beat.ts,
+        battery=beat.battery,
+        rssi=beat.rssi,
+        firmware=beat.firmware,
+        interval_s=beat.interval,
+        tamper=beat.tamper,
+    )
+
+
+def check_kind(kind: str | None, topic: str, event_type: str | None = None) -> None:
+    """:class:`RejectedPayload` when the device is of a kind the system does not know
+    (``unknown_device_kind``) or, for an event, when its kind never sends one of that type
+    (``event_not_for_kind``: a fall detector's ``dose_taken``)."""
+    if event_type is None:
+        reason = None if kind_of(kind) is not None else UNKNOWN_KIND
+    else:
+        reason = event_refusal(kind, event_type)
+    if reason is not None:
+        said = "a status" if event_type is None else f"{event_type!r}"
+        raise RejectedPayload(reason, f"{said} from a device of kind {kind!r}", topic=topic)
 
 
 def dead_letter(exc: RejectedPayload, payload: bytes, now: float) -> DeadLetter:

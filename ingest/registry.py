@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
-from adapters.storage.postgres import Database, Who
+from adapters.storage.postgres import Database, Registered, Who
 from ingest.device_events import DEADLINE_S
 from ingest.owntracks import OwnTracksDevice, is_owntracks
 from ingest.parse import Route, route
@@ -67,7 +67,7 @@ async def register_owntracks_device(db: Database, device: OwnTracksDevice, careg
 class RegistryStore(Protocol):
     """What the registry asks Postgres (:class:`~adapters.storage.postgres.Database`)."""
 
-    async def agencies_of(self, who: Who, ids: list[str]) -> dict[str, str]: ...
+    async def agencies_of(self, who: Who, ids: list[str]) -> dict[str, Registered]: ...
 
     async def owntracks_caregiver(self, user: str, device: str) -> tuple[str, str] | None: ...
 
@@ -142,7 +142,7 @@ class Registry:
         self._db = db
         self._clock = clock
         self._sleep = sleep
-        self._cache: Answers[tuple[Who, str], str | None] = Answers(cached)
+        self._cache: Answers[tuple[Who, str], Registered | None] = Answers(cached)
         self._owntracks: Answers[OwnTracksDevice, tuple[str, str] | None] = Answers(cached)
         self.outage = Outage(clock, Backoff(RETRY_FIRST_S, RETRY_CAP_S))
 
@@ -190,21 +190,23 @@ class Registry:
         cached = self._cache.get((_who(r), r.subject))
         return cached is not None and cached[1] > self._clock()
 
-    async def check(self, r: Route, topic: str) -> None:
-        """Raise :class:`RejectedPayload` unless the topic's subject belongs to its agency
+    async def check(self, r: Route, topic: str) -> Registered:
+        """What the registry holds of the topic's subject (a device's kind among it); raise
+        :class:`RejectedPayload` unless it belongs to the topic's agency
         (``registry_unavailable`` if Postgres stayed away past the message's patience)."""
         who = _who(r)
-        agency = await self._agency_of(who, r.subject, topic)
-        if agency is None:
+        registered = await self._registered(who, r.subject, topic)
+        if registered is None:
             raise RejectedPayload(f"unknown_{who}", r.subject, topic=topic)
-        if agency != r.agency:
+        if registered.agency_id != r.agency:
             raise RejectedPayload(
                 f"{who}_agency_mismatch",
                 f"{r.subject} is not registered to {r.agency}",
                 topic=topic,
             )
+        return registered
 
-    async def _agency_of(self, who: Who, subject: str, topic: str) -> str | None:
+    async def _registered(self, who: Who, subject: str, topic: str) -> Registered | None:
         cached = self._cache.get((who, subject))
         if cached is not None and cached[1] > self._clock():
             return cached[0]
@@ -214,12 +216,12 @@ class Registry:
         if found is None:  # Postgres away: its last answer stands in
             assert cached is not None
             return cached[0]
-        agency = found[0].get(subject)
-        self._remember(who, subject, agency, self._clock())
-        return agency
+        registered = found[0].get(subject)
+        self._remember(who, subject, registered, self._clock())
+        return registered
 
-    def _remember(self, who: Who, subject: str, agency: str | None, now: float) -> None:
-        self._cache.put((who, subject), agency, now + (HIT_TTL_S if agency else MISS_TTL_S))
+    def _remember(self, who: Who, subject: str, found: Registered | None, now: float) -> None:
+        self._cache.put((who, subject), found, now + (HIT_TTL_S if found else MISS_TTL_S))
 
     async def owntracks_caregiver(self, device: OwnTracksDevice, topic: str) -> tuple[str, str]:
         """(caregiver id, agency id) of an OwnTracks device, or ``unknown_owntracks_device``

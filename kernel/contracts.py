@@ -20,6 +20,12 @@ DEVICE_EVENT_TYPES = (
     "door_closed",
 )
 DeviceEventType = Literal[
+    "dose_due",
+    "dose_late",
+    "dose_double_attempt",
+    "dispenser_jam",
+    "dispenser_low_supply",
+    "dispenser_refilled",
     "fall",
     "sos",
     "dose_taken",
@@ -30,6 +36,12 @@ DeviceEventType = Literal[
     "door_closed",
 ]
 IncidentState = Literal["open", "offered", "assigned", "escalated", "resolved"]
+    "dose_due",
+    "dose_late",
+    "dose_double_attempt",
+    "dispenser_jam",
+    "dispenser_low_supply",
+    "dispenser_refilled",
 OfferOutcome = Literal["assigned", "taken", "expired", "cancelled"]
 Role = Literal["caregiver", "family", "dispatcher"]
 
@@ -64,6 +76,31 @@ class DeviceEventPayload(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+DEVICE_STATUS_PAYLOADS: dict[bytes, Literal["online", "offline"]] = {
+    b"online": "online",
+    b"offline": "offline",
+}
+"""The plain payloads of a device's ``status`` topic: its birth message and its MQTT last will,
+both retained (anything else there is a heartbeat, JSON)."""
+
+
+class DeviceHeartbeatPayload(BaseModel):
+    """A home device's heartbeat on its ``status`` topic: when it was sent (``ts``, epoch s),
+    its ``battery`` (%), and where it has them its signal (``rssi``, dBm), ``firmware``, how
+    often it beats (``interval``, s: else its kind's interval is expected) and whether its case
+    is open (``tamper``). Fields it does not know are ignored: a heartbeat refused for a field
+    added by newer firmware would make a live device look dead."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ts: float = Field(gt=0, allow_inf_nan=False)
+    battery: int = Field(ge=0, le=100)
+    rssi: float | None = Field(default=None, ge=-200.0, le=50.0, allow_inf_nan=False)
+    firmware: str | None = Field(default=None, max_length=64)
+    interval: float | None = Field(default=None, gt=0, le=86_400.0, allow_inf_nan=False)
+    tamper: bool | None = None
+
+
 # ---------------------------------------------------------------- Kafka events (internal)
 
 
@@ -96,6 +133,25 @@ class DeviceEvent(BaseModel):
     published_at: float | None = Field(
         default=None, description="device-side publish time when the device sends it (data.sent_at)"
     )
+
+
+class DeviceStatus(BaseModel):
+    """What a home device said on its ``status`` topic, as carried on the device-status topic
+    (keyed by device): a ``heartbeat`` with what it reports, or ``online`` / ``offline`` (its
+    birth, its last will). ``received_at`` is ingest's clock, by which its silence is judged
+    (a device's own clock may be minutes off)."""
+
+    event_id: str
+    agency_id: str
+    device_id: str
+    status: Literal["heartbeat", "online", "offline"]
+    received_at: float
+    ts: float | None = Field(default=None, description="the heartbeat's own time (epoch s)")
+    battery: int | None = None
+    rssi: float | None = None
+    firmware: str | None = None
+    interval_s: float | None = None
+    tamper: bool | None = None
 
 
 class Presence(BaseModel):
@@ -175,10 +231,31 @@ class AlarmCommand(BaseModel):
         return f"dispatcher:{self.dispatcher_id}"
 
 
-AnswerOrCommand = OfferAnswer | DispatcherCommand | AlarmCommand
+AdministrationAction = Literal["administered", "refused", "unavailable"]
+
+
+class Administration(BaseModel):
+    """A caregiver's entry in a patient's medication administration log (a scheduled dose
+    administered, refused by the patient, or unavailable), as the gateway produces it to the
+    offer-answers topic keyed by patient. ``record_id`` is the caregiver's own id for the
+    entry: the same entry sent again is recorded once. Her agency and id come from her token;
+    the worker checks she is on a visit to the patient and the dose is scheduled."""
+
+    record_id: str = Field(min_length=1, max_length=128)
+    caregiver_id: str
+    agency_id: str
+    patient_id: str = Field(min_length=1, max_length=128)
+    dose_key: str = Field(min_length=1, max_length=200)
+    action: AdministrationAction
+    given_at: float = Field(description="when she says it happened (epoch s)")
+    note: str | None = Field(default=None, max_length=500)
+    at: float = Field(description="when the gateway received it (epoch s)")
+
+
+AnswerOrCommand = OfferAnswer | DispatcherCommand | AlarmCommand | Administration
 """What the offer-answers topic carries, told apart by its fields (an answer's ``answer_id`` and
-``answer``, a command's ``command_id`` and ``command`` with ``incident_id`` or ``alarm_id``), never
-by what a free-text field says."""
+``answer``, a command's ``command_id`` and ``command`` with ``incident_id`` or ``alarm_id``, an
+administration's ``record_id`` and ``action``), never by what a free-text field says."""
 ANSWERS_AND_COMMANDS: TypeAdapter[AnswerOrCommand] = TypeAdapter(AnswerOrCommand)
 
 
@@ -264,16 +341,19 @@ class AlarmFrame(BaseModel):
 
 
 class DoseFrame(BaseModel):
-    """What became of a dose, to the patient's family and the agency's dispatchers: ``overdue``
-    (untaken, past the part of its window when a person is asked to look), ``taken``, ``late``
-    or ``missed`` (its window closed untaken: silence is the signal)."""
+    """What became of a dose, to the patient's family and the agency's dispatchers (a missed
+    one to the caregiver at hand too): ``overdue`` (untaken, past the part of its window when a
+    person is asked to look), ``taken``, ``late`` or ``missed`` (its window closed untaken:
+    silence is the signal); a caregiver's log entry, ``administered``, ``refused`` (by the
+    patient) or ``unavailable``, with her ``visit_id``; ``double_attempt``, a second dispense
+    tried for a dose already taken (an overdose risk)."""
 
     type: Literal["dose"] = "dose"
     patient_id: str
     dose_key: str
     name: str
     due_at: float
-    outcome: Literal["overdue", "taken", "late", "missed"]
+    outcome: DoseOutcome
     critical: bool = False
     at: float
 
@@ -316,3 +396,32 @@ class AlertFrame(BaseModel):
     caregiver_id: str
     visit_id: str | None = None
     at: float
+DoseOutcome = Literal[
+    "overdue",
+    "taken",
+    "late",
+    "missed",
+    "administered",
+    "refused",
+    "unavailable",
+    "double_attempt",
+]
+
+
+    visit_id: str | None = None
+    at: float
+
+
+class AdministrationResultFrame(BaseModel):
+    """What became of a caregiver's administration log entry, to her: ``done``, or
+    ``refused`` with the ``reason`` (``unscheduled_dose``, ``not_on_visit``, ``not_due``,
+    ``already_taken``, ``other_agency``)."""
+
+    type: Literal["administration_result"] = "administration_result"
+    record_id: str
+    patient_id: str
+    dose_key: str
+    action: AdministrationAction
+    outcome: Literal["done", "refused"]
+    reason: str | None = None
+    visit_id: str | None = None

@@ -48,7 +48,9 @@ TELEMETRY = "telemetry"
 OFFER_ANSWERS = "offer-answers"
 """Caregivers' answers and dispatchers' commands, keyed by incident."""
 DEADLETTER = "deadletter"
-TOPICS = (FIXES, PRESENCE, DEVICE_EVENTS, TELEMETRY, OFFER_ANSWERS, DEADLETTER)
+DEVICE_STATUS = "device-status"
+"""Home devices' heartbeats, births and last wills, keyed by device."""
+TOPICS = (FIXES, PRESENCE, DEVICE_EVENTS, TELEMETRY, OFFER_ANSWERS, DEADLETTER, DEVICE_STATUS)
 
 _CAREGIVER = "cg"
 _SHAPES = "shapes"

@@ -12,6 +12,7 @@ never told missed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from medication.doses import Dose
@@ -47,3 +48,17 @@ def taken_as(dose: Dose, action: Action, given_at: float) -> Literal["taken", "l
     if action != "administered" or given_at >= dose.closes_at:
         return None
     return "taken" if given_at <= dose.due_at + dose.on_time_s else "late"
+
+
+def day_outcome(outcome: str | None, actions: Sequence[str]) -> str:
+    """What a family reads of a dose today, from its outcome (``taken``, ``late``, ``missed``
+    or None) and the caregivers' entries for it, oldest first: administered by a caregiver;
+    else taken or late by the dispenser's word; else the last ``refused`` or ``unavailable``
+    (why it was not taken); else missed; else ``pending``."""
+    if "administered" in actions:
+        return "administered"
+    if outcome in ("taken", "late"):
+        return outcome
+    if actions:
+        return actions[-1]
+    return outcome or "pending"

@@ -26,7 +26,7 @@ from adapters.storage.incidents import IncidentRow
 from adapters.storage.postgres import Database
 from alarms.ladder import Ladder, Rung, Step, ladder_for
 from alarms.lifecycle import Severity
-from alarms.rules import Clear, rule_for, source_of
+from alarms.rules import Clear, rules_for, source_of
 from kernel import recipients
 from kernel.contracts import AlarmCommand, AlarmFrame, CommandResultFrame
 from kernel.settings import Settings
@@ -83,14 +83,14 @@ class AlarmKeeper:
         self, agency_id: str, patient_id: str, device_id: str, kind: str
     ) -> None:
         """What a device event raises or clears (``alarms.rules``), if anything."""
-        rule = rule_for(kind)
-        if rule is None:
-            return
-        source = source_of(rule.on, device_id, patient_id)
-        if isinstance(rule, Clear):
-            await self.clear(agency_id, source, rule.kind)
-        else:
-            await self.raise_(agency_id, source, rule.kind, rule.severity, patient_id, rule.detail)
+        for rule in rules_for(kind):
+            source = source_of(rule.on, device_id, patient_id)
+            if isinstance(rule, Clear):
+                await self.clear(agency_id, source, rule.kind)
+            else:
+                await self.raise_(
+                    agency_id, source, rule.kind, rule.severity, patient_id, rule.detail
+                )
 
     async def raise_(
         self,

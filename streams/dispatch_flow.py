@@ -3,7 +3,8 @@ offer timer.
 
 - ``device-events``: emergencies open incidents and start offer waves.
 - ``offer-answers``: accepts and declines, and dispatchers' assign and resolve commands
-  (partitioned by incident, so one incident's are handled in order by one worker).
+  (partitioned by incident, so one incident's are handled in order by one worker), alarms'
+  acknowledgements and caregivers' medication administration log entries (by patient).
 - a timer expires offers past their window and moves their incidents on, and escalates
   incidents not accepted in time.
 """
@@ -18,7 +19,7 @@ import faust
 
 from dispatch.offers import ESCALATE_AFTER_S
 from kernel import keys
-from kernel.contracts import AlarmCommand, DeviceEvent, DispatcherCommand
+from kernel.contracts import Administration, AlarmCommand, DeviceEvent, DispatcherCommand
 from kernel.settings import Settings
 from streams.decoding import Refused, decode_answer
 from streams.handling import guarded, with_retries
@@ -50,6 +51,9 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
             elif isinstance(item, AlarmCommand):
                 step = partial(rt.dispatcher.alarms.on_command, item)
                 await with_retries(item.command_id, step, park)
+            elif isinstance(item, Administration):
+                step = partial(rt.dispatcher.medication_log.on_administration, item)
+                await with_retries(item.record_id, step, park)
             else:
                 await with_retries(item.answer_id, partial(rt.dispatcher.on_answer, item), park)
 

@@ -27,7 +27,7 @@ from adapters.storage.offers import Answered, OfferStore
 from adapters.storage.postgres import Database
 from adapters.storage.roster import Roster
 from adapters.webhook import Webhook
-from alarms.rules import rule_for
+from alarms.rules import rules_for
 from dispatch.eligibility import NEEDS
 from dispatch.eta import StraightLineModel, TravelModel
 from dispatch.offers import (
@@ -39,13 +39,16 @@ from dispatch.offers import (
     severity_of,
 )
 from dispatch.planning import plan_offers
+from kernel import keys
 from kernel.contracts import DeviceEvent, DispatcherCommand, OfferAnswer, OfferOutcome
 from kernel.errors import StorageError
 from kernel.settings import Settings
 from streams.alarm_keeper import AlarmKeeper
 from streams.candidate_search import CandidateSearch
+from streams.decoding import Refused
 from streams.handling import guarded
-from streams.medication_keeper import MedicationKeeper
+from streams.medication_keeper import DISPENSER_EVENTS, MedicationKeeper
+from streams.medication_log import MedicationLog
 from streams.notices import Notices, escalation_payload
 
 log = logging.getLogger(__name__)
@@ -72,8 +75,11 @@ class Dispatcher:
         join_window_s: float = JOIN_WINDOW_S,
         webhook: Webhook | None = None,
         mirror: LiveMirror | None = None,
+        park: Callable[[str, list[Refused]], Awaitable[None]] | None = None,
     ) -> None:
         self._s = settings
+        self._park = park
+        """Parks values refused on a logical Kafka topic (the worker's dead letters)."""
         self._db = db
         self._incidents = IncidentStore(db)
         self._offers = OfferStore(db)
@@ -95,6 +101,7 @@ class Dispatcher:
         """Dispatchers' commands refused, by reason."""
         self.alarms = AlarmKeeper(settings, db, redis, clock)
         self.medication = MedicationKeeper(settings, db, redis, self.alarms, clock)
+        self.medication_log = MedicationLog(settings, db, redis, self.medication, clock)
 
     # ------------------------------------------------------------ inputs
 
@@ -102,16 +109,17 @@ class Dispatcher:
         """Open an incident for an emergency event and make the first wave of offers; a new
         trigger from a home whose incident still waits is announced and restarts its offers.
         Other events raise or clear the alarms their kind calls for (``alarms.rules``)."""
-        if ev.type not in EMERGENCY_KINDS and rule_for(ev.type) is None:
+        if ev.type not in EMERGENCY_KINDS | DISPENSER_EVENTS and not rules_for(ev.type):
             return None
         device = await self._db.device(ev.device_id)
         if device is None:
             log.warning("event %s from unregistered device %s dropped", ev.event_id, ev.device_id)
             return None
-        if ev.type not in EMERGENCY_KINDS:
-            if ev.type == "dose_taken":
-                await self.medication.taken(device.agency_id, device.patient_id, ev.ts)
+        if ev.type in DISPENSER_EVENTS:
+            await self._dispensed(ev, device.agency_id, device.patient_id)
+        elif ev.type not in EMERGENCY_KINDS:
             await self.alarms.device_event(device.agency_id, device.patient_id, device.id, ev.type)
+        if ev.type not in EMERGENCY_KINDS:
             return None
         trigger = Trigger(
             ev.event_id,
@@ -136,6 +144,20 @@ class Dispatcher:
             return incident
         await self._advance(incident)
         return incident
+
+    async def _dispensed(self, ev: DeviceEvent, agency_id: str, patient_id: str) -> None:
+        """A dispenser's event, to the medication keeper; one about a dose never scheduled is
+        parked on the dead-letter topic with its reason, the rest of the stream going on."""
+        refused = await self.medication.device_event(
+            agency_id, patient_id, ev.device_id, ev.type, ev.ts, ev.data
+        )
+        if refused is None:
+            return
+        log.warning("event %s from %s refused: %s", ev.event_id, ev.device_id, refused)
+        if self._park is not None:
+            detail = f"{ev.type} at {ev.ts:.0f}: no dose of {patient_id}'s schedule is about it"
+            value = ev.model_dump_json().encode()
+            await self._park(keys.DEVICE_EVENTS, [Refused(value, refused, detail)])
 
     async def on_answer(self, answer: OfferAnswer) -> None:
         now = self._clock()

@@ -43,7 +43,9 @@ class Runtime:
         self.live = self.redis.live_index(settings)
         self.outbox = self.redis.outbox(settings)
         self.mirror = self.redis.live_mirror(settings) if dispatching else None
-        self.dispatcher = Dispatcher(settings, self.db, self.redis, mirror=self.mirror)
+        self.dispatcher = Dispatcher(
+            settings, self.db, self.redis, mirror=self.mirror, park=self.park
+        )
         self._mirror_task: asyncio.Task[None] | None = None
         self.fix_metrics = FixMetrics()
         counted_with = self.fix_metrics.registry if counting_fixes else None

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import time
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from adapters.storage.announcements import Announcement, keep
 from adapters.storage.postgres import Database, ts
-from medication.doses import Schedule, ScheduledDose
+from medication.administration import day_outcome
+from medication.doses import Dose, Schedule, ScheduledDose, doses_between
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,85 @@ class MedicationStore:
             )
             for r in rows
         }
+
+    async def recent_outcomes(self, patient_id: str, up_to_key: str, count: int) -> list[str]:
+        """The outcomes of the patient's last ``count`` doses up to the dose ``up_to_key``
+        (keys sort as their days and times do), oldest first; a dose a caregiver administered
+        is ``taken``."""
+        rows = await self._db.pool.fetch(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM dose_administrations a"
+            " WHERE a.patient_id = o.patient_id AND a.dose_key = o.dose_key"
+            " AND a.action = 'administered') THEN 'taken' ELSE o.outcome END AS outcome"
+            " FROM dose_outcomes o WHERE o.patient_id = $1 AND o.dose_key <= $2"
+            " ORDER BY o.dose_key DESC LIMIT $3",
+            patient_id,
+            up_to_key,
+            count,
+        )
+        return [r["outcome"] for r in reversed(rows)]
+
+    async def doses_of_day(self, patient_id: str, day: date) -> list[DayDose]:
+        """Each dose the patient's schedule has on ``day`` (in its zone), in time order, with
+        what became of it (``medication.administration.day_outcome``): taken, late, missed,
+        administered, refused, unavailable or pending. None scheduled: empty."""
+        schedule = await self.schedule(patient_id)
+        if schedule is None:
+            return []
+        zone = ZoneInfo(schedule.zone)
+        start = datetime.combine(day, time(0, 0), zone).timestamp()
+        end = datetime.combine(day + timedelta(days=1), time(0, 0), zone).timestamp()
+        doses = doses_between(schedule, start, end)
+        keys = [d.key for d in doses]
+        outcomes = await self._db.pool.fetch(
+            "SELECT dose_key, outcome, at FROM dose_outcomes WHERE patient_id = $1"
+            " AND dose_key = ANY($2::text[])",
+            patient_id,
+            keys,
+        )
+        entries = await self._db.pool.fetch(
+            "SELECT dose_key, action, caregiver_id, visit_id, given_at FROM dose_administrations"
+            " WHERE patient_id = $1 AND dose_key = ANY($2::text[]) ORDER BY recorded_at",
+            patient_id,
+            keys,
+        )
+        return [_day_dose(d, outcomes, entries) for d in doses]
+
+
+@dataclass(frozen=True, slots=True)
+class DayDose:
+    """A dose of the day as a family reads it: what became of it, when, and by whose hand
+    when a caregiver logged it (``caregiver_id``, ``visit_id``)."""
+
+    dose_key: str
+    name: str
+    due_at: float
+    critical: bool
+    outcome: str
+    at: float | None = None
+    caregiver_id: str | None = None
+    visit_id: str | None = None
+
+
+def _day_dose(dose: Dose, outcomes: list[asyncpg.Record], entries: list[asyncpg.Record]) -> DayDose:
+    recorded = next((r for r in outcomes if r["dose_key"] == dose.key), None)
+    logged = [r for r in entries if r["dose_key"] == dose.key]
+    outcome = day_outcome(
+        None if recorded is None else recorded["outcome"], [r["action"] for r in logged]
+    )
+    entry = next((r for r in reversed(logged) if r["action"] == outcome), None)
+    at = (
+        entry["given_at"] if entry is not None else recorded["at"] if recorded is not None else None
+    )
+    return DayDose(
+        dose.key,
+        dose.name,
+        dose.due_at,
+        dose.critical,
+        outcome,
+        None if at is None else at.timestamp(),
+        None if entry is None else entry["caregiver_id"],
+        None if entry is None else entry["visit_id"],
+    )
 
 
 def _schedule(r: asyncpg.Record) -> Schedule:

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -31,9 +31,16 @@ Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 Who: TypeAlias = Literal["caregiver", "device"]
 """Who publishes: a caregiver's phone or a home device."""
 _AGENCIES_OF: dict[Who, str] = {
-    "caregiver": "SELECT id, agency_id FROM caregivers WHERE id = ANY($1::text[])",
-    "device": "SELECT id, agency_id FROM devices WHERE id = ANY($1::text[])",
+    "caregiver": "SELECT id, agency_id, NULL AS kind FROM caregivers WHERE id = ANY($1::text[])",
+    "device": "SELECT id, agency_id, kind FROM devices WHERE id = ANY($1::text[])",
 }
+
+
+class Registered(NamedTuple):
+    """What the registry holds of a publisher: its agency, and a device's kind."""
+
+    agency_id: str
+    kind: str | None = None
 
 
 _OWNTRACKS_CAREGIVER = (
@@ -216,13 +223,14 @@ class Database:
         )
         return DeviceRow(**dict(row)) if row else None
 
-    async def agencies_of(self, who: Who, ids: Sequence[str]) -> dict[str, str]:
-        """The agency of each of ``ids`` that is a registered caregiver (or device), in one
-        query; unknown ids are missing from the answer. :class:`StorageError` when Postgres
-        does not answer within :data:`LOOKUP_TIMEOUT_S`, cannot be reached or fails."""
+    async def agencies_of(self, who: Who, ids: Sequence[str]) -> dict[str, Registered]:
+        """The agency (and a device's kind) of each of ``ids`` that is a registered caregiver
+        (or device), in one query; unknown ids are missing from the answer.
+        :class:`StorageError` when Postgres does not answer within :data:`LOOKUP_TIMEOUT_S`,
+        cannot be reached or fails."""
         query = partial(self.pool.fetch, _AGENCIES_OF[who], list(ids))
         rows = await self._look_up(f"the {who}s {ids[:3]}", query)
-        return {row["id"]: row["agency_id"] for row in rows}
+        return {row["id"]: Registered(row["agency_id"], row["kind"]) for row in rows}
 
     async def owntracks_caregiver(self, user: str, device: str) -> tuple[str, str] | None:
         """(caregiver id, agency id) of the OwnTracks phone ``user/device``, or None; errors

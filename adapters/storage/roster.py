@@ -101,6 +101,17 @@ class Roster:
             )
         return out
 
+    async def on_shift(self, agency_id: str, now: float) -> dict[str, frozenset[str]]:
+        """The agency's caregivers on shift at ``now``, with their skills."""
+        rows = await self._db.pool.fetch(
+            "SELECT DISTINCT c.id, c.skills FROM shifts s"
+            " JOIN caregivers c ON c.id = s.caregiver_id"
+            " WHERE c.agency_id = $1 AND s.starts_at <= $2 AND s.ends_at > $2",
+            agency_id,
+            ts(now),
+        )
+        return {r["id"]: frozenset(r["skills"]) for r in rows}
+
     # ------------------------------------------------------------ writes (admin, tests, seeding)
 
     async def set_rules(self, agency_id: str, rules: AgencyRules) -> None:

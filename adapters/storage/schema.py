@@ -258,6 +258,67 @@ MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
+        8,
+        """
+        CREATE TABLE IF NOT EXISTS dose_administrations (
+            caregiver_id text NOT NULL,
+            record_id text NOT NULL,
+            patient_id text NOT NULL REFERENCES patients(id),
+            dose_key text NOT NULL,
+            action text NOT NULL CHECK (action IN ('administered', 'refused', 'unavailable')),
+            visit_id text NOT NULL,
+            given_at timestamptz NOT NULL,
+            recorded_at timestamptz NOT NULL,
+            note text,
+            PRIMARY KEY (caregiver_id, record_id)
+        );
+        CREATE INDEX IF NOT EXISTS dose_administrations_dose
+            ON dose_administrations (patient_id, dose_key, recorded_at);
+        """,
+    ),
+    (
+        9,
+        """
+        CREATE TABLE IF NOT EXISTS vitals_raw (
+            device_id text NOT NULL,
+            ts timestamptz NOT NULL,
+            patient_id text NOT NULL,
+            hr real,
+            spo2 real,
+            temp real,
+            bp_sys real,
+            bp_dia real,
+            dropped text[] NOT NULL DEFAULT '{}',
+            PRIMARY KEY (device_id, ts)
+        );
+        CREATE INDEX IF NOT EXISTS vitals_raw_patient ON vitals_raw (patient_id, ts);
+        CREATE INDEX IF NOT EXISTS vitals_raw_age ON vitals_raw USING brin (ts);
+        CREATE TABLE IF NOT EXISTS vitals_minutes (
+            patient_id text NOT NULL,
+            measure text NOT NULL,
+            minute timestamptz NOT NULL,
+            low real NOT NULL,
+            high real NOT NULL,
+            total double precision NOT NULL,
+            count integer NOT NULL CHECK (count > 0),
+            PRIMARY KEY (patient_id, measure, minute)
+        );
+        CREATE TABLE IF NOT EXISTS vitals_thresholds (
+            patient_id text NOT NULL REFERENCES patients(id),
+            kind text NOT NULL,
+            enabled boolean NOT NULL DEFAULT true,
+            measure text NOT NULL CHECK (measure IN ('hr', 'spo2', 'temp', 'bp_sys', 'bp_dia')),
+            direction text NOT NULL CHECK (direction IN ('above', 'below')),
+            threshold double precision NOT NULL,
+            hold_s double precision NOT NULL,
+            clear_at double precision NOT NULL,
+            clear_hold_s double precision NOT NULL,
+            severity text NOT NULL CHECK (severity IN ('critical', 'major', 'minor', 'warning')),
+            PRIMARY KEY (patient_id, kind)
+        );
+        """,
+    ),
+    (
         10,
         """
         CREATE TABLE IF NOT EXISTS device_health (

@@ -169,6 +169,17 @@ class VisitStore:
             out.setdefault(row["caregiver_id"], []).append(_record(row))
         return out
 
+    async def of_patient(self, patient_id: str, start: float, end: float) -> list[VisitRecord]:
+        """The patient's visits whose rostered time meets [``start``, ``end``]."""
+        rows = await self._db.pool.fetch(
+            f"{_VISIT} WHERE v.patient_id = $1 AND v.starts_at <= $3 AND v.ends_at >= $2"
+            " ORDER BY v.starts_at, v.id",
+            patient_id,
+            ts(start),
+            ts(end),
+        )
+        return [_record(r) for r in rows]
+
     async def active(self, now: float, lookahead_s: float, horizon_s: float) -> list[VisitRecord]:
         """Visits time can still move: not checked in or not yet ``in_visit``."""
         rows = await self._db.pool.fetch(

@@ -27,6 +27,7 @@ from devices.health import (
     tick,
 )
 from devices.kinds import EVENT_NOT_FOR_KIND, KINDS, UNKNOWN_KIND, event_refusal
+from kernel.contracts import DEVICE_EVENT_TYPES
 
 T0 = 1_700_000_000.0
 P = HealthPolicy()
@@ -67,6 +68,11 @@ def test_an_event_its_kind_never_sends_is_refused(
     kind: str | None, event: str, refusal: str | None
 ) -> None:
     assert event_refusal(kind, event) == refusal
+
+
+def test_every_event_type_of_the_contract_is_some_kind_s() -> None:
+    sent = set().union(*(k.events for k in KINDS.values()))
+    assert set(DEVICE_EVENT_TYPES) <= sent
 
 
 def test_an_offline_fall_detector_is_worse_than_an_offline_motion_sensor() -> None:

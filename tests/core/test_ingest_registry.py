@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from adapters.storage.postgres import Who
+from adapters.storage.postgres import Registered, Who
 from ingest.owntracks import OwnTracksDevice
 from ingest.parse import route
 from ingest.registry import (
@@ -48,9 +48,10 @@ class Store:
     back_after: int | None = None
     """Failed questions after which Postgres answers again (None: as ``away`` says)."""
 
-    async def agencies_of(self, who: Who, ids: list[str]) -> dict[str, str]:
+    async def agencies_of(self, who: Who, ids: list[str]) -> dict[str, Registered]:
         self._answer(*ids)
-        return {i: "a1" for i in ids if i in self.known}
+        kind = "pendant" if who == "device" else None
+        return {i: Registered("a1", kind) for i in ids if i in self.known}
 
     async def owntracks_caregiver(self, user: str, device: str) -> tuple[str, str] | None:
         self._answer(f"{user}/{device}")
