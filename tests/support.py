@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 
 from kernel.contracts import FixEvent
@@ -17,6 +20,7 @@ from simulators.phone import Frame, Phone, is_type, token
 
 __all__ = [
     "Frame",
+    "Inbox",
     "Phone",
     "fix_event",
     "free_port",
@@ -93,3 +97,50 @@ async def kafka_reader(settings: Settings, *names: str) -> AsyncIterator[AIOKafk
         yield reader
     finally:
         await reader.stop()
+
+
+class Inbox:
+    """An HTTP endpoint that keeps every JSON body POSTed to it, by path."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+        self.server: asyncio.Server | None = None
+        self._posted = asyncio.Condition()
+
+    async def __aenter__(self) -> Inbox:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    def url(self, path: str) -> str:
+        assert self.server is not None
+        return f"json://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/{path}"
+
+    def to(self, path: str) -> list[dict[str, Any]]:
+        return [body for p, body in self.posts if p == f"/{path}"]
+
+    async def expect(
+        self, path: str, match: Callable[[dict[str, Any]], bool], within: float = 30.0
+    ) -> dict[str, Any]:
+        """The first body POSTed to ``path`` that matches, once it has come."""
+        async with asyncio.timeout(within), self._posted:
+            while True:
+                for body in self.to(path):
+                    if match(body):
+                        return body
+                await self._posted.wait()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ", 2)[1].decode()
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+        self.posts.append((path, orjson.loads(await reader.readexactly(length))))
+        async with self._posted:
+            self._posted.notify_all()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()

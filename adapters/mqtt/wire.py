@@ -3,7 +3,8 @@ the probe that asks whether a broker answers, and the benchmarks' phone load, wh
 spend the CPU of the system it measures (paho builds every message in Python; ready packets
 are only written).
 
-Only what those need: CONNECT, CONNACK's success test, QoS 0 PUBLISH and DISCONNECT.
+Only what those need: CONNECT, CONNACK's success test, QoS 0 and QoS 1 PUBLISH, PUBACK's
+packet id, and DISCONNECT.
 """
 
 from __future__ import annotations
@@ -43,7 +44,23 @@ def connack_accepted(packet: bytes) -> bool:
     return packet[:2] == b"\x20\x02" and packet[3:4] == b"\x00"
 
 
-def publish(topic: str, payload: bytes) -> bytes:
-    """A QoS 0 PUBLISH."""
-    body = string(topic) + payload
-    return b"\x30" + remaining_length(len(body)) + body
+def publish(topic: str, payload: bytes, packet_id: int | None = None) -> bytes:
+    """A QoS 0 PUBLISH, or QoS 1 with ``packet_id`` (1 to 65,535; the broker answers PUBACK)."""
+    if packet_id is None:
+        body = string(topic) + payload
+        return b"\x30" + remaining_length(len(body)) + body
+    if not 0 < packet_id < 65536:
+        raise ValueError(f"a packet id is 1 to 65535, not {packet_id}")
+    body = string(topic) + packet_id.to_bytes(2, "big") + payload
+    return b"\x32" + remaining_length(len(body)) + body
+
+
+PUBACK_LENGTH = 4
+
+
+def puback_ids(data: bytes) -> list[int]:
+    """The packet ids of the PUBACKs in ``data``, which holds whole PUBACKs only (a QoS 1
+    publisher's connection carries nothing else back)."""
+    if len(data) % PUBACK_LENGTH or any(data[i] != 0x40 for i in range(0, len(data), 4)):
+        raise ValueError(f"not PUBACKs: {data[:16]!r}")
+    return [int.from_bytes(data[i + 2 : i + 4], "big") for i in range(0, len(data), 4)]

@@ -52,7 +52,7 @@ class MedicationStore:
         doses = [
             {
                 "name": d.name,
-                "at": d.at.strftime("%H:%M"),
+                "at": d.at.isoformat("seconds" if d.at.second else "minutes"),
                 "window_s": d.window_s,
                 "critical": d.critical,
             }

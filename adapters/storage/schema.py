@@ -339,4 +339,22 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        11,
+        """
+        CREATE TABLE IF NOT EXISTS device_events (
+            event_id text PRIMARY KEY,
+            agency_id text NOT NULL,
+            device_id text NOT NULL,
+            patient_id text,
+            type text NOT NULL,
+            ts timestamptz NOT NULL,
+            seq bigint NOT NULL,
+            data jsonb NOT NULL,
+            received_at timestamptz NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS device_events_of_patient ON device_events (patient_id, ts);
+        CREATE INDEX IF NOT EXISTS device_events_of_agency ON device_events (agency_id);
+        """,
+    ),
 ]

@@ -5,12 +5,9 @@ clears when a caregiver accepts. Against the real Postgres and Redis, the clock 
 
 from __future__ import annotations
 
-import asyncio
-import re
 import uuid
 from typing import Any
 
-import orjson
 import pytest
 
 from adapters.storage.alarms import AlarmStore
@@ -19,43 +16,11 @@ from kernel import recipients
 from kernel.contracts import AlarmCommand
 from tests.adapters import test_stores as stores
 from tests.adapters.test_stores import Scene, SceneMaker
+from tests.support import Inbox
 
 make_scene = stores.make_scene
 
 pytestmark = pytest.mark.servers
-
-
-class Inbox:
-    """An HTTP endpoint that keeps every JSON body POSTed to it, by path."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, Any]]] = []
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Inbox:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-    def url(self, path: str) -> str:
-        assert self.server is not None
-        return f"json://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/{path}"
-
-    def to(self, path: str) -> list[dict[str, Any]]:
-        return [body for p, body in self.posts if p == f"/{path}"]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        path = head.split(b" ", 2)[1].decode()
-        length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
-        self.posts.append((path, orjson.loads(await reader.readexactly(length))))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        writer.close()
 
 
 async def alarms_told(s: Scene) -> list[dict[str, Any]]:

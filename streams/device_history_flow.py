@@ -1,0 +1,39 @@
+"""The devices worker's record of every device event: each home's event history
+(:mod:`adapters.storage.device_history`), written in batches, whatever else an event does.
+
+It reads the device-events topic in the ``devices`` role's own consumer group, so the dispatch
+worker, which acts on the same events, never waits on it. A batch Postgres cannot take now is
+retried while the server is away (``streams.handling``); nothing accepted is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import faust
+
+from adapters.storage.device_history import DeviceHistory
+from kernel import keys
+from kernel.contracts import DeviceEvent
+from kernel.settings import Settings
+from streams.handling import with_retries
+from streams.runtime import Runtime
+
+EVENTS_A_BATCH = 500
+BATCH_WITHIN_S = 0.05
+
+
+def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:
+    history = DeviceHistory(rt.db)
+
+    @app.agent(topic(keys.DEVICE_EVENTS), name="device-history")
+    async def device_history(stream: Any) -> None:
+        async for values in stream.take(EVENTS_A_BATCH, within=BATCH_WITHIN_S):
+            events = await rt.decode(DeviceEvent, values, keys.DEVICE_EVENTS)
+            if not events:
+                continue
+            await rt.ready()
+            park = rt.parker(keys.DEVICE_EVENTS, values)
+            await with_retries(f"{len(events)} device events", partial(history.keep, events), park)
