@@ -1,7 +1,8 @@
 """One client's conversation with the gateway, once its WebSocket is open: authentication
 (a ``token`` query parameter or a first ``auth`` frame), ``hello``, the replay of what it
 missed, the live messages the relay queued for it, and the frames it sends (pings, resumes,
-caregivers' answers, dispatchers' commands), each answered or refused."""
+caregivers' answers and medication log entries, dispatchers' commands), each answered or
+refused."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from ws_gateway.session import (
     MALFORMED,
     PONG,
     TOO_LARGE,
+    Administer,
     AlarmHand,
     Answer,
     Assign,
@@ -40,7 +42,9 @@ from ws_gateway.session import (
     Resolve,
     Resume,
     ack_frame,
+    administration_ack_frame,
     command_ack_frame,
+    decide_administration,
     decide_alarm_hand,
     decide_command,
     error_frame,
@@ -252,6 +256,9 @@ class Conversations:
             elif isinstance(command, Assign | Resolve | AlarmHand):
                 command_id = await self._forward_command(conn.claims, command)
                 await conn.ws.send(command_ack_frame(command, command_id), text=True)
+            elif isinstance(command, Administer):
+                await self._forward_administration(conn.claims, command)
+                await conn.ws.send(administration_ack_frame(command), text=True)
             else:
                 raise RejectedInput(MALFORMED, "already authenticated")
         except OverBudget as exc:
@@ -296,6 +303,13 @@ class Conversations:
         value = orjson.dumps(event.model_dump(mode="json"))
         await self._producer.send_and_wait(keys.OFFER_ANSWERS, value, key=key)
         return command_id
+
+    async def _forward_administration(self, claims: Claims, entry: Administer) -> None:
+        """A caregiver's medication log entry, to the answers topic keyed by its patient (one
+        patient's entries in order)."""
+        event = decide_administration(claims, entry, now=time.time())
+        value = orjson.dumps(event.model_dump(mode="json"))
+        await self._producer.send_and_wait(keys.OFFER_ANSWERS, value, key=event.patient_id)
 
     async def _reject(self, conn: Connection, rejection: RejectedInput, raw: str | bytes) -> None:
         self._counters.rejected[rejection.reason] += 1

@@ -1,8 +1,9 @@
 """What a connection may send, and how fast: pure, with time passed in.
 
 Each connection has a budget per kind of frame (:data:`Lane`): caregivers' answers
-(``accept``, ``decline``), dispatchers' commands (``assign``, ``resolve``), and the rest (pings,
-resumes, and frames that do not parse). Each is a token bucket: ``burst`` frames at once,
+(``accept``, ``decline``, and their medication log entries, ``administration``),
+dispatchers' commands (``assign``, ``resolve``), and the rest (pings, resumes, and frames that
+do not parse). Each is a token bucket: ``burst`` frames at once,
 refilled at ``rate`` a second. The budgets are separate, so a flood of one kind never uses up
 another's: a client pinging in a loop can still answer her offer, and commands and answers never
 draw on one budget. A frame over its budget is not handled (the gateway answers ``error`` with
@@ -28,6 +29,7 @@ RATE_LIMITED = "rate_limited"
 _LANES: dict[str, Lane] = {
     "accept": "answers",
     "decline": "answers",
+    "administration": "answers",
     "assign": "commands",
     "resolve": "commands",
     "acknowledge": "commands",

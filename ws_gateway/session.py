@@ -8,6 +8,8 @@ It owns what a connection decides:
 - :func:`decide_answer`: a caregiver's accept/decline checked against the offer record;
 - :func:`decide_command`: a dispatcher's ``assign``/``resolve`` of an incident, or
   ``acknowledge``/``clear`` of an alarm, stamped with her agency;
+- :func:`decide_administration`: a caregiver's medication administration log entry, stamped
+  as hers;
 - :class:`Delivered`: which outbox seqs a connection has already sent, so live relay and
   resume replay never send a message twice;
 - the control frames ``hello``, ``ack``, ``error``, ``resync`` and ``pong``, and the
@@ -29,7 +31,13 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from kernel import recipients
-from kernel.contracts import AlarmCommand, DispatcherCommand, OfferAnswer
+from kernel.contracts import (
+    Administration,
+    AdministrationAction,
+    AlarmCommand,
+    DispatcherCommand,
+    OfferAnswer,
+)
 from kernel.errors import RejectedAnswer, RejectedInput
 from kernel.tokens import Claims
 
@@ -97,12 +105,42 @@ class AlarmHand(_Command):
     alarm_id: OfferId
 
 
-Frame = Auth | Resume | Ping | Answer | Assign | Resolve | AlarmHand
+class Administer(_Command):
+    """A caregiver on a visit logs a scheduled dose: ``administered``, ``refused`` by the
+    patient, or ``unavailable``. ``record_id`` is her own id for the entry (sent again, it is
+    recorded once); ``given_at`` when it happened, if not now."""
+
+    type: Literal["administration"]
+    record_id: OfferId
+    patient_id: OfferId
+    dose_key: str = Field(min_length=1, max_length=200)
+    action: AdministrationAction
+    given_at: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    note: str | None = Field(default=None, max_length=500)
+
+
+Frame = Auth | Resume | Ping | Answer | Assign | Resolve | AlarmHand | Administer
 Command = Annotated[Frame, Field(discriminator="type")]
 _COMMAND: TypeAdapter[Frame] = TypeAdapter(Command)
 COMMAND_TYPES = frozenset(
-    ("auth", "resume", "ping", "accept", "decline", "assign", "resolve", "acknowledge", "clear")
+    (
+        "auth",
+        "resume",
+        "ping",
+        "accept",
+        "decline",
+        "assign",
+        "resolve",
+        "acknowledge",
+        "clear",
+        "administration",
+    )
 )
+GIVEN_AHEAD_S = 60.0
+"""A dose logged as given this far after the gateway's now is a phone's clock off: refused."""
+GIVEN_BEHIND_S = 12 * 3600.0
+"""A dose logged as given longer ago than this is not an entry of a visit: refused."""
+BAD_TIME = "bad_time"
 
 
 def parse_frame(raw: str | bytes) -> Frame:
@@ -221,6 +259,28 @@ def decide_command(
     )
 
 
+def decide_administration(claims: Claims, entry: Administer, *, now: float) -> Administration:
+    """The event a caregiver's log entry becomes, as hers in her agency; ``forbidden`` for
+    anyone else, ``bad_time`` for a time ahead of now or more than half a day back. Whether she
+    is on a visit to the patient and the dose is scheduled is the worker's to check."""
+    if claims.role != "caregiver":
+        raise RejectedInput(FORBIDDEN, f"a {claims.role} cannot log a dose")
+    given_at = now if entry.given_at is None else entry.given_at
+    if not now - GIVEN_BEHIND_S <= given_at <= now + GIVEN_AHEAD_S:
+        raise RejectedInput(BAD_TIME, f"given_at {given_at:.0f} is not near now")
+    return Administration(
+        record_id=entry.record_id,
+        caregiver_id=claims.sub,
+        agency_id=claims.agency,
+        patient_id=entry.patient_id,
+        dose_key=entry.dose_key,
+        action=entry.action,
+        given_at=given_at,
+        note=entry.note,
+        at=now,
+    )
+
+
 def seq_of(message: bytes) -> int:
     """The ``seq`` of an outbox message (the outbox script puts it first); 0 if it has none."""
     return head_of(message)[0]
@@ -333,6 +393,12 @@ def error_frame(rejection: RejectedInput) -> bytes:
 
 def ack_frame(offer_id: str) -> bytes:
     return orjson.dumps({"type": "ack", "offer_id": offer_id})
+
+
+def administration_ack_frame(entry: Administer) -> bytes:
+    """A caregiver's log entry was forwarded; what became of it comes as an
+    ``administration_result`` frame with the same ``record_id``, once the worker decided."""
+    return orjson.dumps({"type": "ack", "command": entry.type, "record_id": entry.record_id})
 
 
 def command_ack_frame(command: Assign | Resolve | AlarmHand, command_id: str) -> bytes:

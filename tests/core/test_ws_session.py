@@ -12,14 +12,17 @@ from hypothesis import strategies as st
 from kernel.contracts import Role
 from kernel.errors import RejectedAnswer, RejectedInput
 from kernel.tokens import Claims
+from ws_gateway.limits import lane_of
 from ws_gateway.session import (
     MAX_FRAME_BYTES,
+    Administer,
     Answer,
     Auth,
     Counters,
     Delivered,
     Ping,
     Resume,
+    decide_administration,
     decide_answer,
     error_frame,
     head_of,
@@ -287,3 +290,72 @@ def test_after_the_relay_lost_messages_a_replay_fills_the_gap_and_nothing_twice(
     assert [s for s in (6, 7) if delivered.take_live(s)] == [6, 7]
     assert delivered.take_replay(delivered.floor, [1, 2, 3, 4, 5, 6, 7]) == [4, 5]
     assert [s for s in (7, 8) if delivered.take_live(s)] == [8]
+
+
+# ---------------------------------------------------------------- a caregiver's medication log
+
+ENTRY = (
+    '{"type":"administration","record_id":"r1","patient_id":"p1",'
+    '"dose_key":"2026-12-03T08:00/bisoprolol","action":"refused","note":"spat it out"}'
+)
+
+
+def test_an_administration_entry_parses() -> None:
+    entry = parse_frame(ENTRY)
+    assert entry == Administer(
+        type="administration",
+        record_id="r1",
+        patient_id="p1",
+        dose_key="2026-12-03T08:00/bisoprolol",
+        action="refused",
+        note="spat it out",
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        ENTRY.replace('"refused"', '"thrown_away"'),  # no such action
+        ENTRY.replace('"record_id":"r1",', ""),  # her id for the entry is needed
+        ENTRY.replace('"p1"', '""'),
+        ENTRY.replace('"action"', '"given_at":-5,"action"'),
+    ],
+)
+def test_a_bad_administration_entry_is_malformed(raw: str) -> None:
+    with pytest.raises(RejectedInput) as refused:
+        parse_frame(raw)
+    assert refused.value.reason == "malformed"
+
+
+NOW = 1_800_000_000.0
+DECISIONS: list[tuple[Role, float | None, str | None, float | None]] = [
+    # (role, given_at, refused as, given at as recorded)
+    ("caregiver", None, None, NOW),  # not said: now
+    ("caregiver", NOW - 1800, None, NOW - 1800),  # logged after the visit's rush
+    ("caregiver", NOW + 30, None, NOW + 30),  # a phone's clock a little ahead
+    ("caregiver", NOW + 120, "bad_time", None),
+    ("caregiver", NOW - 13 * 3600, "bad_time", None),
+    ("family", None, "forbidden", None),
+    ("dispatcher", None, "forbidden", None),
+]
+
+
+@pytest.mark.parametrize(("role", "given_at", "refused", "recorded"), DECISIONS)
+def test_an_administration_entry_is_hers_or_refused(
+    role: Role, given_at: float | None, refused: str | None, recorded: float | None
+) -> None:
+    entry = Administer.model_validate({**orjson.loads(ENTRY), "given_at": given_at})
+    who = claims(role, sub="cg7", agency="a9")
+    if refused is not None:
+        with pytest.raises(RejectedInput) as rejected:
+            decide_administration(who, entry, now=NOW)
+        assert rejected.value.reason == refused
+        return
+    event = decide_administration(who, entry, now=NOW)
+    assert (event.caregiver_id, event.agency_id, event.patient_id) == ("cg7", "a9", "p1")
+    assert (event.given_at, event.at, event.action) == (recorded, NOW, "refused")
+    assert event.record_id == "r1"
+
+
+def test_an_administration_entry_draws_on_the_answers_budget() -> None:
+    assert lane_of("administration") == lane_of("accept") == "answers"
