@@ -26,8 +26,13 @@ from kernel.contracts import (
     FixEvent,
     LocationPayload,
     Presence,
+    TelemetryBatch,
+    TelemetryReading,
+    TelemetrySample,
+    vitals_of,
 )
 from kernel.errors import RejectedPayload
+from vitals.measures import PLAUSIBLE, UNITS, Measure, implausible
 
 RouteKind = Literal["loc", "presence", "evt", "tel", "status"]
 _ID = r"[A-Za-z0-9_.\-]{1,64}"
@@ -44,6 +49,9 @@ MAX_DEPTH = 32
 """Deepest a payload's JSON may nest (the payload itself is level 1): phones and devices send
 flat data, and orjson and pydantic refuse to write out JSON some 255 levels deep."""
 M = TypeVar("M", bound=BaseModel)
+TELEMETRY_MAX_AGE_S = 86_400.0
+"""A telemetry sample older than this is refused (``too_old``): a monitor's buffer emptied
+after a dropout is younger, and the raw vitals are kept a day."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +204,46 @@ def parse_device_event(
         received_at=now,
         published_at=float(sent_at) if isinstance(sent_at, int | float) else None,
     )
+
+
+def parse_telemetry(
+    r: Route, topic: str, payload: bytes, now: float, limits: Limits
+) -> list[TelemetrySample]:
+    """The samples of a telemetry message (one reading, or ``{"samples": [...]}``), or
+    :class:`RejectedPayload` for the whole message: ``no_readings`` (a sample saying nothing),
+    ``out_of_range`` (a value no living person has), ``from_future``, ``too_old``."""
+    raw = load_object(topic, payload, limits)
+    if "samples" in raw:
+        readings = validate(TelemetryBatch, topic, raw).samples
+    else:
+        readings = [validate(TelemetryReading, topic, raw)]
+    return [_sample(r, reading, topic, now, limits) for reading in readings]
+
+
+def _sample(
+    r: Route, reading: TelemetryReading, topic: str, now: float, limits: Limits
+) -> TelemetrySample:
+    _check_clock(reading.ts, now, limits, topic)
+    if reading.ts < now - TELEMETRY_MAX_AGE_S:
+        raise RejectedPayload("too_old", f"ts {reading.ts} is older than a day", topic=topic)
+    values = vitals_of(reading)
+    if not values and reading.battery is None and reading.rssi is None:
+        raise RejectedPayload("no_readings", f"sample {reading.seq} says nothing", topic=topic)
+    wrong = implausible(values)
+    if wrong:
+        detail = ", ".join(f"{m} {values[m]:g} {UNITS[m]} ({_bounds(m)})" for m in wrong)
+        raise RejectedPayload("out_of_range", detail, topic=topic)
+    return TelemetrySample(
+        agency_id=r.agency,
+        device_id=r.subject,
+        received_at=now,
+        **reading.model_dump(),
+    )
+
+
+def _bounds(measure: Measure) -> str:
+    low, high = PLAUSIBLE[measure]
+    return f"a person reads {low:g} to {high:g}"
 
 
 def parse_device_status(

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from vitals.measures import MEASURES, Measure
+
 DEVICE_EVENT_TYPES = (
     "fall",
     "sos",
@@ -18,14 +20,14 @@ DEVICE_EVENT_TYPES = (
     "motion",
     "door_open",
     "door_closed",
-)
-DeviceEventType = Literal[
     "dose_due",
     "dose_late",
     "dose_double_attempt",
     "dispenser_jam",
     "dispenser_low_supply",
     "dispenser_refilled",
+)
+DeviceEventType = Literal[
     "fall",
     "sos",
     "dose_taken",
@@ -34,14 +36,14 @@ DeviceEventType = Literal[
     "motion",
     "door_open",
     "door_closed",
-]
-IncidentState = Literal["open", "offered", "assigned", "escalated", "resolved"]
     "dose_due",
     "dose_late",
     "dose_double_attempt",
     "dispenser_jam",
     "dispenser_low_supply",
     "dispenser_refilled",
+]
+IncidentState = Literal["open", "offered", "assigned", "escalated", "resolved"]
 OfferOutcome = Literal["assigned", "taken", "expired", "cancelled"]
 Role = Literal["caregiver", "family", "dispatcher"]
 
@@ -74,6 +76,39 @@ class DeviceEventPayload(BaseModel):
     ts: float = Field(gt=0, allow_inf_nan=False)
     seq: int = Field(ge=0)
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+TELEMETRY_BATCH_MAX = 60
+"""Samples one telemetry message may carry: a minute of readings a second, or a monitor's
+buffer emptied after a dropout."""
+
+
+class TelemetryReading(BaseModel):
+    """One telemetry sample of a home device (``ck/{agency}/dev/{device}/tel``): when it was
+    taken (``ts``, epoch s) and the device's counter (``seq``), the vitals it measures (heart
+    rate ``hr`` in bpm, ``spo2`` in %, skin or body temperature ``temp`` in °C, blood pressure
+    ``bp_sys`` / ``bp_dia`` in mmHg: several at once, each where the device has it) and its
+    own state (``battery`` %, ``rssi`` dBm). Fields it does not know are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ts: float = Field(gt=0, allow_inf_nan=False)
+    seq: int = Field(ge=0)
+    hr: float | None = Field(default=None, allow_inf_nan=False)
+    spo2: float | None = Field(default=None, allow_inf_nan=False)
+    temp: float | None = Field(default=None, allow_inf_nan=False)
+    bp_sys: float | None = Field(default=None, allow_inf_nan=False)
+    bp_dia: float | None = Field(default=None, allow_inf_nan=False)
+    battery: int | None = Field(default=None, ge=0, le=100)
+    rssi: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class TelemetryBatch(BaseModel):
+    """Several samples in one message: ``{"samples": [reading, ...]}``, in the order taken."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples: list[TelemetryReading] = Field(min_length=1, max_length=TELEMETRY_BATCH_MAX)
 
 
 DEVICE_STATUS_PAYLOADS: dict[bytes, Literal["online", "offline"]] = {
@@ -133,6 +168,30 @@ class DeviceEvent(BaseModel):
     published_at: float | None = Field(
         default=None, description="device-side publish time when the device sends it (data.sent_at)"
     )
+
+
+class TelemetrySample(BaseModel):
+    """A telemetry sample ingest accepted, as carried on the telemetry topic (packed in JSON
+    arrays, keyed by device); ``(device_id, ts)`` names it."""
+
+    agency_id: str
+    device_id: str
+    ts: float
+    seq: int
+    hr: float | None = None
+    spo2: float | None = None
+    temp: float | None = None
+    bp_sys: float | None = None
+    bp_dia: float | None = None
+    battery: int | None = None
+    rssi: float | None = None
+    received_at: float
+
+
+def vitals_of(sample: TelemetryReading | TelemetrySample) -> dict[Measure, float]:
+    """The vitals a telemetry sample carries, by measure."""
+    values = {m: getattr(sample, m) for m in MEASURES}
+    return {m: v for m, v in values.items() if v is not None}
 
 
 class DeviceStatus(BaseModel):
@@ -340,6 +399,18 @@ class AlarmFrame(BaseModel):
     at: float
 
 
+DoseOutcome = Literal[
+    "overdue",
+    "taken",
+    "late",
+    "missed",
+    "administered",
+    "refused",
+    "unavailable",
+    "double_attempt",
+]
+
+
 class DoseFrame(BaseModel):
     """What became of a dose, to the patient's family and the agency's dispatchers (a missed
     one to the caregiver at hand too): ``overdue`` (untaken, past the part of its window when a
@@ -355,6 +426,23 @@ class DoseFrame(BaseModel):
     due_at: float
     outcome: DoseOutcome
     critical: bool = False
+    visit_id: str | None = None
+    at: float
+
+
+class AdministrationResultFrame(BaseModel):
+    """What became of a caregiver's administration log entry, to her: ``done``, or
+    ``refused`` with the ``reason`` (``unscheduled_dose``, ``not_on_visit``, ``not_due``,
+    ``already_taken``, ``other_agency``)."""
+
+    type: Literal["administration_result"] = "administration_result"
+    record_id: str
+    patient_id: str
+    dose_key: str
+    action: AdministrationAction
+    outcome: Literal["done", "refused"]
+    reason: str | None = None
+    visit_id: str | None = None
     at: float
 
 
@@ -396,32 +484,3 @@ class AlertFrame(BaseModel):
     caregiver_id: str
     visit_id: str | None = None
     at: float
-DoseOutcome = Literal[
-    "overdue",
-    "taken",
-    "late",
-    "missed",
-    "administered",
-    "refused",
-    "unavailable",
-    "double_attempt",
-]
-
-
-    visit_id: str | None = None
-    at: float
-
-
-class AdministrationResultFrame(BaseModel):
-    """What became of a caregiver's administration log entry, to her: ``done``, or
-    ``refused`` with the ``reason`` (``unscheduled_dose``, ``not_on_visit``, ``not_due``,
-    ``already_taken``, ``other_agency``)."""
-
-    type: Literal["administration_result"] = "administration_result"
-    record_id: str
-    patient_id: str
-    dose_key: str
-    action: AdministrationAction
-    outcome: Literal["done", "refused"]
-    reason: str | None = None
-    visit_id: str | None = None
