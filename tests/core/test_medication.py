@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kernel.contracts import DEVICE_EVENT_TYPES, DeviceEventType
 from medication.adherence import miss_severity, missed_repeatedly
-from medication.administration import Action, refusal_of, taken_as
+from medication.administration import Action, day_outcome, refusal_of, taken_as
 from medication.attendance import (
     OnShift,
     VisitSpan,
@@ -295,3 +295,25 @@ def test_an_administration_entry(
     assert refusal_of(dose, action, on_visit, given_at, taken) == refused
     if refused is None:
         assert taken_as(MORNING, action, given_at) == made
+
+
+DAY_CASES: list[tuple[str | None, list[str], str]] = [
+    # (the dose's outcome, caregivers' entries oldest first, what the family reads)
+    (None, [], "pending"),
+    ("taken", [], "taken"),
+    ("late", [], "late"),
+    ("missed", [], "missed"),
+    ("taken", ["administered"], "administered"),  # given on her visit: her word
+    ("missed", ["refused"], "refused"),  # why it was missed
+    ("missed", ["unavailable", "refused"], "refused"),  # the last word
+    (None, ["unavailable"], "unavailable"),
+    ("missed", ["unavailable", "administered"], "administered"),  # given later, in the end
+    ("taken", ["refused"], "taken"),  # the dispenser gave it after all
+]
+
+
+@pytest.mark.parametrize(("outcome", "actions", "read"), DAY_CASES)
+def test_what_the_family_reads_of_a_dose_today(
+    outcome: str | None, actions: list[str], read: str
+) -> None:
+    assert day_outcome(outcome, actions) == read
