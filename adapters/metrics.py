@@ -73,6 +73,12 @@ class IngestMetrics:
             ["state"],
             registry=r,
         )
+        self.device_status = Counter(
+            "careknot_ingest_device_status",
+            "Home devices' heartbeats, births (online) and last wills (offline) produced",
+            ["status"],
+            registry=r,
+        )
         self.owntracks_ignored = Counter(
             "careknot_ingest_owntracks_ignored",
             "OwnTracks messages recognised and not used, by _type",

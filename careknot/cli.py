@@ -167,10 +167,11 @@ def _add_services(sub: Any) -> None:
     worker = sub.add_parser("worker", help="a Faust stream worker")
     worker.add_argument(
         "--role",
-        choices=["all", "dispatch", "fixes"],
+        choices=["all", "dispatch", "fixes", "devices"],
         default="all",
-        help="dispatch: emergencies and answers; fixes: positions and visits (careknot up runs one"
-        " of each); all: both (do not mix with the others in one namespace)",
+        help="dispatch: emergencies and answers; fixes: positions and visits; devices: the home"
+        " devices' health (careknot up runs one of each); all: every one (do not mix with the"
+        " others in one namespace)",
     )
     worker.set_defaults(func=cmd_worker)
 

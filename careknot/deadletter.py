@@ -52,6 +52,7 @@ CUT_AT_LEAST = min(INGEST_PAYLOAD_CHARS, WORKER_PAYLOAD_CHARS)
 """A payload this long (in UTF-8) may have been cut, where the letter does not say."""
 KEY_FIELDS = {
     keys.DEVICE_EVENTS: "device_id",
+    keys.DEVICE_STATUS: "device_id",
     keys.TELEMETRY: "device_id",
     keys.OFFER_ANSWERS: "incident_id",
     keys.PRESENCE: "caregiver_id",

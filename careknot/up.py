@@ -58,14 +58,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 def default_commands(simulate: bool) -> list[tuple[str, list[str]]]:
     """The services' commands: an ingest of positions and one of device events, a dispatch
-    worker and a fixes worker (emergencies never share a process with the positions' flood),
-    the gateway, and the simulated city if asked for."""
+    worker, a fixes worker and a devices worker (emergencies never share a process with the
+    positions' flood), the gateway, and the simulated city if asked for."""
     cli = [sys.executable, "-m", "careknot.cli"]
     commands = [
         ("ingest", [*cli, "ingest", "--streams", "positions"]),
         ("ingest-emergencies", [*cli, "ingest", "--streams", "emergencies"]),
         ("worker-dispatch", [*cli, "worker", "--role", "dispatch"]),
         ("worker-fixes", [*cli, "worker", "--role", "fixes"]),
+        ("worker-devices", [*cli, "worker", "--role", "devices"]),
         ("gateway", [*cli, "gateway"]),
     ]
     return commands + ([("simulate", [*cli, "simulate"])] if simulate else [])

@@ -74,9 +74,12 @@ from ingest.fast_path import fast_fix
 from ingest.parse import (
     TOO_LARGE,
     Limits,
+    Route,
+    check_kind,
     dead_letter,
     location_fix,
     parse_device_event,
+    parse_device_status,
     parse_location,
     parse_presence,
     presence_notice,
@@ -91,8 +94,9 @@ from kernel.waiting import answers
 log = logging.getLogger(__name__)
 
 POSITIONS = ("ck/+/cg/+/loc", "ck/+/cg/+/status", owntracks.SUBSCRIPTION)
-EMERGENCIES = ("ck/+/dev/+/evt",)
-"""Device events come on a connection of their own, so a fall never queues behind positions."""
+EMERGENCIES = ("ck/+/dev/+/evt", "ck/+/dev/+/status")
+"""Device events come on a connection of their own, so a fall never queues behind positions;
+the devices' status (heartbeats, births, last wills: a few a minute a device) with them."""
 Streams = Literal["all", "positions", "emergencies"]
 STREAMS = {"positions": POSITIONS, "emergencies": EMERGENCIES}
 STATS_EVERY_S = 30.0
@@ -373,8 +377,11 @@ class IngestService:
             await self._registry.check(r, topic)
             await self._presence(r.subject, r.agency, online, topic, now, receipt)
             return
+        if r.kind == "status":
+            await self._device_status(r, topic, payload, now, receipt)
+            return
         ev = parse_device_event(r, topic, payload, now, self._limits)
-        await self._registry.check(r, topic)
+        check_kind((await self._registry.check(r, topic)).kind, topic, ev.type)
         try:
             await device_events.deliver(self._urgent, ev)
         except StorageError as exc:
@@ -387,6 +394,19 @@ class IngestService:
         """Pack a fix for the next flush, which its batch's receipt waits on."""
         self._fixes.add(caregiver, value)
         self._round.join(receipt)
+
+    async def _device_status(
+        self, r: Route, topic: str, payload: bytes, now: float, receipt: Receipt
+    ) -> None:
+        """A device's heartbeat, birth or last will, produced keyed by device; its batch is
+        acknowledged once Kafka has it (one Kafka did not take is sent again by the broker to
+        the connection made anew, a last will as any QoS 1 message)."""
+        status = parse_device_status(r, topic, payload, now, self._limits)
+        check_kind((await self._registry.check(r, topic)).kind, topic)
+        receipt.expect()
+        value = status.model_dump_json().encode()
+        await self._send(keys.DEVICE_STATUS, r.subject, value, receipt.settle)
+        self.metrics.device_status.labels(status.status).inc()
 
     async def _owntracks(self, topic: str, payload: bytes, now: float, receipt: Receipt) -> None:
         """A location from the OwnTracks app becomes its caregiver's fix, its last will a

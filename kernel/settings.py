@@ -85,6 +85,19 @@ class Settings(BaseSettings):
         gt=0,
         description="schedules are read again this often: a changed schedule is watched within it",
     )
+    # device health
+    device_missed_beats: int = Field(
+        default=3, ge=1, description="heartbeats a device misses in a row before it is offline"
+    )
+    device_battery_minor_pct: int = Field(default=20, ge=0, le=100, description="low: minor")
+    device_battery_major_pct: int = Field(default=10, ge=0, le=100, description="low: major")
+    device_flap_drops: int = Field(
+        default=3, ge=2, description="drops within the flap window that make a device flapping"
+    )
+    device_flap_window_s: float = Field(default=600.0, gt=0)
+    device_settle_s: float = Field(
+        default=600.0, gt=0, description="a flapping device holding one state this long settles"
+    )
     # ingest limits
     max_payload_bytes: int = 4096
     max_clock_skew_s: float = 300.0

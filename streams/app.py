@@ -1,11 +1,13 @@
 """The Faust app of a worker: which agents it runs, by role.
 
 A worker's role is ``dispatch`` (emergencies, answers, commands and the offer timer:
-``streams.dispatch_flow``), ``fixes`` (positions, presence and visits: ``streams.fix_flow``) or
-``all``. ``careknot up`` runs one of each of the first two, so an emergency never waits behind a
-batch of fixes in the same event loop; each role has its own consumer group, so workers of one
-role share its partitions. Do not mix ``all`` with the others in one namespace: both would
-handle the same events. Agents only batch, call the core and write results.
+``streams.dispatch_flow``), ``fixes`` (positions, presence and visits: ``streams.fix_flow``),
+``devices`` (the home devices' health: ``streams.device_health_flow``) or ``all``. ``careknot
+up`` runs one of each of the first three, so an emergency never waits behind a batch of fixes in
+the same event loop; each role has its own consumer group, so workers of one role share its
+partitions (but the devices' health is watched by one worker: see ``streams.device_keeper``).
+Do not mix ``all`` with the others in one namespace: both would handle the same events.
+Agents only batch, call the core and write results.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import faust
 from adapters.faust_transport import LowLatencyTransport
 from kernel.errors import StorageError
 from kernel.settings import Settings
-from streams import dispatch_flow, fix_flow
+from streams import device_health_flow, dispatch_flow, fix_flow
 from streams.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-WorkerRole = Literal["all", "dispatch", "fixes"]
-ROLES: tuple[WorkerRole, ...] = ("all", "dispatch", "fixes")
+WorkerRole = Literal["all", "dispatch", "fixes", "devices"]
+ROLES: tuple[WorkerRole, ...] = ("all", "dispatch", "fixes", "devices")
 HEARTBEAT_S = 1.0
 HEARTBEAT_TTL_S = 5  # a worker whose heartbeats stop is taken for dead this much later
 
@@ -90,6 +92,8 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings, role: WorkerRole) -> Non
         dispatch_flow.register(app, rt, s, topic)
     if role in ("all", "fixes"):
         fix_flow.register(app, rt, s, topic)
+    if role in ("all", "devices"):
+        device_health_flow.register(app, rt, s, topic)
 
     @app.timer(HEARTBEAT_S)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
