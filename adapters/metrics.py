@@ -54,6 +54,11 @@ class IngestMetrics:
         self.events_accepted = Counter(
             "careknot_ingest_device_events_accepted", "Device events produced", registry=r
         )
+        self.telemetry_accepted = Counter(
+            "careknot_ingest_telemetry_samples_accepted",
+            "Telemetry samples produced to Kafka (a message may carry several)",
+            registry=r,
+        )
         self.rejected = Counter(
             "careknot_ingest_rejected", "Payloads dead-lettered, by reason", ["reason"], registry=r
         )

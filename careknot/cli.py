@@ -178,10 +178,11 @@ def _add_services(sub: Any) -> None:
     ingest = sub.add_parser("ingest", help="MQTT to Kafka ingest")
     ingest.add_argument(
         "--streams",
-        choices=["all", "positions", "emergencies"],
+        choices=["all", "positions", "emergencies", "telemetry"],
         default="all",
-        help="positions: fixes and phones' status; emergencies: device events (careknot up runs"
-        " one process of each, so an emergency never shares a process with the positions' flood)",
+        help="positions: fixes and phones' status; emergencies: device events; telemetry: vitals"
+        " (careknot up runs one process of each, so an emergency never shares a process with"
+        " the positions' or the vitals' flood)",
     )
     ingest.set_defaults(func=cmd_ingest)
 

@@ -57,13 +57,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def default_commands(simulate: bool) -> list[tuple[str, list[str]]]:
-    """The services' commands: an ingest of positions and one of device events, a dispatch
-    worker, a fixes worker and a devices worker (emergencies never share a process with the
-    positions' flood), the gateway, and the simulated city if asked for."""
+    """The services' commands: an ingest of positions, one of device events and one of
+    telemetry, a dispatch worker, a fixes worker and a devices worker (emergencies never share
+    a process with the positions' or the vitals' flood), the gateway, and the simulated city if
+    asked for."""
     cli = [sys.executable, "-m", "careknot.cli"]
     commands = [
         ("ingest", [*cli, "ingest", "--streams", "positions"]),
         ("ingest-emergencies", [*cli, "ingest", "--streams", "emergencies"]),
+        ("ingest-telemetry", [*cli, "ingest", "--streams", "telemetry"]),
         ("worker-dispatch", [*cli, "worker", "--role", "dispatch"]),
         ("worker-fixes", [*cli, "worker", "--role", "fixes"]),
         ("worker-devices", [*cli, "worker", "--role", "devices"]),

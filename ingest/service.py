@@ -35,6 +35,11 @@ buffered (``too_large``, dead-lettered with its first bytes, counted with its si
 most :data:`INBOX_CAPACITY` messages before it stops reading from the broker, which holds the
 rest (:mod:`adapters.mqtt.client`); the registry's cache is bounded too.
 
+Telemetry (vitals from the homes' monitors) comes on a third connection, shared as positions
+are, and its samples are packed as fixes are (one Kafka message per partition, keyed by
+device), so neither a fall nor a fix waits behind it; its batches too are acknowledged once
+Kafka has their samples.
+
 Batched for throughput: messages are decoded from the wire in bulk (:mod:`adapters.mqtt.client`),
 one wake-up takes every message waiting (up to :data:`BATCH`), the registry is asked about a
 batch's unknown publishers in one query, a well-formed location takes a fast path (plain checks
@@ -55,6 +60,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
 from typing import Literal
@@ -82,6 +88,7 @@ from ingest.parse import (
     parse_device_status,
     parse_location,
     parse_presence,
+    parse_telemetry,
     presence_notice,
     route,
 )
@@ -97,8 +104,13 @@ POSITIONS = ("ck/+/cg/+/loc", "ck/+/cg/+/status", owntracks.SUBSCRIPTION)
 EMERGENCIES = ("ck/+/dev/+/evt", "ck/+/dev/+/status")
 """Device events come on a connection of their own, so a fall never queues behind positions;
 the devices' status (heartbeats, births, last wills: a few a minute a device) with them."""
-Streams = Literal["all", "positions", "emergencies"]
-STREAMS = {"positions": POSITIONS, "emergencies": EMERGENCIES}
+TELEMETRY = ("ck/+/dev/+/tel",)
+"""Telemetry (vitals) is a flood as positions are: a connection of its own, so it delays
+neither a fall nor a fix, shared among ingest processes as positions are."""
+Streams = Literal["all", "positions", "emergencies", "telemetry"]
+STREAMS = {"positions": POSITIONS, "emergencies": EMERGENCIES, "telemetry": TELEMETRY}
+SHARED = ("positions", "telemetry")
+"""The streams whose load ingest processes split (``$share/...``)."""
 STATS_EVERY_S = 30.0
 BATCH = 500
 INBOX_CAPACITY = 10 * BATCH
@@ -106,12 +118,14 @@ INBOX_CAPACITY = 10 * BATCH
 MAX_IN_FLIGHT = 20_000
 PRODUCER_LINGER_MS = 5
 FLUSH_FIXES = 1000
-"""Packed fixes waiting that are sent at once."""
+"""Packed fixes (or telemetry samples) waiting that are sent at once."""
 FLUSH_AFTER_S = 0.05
 """The longest a fix waits for others to be packed with: the stream processors and Kafka pay per
 message, so fewer, fuller messages cost the whole system less CPU per fix, which under load is
 also what keeps latency down (the measurements are in docs/benchmarks-history.md)."""
 PRODUCER_BATCH_BYTES = 256 * 1024
+PACKED = (keys.FIXES, keys.TELEMETRY)
+"""The topics whose records ingest packs, many to a Kafka message."""
 Settle = Callable[[bool], None]
 """Told that a message is delivered (False) or failed (True)."""
 LEAVE_WITHIN_S = 5.0
@@ -120,6 +134,17 @@ acknowledge it before it disconnects."""
 INTERNAL_ERROR = "internal_error"
 """The dead letter's reason for a message whose handling failed unexpectedly (a bug): the
 message is dead-lettered and counted, and the rest of its batch handled."""
+
+
+@dataclass
+class Packing:
+    """What waits to be produced to one topic: values packed per partition, the receipts of
+    the batches they came from (their round), and when they are due to be sent."""
+
+    batches: FixBatches
+    round: Round = field(default_factory=Round)
+    timer: asyncio.TimerHandle | None = None
+    flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class IngestService:
@@ -150,10 +175,7 @@ class IngestService:
         self._metrics_server: asyncio.Server | None = None
         self._in_flight = 0
         self._settled = asyncio.Event()
-        self._fixes = FixBatches(1)
-        self._round = Round()  # the receipts of the fixes packed since the last flush
-        self._flushing = asyncio.Lock()
-        self._flush_timer: asyncio.TimerHandle | None = None
+        self._packing = {topic: Packing(FixBatches(1)) for topic in PACKED}
         self._flushes: set[asyncio.Task[None]] = set()
         self._emptied = asyncio.Event()  # an acknowledgement line has nothing waiting
 
@@ -162,7 +184,8 @@ class IngestService:
         await self._db.__aenter__()
         await self._producer.start()
         await self._urgent.start()
-        self._fixes = FixBatches(await self._producer.partitions(keys.FIXES))
+        for topic in PACKED:
+            self._packing[topic].batches = FixBatches(await self._producer.partitions(topic))
         self._metrics_server = await serve(
             self.metrics.registry, self._s.ingest_metrics_port, health=self.health
         )
@@ -201,7 +224,7 @@ class IngestService:
         losing a fall costs more than handling it twice, and a broker that crashed keeps a plain
         subscription of a persistent session (Mosquitto 2.0 did not keep a shared one)."""
         subscriptions = STREAMS[name]
-        if self._s.mqtt_shared_subscriptions and name == "positions":
+        if self._s.mqtt_shared_subscriptions and name in SHARED:
             group = self._s.mqtt_share_group or f"careknot-{self._s.namespace}"
             return [f"$share/{group}/{t}" for t in subscriptions]
         return list(subscriptions)
@@ -221,7 +244,7 @@ class IngestService:
             try:
                 async with asyncio.TaskGroup() as tasks:
                     for name, subscription, line in zip(names, listening, lines, strict=True):
-                        handling = self._listen(subscription, line, name == "positions")
+                        handling = self._listen(subscription, line, name in SHARED)
                         tasks.create_task(handling, name=f"ingest-{name}")
                     tasks.create_task(self._log_stats(), name="ingest-stats")
             finally:
@@ -257,8 +280,8 @@ class IngestService:
 
     async def _listen(self, subscription: Subscription, line: AckLine, backpressure: bool) -> None:
         """Handle what comes, a batch at a time, acknowledging each batch once Kafka has all
-        it produced (:mod:`ingest.acks`); positions wait while too many fixes are undelivered
-        (device events never do)."""
+        it produced (:mod:`ingest.acks`); positions and telemetry wait while too many records
+        are undelivered (device events never do)."""
         async with aclosing(subscription.batches(BATCH)) as batches:
             async for batch in batches:
                 receipt = line.receipt(subscription.acknowledgement(batch))
@@ -312,28 +335,36 @@ class IngestService:
         for source, count in self._accepted_now.items():
             self._accepted[source].inc(count)
         self._accepted_now.clear()
-        if len(self._fixes) >= FLUSH_FIXES:
-            await self.flush()
-        elif len(self._fixes) and self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self._due)
+        for topic, packing in self._packing.items():
+            if len(packing.batches) >= FLUSH_FIXES:
+                await self._flush(topic)
+            elif len(packing.batches) and packing.timer is None:
+                loop = asyncio.get_running_loop()
+                packing.timer = loop.call_later(FLUSH_AFTER_S, self._due, topic)
 
     async def flush(self) -> None:
-        """Produce the packed fixes now, one message per partition (in order: one at a time);
-        their batches' receipts wait on these messages."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        async with self._flushing:
-            packed, carrying, self._round = self._fixes.drain(), self._round, Round()
+        """Produce what is packed now (fixes, telemetry samples)."""
+        for topic in self._packing:
+            await self._flush(topic)
+
+    async def _flush(self, topic: str) -> None:
+        """Produce what is packed for ``topic``, one message per partition (in order: one at
+        a time); their batches' receipts wait on these messages."""
+        packing = self._packing[topic]
+        if packing.timer is not None:
+            packing.timer.cancel()
+            packing.timer = None
+        async with packing.flushing:
+            packed, carrying, packing.round = packing.batches.drain(), packing.round, Round()
             carrying.carried_by(len(packed))
             for partition, count, value in packed:
                 await self._send(
-                    keys.FIXES, None, value, carrying.settle, partition=partition, count=count
+                    topic, None, value, carrying.settle, partition=partition, count=count
                 )
 
-    def _due(self) -> None:
-        self._flush_timer = None
-        task = asyncio.ensure_future(self.flush())
+    def _due(self, topic: str) -> None:
+        self._packing[topic].timer = None
+        task = asyncio.ensure_future(self._flush(topic))
         self._flushes.add(task)
         task.add_done_callback(self._flushed)
 
@@ -341,7 +372,7 @@ class IngestService:
         self._flushes.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.metrics.produce_failures.inc()
-            log.error("producing packed fixes failed: %s", task.exception())
+            log.error("producing packed records failed: %s", task.exception())
 
     async def _reject(
         self, exc: RejectedPayload, payload: bytes, now: float, receipt: Receipt
@@ -369,8 +400,15 @@ class IngestService:
                 fix = parse_location(r, topic, payload, now, self._limits)
                 value = fix.model_dump_json().encode()
             await self._registry.check(r, topic)
-            self._pack(r.subject, value, receipt)
+            self._pack(keys.FIXES, r.subject, value, receipt)
             self._accepted_now["ck"] += 1
+            return
+        if r.kind == "tel":
+            samples = parse_telemetry(r, topic, payload, now, self._limits)
+            check_kind((await self._registry.check(r, topic)).kind, topic)
+            for sample in samples:
+                self._pack(keys.TELEMETRY, r.subject, sample.model_dump_json().encode(), receipt)
+            self.metrics.telemetry_accepted.inc(len(samples))
             return
         if r.kind == "presence":
             online = parse_presence(topic, payload)
@@ -390,10 +428,12 @@ class IngestService:
             return
         self.metrics.events_accepted.inc()
 
-    def _pack(self, caregiver: str, value: bytes, receipt: Receipt) -> None:
-        """Pack a fix for the next flush, which its batch's receipt waits on."""
-        self._fixes.add(caregiver, value)
-        self._round.join(receipt)
+    def _pack(self, topic: str, key: str, value: bytes, receipt: Receipt) -> None:
+        """Pack a fix (keyed by caregiver) or a telemetry sample (by device) for the next
+        flush of its topic, which its batch's receipt waits on."""
+        packing = self._packing[topic]
+        packing.batches.add(key, value)
+        packing.round.join(receipt)
 
     async def _device_status(
         self, r: Route, topic: str, payload: bytes, now: float, receipt: Receipt
@@ -422,7 +462,7 @@ class IngestService:
             return
         caregiver, agency = await self._registry.owntracks_caregiver(message.device, topic)
         fix = location_fix(message.location, agency, caregiver, topic, now, self._limits)
-        self._pack(fix.caregiver_id, fix.model_dump_json().encode(), receipt)
+        self._pack(keys.FIXES, fix.caregiver_id, fix.model_dump_json().encode(), receipt)
         self._accepted_now["owntracks"] += 1
 
     async def _presence(
@@ -500,10 +540,15 @@ def _nothing() -> None:
 
 async def run(settings: Settings, streams: Streams = "all") -> int:
     """``careknot ingest``; a process of device events alone serves its metrics on
-    ``CAREKNOT_EMERGENCY_INGEST_METRICS_PORT``."""
+    ``CAREKNOT_EMERGENCY_INGEST_METRICS_PORT``, one of telemetry alone on
+    ``CAREKNOT_TELEMETRY_INGEST_METRICS_PORT``."""
     if streams == "emergencies":
         settings = settings.model_copy(
             update={"ingest_metrics_port": settings.emergency_ingest_metrics_port}
+        )
+    elif streams == "telemetry":
+        settings = settings.model_copy(
+            update={"ingest_metrics_port": settings.telemetry_ingest_metrics_port}
         )
     elif streams == "positions" and settings.positions_nice:
         os.nice(settings.positions_nice)  # the emergencies' ingest first when the CPU is short

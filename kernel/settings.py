@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     emergency_ingest_metrics_port: int = Field(
         default=9466, ge=0, le=65535, description="an ingest of device events alone; 0: none"
     )
+    telemetry_ingest_metrics_port: int = Field(
+        default=9468, ge=0, le=65535, description="an ingest of telemetry alone; 0: none"
+    )
     positions_nice: int = Field(
         default=10,
         ge=0,

@@ -164,6 +164,7 @@ class Run:
                 "worker_datadir": str(wd / "worker"),
                 "ingest_metrics_port": free_port(),
                 "emergency_ingest_metrics_port": free_port(),
+                "telemetry_ingest_metrics_port": free_port(),
                 "worker_metrics_port": free_port(),
                 "dispatch_metrics_port": free_port(),
                 "offer_window_by_severity": {1: OFFER_WINDOW_S},

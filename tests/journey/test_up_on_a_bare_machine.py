@@ -51,6 +51,7 @@ def nowhere() -> Settings:
         gateway_port=free_port(),
         ingest_metrics_port=0,
         emergency_ingest_metrics_port=0,
+        telemetry_ingest_metrics_port=0,
         worker_metrics_port=0,
         dispatch_metrics_port=0,
     )
