@@ -2,10 +2,11 @@
 
 A worker's role is ``dispatch`` (emergencies, answers, commands and the offer timer:
 ``streams.dispatch_flow``), ``fixes`` (positions, presence and visits: ``streams.fix_flow``),
-``devices`` (the home devices' health: ``streams.device_health_flow``) or ``all``. ``careknot
-up`` runs one of each of the first three, so an emergency never waits behind a batch of fixes in
-the same event loop; each role has its own consumer group, so workers of one role share its
-partitions (but the devices' health is watched by one worker: see ``streams.device_keeper``).
+``devices`` (the home devices' health: ``streams.device_health_flow``; vitals:
+``streams.vitals_flow``) or ``all``. ``careknot up`` runs one of each of the first three, so
+an emergency never waits behind a batch of fixes or vitals in the same event loop; each role
+has its own consumer group, so workers of one role share its partitions (but the devices'
+health is watched by one worker: see ``streams.device_keeper``).
 Do not mix ``all`` with the others in one namespace: both would handle the same events.
 Agents only batch, call the core and write results.
 """
@@ -21,7 +22,7 @@ import faust
 from adapters.faust_transport import LowLatencyTransport
 from kernel.errors import StorageError
 from kernel.settings import Settings
-from streams import device_health_flow, dispatch_flow, fix_flow
+from streams import device_health_flow, dispatch_flow, fix_flow, vitals_flow
 from streams.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings, role: WorkerRole) -> Non
         fix_flow.register(app, rt, s, topic)
     if role in ("all", "devices"):
         device_health_flow.register(app, rt, s, topic)
+        vitals_flow.register(app, rt, s, topic)
 
     @app.timer(HEARTBEAT_S)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ValidationError
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kernel.contracts import ANSWERS_AND_COMMANDS, AnswerOrCommand
 
@@ -64,6 +65,41 @@ def decode_each(
     if refused is not None:
         refused += decoded.refused
     return decoded.taken
+
+
+def decode_packed(
+    model: type[M],
+    packed: TypeAdapter[list[M]],
+    values: Iterable[bytes | None],
+    refused: list[Refused] | None = None,
+) -> list[M]:
+    """The records of messages each holding a JSON array of ``model`` (as ingest packs fixes
+    and telemetry samples) or one record, in order (``packed`` reads a whole array at once);
+    one that does not decode is logged and dropped (added to ``refused`` when given), and its
+    neighbours are kept."""
+    out: list[M] = []
+    for value in values:
+        if value is None or not value.startswith(b"["):
+            out += decode_each(model, [value], refused)
+            continue
+        try:
+            out += packed.validate_json(value)
+        except ValidationError:
+            out += _decode_items(model, value, refused)
+    return out
+
+
+def _decode_items(model: type[M], value: bytes, refused: list[Refused] | None) -> list[M]:
+    try:
+        items = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        log.error("undecodable batch of %s on Kafka: %s", model.__name__, exc)
+        if refused is not None:
+            refused.append(Refused(value, UNDECODABLE, str(exc)))
+        return []
+    if not isinstance(items, list):
+        items = [items]
+    return decode_each(model, [orjson.dumps(item) for item in items], refused)
 
 
 def decode_answer(value: bytes | None) -> AnswerOrCommand | Refused:

@@ -20,8 +20,7 @@ from functools import partial
 from typing import Any
 
 import faust
-import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from adapters.metrics import FixMetrics
 from adapters.storage import outbox
@@ -31,7 +30,7 @@ from geofence.quality import AgencyPolicies, Position, QualityPolicy, Screening,
 from kernel import keys, recipients
 from kernel.contracts import FixEvent, LocationFrame, Presence
 from kernel.settings import Settings
-from streams.decoding import UNDECODABLE, Refused, decode_each
+from streams.decoding import Refused, decode_packed
 from streams.handling import with_retries
 from streams.runtime import Runtime
 from streams.visit_keeper import VisitKeeper
@@ -172,29 +171,7 @@ def decode_fixes(values: list[bytes], refused: list[Refused] | None = None) -> l
     """The fixes of messages each holding a JSON array of fixes or one fix, in order; a fix
     that does not decode is logged and dropped (added to ``refused`` when given), and its
     neighbours are kept."""
-    out: list[FixEvent] = []
-    for value in values:
-        if value is None or not value.startswith(b"["):
-            out += decode_each(FixEvent, [value], refused)
-            continue
-        try:
-            out += _FIX_LIST.validate_json(value)
-        except ValidationError:
-            out += _decode_items(value, refused)
-    return out
-
-
-def _decode_items(value: bytes, refused: list[Refused] | None) -> list[FixEvent]:
-    try:
-        items = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        log.error("undecodable batch of fixes on Kafka: %s", exc)
-        if refused is not None:
-            refused.append(Refused(value, UNDECODABLE, str(exc)))
-        return []
-    if not isinstance(items, list):
-        items = [items]
-    return decode_each(FixEvent, [orjson.dumps(item) for item in items], refused)
+    return decode_packed(FixEvent, _FIX_LIST, values, refused)
 
 
 async def screen_fixes(

@@ -66,6 +66,12 @@ class PatientVitals:
         chosen = tuple(rules)
         return cls(chosen, fresh_filters(policies), fresh_holds(chosen, active))
 
+    def retune(self, rules: Iterable[Threshold]) -> None:
+        """Her rules changed: a kind she still has keeps where it stands (an active alarm stays
+        active), a new kind starts afresh, a kind gone is forgotten."""
+        self.rules = tuple(rules)
+        self.holds = {r.kind: self.holds.get(r.kind, Hold()) for r in self.rules}
+
     def observe(self, ts: float, values: Mapping[Measure, float]) -> Judged:
         """Judge one sample of hers taken at ``ts``."""
         if self.last_ts is not None and ts <= self.last_ts:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import asyncpg
@@ -258,6 +258,17 @@ class AlarmStore:
             return None
         row = await self._db.pool.fetchrow(f"SELECT {_COLUMNS} FROM alarms WHERE id = $1", aid)
         return None if row is None else _stored(row)
+
+    async def active_kinds(self, sources: Sequence[str]) -> dict[str, set[str]]:
+        """The kinds of the active alarms of each of ``sources`` that has one."""
+        rows = await self._db.pool.fetch(
+            "SELECT source, kind FROM alarms WHERE source = ANY($1::text[]) AND cleared_at IS NULL",
+            list(sources),
+        )
+        out: dict[str, set[str]] = {}
+        for r in rows:
+            out.setdefault(r["source"], set()).add(r["kind"])
+        return out
 
     # ------------------------------------------------------------ rows
 

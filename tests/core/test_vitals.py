@@ -185,6 +185,15 @@ def test_a_sample_no_later_than_the_last_is_history_only() -> None:
     assert p.observe(T0 + 60, {"hr": 72}).late  # the same sample again
 
 
+def test_new_rules_keep_where_her_kinds_stand() -> None:
+    p = patient(active=("tachycardia",))
+    stricter = Threshold("tachycardia", "hr", "above", 100.0, 300.0, clear_at=95.0)
+    p.retune(for_patient({"tachycardia": stricter, "bradycardia": None}))
+    assert p.active() == ["tachycardia"]
+    assert "bradycardia" not in p.holds
+    assert feed(p, every(30, [97, 97, 97, 97])) == []  # 97 clears the old rule, not this one
+
+
 def test_dropped_values_are_named() -> None:
     p = patient()
     for i in range(4):
