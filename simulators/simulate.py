@@ -141,11 +141,12 @@ async def _tick(mq: aiomqtt.Client, city: City, dispensers: Dispensers | None) -
 async def _doses_taken(
     mq: aiomqtt.Client, dispensers: Dispensers, start: float, end: float
 ) -> None:
-    """Each dispenser says the doses taken in [``start``, ``end``); a dose not taken, nothing."""
-    for at, dose in dispensers.taken_between(start, end):
-        device = dispenser_id(dose.patient_id)
-        seq = int(at)
-        body = {"type": "dose_taken", "ts": at, "seq": seq, "data": {"dose": dose.name}}
+    """Each dispenser says what happened in [``start``, ``end``): the doses taken (a dose not
+    taken, nothing), its jams, second attempts and refills."""
+    for said in dispensers.said_between(start, end):
+        device = dispenser_id(said.patient_id)
+        seq = int(said.at * 1000)
+        body = {"type": said.kind, "ts": said.at, "seq": seq, "data": said.data}
         await mq.publish(event_topic(device), orjson.dumps(body), qos=1)
 
 
