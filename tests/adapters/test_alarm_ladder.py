@@ -6,14 +6,17 @@ clears when a caregiver accepts. Against the real Postgres and Redis, the clock 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from adapters.storage.alarms import AlarmStore
+from adapters.storage.medication import MedicationStore
 from adapters.storage.postgres import Database
 from kernel import recipients
 from kernel.contracts import AlarmCommand
+from medication.doses import Schedule, ScheduledDose
 from tests.adapters import test_stores as stores
 from tests.adapters.test_stores import Scene, SceneMaker
 from tests.support import Inbox
@@ -127,8 +130,13 @@ async def test_a_dispatchers_hand_on_an_unknown_or_foreign_alarm_is_refused(
     assert s.dispatcher.alarms.refused == {"unknown_alarm": 1, "other_agency": 1}
 
 
-async def test_a_dispensers_events_raise_and_clear_their_alarms(make_scene: SceneMaker) -> None:
+async def test_a_dispensers_events_raise_and_clear_their_alarms(
+    make_scene: SceneMaker, db: Database
+) -> None:
     s = await make_scene([100])
+    due = datetime.fromtimestamp(s.clock.now, UTC).time().replace(second=0, microsecond=0)
+    doses = Schedule(s.w.patient.id, (ScheduledDose("statin", due, window_s=3600.0),), "UTC")
+    await MedicationStore(db).set_schedule(doses, s.clock.now - 3600)  # the taken is its dose
     await s.dispatcher.on_device_event(s.event(1, kind="dispenser_tamper"))
     await s.dispatcher.on_device_event(s.event(2, kind="dose_missed"))
     s.clock.now += 60
