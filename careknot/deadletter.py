@@ -50,15 +50,17 @@ REPLAY_HEADER = "careknot-replay-of"
 """The Kafka header of a replayed value: ``{dead-letter topic}:{PARTITION}:{OFFSET}``."""
 CUT_AT_LEAST = min(INGEST_PAYLOAD_CHARS, WORKER_PAYLOAD_CHARS)
 """A payload this long (in UTF-8) may have been cut, where the letter does not say."""
-KEY_FIELDS = {
-    keys.DEVICE_EVENTS: "device_id",
-    keys.DEVICE_STATUS: "device_id",
-    keys.TELEMETRY: "device_id",
-    keys.OFFER_ANSWERS: "incident_id",
-    keys.PRESENCE: "caregiver_id",
-    keys.FIXES: "caregiver_id",  # the partition ingest packs her fixes into
+KEY_FIELDS: dict[str, tuple[str, ...]] = {
+    keys.DEVICE_EVENTS: ("device_id",),
+    keys.DEVICE_STATUS: ("device_id",),
+    keys.TELEMETRY: ("device_id",),
+    # answers and dispatchers' commands by incident, alarm commands by alarm, caregivers'
+    # medication log entries by patient
+    keys.OFFER_ANSWERS: ("incident_id", "alarm_id", "patient_id"),
+    keys.PRESENCE: ("caregiver_id",),
+    keys.FIXES: ("caregiver_id",),  # the partition ingest packs her fixes into
 }
-"""The field of a topic's values the services key its messages by."""
+"""The fields of a topic's values the services key its messages by: the first a value has."""
 NOT_TEXT = "\ufffd"
 """What the producers put for bytes that are not UTF-8 when they make a payload text."""
 READ_WITHIN_S = 30.0
@@ -277,8 +279,10 @@ def message_key(topic: str, payload: str) -> str | None:
         return None
     if isinstance(value, list) and value:
         value = value[0]
-    found = value.get(KEY_FIELDS.get(topic, "")) if isinstance(value, dict) else None
-    return found if isinstance(found, str) else None
+    if not isinstance(value, dict):
+        return None
+    found = [value.get(f) for f in KEY_FIELDS.get(topic, ()) if isinstance(value.get(f), str)]
+    return found[0] if found else None
 
 
 class Replayer:

@@ -85,6 +85,9 @@ def test_why_a_letter_is_not_sent_again() -> None:
 def test_a_value_is_keyed_as_the_services_key_its_topic() -> None:
     assert message_key(keys.DEVICE_EVENTS, '{"device_id": "d7", "type": "fall"}') == "d7"
     assert message_key(keys.OFFER_ANSWERS, '{"incident_id": "i1", "answer": "accept"}') == "i1"
+    assert message_key(keys.OFFER_ANSWERS, '{"alarm_id": "a1", "command": "clear"}') == "a1"
+    entry = '{"record_id": "r1", "patient_id": "p1", "action": "refused"}'
+    assert message_key(keys.OFFER_ANSWERS, entry) == "p1"  # a medication log entry
     fixes = orjson.dumps([fix_event("cg9", 1.0).model_dump(), fix_event("cg3", 2.0).model_dump()])
     assert message_key(keys.FIXES, fixes.decode()) == "cg9"
     assert message_key(keys.DEVICE_EVENTS, "{not json") is None
