@@ -51,6 +51,10 @@ class CityConfig:
     radius_m: float = 8000.0
     dispensers: bool = True
     """Each home has a medication dispenser with a schedule (``simulators.dispensers``)."""
+    vitals_monitors: float = 0.25
+    """Of homes, those whose resident wears a vitals monitor (``simulators.vitals``)."""
+    vitals_episodes_per_hour: float = 1.0
+    """Genuine episodes (a racing heart, a falling SpO2, a fever) across the city's monitors."""
 
 
 class Home(NamedTuple):
