@@ -26,6 +26,7 @@ from kernel.backoff import Backoff
 from kernel.errors import CareKnotError
 from kernel.settings import Settings
 from simulators.city import City, Fall, SimFix
+from simulators.devices import OWN_CONNECTIONS, DeviceLives, SharedDevices, live
 from simulators.dispensers import Dispensers, dispenser_id
 from simulators.population import AGENCY_ID, AGENCY_NAME, CityConfig
 
@@ -225,6 +226,8 @@ class Simulation:
         self.city = City(config, time.time())
         homes = [h.patient_id for h in self.city.homes]
         self.dispensers = Dispensers(homes, config.seed) if config.dispensers else None
+        detectors = [h.device_id for h in self.city.homes]
+        self.devices = DeviceLives(detectors, config.seed, time.time())
 
     async def __aenter__(self) -> Simulation:
         await seed_registry(self._settings, self.city, self.dispensers)
@@ -240,12 +243,43 @@ class Simulation:
         s, config = self._settings, self._config
         publishing = _publish(s, self.city, self.dispensers)
         tasks = [asyncio.create_task(publishing, name="sim-publish")]
+        tasks += self._device_tasks()
         if config.answer_offers:
             tasks += [
                 asyncio.create_task(OfferAnswerer(s, config, c.id).run(), name=f"sim-{c.id}")
                 for c in self.city.caregivers
             ]
         return await _until_stopped(tasks)
+
+    def _device_tasks(self) -> list[asyncio.Task[None]]:
+        """The fall detectors' heartbeats, births and last wills: a few on connections of
+        their own (``simulators.devices``), the rest on one shared connection."""
+        s, detectors = self._settings, [h.device_id for h in self.city.homes]
+        own, shared = detectors[:OWN_CONNECTIONS], detectors[OWN_CONNECTIONS:]
+        tasks = [
+            asyncio.create_task(
+                live(s.mqtt_host, s.mqtt_port, AGENCY_ID, d, self.devices), name=f"sim-{d}"
+            )
+            for d in own
+        ]
+        beating = _beat(s, SharedDevices(self.devices, shared, AGENCY_ID))
+        return [*tasks, asyncio.create_task(beating, name="sim-devices")]
+
+
+async def _beat(settings: Settings, devices: SharedDevices) -> None:
+    """Publish the shared devices' status every second, reconnecting when the broker goes."""
+    backoff = Backoff()
+    while True:
+        try:
+            async with aiomqtt.Client(hostname=settings.mqtt_host, port=settings.mqtt_port) as mq:
+                backoff.reset()
+                while True:
+                    for topic, payload, retained in devices.due(time.time()):
+                        await mq.publish(topic, payload, qos=1 if retained else 0, retain=retained)
+                    await asyncio.sleep(1.0)
+        except aiomqtt.MqttError as exc:
+            await asyncio.sleep(backoff.next())
+            log.warning("MQTT (devices): %s", exc)
 
 
 async def run(settings: Settings, config: CityConfig) -> int:

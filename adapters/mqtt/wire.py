@@ -3,8 +3,8 @@ the probe that asks whether a broker answers, and the benchmarks' phone load, wh
 spend the CPU of the system it measures (paho builds every message in Python; ready packets
 are only written).
 
-Only what those need: CONNECT, CONNACK's success test, QoS 0 and QoS 1 PUBLISH, PUBACK's
-packet id, and DISCONNECT.
+Only what those need: CONNECT (with a last will: the simulated devices'), CONNACK's success
+test, QoS 0 and QoS 1 PUBLISH (retained or not), PUBACK's packet id, and DISCONNECT.
 """
 
 from __future__ import annotations
@@ -28,11 +28,19 @@ def remaining_length(n: int) -> bytes:
 
 
 def connect(
-    client_id: str, username: str | None = None, password: str | None = None, keepalive: int = 60
+    client_id: str,
+    username: str | None = None,
+    password: str | None = None,
+    keepalive: int = 60,
+    will: tuple[str, bytes] | None = None,
 ) -> bytes:
-    """A clean-session CONNECT."""
+    """A clean-session CONNECT; with ``will`` (topic, payload), the last will the broker
+    publishes, retained at QoS 1, should the connection end without DISCONNECT."""
     flags = 0x02 | (0x80 if username else 0) | (0x40 if password else 0)
-    body = string("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + string(client_id)
+    body = string("MQTT") + bytes([4, flags | (0x2C if will else 0)])
+    body += keepalive.to_bytes(2, "big") + string(client_id)
+    if will is not None:
+        body += string(will[0]) + string(will[1])
     for field in (username, password):
         if field:
             body += string(field)
@@ -44,15 +52,19 @@ def connack_accepted(packet: bytes) -> bool:
     return packet[:2] == b"\x20\x02" and packet[3:4] == b"\x00"
 
 
-def publish(topic: str, payload: bytes, packet_id: int | None = None) -> bytes:
-    """A QoS 0 PUBLISH, or QoS 1 with ``packet_id`` (1 to 65,535; the broker answers PUBACK)."""
+def publish(
+    topic: str, payload: bytes, packet_id: int | None = None, *, retain: bool = False
+) -> bytes:
+    """A QoS 0 PUBLISH, or QoS 1 with ``packet_id`` (1 to 65,535; the broker answers PUBACK);
+    ``retain``: the broker keeps it for whoever subscribes later."""
+    kept = 0x01 if retain else 0
     if packet_id is None:
         body = string(topic) + payload
-        return b"\x30" + remaining_length(len(body)) + body
+        return bytes([0x30 | kept]) + remaining_length(len(body)) + body
     if not 0 < packet_id < 65536:
         raise ValueError(f"a packet id is 1 to 65535, not {packet_id}")
     body = string(topic) + packet_id.to_bytes(2, "big") + payload
-    return b"\x32" + remaining_length(len(body)) + body
+    return bytes([0x32 | kept]) + remaining_length(len(body)) + body
 
 
 PUBACK_LENGTH = 4
