@@ -29,6 +29,7 @@ from simulators.city import City, Fall, SimFix
 from simulators.devices import OWN_CONNECTIONS, DeviceLives, SharedDevices, live
 from simulators.dispensers import Dispensers, dispenser_id
 from simulators.population import AGENCY_ID, AGENCY_NAME, CityConfig
+from simulators.vitals import VitalsMonitors, monitor_id, wearers
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,10 @@ def fall_payload(fall: Fall, ts: float, sent_at: float) -> bytes:
 
 
 async def seed_registry(
-    settings: Settings, city: City, dispensers: Dispensers | None = None
+    settings: Settings,
+    city: City,
+    dispensers: Dispensers | None = None,
+    monitors: VitalsMonitors | None = None,
 ) -> None:
     """Write the agency, its caregivers, patients, fall detectors and (with ``dispensers``)
     medication dispensers and schedules to Postgres (idempotent)."""
@@ -94,6 +98,12 @@ async def seed_registry(
         await db.upsert_devices(
             [DeviceRow(h.device_id, AGENCY_ID, h.patient_id, "fall_detector") for h in city.homes]
         )
+        if monitors is not None:
+            worn = [
+                DeviceRow(monitor_id(p), AGENCY_ID, p, "vitals_monitor")
+                for p in monitors.patient_ids
+            ]
+            await db.upsert_devices(worn)
         if dispensers is None:
             return
         await db.upsert_devices(
@@ -104,7 +114,12 @@ async def seed_registry(
             await store.set_schedule(schedule, now)
 
 
-async def _publish(settings: Settings, city: City, dispensers: Dispensers | None) -> None:
+async def _publish(
+    settings: Settings,
+    city: City,
+    dispensers: Dispensers | None,
+    monitors: VitalsMonitors | None = None,
+) -> None:
     """Publish fixes, falls and doses taken for ever, reconnecting to the broker when it goes
     away."""
     backoff = Backoff()
@@ -113,14 +128,19 @@ async def _publish(settings: Settings, city: City, dispensers: Dispensers | None
             async with aiomqtt.Client(hostname=settings.mqtt_host, port=settings.mqtt_port) as mq:
                 log.info("publishing to mqtt://%s:%d", settings.mqtt_host, settings.mqtt_port)
                 backoff.reset()
-                await _tick(mq, city, dispensers)
+                await _tick(mq, city, dispensers, monitors)
         except aiomqtt.MqttError as exc:
             delay = backoff.next()
             log.warning("MQTT: %s; retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
 
 
-async def _tick(mq: aiomqtt.Client, city: City, dispensers: Dispensers | None) -> None:
+async def _tick(
+    mq: aiomqtt.Client,
+    city: City,
+    dispensers: Dispensers | None,
+    monitors: VitalsMonitors | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time()
     doses_to = time.time()
@@ -131,6 +151,9 @@ async def _tick(mq: aiomqtt.Client, city: City, dispensers: Dispensers | None) -
             doses_to = now
         for fix in city.step(now):
             await mq.publish(location_topic(fix.caregiver_id), location_payload(fix), qos=0)
+        for reading in monitors.step(now) if monitors is not None else ():
+            topic = f"ck/{AGENCY_ID}/dev/{reading.device_id}/tel"
+            await mq.publish(topic, orjson.dumps(reading.body), qos=1)
         for fall in city.maybe_falls(now):
             log.info("fall at %s (seq %d)", fall.device_id, fall.seq)
             payload = fall_payload(fall, now, time.time())
@@ -228,9 +251,12 @@ class Simulation:
         self.dispensers = Dispensers(homes, config.seed) if config.dispensers else None
         detectors = [h.device_id for h in self.city.homes]
         self.devices = DeviceLives(detectors, config.seed, time.time())
+        worn = wearers(homes, config.vitals_monitors, config.seed)
+        rate = config.vitals_episodes_per_hour
+        self.monitors = VitalsMonitors(worn, config.seed, time.time(), rate) if worn else None
 
     async def __aenter__(self) -> Simulation:
-        await seed_registry(self._settings, self.city, self.dispensers)
+        await seed_registry(self._settings, self.city, self.dispensers, self.monitors)
         log.info("city of %d caregivers, %d homes", len(self.city.caregivers), len(self.city.homes))
         return self
 
@@ -241,7 +267,7 @@ class Simulation:
 
     async def run(self) -> int:
         s, config = self._settings, self._config
-        publishing = _publish(s, self.city, self.dispensers)
+        publishing = _publish(s, self.city, self.dispensers, self.monitors)
         tasks = [asyncio.create_task(publishing, name="sim-publish")]
         tasks += self._device_tasks()
         if config.answer_offers:
