@@ -13,7 +13,7 @@ off) with :func:`for_patient`. No I/O and no clock: the samples' own times are p
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from vitals.measures import NAMES, UNITS, Measure
@@ -97,23 +97,24 @@ Change = Literal["raise", "clear"]
 
 def step(rule: Threshold, hold: Hold, value: float, ts: float) -> tuple[Hold, Change | None]:
     """The rule after a kept value of its measure taken at ``ts`` (later than the last), and
-    whether it raises or clears its alarm now."""
-    if hold.last_ts is not None and ts - hold.last_ts > rule.max_gap_s:
-        hold = replace(hold, breach_since=None, clear_since=None)  # silence breaks a hold
-    hold = replace(hold, last_ts=ts)
+    whether it raises or clears its alarm now. (Holds are made whole, not replaced field by
+    field: this runs for every rule of every sample.)"""
+    silence = hold.last_ts is not None and ts - hold.last_ts > rule.max_gap_s
+    breach_since = None if silence else hold.breach_since  # silence breaks a hold
+    clear_since = None if silence else hold.clear_since
     if hold.active:
         if not rule.recovered(value):
-            return replace(hold, clear_since=None), None
-        since = ts if hold.clear_since is None else hold.clear_since
+            return Hold(True, breach_since, None, ts), None
+        since = ts if clear_since is None else clear_since
         if ts - since >= rule.clear_hold_s:
             return Hold(last_ts=ts), "clear"
-        return replace(hold, clear_since=since), None
+        return Hold(True, breach_since, since, ts), None
     if not rule.breached(value):
-        return replace(hold, breach_since=None), None
-    since = ts if hold.breach_since is None else hold.breach_since
+        return Hold(False, None, clear_since, ts), None
+    since = ts if breach_since is None else breach_since
     if ts - since >= rule.hold_s:
         return Hold(active=True, last_ts=ts), "raise"
-    return replace(hold, breach_since=since), None
+    return Hold(False, since, clear_since, ts), None
 
 
 def holds(rules: Iterable[Threshold], active: Iterable[str] = ()) -> dict[str, Hold]:
