@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 import uuid
@@ -349,3 +350,32 @@ async def test_static_files_and_no_traversal(
         status, _, body = await http_get(gateway, path)
         assert status == 404, path
         assert b"secret" not in body
+
+
+CONSOLE_SECTIONS = {
+    "alarms-title": "h2",
+    "alarms": "ol",
+    "alarms-cleared": "ol",
+    "alarm-alert": "p",
+    "count-alarms": "dd",
+    "doses-title": "h2",
+    "doses": "ol",
+}
+
+
+async def test_static_console_page_has_every_element_its_script_fills(gateway: Gateway) -> None:
+    """The console as served: each element console.js looks up by id is on the page, the
+    alarms (with a role=alert region for a new critical one) and the medication list among
+    them."""
+    status, _, page = await http_get(gateway, "/")
+    assert status == 200
+    elements = {
+        id_: tag for tag, id_ in re.findall(r'<(\w+)[^>]*\bid="([^"]+)"', page.decode())
+    }
+    status, _, script = await http_get(gateway, "/console.js")
+    assert status == 200
+    looked_up = set(re.findall(r'\bel\("([\w-]+)"\)', script.decode()))
+    assert {"alarms", "alarms-cleared", "alarm-alert", "doses"} <= looked_up
+    assert looked_up - elements.keys() == set()
+    assert {id_: elements.get(id_) for id_ in CONSOLE_SECTIONS} == CONSOLE_SECTIONS
+    assert re.search(r'<p id="alarm-alert"[^>]*role="alert"', page.decode())

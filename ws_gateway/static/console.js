@@ -118,18 +118,455 @@
     el("no-visits").hidden = visits.size > 0;
   }
 
+  // ------------------------------------------------------------------ alarms
+
+  // Alarms a person must acknowledge: each `alarm` frame is the whole alarm as it stands (the
+  // newest `at` wins). Active ones are listed first, unacknowledged before acknowledged, by
+  // severity then by how long they have waited; cleared ones drop to "Recently cleared".
+  // A dispatcher's acknowledge or clear is answered `ack` (with its command_id) at once and
+  // its outcome comes later as a `command_result`, to every dispatcher of the agency.
+  const alarms = new Map(); // alarm_id -> latest alarm frame
+  const hands = new Map(); // alarm_id -> {command, state, commandId, reason, sentAt, endedAt}
+  const alarmNodes = new Map(); // alarm_id -> its <li>, kept so focus survives re-rendering
+  const SEVERITY_RANK = { critical: 0, major: 1, minor: 2, warning: 3 };
+  const STATUS_RANK = { active_unack: 0, active_ack: 1, cleared_unack: 2, cleared_ack: 3 };
+  const CLEARED_SHOWN = 10;
+  const CLEARED_KEPT_S = 3600; // a cleared and acknowledged alarm is shown this long at most
+  const ACK_WAIT_S = 15; // no `ack` this soon: the command may not have reached the server
+  const RESULT_WAIT_S = 60; // acknowledged by the gateway but no outcome this soon
+  const OUTCOME_SHOWN_S = 30;
+  const KIND_WORDS = {
+    incident_escalated: "incident escalated", device_offline: "device offline",
+    low_battery: "low battery", flapping: "device keeps dropping off", tamper: "tamper",
+    dispenser_jam: "dispenser jammed", low_supply: "medication running low",
+    dose_missed: "dose missed", dose_overdue: "dose overdue",
+    dose_double_attempt: "second dose tried (overdose risk)", low_spo2: "low SpO2",
+  };
+  // `climbed` counts the rungs of its ladder taken; the first rung is the dispatchers.
+  const RUNGS = ["dispatchers", "on-call manager", "external contacts"];
+  const HAND_WORDS = {
+    acknowledge: { pending: "Acknowledging…", done: "Acknowledged", verb: "Acknowledge" },
+    clear: { pending: "Clearing…", done: "Cleared", verb: "Clear" },
+  };
+  const REASON_WORDS = {
+    unknown_alarm: "no such alarm", other_agency: "another agency's alarm",
+    already_cleared: "already cleared", already_acknowledged: "already acknowledged",
+    forbidden: "not allowed for this login", rate_limited: "too many commands, wait a moment",
+    unavailable: "the server is busy, try again", offline: "not connected, try again",
+    no_ack: "no answer from the server, try again",
+    connection_lost: "connection lost before the server answered, try again",
+    no_result: "no outcome yet, check the alarm",
+  };
+  let me = ""; // the dispatcher this page is logged in as (from `hello`)
+  let alarmsDirty = true;
+  let catchingUpTo = 0; // frames up to this seq are history being replayed, not news
+
+  const kindWords = (kind) => KIND_WORDS[kind] || String(kind).replace(/_/g, " ");
+  const reasonWords = (reason) => REASON_WORDS[reason] || String(reason || "refused").replace(/_/g, " ");
+  const isActive = (a) => a.status === "active_unack" || a.status === "active_ack";
+  const isUnacked = (a) => a.status === "active_unack" || a.status === "cleared_unack";
+  const person = (actor) => {
+    const id = String(actor || "").replace(/^dispatcher:/, "");
+    return id && id === me ? "you" : id;
+  };
+
+  function whereOf(a) {
+    const parts = [];
+    if (a.patient_id) parts.push(`patient ${a.patient_id}`);
+    const [what, id] = String(a.source || "").split(/:(.*)/s);
+    if ((what === "device" || what === "incident") && id) parts.push(`${what} ${id}`);
+    return parts.join(" · ") || a.source || "";
+  }
+
+  function rungOf(a) {
+    return RUNGS[Math.min(RUNGS.length - 1, Math.max(0, (a.climbed || 0) - 1))];
+  }
+
+  function ago(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 60) return `${s} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min ago`;
+  }
+
+  function describeAlarm(a) {
+    const count = a.count > 1 ? ` (×${a.count})` : "";
+    return `${a.severity} ${kindWords(a.kind)}${count} · ${whereOf(a)}`;
+  }
+
+  function statusWords(a) {
+    const by = a.acknowledged_by ? `, acknowledged by ${person(a.acknowledged_by)}` : "";
+    if (a.status === "active_unack") return "not acknowledged";
+    if (a.status === "active_ack") return `active${by}`;
+    if (a.status === "cleared_unack") return "cleared, never acknowledged";
+    return `cleared${by}`;
+  }
+
+  function applyAlarm(f, live) {
+    const known = alarms.get(f.alarm_id);
+    if (known && known.at > f.at) return; // an older message replayed late
+    alarms.set(f.alarm_id, f);
+    alarmsDirty = true;
+    const changed = !known || known.status !== f.status || known.count !== f.count ||
+      known.climbed !== f.climbed;
+    if (!changed) return;
+    const loud = f.status === "active_unack" && (f.severity === "critical" || f.severity === "major");
+    let news = `alarm ${describeAlarm(f)}: ${statusWords(f)}`;
+    if (f.status === "active_unack" && known && known.climbed !== f.climbed) {
+      news += `, ${rungOf(f)} told`;
+    }
+    log(news, loud ? "escalated" : "");
+    if (!live) return;
+    const raisedNow = f.status === "active_unack" &&
+      (!known || known.status !== "active_unack" || known.count !== f.count);
+    if (raisedNow && f.severity === "critical") {
+      el("alarm-alert").textContent = `Critical alarm: ${kindWords(f.kind)}, ${whereOf(f)}. ${f.detail || ""}`;
+    } else if (raisedNow) {
+      el("alarm-status").textContent = `New ${f.severity} alarm: ${kindWords(f.kind)}, ${whereOf(f)}`;
+    }
+  }
+
+  // After a replay of history: one summary, rather than every alarm announced again.
+  function caughtUp() {
+    const waiting = [...alarms.values()].filter(
+      (a) => a.status === "active_unack" && a.severity === "critical",
+    ).length;
+    if (waiting) {
+      el("alarm-alert").textContent =
+        `${waiting} critical alarm${waiting > 1 ? "s" : ""} not acknowledged`;
+    }
+  }
+
+  function sortedAlarms() {
+    const all = [...alarms.values()];
+    const active = all.filter(isActive).sort(
+      (a, b) => STATUS_RANK[a.status] - STATUS_RANK[b.status] ||
+        (SEVERITY_RANK[a.severity] ?? 9) - (SEVERITY_RANK[b.severity] ?? 9) ||
+        a.raised_at - b.raised_at,
+    );
+    const cleared = all.filter((a) => !isActive(a)).sort(
+      (a, b) => STATUS_RANK[a.status] - STATUS_RANK[b.status] || b.at - a.at,
+    );
+    return { active, cleared: cleared.slice(0, CLEARED_SHOWN) };
+  }
+
+  // ---- a dispatcher's hand on an alarm
+
+  let sendFrame = () => false; // set while connected
+
+  function press(alarmId, command) {
+    const hand = hands.get(alarmId);
+    if (hand && (hand.state === "sent" || hand.state === "acked")) return; // one at a time
+    const sent = sendFrame({ type: command, alarm_id: alarmId });
+    hands.set(alarmId, sent
+      ? { command, state: "sent", sentAt: nowS() }
+      : { command, state: "failed", reason: "offline", endedAt: nowS() });
+    if (!sent) tellOutcome(alarmId);
+    alarmsDirty = true;
+  }
+
+  function onCommandAck(f) {
+    const hand = hands.get(f.alarm_id);
+    if (!hand || hand.state !== "sent" || hand.command !== f.command) return;
+    hand.state = "acked";
+    hand.commandId = f.command_id;
+    alarmsDirty = true;
+  }
+
+  // The gateway refused a frame (before any `ack`): the oldest command still waiting is it,
+  // since the gateway answers a connection's frames in order.
+  function onGatewayError(f) {
+    let oldest = null;
+    for (const [id, hand] of hands) {
+      if (hand.state === "sent" && (!oldest || hand.sentAt < hands.get(oldest).sentAt)) oldest = id;
+    }
+    if (!oldest) return;
+    Object.assign(hands.get(oldest), { state: "failed", reason: f.reason, endedAt: nowS() });
+    tellOutcome(oldest);
+    alarmsDirty = true;
+  }
+
+  function applyCommandResult(f) {
+    if (!f.alarm_id) {
+      if (f.outcome === "refused") log(`${f.command} of ${f.incident_id}: refused (${reasonWords(f.reason)})`);
+      return;
+    }
+    const hand = hands.get(f.alarm_id);
+    const unanswered = hand && (hand.state === "sent" ||
+      (hand.state === "failed" && (hand.reason === "no_ack" || hand.reason === "connection_lost")));
+    const ours = Boolean(hand && hand.command === f.command && (hand.commandId
+      ? hand.commandId === f.command_id
+      : unanswered && f.dispatcher_id === me)); // its `ack` lost with a connection
+    const alarm = alarms.get(f.alarm_id);
+    const what = alarm ? describeAlarm(alarm) : f.alarm_id;
+    const whom = ours || person(f.dispatcher_id) === "you" ? "your" : `${person(f.dispatcher_id)}'s`;
+    const outcome = f.outcome === "done" ? "done" : `refused (${reasonWords(f.reason)})`;
+    log(`${whom} ${f.command} of alarm ${what}: ${outcome}`, f.outcome === "done" ? "" : "escalated");
+    if (!ours || hand.state === "done" || hand.state === "refused") return;
+    Object.assign(hand, { state: f.outcome, reason: f.reason, endedAt: nowS() });
+    tellOutcome(f.alarm_id);
+    alarmsDirty = true;
+  }
+
+  function handText(hand) {
+    const words = HAND_WORDS[hand.command];
+    if (hand.state === "sent" || hand.state === "acked") return words.pending;
+    if (hand.state === "done") return words.done;
+    if (hand.state === "refused") return `${words.verb} refused: ${reasonWords(hand.reason)}`;
+    return `${words.verb} not done: ${reasonWords(hand.reason)}`; // never reached the worker
+  }
+
+  function tellOutcome(alarmId) {
+    const hand = hands.get(alarmId);
+    const alarm = alarms.get(alarmId);
+    el("alarm-status").textContent = `${handText(hand)}${alarm ? ` — ${describeAlarm(alarm)}` : ""}`;
+  }
+
+  // Commands that never got an answer, and outcomes shown long enough.
+  function ageHands(now) {
+    for (const [id, hand] of hands) {
+      if (hand.state === "sent" && now - hand.sentAt > ACK_WAIT_S) {
+        Object.assign(hand, { state: "failed", reason: "no_ack", endedAt: now });
+        tellOutcome(id);
+      } else if (hand.state === "acked" && now - hand.sentAt > RESULT_WAIT_S) {
+        Object.assign(hand, { state: "failed", reason: "no_result", endedAt: now });
+        tellOutcome(id);
+      } else if (hand.endedAt && now - hand.endedAt > OUTCOME_SHOWN_S) {
+        hands.delete(id);
+      } else {
+        continue;
+      }
+      alarmsDirty = true;
+    }
+  }
+
+  function connectionLost() {
+    for (const [id, hand] of hands) {
+      if (hand.state !== "sent") continue; // acked ones: their outcome comes on the resume
+      Object.assign(hand, { state: "failed", reason: "connection_lost", endedAt: nowS() });
+      tellOutcome(id);
+      alarmsDirty = true;
+    }
+  }
+
+  function pruneAlarms(now) {
+    const { cleared } = sortedAlarms();
+    const shown = new Set(cleared.map((a) => a.alarm_id));
+    for (const [id, a] of alarms) {
+      if (isActive(a)) continue;
+      const old = a.status === "cleared_ack" && now - a.at > CLEARED_KEPT_S;
+      if (old || !shown.has(id)) {
+        alarms.delete(id);
+        alarmsDirty = true;
+      }
+    }
+  }
+
+  // ---- the list, keyed by alarm_id: nodes are updated in place so keyboard focus stays
+
+  function alarmNode(id) {
+    let item = alarmNodes.get(id);
+    if (item) return item;
+    item = document.createElement("li");
+    item.tabIndex = -1;
+    item.dataset.alarmId = id;
+    item.innerHTML =
+      '<div class="head"><span class="severity"></span><span class="kind"></span>' +
+      '<span class="count"></span></div><div class="where"></div><div class="detail"></div>' +
+      '<div class="meta"><time class="ago"></time><span class="status"></span>' +
+      '<span class="rung"></span></div><div class="actions">' +
+      '<button type="button" data-command="acknowledge">Acknowledge</button>' +
+      '<button type="button" data-command="clear">Clear</button>' +
+      '<span class="hand"></span></div>';
+    for (const button of item.querySelectorAll("button")) {
+      button.addEventListener("click", () => {
+        if (button.getAttribute("aria-disabled") !== "true") press(id, button.dataset.command);
+      });
+    }
+    alarmNodes.set(id, item);
+    return item;
+  }
+
+  function fillAlarm(item, a, now) {
+    const part = (cls) => item.querySelector(`.${cls}`);
+    item.className = `alarm ${a.severity} ${a.status}`;
+    part("severity").textContent = a.severity;
+    part("kind").textContent = kindWords(a.kind);
+    part("count").textContent = a.count > 1 ? `×${a.count}` : "";
+    part("count").title = a.count > 1 ? `raised ${a.count} times` : "";
+    part("where").textContent = whereOf(a);
+    part("detail").textContent = a.detail || "";
+    part("detail").hidden = !a.detail;
+    const ago_ = part("ago");
+    ago_.dateTime = new Date(a.raised_at * 1000).toISOString();
+    ago_.dataset.at = String(a.raised_at);
+    ago_.textContent = `raised ${ago(now - a.raised_at)}`;
+    ago_.title = `raised at ${clock(a.raised_at)}`;
+    let status = statusWords(a);
+    if (a.assignee) status += `, assigned to ${person(a.assignee)}`;
+    part("status").textContent = status;
+    const rung = part("rung");
+    rung.hidden = a.status !== "active_unack";
+    rung.textContent = `reached: ${rungOf(a)}`;
+    const hand = hands.get(a.alarm_id);
+    const busy = Boolean(hand && (hand.state === "sent" || hand.state === "acked"));
+    const label = describeAlarm(a);
+    for (const button of item.querySelectorAll("button")) {
+      const command = button.dataset.command;
+      button.hidden = command === "acknowledge" ? !isUnacked(a) : !isActive(a);
+      button.setAttribute("aria-disabled", String(busy));
+      button.setAttribute("aria-label", `${HAND_WORDS[command].verb} ${label}`);
+    }
+    const said = part("hand");
+    said.textContent = hand ? handText(hand) : "";
+    said.className = `hand ${hand ? hand.state : ""}`;
+    part("actions").hidden = [...item.querySelectorAll("button")].every((b) => b.hidden) && !hand;
+  }
+
+  // Put `items` in `list` in order, moving only what is out of place.
+  function place(list, items) {
+    items.forEach((item, i) => {
+      if (list.children[i] !== item) list.insertBefore(item, list.children[i] || null);
+    });
+    while (list.children.length > items.length) list.lastElementChild.remove();
+  }
+
+  function renderAlarms(now) {
+    const focused = document.activeElement;
+    const focusedItem = focused && focused.closest ? focused.closest("li.alarm") : null;
+    const { active, cleared } = sortedAlarms();
+    const fill = (a) => {
+      const item = alarmNode(a.alarm_id);
+      fillAlarm(item, a, now);
+      return item;
+    };
+    place(el("alarms"), active.map(fill));
+    place(el("alarms-cleared"), cleared.map(fill));
+    const kept = new Set(active.concat(cleared).map((a) => a.alarm_id));
+    for (const id of alarmNodes.keys()) if (!kept.has(id)) alarmNodes.delete(id);
+    el("no-alarms").hidden = active.length > 0;
+    el("alarms-cleared-box").hidden = cleared.length === 0;
+    // a button pressed, then hidden (acknowledged) or moved (cleared): keep the keyboard there
+    if (focusedItem && (!visible(focused) || document.activeElement !== focused)) {
+      const next = focusedItem.isConnected &&
+        [...focusedItem.querySelectorAll("button")].find(visible);
+      const target = visible(focused) ? focused
+        : next || (focusedItem.isConnected ? focusedItem : el("alarms-title"));
+      target.focus();
+    }
+    const waiting = active.filter((a) => a.status === "active_unack").length;
+    document.title = `${waiting ? `(${waiting}) ` : ""}CareKnot Dispatch — console`;
+  }
+
+  function visible(node) {
+    return Boolean(node && node.isConnected && !node.closest("[hidden]"));
+  }
+
+  function tickAlarmAges(now) {
+    for (const node of document.querySelectorAll(".alarm time.ago")) {
+      node.textContent = `raised ${ago(now - Number(node.dataset.at))}`;
+    }
+  }
+
+  // ------------------------------------------------------------------ doses
+
+  // What became of each dose today: the newest `at` wins for a patient's dose_key.
+  const doses = new Map(); // `${patient_id} ${dose_key}` -> latest dose frame
+  const DOSE_SHOWN = 60;
+  const DOSE_WORDS = {
+    overdue: "overdue", taken: "taken", late: "taken late", missed: "missed",
+    administered: "given by a caregiver", refused: "refused by the patient",
+    unavailable: "not available", double_attempt: "second dose tried",
+  };
+  const DOSE_PROBLEMS = new Set(["overdue", "missed", "double_attempt"]);
+  let dosesDirty = true;
+
+  const hhmm = (epochS) =>
+    new Date(epochS * 1000).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
+
+  function describeDose(f) {
+    const critical = f.critical ? " (critical medicine)" : "";
+    return `dose ${f.name}${critical} for ${f.patient_id}, due ${hhmm(f.due_at)}: ${
+      DOSE_WORDS[f.outcome] || f.outcome}`;
+  }
+
+  function applyDose(f) {
+    const key = `${f.patient_id} ${f.dose_key}`;
+    const known = doses.get(key);
+    if (known && known.at > f.at) return;
+    doses.set(key, f);
+    if (known && known.outcome === f.outcome) return;
+    log(describeDose(f), DOSE_PROBLEMS.has(f.outcome) ? "escalated" : "");
+    dosesDirty = true;
+  }
+
+  function startOfToday() {
+    const d = new Date();
+    d.setHours(0, 0, 0, 0);
+    return d.getTime() / 1000;
+  }
+
+  // Today's doses, and any earlier one still overdue.
+  function todaysDoses() {
+    const since = startOfToday();
+    for (const [key, f] of doses) {
+      if (f.due_at < since - 86400) doses.delete(key);
+    }
+    return [...doses.values()]
+      .filter((f) => f.due_at >= since || f.outcome === "overdue")
+      .sort((a, b) => b.due_at - a.due_at || a.patient_id.localeCompare(b.patient_id))
+      .slice(0, DOSE_SHOWN);
+  }
+
+  function renderDoses() {
+    const shown = todaysDoses();
+    el("doses").replaceChildren(...shown.map((f) => {
+      const item = document.createElement("li");
+      item.className = `dose ${f.outcome}${DOSE_PROBLEMS.has(f.outcome) ? " problem" : ""}${
+        f.critical ? " critical" : ""}`;
+      const due = document.createElement("time");
+      due.dateTime = new Date(f.due_at * 1000).toISOString();
+      due.textContent = hhmm(f.due_at);
+      const what = document.createElement("span");
+      what.className = "what";
+      what.textContent = `${f.patient_id} · ${f.name}${f.critical ? " (critical)" : ""}`;
+      const outcome = document.createElement("span");
+      outcome.className = "outcome";
+      outcome.textContent = DOSE_WORDS[f.outcome] || f.outcome;
+      item.append(due, what, outcome);
+      return item;
+    }));
+    el("no-doses").hidden = shown.length > 0;
+  }
+
+  // ------------------------------------------------------------------ frames
+
   function onFrame(frame) {
     if (frame.type === "resync") {
       epoch = frame.epoch;
       lastSeq = 0;
-      log("the server lost its recent messages: taking them again");
+      // what the page held of alarms and doses is no guide: the new stream sends them again
+      alarms.clear();
+      doses.clear();
+      alarmsDirty = true;
+      dosesDirty = true;
+      catchingUpTo = typeof frame.seq_now === "number" ? frame.seq_now : 0;
+      log("the server lost its recent messages: taking them again (alarms and doses reloaded)");
       return;
     }
+    const live = !(typeof frame.seq === "number" && frame.seq <= catchingUpTo);
     if (typeof frame.seq === "number" && frame.seq > lastSeq) lastSeq = frame.seq;
+    if (catchingUpTo && typeof frame.seq === "number" && frame.seq >= catchingUpTo) {
+      catchingUpTo = 0;
+      queueMicrotask(caughtUp); // once this frame is applied
+    }
     if (frame.type === "location") applyLocation(frame);
     else if (frame.type === "incident") applyIncident(frame);
     else if (frame.type === "alert") applyAlert(frame);
     else if (frame.type === "visit_status") applyVisitStatus(frame);
+    else if (frame.type === "alarm") applyAlarm(frame, live);
+    else if (frame.type === "dose") applyDose(frame);
+    else if (frame.type === "command_result") applyCommandResult(frame);
     else return; // control frames (hello, ack, error, pong) and types this page does not know
     dirty = true;
   }
@@ -154,6 +591,11 @@
         setConnection("live", "Live");
         log("connected");
         pinger = setInterval(keepAlive, PING_EVERY_MS);
+        sendFrame = (message) => {
+          if (socket.readyState !== WebSocket.OPEN) return false;
+          socket.send(JSON.stringify(message));
+          return true;
+        };
       });
       socket.addEventListener("message", (event) => {
         lastHeard = Date.now();
@@ -165,11 +607,17 @@
         }
         if (!frame || typeof frame !== "object") return;
         if (frame.type === "hello") onHello(frame);
-        else if (frame.type === "error") log(`server: ${frame.reason || "error"} ${frame.detail || ""}`);
+        else if (frame.type === "ack" && frame.alarm_id) onCommandAck(frame);
+        else if (frame.type === "error") {
+          log(`server: ${frame.reason || "error"} ${frame.detail || ""}`);
+          onGatewayError(frame);
+        }
         onFrame(frame);
       });
       socket.addEventListener("close", (event) => {
         clearInterval(pinger);
+        sendFrame = () => false;
+        connectionLost();
         const delay = backoff(attempt++);
         const why = event.reason ? ` (${event.reason})` : "";
         setConnection("down", `Disconnected${why}; retrying in ${Math.ceil(delay / 1000)} s`);
@@ -180,13 +628,17 @@
 
     function onHello(hello) {
       if (hello.subject) el("agency").textContent = `${hello.role || ""} ${hello.subject}`.trim();
+      me = hello.subject || me;
       const seqNow = typeof hello.seq_now === "number" ? hello.seq_now : 0;
       const helloEpoch = typeof hello.epoch === "number" ? hello.epoch : 0;
       // the server's stream started again: take what it has
       if (seqNow < lastSeq || (epoch && helloEpoch && helloEpoch !== epoch)) lastSeq = 0;
       epoch = helloEpoch || epoch;
       const from = lastSeq > 0 ? lastSeq : Math.max(0, seqNow - HISTORY);
-      if (from < seqNow) socket.send(JSON.stringify({ type: "resume", last_seq: from, epoch }));
+      if (from < seqNow) {
+        catchingUpTo = seqNow; // what comes up to here is history: shown, not announced
+        socket.send(JSON.stringify({ type: "resume", last_seq: from, epoch }));
+      }
     }
 
     function keepAlive() {
@@ -287,6 +739,7 @@
     for (const s of Object.keys(STATE_RANK)) c[s] = 0;
     for (const cg of caregivers.values()) c[caregiverStatus(cg, now)] += 1;
     for (const i of incidents.values()) if (i.state in c) c[i.state] += 1;
+    c.alarms = [...alarms.values()].filter(isActive).length;
     return c;
   }
 
@@ -295,6 +748,10 @@
       const node = el(`count-${key}`);
       if (node) node.textContent = String(value);
     }
+    const loud = [...alarms.values()].some(
+      (a) => a.status === "active_unack" && a.severity === "critical",
+    );
+    el("count-alarms").parentElement.classList.toggle("loud", loud);
   }
 
   // ------------------------------------------------------------------ map
@@ -509,6 +966,7 @@
   // ------------------------------------------------------------------ main loop
 
   let lastTick = 0;
+  let lastDoses = 0;
   let refitRequested = true;
 
   function frame() {
@@ -528,6 +986,21 @@
     if (listDirty) {
       renderIncidents();
       listDirty = false;
+    }
+    if (tick) {
+      ageHands(now);
+      pruneAlarms(now);
+    }
+    if (alarmsDirty) {
+      renderAlarms(now);
+      alarmsDirty = false;
+    } else if (tick) {
+      tickAlarmAges(now);
+    }
+    if (dosesDirty || now - lastDoses >= 60) { // at midnight, yesterday's leave the list
+      renderDoses();
+      dosesDirty = false;
+      lastDoses = now;
     }
     dirty = false;
     requestAnimationFrame(frame);
