@@ -369,9 +369,7 @@ async def test_static_console_page_has_every_element_its_script_fills(gateway: G
     them."""
     status, _, page = await http_get(gateway, "/")
     assert status == 200
-    elements = {
-        id_: tag for tag, id_ in re.findall(r'<(\w+)[^>]*\bid="([^"]+)"', page.decode())
-    }
+    elements = {id_: tag for tag, id_ in re.findall(r'<(\w+)[^>]*\bid="([^"]+)"', page.decode())}
     status, _, script = await http_get(gateway, "/console.js")
     assert status == 200
     looked_up = set(re.findall(r'\bel\("([\w-]+)"\)', script.decode()))
