@@ -1,7 +1,8 @@
 """The devices worker as ``careknot up`` runs it (``careknot worker --role devices``, a process
 of its own on the real Kafka, Postgres and Redis): a fall detector whose heartbeats stop is a
 critical ``device_offline`` alarm told to the dispatchers, cleared when it is back; a device
-that flaps raises one ``flapping`` alarm, not an offline alarm per drop.
+that flaps raises one ``flapping`` alarm, not an offline alarm per drop; every device event is
+kept in its home's history once.
 
 The statuses are produced to the device-status topic as ingest produces them. Nothing waits on
 the clock: the test waits for what the worker tells the dispatchers, and a device's last
@@ -25,12 +26,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from adapters import kafka
+from adapters.storage.device_history import DeviceHistory, KeptEvent
 from adapters.storage.outbox import Outbox
 from adapters.storage.postgres import Database, DeviceRow, PatientRow
 from careknot.running import worker_ready
 from careknot.up import settings_env
 from kernel import keys, recipients
-from kernel.contracts import DeviceStatus
+from kernel.contracts import DeviceEvent, DeviceStatus
 from kernel.settings import Settings
 from kernel.waiting import poll_until
 
@@ -148,3 +150,36 @@ async def test_a_flapping_device_raises_one_alarm_not_many(
     assert kinds == ["device_offline", "device_offline", "flapping"]
     flapping = [f for f in frames if f["kind"] == "flapping"]
     assert [f["status"] for f in flapping] == ["active_unack"]  # told once, for 8 drops
+
+
+async def test_every_device_event_is_kept_in_its_homes_history_once(
+    worker: Settings, producer: kafka.Producer, db: Database
+) -> None:
+    sensor = await registered(db, "motion_sensor")
+    now = time.time()
+    events = [
+        DeviceEvent(
+            event_id=f"{sensor}:{seq}:{round((now + seq) * 1000)}",
+            agency_id=AGENCY,
+            device_id=sensor,
+            type="motion",
+            ts=now + seq,
+            seq=seq,
+            data={"room": "kitchen" if seq % 2 else "hall"},
+            received_at=now + seq,
+        )
+        for seq in range(5)
+    ]
+    for event in [*events, events[2]]:  # the third delivered again
+        await producer.send_and_wait(
+            keys.DEVICE_EVENTS, event.model_dump_json().encode(), key=sensor
+        )
+    history = DeviceHistory(db)
+
+    async def all_kept() -> list[KeptEvent] | None:
+        kept = await history.of_patient(f"{sensor}-p", now - 1, now + 60)
+        return kept if len(kept) >= len(events) else None
+
+    kept = await poll_until(all_kept, TOLD_WITHIN_S, f"the history of {sensor}")
+    assert [k.event_id for k in kept] == [e.event_id for e in events]
+    assert [k.data["room"] for k in kept] == ["hall", "kitchen", "hall", "kitchen", "hall"]
