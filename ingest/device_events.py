@@ -1,11 +1,16 @@
-"""Device events (a fall, an SOS) to Kafka, tried again in place until Kafka takes them.
+"""Device events (a fall, an SOS, a dispenser's, a sensor's) to Kafka, tried again in place
+until Kafka takes them.
 
 A fix Kafka does not take is counted and lost: the caregiver's next fix supersedes it. Nothing
 supersedes a fall, so :func:`deliver` sends a device event again after the backoff's wait, each
 failure logged, until Kafka has it or :data:`DEADLINE_S` has passed; only then does the event
 count as failed, logged with its content. Meanwhile the event's batch is not acknowledged to
 the MQTT broker and the device events behind it wait (on a connection of their own: positions
-go on). They are few, so the wait costs nothing else.
+go on).
+
+A batch's events are delivered at once, each device's in the order it sent them
+(:func:`deliver_all`): a home's motion sensors may send thousands a second across a city, and
+one at a time, each waiting for Kafka's answer, would hold a fall behind all of them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,27 @@ DEADLINE_S = 300.0
 queued behind it waits as long again should Kafka stay away."""
 RETRY_FIRST_S = 0.5
 RETRY_CAP_S = 5.0
+
+
+async def deliver_all(
+    producer: kafka.Producer, events: list[DeviceEvent], *, deadline_s: float = DEADLINE_S
+) -> list[tuple[DeviceEvent, StorageError]]:
+    """Deliver ``events``, one device's after another in order, the devices at once; those
+    given up on, each with the last failure."""
+    by_device: dict[str, list[DeviceEvent]] = {}
+    for event in events:
+        by_device.setdefault(event.device_id, []).append(event)
+    failed: list[tuple[DeviceEvent, StorageError]] = []
+
+    async def in_order(own: list[DeviceEvent]) -> None:
+        for event in own:
+            try:
+                await deliver(producer, event, deadline_s=deadline_s)
+            except StorageError as exc:
+                failed.append((event, exc))
+
+    await asyncio.gather(*(in_order(own) for own in by_device.values()))
+    return failed
 
 
 async def deliver(

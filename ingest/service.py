@@ -94,6 +94,7 @@ from ingest.parse import (
 )
 from ingest.registry import Registry
 from kernel import heap, keys
+from kernel.contracts import DeviceEvent
 from kernel.errors import RejectedPayload, StorageError
 from kernel.settings import Settings
 from kernel.waiting import answers
@@ -320,18 +321,20 @@ class IngestService:
         now = time.time()
         self.metrics.last_message.set(now)
         await self._registry.learn_topics(t for t, _ in messages)
+        events: list[DeviceEvent] = []  # the batch's device events, delivered together
         for topic, payload in messages:
             try:
                 if owntracks.is_owntracks(topic):
                     await self._owntracks(topic, payload, now, receipt)
                 else:
-                    await self._v1(topic, payload, now, receipt)
+                    await self._v1(topic, payload, now, receipt, events)
             except RejectedPayload as exc:
                 await self._reject(exc, payload, now, receipt)
             except StorageError:
                 raise  # a server failing ends the run, the batch unacknowledged
             except Exception as exc:  # a fault of ingest's own: the message's, not the batch's
                 await self._reject(self._fault(exc, topic), payload, now, receipt)
+        await self._deliver_events(events, receipt)
         for source, count in self._accepted_now.items():
             self._accepted[source].inc(count)
         self._accepted_now.clear()
@@ -392,7 +395,9 @@ class IngestService:
         detail = f"{type(exc).__name__}: {exc}"
         return RejectedPayload(INTERNAL_ERROR, detail, topic=topic)
 
-    async def _v1(self, topic: str, payload: bytes, now: float, receipt: Receipt) -> None:
+    async def _v1(
+        self, topic: str, payload: bytes, now: float, receipt: Receipt, events: list[DeviceEvent]
+    ) -> None:
         r = route(topic)
         if r.kind == "loc":
             value = fast_fix(r, payload, now, self._limits)
@@ -420,13 +425,17 @@ class IngestService:
             return
         ev = parse_device_event(r, topic, payload, now, self._limits)
         check_kind((await self._registry.check(r, topic)).kind, topic, ev.type)
-        try:
-            await device_events.deliver(self._urgent, ev)
-        except StorageError as exc:
+        events.append(ev)  # delivered with the rest of its batch's
+
+    async def _deliver_events(self, events: list[DeviceEvent], receipt: Receipt) -> None:
+        """The batch's device events to Kafka, each device's in order, the devices at once;
+        one Kafka would not take fails the batch (the broker sends it again)."""
+        failed = await device_events.deliver_all(self._urgent, events)
+        for _event, exc in failed:
             self._produce_failed(1, exc)
-            receipt.fail()  # the broker sends it again
-            return
-        self.metrics.events_accepted.inc()
+        if failed:
+            receipt.fail()
+        self.metrics.events_accepted.inc(len(events) - len(failed))
 
     def _pack(self, topic: str, key: str, value: bytes, receipt: Receipt) -> None:
         """Pack a fix (keyed by caregiver) or a telemetry sample (by device) for the next
