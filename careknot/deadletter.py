@@ -54,6 +54,7 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
     keys.DEVICE_EVENTS: ("device_id",),
     keys.DEVICE_STATUS: ("device_id",),
     keys.TELEMETRY: ("device_id",),
+    keys.HOME_ACTIVITY: ("device_id",),
     # answers and dispatchers' commands by incident, alarm commands by alarm, caregivers'
     # medication log entries by patient
     keys.OFFER_ANSWERS: ("incident_id", "alarm_id", "patient_id"),

@@ -22,7 +22,7 @@ import time
 from adapters import kafka
 from kernel import keys
 from kernel.backoff import Backoff
-from kernel.contracts import DeviceEvent
+from kernel.contracts import ACTIVITY_EVENT_TYPES, DeviceEvent
 from kernel.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,12 @@ DEADLINE_S = 300.0
 queued behind it waits as long again should Kafka stay away."""
 RETRY_FIRST_S = 0.5
 RETRY_CAP_S = 5.0
+
+
+def topic_of(event: DeviceEvent) -> str:
+    """An ambient sensor's event goes with the home's activity; the rest act (a fall, an SOS,
+    a dispenser's), on the topic the dispatch worker reads, never behind the activity."""
+    return keys.HOME_ACTIVITY if event.type in ACTIVITY_EVENT_TYPES else keys.DEVICE_EVENTS
 
 
 async def deliver_all(
@@ -65,7 +71,7 @@ async def deliver(
     deadline = time.monotonic() + deadline_s
     while True:
         try:
-            await producer.send_and_wait(keys.DEVICE_EVENTS, value, key=event.device_id)
+            await producer.send_and_wait(topic_of(event), value, key=event.device_id)
             return
         except StorageError as exc:
             if time.monotonic() >= deadline:

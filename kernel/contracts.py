@@ -43,6 +43,9 @@ DeviceEventType = Literal[
     "dispenser_low_supply",
     "dispenser_refilled",
 ]
+ACTIVITY_EVENT_TYPES = frozenset({"motion", "door_open", "door_closed"})
+"""Events of a home's routine (ambient sensors): kept and learnt from, never acted on one by one,
+so they travel apart from those that act (``keys.HOME_ACTIVITY``)."""
 IncidentState = Literal["open", "offered", "assigned", "escalated", "resolved"]
 OfferOutcome = Literal["assigned", "taken", "expired", "cancelled"]
 Role = Literal["caregiver", "family", "dispatcher"]

@@ -50,7 +50,19 @@ OFFER_ANSWERS = "offer-answers"
 DEADLETTER = "deadletter"
 DEVICE_STATUS = "device-status"
 """Home devices' heartbeats, births and last wills, keyed by device."""
-TOPICS = (FIXES, PRESENCE, DEVICE_EVENTS, TELEMETRY, OFFER_ANSWERS, DEADLETTER, DEVICE_STATUS)
+HOME_ACTIVITY = "home-activity"
+"""Ambient sensors' events (motion, doors), keyed by device: a home's routine, the flood beside
+the device events that act (falls, SOS calls, dispensers), which the dispatch worker alone reads."""
+TOPICS = (
+    FIXES,
+    PRESENCE,
+    DEVICE_EVENTS,
+    TELEMETRY,
+    OFFER_ANSWERS,
+    DEADLETTER,
+    DEVICE_STATUS,
+    HOME_ACTIVITY,
+)
 
 _CAREGIVER = "cg"
 _SHAPES = "shapes"

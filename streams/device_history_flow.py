@@ -1,14 +1,16 @@
 """The devices worker's record of every device event: each home's event history
 (:mod:`adapters.storage.device_history`), written in batches, whatever else an event does.
 
-It reads the device-events topic in the ``devices`` role's own consumer group, so the dispatch
-worker, which acts on the same events, never waits on it. A batch Postgres cannot take now is
+It reads the device-events topic (what acts: falls, SOS calls, dispensers) in the ``devices``
+role's own consumer group, so the dispatch worker, which acts on the same events, never waits
+on it, and the home-activity topic (ambient sensors: motion, doors), which nothing else reads
+yet. A batch Postgres cannot take now is
 retried while the server is away (``streams.handling``); nothing accepted is dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
@@ -27,13 +29,23 @@ BATCH_WITHIN_S = 0.05
 
 def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:
     history = DeviceHistory(rt.db)
+    for name in (keys.DEVICE_EVENTS, keys.HOME_ACTIVITY):
+        app.agent(topic(name), name=f"history-{name}")(_keeper(rt, history, name))
 
-    @app.agent(topic(keys.DEVICE_EVENTS), name="device-history")
-    async def device_history(stream: Any) -> None:
+
+def _keeper(
+    rt: Runtime, history: DeviceHistory, name: str
+) -> Callable[[Any], Coroutine[Any, Any, None]]:
+    """The agent that keeps the events of the logical topic ``name``, a batch at a time."""
+
+    async def keep(stream: Any) -> None:
         async for values in stream.take(EVENTS_A_BATCH, within=BATCH_WITHIN_S):
-            events = await rt.decode(DeviceEvent, values, keys.DEVICE_EVENTS)
+            events = await rt.decode(DeviceEvent, values, name)
             if not events:
                 continue
             await rt.ready()
-            park = rt.parker(keys.DEVICE_EVENTS, values)
-            await with_retries(f"{len(events)} device events", partial(history.keep, events), park)
+            park = rt.parker(name, values)
+            step = partial(history.keep, events)
+            await with_retries(f"{len(events)} device events", step, park)
+
+    return keep
