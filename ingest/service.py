@@ -559,8 +559,8 @@ async def run(settings: Settings, streams: Streams = "all") -> int:
         settings = settings.model_copy(
             update={"ingest_metrics_port": settings.telemetry_ingest_metrics_port}
         )
-    elif streams == "positions" and settings.positions_nice:
-        os.nice(settings.positions_nice)  # the emergencies' ingest first when the CPU is short
+    if streams in SHARED and settings.flood_nice:
+        os.nice(settings.flood_nice)  # the emergencies' ingest first when the CPU is short
     async with IngestService(settings) as service:
         heap.settle()
         await service.run(streams)

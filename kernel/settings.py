@@ -112,12 +112,13 @@ class Settings(BaseSettings):
     telemetry_ingest_metrics_port: int = Field(
         default=9468, ge=0, le=65535, description="an ingest of telemetry alone; 0: none"
     )
-    positions_nice: int = Field(
+    flood_nice: int = Field(
         default=10,
         ge=0,
         le=19,
-        description="CPU priority the positions' processes (the positions' ingest and the fixes"
-        " worker) give up (os.nice), so the emergencies' go first when the CPU is short",
+        description="CPU priority the floods' processes (the ingest of positions and of"
+        " telemetry, the fixes and devices workers) give up (os.nice), so the emergencies' go"
+        " first when the CPU is short",
     )
 
     @field_validator("offer_window_by_severity", mode="before")

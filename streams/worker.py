@@ -12,8 +12,8 @@ from streams.app import WorkerRole, build_app
 
 
 def run(settings: Settings, *, role: WorkerRole = "all", loglevel: str = "warning") -> int:
-    if role == "fixes" and settings.positions_nice:
-        os.nice(settings.positions_nice)  # the dispatch worker first when the CPU is short
+    if role in ("fixes", "devices") and settings.flood_nice:
+        os.nice(settings.flood_nice)  # the dispatch worker first when the CPU is short
     app, _runtime = build_app(settings, role)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     heap.settle()

@@ -66,6 +66,13 @@ BENCHMARKS = {
         " what reached Postgres, Redis and the WebSocket, and the time to recover",
         options.faults,
     ),
+    "devices": Benchmark(
+        "careknot.bench.devices",
+        "home devices at scale through the whole system beside caregivers' fixes: telemetry and"
+        " events a second kept with nothing lost, event to alarm frame p50/p99, how late a"
+        " missed dose is told after its window closes",
+        options.devices,
+    ),
 }
 
 

@@ -121,3 +121,25 @@ def faults(p: ArgumentParser) -> None:
     p.add_argument("--load-caregivers", type=int, default=500, help="phones driving the load")
     p.add_argument("--down", type=float, default=1.0, help="seconds a killed server stays down")
     p.add_argument("--proxy-seconds", type=float, default=10.0, help="how long a proxy misbehaves")
+
+
+def devices(p: ArgumentParser) -> None:
+    p.add_argument(
+        "--homes", type=int, default=2000, help="homes, each a vitals monitor and a motion sensor"
+    )
+    p.add_argument("--seconds", type=float, default=30.0, help="how long the load lasts")
+    p.add_argument("--telemetry", type=int, default=10_000, help="vitals readings a second")
+    p.add_argument("--events", type=int, default=2000, help="motion events a second")
+    p.add_argument("--fixes", type=int, default=5000, help="caregivers' fixes a second meanwhile")
+    p.add_argument(
+        "--alarms",
+        type=float,
+        default=10.0,
+        help="tampered dispensers a second, timed to their alarm frame",
+    )
+    p.add_argument(
+        "--doses",
+        type=int,
+        default=100,
+        help="doses whose windows close untaken over the run, timed to their missed frame",
+    )

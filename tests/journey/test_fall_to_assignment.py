@@ -44,7 +44,7 @@ NEAR = (53.7768, -1.6002)  # ~100 m away
 FAR = (53.7840, -1.5900)  # ~1.1 km away
 OTHER_AGENCY = f"journey-other-{RUN}"
 OFFER_WINDOW_S = 4.0
-POSITIONS_NICE = 3  # the positions' processes may be told to give up CPU priority
+FLOOD_NICE = 3  # the floods' processes may be told to give up CPU priority
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         simulate=True,
         offer_window_by_severity={1: OFFER_WINDOW_S},
         max_waves=3,
-        positions_nice=POSITIONS_NICE,
+        flood_nice=FLOOD_NICE,
         worker_metrics_port=free_port(),
         dispatch_metrics_port=free_port(),
     ) as settings:
@@ -245,14 +245,16 @@ def _niceness(namespace: str) -> dict[str, int]:
     return out
 
 
-async def test_the_positions_processes_give_up_the_cpu_priority_they_are_told(
+async def test_the_floods_processes_give_up_the_cpu_priority_they_are_told(
     ready: Settings,
 ) -> None:
     assert _niceness(ready.namespace) == {
         "dispatch": 0,
         "emergencies": 0,
-        "fixes": POSITIONS_NICE,
-        "positions": POSITIONS_NICE,
+        "fixes": FLOOD_NICE,
+        "positions": FLOOD_NICE,
+        "devices": FLOOD_NICE,
+        "telemetry": FLOOD_NICE,
     }
 
 
