@@ -6,7 +6,7 @@ offer timer.
   (partitioned by incident, so one incident's are handled in order by one worker), alarms'
   acknowledgements and caregivers' medication administration log entries (by patient).
 - a timer expires offers past their window and moves their incidents on, and escalates
-  incidents not accepted in time.
+  incidents not accepted in time; another watches the medication schedules.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from streams.handling import guarded, with_retries
 from streams.runtime import Runtime
 
 TICK_S = 0.5
+MEDICATION_TICK_S = 0.25
 
 
 def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:
@@ -60,6 +61,13 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def offer_timer() -> None:
         await guarded("offer timer", partial(offer_tick, rt))
+
+    @app.timer(MEDICATION_TICK_S)  # type: ignore[untyped-decorator]
+    async def medication_timer() -> None:
+        """Doses whose windows closed untaken, told within a tick of closing: on a timer of
+        its own, so a missed dose never waits for the offers' and the alarms' work."""
+        await rt.ready()
+        await guarded("medication", rt.dispatcher.medication.tick)
 
 
 async def offer_tick(rt: Runtime) -> None:

@@ -210,7 +210,8 @@ class Dispatcher:
         where their severity's waves run out sooner, see ``OfferTiming``); move on any
         incident left waiting with no offer out, as a worker that stopped halfway leaves it;
         tell what a worker that stopped committed and never told; and climb the alarms'
-        ladders (raising the alarm of an escalated incident that has none).
+        ladders (raising the alarm of an escalated incident that has none). The medication
+        watch has a timer of its own (``medication.tick``).
 
         Never raises: each part, and each incident in it, goes on when another fails (logged);
         whether every one went through."""
@@ -218,7 +219,6 @@ class Dispatcher:
         ok = await self._catch_up(now, escalate_after_s, quiet_since=now - STALLED_AFTER_S)
         ok &= await guarded("telling what was kept", self._notices.tell_due)
         ok &= await guarded("alarms of escalated incidents", self._alarm_escalated)
-        ok &= await guarded("medication", self.medication.tick)
         return ok & await guarded("alarm ladders", self.alarms.tick)
 
     async def _alarm_escalated(self) -> None:

@@ -1,5 +1,5 @@
 """Medication, kept by the dispatch worker: what dispensers say (a dose taken, due, late, tried
-twice; jammed, almost empty, refilled), and the offer timer watching every schedule, so that a
+twice; jammed, almost empty, refilled), and a timer of its own watching every schedule, so that a
 dose nobody took is told as missed when its window closes, whatever the dispenser says or does
 not say (silence is the signal).
 

@@ -63,10 +63,10 @@ async def test_a_dose_nobody_took_is_told_missed_when_its_window_closes(
     await schedule(s, db, at("2026-12-03T07:00"))  # yesterday's doses were not this schedule's
     family, desk = recipients.family_of(s.w.patient.id), recipients.dispatchers(s.w.agency)
     s.clock.now = at("2026-12-03T08:31")  # past half its window: overdue
-    await s.dispatcher.tick()
+    await s.dispatcher.medication.tick()
     s.clock.now = at("2026-12-03T09:00")  # its window closed, nothing said: missed
-    await s.dispatcher.tick()
-    await s.dispatcher.tick()  # told once
+    await s.dispatcher.medication.tick()
+    await s.dispatcher.medication.tick()  # told once
     told = [(f["name"], f["outcome"]) for f in await frames(s, family, "dose")]
     assert told == [("bisoprolol", "overdue"), ("bisoprolol", "missed")]
     assert [(f["name"], f["outcome"]) for f in await frames(s, desk, "dose")] == told
@@ -87,7 +87,7 @@ async def test_a_dose_the_dispenser_says_was_taken_is_told_taken_and_never_misse
     taken = s.event(7, kind="dose_taken").model_copy(update={"ts": at("2026-12-03T09:10")})
     await s.dispatcher.on_device_event(taken)  # the statin's window is open: hers
     s.clock.now = at("2026-12-03T09:20")
-    await s.dispatcher.tick()  # the statin's window has closed: taken, so not missed
+    await s.dispatcher.medication.tick()  # the statin's window has closed: taken, so not missed
     told = [(f["name"], f["outcome"]) for f in await frames(s, family, "dose")]
     assert ("statin", "late") in told
     assert ("statin", "missed") not in told
@@ -209,12 +209,12 @@ async def test_misses_that_repeat_raise_a_critical_alarm(
     await MedicationStore(db).set_schedule(statin, at("2026-12-03T07:00"))
     patient = f"patient:{s.w.patient.id}"
     s.clock.now = at("2026-12-03T09:15")
-    await s.dispatcher.tick()
+    await s.dispatcher.medication.tick()
     assert (await alarms_now(s))[(patient, "dose_missed")] == ("major", "active_unack")
     await s.dispatcher.on_device_event(said(s, 1, "dose_taken", "2026-12-04T09:01"))
     assert (await alarms_now(s))[(patient, "dose_missed")] == ("major", "cleared_unack")
     s.clock.now = at("2026-12-05T09:15")
-    await s.dispatcher.tick()  # missed, taken, missed: 2 of the last 3
+    await s.dispatcher.medication.tick()  # missed, taken, missed: 2 of the last 3
     assert (await alarms_now(s))[(patient, "dose_missed")] == ("critical", "active_unack")
 
 
@@ -249,7 +249,7 @@ async def test_a_missed_dose_tells_the_caregiver_with_the_visit_nearest_now(
     )
     await Roster(db).add_shift(s.w.cg(0), at("2026-12-03T06:00"), at("2026-12-03T18:00"))
     s.clock.now = at("2026-12-03T09:15")
-    await s.dispatcher.tick()
+    await s.dispatcher.medication.tick()
     told = [[(f["name"], f["outcome"]) for f in await s.to_cg(i, "dose")] for i in range(3)]
     assert told == [[], [("bisoprolol", "missed"), ("statin", "missed")], []]
 
@@ -265,7 +265,7 @@ async def test_with_no_visit_near_the_caregivers_on_shift_who_give_medicines_are
         await roster.add_shift(s.w.cg(i), at("2026-12-03T06:00"), at("2026-12-03T18:00"))
     await roster.set_rules(s.w.agency, AgencyRules())
     s.clock.now = at("2026-12-03T09:00")
-    await s.dispatcher.tick()
+    await s.dispatcher.medication.tick()
     assert [len(await s.to_cg(i, "dose")) for i in range(2)] == [0, 1]
 
 
@@ -330,7 +330,7 @@ async def test_a_dose_administered_on_a_visit_is_told_and_never_missed(
     assert await log.enter(0, "administered", "08:10", record_id="same") == "done"
     assert await log.enter(0, "administered", "08:12", record_id="same") == "done"  # sent again
     s.clock.now = at("2026-12-03T09:30")
-    await s.dispatcher.tick()  # its window closed: administered, so not missed
+    await s.dispatcher.medication.tick()  # its window closed: administered, so not missed
     family = [
         (f["name"], f["outcome"], f["visit_id"])
         for f in await frames(s, recipients.family_of(s.w.patient.id), "dose")
@@ -384,7 +384,7 @@ async def test_the_family_reads_the_days_doses_and_what_became_of_each(
     ]
     assert refused == [("bisoprolol", "refused")]
     s.clock.now = at("2026-12-03T09:20")
-    await s.dispatcher.tick()  # both windows closed: missed
+    await s.dispatcher.medication.tick()  # both windows closed: missed
     today = await store.doses_of_day(s.w.patient.id, day)
     assert [(d.name, d.outcome, d.caregiver_id) for d in today] == [
         ("bisoprolol", "refused", s.w.cg(0)),  # why it was missed
