@@ -57,13 +57,15 @@ def role_of(p: Proc) -> str | None:
     words = p.cmdline.split()
     for verb in _CARE_VERBS:
         if verb in words and "careknot.cli" in p.cmdline:
-            return verb + _role_suffix(words) if verb == "worker" else verb
+            return verb + _role_suffix(words) if verb != "gateway" else verb
     return None
 
 
 def _role_suffix(words: list[str]) -> str:
-    """``-dispatch`` or ``-fixes`` for a worker started with that ``--role``."""
-    at = words.index("--role") + 1 if "--role" in words else len(words)
+    """``-dispatch``, ``-fixes`` or ``-devices`` for a worker started with that ``--role``;
+    ``-positions``, ``-emergencies`` or ``-telemetry`` for an ingest of those ``--streams``."""
+    option = next((o for o in ("--role", "--streams") if o in words), None)
+    at = words.index(option) + 1 if option is not None else len(words)
     return f"-{words[at]}" if at < len(words) and words[at] != "all" else ""
 
 

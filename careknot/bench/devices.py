@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -45,7 +46,7 @@ from adapters.storage.medication import MedicationStore
 from adapters.storage.namespace import drop_namespace
 from adapters.storage.postgres import Database, DeviceRow
 from adapters.storage.vitals import VitalsStore
-from careknot.bench import command, own_options
+from careknot.bench import command, cpu, own_options
 from careknot.bench.report import latency_figures, machine, write
 from careknot.running import RunningSystem, isolated, worker_ready
 from kernel.settings import Settings
@@ -152,15 +153,25 @@ async def _measure(s: Settings, plan: Plan) -> tuple[dict[str, Any], Kept]:
         watching = asyncio.create_task(_watch(desk, console))
         kept = Kept()
         counting = asyncio.create_task(_count(db, plan, start_at, kept))
+        pids = cpu.roles([os.getpid()])
+        cpu_before = cpu.cpu_by_role(pids)
         try:
             published, fixes, raised = await _publish(s, plan, start_at, dispensers)
             drained = await _drain(kept, published.acknowledged + len(raised))
+            used = _cpu_used(cpu_before, cpu.cpu_by_role(pids))
             await _await_doses(console, closes)
         finally:
             counting.cancel()
             watching.cancel()
             await desk.close()
-    return _figures(plan, published, fixes, raised, console, closes, kept, drained), kept
+    figures = _figures(plan, published, fixes, raised, console, closes, kept, drained)
+    return {**figures, "cpu_s_by_role": used}, kept
+
+
+def _cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each role used over the run, busiest first."""
+    used = {role: round(after[role] - before.get(role, 0.0), 1) for role in after}
+    return dict(sorted(used.items(), key=lambda item: -item[1]))
 
 
 async def _seed(db: Database, plan: Plan, dispensers: int) -> None:
