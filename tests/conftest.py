@@ -14,17 +14,41 @@ from careknot.servers import ServerStack
 from ingest.service import end_sessions
 from kernel.errors import BrokerUnavailable
 from kernel.settings import Settings
+from tests.support import free_port
+
+# ====================================================================== order
+# scripts/test runs the suite on parallel workers (pytest-xdist, a test file whole on one
+# worker). The longest files come first, so that no worker starts a long one last while the
+# others are done: the journeys, then the adapters against real servers, then the pure core.
+# Within a tier the order stays as collected.
+
+TIERS = ("journey", "adapters")
+
+
+def _tier(item: pytest.Item) -> int:
+    parts = item.path.parts
+    return next((n for n, tier in enumerate(TIERS) if tier in parts), len(TIERS))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_tier)  # stable
+
 
 # ====================================================================== servers (ServerStack)
 # One set of servers per test session: the configured ones where they answer (the development
 # machines run Mosquitto, Redis and Postgres), embedded ones otherwise, and always an empty
-# tansu. Everything lives in a namespace unique to the session.
+# tansu. Everything lives in a namespace unique to the session. Each parallel worker is a
+# session of its own.
 
 
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Resolved settings: URLs of servers that answer, in a fresh per-session namespace."""
-    settings = Settings(namespace=f"t{secrets.token_hex(4)}")
+    """Resolved settings: URLs of servers that answer, in a fresh per-session namespace, and a
+    tansu of the session's own on a free port (sessions at once, parallel workers or two runs on
+    one machine, would each start theirs on the configured port where it looks free)."""
+    settings = Settings(
+        namespace=f"t{secrets.token_hex(4)}", kafka_bootstrap=f"127.0.0.1:{free_port()}"
+    )
     workdir = tmp_path_factory.mktemp("servers")
     with ServerStack(settings, workdir, fresh_kafka=True) as resolved:
         yield resolved
