@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -75,7 +76,16 @@ class Settings(BaseSettings):
     max_waves: int = 3
     search_area_rings: int = Field(default=3, ge=1, le=10, description="~6 km each")
     position_stale_s: float = 120.0
-    escalation_webhook_url: str = Field(default="", description="POST escalations here")
+    # alarms
+    alarm_notify_url: str = Field(
+        default="",
+        description="Apprise URL(s), several separated by commas or spaces, told at"
+        " alarm_notify_rung of every agency's alarms beside the agency's own contacts"
+        " (json://host/path POSTs JSON)",
+    )
+    alarm_notify_rung: Literal["on_call", "external"] = Field(
+        default="external", description="the rung of the ladders alarm_notify_url is told at"
+    )
     # visits
     visit_dwell_in_s: float = Field(default=60.0, ge=0, description="inside this long: arrived")
     visit_dwell_out_s: float = Field(default=120.0, ge=0, description="outside this long: left")

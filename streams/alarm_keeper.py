@@ -5,7 +5,9 @@ climbed by the offer timer while nobody acknowledges them.
 The decisions are ``alarms.lifecycle``'s and ``alarms.ladder``'s; the atomic changes
 ``adapters.storage.alarms``'s; each change's announcement (the ``alarm`` frame to the agency's
 dispatchers, notifications to the rungs beyond them) goes through the transactional outbox like
-every dispatch step's.
+every dispatch step's. A rung beyond the dispatchers is told at the agency's contacts for it and,
+at ``CAREKNOT_ALARM_NOTIFY_RUNG``, at the system's own ``CAREKNOT_ALARM_NOTIFY_URL`` too (every
+agency's alarms: an operator's own endpoint, ``json://`` for a JSON POST).
 
 An escalated incident is a critical alarm (``incident_escalated``, source ``incident:{id}``)
 until a caregiver accepts it or a dispatcher assigns or resolves it. The timer also raises the
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
+from adapters.notify import urls_in
 from adapters.storage.alarms import AlarmStore, StoredAlarm
 from adapters.storage.announcements import Announcement, Notification
 from adapters.storage.connection import RedisConnection
@@ -52,6 +55,10 @@ class AlarmKeeper:
         self._announcements = redis.announcements(db, settings)
         self._outbox = redis.outbox(settings)
         self._clock = clock
+        self._system: dict[Rung, tuple[str, ...]] = {
+            settings.alarm_notify_rung: urls_in(settings.alarm_notify_url)
+        }
+        """The system's own contacts, told at their rung beside every agency's."""
         self.refused: Counter[str] = Counter()
 
     # ------------------------------------------------------------ rules
@@ -160,7 +167,7 @@ class AlarmKeeper:
             due = ladder_for(stored.alarm.severity, own).due(stored.alarm, now)
             if not due:
                 continue
-            contacts = await self._store.contacts(stored.agency_id)
+            contacts = with_system(await self._store.contacts(stored.agency_id), self._system)
             told = partial(self._climbed, contacts=contacts)
             climbed = await self._store.climb(stored, due, now, told)
             if climbed is not None:
@@ -168,7 +175,11 @@ class AlarmKeeper:
                 await self._tell(climbed.id)
 
     def _climbed(
-        self, stored: StoredAlarm, steps: tuple[Step, ...], *, contacts: Mapping[Rung, list[str]]
+        self,
+        stored: StoredAlarm,
+        steps: tuple[Step, ...],
+        *,
+        contacts: Mapping[Rung, Sequence[str]],
     ) -> Announcement:
         """The alarm frame again, and each rung beyond the dispatchers notified."""
         notes = [
@@ -203,6 +214,24 @@ class AlarmKeeper:
     async def _tell(self, alarm_id: str) -> None:
         await self._announcements.deliver([alarm_id], self._clock())
 
+    @property
+    def notifications_failed(self) -> int:
+        """Notifications through Apprise that some URL did not take (counted, never retried
+        here: the ladder goes on)."""
+        return self._announcements.notifications_failed
+
+
+def with_system(
+    agency: Mapping[Rung, Sequence[str]], system: Mapping[Rung, Sequence[str]]
+) -> dict[Rung, tuple[str, ...]]:
+    """The agency's contacts by rung, with the system's own added at theirs (each URL once)."""
+    rungs = [*agency, *(r for r in system if r not in agency)]
+    return {
+        r: tuple(dict.fromkeys([*agency.get(r, ()), *system.get(r, ())]))
+        for r in rungs
+        if agency.get(r) or system.get(r)
+    }
+
 
 def _title(stored: StoredAlarm) -> str:
     return f"CareKnot {stored.alarm.severity} alarm: {stored.alarm.kind}"
@@ -211,4 +240,7 @@ def _title(stored: StoredAlarm) -> str:
 def _body(stored: StoredAlarm) -> str:
     a = stored.alarm
     who = f" for patient {stored.patient_id}" if stored.patient_id else ""
-    return f"{stored.detail or a.kind}{who}. Not acknowledged. Alarm {stored.id}."
+    return (
+        f"{stored.detail or a.kind}{who} (agency {stored.agency_id}, {a.source})."
+        f" Not acknowledged. Alarm {stored.id}."
+    )

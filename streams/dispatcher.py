@@ -26,7 +26,6 @@ from adapters.storage.live_mirror import LiveMirror
 from adapters.storage.offers import Answered, OfferStore
 from adapters.storage.postgres import Database
 from adapters.storage.roster import Roster
-from adapters.webhook import Webhook
 from alarms.rules import rules_for
 from dispatch.eligibility import NEEDS
 from dispatch.eta import StraightLineModel, TravelModel
@@ -49,7 +48,7 @@ from streams.decoding import Refused
 from streams.handling import guarded
 from streams.medication_keeper import DISPENSER_EVENTS, MedicationKeeper
 from streams.medication_log import MedicationLog
-from streams.notices import Notices, escalation_payload
+from streams.notices import Notices
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,6 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         needs: Mapping[str, frozenset[str]] = NEEDS,
         join_window_s: float = JOIN_WINDOW_S,
-        webhook: Webhook | None = None,
         mirror: LiveMirror | None = None,
         park: Callable[[str, list[Refused]], Awaitable[None]] | None = None,
     ) -> None:
@@ -95,8 +93,6 @@ class Dispatcher:
         self._notices = Notices(settings, db, redis, clock)
         self._clock = clock
         self._join_window_s = join_window_s
-        url = settings.escalation_webhook_url
-        self._webhook = webhook or (Webhook(url) if url else None)
         self.refused: Counter[str] = Counter()
         """Dispatchers' commands refused, by reason."""
         self.alarms = AlarmKeeper(settings, db, redis, clock)
@@ -411,8 +407,6 @@ class Dispatcher:
         if await self._incidents.escalate(incident, reason, now, told):
             log.warning("incident %s escalated: %s", incident.id, reason)
             await self._notices.tell([incident.id])
-            if self._webhook is not None:
-                self._webhook.notify(escalation_payload(incident, reason, now))
             await self.alarms.incident_escalated(incident, reason)
             await self._go_on(incident)
 

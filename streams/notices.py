@@ -224,20 +224,3 @@ def _offer_frame(incident: IncidentRow, s: SentOffer) -> OfferFrame:
         eta_s=round(s.planned.eta_s, 1),
     )
     return OfferFrame(offer_id=s.offer_id, incident=summary, expires_at=s.planned.expires_at)
-
-
-def escalation_payload(incident: IncidentRow, reason: str, now: float) -> dict[str, object]:
-    """What the escalation webhook is POSTed."""
-    return {
-        "type": "incident_escalated",
-        "incident_id": incident.id,
-        "agency_id": incident.agency_id,
-        "patient_id": incident.patient_id,
-        "kind": incident.kind,
-        "severity": incident.severity,
-        "reason": reason,
-        "waves": incident.wave,
-        "lat": round(incident.lat, 3),
-        "lon": round(incident.lon, 3),
-        "at": now,
-    }

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +100,11 @@ async def kafka_reader(settings: Settings, *names: str) -> AsyncIterator[AIOKafk
 
 
 class Inbox:
-    """An HTTP endpoint that keeps every JSON body POSTed to it, by path."""
+    """An HTTP endpoint that keeps every JSON body POSTed to it, by path; it answers 200, or
+    500 to the paths it is told are ``failing`` (keeping their bodies all the same)."""
 
-    def __init__(self) -> None:
+    def __init__(self, failing: Iterable[str] = ()) -> None:
+        self.failing = {f"/{path}" for path in failing}
         self.posts: list[tuple[str, dict[str, Any]]] = []
         self.server: asyncio.Server | None = None
         self._posted = asyncio.Condition()
@@ -141,6 +143,7 @@ class Inbox:
         self.posts.append((path, orjson.loads(await reader.readexactly(length))))
         async with self._posted:
             self._posted.notify_all()
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        status = b"500 Internal Server Error" if path in self.failing else b"200 OK"
+        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         await writer.drain()
         writer.close()

@@ -189,6 +189,7 @@ class Announcements:
         for n in a.notifications:
             if not await notify(n.urls, n.title, n.body):
                 self.notifications_failed += 1
+                log.warning("notification not taken by every URL: %s", n.title)
 
     async def waiting(self) -> int:
         """How many announcements are kept, not yet told."""

@@ -10,23 +10,21 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.storage.alarms import AlarmStore
 from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentStore, Trigger
 from adapters.storage.live import AVAILABLE, BUSY, LiveIndex
 from adapters.storage.postgres import Database
 from adapters.storage.roster import Roster
-from adapters.webhook import Webhook
 from careknot.timeline import render, show
 from dispatch.eligibility import AgencyRules
 from dispatch.offers import ESCALATE_AFTER_S, JOIN_WINDOW_S
@@ -36,11 +34,12 @@ from kernel.contracts import AlarmCommand, DispatcherCommand, Role
 from kernel.errors import RejectedInput
 from kernel.settings import Settings
 from kernel.tokens import Claims
-from kernel.waiting import poll_until
 from streams.dispatcher import Dispatcher
 from tests.adapters import test_gateway as gw
 from tests.adapters import test_stores as stores
+from tests.adapters.test_alarm_ladder import alarms_told
 from tests.adapters.test_stores import SceneMaker, event_kinds, seed
+from tests.support import Inbox
 from ws_gateway.server import Gateway
 from ws_gateway.session import Assign, Resolve, decide_command, parse_frame
 
@@ -184,52 +183,24 @@ async def test_concurrent_triggers_from_one_home_open_one_incident(
         assert len({r.incident.id for r in results}) == 1
 
 
-# ---------------------------------------------------------------- escalation in time, webhook
+# ---------------------------------------------------------------- escalation in time, told outside
 
 
-class Hook:
-    """A tiny HTTP server that records POSTed JSON; the first ``fail_first`` posts about each
-    incident get a 500."""
-
-    def __init__(self, fail_first: int) -> None:
-        self.fail_first = fail_first
-        self.bodies: list[dict[str, Any]] = []
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Hook:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
-        body = orjson.loads(await reader.readexactly(length))
-        self.bodies.append(body)
-        seen = sum(b["incident_id"] == body["incident_id"] for b in self.bodies)
-        status = 500 if seen <= self.fail_first else 200
-        writer.write(
-            f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
-        )
-        await writer.drain()
-        writer.close()
+def about(incident_id: str) -> Callable[[dict[str, Any]], bool]:
+    """A notification about the incident's alarm (the timer climbs every ladder of the
+    namespace, so other tests' leftovers may be told at the same URLs)."""
+    return lambda body: f"incident:{incident_id}" in body["message"]
 
 
-async def test_unaccepted_incident_escalates_in_time_and_the_webhook_hears(
-    make_scene: SceneMaker, db: Database, redis: aioredis.Redis
+async def test_unaccepted_incident_escalates_in_time_and_the_external_rung_hears(
+    make_scene: SceneMaker, db: Database
 ) -> None:
-    async with Hook(fail_first=2) as hook:
-        s = await make_scene([100, 200], offer_window_by_severity={1: 3600})
-        s.dispatcher = replace_webhook(s, redis, Webhook(hook.url, backoff_s=0.01))
+    async with Inbox() as inbox:
+        s = await make_scene(
+            [100, 200],
+            offer_window_by_severity={1: 3600},
+            alarm_notify_url=f"{inbox.url('ops')}, {inbox.url('audit')}",  # two, as Apprise reads
+        )
         incident = await s.dispatcher.on_device_event(s.event())
         assert incident is not None
         s.clock.now += ESCALATE_AFTER_S - 1
@@ -240,20 +211,59 @@ async def test_unaccepted_incident_escalates_in_time_and_the_webhook_hears(
         assert (await state_of(db, incident.id)) == "escalated"
         frames = await s.incident_frames(recipients.dispatchers(s.w.agency))
         assert frames[-1]["state"] == "escalated"
-        posted = await poll_until(  # two refusals, then the third try gets through
-            lambda: _third(hook.bodies, incident.id), 10, "the webhook's third try"
-        )
-        assert posted["incident_id"] == incident.id
-        assert (posted["reason"], posted["kind"], posted["agency_id"]) == (
-            "timeout",
-            "fall",
-            s.w.agency,
-        )
+        s.clock.now += 21  # the on-call rung: not the system's
+        await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+        assert not [b for b in inbox.to("ops") + inbox.to("audit") if about(incident.id)(b)]
+        s.clock.now += 20  # the external rung, 41 s after the escalation
+        await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+        for path in ("ops", "audit"):
+            told = await inbox.expect(path, about(incident.id))
+            assert "critical" in told["title"]
+            assert "incident_escalated" in told["title"]
+            assert s.w.agency in told["message"]
+            assert len([b for b in inbox.to(path) if about(incident.id)(b)]) == 1
         # the caregiver already asked may still take it
         s.clock.now += 5
         await s.answer(0, "accept")
         assert (await state_of(db, incident.id)) == "assigned"
         assert await s.offered() == [1, 0]
+
+
+async def test_a_failed_notification_is_counted_and_stops_neither_the_ladder_nor_the_dispatch(
+    make_scene: SceneMaker, db: Database
+) -> None:
+    async with Inbox(failing=["pager", "down"]) as inbox:
+        s = await make_scene(
+            [100, 200],
+            offer_window_by_severity={1: 3600},
+            alarm_notify_url=f"{inbox.url('down')} {inbox.url('ops')}",
+        )
+        await AlarmStore(db).add_contact(s.w.agency, "on_call", inbox.url("pager"))
+        incident = await s.dispatcher.on_device_event(s.event())
+        assert incident is not None
+        s.clock.now += ESCALATE_AFTER_S
+        await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+        assert (await state_of(db, incident.id)) == "escalated"
+        assert s.dispatcher.alarms.notifications_failed == 0
+        s.clock.now += 21
+        await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+        await inbox.expect("pager", about(incident.id))  # asked, and it answered 500
+        assert s.dispatcher.alarms.notifications_failed >= 1
+        s.clock.now += 20
+        await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
+        await inbox.expect("down", about(incident.id))  # 500 again
+        await inbox.expect("ops", about(incident.id))  # the ladder went on, and the other heard
+        # each notification a failing endpoint refused is counted once
+        refused = len(inbox.to("pager")) + len(inbox.to("down"))
+        assert s.dispatcher.alarms.notifications_failed == refused
+        told = [f for f in await alarms_told(s) if f["source"] == f"incident:{incident.id}"]
+        assert (told[-1]["status"], told[-1]["climbed"]) == ("active_unack", 3)
+        # and the dispatch goes on: the caregiver asked takes it, its alarm clears
+        s.clock.now += 5
+        await s.answer(0, "accept")
+        assert (await state_of(db, incident.id)) == "assigned"
+        told = [f for f in await alarms_told(s) if f["source"] == f"incident:{incident.id}"]
+        assert (told[-1]["status"], told[-1]["climbed"]) == ("cleared_unack", 3)
 
 
 async def test_after_a_timed_escalation_the_waves_go_on(
@@ -279,29 +289,6 @@ async def test_after_a_timed_escalation_the_waves_go_on(
     assert (await state_of(db, incident.id)) == "assigned"
     kinds = await event_kinds(db, incident.id)
     assert kinds.count("incident_escalated") == 1
-
-
-async def _third(bodies: list[dict[str, Any]], incident_id: str) -> dict[str, Any] | None:
-    """The third post about this incident (the timer escalates every overdue incident of the
-    namespace, so other tests' leftovers may be posted too)."""
-    mine = [b for b in bodies if b["incident_id"] == incident_id]
-    return mine[2] if len(mine) >= 3 else None
-
-
-async def test_the_webhook_gives_up_after_its_attempts_without_blocking() -> None:
-    async with Hook(fail_first=10) as hook:
-        webhook = Webhook(hook.url, attempts=3, backoff_s=0.01)
-        task = webhook.notify({"incident_id": "x"})
-        assert not task.done()  # notify returned before anything was posted
-        assert await task is False
-        assert len(hook.bodies) == 3
-        await webhook.aclose()
-
-
-def replace_webhook(s: stores.Scene, redis: aioredis.Redis, webhook: Webhook) -> Dispatcher:
-    return Dispatcher(
-        s.dispatcher._s, s.dispatcher._db, RedisConnection(redis), clock=s.clock, webhook=webhook
-    )
 
 
 async def state_of(db: Database, incident_id: str) -> str:
