@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from alarms.ladder import NOTIFIED, RUNGS
+from alarms.lifecycle import SEVERITIES
 from careknot.bench import BENCHMARKS, options
 from careknot.restarts import RestartPolicy
 from kernel.settings import Settings
@@ -156,6 +158,12 @@ def cmd_deadletter(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run(settings, args))
 
 
+def cmd_alarms(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.alarms import run
+
+    return _run(run(settings, args))
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.bench import run_bench
 
@@ -221,6 +229,41 @@ def _replay_checked(
         return cmd_deadletter(args, settings)
 
     return checked
+
+
+def _add_alarms(sub: Any) -> None:
+    """``alarms ladder ...`` and ``alarms contact add|remove|list ...``: an agency's escalation
+    ladders and the Apprise URLs its rungs beyond the dispatchers are told at."""
+    alarms = sub.add_parser("alarms", help="an agency's escalation ladders and contacts")
+    what = alarms.add_subparsers(dest="what", required=True)
+    ladder = what.add_parser(
+        "ladder",
+        help="show an agency's ladders, or set one",
+        description="With RUNG:SECONDS, set the agency's ladder for SEVERITY: each rung once, in"
+        f" the order {', '.join(RUNGS)}, with the seconds after the raising when it is climbed"
+        " (dispatchers:0 on_call:20 external:40). Without, show its ladders (the default where"
+        " it set none).",
+    )
+    ladder.add_argument("agency", metavar="AGENCY")
+    ladder.add_argument(
+        "severity", nargs="?", choices=SEVERITIES, metavar="SEVERITY", help=", ".join(SEVERITIES)
+    )
+    ladder.add_argument("steps", nargs="*", metavar="RUNG:SECONDS")
+    ladder.set_defaults(func=cmd_alarms)
+    contact = what.add_parser("contact", help="the Apprise URLs an agency's rungs are told at")
+    actions = contact.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("add", "tell URL at the agency's RUNG"),
+        ("remove", "stop telling URL (as added, or as list shows it) at the agency's RUNG"),
+    ):
+        one = actions.add_parser(action, help=text)
+        one.add_argument("agency")
+        one.add_argument("rung", choices=NOTIFIED)
+        one.add_argument("url", help="an Apprise URL (json://host/path, mailto://..., ...)")
+        one.set_defaults(func=cmd_alarms)
+    listed = actions.add_parser("list", help="the agency's contacts, credentials masked")
+    listed.add_argument("agency")
+    listed.set_defaults(func=cmd_alarms)
 
 
 def _add_bench(sub: Any) -> None:
@@ -321,6 +364,7 @@ def _parser() -> argparse.ArgumentParser:
     visit.set_defaults(func=cmd_visit)
 
     _add_deadletter(sub)
+    _add_alarms(sub)
     _add_bench(sub)
     return p
 

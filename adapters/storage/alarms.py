@@ -2,6 +2,10 @@
 assigned, cleared, and climbing their escalation ladder; every step appended to the event log
 with who did it, and what it tells kept with it (``adapters.storage.announcements``).
 
+An agency's ladders and contacts are kept here too, checked as they are set (a ladder by
+:func:`alarms.ladder.check`, a contact as one URL Apprise knows, at a rung told at contacts), so
+the command line and an API set them alike.
+
 The decisions are :mod:`alarms.lifecycle`'s; this module locks the alarm's row (or, to raise
 one, its source and kind), asks the core, and writes what it says. A partial unique index keeps
 one active alarm per agency, source and kind even against two workers.
@@ -10,17 +14,21 @@ one active alarm per agency, source and kind even against two workers.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import asyncpg
 
+from adapters.notify import known, shown
 from adapters.storage.announcements import Announcement, keep
 from adapters.storage.incidents import event
 from adapters.storage.postgres import Conn, Database, ts
-from alarms.ladder import Ladder, Rung, Step
+from alarms.ladder import NOTIFIED, Ladder, Rung, Step, check, spelled
 from alarms.lifecycle import Alarm, Severity, acknowledged, assigned, cleared, raised
+
+log = logging.getLogger(__name__)
 
 _COLUMNS = (
     "id, agency_id, patient_id, detail, source, kind, severity, raised_at, last_at, count,"
@@ -41,6 +49,11 @@ class StoredAlarm:
 
 
 Announce = Callable[[StoredAlarm], Announcement]
+
+
+class UnknownAgency(LookupError):
+    def __init__(self, agency_id: str) -> None:
+        super().__init__(f"unknown agency {agency_id!r}")
 
 
 def _epoch(value: object) -> float | None:
@@ -222,14 +235,25 @@ class AlarmStore:
         }
 
     async def set_ladder(self, agency_id: str, severity: Severity, ladder: Ladder) -> None:
+        """The agency's ladder for the severity from now on; ValueError if it may not be
+        (:func:`alarms.ladder.check`), :class:`UnknownAgency`."""
+        check(severity, ladder)
         steps = json.dumps([{"rung": s.rung, "after_s": s.after_s} for s in ladder.steps])
-        await self._db.pool.execute(
-            "INSERT INTO escalation_ladders(agency_id, severity, steps) VALUES ($1, $2, $3)"
-            " ON CONFLICT (agency_id, severity) DO UPDATE SET steps = EXCLUDED.steps",
-            agency_id,
-            severity,
-            steps,
-        )
+        try:
+            await self._db.pool.execute(
+                "INSERT INTO escalation_ladders(agency_id, severity, steps) VALUES ($1, $2, $3)"
+                " ON CONFLICT (agency_id, severity) DO UPDATE SET steps = EXCLUDED.steps",
+                agency_id,
+                severity,
+                steps,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise UnknownAgency(agency_id) from None
+        log.info("agency %s: %s ladder %s", agency_id, severity, spelled(ladder))
+
+    async def agency_known(self, agency_id: str) -> bool:
+        found = await self._db.pool.fetchval("SELECT 1 FROM agencies WHERE id = $1", agency_id)
+        return found is not None
 
     async def contacts(self, agency_id: str) -> Mapping[Rung, list[str]]:
         """Where each rung beyond the dispatchers is told (Apprise URLs), by rung."""
@@ -242,14 +266,44 @@ class AlarmStore:
             out.setdefault(r["rung"], []).append(r["url"])
         return out
 
-    async def add_contact(self, agency_id: str, rung: Rung, url: str) -> None:
+    async def add_contact(self, agency_id: str, rung: Rung, url: str) -> bool:
+        """Tell ``url`` at the agency's ``rung`` from now on; whether it is new. ValueError for
+        a rung not told at contacts or what is not one URL Apprise knows,
+        :class:`UnknownAgency`."""
+        _notified(rung)
+        if not known(url):
+            raise ValueError(f"not one URL of a service Apprise knows: {shown(url)}")
+        try:
+            added = await self._db.pool.fetchval(
+                "INSERT INTO alarm_contacts(agency_id, rung, url) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                agency_id,
+                rung,
+                url,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise UnknownAgency(agency_id) from None
+        return bool(added)
+
+    async def remove_contact(self, agency_id: str, rung: Rung, url: str) -> str | None:
+        """Stop telling the contact at the agency's ``rung``: ``url`` as it was added, or as
+        :func:`adapters.notify.shown` shows it (credentials masked) where that names one
+        contact alone. The URL removed, or None when the rung has no such contact; ValueError
+        when the masked form names several."""
+        _notified(rung)
+        urls = (await self.contacts(agency_id)).get(rung, [])
+        matching = [url] if url in urls else [u for u in urls if shown(u) == url]
+        if len(matching) > 1:
+            raise ValueError(f"{url} names {len(matching)} contacts: give the URL whole")
+        if not matching:
+            return None
         await self._db.pool.execute(
-            "INSERT INTO alarm_contacts(agency_id, rung, url) VALUES ($1, $2, $3)"
-            " ON CONFLICT DO NOTHING",
+            "DELETE FROM alarm_contacts WHERE agency_id = $1 AND rung = $2 AND url = $3",
             agency_id,
             rung,
-            url,
+            matching[0],
         )
+        return matching[0]
 
     async def get(self, alarm_id: str) -> StoredAlarm | None:
         try:
@@ -343,6 +397,14 @@ class AlarmStore:
 
 
 _Step = Callable[[Alarm, str, float], tuple[Alarm, str]]
+
+
+def _notified(rung: str) -> None:
+    if rung not in NOTIFIED:
+        raise ValueError(
+            f"rung {rung!r} has no contacts: {', '.join(NOTIFIED)} are told at contacts,"
+            " the dispatchers on their console"
+        )
 
 
 def _clear(alarm: Alarm, by: str, now: float) -> tuple[Alarm, str]:

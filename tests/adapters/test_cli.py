@@ -1,15 +1,21 @@
-"""The ``careknot`` command line, run as a user runs it (a child process)."""
+"""The ``careknot`` command line, run as a user runs it (a child process); ``careknot alarms``
+against the real Postgres."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
+import uuid
 
 import asyncpg
 import pytest
 
+from adapters.storage.alarms import AlarmStore
+from adapters.storage.postgres import Database
+from alarms.ladder import Ladder, Step
 from careknot.up import settings_env
 from kernel import tokens
 from kernel.settings import Settings
@@ -77,3 +83,124 @@ def test_an_unknown_option_is_refused(stack_settings: Settings) -> None:
     done = careknot(stack_settings, "migrate", "--bogus")
     assert done.returncode == 2
     assert "--bogus" in done.stderr
+
+
+# ---------------------------------------------------------------- careknot alarms
+
+
+async def alarms(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(careknot, settings, "alarms", *args)
+
+
+async def agency(db: Database) -> str:
+    agency_id = f"ag-{uuid.uuid4().hex[:8]}"
+    await db.upsert_agency(agency_id, "Agency")
+    return agency_id
+
+
+async def test_an_agency_sets_a_ladder_and_sees_it_beside_the_defaults(
+    settings: Settings, db: Database
+) -> None:
+    a = await agency(db)
+    done = await alarms(
+        settings, "ladder", a, "critical", "dispatchers:0", "on_call:10", "external:30"
+    )
+    assert done.returncode == 0, done.stderr
+    own = Ladder((Step("dispatchers", 0.0), Step("on_call", 10.0), Step("external", 30.0)))
+    assert await AlarmStore(db).ladders(a) == {"critical": own}
+    shown = await alarms(settings, "ladder", a)
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines()}
+    assert list(lines) == ["critical", "major", "minor", "warning"]
+    assert "dispatchers:0 on_call:10 external:30" in lines["critical"]
+    assert lines["critical"].endswith("(own)")
+    assert "dispatchers:0 on_call:120 external:600" in lines["major"]
+    assert lines["major"].endswith("(default)")
+    again = await alarms(settings, "ladder", a, "critical", "dispatchers:0", "external:5")
+    assert again.returncode == 0, again.stderr  # set again: the new one stands
+    one = await alarms(settings, "ladder", a, "critical")
+    assert one.stdout.split()[:3] == ["critical", "dispatchers:0", "external:5"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "says"),
+    [
+        (["on_call:20", "dispatchers:0"], "rungs out of order"),
+        (["dispatchers:0", "on_call:30", "external:20"], "times out of order"),
+        (["dispatchers:0", "pager:20"], "unknown rung 'pager'"),
+        (["dispatchers:0", "on_call"], "RUNG:SECONDS"),
+        (["dispatchers:0", "external:90"], "within 60 s"),  # critical: the whole ladder in 60 s
+    ],
+)
+async def test_a_ladder_out_of_order_or_with_an_unknown_rung_is_refused(
+    settings: Settings, db: Database, steps: list[str], says: str
+) -> None:
+    a = await agency(db)
+    done = await alarms(settings, "ladder", a, "critical", *steps)
+    assert done.returncode == 1
+    assert says in done.stderr
+    assert await AlarmStore(db).ladders(a) == {}
+
+
+async def test_a_ladder_or_contact_of_an_unknown_agency_is_refused(settings: Settings) -> None:
+    for args in (
+        ["ladder", "nobody", "major", "dispatchers:0"],
+        ["ladder", "nobody"],
+        ["contact", "add", "nobody", "on_call", "json://127.0.0.1:1/manager"],
+        ["contact", "list", "nobody"],
+    ):
+        done = await alarms(settings, *args)
+        assert done.returncode == 1, args
+        assert "unknown agency 'nobody'" in done.stderr
+
+
+async def test_contacts_are_added_listed_with_credentials_masked_and_removed(
+    settings: Settings, db: Database
+) -> None:
+    a = await agency(db)
+    secret = "json://ops:s3cret@127.0.0.1:1/manager"
+    added = await alarms(settings, "contact", "add", a, "on_call", secret)
+    assert added.returncode == 0, added.stderr
+    assert "s3cret" not in added.stdout
+    twice = await alarms(settings, "contact", "add", a, "on_call", secret)
+    assert "already there" in twice.stdout
+    await alarms(settings, "contact", "add", a, "external", "mailto://family@example.org")
+    listed = await alarms(settings, "contact", "list", a)
+    assert listed.returncode == 0, listed.stderr
+    assert "s3cret" not in listed.stdout
+    assert listed.stdout.splitlines() == [
+        "on_call   json://ops:****@127.0.0.1:1/manager",
+        "external  mailto://family@example.org",
+    ]
+    store = AlarmStore(db)
+    assert await store.contacts(a) == {
+        "on_call": [secret],
+        "external": ["mailto://family@example.org"],
+    }
+    # removed as list shows it (the password masked)
+    gone = await alarms(
+        settings, "contact", "remove", a, "on_call", "json://ops:****@127.0.0.1:1/manager"
+    )
+    assert gone.returncode == 0, gone.stderr
+    assert await store.contacts(a) == {"external": ["mailto://family@example.org"]}
+    again = await alarms(settings, "contact", "remove", a, "on_call", secret)
+    assert again.returncode == 1
+    assert "has no contact" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("rung", "url", "says"),
+    [
+        ("on_call", "not a url", "not one URL of a service Apprise knows"),
+        ("on_call", "json://127.0.0.1:1/a json://127.0.0.1:1/b", "not one URL"),
+        ("dispatchers", "json://127.0.0.1:1/a", "invalid choice"),
+    ],
+)
+async def test_a_contact_that_is_not_one_apprise_url_at_a_notified_rung_is_refused(
+    settings: Settings, db: Database, rung: str, url: str, says: str
+) -> None:
+    a = await agency(db)
+    done = await alarms(settings, "contact", "add", a, rung, url)
+    assert done.returncode != 0
+    assert says in done.stderr
+    assert await AlarmStore(db).contacts(a) == {}

@@ -8,8 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alarms.ladder import DEFAULT_LADDERS, WHOLE_LADDER_WITHIN_S, Ladder, Step, ladder_for
-from alarms.lifecycle import SEVERITIES, AlarmBook, acknowledged, cleared, raised
+from alarms.ladder import (
+    DEFAULT_LADDERS,
+    WHOLE_LADDER_WITHIN_S,
+    Ladder,
+    Step,
+    check,
+    ladder_for,
+    parse_ladder,
+    spelled,
+)
+from alarms.lifecycle import SEVERITIES, AlarmBook, Severity, acknowledged, cleared, raised
 
 T0 = 1_700_000_000.0
 
@@ -122,3 +131,36 @@ def test_an_agencys_ladder_stands_in_for_the_default_of_its_severity() -> None:
 def test_a_ladder_out_of_order_is_refused() -> None:
     with pytest.raises(ValueError):
         Ladder((Step("on_call", 30.0), Step("dispatchers", 0.0)))
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_a_ladder_as_written_reads_back_as_it_is_shown(severity: Severity) -> None:
+    ladder = DEFAULT_LADDERS[severity]
+    assert parse_ladder(spelled(ladder).split()) == ladder
+    assert check(severity, ladder) == ladder
+
+
+@pytest.mark.parametrize(
+    ("words", "says"),
+    [
+        (["external:40", "on_call:20"], "rungs out of order"),
+        (["on_call:0", "on_call:20"], "rungs out of order"),  # each rung once
+        (["on_call:30", "external:20"], "times out of order"),
+        (["on_call:-1"], "seconds from the raising on"),
+        (["on_call:nan"], "seconds from the raising on"),
+        (["manager:20"], "unknown rung 'manager'"),
+        (["on_call=20"], "RUNG:SECONDS"),
+    ],
+)
+def test_a_ladder_written_wrong_is_refused_saying_why(words: list[str], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_ladder(words)
+
+
+def test_an_agency_may_not_set_an_empty_ladder_nor_a_slow_critical_one() -> None:
+    with pytest.raises(ValueError, match="at least one rung"):
+        check("minor", parse_ladder([]))
+    slow = parse_ladder(["dispatchers:0", "external:61"])
+    with pytest.raises(ValueError, match="within 60 s"):
+        check("critical", slow)
+    assert check("major", slow) == slow
