@@ -38,7 +38,7 @@ async def test_part_two_measures_falls_under_load(migrated: Settings, tmp_path: 
     args = argparse.Namespace(extra=extra, output=str(tmp_path), falls=3)
     assert await dispatch.run(migrated, args) == 0
     figures = json.loads((tmp_path / "dispatch.json").read_text())
-    assert figures["fall_to_offer"]["falls"] == 3
+    assert figures["fall_to_offer"]["falls"] == 3  # however slow the machine
     assert 0 < figures["fall_to_offer_p50_ms"] <= figures["fall_to_offer_p99_ms"]
     falls = figures["fall_to_offer"]
     assert 0 < falls["fall_to_wave_p50_ms"] < falls["fall_to_offer_p50_ms"]  # the wave began first

@@ -32,7 +32,7 @@ from geofence.quality import AgencyPolicies
 from ingest.batching import partition_of
 from ingest.fast_path import fast_fix
 from ingest.parse import Limits, parse_location, route
-from ingest.service import EMERGENCIES, POSITIONS, IngestService, Streams
+from ingest.service import EMERGENCIES, POSITIONS, TELEMETRY, IngestService, Streams
 from kernel import recipients
 from kernel.contracts import FixEvent
 from kernel.errors import RejectedPayload
@@ -150,12 +150,18 @@ async def ingest(settings: Settings) -> AsyncIterator[IngestService]:
 
 @pytest.mark.parametrize(
     ("streams", "topics"),
-    [("positions", POSITIONS), ("emergencies", EMERGENCIES), ("all", POSITIONS + EMERGENCIES)],
+    [
+        ("positions", POSITIONS),
+        ("emergencies", EMERGENCIES),
+        ("telemetry", TELEMETRY),
+        ("all", POSITIONS + EMERGENCIES + TELEMETRY),
+    ],
 )
 async def test_an_ingest_of_one_stream_subscribes_to_its_topics_alone(
     settings: Settings, streams: Streams, topics: tuple[str, ...]
 ) -> None:
-    """``careknot up`` runs an ingest of positions and one of device events."""
+    """``careknot up`` runs an ingest of positions, one of device events and one of
+    telemetry."""
     own = settings.model_copy(update={"ingest_metrics_port": 0})
     async with IngestService(own) as service:
         task = asyncio.create_task(service.run(streams))
@@ -165,9 +171,10 @@ async def test_an_ingest_of_one_stream_subscribes_to_its_topics_alone(
             plain = [t.split("/", 2)[2] if t.startswith("$share/") else t for t in got]
             assert sorted(plain) == sorted(topics)
             shared = {t for t in got if t.startswith("$share/")}
-            # positions are shared among ingests; device events never (each takes every one)
+            # the floods are shared among ingests; device events never (each takes every one)
+            floods = POSITIONS + TELEMETRY
             assert {t.split("/", 2)[2] for t in shared} == (
-                {t for t in topics if t in POSITIONS} if own.mqtt_shared_subscriptions else set()
+                {t for t in topics if t in floods} if own.mqtt_shared_subscriptions else set()
             )
         finally:
             task.cancel()

@@ -32,6 +32,9 @@ OWN = {
         "--scenarios", "--events", "--rate", "--falls", "--caregivers", "--load-caregivers",
         "--down", "--proxy-seconds",
     },
+    "devices": {
+        "--homes", "--seconds", "--telemetry", "--events", "--fixes", "--alarms", "--doses",
+    },
 }  # fmt: skip
 
 
