@@ -128,7 +128,7 @@ class VitalsPipeline:
         samples = [s for s in decode_samples(values, refused) if vitals_of(s)]
         await self.rt.ready()
         if samples:
-            park = self._parker(samples)
+            park = self.rt.parker(keys.TELEMETRY, values)  # the batch's messages as they came
             known = await with_retries("reading patients", partial(self._known, samples), park)
             if known is not None:
                 kept, raised = self._judge(samples, *known, refused)
@@ -184,9 +184,6 @@ class VitalsPipeline:
         await self.alarms.raise_(
             r.agency_id, source, c.kind, c.rule.severity, r.patient_id, c.detail
         )
-
-    def _parker(self, samples: Sequence[TelemetrySample]) -> Park:
-        return self.rt.parker(keys.TELEMETRY, [s.model_dump_json().encode() for s in samples])
 
     async def prune(self) -> None:
         gone = await self.store.prune(time.time() - RAW_WINDOW_S)

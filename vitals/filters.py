@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from statistics import median
 from typing import Literal
 
 from vitals.measures import Measure, plausible
@@ -82,10 +81,20 @@ class SpikeFilter:
 
 
 def departs(window: list[float], value: float, p: FilterPolicy) -> bool:
-    """Whether ``value`` lies further from the window's median than a spike must."""
-    centre = median(window)
-    spread = MAD_TO_SIGMA * median(abs(v - centre) for v in window)
-    return abs(value - centre) > max(p.sigmas * spread, p.floor)
+    """Whether ``value`` lies further from the window's median than a spike must (beyond the
+    floor, which most values are not: their spread is then never needed)."""
+    centre = _median(window)
+    off = abs(value - centre)
+    if off <= p.floor:
+        return False
+    return off > p.sigmas * MAD_TO_SIGMA * _median([abs(v - centre) for v in window])
+
+
+def _median(values: list[float]) -> float:
+    """``statistics.median`` of a handful of values, without its generality's cost."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def filters(policies: dict[Measure, FilterPolicy] | None = None) -> dict[Measure, SpikeFilter]:
