@@ -76,7 +76,7 @@ from adapters.storage.postgres import Database
 from ingest import device_events, owntracks
 from ingest.acks import AckLine, Receipt, Round
 from ingest.batching import FixBatches
-from ingest.fast_path import fast_fix
+from ingest.fast_path import fast_fix, fast_reading
 from ingest.parse import (
     TOO_LARGE,
     Limits,
@@ -409,11 +409,16 @@ class IngestService:
             self._accepted_now["ck"] += 1
             return
         if r.kind == "tel":
-            samples = parse_telemetry(r, topic, payload, now, self._limits)
+            reading = fast_reading(r, payload, now, self._limits)
+            if reading is not None:
+                values = [reading]
+            else:
+                samples = parse_telemetry(r, topic, payload, now, self._limits)
+                values = [s.model_dump_json().encode() for s in samples]
             check_kind((await self._registry.check(r, topic)).kind, topic)
-            for sample in samples:
-                self._pack(keys.TELEMETRY, r.subject, sample.model_dump_json().encode(), receipt)
-            self.metrics.telemetry_accepted.inc(len(samples))
+            for value in values:
+                self._pack(keys.TELEMETRY, r.subject, value, receipt)
+            self.metrics.telemetry_accepted.inc(len(values))
             return
         if r.kind == "presence":
             online = parse_presence(topic, payload)
