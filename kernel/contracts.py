@@ -70,6 +70,12 @@ class LocationPayload(BaseModel):
     alt: float | None = Field(default=None, allow_inf_nan=False)
 
 
+SEQ_MAX = 2**63 - 1
+"""The highest counter a device or a client may send (a ``seq``, an ``epoch``): a signed 64-bit
+integer, as Postgres keeps it (``bigint``) and Redis counts. pydantic takes any integer, even
+one written as text, and orjson writes none wider than 64 bits."""
+
+
 class DeviceEventPayload(BaseModel):
     """An event from a home device."""
 
@@ -77,7 +83,7 @@ class DeviceEventPayload(BaseModel):
 
     type: DeviceEventType
     ts: float = Field(gt=0, allow_inf_nan=False)
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=SEQ_MAX)
     data: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -96,7 +102,7 @@ class TelemetryReading(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     ts: float = Field(gt=0, allow_inf_nan=False)
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=SEQ_MAX)
     hr: float | None = Field(default=None, allow_inf_nan=False)
     spo2: float | None = Field(default=None, allow_inf_nan=False)
     temp: float | None = Field(default=None, allow_inf_nan=False)

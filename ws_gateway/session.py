@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from kernel import recipients
 from kernel.contracts import (
+    SEQ_MAX,
     Administration,
     AdministrationAction,
     AlarmCommand,
@@ -68,8 +69,8 @@ class Resume(_Command):
     (a different one is answered ``resync``)."""
 
     type: Literal["resume"]
-    last_seq: int = Field(ge=0)
-    epoch: int | None = Field(default=None, ge=0)
+    last_seq: int = Field(ge=0, le=SEQ_MAX)
+    epoch: int | None = Field(default=None, ge=0, le=SEQ_MAX)
 
 
 class Ping(_Command):

@@ -1,16 +1,17 @@
 """``careknot bench fuzz``: every parser at the system's edges under a coverage-guided fuzzer.
 
 The targets (:mod:`careknot.bench.fuzz_targets`): the MQTT payloads ingest takes (a phone's
-location through the fast path and the parser, a device event, a phone's last will, the
-OwnTracks app's messages), MQTT topics, the broker's byte stream as ingest frames it, a
-WebSocket client's frames and the gateway's tokens (as given, and with any claims genuinely
-signed). Each runs under atheris (libFuzzer) in a process of its own
-(:mod:`careknot.bench.fuzzing`), one after another, from a few valid seeds and a dictionary of
-its fields' names (JSON inputs are also mutated field by field), for its share of
-``--inputs``. The laws: only the project's typed errors escape, and whatever validates also
-serialises. The figures: inputs and inputs a second per target (atheris's instrumentation and
-the mutations included), their outcomes, the coverage libFuzzer reached, and every exception
-type that escaped with the first input that raised it; the run fails if any escaped.
+location through the fast path and the parser, a device event, a device's vitals (one sample
+or a batch) and its status (birth, last will or heartbeat), a phone's last will, the OwnTracks
+app's messages), MQTT topics, the broker's byte stream as ingest frames it, a WebSocket
+client's frames and the gateway's tokens (as given, and with any claims genuinely signed). Each
+runs under atheris (libFuzzer) in a process of its own (:mod:`careknot.bench.fuzzing`), one
+after another, from a few valid seeds and a dictionary of its fields' names (JSON inputs are
+also mutated field by field), for its share of ``--inputs``. The laws: only the project's typed
+errors escape, and whatever validates also serialises. The figures: inputs and inputs a second
+per target (atheris's instrumentation and the mutations included), their outcomes, the coverage
+libFuzzer reached, and every exception type that escaped with the first input that raised it;
+the run fails if any escaped.
 """
 
 from __future__ import annotations

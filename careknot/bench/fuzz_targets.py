@@ -22,7 +22,7 @@ import base64
 import hashlib
 import hmac
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,19 +34,30 @@ from adapters.mqtt.wire import remaining_length, string
 from ingest import owntracks
 from ingest.fast_path import fast_fix
 from ingest.parse import (
+    TELEMETRY_MAX_AGE_S,
     Limits,
     Route,
     dead_letter,
     location_fix,
     parse_device_event,
+    parse_device_status,
     parse_location,
     parse_presence,
+    parse_telemetry,
     presence_notice,
     route,
 )
-from kernel.contracts import DeadLetter, DeviceEvent, FixEvent
+from kernel.contracts import (
+    DeadLetter,
+    DeviceEvent,
+    DeviceStatus,
+    FixEvent,
+    TelemetrySample,
+    vitals_of,
+)
 from kernel.errors import AuthError, RejectedInput, RejectedPayload
 from kernel.tokens import Claims, issue, verify
+from vitals.measures import implausible
 from ws_gateway.session import COMMAND_TYPES, error_frame, parse_frame
 
 NOW = 1_700_000_000.0
@@ -56,6 +67,8 @@ SECRET = "fuzzing-secret"
 LOC_TOPIC = "ck/ag-1/cg/cg.7/loc"
 STATUS_TOPIC = "ck/ag-1/cg/cg.7/status"
 EVT_TOPIC = "ck/ag-1/dev/pendant_3/evt"
+TEL_TOPIC = "ck/ag-1/dev/wrist_2/tel"
+DEVICE_STATUS_TOPIC = "ck/ag-1/dev/pendant_3/status"
 OWNTRACKS_TOPIC = "owntracks/ann/phone"
 ACCEPTED = "accepted"
 
@@ -109,12 +122,12 @@ def letter_written(letter: DeadLetter) -> None:
 def ingest_target(
     name: str,
     edge: str,
-    parse: Callable[[bytes], BaseModel | None],
-    seeds: list[Doc] | list[bytes],
+    parse: Callable[[bytes], BaseModel | Sequence[BaseModel] | None],
+    seeds: Sequence[Doc | bytes],
     json_at: int | None = 0,
 ) -> Target:
-    """A target of one ingest parser: an accepted event must round-trip (``None``: accepted,
-    nothing written), a refusal's dead letter must serialise."""
+    """A target of one ingest parser: each accepted event must round-trip (``None``: accepted,
+    nothing written; a list: every event in it), a refusal's dead letter must serialise."""
 
     def run(payload: bytes) -> str:
         try:
@@ -122,8 +135,8 @@ def ingest_target(
         except RejectedPayload as exc:
             letter_written(dead_letter(exc, payload, NOW))
             return exc.reason
-        if event is not None:
-            round_trip(event)
+        for each in [event] if isinstance(event, BaseModel) else event or ():
+            round_trip(each)
         return ACCEPTED
 
     encoded = tuple(s if isinstance(s, bytes) else orjson.dumps(s) for s in seeds)
@@ -148,6 +161,34 @@ def location(payload: bytes) -> FixEvent:
 
 def device_event(payload: bytes) -> DeviceEvent:
     return parse_device_event(route(EVT_TOPIC), EVT_TOPIC, payload, NOW, LIMITS)
+
+
+def telemetry(payload: bytes) -> list[TelemetrySample]:
+    """A device's vitals: every sample accepted is one a person can have, taken neither ahead
+    of the clock's skew nor longer ago than ingest keeps samples."""
+    samples = parse_telemetry(route(TEL_TOPIC), TEL_TOPIC, payload, NOW, LIMITS)
+    if not samples:
+        raise Breach("a message accepted with no sample")
+    for s in samples:
+        unlike = implausible(vitals_of(s))
+        if unlike:
+            raise Breach(f"sample {s.seq} accepted with {', '.join(unlike)} out of range")
+        if not NOW - TELEMETRY_MAX_AGE_S <= s.ts <= NOW + LIMITS.max_clock_skew_s:
+            raise Breach(f"sample {s.seq} accepted taken at {s.ts}, out of the window")
+        if not vitals_of(s) and s.battery is None and s.rssi is None:
+            raise Breach(f"sample {s.seq} accepted saying nothing")
+    return samples
+
+
+def device_status(payload: bytes) -> DeviceStatus:
+    """A device's birth, last will or heartbeat; a heartbeat accepted is not ahead of the
+    clock's skew."""
+    status = parse_device_status(
+        route(DEVICE_STATUS_TOPIC), DEVICE_STATUS_TOPIC, payload, NOW, LIMITS
+    )
+    if status.ts is not None and status.ts > NOW + LIMITS.max_clock_skew_s:
+        raise Breach(f"a heartbeat accepted from {status.ts}, ahead of the clock")
+    return status
 
 
 def presence(payload: bytes) -> BaseModel:
@@ -194,6 +235,25 @@ DOSE_EVENT: Doc = {
     "ts": NOW - 30,
     "seq": 7,
     "data": {"sent_at": NOW - 30, "slot": "evening", "meds": ["a", "b"], "n": {"x": [1, 2.5]}},
+}
+TELEMETRY: Doc = {"ts": NOW - 2, "seq": 310, "hr": 72, "spo2": 97.5, "temp": 36.6}
+BLOOD_PRESSURE: Doc = {"ts": NOW - 40, "seq": 9, "bp_sys": 128, "bp_dia": 84, "battery": 55}
+TELEMETRY_BATCH: Doc = {
+    "samples": [
+        {"ts": NOW - 3600 + i, "seq": 100 + i, "hr": 60 + i, "spo2": 95, "rssi": -70}
+        for i in range(3)
+    ]
+    + [{"ts": NOW - 3000, "seq": 103, "battery": 12, "rssi": -88.5, "steps": 4}]
+}
+HEARTBEAT: Doc = {"ts": NOW - 2, "battery": 64}
+FULL_HEARTBEAT: Doc = {
+    "ts": NOW - 1.5,
+    "battery": 100,
+    "rssi": -71.5,
+    "firmware": "1.4.2",
+    "interval": 30,
+    "tamper": False,
+    "uptime": 9,
 }
 OWNTRACKS_LWT: Doc = {"_type": "lwt", "tst": TST}
 OWNTRACKS_OTHER: Doc = {"_type": "transition", "event": "enter", "desc": "home", "tst": TST}
@@ -288,6 +348,24 @@ WS_FRAMES: tuple[Doc, ...] = (
     {"type": "decline", "offer_id": "of-1", "reason": "stuck in traffic"},
     {"type": "assign", "incident_id": "in-1", "caregiver_id": "cg.7"},
     {"type": "resolve", "incident_id": "in-1", "note": "all well"},
+    {"type": "acknowledge", "alarm_id": "al-1"},
+    {"type": "clear", "alarm_id": "al-1"},
+    {
+        "type": "administration",
+        "record_id": "rec-1",
+        "patient_id": "p1",
+        "dose_key": "2026-12-03T08:00/metformin",
+        "action": "administered",
+        "given_at": NOW - 60,
+        "note": "with breakfast",
+    },
+    {
+        "type": "administration",
+        "record_id": "rec-2",
+        "patient_id": "p1",
+        "dose_key": "evening",
+        "action": "refused",
+    },
 )
 
 
@@ -380,6 +458,18 @@ TARGETS: dict[str, Target] = {
             [DEVICE_EVENT, DOSE_EVENT],
         ),
         ingest_target(
+            "telemetry",
+            "ck/{agency}/dev/{device}/tel: a device's vitals, one sample or a batch",
+            telemetry,
+            [TELEMETRY, BLOOD_PRESSURE, TELEMETRY_BATCH],
+        ),
+        ingest_target(
+            "device-status",
+            "ck/{agency}/dev/{device}/status: a device's birth, last will or heartbeat",
+            device_status,
+            [b"online", b"offline", HEARTBEAT, FULL_HEARTBEAT],
+        ),
+        ingest_target(
             "presence",
             "ck/{agency}/cg/{caregiver}/status: a phone's last will",
             presence,
@@ -396,7 +486,17 @@ TARGETS: dict[str, Target] = {
             "topic",
             "MQTT topics: who speaks, about what",
             topic,
-            [t.encode() for t in (LOC_TOPIC, STATUS_TOPIC, EVT_TOPIC, OWNTRACKS_TOPIC)],
+            [
+                t.encode()
+                for t in (
+                    LOC_TOPIC,
+                    STATUS_TOPIC,
+                    EVT_TOPIC,
+                    TEL_TOPIC,
+                    DEVICE_STATUS_TOPIC,
+                    OWNTRACKS_TOPIC,
+                )
+            ],
             json_at=None,
         ),
         Target(

@@ -81,8 +81,8 @@ def fixes_step(p: ArgumentParser) -> None:
 
 
 FUZZ_TARGETS = (
-    "location", "device-event", "presence", "owntracks", "topic", "mqtt-frames", "ws-frame",
-    "token", "token-claims",
+    "location", "device-event", "telemetry", "device-status", "presence", "owntracks", "topic",
+    "mqtt-frames", "ws-frame", "token", "token-claims",
 )  # fmt: skip
 """The names of :data:`careknot.bench.fuzz_targets.TARGETS` (a test holds them the same)."""
 

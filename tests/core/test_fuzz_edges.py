@@ -21,10 +21,14 @@ from adapters.mqtt.frames import Publish
 from adapters.mqtt.wire import remaining_length
 from careknot.bench import fuzz_targets, options
 from careknot.bench.fuzz_targets import (
+    BLOOD_PRESSURE,
     CLAIMS,
     DEVICE_EVENT,
+    DEVICE_STATUS_TOPIC,
     DOSE_EVENT,
     EVT_TOPIC,
+    FULL_HEARTBEAT,
+    HEARTBEAT,
     LOC_TOPIC,
     LOCATION,
     NOW,
@@ -35,6 +39,9 @@ from careknot.bench.fuzz_targets import (
     SECRET,
     STATUS_TOPIC,
     TARGETS,
+    TEL_TOPIC,
+    TELEMETRY,
+    TELEMETRY_BATCH,
     TST,
     WS_FRAMES,
     Breach,
@@ -43,8 +50,8 @@ from careknot.bench.fuzz_targets import (
     signed,
 )
 from ingest.owntracks import KNOWN_TYPES
-from ingest.parse import MAX_DEPTH
-from kernel.contracts import DEVICE_EVENT_TYPES, DeviceEvent, FixEvent
+from ingest.parse import MAX_DEPTH, TELEMETRY_MAX_AGE_S
+from kernel.contracts import DEVICE_EVENT_TYPES, TELEMETRY_BATCH_MAX, DeviceEvent, FixEvent
 from kernel.errors import RejectedInput
 from kernel.tokens import Claims, issue
 from ws_gateway.session import COMMAND_TYPES, parse_frame
@@ -132,9 +139,16 @@ def mangled(draw: st.DrawFn, text: bytes) -> bytes:
 def near_valid(bases: list[dict[str, Any]], fields: dict[str, st.SearchStrategy[Any]]) -> Any:
     """Strategy: one of ``bases`` with up to three fields dropped or set to a value of their
     own kind near its bounds, any JSON value or a deep one, encoded and maybe mangled."""
+    return near_valid_documents(bases, fields).map(encode).flatmap(mangled)
+
+
+def near_valid_documents(
+    bases: list[dict[str, Any]], fields: dict[str, st.SearchStrategy[Any]]
+) -> Any:
+    """Strategy: :func:`near_valid`'s documents before they are encoded (to put in others)."""
 
     @st.composite
-    def documents(draw: st.DrawFn) -> bytes:
+    def documents(draw: st.DrawFn) -> dict[str, Any]:
         doc = dict(draw(st.sampled_from(bases)))
         for _ in range(draw(st.integers(0, 3))):
             name = draw(st.sampled_from(sorted(fields)) if draw(st.integers(0, 3)) else any_text)
@@ -143,7 +157,7 @@ def near_valid(bases: list[dict[str, Any]], fields: dict[str, st.SearchStrategy[
                 doc.pop(name, None)
             else:  # mostly a value of the field's own kind
                 doc[name] = draw(values if how == 1 else deep if how == 2 else own(name))
-        return draw(mangled(encode(doc)))
+        return doc
 
     def own(name: str) -> st.SearchStrategy[Any]:
         return fields.get(name, values)
@@ -179,13 +193,72 @@ POSITION = {
     "batt": numbers(-1, 101, 100.0, 100.5, True),
     "_type": st.sampled_from(sorted(KNOWN_TYPES | {"Location", "", "other"})) | values,
 }
+SEQ_EDGES = (0, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**30)
+"""Around the widest integers orjson writes and Postgres keeps (a ``bigint``)."""
+seq_edges = st.sampled_from(SEQ_EDGES)
+seqs = st.one_of(  # pydantic reads an integer written as text where it is lax
+    st.integers(-1, 2**65), seq_edges, st.integers(-1, 2**65).map(str), seq_edges.map(str)
+)
 EVENT = {
     "type": st.sampled_from([*DEVICE_EVENT_TYPES, "tel", "FALL", ""]),
     "ts": numbers(NOW - 400, NOW + 400, NOW + 300, NOW - 300, NOW + 300.001, NOW - 300.001),
-    "seq": st.integers(-1, 2**65),
+    "seq": seqs,
     "data": st.dictionaries(any_text, values, max_size=4)
     | st.builds(lambda v: {"sent_at": v}, values)
     | st.integers(MAX_DEPTH - 3, MAX_DEPTH + 1).map(lambda d: nested(d, True)),
+}
+READING_EDGES: dict[str, tuple[Any, ...]] = {
+    "ts": (
+        NOW + 300, NOW + 300.001, NOW - TELEMETRY_MAX_AGE_S, NOW - TELEMETRY_MAX_AGE_S - 0.001,
+        1e308, 5e-324,
+    ),
+    "hr": (20, 250, 19.999, 250.001),
+    "spo2": (50, 100, 49.999, 100.001),
+    "temp": (25, 45, 24.999, 45.001),
+    "bp_sys": (50, 280, 49.999, 280.001, 84),  # 84: no higher than a base's diastolic
+    "bp_dia": (20, 180, 19.999, 180.001, 128),  # 128: no lower than a base's systolic
+    "battery": (0, 100, -1, 101, 100.5, True),
+    "rssi": (-0.0, 1e308, -1e308),
+}  # fmt: skip
+"""Where a sample's fields turn from taken to refused: a plausible value's bounds, the window
+of time, the widest floats."""
+READING = {
+    "ts": numbers(NOW - TELEMETRY_MAX_AGE_S - 100, NOW + 400, *READING_EDGES["ts"]),
+    "seq": seqs,
+    "hr": numbers(0, 300, *READING_EDGES["hr"]),
+    "spo2": numbers(0, 120, *READING_EDGES["spo2"]),
+    "temp": numbers(0, 60, *READING_EDGES["temp"]),
+    "bp_sys": numbers(0, 400, *READING_EDGES["bp_sys"]),
+    "bp_dia": numbers(0, 300, *READING_EDGES["bp_dia"]),
+    "battery": numbers(-1, 101, *READING_EDGES["battery"]),
+    "rssi": numbers(-300, 100, *READING_EDGES["rssi"]),
+}
+BARE_READING = {"ts": NOW - 1, "seq": 1}
+"""A sample saying nothing (no vital, no battery, no signal)."""
+READINGS = [TELEMETRY, BLOOD_PRESSURE, *TELEMETRY_BATCH["samples"], BARE_READING]
+reading_docs = near_valid_documents(READINGS, READING)
+TELEMETRY_FIELDS = READING | {
+    "samples": st.lists(reading_docs, max_size=4)
+    | st.integers(TELEMETRY_BATCH_MAX - 1, TELEMETRY_BATCH_MAX + 1).map(lambda n: [TELEMETRY] * n)
+}
+HEARTBEAT_EDGES: dict[str, tuple[Any, ...]] = {
+    "ts": (NOW + 300, NOW + 300.001, 1e308, 5e-324),
+    "battery": (0, 100, -1, 101, 100.5, True),
+    "rssi": (-200, 50, -200.001, 50.001),
+    "interval": (86_400, 86_400.001, 5e-324, 0),
+}
+HEARTBEAT_FIELDS = {
+    "ts": numbers(NOW - 400, NOW + 400, *HEARTBEAT_EDGES["ts"]),
+    "battery": numbers(-1, 101, *HEARTBEAT_EDGES["battery"]),
+    "rssi": numbers(-201, 51, *HEARTBEAT_EDGES["rssi"]),
+    "firmware": sized(0, 70),
+    "interval": numbers(-1, 90_000, *HEARTBEAT_EDGES["interval"]),
+    "tamper": st.booleans() | st.sampled_from(["yes", "off", 1, 2, "true"]),
+}
+ADMINISTRATION_EDGES: dict[str, tuple[Any, ...]] = {
+    "given_at": (0, 5e-324, 1e308, NOW, "inf", "NaN"),
+    "dose_key": ("", "k" * 200, "k" * 201),
+    "note": ("n" * 500, "n" * 501, None),
 }
 FRAME = {
     "type": st.sampled_from([*sorted(COMMAND_TYPES), "Auth", "pong", ""]),
@@ -196,6 +269,12 @@ FRAME = {
     "caregiver_id": sized(0, 130),
     "reason": sized(0, 510),
     "note": sized(0, 510),
+    "alarm_id": sized(0, 130),
+    "record_id": sized(0, 130),
+    "patient_id": sized(0, 130),
+    "dose_key": sized(0, 210),
+    "action": st.sampled_from(["administered", "refused", "unavailable", "given", ""]),
+    "given_at": numbers(-1, NOW + 100, *ADMINISTRATION_EDGES["given_at"]),
 }
 CLAIM = {
     "role": st.sampled_from(["caregiver", "family", "dispatcher", "admin", ""]),
@@ -228,7 +307,7 @@ def topics(draw: st.DrawFn) -> bytes:
     return "/".join(levels).encode("utf-8", "surrogatepass")
 
 
-TOPICS = [LOC_TOPIC, STATUS_TOPIC, EVT_TOPIC, OWNTRACKS_TOPIC, "ck/ag-1/dev/pendant_3/status"]
+TOPICS = [LOC_TOPIC, STATUS_TOPIC, EVT_TOPIC, OWNTRACKS_TOPIC, DEVICE_STATUS_TOPIC, TEL_TOPIC]
 presences = st.builds(
     lambda before, word, after: before + word + after,
     st.sampled_from([b"", b" ", b"\n", b"\x00", b"\t\r"]),
@@ -287,6 +366,10 @@ WS_NEAR_VALID = near_valid(list(WS_FRAMES), FRAME)
 NEAR_VALID: dict[str, Any] = {
     "location": near_valid([LOCATION, PLAIN_LOCATION], POSITION),
     "device-event": near_valid([DEVICE_EVENT, DOSE_EVENT], EVENT),
+    "telemetry": near_valid(
+        [TELEMETRY, BLOOD_PRESSURE, TELEMETRY_BATCH, BARE_READING], TELEMETRY_FIELDS
+    ),
+    "device-status": near_valid([HEARTBEAT, FULL_HEARTBEAT], HEARTBEAT_FIELDS) | presences,
     "presence": presences,
     "owntracks": near_valid([LOCATION, OWNTRACKS_LWT, OWNTRACKS_OTHER], POSITION),
     "topic": topics(),
@@ -333,6 +416,37 @@ def test_a_frame_of_any_text_is_refused_only_as_rejected_input(text: str) -> Non
     """Even text no WebSocket text frame carries (lone surrogates)."""
     with contextlib.suppress(RejectedInput):
         parse_frame(text)
+
+
+def at_edges(
+    name: str, head: bytes, bases: list[dict[str, Any]], edges: dict[str, tuple[Any, ...]]
+) -> list[Any]:
+    """Each base with one field at each of its edges, as a number and as text."""
+    return [
+        pytest.param(name, head + encode({**base, field: v}), id=f"{name}-{field}={v!r:.20}")
+        for base in bases
+        for field, values in edges.items()
+        for value in values
+        for v in (value, str(value))
+    ]
+
+
+BOUNDARIES = [
+    *at_edges("telemetry", b"", [TELEMETRY, BLOOD_PRESSURE], READING_EDGES),
+    pytest.param("telemetry", encode({"samples": [TELEMETRY, BARE_READING]}), id="bare-in-batch"),
+    *at_edges("telemetry", b"", [BARE_READING], {"rssi": (None,), "battery": (None,)}),
+    *at_edges("device-status", b"", [HEARTBEAT, FULL_HEARTBEAT], HEARTBEAT_EDGES),
+    *at_edges("ws-frame", b"\x01", [dict(f) for f in WS_FRAMES[-2:]], ADMINISTRATION_EDGES),
+]
+
+
+@pytest.mark.parametrize(("name", "data"), BOUNDARIES)
+def test_a_field_at_its_edge_only_typed_errors_and_what_validates_serialises(
+    name: str, data: bytes
+) -> None:
+    """Where the checks of the telemetry, the device status and the administration frame turn:
+    what near-valid inputs reach only sometimes, every time."""
+    TARGETS[name].run(data)
 
 
 # ---------------------------------------------------------------- the laws can be broken
@@ -382,3 +496,49 @@ def test_a_token_signed_with_the_key_is_genuine() -> None:
     """The token-claims target signs as the issuer does, so its claims are really decoded."""
     claims = Claims.model_validate(CLAIMS[0])
     assert signed(orjson.dumps(claims.model_dump())) == issue(claims, SECRET)
+
+
+# ---------------------------------------------------------------- found by fuzzing
+
+WIDE = [2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**30]
+COUNTERS = [
+    ("device-event", b"", DEVICE_EVENT, "seq"),
+    ("telemetry", b"", TELEMETRY, "seq"),
+    ("telemetry", b"", BLOOD_PRESSURE, "battery"),
+    ("device-status", b"", HEARTBEAT, "battery"),
+    ("location", b"", PLAIN_LOCATION, "tst"),
+    ("ws-frame", b"\x00", {"type": "resume", "last_seq": 1}, "last_seq"),
+    ("ws-frame", b"\x01", {"type": "resume", "last_seq": 1}, "epoch"),
+]
+
+
+@pytest.mark.parametrize(("name", "head", "base", "field"), COUNTERS)
+@pytest.mark.parametrize("value", WIDE)
+@pytest.mark.parametrize("as_text", [False, True])
+def test_an_integer_wider_than_64_bits_is_refused_or_serialises(
+    name: str, head: bytes, base: dict[str, Any], field: str, value: int, as_text: bool
+) -> None:
+    """A ``seq`` written as the text of an integer past 64 bits was taken (pydantic is lax),
+    and orjson could not write the event out again, nor a resume frame read back."""
+    written = encode({**base, field: str(value) if as_text else value})
+    TARGETS[name].run(head + written)
+
+
+@pytest.mark.parametrize(
+    ("name", "base"), [("device-event", DEVICE_EVENT), ("telemetry", TELEMETRY)]
+)
+def test_a_device_counter_past_a_postgres_bigint_is_refused(
+    name: str, base: dict[str, Any]
+) -> None:
+    assert TARGETS[name].run(orjson.dumps({**base, "seq": 2**63 - 1})) == "accepted"
+    for seq in (2**63, 2**64 - 1, str(2**63)):
+        assert TARGETS[name].run(orjson.dumps({**base, "seq": seq})) == "invalid_fields"
+
+
+def test_a_resume_past_a_signed_64_bit_counter_is_refused() -> None:
+    for frame in (
+        {"type": "resume", "last_seq": 2**63},
+        {"type": "resume", "last_seq": 0, "epoch": 2**63},
+    ):
+        with pytest.raises(RejectedInput):
+            parse_frame(orjson.dumps(frame))
