@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from ingest.parse import MAX_DEPTH, TELEMETRY_MAX_AGE_S, Limits, Route, may_nest_deeper
+from kernel.contracts import SEQ_MAX
 from vitals.measures import MEASURES, implausible
 
 
@@ -111,7 +112,7 @@ def _plain_reading(raw: dict[str, Any], oldest: float, latest: float) -> dict[st
     """The fields of a reading whose every field is plainly valid and whose vitals a person
     can have, else None."""
     ts, seq = _number(raw, "ts", oldest, latest), raw.get("seq")
-    if ts is None or ts <= 0 or type(seq) is not int or seq < 0:
+    if ts is None or ts <= 0 or type(seq) is not int or not 0 <= seq <= SEQ_MAX:
         return None
     fields = {m: _optional(raw, m, (float, int)) for m in (*MEASURES, "rssi")}
     battery = _optional(raw, "battery", (int,))

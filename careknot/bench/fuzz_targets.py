@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from adapters.mqtt.frames import Publish, PublishSplitter
 from adapters.mqtt.wire import remaining_length, string
 from ingest import owntracks
-from ingest.fast_path import fast_fix
+from ingest.fast_path import fast_fix, fast_reading
 from ingest.parse import (
     TELEMETRY_MAX_AGE_S,
     Limits,
@@ -164,9 +164,19 @@ def device_event(payload: bytes) -> DeviceEvent:
 
 
 def telemetry(payload: bytes) -> list[TelemetrySample]:
-    """A device's vitals: every sample accepted is one a person can have, taken neither ahead
-    of the clock's skew nor longer ago than ingest keeps samples."""
-    samples = parse_telemetry(route(TEL_TOPIC), TEL_TOPIC, payload, NOW, LIMITS)
+    """A device's vitals, as ingest takes them: the fast path and the parser must agree, and
+    every sample accepted is one a person can have, taken neither ahead of the clock's skew nor
+    longer ago than ingest keeps samples."""
+    r = route(TEL_TOPIC)
+    fast = fast_reading(r, payload, NOW, LIMITS)
+    try:
+        samples = parse_telemetry(r, TEL_TOPIC, payload, NOW, LIMITS)
+    except RejectedPayload as exc:
+        if fast is not None:
+            raise Breach(f"the fast path took what the parser refuses ({exc.reason})") from exc
+        raise
+    if fast is not None and [orjson.loads(fast)] != [s.model_dump(mode="json") for s in samples]:
+        raise Breach(f"the fast path wrote {fast!r}, the parser {samples!r}")
     if not samples:
         raise Breach("a message accepted with no sample")
     for s in samples:
