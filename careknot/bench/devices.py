@@ -9,8 +9,9 @@
   (:mod:`simulators.load`);
 - ``--alarms`` dispensers a second report tampering (``dispenser_tamper``, each from a
   dispenser of its own), and the agency's dispatcher console times each from its MQTT publish
-  to its ``alarm`` frame on the WebSocket (and in two parts: to the dispatch worker raising it,
-  its ``raised_at``, and from there to the frame);
+  to its ``alarm`` frame on the WebSocket (and in three parts: to ingest receiving it, its
+  ``received_at`` in the home's event history; from there to the dispatch worker raising it, the
+  alarm's ``raised_at``; and from there to the frame);
 - ``--doses`` patients' doses close their windows untaken, spread over the run with nobody
   saying a word, and the console times each ``missed`` dose frame from the moment its window
   closed.
@@ -85,6 +86,8 @@ class Console:
     alarms_at: dict[str, float] = field(default_factory=dict)
     raised_at: dict[str, float] = field(default_factory=dict)
     """When the dispatch worker raised each alarm (its clock: the same machine's)."""
+    received_at: dict[str, float] = field(default_factory=dict)
+    """When ingest received each tamper event (from the home's event history)."""
     missed_at: dict[str, float] = field(default_factory=dict)
     every_dose_told: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -160,6 +163,7 @@ async def _measure(s: Settings, plan: Plan) -> tuple[dict[str, Any], Kept]:
             drained = await _drain(kept, published.acknowledged + len(raised))
             used = _cpu_used(cpu_before, cpu.cpu_by_role(pids))
             await _await_doses(console, closes)
+            console.received_at = await _received(db, list(raised))
         finally:
             counting.cancel()
             watching.cancel()
@@ -294,6 +298,16 @@ async def _drain(kept: Kept, acknowledged: int) -> float:
     return kept.series[-1][0] if kept.series else 0.0
 
 
+async def _received(db: Database, devices: list[str]) -> dict[str, float]:
+    """When ingest received each device's first event, from the homes' event history."""
+    rows = await db.pool.fetch(
+        "SELECT device_id, min(received_at) AS at FROM device_events"
+        " WHERE device_id = ANY($1::text[]) GROUP BY device_id",
+        devices,
+    )
+    return {r["device_id"]: r["at"].timestamp() for r in rows}
+
+
 async def _await_doses(console: Console, closes: dict[str, float]) -> None:
     """Until the console was told of every missed dose, or 30 s after the last window."""
     left = max(closes.values(), default=0.0) + 30.0 - time.time()
@@ -343,13 +357,15 @@ def _figures(
     if alarm_ms:
         lat = latency_figures(alarm_ms, "alarm")
         figures |= {"alarm_p50_ms": lat["alarm_p50_ms"], "alarm_p99_ms": lat["alarm_p99_ms"]}
-        told = [d for d in raised if d in console.alarms_at]
-        to_raise = [(console.raised_at[d] - raised[d]) * 1000 for d in told]
-        to_frame = [(console.alarms_at[d] - console.raised_at[d]) * 1000 for d in told]
+        told = [d for d in raised if d in console.alarms_at and d in console.received_at]
+        got, up = console.received_at, console.raised_at
         figures["alarm_latency"] = {
             **lat,
-            **latency_figures(to_raise, "publish_to_raised"),
-            **latency_figures(to_frame, "raised_to_frame"),
+            **latency_figures([(got[d] - raised[d]) * 1000 for d in told], "publish_to_ingest"),
+            **latency_figures([(up[d] - got[d]) * 1000 for d in told], "ingest_to_raised"),
+            **latency_figures(
+                [(console.alarms_at[d] - up[d]) * 1000 for d in told], "raised_to_frame"
+            ),
         }
     if dose_s:
         lat = latency_figures([d * 1000 for d in dose_s], "missed_dose_delay")
