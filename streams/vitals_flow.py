@@ -45,7 +45,9 @@ from vitals.thresholds import for_patient
 
 log = logging.getLogger(__name__)
 
-SAMPLE_MESSAGES = 1024
+SAMPLE_MESSAGES = 256
+"""Each message packs up to ``ingest.service.FLUSH_FIXES`` samples: a batch taken from a backlog
+stays a transaction of tens of thousands of rows at most."""
 BATCH_WITHIN_S = 0.2
 """A few of ingest's flushes: a batch's round trips to Postgres are paid once for more samples,
 and a vitals rule holds for minutes, so a fifth of a second more is nothing to it."""
