@@ -1,5 +1,6 @@
-"""Device events (a fall, an SOS, a dispenser's, a sensor's) to Kafka, tried again in place
-until Kafka takes them.
+"""Device events that act (a fall, an SOS, a dispenser's) to Kafka, tried again in place until
+Kafka takes them (an ambient sensor's are packed with the home's activity, as fixes are:
+``ingest.service``).
 
 A fix Kafka does not take is counted and lost: the caregiver's next fix supersedes it. Nothing
 supersedes a fall, so :func:`deliver` sends a device event again after the backoff's wait, each
@@ -9,8 +10,8 @@ the MQTT broker and the device events behind it wait (on a connection of their o
 go on).
 
 A batch's events are delivered at once, each device's in the order it sent them
-(:func:`deliver_all`): a home's motion sensors may send thousands a second across a city, and
-one at a time, each waiting for Kafka's answer, would hold a fall behind all of them.
+(:func:`deliver_all`): one at a time, each waiting for Kafka's answer, a fall would wait behind
+every dispenser's event before it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from adapters import kafka
 from kernel import keys
 from kernel.backoff import Backoff
-from kernel.contracts import ACTIVITY_EVENT_TYPES, DeviceEvent
+from kernel.contracts import DeviceEvent
 from kernel.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,6 @@ DEADLINE_S = 300.0
 queued behind it waits as long again should Kafka stay away."""
 RETRY_FIRST_S = 0.5
 RETRY_CAP_S = 5.0
-
-
-def topic_of(event: DeviceEvent) -> str:
-    """An ambient sensor's event goes with the home's activity; the rest act (a fall, an SOS,
-    a dispenser's), on the topic the dispatch worker reads, never behind the activity."""
-    return keys.HOME_ACTIVITY if event.type in ACTIVITY_EVENT_TYPES else keys.DEVICE_EVENTS
 
 
 async def deliver_all(
@@ -71,7 +66,7 @@ async def deliver(
     deadline = time.monotonic() + deadline_s
     while True:
         try:
-            await producer.send_and_wait(topic_of(event), value, key=event.device_id)
+            await producer.send_and_wait(keys.DEVICE_EVENTS, value, key=event.device_id)
             return
         except StorageError as exc:
             if time.monotonic() >= deadline:

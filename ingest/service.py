@@ -94,7 +94,7 @@ from ingest.parse import (
 )
 from ingest.registry import Registry
 from kernel import heap, keys
-from kernel.contracts import DeviceEvent
+from kernel.contracts import ACTIVITY_EVENT_TYPES, DeviceEvent
 from kernel.errors import RejectedPayload, StorageError
 from kernel.settings import Settings
 from kernel.waiting import answers
@@ -125,7 +125,7 @@ FLUSH_AFTER_S = 0.05
 message, so fewer, fuller messages cost the whole system less CPU per fix, which under load is
 also what keeps latency down (the measurements are in docs/benchmarks-history.md)."""
 PRODUCER_BATCH_BYTES = 256 * 1024
-PACKED = (keys.FIXES, keys.TELEMETRY)
+PACKED = (keys.FIXES, keys.TELEMETRY, keys.HOME_ACTIVITY)
 """The topics whose records ingest packs, many to a Kafka message."""
 Settle = Callable[[bool], None]
 """Told that a message is delivered (False) or failed (True)."""
@@ -430,7 +430,11 @@ class IngestService:
             return
         ev = parse_device_event(r, topic, payload, now, self._limits)
         check_kind((await self._registry.check(r, topic)).kind, topic, ev.type)
-        events.append(ev)  # delivered with the rest of its batch's
+        if ev.type in ACTIVITY_EVENT_TYPES:  # a home's routine: packed, as fixes are
+            self._pack(keys.HOME_ACTIVITY, r.subject, ev.model_dump_json().encode(), receipt)
+            self.metrics.events_accepted.inc()
+        else:
+            events.append(ev)  # delivered with the rest of its batch's
 
     async def _deliver_events(self, events: list[DeviceEvent], receipt: Receipt) -> None:
         """The batch's device events to Kafka, each device's in order, the devices at once;

@@ -3,8 +3,8 @@
 
 It reads the device-events topic (what acts: falls, SOS calls, dispensers) in the ``devices``
 role's own consumer group, so the dispatch worker, which acts on the same events, never waits
-on it, and the home-activity topic (ambient sensors: motion, doors), which nothing else reads
-yet. A batch Postgres cannot take now is
+on it, and the home-activity topic (ambient sensors: motion, doors, packed many to a message
+by ingest), which nothing else reads yet. A batch Postgres cannot take now is
 retried while the server is away (``streams.handling``); nothing accepted is dropped.
 """
 
@@ -15,15 +15,20 @@ from functools import partial
 from typing import Any
 
 import faust
+from pydantic import TypeAdapter
 
 from adapters.storage.device_history import DeviceHistory
 from kernel import keys
 from kernel.contracts import DeviceEvent
 from kernel.settings import Settings
+from streams.decoding import Refused, decode_packed
 from streams.handling import with_retries
 from streams.runtime import Runtime
 
-EVENTS_A_BATCH = 2000
+_EVENTS = TypeAdapter(list[DeviceEvent])
+EVENTS_A_BATCH = 256
+"""Messages a batch: an event each on device-events, up to ``ingest.service.FLUSH_FIXES`` packed
+in each on home-activity."""
 BATCH_WITHIN_S = 0.2
 """A history is read later, never at once: fewer, larger inserts cost Postgres and the worker
 less."""
@@ -42,7 +47,9 @@ def _keeper(
 
     async def keep(stream: Any) -> None:
         async for values in stream.take(EVENTS_A_BATCH, within=BATCH_WITHIN_S):
-            events = await rt.decode(DeviceEvent, values, name)
+            refused: list[Refused] = []
+            events = decode_packed(DeviceEvent, _EVENTS, values, refused)
+            await rt.park(name, refused)
             if not events:
                 continue
             await rt.ready()
