@@ -17,7 +17,7 @@ A series reads the raw samples where they are kept and the minutes before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ import asyncpg
 
 from adapters.storage.postgres import Database, ts
 from kernel.errors import StorageError
-from vitals.downsample import MinuteAggregate, minute_aggregates, minute_of
+from vitals.downsample import minute_of
 from vitals.measures import MEASURES, Measure
 from vitals.thresholds import Threshold
 
@@ -41,28 +41,36 @@ _CREATE_RAW_STAGING = (
     " patient_id text, hr real, spo2 real, temp real, bp_sys real, bp_dia real,"
     " dropped text[]) ON COMMIT DELETE ROWS"
 )
-_INSERT_RAW = (
-    f"INSERT INTO vitals_raw ({', '.join(_RAW)})"
-    f" SELECT device_id, to_timestamp(ts), patient_id, {', '.join(MEASURES)}, dropped"
-    f" FROM {_RAW_STAGING} ON CONFLICT (device_id, ts) DO NOTHING"
-    f" RETURNING patient_id, extract(epoch FROM ts) AS at, {', '.join(MEASURES)}, dropped"
+_MINUTE = "to_timestamp(floor(extract(epoch FROM new.ts) / 60) * 60)"
+_EACH_MEASURE = ", ".join(f"('{m}', new.{m})" for m in MEASURES)
+_KEEP = f"""
+WITH new AS (
+    INSERT INTO vitals_raw ({", ".join(_RAW)})
+    SELECT device_id, to_timestamp(ts), patient_id, {", ".join(MEASURES)}, dropped
+    FROM {_RAW_STAGING}
+    ON CONFLICT (device_id, ts) DO NOTHING
+    RETURNING patient_id, ts, {", ".join(MEASURES)}, dropped
+), kept AS (
+    SELECT new.patient_id, v.measure, {_MINUTE} AS minute, v.value::float8 AS value
+    FROM new CROSS JOIN LATERAL (VALUES {_EACH_MEASURE}) AS v(measure, value)
+    WHERE v.value IS NOT NULL AND NOT (v.measure = ANY(new.dropped))
+), merged AS (
+    INSERT INTO vitals_minutes (patient_id, measure, minute, low, high, total, count)
+    SELECT patient_id, measure, minute, min(value), max(value), sum(value), count(*)
+    FROM kept GROUP BY patient_id, measure, minute ORDER BY patient_id, measure, minute
+    ON CONFLICT (patient_id, measure, minute) DO UPDATE SET
+        low = least(vitals_minutes.low, EXCLUDED.low),
+        high = greatest(vitals_minutes.high, EXCLUDED.high),
+        total = vitals_minutes.total + EXCLUDED.total,
+        count = vitals_minutes.count + EXCLUDED.count
+    RETURNING 1
 )
-_MINUTES = ("patient_id", "measure", "minute", "low", "high", "total", "count")
-_MINUTE_STAGING = "vitals_minutes_staging"
-_CREATE_MINUTE_STAGING = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_MINUTE_STAGING} (patient_id text, measure text,"
-    " minute float8, low real, high real, total float8, count int) ON COMMIT DELETE ROWS"
-)
-_MERGE_MINUTES = (
-    f"INSERT INTO vitals_minutes ({', '.join(_MINUTES)})"
-    " SELECT patient_id, measure, to_timestamp(minute), low, high, total, count"
-    f" FROM {_MINUTE_STAGING} ORDER BY patient_id, measure, minute"
-    " ON CONFLICT (patient_id, measure, minute) DO UPDATE SET"
-    " low = least(vitals_minutes.low, EXCLUDED.low),"
-    " high = greatest(vitals_minutes.high, EXCLUDED.high),"
-    " total = vitals_minutes.total + EXCLUDED.total,"
-    " count = vitals_minutes.count + EXCLUDED.count"
-)
+SELECT (SELECT count(*) FROM new) AS new, (SELECT count(*) FROM merged) AS minutes
+"""
+"""The batch's new raw samples inserted and their kept values added to the minute aggregates
+(the lowest, the highest, the sum and the count per patient, measure and minute, so a minute
+written in several batches adds up), in one statement: Postgres aggregates in C what Python
+would have read back row by row."""
 _THRESHOLD = (
     "patient_id",
     "kind",
@@ -110,16 +118,6 @@ def _staged(v: RawVital) -> tuple[Any, ...]:
     return (v.device_id, v.ts, v.patient_id, *(v.values.get(m) for m in MEASURES), list(v.dropped))
 
 
-def _kept_points(rows: Iterable[asyncpg.Record]) -> Iterable[tuple[str, Measure, float, float]]:
-    """(patient, measure, ts, value) of each kept value of the rows inserted."""
-    for row in rows:
-        dropped = row["dropped"]
-        for m in MEASURES:
-            value = row[m]
-            if value is not None and m not in dropped:
-                yield row["patient_id"], m, float(row["at"]), value
-
-
 class VitalsStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -133,14 +131,8 @@ class VitalsStore:
             await conn.execute(_CREATE_RAW_STAGING)
             records = [_staged(v) for v in samples]
             await conn.copy_records_to_table(_RAW_STAGING, records=records, columns=_RAW)
-            new = await conn.fetch(_INSERT_RAW)
-            minutes = minute_aggregates(_kept_points(new))
-            if minutes:
-                await conn.execute(_CREATE_MINUTE_STAGING)
-                rows = [_minute_row(a) for a in minutes]
-                await conn.copy_records_to_table(_MINUTE_STAGING, records=rows, columns=_MINUTES)
-                await conn.execute(_MERGE_MINUTES)
-        return len(new)
+            new = await conn.fetchval(_KEEP)
+        return int(new)
 
     async def series(
         self, patient_id: str, measure: Measure, start: float, end: float, *, now: float
@@ -271,10 +263,6 @@ def _threshold(r: asyncpg.Record) -> Threshold | None:
         clear_hold_s=r["clear_hold_s"],
         severity=r["severity"],
     )
-
-
-def _minute_row(a: MinuteAggregate) -> tuple[Any, ...]:
-    return (a.patient_id, a.measure, float(a.minute), a.low, a.high, a.total, a.count)
 
 
 def _minute_point(r: asyncpg.Record) -> SeriesPoint:

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitals.downsample import MinuteAggregate, minute_aggregates
 from vitals.filters import POLICIES, SpikeFilter
 from vitals.measures import MEASURES, Measure, implausible, plausible
 from vitals.patient import PatientVitals
@@ -253,39 +252,6 @@ def test_one_spike_in_a_steady_heart_raises_nothing(
     values.insert(min(where, len(values)), spike)
     p = patient()
     assert feed(p, every(30, values)) == []
-
-
-values_strategy = st.lists(
-    st.tuples(
-        st.sampled_from(["p1", "p2"]),
-        st.sampled_from(MEASURES),
-        st.floats(T0, T0 + 600),
-        st.floats(20, 200),
-    ),
-    min_size=1,
-    max_size=60,
-)
-
-
-@given(values_strategy, st.integers(0, 60))
-def test_minute_aggregates_add_up_and_merge(
-    points: list[tuple[str, Measure, float, float]], cut: int
-) -> None:
-    whole = minute_aggregates(points)
-    assert sum(a.count for a in whole) == len(points)
-    for a in whole:
-        assert a.low <= a.mean + 1e-9 and a.mean <= a.high + 1e-9
-        assert a.minute % 60 == 0
-    halves: dict[tuple[str, str, int], MinuteAggregate] = {}
-    for part in (points[:cut], points[cut:]):
-        for a in minute_aggregates(part):
-            key = (a.patient_id, a.measure, a.minute)
-            halves[key] = halves[key].merged(a) if key in halves else a
-    merged = [halves[k] for k in sorted(halves)]
-    assert [(a.patient_id, a.measure, a.minute, a.low, a.high, a.count) for a in merged] == [
-        (a.patient_id, a.measure, a.minute, a.low, a.high, a.count) for a in whole
-    ]
-    assert [a.total for a in merged] == pytest.approx([a.total for a in whole])
 
 
 @given(st.sampled_from(MEASURES), st.floats(allow_nan=True, allow_infinity=True))
