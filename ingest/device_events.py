@@ -39,18 +39,24 @@ async def deliver_all(
     producer: kafka.Producer, events: list[DeviceEvent], *, deadline_s: float = DEADLINE_S
 ) -> list[tuple[DeviceEvent, StorageError]]:
     """Deliver ``events``, one device's after another in order, the devices at once; those
-    given up on, each with the last failure."""
+    not delivered, each with why: a device's first event given up on and every later one of it
+    (so the broker, sending them again, keeps their order), and never an exception."""
     by_device: dict[str, list[DeviceEvent]] = {}
     for event in events:
         by_device.setdefault(event.device_id, []).append(event)
     failed: list[tuple[DeviceEvent, StorageError]] = []
 
     async def in_order(own: list[DeviceEvent]) -> None:
-        for event in own:
+        for k, event in enumerate(own):
             try:
                 await deliver(producer, event, deadline_s=deadline_s)
-            except StorageError as exc:
-                failed.append((event, exc))
+            except Exception as exc:  # given up, or a fault of ours: the broker sends it again
+                if not isinstance(exc, StorageError):
+                    log.exception("device event %s not delivered", event.event_id)
+                    exc = StorageError(f"{type(exc).__name__}: {exc}")
+                # the device's later events wait for it, so they come after it again
+                failed.extend((later, exc) for later in own[k:])
+                return
 
     await asyncio.gather(*(in_order(own) for own in by_device.values()))
     return failed

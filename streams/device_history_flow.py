@@ -27,8 +27,8 @@ from streams.runtime import Runtime
 
 _EVENTS = TypeAdapter(list[DeviceEvent])
 EVENTS_A_BATCH = 256
-"""Messages a batch: an event each on device-events, up to ``ingest.service.FLUSH_FIXES`` packed
-in each on home-activity."""
+"""Messages a batch: an event each on device-events, up to
+``ingest.batching.MAX_FIXES_PER_MESSAGE`` (500) packed in each on home-activity."""
 BATCH_WITHIN_S = 0.2
 """A history is read later, never at once: fewer, larger inserts cost Postgres and the worker
 less."""
@@ -53,7 +53,7 @@ def _keeper(
             if not events:
                 continue
             await rt.ready()
-            park = rt.parker(name, values)
+            park = rt.parker_of(name, events)
             step = partial(history.keep, events)
             await with_retries(f"{len(events)} device events", step, park)
 

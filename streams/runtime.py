@@ -141,6 +141,17 @@ class Runtime:
         if refused:
             await (await self.ready()).dead_letters.park(topic, refused)
 
+    def parker_of(self, topic: str, records: Sequence[BaseModel]) -> Park:
+        """What parks decoded ``records`` of the logical ``topic``, a letter each (each small
+        enough to be replayed whole, where a packed message would be cut), written out only
+        if it comes to parking."""
+
+        async def park(reason: str, detail: str) -> None:
+            values = [r.model_dump_json().encode() for r in records]
+            await self.park(topic, [Refused(v, reason, detail) for v in values])
+
+        return park
+
     def parker(self, topic: str, values: Sequence[bytes]) -> Park:
         """What parks ``values`` of the logical ``topic`` when the step taking them fails."""
 

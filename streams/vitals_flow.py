@@ -46,8 +46,8 @@ from vitals.thresholds import for_patient
 log = logging.getLogger(__name__)
 
 SAMPLE_MESSAGES = 256
-"""Each message packs up to ``ingest.service.FLUSH_FIXES`` samples: a batch taken from a backlog
-stays a transaction of tens of thousands of rows at most."""
+"""Each message packs up to ``ingest.batching.MAX_FIXES_PER_MESSAGE`` (500) samples, so a batch
+taken from a backlog is a transaction of 128,000 rows at most."""
 BATCH_WITHIN_S = 0.2
 """A few of ingest's flushes: a batch's round trips to Postgres are paid once for more samples,
 and a vitals rule holds for minutes, so a fifth of a second more is nothing to it."""
@@ -131,7 +131,7 @@ class VitalsPipeline:
         samples = [s for s in decode_samples(values, refused) if vitals_of(s)]
         await self.rt.ready()
         if samples:
-            park = self.rt.parker(keys.TELEMETRY, values)  # the batch's messages as they came
+            park = self.rt.parker_of(keys.TELEMETRY, samples)
             known = await with_retries("reading patients", partial(self._known, samples), park)
             if known is not None:
                 kept, raised = self._judge(samples, *known, refused)

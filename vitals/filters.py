@@ -87,7 +87,7 @@ def departs(window: list[float], value: float, p: FilterPolicy) -> bool:
     off = abs(value - centre)
     if off <= p.floor:
         return False
-    return off > p.sigmas * MAD_TO_SIGMA * _median([abs(v - centre) for v in window])
+    return off > p.sigmas * (MAD_TO_SIGMA * _median([abs(v - centre) for v in window]))
 
 
 def _median(values: list[float]) -> float:

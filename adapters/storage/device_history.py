@@ -2,7 +2,8 @@
 history, the record an agency audits and the routine models learn from.
 
 Written in batches by the ``devices`` worker, whatever else the event does (the dispatch worker
-opens incidents and raises alarms from the same topic). Each event is kept once: its id is the
+opens incidents and raises alarms from the device-events topic; ambient sensors' events come on
+home-activity, which only the history reads). Each event is kept once: its id is the
 device's, its ``seq`` and its time (``ingest.parse``), so an event Kafka or the broker delivers
 again is not kept twice. The patient is the one the device belonged to when it was written.
 """

@@ -19,6 +19,7 @@ from ingest.device_events import deliver_all
 from ingest.service import IngestService
 from kernel import keys
 from kernel.contracts import DeviceEvent, DeviceEventType
+from kernel.errors import StorageError
 from kernel.settings import Settings
 from tests.support import kafka_reader
 
@@ -109,3 +110,30 @@ async def test_ambient_events_are_packed_apart_and_a_fall_among_them_acts(
     assert [v["seq"] for v in seen.pop((keys.HOME_ACTIVITY, sensor))] == list(range(40))
     assert [v["type"] for v in seen.pop((keys.HOME_ACTIVITY, door))] == ["door_open", "door_closed"]
     assert seen == {}
+
+
+class RefusingPartition:
+    """Stands in for a Kafka that will not take one device's events (one partition's leader
+    gone): no real broker refuses a single key on demand."""
+
+    def __init__(self, refused_device: str) -> None:
+        self.refused_device = refused_device
+        self.sent: list[tuple[str, int]] = []
+
+    async def send_and_wait(self, topic: str, value: bytes, key: str | None = None) -> None:
+        item = orjson.loads(value)
+        if key == self.refused_device and item["seq"] >= 1:
+            raise StorageError("not the leader for that partition")
+        self.sent.append((item["device_id"], item["seq"]))
+
+
+async def test_a_device_whose_event_is_given_up_keeps_its_later_events_behind_it() -> None:
+    stuck, fine = f"{AGENCY}-stuck", f"{AGENCY}-fine"
+    batch = [event(d, seq) for seq in range(3) for d in (stuck, fine)]
+    kafka_down_for_one = RefusingPartition(stuck)
+    failed = await deliver_all(kafka_down_for_one, batch, deadline_s=0)  # type: ignore[arg-type]
+    assert [(e.device_id, e.seq) for e, _exc in failed] == [(stuck, 1), (stuck, 2)]
+    assert all(isinstance(exc, StorageError) for _e, exc in failed)
+    sent = kafka_down_for_one.sent
+    assert [s for d, s in sent if d == stuck] == [0]
+    assert [s for d, s in sent if d == fine] == [0, 1, 2]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from ingest.fast_path import fast_reading
 from ingest.parse import Limits, parse_telemetry, route
+from kernel.contracts import SEQ_MAX
 from kernel.errors import RejectedPayload
 
 TOPIC = "ck/a1/dev/bvm-1/tel"
@@ -71,6 +72,7 @@ def test_what_the_fast_path_takes_the_parser_takes_and_writes_alike(raw: dict[st
         {"ts": NOW - 5, "seq": 3, "hr": 72, "spo2": 97.5, "temp": 36.6},
         {"ts": NOW, "seq": 0, "bp_sys": 120, "bp_dia": 80, "battery": 55},
         {"ts": NOW - 1, "seq": 7, "rssi": -70},
+        {"ts": NOW - 1, "seq": SEQ_MAX, "hr": 64},
     ],
 )
 def test_a_plain_reading_takes_the_fast_path(raw: dict[str, Any]) -> None:
@@ -87,6 +89,8 @@ def test_a_plain_reading_takes_the_fast_path(raw: dict[str, Any]) -> None:
         ({"ts": NOW - 100_000, "seq": 1, "hr": 70}, "too_old"),
         ({"ts": NOW, "seq": 1}, "no_readings"),
         ({"samples": [{"ts": NOW, "seq": 1, "hr": 70}]}, None),
+        ({"ts": NOW, "seq": SEQ_MAX + 1, "hr": 70}, "invalid_fields"),
+        ({"ts": NOW, "seq": 2**64 - 1, "hr": 70}, "invalid_fields"),
     ],
 )
 def test_what_is_not_plain_is_left_to_the_parser(raw: dict[str, Any], reason: str | None) -> None:
