@@ -3,10 +3,11 @@ each batch it takes from Kafka) on the real Postgres, Redis and Kafka: a heart r
 minutes raises a tachycardia alarm for the patient, told to her agency's dispatchers; a single
 wild reading from a loose sensor raises nothing; the alarm clears once her heart has been back
 under the clearing line for a minute; every sample is kept once, and a device nobody registered
-is dead-lettered."""
+is dead-lettered; a batch parked is parked a sample a letter, each replayable whole."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,12 +19,13 @@ from adapters.storage.alarms import AlarmStore
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
 from adapters.storage.vitals import VitalsStore
-from kernel import recipients
+from kernel import keys, recipients
 from kernel.contracts import TelemetrySample
 from kernel.settings import Settings
 from streams.runtime import Runtime
-from streams.vitals_flow import VitalsPipeline, source_of
+from streams.vitals_flow import VitalsPipeline, decode_samples, source_of
 from tests.adapters.test_stores import World, seed
+from tests.support import kafka_reader
 
 pytestmark = pytest.mark.servers
 
@@ -115,3 +117,24 @@ async def test_a_sample_kept_already_is_kept_once_and_an_unknown_device_is_refus
         "careknot_worker_dead_letters_total", {"topic": "telemetry", "reason": "unknown_device"}
     )
     assert refused == 1.0
+
+
+async def test_a_parked_batch_is_a_letter_a_sample_each_replayable_whole(
+    pipeline: VitalsPipeline, db: Database, settings: Settings
+) -> None:
+    w = await seed(db)
+    start = time.time() - 600.0
+    value = packed(w, start, [70.0 + i % 7 for i in range(40)])  # some 8 KiB: a letter cuts it
+    samples = decode_samples([value], [])
+    await pipeline.rt.parker_of(keys.TELEMETRY, samples)("outage", "Postgres away for 5 min")
+    letters: list[dict[str, Any]] = []
+    async with kafka_reader(settings, keys.DEADLETTER) as reader, asyncio.timeout(30):
+        while len(letters) < len(samples):
+            for records in (await reader.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    letter = orjson.loads(r.value)
+                    if letter["reason"] == "outage" and w.device.id in letter["payload"]:
+                        letters.append(letter)
+    assert not any(letter["truncated"] for letter in letters)
+    kept = [TelemetrySample.model_validate_json(letter["payload"]) for letter in letters]
+    assert kept == samples  # each replays as the sample it was
