@@ -65,6 +65,8 @@ class Published:
     events: int
     acknowledged: int
     seconds: float
+    error: str | None = None
+    """What stopped the broker's acknowledgements being counted, if anything did."""
 
 
 def is_event(k: int, events: int, total: int) -> bool:
@@ -130,7 +132,7 @@ def publish(share: DeviceShare) -> Published:
         seconds = time.time() - share.start_at
         acks.join()
         sock.sendall(mqtt_wire.DISCONNECT)
-    return Published(share.telemetry, share.events, acks.count, seconds)
+    return Published(share.telemetry, share.events, acks.count, seconds, acks.error)
 
 
 class _Acks(threading.Thread):
@@ -143,6 +145,7 @@ class _Acks(threading.Thread):
         super().__init__(daemon=True)
         self._sock, self._expected = sock, expected
         self.count = 0
+        self.error: str | None = None
 
     def run(self) -> None:
         self._sock.settimeout(self.QUIET_S)
@@ -157,7 +160,9 @@ class _Acks(threading.Thread):
                 self.count += len(mqtt_wire.puback_ids(pending[:whole]))
                 pending = pending[whole:]
         except TimeoutError:
-            return
+            self.error = f"no PUBACK for {self.QUIET_S:.0f} s after {self.count}"
+        except (OSError, ValueError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
 
 
 @contextmanager

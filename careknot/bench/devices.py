@@ -164,6 +164,8 @@ async def _measure(s: Settings, plan: Plan) -> tuple[dict[str, Any], Kept]:
             used = _cpu_used(cpu_before, cpu.cpu_by_role(pids))
             await _await_doses(console, closes)
             console.received_at = await _received(db, list(raised))
+            if watching.done():
+                watching.result()  # the console's connection failed: its figures would be short
         finally:
             counting.cancel()
             watching.cancel()
@@ -259,6 +261,7 @@ async def _publish(
         sum(d.events for d in done),
         sum(d.acknowledged for d in done),
         max(d.seconds for d in done),
+        "; ".join(d.error for d in done if d.error) or None,
     )
     return published, fixed[0], raised
 
@@ -345,6 +348,7 @@ def _figures(
             "device_events": published.events + len(raised),
             "acknowledged": published.acknowledged,
             "tampers": len(raised),
+            "acknowledgements_error": published.error,
             "fixes": fixes,
         },
         "kept": {"telemetry": readings, "device_events": events, "after_s": drained},
