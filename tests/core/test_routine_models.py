@@ -1,0 +1,150 @@
+"""Routine models (``routines/models.py``) on small hand-made histories: a regular resident
+over weeks, then one day that goes wrong; no model sees past its training cut-off."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from routines.features import Reading, Timeline
+from routines.models import DayWindowLOF, Detection, HourlyBaseline, RoutineModel, Rule
+
+LONDON = ZoneInfo("Europe/London")
+FIRST = date(2026, 9, 1)
+
+
+def at(day: date, hh: int, mm: float = 0.0) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=LONDON).timestamp() + hh * 3600 + mm * 60
+
+
+def regular_day(day: date, rng: np.random.Generator) -> list[Reading]:
+    """Up about 07:00, bathroom, breakfast, lounge, lunch, lounge, supper, bed about 22:15."""
+    up = 7 * 60 + rng.normal(0, 10)
+    out = [Reading(at(day, 0, up), "bedroom", "bed_out")]
+    plan = [
+        (up + 2, up + 15, "bathroom", 3),
+        (up + 20, up + 50, "kitchen", 5),
+        (up + 55, 12 * 60, "lounge", 20),
+        (12 * 60, 12 * 60 + 30, "kitchen", 5),
+        (12 * 60 + 35, 18 * 60, "lounge", 20),
+        (18 * 60, 18 * 60 + 30, "kitchen", 5),
+        (18 * 60 + 35, 22 * 60, "lounge", 20),
+        (22 * 60 + 2, 22 * 60 + 10, "bathroom", 3),
+    ]
+    for lo, hi, room, every in plan:
+        m = lo
+        while m < hi:
+            out.append(Reading(at(day, 0, m + rng.uniform(0, 1)), room, "motion"))
+            m += every
+    out.append(Reading(at(day, 22, 15), "bedroom", "bed_in"))
+    return out
+
+
+def history(days: int, seed: int = 3) -> list[Reading]:
+    rng = np.random.default_rng(seed)
+    return [e for i in range(days) for e in regular_day(FIRST + timedelta(days=i), rng)]
+
+
+def day_scores(model: RoutineModel, tl: Timeline, day: date) -> list[tuple[float, Detection]]:
+    """Every 5 minutes of ``day`` from 04:00, what the model says."""
+    start = at(day, 4)
+    return [(t, d) for t in start + 300.0 * np.arange(288) for d in model.score(tl, float(t))]
+
+
+SCORED = FIRST + timedelta(days=28)
+MODELS = [Rule, HourlyBaseline, DayWindowLOF]
+
+
+def fitted(model: RoutineModel, events: list[Reading]) -> Timeline:
+    tl = Timeline.of(events, LONDON)
+    model.fit(tl, at(SCORED, 4))
+    return tl
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_a_regular_day_raises_nothing(make: type[RoutineModel]) -> None:
+    model = make()
+    rng = np.random.default_rng(99)
+    tl = fitted(model, history(28) + regular_day(SCORED, rng))
+    assert day_scores(model, tl, SCORED) == []
+
+
+def fall(day: date, hh: int) -> list[Reading]:
+    """A regular morning, then nothing after ``hh``:00."""
+    return [e for e in regular_day(day, np.random.default_rng(5)) if e.ts < at(day, hh)]
+
+
+def test_the_baseline_tells_a_silent_fall_sooner_than_the_rule_and_says_why() -> None:
+    events = history(28) + fall(SCORED, 10)
+    rule, base = Rule(), HourlyBaseline()
+    tl = fitted(rule, events)
+    base.fit(tl, at(SCORED, 4))
+    first_rule = next(t for t, d in day_scores(rule, tl, SCORED) if d.kind == "inactivity")
+    first_base, told = next(
+        (t, d) for t, d in day_scores(base, tl, SCORED) if d.kind == "inactivity"
+    )
+    last = max(e.ts for e in events)
+    assert told.start == last
+    assert first_base < first_rule
+    assert first_base - last < 2 * 3600
+    assert "no movement since 09:" in told.explanation
+    assert "of the last 28 days" in told.explanation
+
+
+def test_not_up_by_her_usual_time() -> None:
+    base = HourlyBaseline()
+    tl = fitted(base, history(28))
+    said = [d for _, d in day_scores(base, tl, SCORED)]
+    not_up = [d for d in said if d.kind == "not_up"]
+    assert not_up
+    assert "she was up by 07:" in not_up[0].explanation
+    assert {d.kind for d in said} <= {"not_up"}
+
+
+@pytest.mark.parametrize("make", [Rule, HourlyBaseline])
+def test_front_door_at_night(make: type[RoutineModel]) -> None:
+    model = make()
+    events = [*history(28), Reading(at(SCORED + timedelta(days=1), 2, 10), "hall", "door_open")]
+    tl = fitted(model, events)
+    said = model.score(tl, at(SCORED + timedelta(days=1), 2, 15))
+    assert [d.kind for d in said] == ["night_wandering"]
+    assert "02:10" in said[0].explanation
+
+
+def test_a_new_home_is_judged_by_the_population_prior() -> None:
+    events = history(5) + fall(FIRST + timedelta(days=5), 10)
+    day = FIRST + timedelta(days=5)
+    base, rule = HourlyBaseline(), Rule()
+    tl = Timeline.of(events, LONDON)
+    base.fit(tl, at(day, 4))
+    assert base.days == 5
+    assert day_scores(base, tl, day) == day_scores(rule, tl, day)
+
+
+@pytest.mark.parametrize("make", [HourlyBaseline, DayWindowLOF])
+def test_no_model_sees_past_its_training_cut_off(make: type[HourlyBaseline | DayWindowLOF]) -> None:
+    """Training on a history that goes on past the cut-off (a week of falls, doors at night)
+    gives the same model as training on the history that ends there."""
+    past = history(28)
+    later = [SCORED + timedelta(days=i) for i in range(7)]
+    future = [e for d in later for e in fall(d, 9)]
+    future += [Reading(at(d, 3), "hall", "door_open") for d in later]
+    seen, blind = make(), make()
+    seen.fit(Timeline.of(past + future, LONDON), at(SCORED, 4))
+    blind.fit(Timeline.of(past, LONDON), at(SCORED, 4))
+    tl = Timeline.of(past + fall(SCORED, 10), LONDON)
+    assert seen.days == blind.days == 28
+    assert day_scores(seen, tl, SCORED) == day_scores(blind, tl, SCORED)
+    assert day_scores(blind, tl, SCORED)  # the fall is seen, by the model that did not peek
+
+
+def test_the_day_window_model_calls_a_silent_afternoon_unusual() -> None:
+    lof = DayWindowLOF()
+    tl = fitted(lof, history(28) + fall(SCORED, 10))
+    said = day_scores(lof, tl, SCORED)
+    assert said
+    assert said[0][1].kind in {"inactivity", "unusual_day"}
+    assert "unlike her last 28 days" in said[0][1].explanation
