@@ -3,7 +3,9 @@ caregiver's WebSocket, through the whole system (``careknot up --simulate``) whi
 city publishes its caregivers' fixes.
 
 Each fall is published only after the previous offer arrived and was declined, so the figure
-is the latency of one emergency, not of a queue.
+is the latency of one emergency, not of a queue. The time before the dispatcher begins its wave
+is split at ingest's receipt of the fall (its ``received_at`` in the home's event history) and
+the incident's opening: ``publish_to_ingest``, ``ingest_to_opened``.
 
 ``--load RATE`` (``careknot bench fall-to-offer --help``) adds simulated phones of another agency
 publishing RATE fixes a second over MQTT (:mod:`simulators.load`; ``--load-caregivers N``,
@@ -63,6 +65,9 @@ class Samples:
     to_wave_ms: list[float] = field(default_factory=list)
     under_load: int = 0
     """Falls begun while the load was published."""
+    published_at: dict[str, float] = field(default_factory=dict)
+    """When each detector's fall was published (epoch s), for the stages before the wave."""
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, total_ms: float, to_wave_ms: float) -> None:
         self.total_ms.append(total_ms)
@@ -70,9 +75,16 @@ class Samples:
 
     def figures(self) -> dict[str, float]:
         wave_to_phone = [t - w for t, w in zip(self.total_ms, self.to_wave_ms, strict=True)]
+        stages = {
+            name: value
+            for stage, ms in self.stages_ms.items()
+            if ms
+            for name, value in latency_figures(ms, stage).items()
+        }
         return {
             **latency_figures(self.total_ms, "fall_to_offer"),
             **latency_figures(self.to_wave_ms, "fall_to_wave"),
+            **stages,
             **latency_figures(wave_to_phone, "wave_to_offer"),
         }
 
@@ -168,6 +180,7 @@ async def _falls(s: Settings, falls: int, until: float = math.inf) -> Samples:
                 samples.under_load += 1
             fall = {"type": "fall", "ts": time.time(), "seq": 1, "data": {}}
             started, published_at = time.perf_counter(), time.time()
+            samples.published_at[f"bench-fd{n}"] = published_at
             await mq.publish(f"ck/{AGENCY}/dev/bench-fd{n}/evt", orjson.dumps(fall), qos=1)
             offer = await phone.expect(is_type("offer"), within=30)
             total_ms = (time.perf_counter() - started) * 1000
@@ -175,7 +188,28 @@ async def _falls(s: Settings, falls: int, until: float = math.inf) -> Samples:
             samples.add(total_ms, (offer["expires_at"] - window_s - published_at) * 1000)
             await phone.send({"type": "decline", "offer_id": offer["offer_id"]})
     await phone.close()
+    await _stages(s, samples)
     return samples
+
+
+async def _stages(s: Settings, samples: Samples) -> None:
+    """The time before the wave in two: from the publish to ingest receiving the fall (its
+    ``received_at``, in the home's event history) and from there to the incident's opening."""
+    async with Database(s, max_size=1) as db:
+        rows = await db.pool.fetch(
+            "SELECT e.device_id, extract(epoch FROM e.received_at) AS received,"
+            " extract(epoch FROM i.opened_at) AS opened FROM device_events e"
+            " JOIN incidents i ON i.source_event_id = e.event_id"
+            " WHERE e.device_id = ANY($1::text[])",
+            list(samples.published_at),
+        )
+    got = [(samples.published_at[r["device_id"]], r["received"], r["opened"]) for r in rows]
+    samples.stages_ms = {
+        "publish_to_ingest": [(float(received) - sent) * 1000 for sent, received, _ in got],
+        "ingest_to_opened": [
+            (float(opened) - float(received)) * 1000 for _, received, opened in got
+        ],
+    }
 
 
 async def _wait_position(s: Settings) -> None:
