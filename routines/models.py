@@ -85,13 +85,19 @@ def duration(seconds: float) -> str:
 
 
 def training_days(history: Timeline, until: float) -> list[date]:
-    """Her complete days before ``until`` that have any event, the last :data:`WINDOW_DAYS`."""
+    """Her complete days before ``until`` that have any event (an empty house, away in hospital,
+    teaches nothing of her routine), the last :data:`WINDOW_DAYS`."""
     if not len(history):
         return []
     first = resident_day(float(history.ts[0]), history.zone)
     last = resident_day(until, history.zone) - timedelta(days=1)
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    days = [d for d in days if day_bounds(d, history.zone)[1] <= until]
+    bounds = [(d, day_bounds(d, history.zone)) for d in days]
+    days = [
+        d
+        for d, (lo, hi) in bounds
+        if hi <= until and history.span(lo, hi).stop > history.span(lo, hi).start
+    ]
     return days[-WINDOW_DAYS:]
 
 
@@ -106,6 +112,13 @@ def _out(tl: Timeline, n: int) -> bool:
             KIND["door_closed"],
         )
     )
+
+
+def _in_bed(tl: Timeline, n: int) -> bool:
+    """The bed sensor's last word at or before event ``n`` was that she got in: her stillness
+    is sleep (or rest), not a fall."""
+    bed = np.flatnonzero((tl.kind[:n] == KIND["bed_in"]) | (tl.kind[:n] == KIND["bed_out"]))
+    return bool(len(bed)) and tl.kind[bed[-1]] == KIND["bed_in"]
 
 
 def _slot(tl: Timeline, now: float) -> tuple[date, float, int]:
@@ -162,7 +175,14 @@ class Rule:
         if awake and up is None and hour >= self.up_by_h:
             usual = start + (self.up_by_h - DAY_START_H) * HOUR
             out.append(Detection("not_up", usual, f"not up by {self.up_by_h:02d}:00"))
-        elif awake and last is not None and now - last >= self.still_s and not _out(tl, n):
+        elif (
+            awake
+            and up is not None
+            and last is not None
+            and now - last >= self.still_s
+            and not _out(tl, n)
+            and not _in_bed(tl, n)
+        ):
             out.append(
                 Detection(
                     "inactivity",
@@ -228,10 +248,13 @@ class HourlyBaseline:
     front door opens at night, how long she stays in the bathroom."""
 
     quantile: float = 0.95
-    margin_s: float = 30 * 60.0
+    margin_s: float = 40 * 60.0
     min_still_s: float = 45 * 60.0
     night_door_rate: float = 0.1
     min_bathroom_s: float = 20 * 60.0
+    min_kitchen_s: float = 4 * HOUR
+    kitchen_margin_s: float = 30 * 60.0
+    """A meal is missed later than a movement is: her kitchen gaps vary more."""
     name: str = "baseline"
     prior: Rule = field(default_factory=Rule)
     days: int = 0
@@ -259,7 +282,9 @@ class HourlyBaseline:
         self.still_max = _window_max(still)
         self.still_at = self._threshold(self.still_max)
         self.kitchen_max = _window_max(_stillness(tl, days, "kitchen"))
-        self.kitchen_at = self._threshold(self.kitchen_max)
+        self.kitchen_at = np.maximum(
+            self.min_kitchen_s, self._threshold(self.kitchen_max) + self.kitchen_margin_s
+        )
         ups = []
         for d in days:
             up = first_movement(tl, d)
@@ -293,6 +318,7 @@ class HourlyBaseline:
         out: list[Detection] = []
         up = first_movement(tl, day, now)
         gone = _out(tl, n)
+        resting = gone or _in_bed(tl, n)
         if up is None and now - start > self.up_by_s + self.margin_s and not gone:
             usual = start + self.up_by_s
             by = int(np.sum(self.up_offsets <= self.up_by_s))
@@ -305,7 +331,7 @@ class HourlyBaseline:
                 )
             )
         last = _last(tl, n, None)
-        if up is not None and last is not None and not gone:
+        if up is not None and last is not None and not resting:
             s = now - last
             if s >= self.still_at[k]:
                 shorter = int(np.sum(self.still_max[:, k] < s))
@@ -319,7 +345,7 @@ class HourlyBaseline:
                     )
                 )
         kitchen = _last(tl, n, ROOM["kitchen"])
-        if up is not None and kitchen is not None and not gone:
+        if up is not None and kitchen is not None and not resting:
             s = now - kitchen
             if s >= self.kitchen_at[k]:
                 shorter = int(np.sum(self.kitchen_max[:, k] < s))
@@ -382,7 +408,7 @@ class DayWindowLOF:
     the day-window features: a day unlike her days (far less activity, a long stillness, a late
     morning, a night out of bed)."""
 
-    outlier_factor: float = 2.0
+    outlier_factor: float = 3.0
     neighbours: int = 10
     name: str = "lof"
     prior: Rule = field(default_factory=Rule)
