@@ -68,6 +68,11 @@ KINDS: dict[str, DeviceKind] = {
         DeviceKind(
             "door_sensor", frozenset({"door_open", "door_closed"}), 300.0, "minor", "door sensor"
         ),
+        # occupancy pads: she got into or out of her bed, or her chair
+        DeviceKind("bed_sensor", frozenset({"bed_in", "bed_out"}), 300.0, "minor", "bed sensor"),
+        DeviceKind(
+            "chair_sensor", frozenset({"chair_in", "chair_out"}), 300.0, "minor", "chair sensor"
+        ),
     )
 }
 

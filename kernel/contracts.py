@@ -26,6 +26,10 @@ DEVICE_EVENT_TYPES = (
     "dispenser_jam",
     "dispenser_low_supply",
     "dispenser_refilled",
+    "bed_in",
+    "bed_out",
+    "chair_in",
+    "chair_out",
 )
 DeviceEventType = Literal[
     "fall",
@@ -42,8 +46,14 @@ DeviceEventType = Literal[
     "dispenser_jam",
     "dispenser_low_supply",
     "dispenser_refilled",
+    "bed_in",
+    "bed_out",
+    "chair_in",
+    "chair_out",
 ]
-ACTIVITY_EVENT_TYPES = frozenset({"motion", "door_open", "door_closed"})
+ACTIVITY_EVENT_TYPES = frozenset(
+    {"motion", "door_open", "door_closed", "bed_in", "bed_out", "chair_in", "chair_out"}
+)
 """Events of a home's routine (ambient sensors): kept and learnt from, never acted on one by one,
 so they travel apart from those that act (``keys.HOME_ACTIVITY``)."""
 IncidentState = Literal["open", "offered", "assigned", "escalated", "resolved"]

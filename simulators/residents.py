@@ -33,6 +33,9 @@ Anomalies (ground truth in :attr:`ResidentHistory.anomalies`), none in the first
   ``start`` and ``end`` the stay.
 
 Times of day are local to the home's zone (:data:`ZONE`); the days are its calendar days.
+
+:func:`device_messages` turns a home's events into what its devices publish on MQTT
+(``ck/{agency}/dev/{device}/evt``, ``DeviceEventPayload``), for a live simulator to send.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 ZONE = "Europe/London"
@@ -681,3 +684,36 @@ def _poisson(rng: random.Random, mean: float) -> int:
         if p < limit:
             return n
         n += 1
+
+
+# ---------------------------------------------------------------- on MQTT
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMessage:
+    """One event as its device publishes it: the topic and the JSON body
+    (``kernel.contracts.DeviceEventPayload``)."""
+
+    topic: str
+    device_id: str
+    body: dict[str, Any]
+
+
+def home_devices(prefix: str) -> dict[str, str]:
+    """A simulated home's devices as the registry knows them: id (``{prefix}-pir-kitchen``) to
+    kind (``devices.kinds``)."""
+    return {f"{prefix}-{device}": kind for device, kind in DEVICES.items()}
+
+
+def device_messages(history: ResidentHistory, agency: str, prefix: str) -> list[DeviceMessage]:
+    """What a home's devices publish for its events, in time order: each device its own ``seq``
+    from 0, the room in ``data``. ``prefix`` names the home's devices (its patient's id)."""
+    seqs: dict[str, int] = {}
+    out: list[DeviceMessage] = []
+    for e in history.events:
+        device_id = f"{prefix}-{e.device}"
+        seq = seqs.get(device_id, 0)
+        seqs[device_id] = seq + 1
+        body = {"type": e.kind, "ts": round(e.ts, 3), "seq": seq, "data": {"room": e.room}}
+        out.append(DeviceMessage(f"ck/{agency}/dev/{device_id}/evt", device_id, body))
+    return out

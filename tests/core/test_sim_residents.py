@@ -12,8 +12,11 @@ from datetime import datetime
 from functools import cache
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
+from ingest.parse import Limits, check_kind, parse_device_event, route
+from kernel.contracts import ACTIVITY_EVENT_TYPES
 from simulators.residents import (
     ANOMALY_KINDS,
     DEVICES,
@@ -21,6 +24,8 @@ from simulators.residents import (
     Anomaly,
     ResidentHistory,
     SensorEvent,
+    device_messages,
+    home_devices,
     simulate_home,
 )
 
@@ -292,3 +297,20 @@ def test_a_hospital_stay_is_an_empty_house_for_days_and_no_anomaly() -> None:
         assert back[0].device == "door-front" and back[0].kind == "door_open"
     others = [h for h in city() if h.persona != "hospital_stay"]
     assert all(h.away == [] for h in others)
+
+
+def test_each_event_is_a_message_its_device_may_publish_and_ingest_takes() -> None:
+    h = simulate_home(2, 3, 5, START)
+    devices = home_devices("p002")
+    messages = device_messages(h, "leeds", "p002")
+    assert len(messages) == len(h.events)
+    seqs: dict[str, list[int]] = {}
+    for m in messages:
+        topic = f"ck/leeds/dev/{m.device_id}/evt"
+        assert m.topic == topic
+        ev = parse_device_event(route(topic), topic, orjson.dumps(m.body), m.body["ts"], Limits())
+        check_kind(devices[m.device_id], topic, ev.type)  # its kind sends it
+        assert ev.type in ACTIVITY_EVENT_TYPES  # kept in the home's history, never dispatched
+        seqs.setdefault(m.device_id, []).append(ev.seq)
+    assert set(seqs) == set(devices)
+    assert all(s == list(range(len(s))) for s in seqs.values())
