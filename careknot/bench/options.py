@@ -143,3 +143,15 @@ def devices(p: ArgumentParser) -> None:
         default=100,
         help="doses whose windows close untaken over the run, timed to their missed frame",
     )
+
+
+def anomaly(p: ArgumentParser) -> None:
+    p.add_argument("--homes", type=int, default=100, help="simulated homes, a resident each")
+    p.add_argument("--days", type=int, default=60, help="days each home is simulated")
+    p.add_argument("--seed", type=int, default=11, help="the residents, their days and anomalies")
+    p.add_argument(
+        "--learn-days",
+        type=int,
+        default=14,
+        help="first days of each home only learnt from, not scored (they carry no anomaly)",
+    )

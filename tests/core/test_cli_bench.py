@@ -35,6 +35,7 @@ OWN = {
     "devices": {
         "--homes", "--seconds", "--telemetry", "--events", "--fixes", "--alarms", "--doses",
     },
+    "anomaly": {"--homes", "--days", "--seed", "--learn-days"},
 }  # fmt: skip
 
 
