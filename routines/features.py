@@ -30,6 +30,7 @@ KIND = {name: i for i, name in enumerate(KINDS)}
 DAY_START_H = 4
 NIGHT_FROM_H = 23
 NIGHT_TO_H = 6
+BACK_TO_BED_S = 30 * 60.0
 FRONT_DOOR_ROOM = "hall"
 """The front door's contact is in the hall; the fridge's is in the kitchen."""
 
@@ -150,15 +151,21 @@ def since_last_movement(tl: Timeline, now: float) -> float | None:
 
 def first_movement(tl: Timeline, day: date, now: float | None = None) -> float | None:
     """When she got up on ``day``: the first ``bed_out``, or the first motion outside the
-    bedroom, from 04:00 local (and at or before ``now``, if given); None if not yet."""
+    bedroom, from 04:00 local (and at or before ``now``, if given), that no ``bed_in`` follows
+    within :data:`BACK_TO_BED_S` (a trip to the bathroom at 05:00 and back to bed is not getting
+    up); None if not yet."""
     start, end = day_bounds(day, tl.zone)
     if now is not None:
         end = min(end, np.nextafter(now, np.inf))
     s = tl.span(start, end)
-    kind, room = tl.kind[s], tl.room[s]
+    kind, room, ts = tl.kind[s], tl.room[s], tl.ts[s]
     up = (kind == KIND["bed_out"]) | ((kind == KIND["motion"]) & (room != ROOM["bedroom"]))
-    hits = np.flatnonzero(up)
-    return float(tl.ts[s][hits[0]]) if len(hits) else None
+    back = ts[kind == KIND["bed_in"]]
+    for t in ts[up].tolist():
+        nxt = int(np.searchsorted(back, t, side="right"))
+        if nxt == len(back) or back[nxt] - t > BACK_TO_BED_S:
+            return float(t)
+    return None
 
 
 @dataclass(frozen=True, slots=True)

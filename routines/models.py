@@ -57,6 +57,9 @@ STEP_S = 300.0
 SLOTS = 288
 """Five-minute slots of a resident's day, counted from 04:00 local."""
 HOUR = 3600.0
+WEEKEND = 5
+"""Saturday and Sunday (``date.weekday() >= 5``)."""
+MIN_ALIKE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +267,7 @@ class HourlyBaseline:
     kitchen_max: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, SLOTS)))
     kitchen_at: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(SLOTS))
     up_offsets: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    up_weekend: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
     up_by_s: float = 0.0
     doors_at_night: int = 0
     bathroom_s: float = 0.0
@@ -290,6 +294,7 @@ class HourlyBaseline:
             up = first_movement(tl, d)
             ups.append(np.inf if up is None else up - day_bounds(d, tl.zone)[0])
         self.up_offsets = np.array(ups)
+        self.up_weekend = np.array([d.weekday() >= WEEKEND for d in days])
         self.up_by_s = float(np.quantile(self.up_offsets, self.quantile, method="higher"))
         self.doors_at_night = sum(
             _front_door_at_night(tl, at_local(d + timedelta(days=1), 5, tl.zone)) is not None
@@ -319,14 +324,19 @@ class HourlyBaseline:
         up = first_movement(tl, day, now)
         gone = _out(tl, n)
         resting = gone or _in_bed(tl, n)
-        if up is None and now - start > self.up_by_s + self.margin_s and not gone:
-            usual = start + self.up_by_s
-            by = int(np.sum(self.up_offsets <= self.up_by_s))
+        # Weekends start later: her up-time on days like today, when she has enough of them.
+        alike = self.up_offsets[self.up_weekend == (day.weekday() >= WEEKEND)]
+        ups = alike if len(alike) >= MIN_ALIKE else self.up_offsets
+        up_by = float(np.quantile(ups, self.quantile, method="higher"))
+        if up is None and now - start > up_by + self.margin_s and not gone:
+            usual = start + up_by
+            by = int(np.sum(ups <= up_by))
+            days = f"{'weekend ' if ups is alike and day.weekday() >= WEEKEND else ''}days"
             out.append(
                 Detection(
                     "not_up",
                     usual,
-                    f"not up by {hhmm(now, tl)}; on {by} of the last {self.days} days"
+                    f"not up by {hhmm(now, tl)}; on {by} of the last {len(ups)} {days}"
                     f" she was up by {hhmm(usual, tl)}",
                 )
             )
@@ -345,7 +355,8 @@ class HourlyBaseline:
                     )
                 )
         kitchen = _last(tl, n, ROOM["kitchen"])
-        if up is not None and kitchen is not None and not resting:
+        # A meal missed after her first kitchen visit of the day; a late morning is not_up's.
+        if up is not None and kitchen is not None and kitchen >= start and not resting:
             s = now - kitchen
             if s >= self.kitchen_at[k]:
                 shorter = int(np.sum(self.kitchen_max[:, k] < s))

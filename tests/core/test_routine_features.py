@@ -106,6 +106,10 @@ FIRST_CASES = [
     ("bedroom only is not up", [(6, 0, "bedroom", "motion"), (8, 5, "hall", "motion")], (8, 5)),
     ("03:00 is last night", [(3, 0, "hall", "motion"), (9, 0, "kitchen", "motion")], (9, 0)),
     ("not up at all", [(3, 0, "kitchen", "motion")], None),
+    ("loo and back to bed", [(5, 20, "bedroom", "bed_out"), (5, 22, "bathroom", "motion"),
+        (5, 27, "bedroom", "bed_in"), (9, 50, "bedroom", "bed_out")], (9, 50)),
+    ("back to bed after 40 min", [(6, 0, "bedroom", "bed_out"), (6, 40, "bedroom", "bed_in")],
+        (6, 0)),
 ]  # fmt: skip
 
 
