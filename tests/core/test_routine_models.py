@@ -148,3 +148,17 @@ def test_the_day_window_model_calls_a_silent_afternoon_unusual() -> None:
     assert said
     assert said[0][1].kind in {"inactivity", "unusual_day"}
     assert "unlike her last 28 days" in said[0][1].explanation
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_scoring_sees_nothing_after_now(make: type[RoutineModel]) -> None:
+    """What a model says at a moment is the same whether or not the rest of the day (a fall,
+    then help at the door at night) is in the timeline it is given."""
+    model = make()
+    whole = fitted(
+        model, [*history(28), *fall(SCORED, 10), Reading(at(SCORED, 23), "hall", "door_open")]
+    )
+    moments = [at(SCORED, h, m) for h in (7, 10, 12, 15, 23) for m in (0, 35)]
+    for now in moments:
+        cut = whole.before(float(np.nextafter(now, np.inf)))
+        assert model.score(whole, now) == model.score(cut, now)
