@@ -16,14 +16,13 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import orjson
 
 from adapters.mqtt import wire as mqtt_wire
 from adapters.storage.postgres import Database, DeviceRow, PatientRow
+from simulators.load import connected
 
 AGENCY = "bench-devices"
 ORIGIN = (53.75, -1.60)
@@ -118,7 +117,7 @@ def publish(share: DeviceShare) -> Published:
     """Publish a share at its rate (runs in a publisher process) and wait for the broker's
     acknowledgements of all of it (or a minute without one)."""
     ready = packets(share)
-    with _connected(share.host, share.port) as sock:
+    with connected(share.host, share.port, "devload") as sock:
         acks = _Acks(sock, len(ready))
         acks.start()
         while time.time() < share.start_at:
@@ -163,19 +162,6 @@ class _Acks(threading.Thread):
             self.error = f"no PUBACK for {self.QUIET_S:.0f} s after {self.count}"
         except (OSError, ValueError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
-
-
-@contextmanager
-def _connected(host: str, port: int) -> Iterator[socket.socket]:
-    sock = socket.create_connection((host, port), timeout=30)
-    try:
-        sock.sendall(mqtt_wire.connect(f"careknot-devload-{random.getrandbits(32):08x}"))
-        connack = sock.recv(4)
-        if not mqtt_wire.connack_accepted(connack):
-            raise ConnectionError(f"the broker refused the load's connection: {connack!r}")
-        yield sock
-    finally:
-        sock.close()
 
 
 async def seed(db: Database, homes: int) -> None:

@@ -96,7 +96,7 @@ def publish(share: Share) -> tuple[int, float, list[tuple[str, int, float]]]:
     ids = [int(cg.rsplit("-", 1)[1]) for cg in share.caregivers]
     topics = [f"ck/{AGENCY}/cg/{cg}/loc" for cg in share.caregivers]
     ready = [_packet(share, topics, ids, k) for k in range(total)]
-    with _connected(share.host, share.port) as sock:
+    with connected(share.host, share.port) as sock:
         while time.time() < share.start_at:
             time.sleep(0.001)  # pacing: the start is a time, not an event
         i = 0
@@ -124,10 +124,11 @@ def _sample(share: Share, k: int, written: float) -> tuple[str, int, float]:
 
 
 @contextmanager
-def _connected(host: str, port: int) -> Iterator[socket.socket]:
+def connected(host: str, port: int, name: str = "load") -> Iterator[socket.socket]:
+    """A publisher's MQTT connection, made by hand (clean session, a client id of its own)."""
     sock = socket.create_connection((host, port), timeout=30)
     try:
-        sock.sendall(mqtt_wire.connect(f"careknot-load-{secrets.token_hex(4)}"))
+        sock.sendall(mqtt_wire.connect(f"careknot-{name}-{secrets.token_hex(4)}"))
         connack = sock.recv(4)
         if not mqtt_wire.connack_accepted(connack):
             raise ConnectionError(f"the broker refused the load's connection: {connack!r}")
