@@ -70,10 +70,23 @@ class Detection:
     explanation: str
 
 
+@dataclass(frozen=True, slots=True)
+class FalseAlarm:
+    """A dispatcher's label: the alarm of ``kind`` raised at ``at`` (its detection's start
+    estimate ``start``) was a false alarm. A model fitted with it should not raise the same
+    alarm in the same situation again."""
+
+    kind: DetectionKind
+    at: float
+    start: float
+
+
 class RoutineModel(Protocol):
     name: str
 
-    def fit(self, history: Timeline, until: float) -> None: ...
+    def fit(
+        self, history: Timeline, until: float, false_alarms: Sequence[FalseAlarm] = ()
+    ) -> None: ...
 
     def score(self, tl: Timeline, now: float) -> list[Detection]: ...
 
@@ -164,8 +177,8 @@ class Rule:
     kitchen_by_h: int = 13
     name: str = "rule"
 
-    def fit(self, history: Timeline, until: float) -> None:
-        """A rule learns nothing."""
+    def fit(self, history: Timeline, until: float, false_alarms: Sequence[FalseAlarm] = ()) -> None:
+        """A rule learns nothing, not even from its false alarms."""
 
     def score(self, tl: Timeline, now: float) -> list[Detection]:
         n = tl.index(now)
@@ -273,7 +286,7 @@ class HourlyBaseline:
     bathroom_s: float = 0.0
     bathroom_longest_s: float = 0.0
 
-    def fit(self, history: Timeline, until: float) -> None:
+    def fit(self, history: Timeline, until: float, false_alarms: Sequence[FalseAlarm] = ()) -> None:
         tl = history.before(until)
         days = training_days(tl, until)
         self.days = len(days)
@@ -426,7 +439,8 @@ class DayWindowLOF:
     days: int = 0
     cuts: dict[int, _Cut] = field(default_factory=dict)
 
-    def fit(self, history: Timeline, until: float) -> None:
+    def fit(self, history: Timeline, until: float, false_alarms: Sequence[FalseAlarm] = ()) -> None:
+        """Labelled false alarms are not used: its alarms are for care review."""
         from sklearn.neighbors import LocalOutlierFactor
 
         tl = history.before(until)
