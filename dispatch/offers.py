@@ -9,7 +9,17 @@ from typing import Literal
 
 from dispatch.model import PlannedOffer, Ranked
 
-SEVERITY = {"fall": 1, "sos": 1, "dispenser_tamper": 2, "dose_missed": 3}
+SEVERITY = {
+    "fall": 1,
+    "sos": 1,
+    "dispenser_tamper": 2,
+    "dose_missed": 3,
+    # opened from a routine alarm: she may be on the floor, unheard
+    "inactivity": 2,
+    "not_up": 2,
+    "long_bathroom": 2,
+    "night_wandering": 2,
+}
 SEVERITIES = (1, 2, 3)  # 1 is the most urgent
 CRITICAL = 1
 EMERGENCY_KINDS = frozenset({"fall", "sos"})

@@ -293,12 +293,20 @@ class DispatcherCommand(BaseModel):
         return f"dispatcher:{self.dispatcher_id}"
 
 
+ROUTINE_MONITOR = "routine-monitor"
+"""The dispatcher id of the commands the routine monitor sends itself."""
+AlarmCommandKind = Literal["acknowledge", "clear", "false_alarm", "open_incident"]
+
+
 class AlarmCommand(BaseModel):
-    """A dispatcher's ``acknowledge`` or ``clear`` of an alarm of her agency, as the gateway
-    produces it to the offer-answers topic keyed by alarm."""
+    """A dispatcher's hand on an alarm of her agency, as the gateway produces it to the
+    offer-answers topic keyed by alarm: ``acknowledge`` (its ladder stops), ``clear``,
+    ``false_alarm`` (clear it, and keep her word as a label a routine model learns from) or
+    ``open_incident`` (dispatch a caregiver to the alarm's patient). The routine monitor sends
+    ``open_incident`` itself when unusual inactivity persists (dispatcher ``routine-monitor``)."""
 
     command_id: str
-    command: Literal["acknowledge", "clear"]
+    command: AlarmCommandKind
     alarm_id: str = Field(min_length=1, max_length=128)
     agency_id: str
     dispatcher_id: str
@@ -390,7 +398,7 @@ class CommandResultFrame(BaseModel):
 
     type: Literal["command_result"] = "command_result"
     command_id: str
-    command: Literal["assign", "resolve", "acknowledge", "clear"]
+    command: Literal["assign", "resolve"] | AlarmCommandKind
     incident_id: str | None = None
     alarm_id: str | None = None
     dispatcher_id: str

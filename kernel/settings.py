@@ -95,6 +95,23 @@ class Settings(BaseSettings):
         gt=0,
         description="schedules are read again this often: a changed schedule is watched within it",
     )
+    # routines
+    routine_tick_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="every home is scored this often, whether or not anything happened",
+    )
+    routine_incident_after_s: float = Field(
+        default=1200.0,
+        ge=0,
+        description="unusual inactivity standing this long opens an incident for dispatch",
+    )
+    routine_retrain_per_tick: int = Field(
+        default=20, ge=1, description="homes retrained at most each tick, once a day each"
+    )
+    routine_homes_read_s: float = Field(
+        default=300.0, gt=0, description="the homes to watch are read again this often"
+    )
     # device health
     device_missed_beats: int = Field(
         default=3, ge=1, description="heartbeats a device misses in a row before it is offline"

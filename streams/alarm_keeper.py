@@ -22,11 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from adapters.notify import urls_in
-from adapters.storage.alarms import AlarmStore, StoredAlarm
+from adapters.storage.alarms import AlarmStore, Announce, StoredAlarm
 from adapters.storage.announcements import Announcement, Notification
 from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentRow
 from adapters.storage.postgres import Database
+from adapters.storage.routines import RoutineStore
 from alarms.ladder import Ladder, Rung, Step, ladder_for
 from alarms.lifecycle import Severity
 from alarms.rules import Clear, rules_for, source_of
@@ -37,6 +38,7 @@ from kernel.settings import Settings
 log = logging.getLogger(__name__)
 
 ESCALATED = "incident_escalated"
+FALSE_ALARM = "false_alarm"
 
 
 def incident_source(incident_id: str) -> str:
@@ -52,6 +54,7 @@ class AlarmKeeper:
         clock: Callable[[], float],
     ) -> None:
         self._store = AlarmStore(db)
+        self._routines = RoutineStore(db)
         self._announcements = redis.announcements(db, settings)
         self._outbox = redis.outbox(settings)
         self._clock = clock
@@ -133,15 +136,38 @@ class AlarmKeeper:
     # ------------------------------------------------------------ a dispatcher's hand
 
     async def on_command(self, cmd: AlarmCommand) -> str:
-        """Her acknowledge or clear; the outcome (``done`` or why not) goes to her agency."""
+        """Her acknowledge, clear or false alarm (a clear whose label the alarm's routine
+        model learns from); the outcome (``done`` or why not) goes to her agency."""
         now = self._clock()
-        step = self._store.acknowledge if cmd.command == "acknowledge" else self._store.clear
-        done = await step(cmd.alarm_id, cmd.agency_id, cmd.actor, now, self._frame)
-        outcome = "done" if isinstance(done, StoredAlarm) else done
+        step = {
+            "acknowledge": self._store.acknowledge,
+            "clear": self._store.clear,
+            "false_alarm": self._false_alarm,
+        }.get(cmd.command)
+        if step is None:
+            done: StoredAlarm | str = "not_an_alarm_command"
+        else:
+            done = await step(cmd.alarm_id, cmd.agency_id, cmd.actor, now, self._frame)
         if isinstance(done, StoredAlarm):
             await self._tell(done.id)
-        else:
-            self.refused[done] += 1
+            await self.told(cmd, "done")
+            return "done"
+        await self.told(cmd, done)
+        return done
+
+    async def _false_alarm(
+        self, alarm_id: str, agency_id: str, actor: str, now: float, announce: Announce | None
+    ) -> StoredAlarm | str:
+        done = await self._store.clear(alarm_id, agency_id, actor, now, announce)
+        if isinstance(done, StoredAlarm):
+            await self._routines.label(alarm_id, FALSE_ALARM, actor, now)
+        return done
+
+    async def told(self, cmd: AlarmCommand, outcome: str) -> None:
+        """Tell her agency's dispatchers the outcome of her command (``done``, or the reason
+        it was refused, counted)."""
+        if outcome != "done":
+            self.refused[outcome] += 1
         result = CommandResultFrame(
             command_id=cmd.command_id,
             command=cmd.command,
@@ -149,10 +175,12 @@ class AlarmKeeper:
             dispatcher_id=cmd.dispatcher_id,
             outcome="done" if outcome == "done" else "refused",
             reason=None if outcome == "done" else outcome,
-            at=now,
+            at=self._clock(),
         )
         await self._outbox.send([(recipients.dispatchers(cmd.agency_id), result)])
-        return outcome
+
+    async def get(self, alarm_id: str) -> StoredAlarm | None:
+        return await self._store.get(alarm_id)
 
     # ------------------------------------------------------------ the ladder
 

@@ -3,7 +3,8 @@
 A worker's role is ``dispatch`` (emergencies, answers, commands and the offer timer:
 ``streams.dispatch_flow``), ``fixes`` (positions, presence and visits: ``streams.fix_flow``),
 ``devices`` (the home devices' health: ``streams.device_health_flow``; vitals:
-``streams.vitals_flow``; each home's event history: ``streams.device_history_flow``) or
+``streams.vitals_flow``; each home's event history: ``streams.device_history_flow``; each home's
+routine: ``streams.routine_flow``) or
 ``all``. ``careknot up`` runs one of each of the first three, so
 an emergency never waits behind a batch of fixes or vitals in the same event loop; each role
 has its own consumer group, so workers of one role share its partitions (but the devices'
@@ -23,7 +24,14 @@ import faust
 from adapters.faust_transport import LowLatencyTransport
 from kernel.errors import StorageError
 from kernel.settings import Settings
-from streams import device_health_flow, device_history_flow, dispatch_flow, fix_flow, vitals_flow
+from streams import (
+    device_health_flow,
+    device_history_flow,
+    dispatch_flow,
+    fix_flow,
+    routine_flow,
+    vitals_flow,
+)
 from streams.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -97,7 +105,8 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings, role: WorkerRole) -> Non
     if role in ("all", "devices"):
         device_health_flow.register(app, rt, s, topic)
         vitals_flow.register(app, rt, s, topic)
-        device_history_flow.register(app, rt, s, topic)
+        routines = routine_flow.register(app, rt, s)
+        device_history_flow.register(app, rt, s, topic, routine_flow.feed(routines))
 
     @app.timer(HEARTBEAT_S)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:

@@ -56,6 +56,13 @@ class DeadLetters:
         if self._producer is not None:
             await self._producer.stop()
 
+    @property
+    def producer(self) -> Producer:
+        """The worker's producer (of its dead letters, and of the commands a worker sends)."""
+        if self._producer is None:
+            raise StorageError("kafka: no producer yet")
+        return self._producer
+
     async def ping(self) -> None:
         """Raises :class:`StorageError` unless Kafka answers."""
         if self._producer is None:

@@ -4,13 +4,14 @@
 It reads the device-events topic (what acts: falls, SOS calls, dispensers) in the ``devices``
 role's own consumer group, so the dispatch worker, which acts on the same events, never waits
 on it, and the home-activity topic (ambient sensors: motion, doors, packed many to a message
-by ingest), which nothing else reads yet. A batch Postgres cannot take now is
-retried while the server is away (``streams.handling``); nothing accepted is dropped.
+by ingest), which the routines' watch (``streams.routine_flow``) takes once they are kept. A
+batch Postgres cannot take now is retried while the server is away (``streams.handling``);
+nothing accepted is dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
 
@@ -34,14 +35,24 @@ BATCH_WITHIN_S = 0.2
 less."""
 
 
-def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], Any]) -> None:
+Kept = Callable[[list[DeviceEvent]], Awaitable[None]]
+"""What is told of the events once they are kept (the routines' watch): it never raises."""
+
+
+def register(
+    app: faust.App,
+    rt: Runtime,
+    s: Settings,
+    topic: Callable[[str], Any],
+    kept: Kept | None = None,
+) -> None:
     history = DeviceHistory(rt.db)
     for name in (keys.DEVICE_EVENTS, keys.HOME_ACTIVITY):
-        app.agent(topic(name), name=f"history-{name}")(_keeper(rt, history, name))
+        app.agent(topic(name), name=f"history-{name}")(_keeper(rt, history, name, kept))
 
 
 def _keeper(
-    rt: Runtime, history: DeviceHistory, name: str
+    rt: Runtime, history: DeviceHistory, name: str, kept: Kept | None
 ) -> Callable[[Any], Coroutine[Any, Any, None]]:
     """The agent that keeps the events of the logical topic ``name``, a batch at a time."""
 
@@ -55,6 +66,8 @@ def _keeper(
             await rt.ready()
             park = rt.parker_of(name, events)
             step = partial(history.keep, events)
-            await with_retries(f"{len(events)} device events", step, park)
+            done = await with_retries(f"{len(events)} device events", step, park)
+            if done is not None and kept is not None:
+                await kept(events)
 
     return keep

@@ -50,7 +50,7 @@ def register(app: faust.App, rt: Runtime, s: Settings, topic: Callable[[str], An
             elif isinstance(item, DispatcherCommand):
                 await with_retries(item.command_id, partial(rt.dispatcher.on_command, item), park)
             elif isinstance(item, AlarmCommand):
-                step = partial(rt.dispatcher.alarms.on_command, item)
+                step = partial(rt.dispatcher.on_alarm_command, item)
                 await with_retries(item.command_id, step, park)
             elif isinstance(item, Administration):
                 step = partial(rt.dispatcher.medication_log.on_administration, item)

@@ -39,7 +39,14 @@ from dispatch.offers import (
 )
 from dispatch.planning import plan_offers
 from kernel import keys
-from kernel.contracts import DeviceEvent, DispatcherCommand, OfferAnswer, OfferOutcome
+from kernel.contracts import (
+    ROUTINE_MONITOR,
+    AlarmCommand,
+    DeviceEvent,
+    DispatcherCommand,
+    OfferAnswer,
+    OfferOutcome,
+)
 from kernel.errors import StorageError
 from kernel.settings import Settings
 from streams.alarm_keeper import AlarmKeeper
@@ -140,6 +147,45 @@ class Dispatcher:
             return incident
         await self._advance(incident)
         return incident
+
+    async def on_alarm_command(self, cmd: AlarmCommand) -> str:
+        """A hand on an alarm: ``open_incident`` here, the others the alarm keeper's."""
+        if cmd.command != "open_incident":
+            return await self.alarms.on_command(cmd)
+        outcome = await self._incident_of_alarm(cmd)
+        await self.alarms.told(cmd, outcome)
+        return outcome
+
+    async def _incident_of_alarm(self, cmd: AlarmCommand) -> str:
+        """Open an incident for the alarm's patient and make its first wave of offers (or join
+        her waiting one); the same alarm episode opens one, however often it is asked. A
+        dispatcher's hand also acknowledges the alarm: the incident escalates from now on."""
+        stored = await self.alarms.get(cmd.alarm_id)
+        if stored is None:
+            return "unknown_alarm"
+        if stored.agency_id != cmd.agency_id:
+            return "other_agency"
+        if stored.patient_id is None:
+            return "no_patient"
+        event_id = f"alarm:{stored.id}:{stored.alarm.count}"
+        if await self._incidents.opened_by(event_id) is None and not stored.alarm.active:
+            return "alarm_cleared"
+        now = self._clock()
+        kind = stored.alarm.kind
+        trigger = Trigger(
+            event_id, stored.agency_id, stored.patient_id, None, kind, severity_of(kind), now
+        )
+        opened = await self._incidents.open_or_join(
+            trigger, self._join_window_s, lambda joined: self._notices.joined(joined, kind)
+        )
+        if opened is not None and opened.joined:
+            await self._notices.tell([opened.incident.id])
+            await self._go_on(opened.incident)
+        elif opened is not None:
+            await self._advance(opened.incident)
+        if cmd.dispatcher_id != ROUTINE_MONITOR:
+            await self.alarms.on_command(cmd.model_copy(update={"command": "acknowledge"}))
+        return "done"
 
     async def _dispensed(self, ev: DeviceEvent, agency_id: str, patient_id: str) -> None:
         """A dispenser's event, to the medication keeper; one about a dose never scheduled is

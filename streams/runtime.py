@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from adapters.metrics import CommandMetrics, CopyMetrics, DeadLetterMetrics, FixMetrics, serve
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
+from kernel import keys
 from kernel.backoff import Backoff
+from kernel.contracts import AlarmCommand
 from kernel.settings import Settings
 from kernel.waiting import answers
 from streams.dead_letters import DeadLetters
@@ -140,6 +142,16 @@ class Runtime:
         """Dead-letter values refused on the logical ``topic`` (nothing when none were)."""
         if refused:
             await (await self.ready()).dead_letters.park(topic, refused)
+
+    async def send_command(self, cmd: AlarmCommand) -> None:
+        """Produce a command of this worker's own to the offer-answers topic, keyed by its
+        alarm as the gateway keys a dispatcher's; raises :class:`StorageError` unless Kafka
+        has it (the step that sends it is tried again)."""
+        producer = (await self.ready()).dead_letters.producer
+        value = cmd.model_dump_json().encode()
+        (failure,) = await producer.send_all(keys.OFFER_ANSWERS, [(cmd.alarm_id, value)])
+        if failure is not None:
+            raise failure
 
     def parker_of(self, topic: str, records: Sequence[BaseModel]) -> Park:
         """What parks decoded ``records`` of the logical ``topic``, a letter each (each small

@@ -34,6 +34,8 @@ _LANES: dict[str, Lane] = {
     "resolve": "commands",
     "acknowledge": "commands",
     "clear": "commands",
+    "false_alarm": "commands",
+    "open_incident": "commands",
 }
 
 

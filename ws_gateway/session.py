@@ -36,6 +36,7 @@ from kernel.contracts import (
     Administration,
     AdministrationAction,
     AlarmCommand,
+    AlarmCommandKind,
     DispatcherCommand,
     OfferAnswer,
 )
@@ -100,9 +101,11 @@ class Resolve(_Command):
 
 
 class AlarmHand(_Command):
-    """A dispatcher acknowledges an alarm of her agency (its ladder stops), or clears it."""
+    """A dispatcher acknowledges an alarm of her agency (its ladder stops), clears it, clears
+    it as a false alarm (kept as a label its routine model learns from), or opens an incident
+    from it (a caregiver dispatched to its patient)."""
 
-    type: Literal["acknowledge", "clear"]
+    type: AlarmCommandKind
     alarm_id: OfferId
 
 
@@ -134,6 +137,8 @@ COMMAND_TYPES = frozenset(
         "resolve",
         "acknowledge",
         "clear",
+        "false_alarm",
+        "open_incident",
         "administration",
     )
 )

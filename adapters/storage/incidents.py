@@ -37,15 +37,20 @@ class IncidentRow:
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """A device event that opens an incident or joins one."""
+    """A device event that opens an incident or joins one (or a dispatcher's hand on an
+    alarm: no device, its ``event_id`` naming the alarm)."""
 
     event_id: str
     agency_id: str
     patient_id: str
-    device_id: str
+    device_id: str | None
     kind: str
     severity: int
     at: float
+
+    @property
+    def actor(self) -> str:
+        return self.event_id if self.device_id is None else f"device:{self.device_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +143,13 @@ class IncidentStore:
                 await keep(conn, joined.id, announce_join(joined), trigger.at)
             return Opened(joined, joined=True)
 
+    async def opened_by(self, event_id: str) -> IncidentRow | None:
+        """The incident ``event_id`` opened, if it opened one."""
+        row = await self._db.pool.fetchrow(
+            f"{INCIDENT_SELECT} WHERE i.source_event_id = $1", event_id
+        )
+        return incident_row(row) if row else None
+
     async def _seen(self, conn: Conn, event_id: str) -> bool:
         opened = await conn.fetchval("SELECT 1 FROM incidents WHERE source_event_id = $1", event_id)
         joined = await conn.fetchval(
@@ -168,7 +180,7 @@ class IncidentStore:
             t.agency_id,
             incident_id,
             "incident_opened",
-            f"device:{t.device_id}",
+            t.actor,
             t.at,
             incident_kind=t.kind,
             source_event_id=t.event_id,
@@ -190,7 +202,7 @@ class IncidentStore:
             t.agency_id,
             str(incident_id),
             "trigger_joined",
-            f"device:{t.device_id}",
+            t.actor,
             t.at,
             trigger_kind=t.kind,
             source_event_id=t.event_id,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -72,6 +73,14 @@ class CaregiverRow:
     skills: tuple[str, ...] = ()
 
 
+def known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class PatientRow:
     id: str
@@ -79,6 +88,8 @@ class PatientRow:
     name: str
     lat: float
     lon: float
+    zone: str = "Europe/London"
+    """Her home's time zone (IANA): the routines' times of day are local to it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,11 +208,17 @@ class Database:
         )
 
     async def upsert_patients(self, rows: Sequence[PatientRow]) -> None:
+        """Register patients (again: the new row wins); :class:`RejectedInput` and nothing
+        written when a home's time zone is not one the system knows."""
+        unknown = sorted({r.zone for r in rows if not known_zone(r.zone)})
+        if unknown:
+            raise RejectedInput("unknown_zone", f"time zones {unknown} are not IANA zones")
         await self.pool.executemany(
-            "INSERT INTO patients(id, agency_id, name, lat, lon) VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO patients(id, agency_id, name, lat, lon, zone)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
             " ON CONFLICT (id) DO UPDATE SET agency_id = EXCLUDED.agency_id,"
-            " name = EXCLUDED.name, lat = EXCLUDED.lat, lon = EXCLUDED.lon",
-            [(r.id, r.agency_id, r.name, r.lat, r.lon) for r in rows],
+            " name = EXCLUDED.name, lat = EXCLUDED.lat, lon = EXCLUDED.lon, zone = EXCLUDED.zone",
+            [(r.id, r.agency_id, r.name, r.lat, r.lon, r.zone) for r in rows],
         )
 
     async def upsert_devices(self, rows: Sequence[DeviceRow]) -> None:

@@ -357,4 +357,42 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS device_events_of_agency ON device_events (agency_id);
         """,
     ),
+    (
+        12,
+        """
+        ALTER TABLE patients ADD COLUMN IF NOT EXISTS zone text NOT NULL
+            DEFAULT 'Europe/London';
+        CREATE TABLE IF NOT EXISTS routine_models (
+            patient_id text NOT NULL REFERENCES patients(id),
+            version integer NOT NULL,
+            model text NOT NULL,
+            trained_at timestamptz NOT NULL,
+            window_from timestamptz NOT NULL,
+            window_to timestamptz NOT NULL,
+            days integer NOT NULL,
+            events integer NOT NULL,
+            false_alarms integer NOT NULL,
+            params jsonb NOT NULL,
+            arrays bytea NOT NULL,
+            PRIMARY KEY (patient_id, version)
+        );
+        CREATE TABLE IF NOT EXISTS routine_detections (
+            alarm_id text NOT NULL,
+            start timestamptz NOT NULL,
+            agency_id text NOT NULL,
+            patient_id text NOT NULL REFERENCES patients(id),
+            kind text NOT NULL,
+            raised_at timestamptz NOT NULL,
+            explanation text NOT NULL,
+            model_version integer,
+            incident_asked_at timestamptz,
+            label text,
+            labelled_by text,
+            labelled_at timestamptz,
+            PRIMARY KEY (alarm_id, start)
+        );
+        CREATE INDEX IF NOT EXISTS routine_detections_of_patient
+            ON routine_detections (patient_id, raised_at);
+        """,
+    ),
 ]

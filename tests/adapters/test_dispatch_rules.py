@@ -611,3 +611,109 @@ async def test_a_dispatchers_acknowledge_of_an_alarm_reaches_kafka_keyed_by_alar
         "a1",
         "dispatcher:desk-2",
     )
+
+
+# ---------------------------------------------------------------- incidents opened from alarms
+
+
+def alarm_hand(
+    s: stores.Scene, kind: str, alarm_id: str, dispatcher: str = "desk", **more: Any
+) -> AlarmCommand:
+    fields: dict[str, Any] = {"agency_id": s.w.agency, **more}
+    return AlarmCommand(
+        command_id=uuid.uuid4().hex,
+        command=kind,  # type: ignore[arg-type]
+        alarm_id=alarm_id,
+        dispatcher_id=dispatcher,
+        at=s.clock.now,
+        **fields,
+    )
+
+
+async def routine_alarm(s: stores.Scene) -> str:
+    raised = await s.dispatcher.alarms.raise_(
+        s.w.agency,
+        f"routine:{s.w.patient.id}",
+        "inactivity",
+        "major",
+        s.w.patient.id,
+        "no movement since 10:55 (3 h 05 min)",
+    )
+    return raised.id
+
+
+async def test_a_dispatcher_opens_an_incident_from_an_alarm_and_a_caregiver_is_offered_it(
+    make_scene: SceneMaker, db: Database
+) -> None:
+    s = await make_scene([100, 200])
+    alarm_id = await routine_alarm(s)
+    stranger = alarm_hand(s, "open_incident", alarm_id, agency_id="elsewhere")
+    assert await s.dispatcher.on_alarm_command(stranger) == "other_agency"
+    assert await s.dispatcher.on_alarm_command(alarm_hand(s, "open_incident", "nope")) == (
+        "unknown_alarm"
+    )
+    hand = alarm_hand(s, "open_incident", alarm_id)
+    assert await s.dispatcher.on_alarm_command(hand) == "done"
+
+    (offer,) = await s.to_cg(0, "offer")
+    incident = offer["incident"]
+    assert incident["kind"] == "inactivity"
+    results = [
+        f for f in await s.to(recipients.dispatchers(s.w.agency)) if f["type"] == "command_result"
+    ]
+    assert [(r["command"], r["outcome"], r.get("reason")) for r in results] == [
+        ("open_incident", "refused", "unknown_alarm"),  # told her agency (the stranger's his)
+        ("acknowledge", "done", None),  # her hand on it stops its ladder
+        ("open_incident", "done", None),
+    ]
+    (opened,) = [
+        e
+        for e in await db.incident_events(incident["incident_id"])
+        if e.kind == "incident_opened"
+    ]
+    assert opened.actor == f"alarm:{alarm_id}:1"
+
+    again = alarm_hand(s, "open_incident", alarm_id)  # a double click, or Kafka's replay
+    assert await s.dispatcher.on_alarm_command(again) == "done"
+    assert len(await s.to_cg(0, "offer")) == 1  # one incident, one offer
+
+
+async def test_the_monitor_opens_an_incident_leaving_the_alarm_to_climb(
+    make_scene: SceneMaker,
+) -> None:
+    s = await make_scene([100])
+    alarm_id = await routine_alarm(s)
+    monitor = alarm_hand(s, "open_incident", alarm_id, dispatcher="routine-monitor")
+    assert await s.dispatcher.on_alarm_command(monitor) == "done"
+    assert len(await s.to_cg(0, "offer")) == 1
+    stored = await s.dispatcher.alarms.get(alarm_id)
+    assert stored is not None and not stored.alarm.acknowledged
+
+
+async def test_no_incident_from_an_alarm_already_cleared(make_scene: SceneMaker) -> None:
+    s = await make_scene([100])
+    alarm_id = await routine_alarm(s)
+    await s.dispatcher.alarms.clear(s.w.agency, f"routine:{s.w.patient.id}", "inactivity")
+    hand = alarm_hand(s, "open_incident", alarm_id, dispatcher="routine-monitor")
+    assert await s.dispatcher.on_alarm_command(hand) == "alarm_cleared"
+    assert await s.to_cg(0, "offer") == []
+    assert s.dispatcher.alarms.refused["alarm_cleared"] == 1
+
+
+@pytest.mark.parametrize("kind", ["false_alarm", "open_incident"])
+async def test_a_dispatchers_new_alarm_hands_reach_kafka_keyed_by_alarm(
+    gateway: Gateway, settings: Settings, kind: str
+) -> None:
+    alarm_id = str(uuid.uuid4())
+    async with gw.client(gateway, token=gw.token(settings, "caregiver", "cg-3")) as ws:
+        await gw.recv(ws)
+        await gw.send(ws, {"type": kind, "alarm_id": alarm_id})
+        assert (await gw.recv(ws))["reason"] == "forbidden"
+    async with gw.client(gateway, token=gw.token(settings, "dispatcher", "desk-3")) as ws:
+        await gw.recv(ws)
+        await gw.send(ws, {"type": kind, "alarm_id": alarm_id})
+        ack = await gw.recv(ws)
+        assert (ack["type"], ack["command"]) == ("ack", kind)
+    value = await gw.consume(settings, "offer-answers", lambda v: v.get("alarm_id") == alarm_id)
+    assert value.pop("_key") == alarm_id.encode()
+    assert AlarmCommand.model_validate(value).command == kind
