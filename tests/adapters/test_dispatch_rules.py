@@ -667,9 +667,7 @@ async def test_a_dispatcher_opens_an_incident_from_an_alarm_and_a_caregiver_is_o
         ("open_incident", "done", None),
     ]
     (opened,) = [
-        e
-        for e in await db.incident_events(incident["incident_id"])
-        if e.kind == "incident_opened"
+        e for e in await db.incident_events(incident["incident_id"]) if e.kind == "incident_opened"
     ]
     assert opened.actor == f"alarm:{alarm_id}:1"
 
