@@ -141,12 +141,22 @@
     dispenser_jam: "dispenser jammed", low_supply: "medication running low",
     dose_missed: "dose missed", dose_overdue: "dose overdue",
     dose_double_attempt: "second dose tried (overdose risk)", low_spo2: "low SpO2",
+    inactivity: "no movement (unusual for her)", not_up: "not up (unusual for her)",
+    long_bathroom: "long in the bathroom", night_wandering: "front door at night",
+    missed_meal: "missed meal",
   };
+  // Alarms a caregiver can be sent to: their patient may be on the floor.
+  const DISPATCHABLE = new Set(["inactivity", "not_up", "long_bathroom", "night_wandering"]);
+  // Alarms of a home's routine: a dispatcher who knows better says "false alarm", and its
+  // model learns from it.
+  const isRoutine = (a) => String(a.source || "").startsWith("routine:");
   // `climbed` counts the rungs of its ladder taken; the first rung is the dispatchers.
   const RUNGS = ["dispatchers", "on-call manager", "external contacts"];
   const HAND_WORDS = {
     acknowledge: { pending: "Acknowledging…", done: "Acknowledged", verb: "Acknowledge" },
     clear: { pending: "Clearing…", done: "Cleared", verb: "Clear" },
+    false_alarm: { pending: "Marking a false alarm…", done: "Marked a false alarm", verb: "False alarm:" },
+    open_incident: { pending: "Sending a caregiver…", done: "Incident opened", verb: "Send a caregiver to" },
   };
   const REASON_WORDS = {
     unknown_alarm: "no such alarm", other_agency: "another agency's alarm",
@@ -156,6 +166,7 @@
     no_ack: "no answer from the server, try again",
     connection_lost: "connection lost before the server answered, try again",
     no_result: "no outcome yet, check the alarm",
+    alarm_cleared: "the alarm cleared meanwhile", no_patient: "the alarm is about no patient",
   };
   let me = ""; // the dispatcher this page is logged in as (from `hello`)
   let alarmsDirty = true;
@@ -377,6 +388,8 @@
       '<span class="rung"></span></div><div class="actions">' +
       '<button type="button" data-command="acknowledge">Acknowledge</button>' +
       '<button type="button" data-command="clear">Clear</button>' +
+      '<button type="button" data-command="false_alarm">False alarm</button>' +
+      '<button type="button" data-command="open_incident">Send a caregiver</button>' +
       '<span class="hand"></span></div>';
     for (const button of item.querySelectorAll("button")) {
       button.addEventListener("click", () => {
@@ -386,6 +399,14 @@
     alarmNodes.set(id, item);
     return item;
   }
+
+  // Which of an alarm's buttons it shows, by command.
+  const SHOWN = {
+    acknowledge: isUnacked,
+    clear: isActive,
+    false_alarm: (a) => isActive(a) && isRoutine(a),
+    open_incident: (a) => isActive(a) && Boolean(a.patient_id) && DISPATCHABLE.has(a.kind),
+  };
 
   function fillAlarm(item, a, now) {
     const part = (cls) => item.querySelector(`.${cls}`);
@@ -413,7 +434,7 @@
     const label = describeAlarm(a);
     for (const button of item.querySelectorAll("button")) {
       const command = button.dataset.command;
-      button.hidden = command === "acknowledge" ? !isUnacked(a) : !isActive(a);
+      button.hidden = !SHOWN[command](a);
       button.setAttribute("aria-disabled", String(busy));
       button.setAttribute("aria-label", `${HAND_WORDS[command].verb} ${label}`);
     }
