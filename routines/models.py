@@ -23,7 +23,7 @@ A home with fewer than :data:`MIN_DAYS` days of history is judged against a popu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Literal, Protocol
@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from routines.features import (
+    BACK_TO_BED_S,
     DAY_START_H,
     FRONT_DOOR_ROOM,
     KIND,
@@ -232,6 +233,19 @@ class Rule:
 
 # ---------------------------------------------------------------- the per-hour baseline
 
+_CHUNK = 256
+_BED = (KIND["bed_in"], KIND["bed_out"])
+_KITCHEN = ROOM["kitchen"]
+_BATHROOM = ROOM["bathroom"]
+_BEDROOM = ROOM["bedroom"]
+_HALL = ROOM[FRONT_DOOR_ROOM]
+_MOTION = KIND["motion"]
+_BED_IN, _BED_OUT = _BED
+_DOOR_OPEN = KIND["door_open"]
+_LABEL_BEFORE = 6
+_LABEL_AFTER = 12
+"""A labelled false alarm counts for the slots from 30 min before it to an hour after it."""
+
 
 def _stillness(tl: Timeline, days: Sequence[date], room: str | None) -> npt.NDArray[np.float64]:
     """Her stillness (or time since ``room``) every 5 minutes of each day: rows days, columns
@@ -257,62 +271,138 @@ def _window_max(s: npt.NDArray[np.float64], half: int = 3) -> npt.NDArray[np.flo
     return np.where(np.isinf(m), np.nan, m)
 
 
+def _kitchen_slots(tl: Timeline, days: Sequence[date]) -> npt.NDArray[np.int16]:
+    """For each day (rows), how many of its 5-minute slots before each slot (columns, 0 to
+    :data:`SLOTS`) had kitchen motion: a difference of two columns says whether she was in the
+    kitchen between two times of day."""
+    out = np.zeros((len(days), SLOTS + 1), dtype=np.int16)
+    kitchen = tl.room == _KITCHEN
+    for i, d in enumerate(days):
+        start, end = day_bounds(d, tl.zone)
+        s = tl.span(start, end)
+        at = tl.ts[s][kitchen[s]]
+        slots = np.zeros(SLOTS, dtype=np.int16)
+        slots[np.minimum(SLOTS - 1, ((at - start) // STEP_S).astype(np.int64))] = 1
+        out[i, 1:] = np.cumsum(slots)
+    return out
+
+
+def _rfind(tl: Timeline, lo: int, hi: int, match: Callable[[slice], npt.NDArray[np.bool_]]) -> int:
+    """The last event in ``[lo, hi)`` that ``match`` picks, or -1: read back a chunk at a time,
+    so the answer a few events back costs a few events."""
+    while hi > lo:
+        a = max(lo, hi - _CHUNK)
+        hits = np.flatnonzero(match(slice(a, hi)))
+        if len(hits):
+            return a + int(hits[-1])
+        hi = a
+    return -1
+
+
+def _bed_word(tl: Timeline, n: int) -> int:
+    """The index of the bed sensor's last word before event ``n``, or -1."""
+    kind = tl.kind
+    return _rfind(tl, 0, n, lambda s: (kind[s] == _BED_IN) | (kind[s] == _BED_OUT))
+
+
+def _up_today(tl: Timeline, i0: int, n: int) -> float | None:
+    """:func:`routines.features.first_movement` over events ``[i0, n)``, the day so far."""
+    kind, ts = tl.kind[i0:n], tl.ts[i0:n]
+    up = ts[(kind == _BED_OUT) | ((kind == _MOTION) & (tl.room[i0:n] != _BEDROOM))]
+    if not len(up):
+        return None
+    back = ts[kind == _BED_IN]
+    if not len(back) or back[-1] < up[0]:
+        return float(up[0])
+    nxt = np.searchsorted(back, up, side="right")
+    ok = (nxt == len(back)) | (back[np.minimum(nxt, len(back) - 1)] - up > BACK_TO_BED_S)
+    j = int(np.argmax(ok))
+    return float(up[j]) if ok[j] else None
+
+
+def _label_slots(k: int) -> slice:
+    return slice(max(0, k - _LABEL_BEFORE), min(SLOTS, k + _LABEL_AFTER + 1))
+
+
 @dataclass(slots=True)
 class HourlyBaseline:
-    """Her usual day, per 5 minutes, from her last 28 days: stillness (and time since the
-    kitchen) that would be rare at that time of day, the time she is usually up, how often her
-    front door opens at night, how long she stays in the bathroom."""
+    """Her usual day, per 5 minutes, from her last 28 days: stillness that would be rare at that
+    time of day, the times she is usually in the kitchen (her meals), the time she is usually
+    up, how often her front door opens at night, how long she stays in the bathroom; and the
+    false alarms a dispatcher labelled, which raise her thresholds where they were raised."""
 
     quantile: float = 0.95
     margin_s: float = 40 * 60.0
     min_still_s: float = 45 * 60.0
     night_door_rate: float = 0.1
     min_bathroom_s: float = 20 * 60.0
-    min_kitchen_s: float = 4 * HOUR
-    kitchen_margin_s: float = 30 * 60.0
-    """A meal is missed later than a movement is: her kitchen gaps vary more."""
+    min_meal_gap_s: float = 1.5 * HOUR
+    meal_share: float = 0.5
+    """Her meals: the runs of 5-minute slots when she is in the kitchen on at least this share
+    of her days..."""
+    meal_days: float = 0.9
+    """...and in the kitchen at some time in that run on at least this share of them. A meal is
+    missed when she has not been in the kitchen since before one began..."""
+    meal_lead: int = 8
+    """...(at least this many slots, 40 min, before it: a meal taken early is not missed)..."""
+    meal_margin_s: float = 45 * 60.0
+    """...and it ended this long ago: a meal is late before it is missed."""
     name: str = "baseline"
     prior: Rule = field(default_factory=Rule)
     days: int = 0
-    p_move: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(24))
     still_max: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, SLOTS)))
     still_at: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(SLOTS))
-    kitchen_max: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, SLOTS)))
-    kitchen_at: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(SLOTS))
+    meal_from: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    meal_to: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    meal_been: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    meal_gap_at: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(SLOTS))
     up_offsets: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     up_weekend: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
     up_by_s: float = 0.0
+    up_by_weekday_s: float = 0.0
+    up_by_weekend_s: float = 0.0
+    up_weekdays: int = 0
+    up_weekends: int = 0
     doors_at_night: int = 0
+    door_labelled: npt.NDArray[np.bool_] = field(
+        default_factory=lambda: np.zeros(SLOTS, dtype=bool)
+    )
     bathroom_s: float = 0.0
     bathroom_longest_s: float = 0.0
+    labels: int = 0
 
     def fit(self, history: Timeline, until: float, false_alarms: Sequence[FalseAlarm] = ()) -> None:
         tl = history.before(until)
         days = training_days(tl, until)
         self.days = len(days)
+        self.labels = 0
         if self.days < MIN_DAYS:
             return
         still = _stillness(tl, days, None)
-        self.p_move = np.array(
-            [np.mean(np.nanmin(still[:, h * 12 : h * 12 + 12], axis=1) < STEP_S) for h in range(24)]
-        )
         self.still_max = _window_max(still)
-        self.still_at = self._threshold(self.still_max)
-        self.kitchen_max = _window_max(_stillness(tl, days, "kitchen"))
-        self.kitchen_at = np.maximum(
-            self.min_kitchen_s, self._threshold(self.kitchen_max) + self.kitchen_margin_s
+        with np.errstate(all="ignore"):
+            q = np.nanquantile(self.still_max, self.quantile, axis=0, method="higher")
+        self.still_at = np.maximum(
+            self.min_still_s, np.nan_to_num(q, nan=24 * HOUR) + self.margin_s
         )
+        self._meals(_kitchen_slots(tl, days))
+        self.meal_gap_at = np.full(SLOTS, self.min_meal_gap_s)
         ups = []
         for d in days:
             up = first_movement(tl, d)
             ups.append(np.inf if up is None else up - day_bounds(d, tl.zone)[0])
         self.up_offsets = np.array(ups)
         self.up_weekend = np.array([d.weekday() >= WEEKEND for d in days])
-        self.up_by_s = float(np.quantile(self.up_offsets, self.quantile, method="higher"))
+        self.up_by_s = self._up_by(self.up_offsets)
+        weekday, weekend = self.up_offsets[~self.up_weekend], self.up_offsets[self.up_weekend]
+        self.up_weekdays, self.up_weekends = len(weekday), len(weekend)
+        self.up_by_weekday_s = self._up_by(weekday) if len(weekday) >= MIN_ALIKE else self.up_by_s
+        self.up_by_weekend_s = self._up_by(weekend) if len(weekend) >= MIN_ALIKE else self.up_by_s
         self.doors_at_night = sum(
             _front_door_at_night(tl, at_local(d + timedelta(days=1), 5, tl.zone)) is not None
             for d in days
         )
+        self.door_labelled = np.zeros(SLOTS, dtype=bool)
         stays = [
             x.seconds
             for d in days
@@ -320,43 +410,76 @@ class HourlyBaseline:
             if not x.open
         ]
         self.bathroom_longest_s = max(stays, default=0.0)
-        q = float(np.quantile(stays, 0.99)) if stays else 0.0
-        self.bathroom_s = max(self.min_bathroom_s, 1.5 * q)
+        q99 = float(np.quantile(stays, 0.99)) if stays else 0.0
+        self.bathroom_s = max(self.min_bathroom_s, 1.5 * q99)
+        since = day_bounds(days[0], tl.zone)[0]
+        for label in false_alarms:
+            if since <= label.at < until:
+                self._learn(tl, label)
 
-    def _threshold(self, m: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        with np.errstate(all="ignore"):
-            q = np.nanquantile(m, self.quantile, axis=0, method="higher")
-        return np.maximum(self.min_still_s, np.nan_to_num(q, nan=24 * HOUR) + self.margin_s)
+    def _meals(self, kitchen: npt.NDArray[np.int16]) -> None:
+        """Her meals from her days' kitchen slots (:func:`_kitchen_slots`): each run of slots
+        when she is in the kitchen on at least ``meal_share`` of her days, and on how many days
+        she was there at some time in it."""
+        usual = np.diff(kitchen, axis=1).mean(axis=0) >= self.meal_share
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], usual.astype(np.int8), [0]))))
+        self.meal_from, self.meal_to = edges[0::2].astype(np.int64), edges[1::2].astype(np.int64)
+        self.meal_been = np.count_nonzero(
+            kitchen[:, self.meal_to] > kitchen[:, self.meal_from], axis=0
+        ).astype(np.int64)
+
+    def _up_by(self, offsets: npt.NDArray[np.float64]) -> float:
+        return float(np.quantile(offsets, self.quantile, method="higher"))
+
+    def _learn(self, tl: Timeline, label: FalseAlarm) -> None:
+        """A false alarm labelled by a dispatcher: the situation it was raised on is usual for
+        her at that time of day. Stillness (or time since the kitchen) as long as that one,
+        carried on, from 30 min before to an hour after it, no longer alarms; nor does not being
+        up by then, a stay in the bathroom as long, or the front door then."""
+        day = resident_day(label.at, tl.zone)
+        start = day_bounds(day, tl.zone)[0]
+        k = min(SLOTS - 1, int((label.at - start) // STEP_S))
+        self.labels += 1
+        if label.kind in ("inactivity", "missed_meal"):
+            w = _label_slots(k)
+            ends = start + STEP_S * (np.arange(w.start, w.stop) + 1)
+            usual = np.maximum(0.0, ends - label.start)
+            if label.kind == "inactivity":
+                self.still_at[w] = np.maximum(self.still_at[w], usual + self.margin_s)
+            else:
+                self.meal_gap_at[w] = np.maximum(self.meal_gap_at[w], usual + self.meal_margin_s)
+        elif label.kind == "not_up":
+            late = label.at - start
+            if day.weekday() >= WEEKEND:
+                self.up_by_weekend_s = max(self.up_by_weekend_s, late)
+            else:
+                self.up_by_weekday_s = max(self.up_by_weekday_s, late)
+        elif label.kind == "long_bathroom":
+            self.bathroom_s = max(self.bathroom_s, label.at - label.start + self.min_bathroom_s)
+        elif label.kind == "night_wandering":
+            self.door_labelled[_label_slots(k)] = True
 
     def score(self, tl: Timeline, now: float) -> list[Detection]:
         if self.days < MIN_DAYS:
             return self.prior.score(tl, now)
         n = tl.index(now)
-        day, start, k = _slot(tl, now)
+        at = local(now, tl.zone)
+        day = at.date() - timedelta(days=1) if at.hour < DAY_START_H else at.date()
+        start = at_local(day, DAY_START_H, tl.zone)
+        k = min(SLOTS - 1, int((now - start) // STEP_S))
+        i0 = int(np.searchsorted(tl.ts, start, side="left"))
         out: list[Detection] = []
-        up = first_movement(tl, day, now)
+        up = _up_today(tl, i0, n)
         gone = _out(tl, n)
-        resting = gone or _in_bed(tl, n)
-        # Weekends start later: her up-time on days like today, when she has enough of them.
-        alike = self.up_offsets[self.up_weekend == (day.weekday() >= WEEKEND)]
-        ups = alike if len(alike) >= MIN_ALIKE else self.up_offsets
-        up_by = float(np.quantile(ups, self.quantile, method="higher"))
-        if up is None and now - start > up_by + self.margin_s and not gone:
-            usual = start + up_by
-            by = int(np.sum(ups <= up_by))
-            days = f"{'weekend ' if ups is alike and day.weekday() >= WEEKEND else ''}days"
-            out.append(
-                Detection(
-                    "not_up",
-                    usual,
-                    f"not up by {hhmm(now, tl)}; on {by} of the last {len(ups)} {days}"
-                    f" she was up by {hhmm(usual, tl)}",
-                )
-            )
-        last = _last(tl, n, None)
-        if up is not None and last is not None and not resting:
+        if up is None:
+            weekend = day.weekday() >= WEEKEND
+            up_by = self.up_by_weekend_s if weekend else self.up_by_weekday_s
+            if now - start > up_by + self.margin_s and not gone:
+                out.append(self._not_up(tl, now, start + up_by, up_by, weekend))
+        elif n:
+            last = float(tl.ts[n - 1])
             s = now - last
-            if s >= self.still_at[k]:
+            if s >= self.still_at[k] and not gone and not self._in_bed(tl, n):
                 shorter = int(np.sum(self.still_max[:, k] < s))
                 out.append(
                     Detection(
@@ -367,43 +490,105 @@ class HourlyBaseline:
                         " time of day",
                     )
                 )
-        kitchen = _last(tl, n, ROOM["kitchen"])
-        # A meal missed after her first kitchen visit of the day; a late morning is not_up's.
-        if up is not None and kitchen is not None and kitchen >= start and not resting:
-            s = now - kitchen
-            if s >= self.kitchen_at[k]:
-                shorter = int(np.sum(self.kitchen_max[:, k] < s))
-                out.append(
-                    Detection(
-                        "missed_meal",
-                        kitchen,
-                        f"no kitchen motion since {hhmm(kitchen, tl)}; on {shorter} of the"
-                        f" last {self.days} days she was in the kitchen within {duration(s)}"
-                        " at this time of day",
+            meal = self._missed_meal(tl, now, start, k, i0, n, gone)
+            if meal is not None:
+                out.append(meal)
+        if at.hour < NIGHT_TO_H:
+            door = self._door(tl, now, start, n)
+            if door is not None:
+                out.append(door)
+        if n and tl.room[n - 1] == _BATHROOM:
+            lo = int(np.searchsorted(tl.ts, max(start, now - 6 * HOUR), side="left"))
+            room = tl.room
+            j = _rfind(tl, lo, n, lambda s: room[s] != _BATHROOM)
+            if j + 1 < n:
+                began = float(tl.ts[max(j + 1, lo)])
+                if now - began >= self.bathroom_s:
+                    out.append(
+                        Detection(
+                            "long_bathroom",
+                            began,
+                            f"in the bathroom since {hhmm(began, tl)} ({duration(now - began)});"
+                            f" her longest stay in {self.days} days was"
+                            f" {duration(self.bathroom_longest_s)}",
+                        )
                     )
-                )
-        door = _front_door_at_night(tl, now)
-        if door is not None and self.doors_at_night < self.night_door_rate * self.days:
-            out.append(
-                Detection(
-                    "night_wandering",
-                    door,
-                    f"front door opened at {hhmm(door, tl)}; it opened between 00:00 and"
-                    f" 05:00 on {self.doors_at_night} of the last {self.days} nights",
-                )
-            )
-        for d in dwells(tl, "bathroom", max(start, now - 6 * HOUR), now)[-1:]:
-            if d.open and d.seconds >= self.bathroom_s:
-                out.append(
-                    Detection(
-                        "long_bathroom",
-                        d.start,
-                        f"in the bathroom since {hhmm(d.start, tl)} ({duration(d.seconds)});"
-                        f" her longest stay in {self.days} days was"
-                        f" {duration(self.bathroom_longest_s)}",
-                    )
-                )
         return out
+
+    def _in_bed(self, tl: Timeline, n: int) -> bool:
+        """The bed sensor's last word was that she got in: her stillness is sleep or rest."""
+        j = _bed_word(tl, n)
+        return j >= 0 and tl.kind[j] == _BED_IN
+
+    def _not_up(
+        self, tl: Timeline, now: float, usual: float, up_by: float, weekend: bool
+    ) -> Detection:
+        alike = self.up_offsets[self.up_weekend == weekend]
+        ups = alike if len(alike) >= MIN_ALIKE else self.up_offsets
+        by = int(np.sum(ups <= up_by))
+        days = f"{'weekend ' if ups is alike and weekend else ''}days"
+        return Detection(
+            "not_up",
+            usual,
+            f"not up by {hhmm(now, tl)}; on {by} of the last {len(ups)} {days}"
+            f" she was up by {hhmm(usual, tl)}",
+        )
+
+    def _missed_meal(
+        self, tl: Timeline, now: float, start: float, k: int, i0: int, n: int, gone: bool
+    ) -> Detection | None:
+        """No kitchen since her last visit today, through a time she is nearly always in the
+        kitchen (a meal), with a margin: a missed meal. Not while she is out or in bed, nor
+        when she went out since (she may have eaten out); before her first visit of the day a
+        late morning is not_up's."""
+        room = tl.room
+        j = -1 if gone else _rfind(tl, i0, n, lambda s: room[s] == _KITCHEN)
+        kitchen = float(tl.ts[j]) if j >= 0 else now
+        if now - kitchen < self.meal_gap_at[k]:
+            return None
+        a = min(SLOTS - 1, int((kitchen - start) // STEP_S)) + 1
+        b = int((now - self.meal_margin_s - start) // STEP_S)
+        missed = np.flatnonzero(
+            (self.meal_from >= a + self.meal_lead)
+            & (self.meal_to <= b)
+            & (self.meal_been >= self.meal_days * self.days)
+        )
+        if not len(missed):
+            return None
+        m = int(missed[-1])
+        been, lo, hi = int(self.meal_been[m]), int(self.meal_from[m]), int(self.meal_to[m])
+        out = (tl.kind[j:n] == _DOOR_OPEN) & (room[j:n] == _HALL)
+        if np.any(out) or self._in_bed(tl, n):
+            return None
+        return Detection(
+            "missed_meal",
+            kitchen,
+            f"no kitchen motion since {hhmm(kitchen, tl)}; on {been} of the last {self.days}"
+            f" days she was in the kitchen between {hhmm(start + lo * STEP_S, tl)} and"
+            f" {hhmm(start + hi * STEP_S, tl)}",
+        )
+
+    def _door(self, tl: Timeline, now: float, start: float, n: int) -> Detection | None:
+        """The front door between 00:00 and 05:00, when it rarely opens at night for her; not
+        when her bed's last word before it was getting up before 18:00 the evening before: she
+        has not been to bed since the day, and a door opening then is someone coming to her (help
+        after a fall the inactivity alarm told), not her wandering out of bed."""
+        door = _front_door_at_night(tl, now)
+        if door is None or self.doors_at_night >= self.night_door_rate * self.days:
+            return None
+        if self.door_labelled[min(SLOTS - 1, max(0, int((door - start) // STEP_S)))]:
+            return None
+        evening = at_local(local(door, tl.zone).date() - timedelta(days=1), 18, tl.zone)
+        d = tl.index(door)
+        j = _bed_word(tl, d)
+        if j >= 0 and tl.kind[j] == _BED_OUT and tl.ts[j] < evening:
+            return None  # out of bed since the day before, not in bed since: not her going out
+        return Detection(
+            "night_wandering",
+            door,
+            f"front door opened at {hhmm(door, tl)}; it opened between 00:00 and"
+            f" 05:00 on {self.doors_at_night} of the last {self.days} nights",
+        )
 
 
 # ---------------------------------------------------------------- day windows by LOF

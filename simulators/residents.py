@@ -50,6 +50,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 ZONE = "Europe/London"
+_ZONE = ZoneInfo(ZONE)
 LEARNING_DAYS = 14
 """The first days of a home carry no anomaly: the routine models learn from them."""
 
@@ -265,7 +266,7 @@ def simulate_home(
     for kind, d, t0, t1 in truth:
         m = midnights[d]
         if kind == "silent_fall":
-            fell = _falls_at(events, m + t0 * H, rng)
+            fell = _falls_at(events, _wall(m, t0), rng)
             anomalies.append(Anomaly(kind, fell, midnights[d + 1]))
             # nothing of hers from her fall until help comes
             events = [e for e in events if not fell <= e[0] < midnights[d + 1]]
@@ -273,8 +274,8 @@ def simulate_home(
             anomalies.append(Anomaly(kind, m, midnights[d + int(t1)]))
         else:
             p = plan[d]
-            start_ = p.truth_start if p.truth_start is not None else m + t0 * H
-            end_ = p.truth_end if p.truth_end is not None else m + t1 * H
+            start_ = p.truth_start if p.truth_start is not None else _wall(m, t0)
+            end_ = p.truth_end if p.truth_end is not None else _wall(m, t1)
             anomalies.append(Anomaly(kind, start_, end_))
     if routine.pet:
         events += _pet(rng, midnights[0], end, away)
@@ -287,11 +288,18 @@ def simulate_home(
         events=[SensorEvent(ts, dev, kind, room) for ts, dev, kind, room in events],
         anomalies=sorted(anomalies, key=lambda a: a.start),
         away=[
-            (plan[d].truth_start or midnights[d] + t0 * H, midnights[r] + t1 * H)
+            (plan[d].truth_start or _wall(midnights[d], t0), _wall(midnights[r], t1))
             for d, t0, r, t1 in away
         ],
         midnights=midnights,
     )
+
+
+def _wall(midnight: float, hours: float) -> float:
+    """``hours`` after a local midnight by the wall clock: 12:30 is 12:30 on the day the clocks
+    change too (the day is 23 or 25 hours long)."""
+    at = datetime.fromtimestamp(midnight, _ZONE) + timedelta(hours=hours)
+    return at.timestamp()
 
 
 def _falls_at(events: list[tuple[float, str, str, str]], after: float, rng: random.Random) -> float:
@@ -471,7 +479,7 @@ class _Today:
             self.skip = (self.at(usual - 0.75), self.at(usual + 2.0))
 
     def at(self, hours: float) -> float:
-        return self.m + hours * H
+        return _wall(self.m, hours)
 
     def kitchen_ok(self, t0: float, t1: float) -> bool:
         return self.skip is None or t1 <= self.skip[0] or t0 >= self.skip[1]
@@ -601,12 +609,12 @@ def _night(
     and, on a wandering night, the front door."""
     rng = w.rng
     m = midnights[d]
-    woke = m + (r.wake_on(weekdays[d + 1]) + 24.0 if d + 1 < len(weekdays) else 31.0) * H
+    woke = _wall(m, r.wake_on(weekdays[d + 1]) + 24.0 if d + 1 < len(weekdays) else 31.0)
     first, last = t + 1.0 * H, woke - 1.0 * H
     trips = sorted(
         rng.uniform(first, last) for _ in range(_poisson(rng, r.night_trips)) if last > first
     )
-    wander = None if p.wander_at is None else max(m + p.wander_at * H, t + 0.5 * H)
+    wander = None if p.wander_at is None else max(_wall(m, p.wander_at), t + 0.5 * H)
     done = t
     for s in trips:
         if s < done + 0.5 * H or (wander is not None and abs(s - wander) < H):
