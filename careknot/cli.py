@@ -40,7 +40,16 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.up import up
 
     policy = RestartPolicy(give_up_after=args.give_up_after, steady_after_s=args.steady_after)
-    return up(settings, simulate=args.simulate, state_file=args.state_file, policy=policy)
+    simulate_args = []
+    if args.resident_fall_after is not None:
+        simulate_args += ["--resident-fall-after", str(args.resident_fall_after)]
+    return up(
+        settings,
+        simulate=args.simulate,
+        state_file=args.state_file,
+        policy=policy,
+        simulate_args=simulate_args,
+    )
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,6 +80,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         fix_interval_s=args.fix_interval,
         falls_per_minute=args.falls_per_minute,
         seed=args.seed,
+        residents=not args.no_residents,
+        resident_anomaly_rate=args.resident_anomaly_rate,
+        resident_fall_after_min=args.resident_fall_after,
     )
     return _run(run(settings, config))
 
@@ -287,6 +299,40 @@ def _add_bench(sub: Any) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
+def _add_simulate(sub: Any) -> None:
+    sim = sub.add_parser("simulate", help="a simulated city of caregivers and homes")
+    sim.add_argument("--caregivers", type=int, default=50)
+    sim.add_argument("--homes", type=int, default=200)
+    sim.add_argument("--fix-interval", type=float, default=3.0)
+    sim.add_argument("--falls-per-minute", type=float, default=0.5)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument(
+        "--no-residents",
+        action="store_true",
+        help="no resident living in the homes: no ambient sensors, no history seeded",
+    )
+    sim.add_argument(
+        "--resident-anomaly-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="anomalies a home-day in the residents' lives (none in the first 14 days of each"
+        " 30; default %(default)s)",
+    )
+    _resident_fall_after(sim)
+    sim.set_defaults(func=cmd_simulate)
+
+
+def _resident_fall_after(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resident-fall-after",
+        type=float,
+        metavar="MINUTES",
+        help="the simulated city: one resident falls silently MINUTES after it starts (the"
+        " first seen up and about from then on) and lies still until help comes",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="careknot", description=__doc__)
     p.add_argument("-l", "--log-level", default="info")
@@ -314,6 +360,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a service that ran S seconds before it crashed counts its failures from one again"
         " (default %(default)s)",
     )
+    _resident_fall_after(up)
     up.set_defaults(func=cmd_up)
 
     _add_services(sub)
@@ -325,13 +372,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub.add_parser(verb, help=text).set_defaults(func=func)
 
-    sim = sub.add_parser("simulate", help="a simulated city of caregivers and homes")
-    sim.add_argument("--caregivers", type=int, default=50)
-    sim.add_argument("--homes", type=int, default=200)
-    sim.add_argument("--fix-interval", type=float, default=3.0)
-    sim.add_argument("--falls-per-minute", type=float, default=0.5)
-    sim.add_argument("--seed", type=int, default=7)
-    sim.set_defaults(func=cmd_simulate)
+    _add_simulate(sub)
 
     tok = sub.add_parser("token", help="issue a signed gateway token")
     tok.add_argument("--role", required=True, choices=["caregiver", "family", "dispatcher"])

@@ -56,11 +56,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def default_commands(simulate: bool) -> list[tuple[str, list[str]]]:
+def default_commands(
+    simulate: bool, simulate_args: Sequence[str] = ()
+) -> list[tuple[str, list[str]]]:
     """The services' commands: an ingest of positions, one of device events and one of
     telemetry, a dispatch worker, a fixes worker and a devices worker (emergencies never share
-    a process with the positions' or the vitals' flood), the gateway, and the simulated city if
-    asked for."""
+    a process with the positions' or the vitals' flood), the gateway, and the simulated city
+    (with ``simulate_args``) if asked for."""
     cli = [sys.executable, "-m", "careknot.cli"]
     commands = [
         ("ingest", [*cli, "ingest", "--streams", "positions"]),
@@ -71,7 +73,7 @@ def default_commands(simulate: bool) -> list[tuple[str, list[str]]]:
         ("worker-devices", [*cli, "worker", "--role", "devices"]),
         ("gateway", [*cli, "gateway"]),
     ]
-    return commands + ([("simulate", [*cli, "simulate"])] if simulate else [])
+    return commands + ([("simulate", [*cli, "simulate", *simulate_args])] if simulate else [])
 
 
 def console_agency_id() -> str:
@@ -300,6 +302,7 @@ def up(
     commands: Commands | None = None,
     workdir: Path = SERVERS_DIR,
     policy: RestartPolicy | None = None,
+    simulate_args: Sequence[str] = (),
 ) -> int:
     """Run everything until SIGINT/SIGTERM (returns 0) or until a child fails too often in a
     row (returns 1); a child that exits on its own is started again meanwhile."""
@@ -307,6 +310,6 @@ def up(
         asyncio.run(_migrate(resolved))
         if stop.requested:
             return 0
-        argvs = default_commands(simulate) if commands is None else commands
+        argvs = default_commands(simulate, simulate_args) if commands is None else commands
         with Children(argvs, settings_env(resolved), policy) as kids:
             return kids.supervise(stop, announce(resolved, state_file))

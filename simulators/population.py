@@ -55,6 +55,15 @@ class CityConfig:
     """Of homes, those whose resident wears a vitals monitor (``simulators.vitals``)."""
     vitals_episodes_per_hour: float = 1.0
     """Genuine episodes (a racing heart, a falling SpO2, a fever) across the city's monitors."""
+    residents: bool = True
+    """Each home has a resident whose ambient sensors (PIRs, doors, bed and chair) live her days
+    (``simulators.households``): her last weeks seeded as history, then live."""
+    resident_anomaly_rate: float = 0.0
+    """Anomalies a home-day the residents live beyond their first 14 days of each 30 (0: none
+    but the fall asked for)."""
+    resident_fall_after_min: float | None = None
+    """A resident falls silently this many minutes after the start (the first seen up and
+    about from then on), and lies until help comes."""
 
 
 class Home(NamedTuple):

@@ -1,6 +1,7 @@
 """``careknot simulate``: the simulated city against the running system.
 
-:func:`run` seeds the registry in Postgres, publishes the city's fixes and falls over MQTT, and
+:func:`run` seeds the registry in Postgres, publishes the city's fixes and falls over MQTT, its
+residents' ambient sensors' events (their recent history seeded in Postgres first), and
 (optionally) lets every caregiver answer offers over the gateway's WebSocket. The city itself is
 ``simulators.city``'s (pure).
 """
@@ -13,6 +14,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Literal
 
@@ -25,10 +27,13 @@ from kernel import tokens
 from kernel.backoff import Backoff
 from kernel.errors import CareKnotError
 from kernel.settings import Settings
+from simulators import resident_feed
 from simulators.city import City, Fall, SimFix
 from simulators.devices import OWN_CONNECTIONS, DeviceLives, SharedDevices, live
 from simulators.dispensers import Dispensers, dispenser_id
+from simulators.households import Household
 from simulators.population import AGENCY_ID, AGENCY_NAME, CityConfig
+from simulators.residents import home_devices
 from simulators.vitals import VitalsMonitors, monitor_id, wearers
 
 log = logging.getLogger(__name__)
@@ -80,9 +85,11 @@ async def seed_registry(
     city: City,
     dispensers: Dispensers | None = None,
     monitors: VitalsMonitors | None = None,
+    households: Sequence[Household] = (),
 ) -> None:
-    """Write the agency, its caregivers, patients, fall detectors and (with ``dispensers``)
-    medication dispensers and schedules to Postgres (idempotent)."""
+    """Write the agency, its caregivers, patients, fall detectors, the ambient sensors of the
+    ``households``' homes and (with ``dispensers``) medication dispensers and schedules to
+    Postgres (idempotent)."""
     from adapters.storage.medication import MedicationStore
     from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 
@@ -104,6 +111,13 @@ async def seed_registry(
                 for p in monitors.patient_ids
             ]
             await db.upsert_devices(worn)
+        ambient = [
+            DeviceRow(device, AGENCY_ID, h.patient_id, kind)
+            for h in households
+            for device, kind in home_devices(h.patient_id).items()
+        ]
+        if ambient:
+            await db.upsert_devices(ambient)
         if dispensers is None:
             return
         await db.upsert_devices(
@@ -240,8 +254,9 @@ class Simulation:
 
     Entering puts the city's agency, caregivers, homes and devices in the registry (raises
     :class:`CareKnotError` when it cannot); :meth:`run` publishes the phones' fixes and the
-    homes' falls and, if configured, answers the offers each caregiver gets, until SIGINT or
-    SIGTERM; 1 if a task failed.
+    homes' falls, seeds the residents' history and publishes their sensors' events
+    (``simulators.resident_feed``) and, if configured, answers the offers each caregiver gets,
+    until SIGINT or SIGTERM; 1 if a task failed.
     """
 
     def __init__(self, settings: Settings, config: CityConfig) -> None:
@@ -254,9 +269,19 @@ class Simulation:
         worn = wearers(homes, config.vitals_monitors, config.seed)
         rate = config.vitals_episodes_per_hour
         self.monitors = VitalsMonitors(worn, config.seed, time.time(), rate) if worn else None
+        self.households = (
+            [
+                Household(i, h.patient_id, config.seed, anomaly_rate=config.resident_anomaly_rate)
+                for i, h in enumerate(self.city.homes, start=1)
+            ]
+            if config.residents
+            else []
+        )
 
     async def __aenter__(self) -> Simulation:
-        await seed_registry(self._settings, self.city, self.dispensers, self.monitors)
+        await seed_registry(
+            self._settings, self.city, self.dispensers, self.monitors, self.households
+        )
         log.info("city of %d caregivers, %d homes", len(self.city.caregivers), len(self.city.homes))
         return self
 
@@ -270,6 +295,16 @@ class Simulation:
         publishing = _publish(s, self.city, self.dispensers, self.monitors)
         tasks = [asyncio.create_task(publishing, name="sim-publish")]
         tasks += self._device_tasks()
+        if self.households:
+            residents = resident_feed.live(
+                s,
+                self.households,
+                AGENCY_ID,
+                self.city.start,
+                seed=config.seed,
+                fall_after_min=config.resident_fall_after_min,
+            )
+            tasks.append(asyncio.create_task(residents, name="sim-residents"))
         if config.answer_offers:
             tasks += [
                 asyncio.create_task(OfferAnswerer(s, config, c.id).run(), name=f"sim-{c.id}")

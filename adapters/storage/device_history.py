@@ -69,6 +69,22 @@ class DeviceHistory:
         )
         return int(n)
 
+    async def latest(
+        self, patient_ids: Sequence[str], since: float, types: Sequence[str] = ()
+    ) -> dict[str, float]:
+        """Each patient's latest event kept from ``since`` on (only ``types`` when given); a
+        patient with none is left out."""
+        rows = await self._db.pool.fetch(
+            "SELECT patient_id, max(ts) AS ts FROM device_events"
+            " WHERE patient_id = ANY($1::text[]) AND ts >= $2"
+            " AND (cardinality($3::text[]) = 0 OR type = ANY($3::text[]))"
+            " GROUP BY patient_id",
+            list(patient_ids),
+            ts(since),
+            list(types),
+        )
+        return {r["patient_id"]: r["ts"].timestamp() for r in rows}
+
     async def of_patient(
         self, patient_id: str, since: float, until: float, types: Sequence[str] = ()
     ) -> list[KeptEvent]:
