@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -216,6 +216,54 @@ class CommandMetrics:
         for reason, n in sorted(self._refused.items()):
             family.add_metric([reason], n)
         yield family
+
+
+class Watch(Protocol):
+    """What a routines' watch says of itself (``streams.routine_keeper.RoutineKeeper``)."""
+
+    @property
+    def ignored(self) -> Mapping[str, int]: ...
+    @property
+    def raised(self) -> Mapping[str, int]: ...
+    @property
+    def scored(self) -> int: ...
+    @property
+    def retrained(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+
+class RoutineMetrics:
+    """The devices worker's watch over each home's routine, read when scraped: homes watched,
+    scorings, retrainings, routine alarms raised by kind, ambient events left out by why."""
+
+    def __init__(self, watch: Watch, registry: CollectorRegistry) -> None:
+        self._watch = watch
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        w = self._watch
+        yield GaugeMetricFamily("careknot_routine_homes", "Homes whose routine is watched", len(w))
+        yield CounterMetricFamily(
+            "careknot_routine_scorings", "Homes scored (on events, and every tick)", value=w.scored
+        )
+        yield CounterMetricFamily(
+            "careknot_routine_retrainings", "Homes' models fitted and kept", value=w.retrained
+        )
+        raised = CounterMetricFamily(
+            "careknot_routine_alarms_raised", "Routine alarms raised or repeated", labels=["kind"]
+        )
+        for kind, n in sorted(w.raised.items()):
+            raised.add_metric([kind], n)
+        yield raised
+        ignored = CounterMetricFamily(
+            "careknot_routine_events_ignored",
+            "Ambient events left out: unregistered_device, unknown_room",
+            labels=["reason"],
+        )
+        for reason, n in sorted(w.ignored.items()):
+            ignored.add_metric([reason], n)
+        yield ignored
 
 
 async def serve(

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     dispatch_metrics_port: int = Field(
         default=9467, ge=0, le=65535, description="the dispatch worker's; 0: no metrics"
     )
+    devices_metrics_port: int = Field(
+        default=9469, ge=0, le=65535, description="the devices worker's; 0: no metrics"
+    )
     emergency_ingest_metrics_port: int = Field(
         default=9466, ge=0, le=65535, description="an ingest of device events alone; 0: none"
     )

@@ -79,6 +79,7 @@ def build_app(settings: Settings, role: WorkerRole = "all") -> tuple[CareKnotApp
         settings,
         dispatching=role in ("all", "dispatch"),
         counting_fixes=role in ("all", "fixes"),
+        watching_devices=role == "devices",
     )
     _agents(app, rt, settings, role)
 

@@ -15,6 +15,7 @@ from functools import partial
 
 import faust
 
+from adapters.metrics import RoutineMetrics
 from kernel.contracts import DeviceEvent
 from kernel.settings import Settings
 from streams.handling import guarded
@@ -24,6 +25,7 @@ from streams.runtime import Runtime
 
 def register(app: faust.App, rt: Runtime, s: Settings) -> RoutineKeeper:
     keeper = RoutineKeeper(s, rt.db, rt.dispatcher.alarms, rt.send_command, time.time)
+    RoutineMetrics(keeper, rt.dead_letters.metrics.registry)
 
     @app.timer(s.routine_tick_s)  # type: ignore[untyped-decorator]
     async def routine_watch() -> None:

@@ -86,6 +86,9 @@ class RoutineKeeper:
         self.ignored: Counter[str] = Counter()
         """Ambient events left out, by why: ``unregistered_device``, ``unknown_room``."""
         self.retrained = 0
+        self.scored = 0
+        self.raised: Counter[str] = Counter()
+        """Routine alarms raised (or repeated), by kind."""
 
     # ------------------------------------------------------------ events and silence
 
@@ -202,6 +205,7 @@ class RoutineKeeper:
     async def _score(self, w: Watched, now: float) -> None:
         tl = w.live.timeline(now)
         detections = w.model.score(tl, now)
+        self.scored += 1
         steps = judge(w.standing, detections, now, self._settings.routine_incident_after_s)
         if steps:
             await self._carry_out(w, steps, now)
@@ -219,6 +223,7 @@ class RoutineKeeper:
                 d.explanation, w.version,
             )  # fmt: skip
             w.standing[d.kind] = Standing(stored.id, d.kind, d.start, now)
+            self.raised[d.kind] += 1
         for kind in steps.clear:
             await self._alarms.clear(home.agency_id, source, kind)
             del w.standing[kind]

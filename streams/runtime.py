@@ -33,11 +33,17 @@ class Runtime:
     when it starts."""
 
     def __init__(
-        self, settings: Settings, *, dispatching: bool = True, counting_fixes: bool = True
+        self,
+        settings: Settings,
+        *,
+        dispatching: bool = True,
+        counting_fixes: bool = True,
+        watching_devices: bool = False,
     ) -> None:
         self.settings = settings
         self._dispatching = dispatching
         self._counting_fixes = counting_fixes
+        self._watching_devices = watching_devices
         self._lock = asyncio.Lock()
         self._started = self._opened = self._producing = self._serving = False
         self.db = Database(settings)
@@ -88,8 +94,9 @@ class Runtime:
 
     async def _serve_metrics(self) -> None:
         """The fixes worker serves its counts of fixes, the dispatch worker those of its copy
-        of the live index; a worker of both roles serves both on the fixes worker's port. A
-        port taken is logged: the worker works on without its metrics."""
+        of the live index, the devices worker those of its routines' watch; a worker of both
+        roles serves both on the fixes worker's port. A port taken is logged: the worker works
+        on without its metrics."""
         try:
             await self._open_metrics_port()
         except OSError as exc:
@@ -100,6 +107,8 @@ class Runtime:
             registry, port = self.fix_metrics.registry, self.settings.worker_metrics_port
         elif self.mirror is not None:
             registry, port = self.dead_letters.metrics.registry, self.settings.dispatch_metrics_port
+        elif self._watching_devices:
+            registry, port = self.dead_letters.metrics.registry, self.settings.devices_metrics_port
         else:
             return
         if self.mirror is not None:

@@ -28,7 +28,7 @@ from adapters.storage.routines import RoutineStore
 from kernel.settings import Settings
 from tests.journey.harness import own_worker_ready, running_system
 from tests.routine_days import devices, write_days, zone_at
-from tests.support import Phone, is_type, token
+from tests.support import Phone, free_port, is_type, scrape, token
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
@@ -52,6 +52,7 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         routine_tick_s=1.0,
         routine_homes_read_s=1.0,
         routine_incident_after_s=PERSISTS_S,
+        devices_metrics_port=free_port(),
     ) as settings:
         yield settings
 
@@ -153,3 +154,15 @@ async def test_a_still_afternoon_becomes_an_incident_a_caregiver_takes(ready: Se
     assert version.days == 20 and version.window_to <= iris["raised_at"]
     for phone in (desk, carer, nell):
         await phone.close()
+
+
+async def test_the_devices_worker_serves_the_counts_of_its_watch(ready: Settings) -> None:
+    counts = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in (await scrape(ready.devices_metrics_port)).splitlines()
+        if line.startswith("careknot_routine_")
+    }
+    assert counts["careknot_routine_homes"] >= 2  # Rose's and Iris's, and any other module's
+    assert counts['careknot_routine_alarms_raised_total{kind="inactivity"}'] >= 2
+    assert counts["careknot_routine_retrainings_total"] >= 2
+    assert counts["careknot_routine_scorings_total"] > counts["careknot_routine_homes"]
