@@ -140,8 +140,7 @@ class Household:
         for chapter in range(chapter_of(start), chapter_of(end) + 1):
             events = chapter_events(self.home, self.patient_id, chapter, self.seed, self.rate)
             self.chapters_made += 1
-            times = [e.ts for e in events]
-            out += events[bisect_left(times, start) : bisect_left(times, end)]
+            out += events[_at(events, start) : _at(events, end)]
         return out
 
     def between(self, start: float, end: float) -> list[HomeEvent]:
@@ -155,13 +154,18 @@ class Household:
         else:
             events = self._made(start, end + AHEAD_S)
             held_to = end + AHEAD_S
-        times = [e.ts for e in events]
-        out = events[bisect_left(times, start) : bisect_left(times, end)]
-        self._held, self._held_span = events[bisect_left(times, end) :], (end, held_to)
+        first, last = _at(events, start), _at(events, end)
+        out = events[first:last]
+        self._held, self._held_span = events[last:], (end, held_to)
         fall = self.fall
         if fall is not None:
             out = [e for e in out if not fall.at <= e.ts < fall.help_at]
         return out
+
+
+def _at(events: list[HomeEvent], t: float) -> int:
+    """Where the first event at or after ``t`` is (events in time order)."""
+    return bisect_left(events, t, key=lambda e: e.ts)
 
 
 def due(households: Iterable[Household], start: float, end: float) -> list[HomeEvent]:
@@ -205,13 +209,14 @@ def plan_fall(households: Sequence[Household], after: float, seed: int) -> Fall 
 
 def seeded_event(e: HomeEvent, agency: str) -> DeviceEvent:
     """A seeded history's event as the devices worker keeps one, named apart from ingest's."""
-    return DeviceEvent(
+    return DeviceEvent.model_construct(  # valid by construction: what ingest makes of it
         event_id=f"{SEEDED_PREFIX}{e.device_id}:{e.seq}:{round(e.ts * 1000)}",
         agency_id=agency,
         device_id=e.device_id,
-        type=e.kind,  # type: ignore[arg-type]  # the residents' kinds are activity events
+        type=e.kind,
         ts=e.ts,
         seq=e.seq,
         data={"room": e.room},
         received_at=e.ts,
+        published_at=None,
     )

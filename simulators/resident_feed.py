@@ -34,7 +34,7 @@ from simulators.households import (
     plan_fall,
     seeded_event,
 )
-from simulators.residents import ZONE
+from simulators.residents import ZONE, home_devices
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,14 @@ async def seed_history(
     since: float,
     until: float,
 ) -> int:
-    """Keep each home's events in [``since``, ``until``) after the latest of its routine's
-    events kept; how many were new."""
+    """Register each home's ambient sensors with its patient and keep its events in
+    [``since``, ``until``) after the latest of its routine's events kept; how many were new.
+
+    A home's sensors are registered just before its events are kept (the keeper of routines
+    watches a home from its first ambient sensor on, and fits its model at once on what it
+    finds): a home is not watched while its history is still to come."""
     from adapters.storage.device_history import DeviceHistory
-    from adapters.storage.postgres import Database
+    from adapters.storage.postgres import Database, DeviceRow
 
     kept = 0
     async with Database(settings) as db:
@@ -62,6 +66,10 @@ async def seed_history(
         patients = [h.patient_id for h in households]
         latest = await history.latest(patients, since, sorted(ACTIVITY_EVENT_TYPES))
         for h in households:
+            devices = home_devices(h.patient_id)
+            await db.upsert_devices(
+                [DeviceRow(d, agency, h.patient_id, kind) for d, kind in devices.items()]
+            )
             start = max(since, latest.get(h.patient_id, -math.inf) + 0.0005)
             events = h.between(start, until)
             for i in range(0, len(events), BATCH):

@@ -14,7 +14,6 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Sequence
 from types import TracebackType
 from typing import Literal
 
@@ -33,7 +32,6 @@ from simulators.devices import OWN_CONNECTIONS, DeviceLives, SharedDevices, live
 from simulators.dispensers import Dispensers, dispenser_id
 from simulators.households import Household
 from simulators.population import AGENCY_ID, AGENCY_NAME, CityConfig
-from simulators.residents import home_devices
 from simulators.vitals import VitalsMonitors, monitor_id, wearers
 
 log = logging.getLogger(__name__)
@@ -85,11 +83,10 @@ async def seed_registry(
     city: City,
     dispensers: Dispensers | None = None,
     monitors: VitalsMonitors | None = None,
-    households: Sequence[Household] = (),
 ) -> None:
-    """Write the agency, its caregivers, patients, fall detectors, the ambient sensors of the
-    ``households``' homes and (with ``dispensers``) medication dispensers and schedules to
-    Postgres (idempotent)."""
+    """Write the agency, its caregivers, patients, fall detectors and (with ``dispensers``)
+    medication dispensers and schedules to Postgres (idempotent). The homes' ambient sensors are
+    registered with their history (``simulators.resident_feed.seed_history``)."""
     from adapters.storage.medication import MedicationStore
     from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 
@@ -111,13 +108,6 @@ async def seed_registry(
                 for p in monitors.patient_ids
             ]
             await db.upsert_devices(worn)
-        ambient = [
-            DeviceRow(device, AGENCY_ID, h.patient_id, kind)
-            for h in households
-            for device, kind in home_devices(h.patient_id).items()
-        ]
-        if ambient:
-            await db.upsert_devices(ambient)
         if dispensers is None:
             return
         await db.upsert_devices(
@@ -279,9 +269,7 @@ class Simulation:
         )
 
     async def __aenter__(self) -> Simulation:
-        await seed_registry(
-            self._settings, self.city, self.dispensers, self.monitors, self.households
-        )
+        await seed_registry(self._settings, self.city, self.dispensers, self.monitors)
         log.info("city of %d caregivers, %d homes", len(self.city.caregivers), len(self.city.homes))
         return self
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from adapters.storage.device_history import DeviceHistory
-from adapters.storage.postgres import Database, DeviceRow, PatientRow
+from adapters.storage.postgres import Database, PatientRow
 from ingest.parse import Limits, parse_device_event, route
 from kernel.settings import Settings
 from simulators.households import SEEDED_PREFIX, Household, seeded_event
@@ -73,8 +73,6 @@ async def test_the_publisher_sends_a_homes_due_events_with_their_topics_and_bodi
 async def register(db: Database) -> None:
     await db.upsert_agency(AGENCY, "Resident Care")
     await db.upsert_patients([PatientRow(PATIENT, AGENCY, "Edna Routine", 53.8, -1.55)])
-    devices = home_devices(PATIENT)
-    await db.upsert_devices([DeviceRow(d, AGENCY, PATIENT, k) for d, k in devices.items()])
 
 
 async def test_a_history_is_seeded_once_and_after_what_is_kept(
@@ -91,6 +89,13 @@ async def test_a_history_is_seeded_once_and_after_what_is_kept(
         seeded_event(e, AGENCY).event_id for e in expected
     )
     assert all(k.event_id.startswith(SEEDED_PREFIX) and k.patient_id == PATIENT for k in kept)
+    for device, kind in home_devices(PATIENT).items():  # registered with her history
+        row = await db.device(device)
+        assert row is not None and (row.agency_id, row.patient_id, row.kind) == (
+            AGENCY,
+            PATIENT,
+            kind,
+        )
 
     # the city ran live for an hour (ingest kept those), stopped, and starts again later
     live = household().between(until, until + H)
