@@ -15,6 +15,9 @@ the window it saw (``adapters.storage.routines``).
   kind, raised through the alarm keeper (so its ladder climbs like any other), and each episode
   is kept with its start, its explanation and the model version that saw it. A dispatcher's
   ``false_alarm`` on one is kept as its label and is learnt from at the next retraining.
+- Each retraining also compares her last week with the weeks before (``routines.drift``): a
+  drift (less activity, more time in bed, restless nights) is kept for care review, not raised
+  as an alarm.
 - Persisting inactivity asks dispatch, through the offer-answers topic, to open an incident from
   the alarm (``open_incident`` with ``routine-monitor`` as its dispatcher); asked once an
   episode, the command's id makes a repeat one incident.
@@ -32,9 +35,10 @@ from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 from adapters.storage.postgres import Database
-from adapters.storage.routines import AmbientEvent, RoutineStore, WatchedHome
+from adapters.storage.routines import AmbientEvent, Review, RoutineStore, WatchedHome
 from kernel.contracts import ACTIVITY_EVENT_TYPES, ROUTINE_MONITOR, AlarmCommand, DeviceEvent
 from kernel.settings import Settings
+from routines.drift import Drift, drift
 from routines.features import Reading, Timeline, day_bounds, resident_day
 from routines.models import WINDOW_DAYS, FalseAlarm, HourlyBaseline
 from routines.persist import params_and_arrays, restored
@@ -190,7 +194,7 @@ class RoutineKeeper:
             for ep in labels
             if ep.kind in SEVERITY
         ]
-        model = await asyncio.to_thread(_fitted, w.live.zone, events, until, false_alarms)
+        model, drifts = await asyncio.to_thread(_fitted, w.live.zone, events, until, false_alarms)
         params, arrays = params_and_arrays(model)
         w.version = await self._store.save_model(
             patient_id, MODEL, now, (since, until), model.days, len(events),
@@ -198,6 +202,11 @@ class RoutineKeeper:
         )  # fmt: skip
         w.model, w.trained_until = model, until
         self.retrained += 1
+        reviews = [
+            Review(patient_id, now, until, d.measure, d.recent, d.usual, d.explanation)
+            for d in drifts
+        ]
+        await self._store.reviewed(w.home.agency_id, reviews)
         return w.version
 
     # ------------------------------------------------------------ scoring, and its steps
@@ -262,12 +271,15 @@ def _day_start(w: Watched, now: float) -> float:
 
 def _fitted(
     zone: ZoneInfo, events: Sequence[AmbientEvent], until: float, labels: Sequence[FalseAlarm]
-) -> HourlyBaseline:
+) -> tuple[HourlyBaseline, list[Drift]]:
+    """The home's model fitted on ``events``, and how her last week drifted from her weeks
+    before."""
     readings = []
     for e in events:
         room = room_of(e.room, e.device_kind)
         if room is not None:
             readings.append(Reading(e.ts, room, e.type))
+    tl = Timeline.of(readings, zone)
     model = HourlyBaseline()
-    model.fit(Timeline.of(readings, zone), until, false_alarms=labels)
-    return model
+    model.fit(tl, until, false_alarms=labels)
+    return model, drift(tl, until)

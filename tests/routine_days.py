@@ -39,31 +39,42 @@ def devices(agency: str, patient: str) -> list[DeviceRow]:
     return [DeviceRow(f"{patient}-{d}", agency, patient, k) for d, k in KINDS.items()]
 
 
-def her_day(day: date, zone: ZoneInfo, until: float | None = None) -> list[tuple[float, str, str]]:
-    """A day's events (ts, device, type), those before ``until`` when given."""
+def her_day(
+    day: date, zone: ZoneInfo, until: float | None = None, every_s: float = 600.0
+) -> list[tuple[float, str, str]]:
+    """A day's events (ts, device, type), those before ``until`` when given; she moves every
+    ``every_s``."""
 
     def at(h: int, m: int = 0) -> float:
         return datetime.combine(day, time(h, m), zone).timestamp()
 
     out = [(at(7), "bed", "bed_out")]
-    for k in range((22 - 7) * 6):
+    for k in range(int((22 - 7) * 3600 // every_s)):
         room = ROOMS[k % len(ROOMS)]
-        out.append((at(7) + 300.0 + 600.0 * k, f"pir-{room}", "motion"))
+        out.append((at(7) + 300.0 + every_s * k, f"pir-{room}", "motion"))
     out.append((at(22, 30), "pir-bedroom", "motion"))
     out.append((at(22, 31), "bed", "bed_in"))
     return [e for e in out if until is None or e[0] < until]
 
 
 async def write_days(
-    db: Database, agency: str, patient: str, zone: str, days: int, stopped_at: float
+    db: Database,
+    agency: str,
+    patient: str,
+    zone: str,
+    days: int,
+    stopped_at: float,
+    quiet_days: int = 0,
 ) -> int:
     """Her last ``days`` days and today's events up to ``stopped_at``, kept in the home's
-    history; how many events."""
+    history; how many events. On the last ``quiet_days`` before today she moved a third as
+    often."""
     tz = ZoneInfo(zone)
     today = datetime.fromtimestamp(stopped_at, tz).date()
     rows: list[tuple[float, str, str]] = []
     for back in range(days, 0, -1):
-        rows += her_day(today - timedelta(days=back), tz)
+        every_s = 1800.0 if back <= quiet_days else 600.0
+        rows += her_day(today - timedelta(days=back), tz, every_s=every_s)
     rows += her_day(today, tz, until=stopped_at)
     seqs: dict[str, int] = {}
     events = []

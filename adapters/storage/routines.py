@@ -1,7 +1,7 @@
 """Each home's routine in Postgres (migration 12): the homes to watch, their ambient events as
-the models read them, the models' versions with the data window each saw, and the routine
-alarms' episodes (each detection that raised or repeated an alarm, whether it asked for an
-incident, and a dispatcher's label on it, such as ``false_alarm``).
+the models read them, the models' versions with the data window each saw, the drifts over days
+found for care review, and the routine alarms' episodes (each detection that raised or repeated
+an alarm, whether it asked for an incident, and a dispatcher's label on it: ``false_alarm``).
 
 A model version is kept with its params (JSON) and arrays (``.npz``, read without pickle:
 ``routines.persist``); the last :data:`KEEP_VERSIONS` of a home are kept.
@@ -278,12 +278,60 @@ class RoutineStore:
         )
         return [_episode(r) for r in rows]
 
+    async def reviewed(self, agency_id: str, reviews: Sequence[Review]) -> None:
+        """Keep what a retraining found drifting (once a window and measure)."""
+        await self._db.pool.executemany(
+            "INSERT INTO care_reviews (patient_id, agency_id, found_at, window_to, measure,"
+            " recent, usual, explanation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (patient_id, window_to, measure) DO NOTHING",
+            [_review_row(agency_id, r) for r in reviews],
+        )
+
+    async def reviews(self, agency_id: str, since: float) -> list[Review]:
+        """The agency's homes' drifts found since ``since``, the latest first."""
+        rows = await self._db.pool.fetch(
+            "SELECT * FROM care_reviews WHERE agency_id = $1 AND found_at >= $2"
+            " ORDER BY found_at DESC, patient_id, measure",
+            agency_id,
+            ts(since),
+        )
+        return [
+            Review(
+                r["patient_id"],
+                r["found_at"].timestamp(),
+                r["window_to"].timestamp(),
+                r["measure"],
+                r["recent"],
+                r["usual"],
+                r["explanation"],
+            )
+            for r in rows
+        ]
+
     async def episodes(self, patient_id: str) -> list[Episode]:
         """The home's episodes, the latest first."""
         rows = await self._db.pool.fetch(
             f"{_EPISODE} WHERE r.patient_id = $1 ORDER BY r.raised_at DESC", patient_id
         )
         return [_episode(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """A drift over days found in a home's routine, for its carers to review (not an alarm)."""
+
+    patient_id: str
+    found_at: float
+    window_to: float
+    measure: str
+    recent: float
+    usual: float
+    explanation: str
+
+
+def _review_row(agency_id: str, r: Review) -> tuple[object, ...]:
+    at, to = ts(r.found_at), ts(r.window_to)
+    return (r.patient_id, agency_id, at, to, r.measure, r.recent, r.usual, r.explanation)
 
 
 def _model(r: Any) -> StoredModel:

@@ -393,6 +393,18 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         CREATE INDEX IF NOT EXISTS routine_detections_of_patient
             ON routine_detections (patient_id, raised_at);
+        CREATE TABLE IF NOT EXISTS care_reviews (
+            patient_id text NOT NULL REFERENCES patients(id),
+            agency_id text NOT NULL,
+            found_at timestamptz NOT NULL,
+            window_to timestamptz NOT NULL,
+            measure text NOT NULL,
+            recent double precision NOT NULL,
+            usual double precision NOT NULL,
+            explanation text NOT NULL,
+            PRIMARY KEY (patient_id, window_to, measure)
+        );
+        CREATE INDEX IF NOT EXISTS care_reviews_of_agency ON care_reviews (agency_id, found_at);
         """,
     ),
 ]

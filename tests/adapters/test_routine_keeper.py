@@ -64,9 +64,11 @@ class Home:
     alarms: AlarmKeeper
     box: outbox.Outbox
 
-    async def frames(self) -> list[dict[str, Any]]:
+    async def frames(self, kind: str = "inactivity") -> list[dict[str, Any]]:
+        """The alarm frames of ``kind`` her dispatchers were sent (she was last seen in her
+        kitchen, so a missed lunch is told beside her stillness)."""
         sent = await self.box.since(recipients.dispatchers(self.agency), 0)
-        return [f for f in map(orjson.loads, sent) if f["type"] == "alarm"]
+        return [f for f in map(orjson.loads, sent) if f["type"] == "alarm" and f["kind"] == kind]
 
     def moves(self, at: float, room: str = "kitchen") -> DeviceEvent:
         device = f"{self.patient}-pir-{room}"
@@ -93,14 +95,19 @@ def keeper_of(
 
 
 async def home_of(
-    settings: Settings, db: Database, redis: aioredis.Redis, days: int, still_s: float = STILL_S
+    settings: Settings,
+    db: Database,
+    redis: aioredis.Redis,
+    days: int,
+    still_s: float = STILL_S,
+    quiet_days: int = 0,
 ) -> Home:
     tag = uuid.uuid4().hex[:8]
     agency, patient = f"rk-{tag}", f"rk-{tag}-p"
     await db.upsert_agency(agency, "Routine Care")
     await db.upsert_patients([PatientRow(patient, agency, "Rose Routine", 53.8, -1.55, ZONE)])
     await db.upsert_devices(devices(agency, patient))
-    await write_days(db, agency, patient, ZONE, days, NOW - still_s)
+    await write_days(db, agency, patient, ZONE, days, NOW - still_s, quiet_days)
     clock, asked = Clock(NOW), Asked()
     keeper, alarms = keeper_of(settings, db, redis, clock, asked)
     return Home(agency, patient, clock, asked, keeper, alarms, outbox.Outbox(redis, settings))
@@ -133,8 +140,9 @@ async def test_a_still_afternoon_raises_an_explained_alarm_then_asks_for_an_inci
     await home.keeper.events([home.moves(home.clock.now)])
     last = (await home.frames())[-1]
     assert (last["alarm_id"], last["status"]) == (raised["alarm_id"], "cleared_unack")
-    (episode,) = await RoutineStore(db).episodes(home.patient)
-    assert episode.incident_asked and episode.kind == "inactivity"
+    episodes = {e.kind: e for e in await RoutineStore(db).episodes(home.patient)}
+    assert episodes["inactivity"].incident_asked
+    assert not episodes["missed_meal"].incident_asked  # a missed meal asks for nobody
 
 
 async def test_the_model_is_retrained_on_the_days_before_today_and_kept_as_a_version(
@@ -174,8 +182,8 @@ async def test_a_false_alarm_is_kept_as_a_label_and_learnt_from(
         at=NOW,
     )
     assert await home.alarms.on_command(label) == "done"
-    (episode,) = await RoutineStore(db).episodes(home.patient)
-    assert episode.label == "false_alarm"
+    labels = {e.kind: e.label for e in await RoutineStore(db).episodes(home.patient)}
+    assert labels["inactivity"] == "false_alarm"
     assert (await home.frames())[-1]["status"] == "cleared_unack"
 
     home.clock.now += 86_400.0
@@ -235,3 +243,19 @@ async def test_events_of_unregistered_devices_or_unknown_rooms_are_counted_not_t
     assert home.keeper.ignored == {"unregistered_device": 1, "unknown_room": 1}
     # she did not move: the alarm stands
     assert (await home.frames())[-1]["status"] == "active_unack"
+
+
+async def test_a_week_quieter_than_her_weeks_before_is_kept_for_care_review(
+    settings: Settings, db: Database, redis: aioredis.Redis
+) -> None:
+    quiet = await home_of(settings, db, redis, days=28, quiet_days=7)
+    usual = await home_of(settings, db, redis, days=28)
+    for home in (quiet, usual):
+        await home.keeper.tick()  # retrained: its day began
+    (review,) = await RoutineStore(db).reviews(quiet.agency, NOW - 60)
+    assert (review.patient_id, review.measure) == (quiet.patient, "activity")
+    assert review.recent < review.usual / 2
+    assert review.explanation  # words for her carers
+    assert await RoutineStore(db).reviews(usual.agency, NOW - 60) == []
+    await quiet.keeper.retrain(quiet.patient, NOW)  # the same window again: kept once
+    assert len(await RoutineStore(db).reviews(quiet.agency, NOW - 60)) == 1
