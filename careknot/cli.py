@@ -176,6 +176,12 @@ def cmd_alarms(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run(settings, args))
 
 
+def cmd_routines(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.routines import run
+
+    return _run(run(settings, args))
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.bench import run_bench
 
@@ -276,6 +282,20 @@ def _add_alarms(sub: Any) -> None:
     listed = actions.add_parser("list", help="the agency's contacts, credentials masked")
     listed.add_argument("agency")
     listed.set_defaults(func=cmd_alarms)
+
+
+def _add_routines(sub: Any) -> None:
+    """``routines show PATIENT`` and ``routines review AGENCY``: a home's model versions and
+    alarm episodes; an agency's drifts for care review."""
+    routines = sub.add_parser("routines", help="each home's routine: models, alarms, reviews")
+    what = routines.add_subparsers(dest="what", required=True)
+    show = what.add_parser("show", help="a home's model versions and routine alarm episodes")
+    show.add_argument("patient", metavar="PATIENT")
+    show.set_defaults(func=cmd_routines)
+    review = what.add_parser("review", help="an agency's homes' drifts over days, for review")
+    review.add_argument("agency", metavar="AGENCY")
+    review.add_argument("--days", type=float, default=7.0, help="found in the last DAYS (7)")
+    review.set_defaults(func=cmd_routines)
 
 
 def _add_bench(sub: Any) -> None:
@@ -406,6 +426,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_deadletter(sub)
     _add_alarms(sub)
+    _add_routines(sub)
     _add_bench(sub)
     return p
 

@@ -9,6 +9,7 @@ that starts again carries on where the record says.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from kernel.settings import Settings
 from routines.features import day_bounds, resident_day
 from streams.alarm_keeper import AlarmKeeper
 from streams.routine_keeper import RoutineKeeper, source_of
+from tests.adapters.test_cli import careknot
 from tests.routine_days import devices, write_days
 
 pytestmark = pytest.mark.servers
@@ -259,3 +261,28 @@ async def test_a_week_quieter_than_her_weeks_before_is_kept_for_care_review(
     assert await RoutineStore(db).reviews(usual.agency, NOW - 60) == []
     await quiet.keeper.retrain(quiet.patient, NOW)  # the same window again: kept once
     assert len(await RoutineStore(db).reviews(quiet.agency, NOW - 60)) == 1
+
+
+async def test_the_command_line_shows_a_homes_versions_and_episodes_and_an_agencys_reviews(
+    settings: Settings, db: Database, redis: aioredis.Redis
+) -> None:
+    home = await home_of(settings, db, redis, days=28, quiet_days=7)
+    await home.keeper.tick()
+    shown = await asyncio.to_thread(careknot, settings, "routines", "show", home.patient)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"{home.patient}: 1 model versions kept, 2 alarm episodes"
+    assert "v1 baseline fitted" in lines[1] and "28 days" in lines[1]
+    assert any("inactivity (since" in line for line in lines)
+    assert any("no movement since 10:55" in line for line in lines)
+    reviewed = await asyncio.to_thread(careknot, settings, "routines", "review", home.agency)
+    assert reviewed.returncode == 0, reviewed.stderr
+    head, *found = reviewed.stdout.splitlines()
+    # the clock of the command line is the real one: NOW is in the past, within a year
+    assert head == f"{home.agency}: 0 drifts for care review in the last 7 days"
+    assert found == []
+    year = await asyncio.to_thread(
+        careknot, settings, "routines", "review", home.agency, "--days", "3650"
+    )
+    (one,) = year.stdout.splitlines()[1:]
+    assert f"{home.patient} activity:" in one
