@@ -106,8 +106,11 @@ class Settings(BaseSettings):
         ge=0,
         description="unusual inactivity standing this long opens an incident for dispatch",
     )
-    routine_retrain_per_tick: int = Field(
-        default=20, ge=1, description="homes retrained at most each tick, once a day each"
+    routine_retrain_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a tick may spend retraining the homes whose day began (one home"
+        " at least); the rest wait for the next tick",
     )
     routine_homes_read_s: float = Field(
         default=300.0, gt=0, description="the homes to watch are read again this often"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -176,8 +177,11 @@ class RoutineKeeper:
 
     async def _retrain(self, now: float) -> None:
         due = [w for w in self._homes.values() if w.trained_until < _day_start(w, now)]
-        for w in due[: self._settings.routine_retrain_per_tick]:
+        started = time.monotonic()
+        for w in due:
             await self.retrain(w.home.patient_id, now)
+            if time.monotonic() - started >= self._settings.routine_retrain_s:
+                break
 
     async def retrain(self, patient_id: str, now: float) -> int | None:
         """Fit the home's model on the days before today's (04:00 local), with its

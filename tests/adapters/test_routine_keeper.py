@@ -90,7 +90,7 @@ def keeper_of(
     settings: Settings, db: Database, redis: aioredis.Redis, clock: Clock, asked: Asked
 ) -> tuple[RoutineKeeper, AlarmKeeper]:
     own = settings.model_copy(
-        update={"routine_incident_after_s": INCIDENT_AFTER_S, "routine_retrain_per_tick": 10_000}
+        update={"routine_incident_after_s": INCIDENT_AFTER_S, "routine_retrain_s": 3600.0}
     )
     alarms = AlarmKeeper(own, db, RedisConnection(redis), clock)
     return RoutineKeeper(own, db, alarms, asked, clock), alarms
