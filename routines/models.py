@@ -243,8 +243,8 @@ _MOTION = KIND["motion"]
 _BED_IN, _BED_OUT = _BED
 _DOOR_OPEN = KIND["door_open"]
 _LABEL_BEFORE = 6
-_LABEL_AFTER = 12
-"""A labelled false alarm counts for the slots from 30 min before it to an hour after it."""
+_LABEL_AFTER = 24
+"""A labelled false alarm counts for the slots from 30 min before it to two hours after it."""
 
 
 def _stillness(tl: Timeline, days: Sequence[date], room: str | None) -> npt.NDArray[np.float64]:
@@ -433,21 +433,26 @@ class HourlyBaseline:
 
     def _learn(self, tl: Timeline, label: FalseAlarm) -> None:
         """A false alarm labelled by a dispatcher: the situation it was raised on is usual for
-        her at that time of day. Stillness (or time since the kitchen) as long as that one,
-        carried on, from 30 min before to an hour after it, no longer alarms; nor does not being
-        up by then, a stay in the bathroom as long, or the front door then."""
+        her at that time of day. Stillness as long as that one, carried on, from 30 min before to
+        two hours after it, no longer alarms; the meal missed is one she may skip; nor does not
+        being up by then, a stay in the bathroom as long, or the front door then."""
         day = resident_day(label.at, tl.zone)
         start = day_bounds(day, tl.zone)[0]
         k = min(SLOTS - 1, int((label.at - start) // STEP_S))
         self.labels += 1
-        if label.kind in ("inactivity", "missed_meal"):
+        if label.kind == "inactivity":
             w = _label_slots(k)
             ends = start + STEP_S * (np.arange(w.start, w.stop) + 1)
             usual = np.maximum(0.0, ends - label.start)
-            if label.kind == "inactivity":
-                self.still_at[w] = np.maximum(self.still_at[w], usual + self.margin_s)
-            else:
-                self.meal_gap_at[w] = np.maximum(self.meal_gap_at[w], usual + self.meal_margin_s)
+            self.still_at[w] = np.maximum(self.still_at[w], usual + self.margin_s)
+        elif label.kind == "missed_meal":
+            # The meal it was raised on (begun after her last visit, over before the alarm) is
+            # one she may skip: it is no longer judged.
+            begun = start + STEP_S * self.meal_from >= label.start
+            over = start + STEP_S * self.meal_to <= label.at - self.meal_margin_s + STEP_S
+            missed = np.flatnonzero(begun & over)
+            if len(missed):
+                self.meal_been[missed[-1]] = 0
         elif label.kind == "not_up":
             late = label.at - start
             if day.weekday() >= WEEKEND:

@@ -44,7 +44,7 @@ import math
 import random
 from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -127,6 +127,8 @@ class ResidentHistory:
     these days out or counts them apart."""
     midnights: list[float] = field(default_factory=list)
     """Each simulated day's local midnight, and the end of the last day: ``days + 1`` values."""
+    changed_at: float | None = None
+    """The local midnight from which her week changed (``routine_change``), or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,7 @@ class _Routine:
     outing_day: int | None  # a weekday morning out (shopping), or None
     night_trips: float  # bathroom trips a night, on average
     pet: bool
+    centre_day: int | None = None  # a weekday at a day centre (lunch there), or None
 
     def wake_on(self, weekday: int) -> float:
         return self.wake + (self.weekend_shift if weekday >= 5 else 0.0)
@@ -244,10 +247,18 @@ class _Writer:
 
 
 def simulate_home(
-    home: int, days: int, seed: int, start: float, *, anomaly_rate: float = 0.05
+    home: int,
+    days: int,
+    seed: int,
+    start: float,
+    *,
+    anomaly_rate: float = 0.05,
+    routine_change: bool = False,
 ) -> ResidentHistory:
     """``days`` days of one home from ``start`` (a local midnight), its persona and its anomalies
-    drawn from ``seed`` and ``home``; the same arguments give the same history."""
+    drawn from ``seed`` and ``home``; the same arguments give the same history. With
+    ``routine_change`` her week changes from a day drawn from the seed on (:func:`_changed`),
+    in :attr:`ResidentHistory.changed_at`; before it, her days are those without it."""
     rng = random.Random(f"residents:{seed}:{home}")
     persona = rng.choices(PERSONAS, _PERSONA_WEIGHTS)[0]
     routine = _routine(persona, rng)
@@ -256,9 +267,10 @@ def simulate_home(
     away = _hospital(persona, days, rng, plan)
     truth = _anomalies(days, anomaly_rate, rng, routine, weekdays, plan)
 
+    changed, after = _changed(routine, days, seed, home) if routine_change else (days, routine)
     w = _Writer(rng)
     for d in range(days):
-        _live_day(w, routine, plan, d, weekdays, midnights)
+        _live_day(w, routine if d < changed else after, plan, d, weekdays, midnights)
 
     end = midnights[-1]
     events = sorted(w.ev, key=lambda e: e[0])
@@ -292,6 +304,7 @@ def simulate_home(
             for d, t0, r, t1 in away
         ],
         midnights=midnights,
+        changed_at=midnights[changed] if changed < days else None,
     )
 
 
@@ -300,6 +313,21 @@ def _wall(midnight: float, hours: float) -> float:
     change too (the day is 23 or 25 hours long)."""
     at = datetime.fromtimestamp(midnight, _ZONE) + timedelta(hours=hours)
     return at.timestamp()
+
+
+def _changed(r: _Routine, days: int, seed: int, home: int) -> tuple[int, _Routine]:
+    """Her week as it changes (its own draw, so that her days before it are those without
+    it): from a day between three weeks after the learning and two weeks before the end, a
+    weekday at a day centre (out from about 09:45 to 15:30, lunch there) and a new weekly
+    visitor, each on a weekday she had nothing set."""
+    rng = random.Random(f"residents:{seed}:{home}:change")
+    lo, hi = LEARNING_DAYS + 21, days - 14
+    day = rng.randint(lo, hi) if hi >= lo else max(LEARNING_DAYS, days // 2)
+    free = [wd for wd in range(5) if wd != r.outing_day and wd not in r.visit_days]
+    centre = rng.choice(free) if free else rng.randrange(5)
+    rest = [wd for wd in range(7) if wd != centre and wd not in r.visit_days]
+    visits = r.visit_days | ({rng.choice(rest)} if rest else set())
+    return day, replace(r, centre_day=centre, visit_days=frozenset(visits))
 
 
 def _falls_at(events: list[tuple[float, str, str, str]], after: float, rng: random.Random) -> float:
@@ -508,6 +536,9 @@ class _Today:
             out.append((self.at(h), meal))
         if wd == r.outing_day and ill < 0.2:
             out.append((self.at(r.wake_on(wd) + 2.5 + rng.gauss(0.0, 0.3)), "outing"))
+        if wd == r.centre_day and ill < 0.2:
+            out.append((self.at(9.75 + rng.gauss(0.0, 0.2)), "day_centre"))
+            out = [(t, what) for t, what in out if what != "lunch"]  # lunch at the centre
         if wd in r.visit_days:
             out.append((self.at(15.0 + rng.gauss(0.0, 0.5)), "visit"))
         if rng.random() < r.nap + ill:
@@ -543,6 +574,16 @@ class _Today:
         w.moving("hall", t, t + 60.0)
         w.door(FRONT_DOOR, "hall", t + 70.0, rng.uniform(5.0, 20.0))
         t += rng.uniform(1.0, 2.5) * H
+        w.door(FRONT_DOOR, "hall", t, rng.uniform(5.0, 20.0))
+        w.moving("hall", t, t + 90.0)
+        return t + 100.0
+
+    def day_centre(self, t: float) -> float:
+        """Fetched by the day centre's bus at about 09:45, home about 15:30, lunch there."""
+        w, rng = self.w, self.w.rng
+        w.moving("hall", t, t + 60.0)
+        w.door(FRONT_DOOR, "hall", t + 70.0, rng.uniform(5.0, 20.0))
+        t = self.at(15.5 + rng.gauss(0.0, 0.25))
         w.door(FRONT_DOOR, "hall", t, rng.uniform(5.0, 20.0))
         w.moving("hall", t, t + 90.0)
         return t + 100.0

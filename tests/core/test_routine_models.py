@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from routines.features import Reading, Timeline
-from routines.models import DayWindowLOF, Detection, HourlyBaseline, RoutineModel, Rule
+from routines.models import (
+    DayWindowLOF,
+    Detection,
+    FalseAlarm,
+    HourlyBaseline,
+    RoutineModel,
+    Rule,
+)
 
 LONDON = ZoneInfo("Europe/London")
 FIRST = date(2026, 9, 1)
@@ -162,3 +169,100 @@ def test_scoring_sees_nothing_after_now(make: type[RoutineModel]) -> None:
     for now in moments:
         cut = whole.before(float(np.nextafter(now, np.inf)))
         assert model.score(whole, now) == model.score(cut, now)
+
+
+def still_afternoon(day: date) -> list[Reading]:
+    """A regular day but for two hours in the lounge, 14:00 to 16:00, without a movement (out
+    of bed: her stillness alarms)."""
+    return [
+        e
+        for e in regular_day(day, np.random.default_rng(7))
+        if not at(day, 14) <= e.ts < at(day, 16)
+    ]
+
+
+ODD = FIRST + timedelta(days=20)
+
+
+def test_a_labelled_false_inactivity_alarm_is_not_raised_again_in_the_same_stillness() -> None:
+    days = [FIRST + timedelta(days=i) for i in range(28)]
+    rng = np.random.default_rng(3)
+    events = [e for d in days for e in (still_afternoon(d) if d == ODD else regular_day(d, rng))]
+    events += still_afternoon(SCORED)
+    tl = Timeline.of(events, LONDON)
+    then = HourlyBaseline()
+    then.fit(tl, at(ODD, 4))
+    raised, told = next((t, d) for t, d in day_scores(then, tl, ODD) if d.kind == "inactivity")
+    assert "no movement since 13:" in told.explanation
+    label = FalseAlarm("inactivity", raised, told.start)
+
+    unlabelled, labelled = HourlyBaseline(), HourlyBaseline()
+    unlabelled.fit(tl, at(SCORED, 4))
+    labelled.fit(tl, at(SCORED, 4), false_alarms=[label])
+    assert labelled.labels == 1
+    assert any(d.kind == "inactivity" for _, d in day_scores(unlabelled, tl, SCORED))
+    assert not any(d.kind == "inactivity" for _, d in day_scores(labelled, tl, SCORED))
+
+
+def test_a_label_does_not_hide_a_fall_at_another_time_of_day() -> None:
+    events = history(28) + fall(SCORED, 9)
+    tl = Timeline.of(events, LONDON)
+    label = FalseAlarm("inactivity", at(ODD, 17, 30), at(ODD, 16))
+    base = HourlyBaseline()
+    base.fit(tl, at(SCORED, 4), false_alarms=[label])
+    assert any(d.kind == "inactivity" for _, d in day_scores(base, tl, SCORED))
+
+
+def no_lunch(day: date) -> list[Reading]:
+    """A regular day but no kitchen from 11:00 to 16:00: lunch missed (she sits on)."""
+    return [
+        e
+        for e in regular_day(day, np.random.default_rng(8))
+        if not (at(day, 11) <= e.ts < at(day, 16) and e.room == "kitchen")
+    ]
+
+
+def test_a_missed_lunch_is_told_against_her_usual_lunch_and_a_label_silences_it() -> None:
+    tl = Timeline.of(history(28) + no_lunch(SCORED), LONDON)
+    base = HourlyBaseline()
+    base.fit(tl, at(SCORED, 4))
+    said = [(t, d) for t, d in day_scores(base, tl, SCORED) if d.kind == "missed_meal"]
+    assert said
+    t, told = said[0]
+    assert told.explanation.startswith("no kitchen motion since 07:")
+    assert "of the last 28 days she was in the kitchen between 12:" in told.explanation
+    assert at(SCORED, 12) < t < at(SCORED, 14)
+    labelled = HourlyBaseline()
+    labelled.fit(tl, at(SCORED, 4), false_alarms=[FalseAlarm("missed_meal", t, told.start)])
+    # the label is of today (not in her past days): fitted on the days before, it is not used
+    assert labelled.labels == 0
+    again = [*history(28), *no_lunch(SCORED), *no_lunch(SCORED + timedelta(days=1))]
+    tl = Timeline.of(again, LONDON)
+    nxt = SCORED + timedelta(days=1)
+    unlabelled = HourlyBaseline()
+    unlabelled.fit(tl, at(nxt, 4))
+    labelled.fit(tl, at(nxt, 4), false_alarms=[FalseAlarm("missed_meal", t, told.start)])
+    assert labelled.labels == 1
+    assert any(d.kind == "missed_meal" for _, d in day_scores(unlabelled, tl, nxt))
+    assert not any(d.kind == "missed_meal" for _, d in day_scores(labelled, tl, nxt))
+
+
+def test_the_front_door_after_a_fall_is_help_coming_not_night_wandering() -> None:
+    after = SCORED + timedelta(days=1)
+    help_comes = [
+        Reading(at(after, 0, 12), "hall", "door_open"),
+        Reading(at(after, 0, 13), "hall", "motion"),
+    ]
+    base = HourlyBaseline()
+    tl = fitted(base, history(28) + fall(SCORED, 10) + help_comes)
+    assert not [d for d in base.score(tl, at(after, 0, 30)) if d.kind == "night_wandering"]
+    # out of bed in the night, then the door: wandering
+    wander = [
+        *history(28),
+        *regular_day(SCORED, np.random.default_rng(4)),
+        Reading(at(after, 2, 0), "bedroom", "bed_out"),
+        Reading(at(after, 2, 3), "hall", "motion"),
+        Reading(at(after, 2, 5), "hall", "door_open"),
+    ]
+    tl = fitted(base, wander)
+    assert [d.kind for d in base.score(tl, at(after, 2, 10))] == ["night_wandering"]

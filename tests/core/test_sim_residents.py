@@ -314,3 +314,50 @@ def test_each_event_is_a_message_its_device_may_publish_and_ingest_takes() -> No
         seqs.setdefault(m.device_id, []).append(ev.seq)
     assert set(seqs) == set(devices)
     assert all(s == list(range(len(s))) for s in seqs.values())
+
+
+def test_a_routine_change_is_seeded_off_by_default_and_from_its_day_a_day_centre_each_week() -> (
+    None
+):
+    home = 4
+    usual = city()[home]
+    changed = simulate_home(home, DAYS, 11, START, routine_change=True)
+    assert usual.changed_at is None
+    assert changed.changed_at is not None
+    assert changed == simulate_home(home, DAYS, 11, START, routine_change=True)
+    day = usual.midnights.index(changed.changed_at)
+    assert LEARNING_DAYS + 21 <= day <= DAYS - 14
+    # her days before the change are those without it
+    assert [e for e in changed.events if e.ts < changed.changed_at] == [
+        e for e in usual.events if e.ts < changed.changed_at
+    ]
+    # from it on, one weekday each week: out through the front door from about 09:45 to 15:30
+    out_days = {
+        d
+        for d in range(day, DAYS)
+        if any(
+            e.kind == "door_open"
+            and e.device == "door-front"
+            and 9.0 < hour_of(changed, e.ts) < 10.5
+            for e in between(changed, changed.midnights[d], changed.midnights[d + 1])
+        )
+        and any(
+            e.kind == "door_open"
+            and e.device == "door-front"
+            and 14.5 < hour_of(changed, e.ts) < 16.5
+            for e in between(changed, changed.midnights[d], changed.midnights[d + 1])
+        )
+    }
+    weekdays = {
+        datetime.fromtimestamp(changed.midnights[d], ZoneInfo(changed.zone)).weekday()
+        for d in out_days
+    }
+    assert len(out_days) >= (DAYS - day) // 7 - 1
+    assert len(weekdays) == 1
+    for d in out_days:  # lunch at the centre: no kitchen while she is out
+        noon = [
+            e
+            for e in between(changed, changed.midnights[d] + 11 * H, changed.midnights[d] + 14 * H)
+            if e.room == "kitchen" and changed.persona != "pet_owner"
+        ]
+        assert noon == []
