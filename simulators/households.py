@@ -1,7 +1,7 @@
 """The demo city's residents living in real time: each simulated patient's home has a resident
 (``simulators.residents``) whose ambient sensors' events are kept as her recent history and then
-published live, at their wall-clock times. Pure: no I/O, no clock; ``simulators.simulate`` seeds
-the history in Postgres and publishes on MQTT.
+published live, at their wall-clock times. Pure: no I/O, no clock; ``simulators.resident_feed``
+seeds the history in Postgres and publishes on MQTT.
 
 A home's life is cut into *chapters* of :data:`CHAPTER_DAYS` days on a fixed calendar (from
 :data:`ANCHOR`, local midnights of :data:`~simulators.residents.ZONE`), each one
@@ -12,7 +12,8 @@ history seeded today and one seeded next week agree where they overlap. A chapte
 :data:`~simulators.residents.LEARNING_DAYS` days carry no anomaly, the rest
 ``anomaly_rate`` a home-day (0 by default: residents living their routine, the demo's anomaly
 being the one asked for, :class:`Fall`). Where two chapters meet, at a local midnight every 30
-days, a night owl's bedtime after midnight is lost.
+days, the night is cut at midnight (a night owl's bedtime after it, and a trip to the bathroom
+after it, are lost).
 
 Each device counts its events: ``seq`` is the chapter's number times :data:`SEQ_SPAN` plus the
 device's count within the chapter, so it goes up event by event across the seeded history and
@@ -41,8 +42,9 @@ from simulators.residents import DEVICES, ZONE, simulate_home
 ANCHOR = date(2024, 1, 1)
 """Chapter 0's first day (a local date of :data:`ZONE`)."""
 CHAPTER_DAYS = 30
-"""Not a whole number of weeks: each chapter starts on another weekday, so no two chapters
-within 7 of each other repeat each other."""
+"""Not a whole number of weeks: each chapter starts on another weekday, so its days are drawn
+otherwise than the 6 before it (every chapter is drawn from the same seed: the one 7 chapters,
+210 days, before it began on the same weekday, and the two are much alike)."""
 SEQ_SPAN = 1 << 20
 """Room for a device's events in a chapter (a busy PIR fires a few hundred times a day)."""
 HISTORY_DAYS = 21

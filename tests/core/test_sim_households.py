@@ -73,6 +73,7 @@ def test_a_chapters_events_are_the_residents_simulated_days() -> None:
     assert datetime.fromtimestamp(start, ZONE_INFO).time().isoformat() == "00:00:00"
     assert chapter_of(start) == chapter and chapter_of(start - 1.0) == chapter - 1
     life = simulate_home(3, CHAPTER_DAYS, SEED, start)
+    assert household().persona == life.persona  # every chapter the same woman
     ours = household().between(start, chapter_start(chapter + 1))
     assert [(e.ts, e.device_id, e.kind, e.room) for e in ours] == [
         (round(e.ts, 3), f"{AGENCY}-p003-{e.device}", e.kind, e.room) for e in life.events
