@@ -267,7 +267,7 @@ class RoutineMetrics:
 
 
 async def serve(
-    registry: CollectorRegistry, port: int, host: str = "0.0.0.0", health: Health | None = None
+    registry: CollectorRegistry, port: int, host: str = "127.0.0.1", health: Health | None = None
 ) -> asyncio.Server | None:
     """Serve ``registry`` on ``host:port`` until the returned server is closed; with
     ``health``, ``GET /healthz`` too: 200 when every server it names answers, else 503, the body

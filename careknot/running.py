@@ -79,7 +79,10 @@ class RunningSystem:
         except BaseException:
             self.__exit__(None, None, None)
             raise
-        return resolved_settings(json.loads(state.read_text())["settings"])
+        kept = json.loads(state.read_text())["settings"]
+        # what the state file does not say (token keys, a masked password) is what was given
+        given = settings_env(self.settings)
+        return resolved_settings({**given, **{k: v for k, v in kept.items() if ":***@" not in v}})
 
     def _wait_for(self, state: Path) -> None:
         assert self._proc is not None

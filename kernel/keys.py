@@ -147,6 +147,11 @@ class Keys:
     def incarnation(self) -> str:
         return f"{self.ns}:incarnation"
 
+    def revoked(self, role: str, subject: str) -> str:
+        """When a person's tokens were last revoked (epoch s): those issued until then are
+        refused."""
+        return f"{self.ns}:revoked:{role}:{subject}"
+
     def worker_health(self, role: str) -> str:
         return f"{self.ns}:health:worker:{role}"
 

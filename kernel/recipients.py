@@ -12,8 +12,10 @@ def caregiver(caregiver_id: str) -> str:
     return f"cg:{caregiver_id}"
 
 
-def family_of(patient_id: str) -> str:
-    return f"patient:{patient_id}"
+def family_of(agency_id: str, patient_id: str) -> str:
+    """A patient's family, within her agency: a token of another agency naming her reads a
+    channel nobody writes to."""
+    return f"patient:{agency_id}:{patient_id}"
 
 
 def dispatchers(agency_id: str) -> str:

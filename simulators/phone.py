@@ -21,10 +21,8 @@ Frame = dict[str, Any]
 def token(
     settings: Settings, role: Role, sub: str, agency: str, patients: list[str] | None = None
 ) -> str:
-    claims = tokens.Claims(
-        role=role, sub=sub, agency=agency, exp=time.time() + 3600, patients=patients or []
-    )
-    return tokens.issue(claims, settings.token_secret)
+    ring = tokens.keyring_of(settings)
+    return tokens.mint(ring, role, sub, agency, 3600.0, time.time(), patients)
 
 
 def is_type(kind: str, **fields: Any) -> Callable[[Frame], bool]:
@@ -39,8 +37,10 @@ class Phone:
 
     @classmethod
     async def open(cls, settings: Settings, tok: str, query: str = "") -> Phone:
-        url = f"ws://{settings.gateway_host}:{settings.gateway_port}/ws?token={tok}{query}"
-        phone = cls(await connect(url))
+        """A phone connected with the token ``tok`` in an ``Authorization`` header, as an app
+        would (``query``: ``&patient=...`` and the like)."""
+        url = f"ws://{settings.gateway_host}:{settings.gateway_port}/ws?{query.lstrip('&')}"
+        phone = cls(await connect(url, additional_headers={"Authorization": f"Bearer {tok}"}))
         await phone.expect(is_type("hello"), within=5)
         return phone
 

@@ -290,7 +290,7 @@ def dose_frames(
         at=at,
     )
     body = frame.model_dump_json().encode()
-    told = [recipients.family_of(dose.patient_id), recipients.dispatchers(agency_id)]
+    told = [recipients.family_of(agency_id, dose.patient_id), recipients.dispatchers(agency_id)]
     told += [recipients.caregiver(c) for c in caregivers]
     return [(r, body) for r in told]
 

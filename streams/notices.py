@@ -208,7 +208,7 @@ class Notices:
             }
         )
         return [
-            _frame(recipients.family_of(incident.patient_id), frame),
+            _frame(recipients.family_of(incident.agency_id, incident.patient_id), frame),
             _frame(recipients.dispatchers(incident.agency_id), frame),
         ]
 

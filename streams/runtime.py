@@ -114,7 +114,8 @@ class Runtime:
         if self.mirror is not None:
             CopyMetrics(self.mirror, registry)
             CommandMetrics(self.dispatcher.refused, registry)
-        self._metrics_server = await serve(registry, port, health=self.health)
+        host = self.settings.metrics_host
+        self._metrics_server = await serve(registry, port, host, health=self.health)
 
     async def health(self) -> dict[str, bool]:
         """Whether Postgres, Redis and Kafka answer, asked at once (``/healthz``)."""

@@ -298,7 +298,7 @@ def _status_frames(record: VisitRecord, now: float) -> list[tuple[str, BaseModel
         at=at,
     )
     return [
-        (recipients.family_of(v.patient_id), frame),
+        (recipients.family_of(v.agency_id, v.patient_id), frame),
         (recipients.caregiver(v.caregiver_id), frame),
     ]
 

@@ -47,7 +47,9 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     tansu of the session's own on a free port (sessions at once, parallel workers or two runs on
     one machine, would each start theirs on the configured port where it looks free)."""
     settings = Settings(
-        namespace=f"t{secrets.token_hex(4)}", kafka_bootstrap=f"127.0.0.1:{free_port()}"
+        namespace=f"t{secrets.token_hex(4)}",
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        token_keys=f"t{secrets.token_hex(2)}:{secrets.token_urlsafe(32)}",  # the session's own
     )
     workdir = tmp_path_factory.mktemp("servers")
     with ServerStack(settings, workdir, fresh_kafka=True) as resolved:

@@ -1,8 +1,12 @@
 """One client's conversation with the gateway, once its WebSocket is open: authentication
-(a ``token`` query parameter or a first ``auth`` frame), ``hello``, the replay of what it
-missed, the live messages the relay queued for it, and the frames it sends (pings, resumes,
-caregivers' answers and medication log entries, dispatchers' commands), each answered or
-refused."""
+(an ``Authorization: Bearer`` header or a first ``auth`` frame, never the URL, which proxies and
+logs keep), ``hello``, the replay of what it missed, the live messages the relay queued for it,
+and the frames it sends (pings, resumes, caregivers' answers and medication log entries,
+dispatchers' commands), each answered or refused.
+
+Its token is watched while it is open: when it expires, or its holder's tokens are revoked
+(checked every :data:`TOKEN_CHECK_S`), the connection is closed (4401) unless the client sent a
+fresh token of the same person in an ``auth`` frame first (answered ``auth_ok``)."""
 
 from __future__ import annotations
 
@@ -27,9 +31,11 @@ from kernel.tokens import Claims
 from ws_gateway.answers import AnswerDesk
 from ws_gateway.limits import RATE_LIMITED, FrameBudget, FrameLimits, OverBudget
 from ws_gateway.session import (
+    FORBIDDEN,
     MALFORMED,
     PONG,
     TOO_LARGE,
+    UNAUTHORISED,
     Administer,
     AlarmHand,
     Answer,
@@ -43,6 +49,7 @@ from ws_gateway.session import (
     Resume,
     ack_frame,
     administration_ack_frame,
+    auth_ok_frame,
     command_ack_frame,
     decide_administration,
     decide_alarm_hand,
@@ -50,6 +57,7 @@ from ws_gateway.session import (
     error_frame,
     hello_frame,
     parse_frame,
+    reads_the_same,
     resync_frame,
     seq_of,
 )
@@ -57,6 +65,9 @@ from ws_gateway.session import (
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 5.0
+TOKEN_CHECK_S = 30.0
+"""How often an open connection's holder is checked for a revocation."""
+CLOSE_UNAUTHORISED = 4401
 QUEUE_SIZE = 1024
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOO_BIG = 1009
@@ -107,6 +118,8 @@ class Conversations:
         self, settings: Settings, redis: GatewayConnection, producer: Producer, counters: Counters
     ) -> None:
         self._settings, self._producer, self._counters = settings, producer, counters
+        self._ring = tokens.require_keyring(settings)
+        self._revocations = redis.revocations(settings.keys)
         self._outbox = redis.outbox(settings)
         self._answers = AnswerDesk(redis.offer_records(settings.keys), producer)
         self._limits = FrameLimits(settings.gateway_frame_rate, settings.gateway_frame_burst)
@@ -123,7 +136,16 @@ class Conversations:
             if not isinstance(command, Auth):
                 raise AuthError("the first frame must be auth")
             token = command.token
-        return tokens.verify(token, self._settings.token_secret, time.time())
+        claims = tokens.verify(token, self._ring, time.time())
+        await self._still_valid(claims)
+        return claims
+
+    async def _still_valid(self, claims: Claims) -> None:
+        """:class:`AuthError` when the token expired or its holder's tokens were revoked."""
+        before = await self._revocations.revoked_before(claims.role, claims.sub)
+        why = tokens.lapsed(claims, time.time(), before)
+        if why is not None:
+            raise AuthError(why)
 
     async def refuse(self, ws: ServerConnection, rejection: RejectedInput, code: int) -> None:
         self._counters.rejected[rejection.reason] += 1
@@ -145,11 +167,13 @@ class Conversations:
         async with asyncio.TaskGroup() as tasks:
             pump = tasks.create_task(self._pump(conn), name=f"pump {conn.recipient}")
             guard = tasks.create_task(self._guard(conn), name=f"guard {conn.recipient}")
+            watch = tasks.create_task(self._watch_token(conn), name=f"token {conn.recipient}")
             try:
                 await self._listen(conn)
             finally:
                 pump.cancel()
                 guard.cancel()
+                watch.cancel()
 
     async def _pump(self, conn: Connection) -> None:
         """Send what the relay queued, in order. Redis failing it midway closes the connection
@@ -189,6 +213,38 @@ class Conversations:
     async def _guard(self, conn: Connection) -> None:
         await conn.overflowed.wait()
         await conn.ws.close(CLOSE_TRY_AGAIN_LATER, "too slow")
+
+    async def _watch_token(self, conn: Connection) -> None:
+        """Close the connection once its token lapses: expired (and not refreshed), or its
+        holder's tokens revoked. A revocation Redis cannot tell now is asked again later."""
+        while True:
+            left = conn.claims.exp - time.time()
+            await asyncio.sleep(max(0.0, min(left, TOKEN_CHECK_S)))  # a timer: until it is due
+            try:
+                await self._still_valid(conn.claims)
+            except StorageError as exc:
+                log.warning("%s: revocations not read: %s", conn.recipient, exc)
+            except AuthError as exc:
+                self._counters.rejected[UNAUTHORISED] += 1
+                with contextlib.suppress(ConnectionClosed):
+                    await conn.ws.send(
+                        error_frame(RejectedInput(UNAUTHORISED, str(exc))), text=True
+                    )
+                    await conn.ws.close(CLOSE_UNAUTHORISED, "token lapsed")
+                return
+
+    async def _refresh(self, conn: Connection, token: str) -> None:
+        """A fresh token of the same person, for the same recipient: the connection goes on
+        under it."""
+        try:
+            claims = tokens.verify(token, self._ring, time.time())
+            await self._still_valid(claims)
+        except AuthError as exc:
+            raise RejectedInput(UNAUTHORISED, str(exc)) from exc
+        if not reads_the_same(claims, conn.claims, conn.recipient):
+            raise RejectedInput(FORBIDDEN, "a token of someone else, or for another recipient")
+        conn.claims = claims
+        await conn.ws.send(auth_ok_frame(claims), text=True)
 
     async def _resume(self, conn: Connection, last_seq: int, epoch: int | None) -> None:
         """A client's resume: what was kept after ``last_seq``; or, when its stream is gone
@@ -247,6 +303,8 @@ class Conversations:
             command = self._admitted(conn, raw)
             if isinstance(command, Ping):
                 await conn.ws.send(PONG, text=True)
+            elif isinstance(command, Auth):
+                await self._refresh(conn, command.token)
             elif isinstance(command, Resume):
                 await self._resume(conn, command.last_seq, command.epoch)
             elif isinstance(command, Answer):
@@ -260,7 +318,7 @@ class Conversations:
                 await self._forward_administration(conn.claims, command)
                 await conn.ws.send(administration_ack_frame(command), text=True)
             else:
-                raise RejectedInput(MALFORMED, "already authenticated")
+                raise RejectedInput(MALFORMED, f"{command.type} is not a frame clients send")
         except OverBudget as exc:
             await self._over_budget(conn, exc)
         except RejectedInput as exc:

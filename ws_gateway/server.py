@@ -6,8 +6,10 @@ Redis and the Kafka producer, ensures the answer topics, PSUBSCRIBEs the outbox 
 the relay in a TaskGroup and listens; ``run`` returns on SIGINT/SIGTERM or ``stop()``;
 leaving closes the listener (clients get 1001), cancels the tasks and disconnects, in that order.
 
-Routes: ``/ws`` (the WebSocket); ``/healthz``, ``/metrics`` and the files of ``static/`` are
-``ws_gateway.web``'s.
+Routes: ``/ws`` (the WebSocket) and the files of ``static/`` (``ws_gateway.web``'s); on the admin
+port (``gateway_admin_port``, loopback by default) ``/metrics``, ``/healthz`` and ``/readyz``.
+A browser page may open the WebSocket only from an allowed origin (``gateway_origins``; 403
+otherwise); TLS when ``gateway_tls_cert`` is set.
 WebSocket close codes: 4401 unauthorised, 4403 forbidden, 1013 too slow to keep up,
 1009 frame over 64 KiB.
 """
@@ -17,14 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
+import ssl
 from collections import defaultdict
 from contextlib import AsyncExitStack
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
 
 from adapters import kafka
 from adapters.storage.relay import GatewayConnection
@@ -34,13 +40,19 @@ from kernel.errors import AuthError, RejectedInput, StorageError
 from kernel.settings import Settings
 from ws_gateway.conversation import Connection, Conversations
 from ws_gateway.session import MAX_FRAME_BYTES, UNAUTHORISED, Counters, head_of, resolve_recipient
-from ws_gateway.web import WebRoutes
+from ws_gateway.web import AdminRoutes, WebRoutes
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0  # on shutdown, a client that does not answer our close is dropped
 CLOSE_UNAUTHORISED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TRY_AGAIN = 1013
+UNAVAILABLE = "unavailable"
+TOKEN_IN_URL = (
+    "a token in the URL is not taken (proxies and logs keep URLs): send it in the first frame"
+    " or an Authorization header"
+)
 
 
 class Gateway:
@@ -87,11 +99,23 @@ class Gateway:
                 self._session,
                 settings.gateway_host,
                 settings.gateway_port,
-                process_request=WebRoutes(redis, producer, self.counters, lambda: self.connections),
+                process_request=WebRoutes(),
                 max_size=MAX_FRAME_BYTES,
                 close_timeout=CLOSE_TIMEOUT_S,
+                origins=allowed_origins(settings),
+                ssl=tls_context(settings),
             )
         )
+        self._admin: Server | None = None
+        if settings.gateway_admin_port or settings.gateway_port == 0:
+            admin = AdminRoutes(redis, producer, self.counters, lambda: self.connections)
+            port = 0 if settings.gateway_port == 0 else settings.gateway_admin_port  # tests: free
+            try:
+                self._admin = await stack.enter_async_context(
+                    serve(_no_websocket, settings.gateway_admin_host, port, process_request=admin)
+                )
+            except OSError as exc:  # worth less than the gateway it watches
+                log.warning("gateway metrics and health not served on port %d: %s", port, exc)
 
     def _cancel_tasks(self) -> None:
         for task in self._tasks:
@@ -101,6 +125,13 @@ class Gateway:
     def port(self) -> int:
         """The port actually bound (useful with ``gateway_port=0``)."""
         return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    @property
+    def admin_port(self) -> int | None:
+        """The admin port actually bound (with ``gateway_port=0``, a free one too)."""
+        if self._admin is None:
+            return None
+        return int(next(iter(self._admin.sockets)).getsockname()[1])
 
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM or :meth:`stop`."""
@@ -166,13 +197,19 @@ class Gateway:
         assert ws.request is not None
         query = parse_qs(urlsplit(ws.request.path).query)
         try:
-            claims = await self._talk.authenticate(ws, _param(query, "token"))
+            if _param(query, "token") is not None:
+                raise AuthError(TOKEN_IN_URL)
+            claims = await self._talk.authenticate(ws, bearer(ws.request.headers))
             recipient = resolve_recipient(claims, _param(query, "patient"))
         except AuthError as exc:
             await self._talk.refuse(ws, RejectedInput(UNAUTHORISED, str(exc)), CLOSE_UNAUTHORISED)
             return
         except RejectedInput as exc:
             await self._talk.refuse(ws, exc, CLOSE_FORBIDDEN)
+            return
+        except StorageError as exc:
+            log.warning("cannot authenticate a client now: %s", exc)
+            await self._talk.refuse(ws, RejectedInput(UNAVAILABLE, "try again"), CLOSE_TRY_AGAIN)
             return
         except ConnectionClosed:
             return
@@ -188,6 +225,37 @@ class Gateway:
                 del self._routes[recipient]
 
 
+def bearer(headers: Headers) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if the client sent one."""
+    scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def allowed_origins(settings: Settings) -> list[Origin | re.Pattern[str] | None]:
+    """The web origins whose pages may open the WebSocket, and None: a client that says no
+    origin is no browser (a phone app, a device), which a page cannot pose as."""
+    if settings.gateway_origins:
+        named = [o.strip() for o in settings.gateway_origins.split(",") if o.strip()]
+        return [*(Origin(o) for o in named), None]
+    hosts = "|".join(re.escape(h) for h in {"localhost", "127.0.0.1", settings.gateway_host})
+    return [re.compile(rf"https?://({hosts})(:\d+)?"), None]
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.gateway_tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.gateway_tls_cert, settings.gateway_tls_key or None)
+    return context
+
+
+async def _no_websocket(ws: ServerConnection) -> None:
+    """The admin port serves HTTP only."""
+    await ws.close(CLOSE_FORBIDDEN, "no WebSocket here")
+
+
 def _param(query: dict[str, list[str]], name: str) -> str | None:
     values = query.get(name)
     return values[0] if values else None
@@ -199,7 +267,7 @@ async def run(settings: Settings) -> int:
         async with Gateway(settings) as gateway:
             log.info("gateway on http://%s:%d", settings.gateway_host, gateway.port)
             await gateway.run()
-    except (StorageError, OSError) as exc:
+    except (StorageError, OSError, AuthError) as exc:
         log.error("gateway cannot start: %s", exc)
         return 1
     return 0

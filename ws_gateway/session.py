@@ -191,10 +191,25 @@ def resolve_recipient(claims: Claims, patient: str | None = None) -> str:
     if not claims.patients:
         raise RejectedInput(FORBIDDEN, "no patient in token")
     if patient is None:
-        return recipients.family_of(claims.patients[0])
+        return recipients.family_of(claims.agency, claims.patients[0])
     if patient not in claims.patients:
         raise RejectedInput(FORBIDDEN, "patient not in token")
-    return recipients.family_of(patient)
+    return recipients.family_of(claims.agency, patient)
+
+
+def reads_the_same(fresh: Claims, held: Claims, recipient: str) -> bool:
+    """Whether a fresh token is the same person's, reading the same recipient: what an open
+    connection may go on under."""
+    if (fresh.role, fresh.sub, fresh.agency) != (held.role, held.sub, held.agency):
+        return False
+    if fresh.role != "family":
+        return resolve_recipient(fresh) == recipient
+    return recipient in {recipients.family_of(fresh.agency, p) for p in fresh.patients}
+
+
+def auth_ok_frame(claims: Claims) -> str:
+    """A fresh token taken: the connection goes on until it expires."""
+    return orjson.dumps({"type": "auth_ok", "exp": claims.exp}).decode()
 
 
 def decide_answer(

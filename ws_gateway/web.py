@@ -1,5 +1,6 @@
-"""The gateway's plain HTTP beside the WebSocket: ``/healthz`` and ``/readyz`` (Redis and
-Kafka answer), ``/metrics`` (Prometheus text) and the web console's files from ``static/``.
+"""The gateway's plain HTTP: beside the WebSocket, the web console's files from ``static/``
+(:class:`WebRoutes`); on the admin port, ``/healthz`` and ``/readyz`` (Redis and Kafka answer)
+and ``/metrics`` (Prometheus text) (:class:`AdminRoutes`).
 
 ``/readyz`` is whether to send this gateway clients, ``/healthz`` the same checks for what
 already asks it: both ask Redis and Kafka at once, each within
@@ -33,7 +34,18 @@ _UTF8_TYPES = frozenset(("application/javascript", "application/json", "image/sv
 
 
 class WebRoutes:
-    """``process_request`` of the WebSocket server: answers every path but ``/ws`` itself."""
+    """``process_request`` of the WebSocket server: answers every path but ``/ws`` itself, with
+    the console's files."""
+
+    async def __call__(self, ws: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == WEBSOCKET_PATH:
+            return None
+        return await static(path)
+
+
+class AdminRoutes:
+    """``process_request`` of the admin port: health and metrics, nothing else."""
 
     def __init__(
         self,
@@ -47,14 +59,12 @@ class WebRoutes:
 
     async def __call__(self, ws: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        if path == WEBSOCKET_PATH:
-            return None
         if path in CHECKS:
             return await self._checked(CHECKS[path])
         if path == "/metrics":
             text = self._counters.render(self._connections()).encode()
             return response(HTTPStatus.OK, text, "text/plain; version=0.0.4; charset=utf-8")
-        return await static(path)
+        return response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
 
     async def _checked(self, verdict: str) -> Response:
         """Whether Redis and Kafka answer (asked at once): 200, else 503 naming which not."""

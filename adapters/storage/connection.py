@@ -27,6 +27,7 @@ from adapters.storage.offer_records import OfferRecords
 from adapters.storage.outbox import Outbox
 from adapters.storage.postgres import Database
 from adapters.storage.rebuild import Rebuilt, rebuild
+from adapters.storage.revocations import Revocations
 from adapters.storage.visit_store import VisitStore
 from kernel.errors import StorageError
 from kernel.keys import Keys
@@ -62,6 +63,9 @@ class RedisConnection:
 
     def outbox(self, settings: Settings) -> Outbox:
         return Outbox(self._client, settings)
+
+    def revocations(self, keys: Keys) -> Revocations:
+        return Revocations(self._client, keys)
 
     def offer_records(self, keys: Keys) -> OfferRecords:
         return OfferRecords(self._client, keys)

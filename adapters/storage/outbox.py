@@ -1,6 +1,6 @@
 """Per-recipient outboxes in Redis: how servers' messages reach WebSocket clients.
 
-A recipient is ``cg:{caregiver}``, ``patient:{patient}`` (the patient's family) or
+A recipient is ``cg:{caregiver}``, ``patient:{agency}:{patient}`` (the patient's family) or
 ``agency:{agency}`` (the agency's dispatchers). Each message gets the recipient's next ``seq``,
 is kept in a capped stream (so a reconnecting client can resume after ``last_seq``) and is
 published on the recipient's channel, which every gateway process relays

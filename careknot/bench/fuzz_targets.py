@@ -18,15 +18,13 @@ targets under atheris; ``tests/core/test_fuzz_edges.py`` runs them under hypothe
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from jwt import api_jws as jws
 from pydantic import BaseModel
 
 from adapters.mqtt.frames import Publish, PublishSplitter
@@ -56,14 +54,16 @@ from kernel.contracts import (
     vitals_of,
 )
 from kernel.errors import AuthError, RejectedInput, RejectedPayload
-from kernel.tokens import Claims, issue, verify
+from kernel.tokens import ALGORITHM, Claims, Keyring, TokenKey, issue, verify
 from vitals.measures import implausible
 from ws_gateway.session import COMMAND_TYPES, error_frame, parse_frame
 
 NOW = 1_700_000_000.0
 TST = int(NOW) - 5
 LIMITS = Limits()
-SECRET = "fuzzing-secret"
+SECRET = "fuzzing-secret-of-thirty-two-bytes-at-least"
+KID = "fz1"
+RING = Keyring((TokenKey(KID, SECRET),))
 LOC_TOPIC = "ck/ag-1/cg/cg.7/loc"
 STATUS_TOPIC = "ck/ag-1/cg/cg.7/status"
 EVT_TOPIC = "ck/ag-1/dev/pendant_3/evt"
@@ -382,26 +382,20 @@ WS_FRAMES: tuple[Doc, ...] = (
 # ---------------------------------------------------------------- tokens
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def signed(body: bytes) -> str:
     """A token whose claims are ``body``, signed with the key: what only the issuer can make."""
-    text = _b64(body)
-    mac = hmac.new(SECRET.encode(), text.encode(), hashlib.sha256).digest()
-    return f"{text}.{_b64(mac)}"
+    return jws.encode(body, SECRET, algorithm=ALGORITHM, headers={"kid": KID})
 
 
 def token_outcome(token: str) -> str:
     """A token verified; genuine claims issue again and verify the same."""
     try:
-        claims = verify(token, SECRET, NOW)
+        claims = verify(token, RING, NOW)
     except AuthError as exc:
         return str(exc)
     try:
-        again = verify(issue(claims, SECRET), SECRET, NOW)
-    except (AuthError, TypeError) as exc:  # orjson refuses to write what it cannot
+        again = verify(issue(claims, RING, NOW), RING, NOW)
+    except (AuthError, TypeError) as exc:  # a claim the JSON encoder cannot write
         raise Breach(f"{claims!r} issued again does not verify: {exc}") from exc
     if again != claims:
         raise Breach(f"{claims!r} issued again verifies as {again!r}")
@@ -418,10 +412,18 @@ def token_claims(data: bytes) -> str:
     return token_outcome(signed(data))
 
 
+_AUD = {"aud": "careknot-gateway", "iat": NOW - 1}
 CLAIMS: tuple[Doc, ...] = (
-    {"role": "caregiver", "sub": "cg.7", "agency": "ag-1", "exp": NOW + 600},
-    {"role": "family", "sub": "fam-2", "agency": "ag-1", "exp": NOW + 60, "patients": ["p1", "p2"]},
-    {"role": "dispatcher", "sub": "d-1", "agency": "ag-1", "exp": NOW + 3600.5, "patients": []},
+    {"role": "caregiver", "sub": "cg.7", "agency": "ag-1", "exp": NOW + 600, **_AUD},
+    {
+        "role": "family",
+        "sub": "fam-2",
+        "agency": "ag-1",
+        "exp": NOW + 60,
+        "patients": ["p1", "p2"],
+        **_AUD,
+    },
+    {"role": "dispatcher", "sub": "d-1", "agency": "ag-1", "exp": NOW + 3600.5, **_AUD},
 )
 
 
@@ -531,7 +533,7 @@ TARGETS: dict[str, Target] = {
             "token",
             "a gateway token as given",
             token,
-            tuple(issue(Claims.model_validate(c), SECRET).encode() for c in CLAIMS),
+            tuple(issue(Claims.model_validate(c), RING, NOW).encode() for c in CLAIMS),
             (b".", b"-", b"_", b"="),
             1024,
         ),

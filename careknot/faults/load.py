@@ -294,11 +294,14 @@ class Client:
         backoff = Backoff(0.1, 1.0)
         while True:
             s = self.settings
-            url = f"ws://{s.gateway_host}:{s.gateway_port}/ws?token={self.token}"
+            url = f"ws://{s.gateway_host}:{s.gateway_port}/ws"
             if self.connections:
-                url += f"&last_seq={self.last_seq}&epoch={self.epoch}"
+                url += f"?last_seq={self.last_seq}&epoch={self.epoch}"
+            bearer = {"Authorization": f"Bearer {self.token}"}
             try:
-                async with connect(url, open_timeout=CONNECT_TIMEOUT_S) as ws:
+                async with connect(
+                    url, open_timeout=CONNECT_TIMEOUT_S, additional_headers=bearer
+                ) as ws:
                     self.connections += 1
                     self.connected_at.append(time.time())
                     self.connected = True

@@ -97,7 +97,10 @@ async def test_an_acceptance_committed_while_redis_was_away_is_told_once_when_it
     for _again in range(2):
         assert await results(s, 0) == ["assigned"]
         assert await results(s, 1) == ["taken"]
-        for recipient in (recipients.family_of(s.w.patient.id), recipients.dispatchers(s.w.agency)):
+        for recipient in (
+            recipients.family_of(s.w.agency, s.w.patient.id),
+            recipients.dispatchers(s.w.agency),
+        ):
             assert await states(s, recipient) == ["offered", "assigned"]
         assert await status_of(redis, settings, s.w.cg(0)) == "busy"
         s.clock.now += TOLD_LATE_AFTER_S
@@ -237,7 +240,10 @@ async def test_a_new_trigger_is_announced_and_restarts_the_offers_of_an_escalate
     assert incident is not None
     s.clock.now += 5
     await s.answer(0, "decline")  # no one left to ask: escalated
-    desk, family = recipients.dispatchers(s.w.agency), recipients.family_of(s.w.patient.id)
+    desk, family = (
+        recipients.dispatchers(s.w.agency),
+        recipients.family_of(s.w.agency, s.w.patient.id),
+    )
     assert await states(s, desk) == ["offered", "escalated"]
     await live.update([fix(s.w.cg(1), s.w.agency, north(200), s.clock.now)])  # she is back
     s.clock.now += 5

@@ -50,7 +50,8 @@ def test_token_issues_a_token_the_gateway_accepts(stack_settings: Settings) -> N
         "600",
     )
     assert done.returncode == 0, done.stderr
-    claims = tokens.verify(done.stdout.strip(), stack_settings.token_secret, time.time())
+    ring = tokens.keyring_of(stack_settings)
+    claims = tokens.verify(done.stdout.strip(), ring, time.time())
     assert (claims.role, claims.sub, claims.agency, claims.patients) == (
         "family",
         "f1",

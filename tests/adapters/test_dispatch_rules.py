@@ -356,7 +356,7 @@ async def test_resolving_cancels_pending_offers_and_frees_the_assignee(
     assert done.outcome == "resolved"
     for i in range(2):
         assert [f["outcome"] for f in await s.to_cg(i, "offer_result")] == ["cancelled"]
-    frames = await s.incident_frames(recipients.family_of(s.w.patient.id))
+    frames = await s.incident_frames(recipients.family_of(s.w.agency, s.w.patient.id))
     assert frames[-1]["state"] == "resolved"
     assert (await s.dispatcher.on_command(command(s, "resolve", incident.id))).outcome == (
         "already_resolved"

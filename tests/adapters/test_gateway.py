@@ -17,13 +17,16 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from adapters.storage.outbox import Outbox
+from adapters.storage.revocations import Revocations
 from kernel import recipients, tokens
 from kernel.contracts import DeadLetter, OfferAnswer, OfferResultFrame
 from kernel.contracts import Role as RoleName
 from kernel.settings import Settings
-from ws_gateway import web
+from ws_gateway import conversation, web
 from ws_gateway.server import Gateway
 
 pytestmark = pytest.mark.servers
@@ -75,14 +78,18 @@ def token(
     agency: str = "a1",
     patients: list[str] | None = None,
 ) -> str:
-    claims = tokens.Claims(
-        role=role, sub=sub, agency=agency, exp=time.time() + 600, patients=patients or []
+    ring = tokens.keyring_of(settings)
+    return tokens.mint(ring, role, sub, agency, 600.0, time.time(), patients)
+
+
+def client(gw: Gateway, token: str | None = None, **params: str) -> connect:
+    """A WebSocket to the gateway; its token in the Authorization header."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+    return connect(
+        f"ws://127.0.0.1:{gw.port}/ws?{urlencode(params)}",
+        open_timeout=TIMEOUT_S,
+        additional_headers=headers,
     )
-    return tokens.issue(claims, settings.token_secret)
-
-
-def client(gw: Gateway, **params: str) -> connect:
-    return connect(f"ws://127.0.0.1:{gw.port}/ws?{urlencode(params)}", open_timeout=TIMEOUT_S)
 
 
 async def recv(ws: ClientConnection) -> Frame:
@@ -125,8 +132,12 @@ async def consume(settings: Settings, topic: str, match: Callable[[Frame], bool]
     raise AssertionError("unreachable")
 
 
-async def http_get(gw: Gateway, path: str) -> tuple[int, dict[str, str], bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+async def http_get(
+    gw: Gateway, path: str, admin: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    port = gw.admin_port if admin else gw.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
     raw = await asyncio.wait_for(reader.read(), TIMEOUT_S)
     writer.close()
@@ -144,6 +155,105 @@ async def test_bad_token_is_refused_with_4401(gateway: Gateway, settings: Settin
     async with client(gateway, token=forged) as ws:
         assert (await recv(ws))["reason"] == "unauthorised"
         assert await close_code(ws) == 4401
+
+
+async def test_a_token_in_the_url_is_refused(gateway: Gateway, settings: Settings) -> None:
+    """Proxies and logs keep URLs: a token there is refused, however genuine."""
+    genuine = token(settings, "caregiver", "cg-url")
+    url = f"ws://127.0.0.1:{gateway.port}/ws?{urlencode({'token': genuine})}"
+    async with connect(url, open_timeout=TIMEOUT_S) as ws:
+        refused = await recv(ws)
+        assert refused["reason"] == "unauthorised" and "URL" in refused["detail"]
+        assert await close_code(ws) == 4401
+
+
+async def test_another_agencys_family_naming_a_patient_hears_nothing_of_her(
+    gateway: Gateway, settings: Settings, box: Outbox
+) -> None:
+    """Patient ids may repeat across agencies, and a token names its own agency's."""
+    intruder = token(settings, "family", "f-x", agency="a2", patients=["p1"])
+    async with client(gateway, token=intruder) as ws:
+        assert (await recv(ws))["recipient"] == "patient:a2:p1"
+        await box.send([(recipients.family_of("a1", "p1"), result("a1s-p1"))])
+        await box.send([(recipients.family_of("a2", "p1"), result("a2s-p1"))])
+        assert (await recv(ws))["offer_id"] == "a2s-p1"
+
+
+async def test_an_open_connection_closes_when_its_token_expires_unless_refreshed(
+    settings: Settings,
+) -> None:
+    ring = tokens.keyring_of(settings)
+    async with Gateway(settings.model_copy(update={"gateway_port": 0})) as gw:
+        now = time.time()
+        short = tokens.mint(ring, "caregiver", "cg-short", "a1", 1.0, now)
+        async with client(gw, token=short) as ws:
+            assert (await recv(ws))["type"] == "hello"
+            lapsed = await recv(ws)  # nothing sent meanwhile: the gateway speaks first
+            assert (lapsed["reason"], lapsed["detail"]) == ("unauthorised", "token expired")
+            assert await close_code(ws) == 4401
+        brief = tokens.mint(ring, "caregiver", "cg-kept", "a1", 2.0, time.time())
+        async with client(gw, token=brief) as ws:
+            await recv(ws)
+            fresh = tokens.mint(ring, "caregiver", "cg-kept", "a1", 600.0, time.time())
+            await send(ws, {"type": "auth", "token": fresh})
+            ok = await recv(ws)
+            assert ok["type"] == "auth_ok" and ok["exp"] > time.time() + 500
+            someone = tokens.mint(ring, "caregiver", "cg-other", "a1", 600.0, time.time())
+            await send(ws, {"type": "auth", "token": someone})
+            assert (await recv(ws))["reason"] == "forbidden"
+            await asyncio.sleep(2.5)  # past the first token's expiry: a wait for the clock
+            await send(ws, {"type": "ping"})
+            assert await recv(ws) == {"type": "pong"}  # still open under the fresh token
+
+
+async def test_revoking_a_persons_tokens_closes_her_connection_and_refuses_her_next(
+    settings: Settings, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conversation, "TOKEN_CHECK_S", 0.2)
+    ring = tokens.keyring_of(settings)
+    async with Gateway(settings.model_copy(update={"gateway_port": 0})) as gw:
+        mine = tokens.mint(ring, "dispatcher", "d-gone", "a1", 600.0, time.time())
+        async with client(gw, token=mine) as ws:
+            assert (await recv(ws))["type"] == "hello"
+            await Revocations(redis_client, settings.keys).revoke(
+                "dispatcher", "d-gone", time.time()
+            )
+            refused = await recv(ws)
+            assert (refused["reason"], refused["detail"]) == ("unauthorised", "token revoked")
+            assert await close_code(ws) == 4401
+        async with client(gw, token=mine) as ws:
+            assert (await recv(ws))["detail"] == "token revoked"
+        newer = tokens.mint(ring, "dispatcher", "d-gone", "a1", 600.0, time.time() + 1)
+        async with client(gw, token=newer) as ws:
+            assert (await recv(ws))["type"] == "hello"  # issued after: taken
+
+
+@pytest.mark.parametrize(
+    ("origin", "taken"),
+    [
+        (None, True),  # a phone or a device: no browser, no page to pose as
+        ("http://localhost:8765", True),
+        ("http://127.0.0.1", True),
+        ("https://evil.example", False),
+        ("http://localhost.evil.example", False),
+        ("null", False),
+    ],
+)
+async def test_only_the_allowed_origins_may_open_a_websocket(
+    gateway: Gateway, settings: Settings, origin: str | None, taken: bool
+) -> None:
+    headers = {"Authorization": f"Bearer {token(settings, 'caregiver', 'cg-o')}"}
+    url = f"ws://127.0.0.1:{gateway.port}/ws"
+    said = None if origin is None else Origin(origin)
+    opened = connect(url, open_timeout=TIMEOUT_S, additional_headers=headers, origin=said)
+    if taken:
+        async with opened as ws:
+            assert (await recv(ws))["type"] == "hello"
+    else:
+        with pytest.raises(InvalidStatus) as refused:
+            async with opened:
+                pass
+        assert refused.value.response.status_code == 403
 
 
 async def test_token_in_first_message(gateway: Gateway, settings: Settings) -> None:
@@ -171,9 +281,10 @@ async def test_family_scoped_to_their_patient(
 ) -> None:
     family = token(settings, "family", "f1", patients=["p1", "p2"])
     async with client(gateway, token=family, patient="p2") as ws:
-        assert (await recv(ws))["recipient"] == "patient:p2"
-        await box.send([(recipients.family_of("p1"), result("for-p1"))])
-        await box.send([(recipients.family_of("p2"), result("for-p2"))])
+        assert (await recv(ws))["recipient"] == "patient:a1:p2"
+        await box.send([(recipients.family_of("a1", "p1"), result("for-p1"))])
+        await box.send([(recipients.family_of("a2", "p2"), result("a2s-p2"))])  # another's p2
+        await box.send([(recipients.family_of("a1", "p2"), result("for-p2"))])
         assert (await recv(ws))["offer_id"] == "for-p2"
     async with client(gateway, token=family, patient="p9") as ws:
         assert (await recv(ws))["reason"] == "forbidden"
@@ -319,14 +430,17 @@ async def test_too_large_frame_closes_with_1009(gateway: Gateway, settings: Sett
 # ---------------------------------------------------------------- plain HTTP
 
 
-async def test_healthz_and_metrics(gateway: Gateway) -> None:
-    status, headers, body = await http_get(gateway, "/healthz")
+async def test_healthz_and_metrics_are_on_the_admin_port_only(gateway: Gateway) -> None:
+    status, headers, body = await http_get(gateway, "/healthz", admin=True)
     assert (status, orjson.loads(body)["ok"]) == (200, True)
     assert headers["content-type"] == "application/json"
-    status, _, body = await http_get(gateway, "/metrics")
+    status, _, body = await http_get(gateway, "/metrics", admin=True)
     assert status == 200
     assert b"careknot_gateway_connections " in body
     assert b"careknot_gateway_rejected_total{reason=" in body
+    for path in ("/healthz", "/readyz", "/metrics"):  # not where the public comes
+        assert (await http_get(gateway, path))[0] == 404
+    assert (await http_get(gateway, "/", admin=True))[0] == 404  # nor the console there
 
 
 async def test_static_files_and_no_traversal(

@@ -86,7 +86,7 @@ async def checks(gateway: Gateway) -> dict[str, tuple[int, dict[str, Any]]]:
     """What ``/readyz`` and ``/healthz`` answer: (status, body) by path."""
     answers = {}
     for path in ("/readyz", "/healthz"):
-        status, headers, body = await http_get(gateway, path)
+        status, headers, body = await http_get(gateway, path, admin=True)
         assert headers["content-type"] == "application/json"
         answers[path] = (status, orjson.loads(body))
     return answers

@@ -91,7 +91,7 @@ async def test_a_client_that_goes_on_over_its_budget_is_closed_and_counted(
         assert said == ["pong"] * BURST + ["error:rate_limited"] * (BURST + 1)
         assert await close_code(ws) == 1008
     assert gateway.counters.rejected["rate_limited"] - before == BURST + 1
-    status, _, body = await http_get(gateway, "/metrics")
+    status, _, body = await http_get(gateway, "/metrics", admin=True)
     assert status == 200
     assert b'careknot_gateway_rejected_total{reason="rate_limited"} ' in body
     assert b"careknot_gateway_rate_closed_total 1\n" in body

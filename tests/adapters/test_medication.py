@@ -61,7 +61,10 @@ async def test_a_dose_nobody_took_is_told_missed_when_its_window_closes(
 ) -> None:
     s = await make_scene([100])
     await schedule(s, db, at("2026-12-03T07:00"))  # yesterday's doses were not this schedule's
-    family, desk = recipients.family_of(s.w.patient.id), recipients.dispatchers(s.w.agency)
+    family, desk = (
+        recipients.family_of(s.w.agency, s.w.patient.id),
+        recipients.dispatchers(s.w.agency),
+    )
     s.clock.now = at("2026-12-03T08:31")  # past half its window: overdue
     await s.dispatcher.medication.tick()
     s.clock.now = at("2026-12-03T09:00")  # its window closed, nothing said: missed
@@ -82,7 +85,7 @@ async def test_a_dose_the_dispenser_says_was_taken_is_told_taken_and_never_misse
 ) -> None:
     s = await make_scene([100])
     await schedule(s, db, at("2026-12-03T07:00"))
-    family = recipients.family_of(s.w.patient.id)
+    family = recipients.family_of(s.w.agency, s.w.patient.id)
     s.clock.now = at("2026-12-03T09:10")
     taken = s.event(7, kind="dose_taken").model_copy(update={"ts": at("2026-12-03T09:10")})
     await s.dispatcher.on_device_event(taken)  # the statin's window is open: hers
@@ -131,7 +134,7 @@ async def test_a_second_attempt_at_a_dose_taken_is_an_alarm_and_the_family_is_to
     await s.dispatcher.on_device_event(said(s, 2, "dose_double_attempt", "09:05"))
     told = [
         (f["name"], f["outcome"])
-        for f in await frames(s, recipients.family_of(s.w.patient.id), "dose")
+        for f in await frames(s, recipients.family_of(s.w.agency, s.w.patient.id), "dose")
     ]
     assert told == [("statin", "taken"), ("statin", "double_attempt")]
     patient = f"patient:{s.w.patient.id}"
@@ -189,7 +192,7 @@ async def test_an_event_about_a_dose_never_scheduled_is_parked_and_changes_nothi
     assert [(t, r.reason) for t, r in parked] == [("device-events", "undeclared_dose")] * 3
     assert [DeviceEvent.model_validate_json(r.value or b"") for _t, r in parked] == undeclared
     assert worker.medication.undeclared == 3
-    assert await frames(s, recipients.family_of(s.w.patient.id), "dose") == []
+    assert await frames(s, recipients.family_of(s.w.agency, s.w.patient.id), "dose") == []
     patient = f"patient:{s.w.patient.id}"
     assert (await alarms_now(s))[(patient, "dose_missed")] == ("major", "active_unack")
     taken = said(s, 5, "dose_taken", "08:20")
@@ -333,7 +336,7 @@ async def test_a_dose_administered_on_a_visit_is_told_and_never_missed(
     await s.dispatcher.medication.tick()  # its window closed: administered, so not missed
     family = [
         (f["name"], f["outcome"], f["visit_id"])
-        for f in await frames(s, recipients.family_of(s.w.patient.id), "dose")
+        for f in await frames(s, recipients.family_of(s.w.agency, s.w.patient.id), "dose")
     ]
     assert ("bisoprolol", "administered", f"v-{s.w.patient.id}") in family
     assert ("bisoprolol", "missed", None) not in family
@@ -380,7 +383,7 @@ async def test_the_family_reads_the_days_doses_and_what_became_of_each(
     assert await log.enter(0, "refused", "08:15") == "done"
     refused = [
         (f["name"], f["outcome"])
-        for f in await frames(s, recipients.family_of(s.w.patient.id), "dose")
+        for f in await frames(s, recipients.family_of(s.w.agency, s.w.patient.id), "dose")
     ]
     assert refused == [("bisoprolol", "refused")]
     s.clock.now = at("2026-12-03T09:20")

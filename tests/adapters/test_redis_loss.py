@@ -44,7 +44,10 @@ async def test_after_redis_lost_its_data_standing_offers_and_incidents_are_told_
     (again,) = await s.to_cg(0, "offer")  # the same offer, in the new stream
     assert (again["offer_id"], again["seq"]) == (offer["offer_id"], 1)
     assert again["epoch"] > offer["epoch"]
-    for recipient in (recipients.dispatchers(s.w.agency), recipients.family_of(s.w.patient.id)):
+    for recipient in (
+        recipients.dispatchers(s.w.agency),
+        recipients.family_of(s.w.agency, s.w.patient.id),
+    ):
         frames = await s.incident_frames(recipient)
         assert [(f["incident_id"], f["state"]) for f in frames] == [(incident.id, "offered")]
     await s.answer(0, "accept")  # her answer is taken: the offer record is back

@@ -536,7 +536,10 @@ async def test_nearest_available_is_offered_and_decline_moves_on(
     assert offer["incident"]["incident_id"] == incident.id
     assert offer["incident"]["kind"] == "fall"
     assert offer["incident"]["distance_m"] == pytest.approx(300, rel=0.01)
-    for recipient in (recipients.family_of(s.w.patient.id), recipients.dispatchers(s.w.agency)):
+    for recipient in (
+        recipients.family_of(s.w.agency, s.w.patient.id),
+        recipients.dispatchers(s.w.agency),
+    ):
         assert [f["state"] for f in await s.incident_frames(recipient)] == ["offered"]
 
     s.clock.now += 5
@@ -588,7 +591,10 @@ async def test_escalates_after_max_waves_and_its_waves_go_on_larger(
     s.clock.now += settings.offer_window_by_severity[1] + 1
     await s.dispatcher.tick()  # the waves ran out: a person is told, and two more are asked
     assert await s.offered() == [1, 1, 1, 1, 0, 0, 0]
-    for recipient in (recipients.dispatchers(s.w.agency), recipients.family_of(s.w.patient.id)):
+    for recipient in (
+        recipients.dispatchers(s.w.agency),
+        recipients.family_of(s.w.agency, s.w.patient.id),
+    ):
         frames = await s.incident_frames(recipient)
         assert [f["state"] for f in frames] == ["offered", "offered", "escalated", "escalated"]
         assert frames[-1]["incident_id"] == incident.id
@@ -621,7 +627,7 @@ async def test_accept_assigns_and_tells_the_family(
     await s.answer(0, "accept")
     assert [f["outcome"] for f in await s.to_cg(0, "offer_result")] == ["assigned"]
     assert [f["outcome"] for f in await s.to_cg(1, "offer_result")] == ["taken"]
-    assigned = (await s.incident_frames(recipients.family_of(s.w.patient.id)))[-1]
+    assigned = (await s.incident_frames(recipients.family_of(s.w.agency, s.w.patient.id)))[-1]
     caregiver = await db.caregiver(s.w.cg(0))
     assert caregiver is not None
     assert assigned["state"] == "assigned"

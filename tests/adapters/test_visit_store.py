@@ -237,7 +237,7 @@ async def test_keeper_tells_the_family_and_survives_a_restart(
         clock.t = T0 + t
         await keeper.on_fixes([fix(a, t, metres)])
 
-    family = await frames(settings, redis, recipients.family_of(f"{a}-pat"))
+    family = await frames(settings, redis, recipients.family_of(a, f"{a}-pat"))
     states = [f["state"] for f in family]
     assert states[0] == "en_route" and family[0]["eta_s"] > 0
     assert [s for s in states if s in ("arrived", "left")] == ["arrived", "left"]
@@ -279,7 +279,7 @@ async def test_a_batch_that_failed_is_followed_again_from_the_saved_trackers(
     record = await keeper.store.record(f"{a}-v")
     assert record is not None and record.state == "arrived"
     assert record.check_in is not None and record.check_in.fix_ts == T0 + 160
-    family = await frames(settings, redis, recipients.family_of(f"{a}-pat"))
+    family = await frames(settings, redis, recipients.family_of(a, f"{a}-pat"))
     assert [f["state"] for f in family].count("arrived") == 1
 
 

@@ -36,7 +36,7 @@ from careknot.bench.fuzz_targets import (
     OWNTRACKS_OTHER,
     OWNTRACKS_TOPIC,
     PLAIN_LOCATION,
-    SECRET,
+    RING,
     STATUS_TOPIC,
     TARGETS,
     TEL_TOPIC,
@@ -53,7 +53,7 @@ from ingest.owntracks import KNOWN_TYPES
 from ingest.parse import MAX_DEPTH, TELEMETRY_MAX_AGE_S
 from kernel.contracts import DEVICE_EVENT_TYPES, TELEMETRY_BATCH_MAX, DeviceEvent, FixEvent
 from kernel.errors import RejectedInput
-from kernel.tokens import Claims, issue
+from kernel.tokens import Claims, issue, verify
 from ws_gateway.session import COMMAND_TYPES, parse_frame
 
 EXAMPLES = settings(
@@ -342,7 +342,7 @@ streams = st.lists(packets, max_size=8).map(b"".join)
 @st.composite
 def tokens(draw: st.DrawFn) -> bytes:
     """A genuine token, then maybe a character dropped, changed or added."""
-    text = issue(Claims.model_validate(draw(st.sampled_from(CLAIMS))), SECRET)
+    text = issue(Claims.model_validate(draw(st.sampled_from(CLAIMS))), RING, NOW)
     at = draw(st.integers(0, len(text)))
     edit = draw(st.sampled_from(["", "drop", "change", "add"]))
     extra = draw(st.sampled_from([".", "=", "-", "_", "A", "é", "\x00", "\udc80", "+/"]))
@@ -495,7 +495,7 @@ def test_a_fast_path_that_disagrees_with_the_parser_is_a_breach(
 def test_a_token_signed_with_the_key_is_genuine() -> None:
     """The token-claims target signs as the issuer does, so its claims are really decoded."""
     claims = Claims.model_validate(CLAIMS[0])
-    assert signed(orjson.dumps(claims.model_dump())) == issue(claims, SECRET)
+    assert verify(signed(orjson.dumps(claims.model_dump())), RING, NOW) == claims
 
 
 # ---------------------------------------------------------------- found by fuzzing

@@ -119,8 +119,10 @@ RECIPIENTS: list[tuple[Claims, str | None, str]] = [
     (claims("caregiver", "cg7"), "p1", "cg:cg7"),
     (claims("dispatcher", "d1", "north"), None, "agency:north"),
     (claims("dispatcher", "d1", "north"), "p1", "agency:north"),
-    (claims("family", "f1", patients=["p1", "p2"]), None, "patient:p1"),
-    (claims("family", "f1", patients=["p1", "p2"]), "p2", "patient:p2"),
+    (claims("family", "f1", "north", patients=["p1", "p2"]), None, "patient:north:p1"),
+    (claims("family", "f1", "north", patients=["p1", "p2"]), "p2", "patient:north:p2"),
+    # another agency's family naming the same patient reads another channel
+    (claims("family", "f9", "south", patients=["p1"]), "p1", "patient:south:p1"),
 ]
 
 

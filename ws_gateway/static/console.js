@@ -1,6 +1,8 @@
 // CareKnot Dispatch web console: a dispatcher's live view of one agency.
 //
-// Opened as /?token=TOKEN (a dispatcher token). Connects to /ws on the same host, keeps the
+// Opened as /#token=TOKEN (a dispatcher token, in the fragment, which the browser never sends to
+// the server: no log or proxy keeps it). Connects to /ws on the same host, sends the token in
+// its first frame ({"type": "auth"}), keeps the
 // last `seq` it received and the `epoch` it counts in and, on reconnect, sends
 // {"type": "resume", "last_seq": N, "epoch": E} so nothing is missed; a `resync` frame (the
 // server lost the stream and started a new epoch) starts the count again. Frames are applied
@@ -600,13 +602,13 @@
     let pinger = 0;
     let lastHeard = 0;
 
-    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws?token=${
-      encodeURIComponent(token)}`;
+    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 
     function open() {
       setConnection("connecting", attempt ? "Reconnecting…" : "Connecting…");
       socket = new WebSocket(url);
       socket.addEventListener("open", () => {
+        socket.send(JSON.stringify({ type: "auth", token }));
         attempt = 0;
         lastHeard = Date.now();
         setConnection("live", "Live");
@@ -639,6 +641,12 @@
         clearInterval(pinger);
         sendFrame = () => false;
         connectionLost();
+        if (event.code === 4401) {
+          // the token expired or was revoked: another try with it would fail the same way
+          setConnection("down", `Signed out (${event.reason || "token refused"}): open a new link`);
+          log("signed out: the token was refused");
+          return;
+        }
         const delay = backoff(attempt++);
         const why = event.reason ? ` (${event.reason})` : "";
         setConnection("down", `Disconnected${why}; retrying in ${Math.ceil(delay / 1000)} s`);
@@ -1028,7 +1036,8 @@
   }
 
   function start() {
-    const token = new URLSearchParams(location.search).get("token");
+    const token = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (token) history.replaceState(null, "", location.pathname + location.search); // off-screen
     new ResizeObserver(resize).observe(canvas);
     resize();
     canvas.addEventListener("mousemove", onHover);
@@ -1036,8 +1045,8 @@
     el("fit").addEventListener("click", () => { refitRequested = true; dirty = true; });
     requestAnimationFrame(frame);
     if (!token) {
-      setConnection("down", "No token: open this page as /?token=…");
-      log("no token in the page URL");
+      setConnection("down", "No token: open this page as /#token=…");
+      log("no token in the page's address");
       return;
     }
     connect(token);

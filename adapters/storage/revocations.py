@@ -1,0 +1,34 @@
+"""Revoked tokens in Redis: for a person (role and subject), the moment until which every token
+issued is refused. Kept a day (``Settings.token_ttl_s`` is at most that): by then every token
+it refuses has expired anyway."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from kernel.errors import StorageError
+from kernel.keys import Keys
+
+KEPT_S = 86_400 + 3600
+
+
+class Revocations:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._client, self._keys = client, keys
+
+    async def revoke(self, role: str, subject: str, at: float) -> float:
+        """Refuse the person's tokens issued until ``at``; the moment kept."""
+        try:
+            await self._client.set(self._keys.revoked(role, subject), repr(at), ex=int(KEPT_S))
+        except RedisError as exc:
+            raise StorageError(f"redis: revoking {role} {subject}: {exc}") from exc
+        return at
+
+    async def revoked_before(self, role: str, subject: str) -> float | None:
+        """Until when the person's tokens are revoked, if they are."""
+        try:
+            value = await self._client.get(self._keys.revoked(role, subject))
+        except RedisError as exc:
+            raise StorageError(f"redis: reading {role} {subject}'s revocation: {exc}") from exc
+        return None if value is None else float(value)
