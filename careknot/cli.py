@@ -107,15 +107,35 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from kernel import tokens
+    from kernel.errors import AuthError
 
-    claims = tokens.Claims(
-        role=args.role,
-        sub=args.subject,
-        agency=args.agency,
-        exp=time.time() + (args.ttl or settings.token_ttl_s),
-        patients=args.patient or [],
-    )
-    print(tokens.issue(claims, settings.token_secret))
+    if args.revoke:
+        return _run(_revoke(settings, args.role, args.subject))
+    try:
+        ring = tokens.require_keyring(settings)
+    except AuthError as exc:
+        print(f"careknot token: {exc}", file=sys.stderr)
+        return 1
+    if not args.agency:
+        print("careknot token: --agency is needed to issue a token", file=sys.stderr)
+        return 2
+    ttl = args.ttl or settings.token_ttl_s
+    now = time.time()
+    print(tokens.mint(ring, args.role, args.subject, args.agency, ttl, now, args.patient))
+    return 0
+
+
+async def _revoke(settings: Settings, role: str, subject: str) -> int:
+    """Every token of the person issued until now is refused from now on, and the gateways
+    close her open connections."""
+    from adapters.storage.connection import RedisConnection
+
+    redis = RedisConnection.open(settings.redis_url)
+    try:
+        at = await redis.revocations(settings.keys).revoke(role, subject, time.time())
+    finally:
+        await redis.close()
+    print(f"{role} {subject}: tokens issued until {at:.0f} revoked")
     return 0
 
 
@@ -397,9 +417,14 @@ def _parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("token", help="issue a signed gateway token")
     tok.add_argument("--role", required=True, choices=["caregiver", "family", "dispatcher"])
     tok.add_argument("--subject", required=True)
-    tok.add_argument("--agency", required=True)
+    tok.add_argument("--agency", help="the agency the token is for (needed to issue one)")
     tok.add_argument("--patient", action="append", help="a relative a family member may see")
     tok.add_argument("--ttl", type=int, help="seconds (default: CAREKNOT_TOKEN_TTL_S)")
+    tok.add_argument(
+        "--revoke",
+        action="store_true",
+        help="revoke every token of ROLE SUBJECT issued until now (open connections close)",
+    )
     tok.set_defaults(func=cmd_token)
 
     incident = sub.add_parser("incident", help="look into an incident")
