@@ -242,6 +242,10 @@ _HALL = ROOM[FRONT_DOOR_ROOM]
 _MOTION = KIND["motion"]
 _BED_IN, _BED_OUT = _BED
 _DOOR_OPEN = KIND["door_open"]
+_CHAIR_IN, _CHAIR_OUT = KIND["chair_in"], KIND["chair_out"]
+_DOOR_CLOSED = KIND["door_closed"]
+_LEAVING_S = 60.0
+"""No motion in the hall this long after the front door closed: she is out."""
 _LABEL_BEFORE = 6
 _LABEL_AFTER = 24
 """A labelled false alarm counts for the slots from 30 min before it to two hours after it."""
@@ -305,10 +309,18 @@ def _bed_word(tl: Timeline, n: int) -> int:
     return _rfind(tl, 0, n, lambda s: (kind[s] == _BED_IN) | (kind[s] == _BED_OUT))
 
 
-def _up_today(tl: Timeline, i0: int, n: int) -> float | None:
-    """:func:`routines.features.first_movement` over events ``[i0, n)``, the day so far."""
+def _up_today(tl: Timeline, i0: int, n: int, bed_tells: bool = False) -> float | None:
+    """:func:`routines.features.first_movement` over events ``[i0, n)``, the day so far. When
+    her bed tells when she gets up (``bed_tells``) and she was in bed as the day began, only
+    her ``bed_out`` counts: a pet in the hall at 05:00 is not her getting up."""
     kind, ts = tl.kind[i0:n], tl.ts[i0:n]
-    up = ts[(kind == _BED_OUT) | ((kind == _MOTION) & (tl.room[i0:n] != _BEDROOM))]
+    if bed_tells:
+        j = _bed_word(tl, i0)
+        bed_tells = j >= 0 and tl.kind[j] == _BED_IN
+    moved = kind == _BED_OUT
+    if not bed_tells:
+        moved |= (kind == _MOTION) & (tl.room[i0:n] != _BEDROOM)
+    up = ts[moved]
     if not len(up):
         return None
     back = ts[kind == _BED_IN]
@@ -370,6 +382,13 @@ class HourlyBaseline:
     bathroom_s: float = 0.0
     bathroom_longest_s: float = 0.0
     labels: int = 0
+    bed_days: float = 0.8
+    """Her bed tells when she gets up when it says so on at least this share of her days."""
+    bed_tells: bool = False
+    chair_longest_s: float = 0.0
+    pet_rooms: npt.NDArray[np.bool_] = field(
+        default_factory=lambda: np.zeros(len(ROOM), dtype=bool)
+    )
 
     def fit(self, history: Timeline, until: float, false_alarms: Sequence[FalseAlarm] = ()) -> None:
         tl = history.before(until)
@@ -387,9 +406,16 @@ class HourlyBaseline:
         )
         self._meals(_kitchen_slots(tl, days))
         self.meal_gap_at = np.full(SLOTS, self.min_meal_gap_s)
+        bounds = np.array([day_bounds(d, tl.zone) for d in days])
+        lo = np.searchsorted(tl.ts, bounds[:, 0], side="left")
+        hi = np.searchsorted(tl.ts, bounds[:, 1], side="left")
+        outs = np.concatenate(([0], np.cumsum(tl.kind == _BED_OUT)))
+        self.bed_tells = bool(np.mean(outs[hi] > outs[lo]) >= self.bed_days)
+        self._chair(tl, int(lo[0]), int(hi[-1]))
+        self._pets(tl, int(lo[0]), int(hi[-1]), len(days))
         ups = []
-        for d in days:
-            up = first_movement(tl, d)
+        for d, a, b in zip(days, lo.tolist(), hi.tolist(), strict=True):
+            up = _up_today(tl, a, b, self.bed_tells)
             ups.append(np.inf if up is None else up - day_bounds(d, tl.zone)[0])
         self.up_offsets = np.array(ups)
         self.up_weekend = np.array([d.weekday() >= WEEKEND for d in days])
@@ -474,8 +500,8 @@ class HourlyBaseline:
         k = min(SLOTS - 1, int((now - start) // STEP_S))
         i0 = int(np.searchsorted(tl.ts, start, side="left"))
         out: list[Detection] = []
-        up = _up_today(tl, i0, n)
-        gone = _out(tl, n)
+        up = _up_today(tl, i0, n, self.bed_tells)
+        gone = _out(tl, n) or (bool(self.pet_rooms.any()) and self._left(tl, n, now))
         if up is None:
             weekend = day.weekday() >= WEEKEND
             up_by = self.up_by_weekend_s if weekend else self.up_by_weekday_s
@@ -485,16 +511,24 @@ class HourlyBaseline:
             last = float(tl.ts[n - 1])
             s = now - last
             if s >= self.still_at[k] and not gone and not self._in_bed(tl, n):
-                shorter = int(np.sum(self.still_max[:, k] < s))
-                out.append(
-                    Detection(
-                        "inactivity",
-                        last,
-                        f"no movement since {hhmm(last, tl)} ({duration(s)}); on {shorter} of"
-                        f" the last {self.days} days she moved within {duration(s)} at this"
-                        " time of day",
+                chair = self._in_chair(tl, n)
+                if not chair or s >= self.chair_longest_s + self.margin_s:
+                    shorter = int(np.sum(self.still_max[:, k] < s))
+                    told = (
+                        f"; she sat down in her chair then, and her longest nap there in"
+                        f" {self.days} days was {duration(self.chair_longest_s)}"
+                        if chair
+                        else ""
                     )
-                )
+                    out.append(
+                        Detection(
+                            "inactivity",
+                            last,
+                            f"no movement since {hhmm(last, tl)} ({duration(s)}); on {shorter}"
+                            f" of the last {self.days} days she moved within {duration(s)} at"
+                            f" this time of day{told}",
+                        )
+                    )
             meal = self._missed_meal(tl, now, start, k, i0, n, gone)
             if meal is not None:
                 out.append(meal)
@@ -519,6 +553,40 @@ class HourlyBaseline:
                         )
                     )
         return out
+
+    def _chair(self, tl: Timeline, lo: int, hi: int) -> None:
+        """Her longest stillness from sitting down in her chair (a ``chair_in``, then no event
+        at all) over events ``[lo, hi)``: a nap in the chair, where no PIR sees her."""
+        kind, ts = tl.kind[lo:hi], tl.ts[lo:hi]
+        sat = np.flatnonzero(kind[:-1] == _CHAIR_IN)
+        self.chair_longest_s = float(np.max(ts[sat + 1] - ts[sat])) if len(sat) else 0.0
+
+    def _pets(self, tl: Timeline, lo: int, hi: int, nights: int) -> None:
+        """The rooms whose PIRs fire while she is in bed, on average once a night or more: a pet
+        (or someone else) there, whose motion is not hers."""
+        kind, room = tl.kind[lo:hi], tl.room[lo:hi]
+        words = np.flatnonzero((kind == _BED_IN) | (kind == _BED_OUT))
+        last = np.searchsorted(words, np.arange(len(kind)), side="right") - 1
+        in_bed = (last >= 0) & (kind[words[np.maximum(last, 0)]] == _BED_IN)
+        seen = room[in_bed & (kind == _MOTION) & (room != _BEDROOM)].astype(np.int64)
+        self.pet_rooms = np.bincount(seen, minlength=len(ROOM)) >= max(1, nights)
+
+    def _left(self, tl: Timeline, n: int, now: float) -> bool:
+        """In a home with a pet: her last event not the pet's was the front door, and no motion
+        in the hall in the minute after it closed: she went out (the pet stays)."""
+        kind, room, pets = tl.kind, tl.room, self.pet_rooms
+        j = _rfind(tl, 0, n, lambda s: (kind[s] != _MOTION) | ~pets[room[s]])
+        if j < 0 or room[j] != _HALL or kind[j] not in (_DOOR_OPEN, _DOOR_CLOSED):
+            return False
+        shut = float(tl.ts[j])
+        if now < shut + _LEAVING_S:
+            return False
+        s = tl.span(float(np.nextafter(shut, np.inf)), shut + _LEAVING_S)
+        return not np.any((room[s] == _HALL) & (kind[s] == _MOTION))
+
+    def _in_chair(self, tl: Timeline, n: int) -> bool:
+        """Her last event was sitting down in her chair: she has not stirred since."""
+        return bool(n) and tl.kind[n - 1] == _CHAIR_IN
 
     def _in_bed(self, tl: Timeline, n: int) -> bool:
         """The bed sensor's last word was that she got in: her stillness is sleep or rest."""
