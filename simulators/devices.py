@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import orjson
 
 from adapters.mqtt import wire
+from adapters.mqtt.access import BrokerAccess
 
 log = logging.getLogger(__name__)
 
@@ -82,27 +83,43 @@ def status_topic(agency_id: str, device_id: str) -> str:
     return f"ck/{agency_id}/dev/{device_id}/status"
 
 
-async def live(host: str, port: int, agency_id: str, device_id: str, lives: DeviceLives) -> None:
-    """One device on a connection of its own, for ever: connected with its will, born,
-    beating; at a drop its connection cut without DISCONNECT (the broker publishes the will);
-    connected again once its life says it is back."""
+async def live(
+    access: BrokerAccess,
+    agency_id: str,
+    device_id: str,
+    lives: DeviceLives,
+    credentials: tuple[str | None, str | None] = (None, None),
+) -> None:
+    """One device on a connection of its own, for ever: connected with its will (and its
+    ``credentials``, username and password), born, beating; at a drop its connection cut
+    without DISCONNECT (the broker publishes the will); connected again once its life says it
+    is back."""
     topic = status_topic(agency_id, device_id)
     while True:
         if not lives.online(device_id, time.time()):
             await asyncio.sleep(5.0)
             continue
         try:
-            await _connected(host, port, topic, device_id, lives)
+            await _connected(access, topic, device_id, lives, credentials)
         except (OSError, asyncio.IncompleteReadError) as exc:
             log.debug("%s: %r", device_id, exc)
             await asyncio.sleep(5.0)
 
 
-async def _connected(host: str, port: int, topic: str, device_id: str, lives: DeviceLives) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+async def _connected(
+    access: BrokerAccess,
+    topic: str,
+    device_id: str,
+    lives: DeviceLives,
+    credentials: tuple[str | None, str | None],
+) -> None:
+    reader, writer = await asyncio.open_connection(
+        access.host, access.port, ssl=access.ssl_context()
+    )
     try:
-        will = (topic, b"offline")
-        writer.write(wire.connect(f"sim-{device_id}", keepalive=int(HEARTBEAT_S * 2), will=will))
+        will, (user, password) = (topic, b"offline"), credentials
+        keepalive = int(HEARTBEAT_S * 2)
+        writer.write(wire.connect(f"sim-{device_id}", user, password, keepalive, will=will))
         if not wire.connack_accepted(await reader.readexactly(4)):
             raise OSError("the broker refused the connection")
         writer.write(wire.publish(topic, b"online", 1, retain=True))

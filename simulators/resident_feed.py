@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 import orjson
 
+from adapters.mqtt.dynsec import Kind
 from kernel.backoff import Backoff
 from kernel.contracts import ACTIVITY_EVENT_TYPES
 from kernel.settings import Settings
@@ -34,6 +35,7 @@ from simulators.households import (
     plan_fall,
     seeded_event,
 )
+from simulators.links import Links, Publishing, provision
 from simulators.residents import ZONE, home_devices
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ async def seed_history(
 
 
 async def publish_due(
-    mq: aiomqtt.Client,
+    mq: Publishing,
     households: Sequence[Household],
     agency: str,
     start: float,
@@ -113,10 +115,18 @@ async def live(
     *,
     seed: int,
     fall_after_min: float | None = None,
+    links: Links | None = None,
 ) -> None:
     """The residents for ever: their history seeded up to ``start`` (and up to the moment it
     is done), the asked-for fall planned, then their events published as they happen,
-    reconnecting to the broker when it goes away."""
+    reconnecting to the broker when it goes away. Their sensors are given credentials of their
+    own as their history is seeded, where ``links`` publishes each device on its own
+    connection (the broker is ours: ``simulators.links``)."""
+    links = links or Links(settings)
+    sensors: list[tuple[Kind, str]] = [
+        ("dev", d) for h in households for d in home_devices(h.patient_id)
+    ]
+    given = asyncio.create_task(provision(settings, agency, sensors)) if links.own else None
     kept = await seed_history(settings, households, agency, start - HISTORY_DAYS * DAY_S, start)
     caught_up = time.time()
     kept += await seed_history(settings, households, agency, start, caught_up)
@@ -133,10 +143,12 @@ async def live(
                 _local(fall.at),
                 _local(fall.help_at),
             )
+    if given is not None:
+        links.add(await given)
     cursor, backoff = caught_up, Backoff()
     while True:
         try:
-            async with aiomqtt.Client(hostname=settings.mqtt_host, port=settings.mqtt_port) as mq:
+            async with links.connected() as mq:
                 backoff.reset()
                 while True:
                     now = time.time()

@@ -39,6 +39,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
+from adapters.mqtt.access import BrokerAccess
 from adapters.mqtt.frames import Publish, PublishSplitter
 from kernel.errors import BrokerUnavailable
 
@@ -255,6 +256,7 @@ async def subscribed(
     max_publish_bytes: int | None = None,
     inbox_capacity: int = INBOX_CAPACITY,
     session: str | None = None,
+    access: BrokerAccess | None = None,
 ) -> AsyncIterator[BatchingClient]:
     """A connection to the broker at ``host:port`` subscribed to ``topics``; raises
     :class:`BrokerUnavailable` when it cannot be made (its batches do when it is lost).
@@ -264,6 +266,7 @@ async def subscribed(
     ``session`` is the client id of a persistent session (clean session off): the broker keeps
     its subscriptions and queues what comes for it while it is away, and sends again what a
     lost connection of it did not acknowledge; None: a clean session of a random id.
+    ``access``: the credentials and TLS to connect with (its host and port are ``host:port``'s).
 
     MQTT 3.1.1: Mosquitto shares its subscriptions (``$share/...``) as it does MQTT 5's, and its
     PUBLISH packets carry no properties, so :mod:`adapters.mqtt.frames` reads them as they are
@@ -276,6 +279,7 @@ async def subscribed(
         clean_session=session is None,
         max_publish_bytes=max_publish_bytes,
         inbox_capacity=inbox_capacity,
+        **(access.client_options() if access is not None else {}),
     )
     try:
         async with client:
@@ -286,12 +290,19 @@ async def subscribed(
         raise BrokerUnavailable(f"mqtt: {host}:{port}: {exc}") from exc
 
 
-async def end_session(host: str, port: int, session: str) -> None:
+async def end_session(
+    host: str, port: int, session: str, access: BrokerAccess | None = None
+) -> None:
     """End the persistent session ``session`` for good (an ingest process retired): the broker
     forgets its subscriptions and what it queued for it. :class:`BrokerUnavailable` when the
     broker does not answer."""
     ending = aiomqtt.Client(
-        host, port, identifier=session, clean_session=True, protocol=aiomqtt.ProtocolVersion.V311
+        host,
+        port,
+        identifier=session,
+        clean_session=True,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        **(access.client_options() if access is not None else {}),
     )
     try:
         async with ending:

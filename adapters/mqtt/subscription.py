@@ -28,6 +28,7 @@ from contextlib import AsyncExitStack, aclosing
 from functools import partial
 from types import TracebackType
 
+from adapters.mqtt.access import BrokerAccess
 from adapters.mqtt.client import INBOX_CAPACITY, BatchingClient, subscribed
 from adapters.mqtt.frames import Publish
 from kernel.backoff import Backoff
@@ -61,9 +62,10 @@ class Subscription:
         max_publish_bytes: int | None = None,
         inbox_capacity: int = INBOX_CAPACITY,
         session: str | None = None,
+        access: BrokerAccess | None = None,
     ) -> None:
         self.name, self.topics, self.session = name, list(topics), session
-        self._host, self._port = host, port
+        self._host, self._port, self._access = host, port, access
         self._max_publish_bytes, self._inbox_capacity = max_publish_bytes, inbox_capacity
         self._start_timeout_s = start_timeout_s
         self._backoff = backoff or Backoff(RECONNECT_FIRST_S, RECONNECT_CAP_S)
@@ -144,6 +146,7 @@ class Subscription:
                     max_publish_bytes=self._max_publish_bytes,
                     inbox_capacity=self._inbox_capacity,
                     session=self.session,
+                    access=self._access,
                 )
                 self._client = await self._connection.enter_async_context(connecting)
                 return self._client

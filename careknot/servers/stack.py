@@ -6,11 +6,13 @@ import atexit
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+from adapters.mqtt.access import access_of
 from careknot.servers.embedded import Launcher, Started
 from careknot.servers.postgres import start_postgres
 from careknot.servers.probes import (
@@ -21,6 +23,7 @@ from careknot.servers.probes import (
     redis_answers,
 )
 from careknot.servers.processes import START_TIMEOUT_S
+from kernel.errors import BrokerUnavailable
 from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class ServerStack:
         fresh_kafka: bool = False,
         use_installed: bool | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
+        mqtt_identity: bool = False,
     ) -> None:
         mode = os.environ.get("CAREKNOT_EMBEDDED", "")
         if force_embedded is None:
@@ -56,6 +60,7 @@ class ServerStack:
         self._workdir = Path(workdir)
         self._force = force_embedded
         self._fresh_kafka = fresh_kafka
+        self._mqtt_identity = mqtt_identity
         self._launcher = Launcher(
             self._workdir, use_installed=use_installed, timeout=start_timeout_s
         )
@@ -101,9 +106,16 @@ class ServerStack:
     # -------------------------------------------------------- each server
 
     def _mqtt(self) -> dict[str, Any]:
-        if self._reuse("mqtt", self._settings.mqtt_url, mqtt_answers, self._force):
+        s = self._settings
+        if self._reuse("mqtt", s.mqtt_url, partial(_mqtt_answers_as, s), self._force):
+            if self._mqtt_identity:
+                log.info(
+                    "mqtt: a broker not started here: devices' and phones' credentials are not"
+                    " provisioned (the services connect as %s)",
+                    s.mqtt_username or "an anonymous client",
+                )
             return {}
-        return self._started("mqtt", self._launcher.mqtt())
+        return self._started("mqtt", self._launcher.mqtt(identity=self._mqtt_identity))
 
     def _redis(self) -> dict[str, Any]:
         url = self._settings.redis_url
@@ -140,3 +152,18 @@ class ServerStack:
     def _started(self, server: str, started: Started) -> dict[str, Any]:
         self._report.append((server, f"embedded: {started.how}", started.url))
         return started.update
+
+
+def _mqtt_answers_as(settings: Settings, url: str) -> bool:
+    """Whether the broker at ``url`` accepts the services' credentials (the settings')."""
+    try:
+        access = access_of(settings)
+    except BrokerUnavailable:  # its password file cannot be read
+        return False
+    if access.username:
+        who = quote(access.username, safe="")
+        if access.password:
+            who += ":" + quote(access.password, safe="")
+        parts = urlsplit(url)
+        url = parts._replace(netloc=f"{who}@{parts.hostname}:{access.port}").geturl()
+    return mqtt_answers(url)
