@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from adapters.storage.alarms import AlarmStore
 from adapters.storage.postgres import Database
+from adapters.storage.revocations import Revocations
 from alarms.ladder import Ladder, Step
 from careknot.up import settings_env
 from kernel import tokens
@@ -59,6 +62,36 @@ def test_token_issues_a_token_the_gateway_accepts(stack_settings: Settings) -> N
         ["p1"],
     )
     assert time.time() + 590 < claims.exp <= time.time() + 600
+
+
+def test_token_will_not_sign_with_the_public_development_key(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    public = stack_settings.model_copy(
+        update={"token_keys": "", "token_keys_file": str(tmp_path / "none")}
+    )
+    done = careknot(public, "token", "--role", "family", "--subject", "f", "--agency", "a")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert "development" in done.stderr
+    told = public.model_copy(update={"development": True})
+    done = careknot(told, "token", "--role", "family", "--subject", "f", "--agency", "a")
+    assert done.returncode == 0, done.stderr
+
+
+async def test_token_revoke_refuses_a_persons_tokens_issued_until_now(
+    stack_settings: Settings,
+) -> None:
+    before = time.time()
+    done = careknot(stack_settings, "token", "--role", "caregiver", "--subject", "cg-r", "--revoke")
+    assert done.returncode == 0, done.stderr
+    redis = aioredis.Redis.from_url(stack_settings.redis_url)
+    try:
+        revocations = Revocations(redis, stack_settings.keys)
+        at = await revocations.revoked_before("caregiver", "cg-r")
+        assert at is not None and before <= at <= time.time()
+        assert await revocations.revoked_before("caregiver", "cg-other") is None
+    finally:
+        await redis.aclose()
 
 
 def test_token_refuses_an_unknown_role(stack_settings: Settings) -> None:
