@@ -266,3 +266,71 @@ def test_the_front_door_after_a_fall_is_help_coming_not_night_wandering() -> Non
     ]
     tl = fitted(base, wander)
     assert [d.kind for d in base.score(tl, at(after, 2, 10))] == ["night_wandering"]
+
+
+def chair_nap(day: date, until_h: float, seat: bool = True) -> list[Reading]:
+    """A regular day but still from 14:00 to ``until_h``: sat down in her chair (``seat``), or
+    last seen by the lounge PIR."""
+    still = [
+        e
+        for e in regular_day(day, np.random.default_rng(6))
+        if not at(day, 14) <= e.ts < at(day, 0, until_h * 60)
+    ]
+    kind = "chair_in" if seat else "motion"
+    return [*still, Reading(at(day, 14), "lounge", kind)]
+
+
+def test_a_still_nap_in_her_chair_is_rest_up_to_her_longest_and_not_beyond() -> None:
+    naps = {FIRST + timedelta(days=10)}
+    rng = np.random.default_rng(3)
+    past = [
+        e
+        for d in (FIRST + timedelta(days=i) for i in range(28))
+        for e in (chair_nap(d, 15.5) if d in naps else regular_day(d, rng))
+    ]
+
+    def inactivity(today: list[Reading]) -> list[Detection]:
+        base = HourlyBaseline()
+        tl = fitted(base, past + today)
+        return [d for _, d in day_scores(base, tl, SCORED) if d.kind == "inactivity"]
+
+    assert inactivity(chair_nap(SCORED, 15.4)) == []
+    assert inactivity(chair_nap(SCORED, 15.4, seat=False))
+    told = inactivity(chair_nap(SCORED, 17.5))
+    assert told
+    assert "she sat down in her chair then, and her longest nap there" in told[0].explanation
+
+
+def with_pet(day: date) -> list[Reading]:
+    """A regular day, and a pet in the lounge and the kitchen while she is in bed."""
+    night = day + timedelta(days=1)
+    return [
+        *regular_day(day, np.random.default_rng(day.toordinal())),
+        Reading(at(night, 1, 10), "lounge", "motion"),
+        Reading(at(night, 2, 40), "kitchen", "motion"),
+        Reading(at(night, 3, 20), "lounge", "motion"),
+    ]
+
+
+def goes_out(day: date, back_in: bool) -> list[Reading]:
+    """Out of the front door at 10:00 and the pet in the lounge at 10:30; or (``back_in``) the
+    door, then her in the hall: she did not go."""
+    morning = [e for e in with_pet(day) if e.ts < at(day, 9, 55)]
+    door = [
+        Reading(at(day, 9, 58), "hall", "motion"),
+        Reading(at(day, 10), "hall", "door_open"),
+        Reading(at(day, 10, 0.3), "hall", "door_closed"),
+    ]
+    hall = [Reading(at(day, 10, 0.6), "hall", "motion")] if back_in else []
+    return [*morning, *door, *hall, Reading(at(day, 10, 30), "lounge", "motion")]
+
+
+def test_in_a_home_with_a_pet_the_front_door_then_a_quiet_hall_is_her_going_out() -> None:
+    past = [e for i in range(28) for e in with_pet(FIRST + timedelta(days=i))]
+    base = HourlyBaseline()
+    tl = fitted(base, past + goes_out(SCORED, back_in=False))
+    assert base.pet_rooms.tolist() == [False, False, True, True, False]
+    noon = [at(SCORED, 12, m) for m in range(0, 180, 5)]
+    assert not [d for t in noon for d in base.score(tl, t)]
+    tl = fitted(base, past + goes_out(SCORED, back_in=True))
+    assert {d.kind for t in noon for d in base.score(tl, t)} >= {"inactivity"}
