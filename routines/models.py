@@ -1,18 +1,21 @@
 """Models of a resident's routine, each learnt from her own past days, each saying when now is
 not like them and why, in words a person can act on.
 
-Three families, one shape (:class:`RoutineModel`): ``fit(history, until)`` learns from the events
-strictly before ``until`` (never the day it will score), and ``score(timeline, now)`` reads the
-events at or before ``now`` and returns :class:`Detection` s (kind, a start estimate, an
-explanation). ``score`` is pure and stateless, so it can run every few minutes when nothing
-arrives: silence is the signal.
+Three families, one shape (:class:`RoutineModel`): ``fit(history, until, false_alarms=())`` learns
+from the events strictly before ``until`` (never the day it will score) and from the false alarms
+a dispatcher labelled (:class:`FalseAlarm`), and ``score(timeline, now)`` reads the events at or
+before ``now`` and returns :class:`Detection` s (kind, a start estimate, an explanation).
+``score`` is pure and stateless, so it can run every few minutes when nothing arrives: silence
+is the signal.
 
 - :class:`Rule`: fixed thresholds, the telecare vocabulary (no movement for 4 h in the day, not up
   by 10:00, front door between 00:00 and 05:00, an hour in the bathroom, no kitchen by 13:00).
-- :class:`HourlyBaseline`: per 5 minutes of her day, how long she is usually still (and how long
-  since the kitchen), when she usually gets up, how often the front door opens at night and how
-  long she stays in the bathroom; now is anomalous when it would be rare for that time of day
-  over her last 28 days.
+- :class:`HourlyBaseline`: per 5 minutes of her day, how long she is usually still, when she is
+  usually in the kitchen (her meals), when she usually gets up, how often the front door opens at
+  night and how long she stays in the bathroom; now is anomalous when it would be rare for that
+  time of day over her last 28 days. Rest is not stillness: in bed, a still nap in her chair up
+  to her longest, out of the house. A labelled false alarm raises her thresholds where it was
+  raised.
 - :class:`DayWindowLOF`: the day so far as a vector (:func:`routines.features.day_window`)
   against the same hour of her past days, by Local Outlier Factor: days unlike her days (less
   activity over days, a late morning, a drift) for care review.

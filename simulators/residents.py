@@ -32,7 +32,12 @@ Anomalies (ground truth in :attr:`ResidentHistory.anomalies`), none in the first
 - ``long_bathroom``: an hour or two in the bathroom, where she usually spends minutes;
   ``start`` and ``end`` the stay.
 
-Times of day are local to the home's zone (:data:`ZONE`); the days are its calendar days.
+Times of day are local to the home's zone (:data:`ZONE`) by the wall clock, the day the clocks
+change too; the days are its calendar days.
+
+With ``routine_change`` (off by default) her week changes from a day drawn apart from the rest
+of the seed (her days before it are those without it, in :attr:`ResidentHistory.changed_at`):
+a weekday at a day centre (out from about 09:45 to 15:30, lunch there) and a new weekly visitor.
 
 :func:`device_messages` turns a home's events into what its devices publish on MQTT
 (``ck/{agency}/dev/{device}/evt``, ``DeviceEventPayload``), for a live simulator to send.
