@@ -51,7 +51,7 @@ def fast_fix(r: Route, payload: bytes, now: float, limits: Limits) -> bytes | No
         return None
     if type(raw) is not dict:
         return None
-    fix = _plain_location(raw, now + limits.max_clock_skew_s)
+    fix = _plain_location(raw, now + limits.max_fix_ahead_s)
     if fix is None:
         return None
     fix.update(

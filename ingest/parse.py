@@ -74,6 +74,10 @@ bytes) and a QoS 1 packet id."""
 class Limits:
     max_payload_bytes: int = 4096
     max_clock_skew_s: float = 300.0
+    max_fix_ahead_s: float = 30.0
+    """How far ahead of ours a phone's fix may be stamped (its clock is GPS or network time):
+    one stamped further would stand as her newest position, every true fix after it out of
+    order, until our clock caught up with it."""
 
     @property
     def max_publish_bytes(self) -> int:
@@ -167,8 +171,10 @@ def parse_location(r: Route, topic: str, payload: bytes, now: float, limits: Lim
 def location_fix(
     loc: LocationPayload, agency: str, caregiver: str, topic: str, now: float, limits: Limits
 ) -> FixEvent:
-    """The fix a caregiver's validated location makes, unless its clock is too far ahead."""
-    _check_clock(loc.tst, now, limits, topic)
+    """The fix a caregiver's validated location makes, unless its clock is too far ahead
+    (more than ``limits.max_fix_ahead_s``)."""
+    if loc.tst > now + limits.max_fix_ahead_s:
+        raise RejectedPayload("from_future", f"tst {loc.tst} is ahead of {now}", topic=topic)
     return FixEvent(
         event_id=f"{caregiver}:{loc.tst}",
         agency_id=agency,

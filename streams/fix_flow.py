@@ -90,7 +90,7 @@ class FixPipeline:
         self.keeper = VisitKeeper(s, rt.db, rt.redis)
         self.last = LastAccepted()
         self.history = History(rt.db)
-        self.policies = AgencyPolicies(QualityPolicy(max_future_s=s.max_clock_skew_s))
+        self.policies = AgencyPolicies(QualityPolicy(max_future_s=s.max_fix_ahead_s))
         self.throttle = outbox.LocationThrottle()
 
     def forget(self) -> None:

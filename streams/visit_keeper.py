@@ -81,7 +81,7 @@ class VisitKeeper:
         self._config = TrackerConfig(
             min_dwell_in_s=settings.visit_dwell_in_s, min_dwell_out_s=settings.visit_dwell_out_s
         )
-        self._policies = AgencyPolicies(QualityPolicy(max_future_s=settings.max_clock_skew_s))
+        self._policies = AgencyPolicies(QualityPolicy(max_future_s=settings.max_fix_ahead_s))
         self._clock = clock
         self._trackers: dict[str, FenceTracker] = {}
         self._saved: dict[str, _Saved] = {}  # what Redis holds of each tracker kept in memory
