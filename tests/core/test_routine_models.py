@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from routines.features import Reading, Timeline
+from routines.evaluation import alarms
+from routines.features import Reading, Timeline, day_bounds, resident_day
 from routines.models import (
     DayWindowLOF,
     Detection,
@@ -18,9 +19,11 @@ from routines.models import (
     RoutineModel,
     Rule,
 )
+from simulators.residents import simulate_home
 
 LONDON = ZoneInfo("Europe/London")
 FIRST = date(2026, 9, 1)
+START = datetime(2026, 9, 1, tzinfo=LONDON).timestamp()
 
 
 def at(day: date, hh: int, mm: float = 0.0) -> float:
@@ -334,3 +337,28 @@ def test_in_a_home_with_a_pet_the_front_door_then_a_quiet_hall_is_her_going_out(
     assert not [d for t in noon for d in base.score(tl, t)]
     tl = fitted(base, past + goes_out(SCORED, back_in=True))
     assert {d.kind for t in noon for d in base.score(tl, t)} >= {"inactivity"}
+
+
+def test_a_change_in_her_week_raises_no_flood_of_alarms_and_is_learnt_within_weeks() -> None:
+    """Simulated homes whose week changes (a day-centre day, a new visitor) and nothing goes
+    wrong: every alarm is false. Over the three weeks after the change, few, and fewer in the
+    last two than the first."""
+    by_week = [0, 0, 0]
+    homes = 6
+    for home in range(homes):
+        h = simulate_home(home, 60, 3, START, anomaly_rate=0.0, routine_change=True)
+        assert h.changed_at is not None
+        tl = Timeline.of(h.events, h.zone)
+        first = resident_day(h.changed_at + 12 * 3600.0, tl.zone)
+        raised: list[tuple[float, Detection]] = []
+        for offset in range(21):
+            lo, hi = day_bounds(first + timedelta(days=offset), tl.zone)
+            base = HourlyBaseline()
+            base.fit(tl, lo)
+            for t in np.arange(lo, min(hi, h.midnights[-1]), 300.0).tolist():
+                if not any(a <= t < b for a, b in h.away):
+                    raised.extend((t, d) for d in base.score(tl, t))
+        for a in alarms(home, raised):
+            by_week[int((a.at - h.changed_at) // (7 * 86_400.0))] += 1
+    assert sum(by_week) <= 0.05 * 21 * homes
+    assert by_week[1] + by_week[2] <= 2 * max(by_week[0], 1)
