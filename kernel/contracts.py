@@ -293,6 +293,22 @@ class DispatcherCommand(BaseModel):
         return f"dispatcher:{self.dispatcher_id}"
 
 
+class AccessRecord(BaseModel):
+    """Someone read what a recipient is sent (a patient's family channel, an agency's
+    dispatchers', a caregiver's): as the gateway produces it to the access-log topic when a
+    connection is authenticated, and the audit keeps it."""
+
+    record_id: str
+    agency_id: str
+    role: Role
+    subject: str
+    recipient: str
+    patient_id: str | None = None
+    via: Literal["gateway", "api"] = "gateway"
+    what: Literal["connected", "refreshed"] = "connected"
+    at: float
+
+
 ROUTINE_MONITOR = "routine-monitor"
 """The dispatcher id of the commands the routine monitor sends itself."""
 AlarmCommandKind = Literal["acknowledge", "clear", "false_alarm", "open_incident"]

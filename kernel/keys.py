@@ -53,7 +53,11 @@ DEVICE_STATUS = "device-status"
 HOME_ACTIVITY = "home-activity"
 """Ambient sensors' events (motion, doors), keyed by device: a home's routine, the flood beside
 the device events that act (falls, SOS calls, dispensers), which the dispatch worker alone reads."""
+ACCESS_LOG = "access-log"
+"""Who read what through the gateway (a connection to a recipient's messages), keyed by
+recipient: kept in Postgres by the devices worker."""
 TOPICS = (
+    ACCESS_LOG,
     FIXES,
     PRESENCE,
     DEVICE_EVENTS,

@@ -4,7 +4,8 @@ A worker's role is ``dispatch`` (emergencies, answers, commands and the offer ti
 ``streams.dispatch_flow``), ``fixes`` (positions, presence and visits: ``streams.fix_flow``),
 ``devices`` (the home devices' health: ``streams.device_health_flow``; vitals:
 ``streams.vitals_flow``; each home's event history: ``streams.device_history_flow``; each home's
-routine: ``streams.routine_flow``) or
+routine: ``streams.routine_flow``; who read what through the gateway:
+``streams.access_log_flow``) or
 ``all``. ``careknot up`` runs one of each of the first three, so
 an emergency never waits behind a batch of fixes or vitals in the same event loop; each role
 has its own consumer group, so workers of one role share its partitions (but the devices'
@@ -25,10 +26,12 @@ from adapters.faust_transport import LowLatencyTransport
 from kernel.errors import StorageError
 from kernel.settings import Settings
 from streams import (
+    access_log_flow,
     device_health_flow,
     device_history_flow,
     dispatch_flow,
     fix_flow,
+    retention_flow,
     routine_flow,
     vitals_flow,
 )
@@ -103,9 +106,11 @@ def _agents(app: CareKnotApp, rt: Runtime, s: Settings, role: WorkerRole) -> Non
         dispatch_flow.register(app, rt, s, topic)
     if role in ("all", "fixes"):
         fix_flow.register(app, rt, s, topic)
+        retention_flow.register(app, rt, s)
     if role in ("all", "devices"):
         device_health_flow.register(app, rt, s, topic)
         vitals_flow.register(app, rt, s, topic)
+        access_log_flow.register(app, rt, s, topic)
         routines = routine_flow.register(app, rt, s)
         device_history_flow.register(app, rt, s, topic, routine_flow.feed(routines))
 

@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Literal
 
 import orjson
 from websockets.asyncio.server import ServerConnection
@@ -47,6 +48,7 @@ from ws_gateway.session import (
     Ping,
     Resolve,
     Resume,
+    access_record,
     ack_frame,
     administration_ack_frame,
     auth_ok_frame,
@@ -244,7 +246,17 @@ class Conversations:
         if not reads_the_same(claims, conn.claims, conn.recipient):
             raise RejectedInput(FORBIDDEN, "a token of someone else, or for another recipient")
         conn.claims = claims
+        await self.record_access(claims, conn.recipient, "refreshed")
         await conn.ws.send(auth_ok_frame(claims), text=True)
+
+    async def record_access(
+        self, claims: Claims, recipient: str, what: Literal["connected", "refreshed"]
+    ) -> None:
+        """The audit's record of who reads ``recipient``'s messages, in Kafka before a message
+        is sent (raises :class:`StorageError` when Kafka does not take it: no record, no read)."""
+        record = access_record(claims, recipient, what, record_id=uuid.uuid4().hex, now=time.time())
+        value = record.model_dump_json().encode()
+        await self._producer.send_and_wait(keys.ACCESS_LOG, value, key=recipient)
 
     async def _resume(self, conn: Connection, last_seq: int, epoch: int | None) -> None:
         """A client's resume: what was kept after ``last_seq``; or, when its stream is gone

@@ -84,7 +84,7 @@ class Gateway:
     async def _start(self, stack: AsyncExitStack) -> None:
         settings = self.settings
         redis = await stack.enter_async_context(GatewayConnection.open(settings.redis_url))
-        await kafka.ensure_topics(settings, [keys.OFFER_ANSWERS, keys.DEADLETTER])
+        await kafka.ensure_topics(settings, [keys.OFFER_ANSWERS, keys.DEADLETTER, keys.ACCESS_LOG])
         producer = kafka.Producer(settings)
         await producer.start()
         stack.push_async_callback(producer.stop)
@@ -201,6 +201,7 @@ class Gateway:
                 raise AuthError(TOKEN_IN_URL)
             claims = await self._talk.authenticate(ws, bearer(ws.request.headers))
             recipient = resolve_recipient(claims, _param(query, "patient"))
+            await self._talk.record_access(claims, recipient, "connected")
         except AuthError as exc:
             await self._talk.refuse(ws, RejectedInput(UNAUTHORISED, str(exc)), CLOSE_UNAUTHORISED)
             return

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from kernel import recipients
 from kernel.contracts import (
     SEQ_MAX,
+    AccessRecord,
     Administration,
     AdministrationAction,
     AlarmCommand,
@@ -205,6 +206,29 @@ def reads_the_same(fresh: Claims, held: Claims, recipient: str) -> bool:
     if fresh.role != "family":
         return resolve_recipient(fresh) == recipient
     return recipient in {recipients.family_of(fresh.agency, p) for p in fresh.patients}
+
+
+def access_record(
+    claims: Claims,
+    recipient: str,
+    what: Literal["connected", "refreshed"],
+    *,
+    record_id: str,
+    now: float,
+) -> AccessRecord:
+    """The audit's record that ``claims``' holder reads ``recipient``'s messages (a family's
+    names its patient)."""
+    patient = recipient.rsplit(":", 1)[1] if claims.role == "family" else None
+    return AccessRecord(
+        record_id=record_id,
+        agency_id=claims.agency,
+        role=claims.role,
+        subject=claims.sub,
+        recipient=recipient,
+        patient_id=patient,
+        what=what,
+        at=now,
+    )
 
 
 def auth_ok_frame(claims: Claims) -> str:

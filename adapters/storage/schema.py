@@ -407,4 +407,62 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS care_reviews_of_agency ON care_reviews (agency_id, found_at);
         """,
     ),
+    (
+        13,
+        """
+        CREATE OR REPLACE FUNCTION append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+                USING ERRCODE = 'insufficient_privilege';
+        END $$;
+        CREATE TABLE IF NOT EXISTS access_log (
+            seq bigserial PRIMARY KEY,
+            record_id text NOT NULL UNIQUE,
+            agency_id text NOT NULL,
+            role text NOT NULL,
+            subject text NOT NULL,
+            recipient text NOT NULL,
+            patient_id text,
+            via text NOT NULL,
+            what text NOT NULL,
+            at timestamptz NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS access_log_of_patient ON access_log (patient_id, at);
+        CREATE INDEX IF NOT EXISTS access_log_of_agency ON access_log (agency_id, at);
+        DROP TRIGGER IF EXISTS events_append_only ON events;
+        CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
+            FOR EACH ROW EXECUTE FUNCTION append_only();
+        DROP TRIGGER IF EXISTS events_never_truncated ON events;
+        CREATE TRIGGER events_never_truncated BEFORE TRUNCATE ON events
+            FOR EACH STATEMENT EXECUTE FUNCTION append_only();
+        DROP TRIGGER IF EXISTS access_log_append_only ON access_log;
+        CREATE TRIGGER access_log_append_only BEFORE UPDATE OR DELETE ON access_log
+            FOR EACH ROW EXECUTE FUNCTION append_only();
+        DROP TRIGGER IF EXISTS access_log_never_truncated ON access_log;
+        CREATE TRIGGER access_log_never_truncated BEFORE TRUNCATE ON access_log
+            FOR EACH STATEMENT EXECUTE FUNCTION append_only();
+        """,
+    ),
+    (
+        14,
+        """
+        CREATE TABLE IF NOT EXISTS patient_keys (
+            patient_id text PRIMARY KEY,
+            wrapped bytea NOT NULL,
+            kek_id text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        ALTER TABLE patients ADD COLUMN IF NOT EXISTS name_sealed bytea;
+        ALTER TABLE patients ADD COLUMN IF NOT EXISTS forgotten_at timestamptz;
+        ALTER TABLE patients ALTER COLUMN name DROP NOT NULL;
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'patients_name_sealed'
+                           AND conrelid = 'patients'::regclass) THEN
+                ALTER TABLE patients ADD CONSTRAINT patients_name_sealed
+                    CHECK (name IS NULL) NOT VALID;
+            END IF;
+        END $$;
+        CREATE INDEX IF NOT EXISTS fixes_age ON fixes USING brin (ts);
+        """,
+    ),
 ]

@@ -157,6 +157,33 @@ async def test_bad_token_is_refused_with_4401(gateway: Gateway, settings: Settin
         assert await close_code(ws) == 4401
 
 
+async def test_each_read_is_recorded_for_the_audit_before_anything_is_sent(
+    gateway: Gateway, settings: Settings
+) -> None:
+    family = token(settings, "family", "f-audit", patients=["p-audit"])
+    async with client(gateway, token=family) as ws:
+        assert (await recv(ws))["type"] == "hello"
+        fresh = token(settings, "family", "f-audit", patients=["p-audit"])
+        await send(ws, {"type": "auth", "token": fresh})
+        assert (await recv(ws))["type"] == "auth_ok"
+    records = [
+        await consume(
+            settings,
+            "access-log",
+            lambda v: v.get("subject") == "f-audit" and v.get("what") == what,
+        )
+        for what in ("connected", "refreshed")
+    ]
+    for r in records:
+        assert r.pop("_key") == b"patient:a1:p-audit"
+        assert (r["role"], r["agency_id"], r["patient_id"], r["via"]) == (
+            "family",
+            "a1",
+            "p-audit",
+            "gateway",
+        )
+
+
 async def test_a_token_in_the_url_is_refused(gateway: Gateway, settings: Settings) -> None:
     """Proxies and logs keep URLs: a token there is refused, however genuine."""
     genuine = token(settings, "caregiver", "cg-url")

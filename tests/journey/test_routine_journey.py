@@ -23,12 +23,13 @@ import aiomqtt
 import orjson
 import pytest
 
+from adapters.storage.access_log import AccessLog, Read
 from adapters.storage.postgres import CaregiverRow, Database, PatientRow
 from adapters.storage.routines import RoutineStore
 from kernel.settings import Settings
 from tests.journey.harness import own_worker_ready, running_system
 from tests.routine_days import devices, write_days, zone_at
-from tests.support import Phone, free_port, is_type, scrape, token
+from tests.support import Phone, free_port, is_type, scrape, token, wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.journey]
 
@@ -166,3 +167,22 @@ async def test_the_devices_worker_serves_the_counts_of_its_watch(ready: Settings
     assert counts['careknot_routine_alarms_raised_total{kind="inactivity"}'] >= 2
     assert counts["careknot_routine_retrainings_total"] >= 2
     assert counts["careknot_routine_scorings_total"] > counts["careknot_routine_homes"]
+
+
+async def test_who_read_what_is_kept_by_the_devices_worker(ready: Settings) -> None:
+    s, reader = ready, f"rj-audit-{RUN}"
+    desk = await Phone.open(s, token(s, "dispatcher", reader, AGENCY))
+    await desk.close()
+
+    async def kept() -> list[Read] | None:
+        async with Database(s) as db:
+            reads = await AccessLog(db).of_patient(AGENCY, ROSE)
+        return [r for r in reads if r.subject == reader] or None
+
+    (read,) = await wait_for(kept, 30, "the dispatcher's read in the access log")
+    assert (read.role, read.recipient, read.via, read.what) == (
+        "dispatcher",
+        f"agency:{AGENCY}",
+        "gateway",
+        "connected",
+    )
