@@ -38,6 +38,7 @@ from ingest.parse import DEAD_LETTER_PAYLOAD_CHARS as INGEST_PAYLOAD_CHARS
 from kernel import keys
 from kernel.contracts import DeadLetter
 from kernel.errors import StorageError
+from kernel.redact import validation_detail
 from kernel.settings import Settings
 from streams.dead_letters import PAYLOAD_CHARS as WORKER_PAYLOAD_CHARS
 from streams.decoding import TOMBSTONE
@@ -126,8 +127,12 @@ def _decode(letter_id: LetterId, value: bytes | None) -> DeadLetter | None:
         if isinstance(raw, dict) and raw.get("reason") == REPLAYED and "replay_of" in raw:
             return ReplayRecord.model_validate(raw)
         return DeadLetter.model_validate(raw)
-    except (orjson.JSONDecodeError, ValidationError) as exc:
+    except orjson.JSONDecodeError as exc:
         log.warning("record %s of the dead-letter topic is no dead letter: %s", letter_id, exc)
+        return None
+    except ValidationError as exc:
+        why = validation_detail(exc)
+        log.warning("record %s of the dead-letter topic is no dead letter: %s", letter_id, why)
         return None
 
 

@@ -76,7 +76,12 @@ async def deliver(
             return
         except StorageError as exc:
             if time.monotonic() >= deadline:
-                log.error("device event given up after %.0f s: %s", deadline_s, value.decode())
+                log.error(
+                    "device event %s of device %s given up after %.0f s",
+                    event.event_id,
+                    event.device_id,
+                    deadline_s,
+                )
                 raise
             delay = backoff.next()
             log.warning("device event %s: %s; trying again in %.1f s", event.event_id, exc, delay)

@@ -38,7 +38,8 @@ def dead_letter(refused: Refused, source: str, now: float) -> DeadLetter:
 
 class DeadLetters:
     """The worker's dead-letter topic: a refused value is counted, then produced; one Kafka
-    does not take is logged with its payload, and the agent goes on. The producer is made
+    does not take is logged by its reason, source and size (never its payload, which may hold
+    a patient's data), and the agent goes on. The producer is made
     in :meth:`start`, inside the worker's event loop."""
 
     def __init__(self, settings: Settings, metrics: DeadLetterMetrics) -> None:
@@ -86,7 +87,13 @@ class DeadLetters:
         else:
             keyed = [(letter.reason, v) for letter, v in zip(letters, values, strict=True)]
             failures = await self._producer.send_all(keys.DEADLETTER, keyed)
-        for value, failure in zip(values, failures, strict=True):
+        for letter, failure in zip(letters, failures, strict=True):
             if failure is not None:
                 self.metrics.failed.inc()
-                log.error("dead letter not produced (%s): %s", failure, value.decode())
+                log.error(
+                    "dead letter not produced (%s): %s from %s, %d payload characters",
+                    failure,
+                    letter.reason,
+                    letter.source,
+                    len(letter.payload),
+                )

@@ -12,6 +12,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kernel.contracts import ANSWERS_AND_COMMANDS, AnswerOrCommand
+from kernel.redact import validation_detail
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def decode_split(model: type[M], values: Iterable[bytes | None]) -> Decoded[M]:
         try:
             out.taken.append(model.model_validate_json(value))
         except ValidationError as exc:
-            out.refused.append(Refused(value, UNDECODABLE, str(exc)))
+            out.refused.append(Refused(value, UNDECODABLE, validation_detail(exc)))
     return out
 
 
@@ -110,5 +111,6 @@ def decode_answer(value: bytes | None) -> AnswerOrCommand | Refused:
     try:
         return ANSWERS_AND_COMMANDS.validate_json(value)
     except ValidationError as exc:
-        log.error("%s answer or command on Kafka: %s", UNDECODABLE, exc)
-        return Refused(value, UNDECODABLE, str(exc))
+        detail = validation_detail(exc)
+        log.error("%s answer or command on Kafka: %s", UNDECODABLE, detail)
+        return Refused(value, UNDECODABLE, detail)

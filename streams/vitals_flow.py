@@ -183,7 +183,7 @@ class VitalsPipeline:
         if c.change == "clear":
             await self.alarms.clear(r.agency_id, source, c.kind)
             return
-        log.info("vitals: %s for patient %s (%s)", c.kind, r.patient_id, c.detail)
+        log.info("vitals: %s for patient %s", c.kind, r.patient_id)  # no readings in logs
         await self.alarms.raise_(
             r.agency_id, source, c.kind, c.rule.severity, r.patient_id, c.detail
         )
