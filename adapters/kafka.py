@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 
+from kernel import keys
 from kernel.errors import StorageError
 from kernel.settings import Settings
 
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:
-    """Create the missing topics among the logical ``names``, ``kafka_partitions`` each.
+    """Create the missing topics among the logical ``names``, ``kafka_partitions`` each; the
+    dead-letter topic keeps its records ``deadletter_keep_days`` (``retention.ms``: a topic
+    made before keeps the retention it was made with).
 
     Raises :class:`StorageError` when the broker cannot be reached or refuses a topic.
     """
@@ -40,7 +43,10 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:
         if not missing:
             return
         response = await admin.create_topics(
-            [NewTopic(name, settings.kafka_partitions, 1) for name in missing]
+            [
+                NewTopic(name, settings.kafka_partitions, 1, topic_configs=_configs(settings, name))
+                for name in missing
+            ]
         )
     except KafkaError as exc:
         raise StorageError(f"kafka: cannot create topics {wanted}: {exc}") from exc
@@ -51,6 +57,13 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:
         if code and error is not TopicAlreadyExistsError:  # lost a race: fine
             raise StorageError(f"kafka: cannot create topic {topic}: {message or error.__name__}")
     log.info("created Kafka topics %s", missing)
+
+
+def _configs(settings: Settings, topic: str) -> dict[str, str]:
+    """A topic's configuration at creation: how long the dead letters are kept."""
+    if topic == settings.keys.topic(keys.DEADLETTER):
+        return {"retention.ms": str(int(settings.deadletter_keep_days * 86_400_000))}
+    return {}
 
 
 def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:

@@ -202,6 +202,18 @@ def cmd_routines(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run(settings, args))
 
 
+def cmd_patient(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.patients import run
+
+    return _run(run(settings, args))
+
+
+def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from careknot.retention import run
+
+    return _run(run(settings, args))
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from careknot.bench import run_bench
 
@@ -452,8 +464,25 @@ def _parser() -> argparse.ArgumentParser:
     _add_deadletter(sub)
     _add_alarms(sub)
     _add_routines(sub)
+    _add_data(sub)
     _add_bench(sub)
     return p
+
+
+def _add_data(sub: Any) -> None:
+    """``patient forget PATIENT`` and ``retention run``: patients' data shredded, old data
+    deleted."""
+    patient = sub.add_parser("patient", help="a patient's sealed data")
+    forget = patient.add_subparsers(dest="what", required=True).add_parser(
+        "forget", help="delete her data key: her sealed fields can never be read again"
+    )
+    forget.add_argument("patient", metavar="PATIENT")
+    forget.add_argument("--actor", help="who asks (default: cli:USER), kept in the event log")
+    forget.set_defaults(func=cmd_patient)
+    retention = sub.add_parser("retention", help="delete what is kept beyond its time")
+    retention.add_subparsers(dest="what", required=True).add_parser(
+        "run", help="old fixes and raw vitals deleted now"
+    ).set_defaults(func=cmd_retention)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,15 +15,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from adapters.key_file import LocalKeyFile
 from adapters.storage.schema import MIGRATIONS
 from devices.kinds import KINDS, UNKNOWN_KIND, kind_of
+from kernel import sealing
 from kernel.errors import RejectedInput, StorageError
+from kernel.sealing import FORGOTTEN, UNREADABLE, KeyWrapper, Unsealable
 from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,8 @@ class PatientRow:
     lon: float
     zone: str = "Europe/London"
     """Her home's time zone (IANA): the routines' times of day are local to it."""
+    forgotten: bool = False
+    """Her data key deleted (``careknot patient forget``): her name reads :data:`FORGOTTEN`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +117,31 @@ class EventRow:
     payload: dict[str, Any]
 
 
-class Database:
-    """A pool on the namespace's schema; ``async with Database(settings) as db``."""
+NAME = "name"
+"""The sealed field of ``patients`` (``name_sealed``): the associated data names it."""
 
-    def __init__(self, settings: Settings, *, max_size: int = 10) -> None:
+
+class Database:
+    """A pool on the namespace's schema; ``async with Database(settings) as db``.
+
+    Patients' names are sealed (``kernel.sealing``) under a data key of each patient's own,
+    kept wrapped by ``kek`` (default: the local key file ``patient_kek_file``, read when a
+    name is first sealed or opened)."""
+
+    def __init__(
+        self, settings: Settings, *, max_size: int = 10, kek: KeyWrapper | None = None
+    ) -> None:
         self._settings = settings
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._kek = kek
+
+    @property
+    def kek(self) -> KeyWrapper:
+        """The key-encryption key of patients' data keys."""
+        if self._kek is None:
+            self._kek = LocalKeyFile(Path(self._settings.patient_kek_file))
+        return self._kek
 
     async def __aenter__(self) -> Database:
         schema = self._settings.namespace
@@ -187,7 +211,24 @@ class Database:
                         "INSERT INTO schema_migrations(version) VALUES ($1)", version
                     )
                     applied.append(version)
+            await self._seal_clear_names(conn)
         return applied
+
+    async def _seal_clear_names(self, conn: Conn) -> None:
+        """Seal the names registered before they were sealed (migration 14)."""
+        rows = await conn.fetch("SELECT id, name FROM patients WHERE name IS NOT NULL")
+        if not rows:
+            return
+        data_keys = await self._data_keys(conn, [r["id"] for r in rows])
+        await conn.executemany(
+            "UPDATE patients SET name = NULL, name_sealed = $2 WHERE id = $1",
+            [
+                (r["id"], sealing.seal(data_keys[r["id"]], r["id"], NAME, r["name"]))
+                for r in rows
+                if r["id"] in data_keys
+            ],
+        )
+        log.info("sealed the names of %d patients registered before sealing", len(rows))
 
     # ------------------------------------------------------------ registry
 
@@ -213,13 +254,94 @@ class Database:
         unknown = sorted({r.zone for r in rows if not known_zone(r.zone)})
         if unknown:
             raise RejectedInput("unknown_zone", f"time zones {unknown} are not IANA zones")
-        await self.pool.executemany(
-            "INSERT INTO patients(id, agency_id, name, lat, lon, zone)"
-            " VALUES ($1, $2, $3, $4, $5, $6)"
-            " ON CONFLICT (id) DO UPDATE SET agency_id = EXCLUDED.agency_id,"
-            " name = EXCLUDED.name, lat = EXCLUDED.lat, lon = EXCLUDED.lon, zone = EXCLUDED.zone",
-            [(r.id, r.agency_id, r.name, r.lat, r.lon, r.zone) for r in rows],
+        if not rows:
+            return
+        ids = [r.id for r in rows]
+        async with self.transaction() as conn:
+            data_keys = await self._data_keys(conn, ids)
+            await conn.executemany(
+                "INSERT INTO patients(id, agency_id, name_sealed, lat, lon, zone)"
+                " VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (id) DO UPDATE SET agency_id = EXCLUDED.agency_id,"
+                " lat = EXCLUDED.lat, lon = EXCLUDED.lon, zone = EXCLUDED.zone,"
+                " name_sealed = CASE WHEN patients.forgotten_at IS NULL"
+                " THEN EXCLUDED.name_sealed ELSE patients.name_sealed END",
+                [
+                    (r.id, r.agency_id, self._sealed_name(data_keys, r), r.lat, r.lon, r.zone)
+                    for r in rows
+                ],
+            )
+            # a key made while she was being forgotten goes with her
+            await conn.execute(
+                "DELETE FROM patient_keys k USING patients p WHERE p.id = k.patient_id"
+                " AND p.forgotten_at IS NOT NULL AND k.patient_id = ANY($1::text[])",
+                ids,
+            )
+
+    @staticmethod
+    def _sealed_name(data_keys: dict[str, bytes], row: PatientRow) -> bytes | None:
+        key = data_keys.get(row.id)
+        return None if key is None else sealing.seal(key, row.id, NAME, row.name)
+
+    async def _data_keys(self, conn: Conn, ids: Sequence[str]) -> dict[str, bytes]:
+        """The data keys of these patients, unwrapped; a key is made for each who has none
+        and is not forgotten (a forgotten patient has none, ever again). Two processes
+        registering one patient at once keep the key stored first."""
+        query = (
+            "SELECT patient_id, wrapped, kek_id FROM patient_keys"
+            " WHERE patient_id = ANY($1::text[])"
         )
+        stored = {r["patient_id"]: r for r in await conn.fetch(query, list(ids))}
+        forgotten = {
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM patients WHERE id = ANY($1::text[]) AND forgotten_at IS NOT NULL",
+                list(ids),
+            )
+        }
+        new = [i for i in dict.fromkeys(ids) if i not in stored and i not in forgotten]
+        if new:
+            kek = self.kek
+            await conn.executemany(
+                "INSERT INTO patient_keys(patient_id, wrapped, kek_id) VALUES ($1, $2, $3)"
+                " ON CONFLICT (patient_id) DO NOTHING",
+                [(i, kek.wrap(sealing.new_data_key(), i), kek.kek_id) for i in new],
+            )
+            stored.update({r["patient_id"]: r for r in await conn.fetch(query, new)})
+        return {
+            i: self.kek.unwrap(r["wrapped"], r["kek_id"], i)
+            for i, r in stored.items()
+            if i not in forgotten
+        }
+
+    async def forget_patient(self, patient_id: str, actor: str, now: float) -> bool:
+        """Crypto-shredding: delete the patient's data key, so her sealed fields can never be
+        read again (they read :data:`kernel.sealing.FORGOTTEN`), and record it in the event
+        log; her incidents, devices and home stay. False when there is no such patient."""
+        async with self.transaction() as conn:
+            row = await conn.fetchrow(
+                "SELECT agency_id FROM patients WHERE id = $1 FOR UPDATE", patient_id
+            )
+            if row is None:
+                return False
+            await conn.execute("DELETE FROM patient_keys WHERE patient_id = $1", patient_id)
+            await conn.execute(
+                "UPDATE patients SET forgotten_at = coalesce(forgotten_at, $2) WHERE id = $1",
+                patient_id,
+                ts(now),
+            )
+            event = EventRow(
+                f"patient_forgotten:{patient_id}",
+                row["agency_id"],
+                None,
+                "patient_forgotten",
+                actor,
+                now,
+                {"patient_id": patient_id},
+            )
+            await self.append_events(conn, [event])
+        log.info("patient %s forgotten: her data key is deleted", patient_id)
+        return True
 
     async def upsert_devices(self, rows: Sequence[DeviceRow]) -> None:
         """Register devices (again: the new row wins); :class:`RejectedInput` and nothing
@@ -279,10 +401,37 @@ class Database:
         return CaregiverRow(row["id"], row["agency_id"], row["name"], tuple(row["skills"]))
 
     async def patient(self, patient_id: str) -> PatientRow | None:
+        """A patient as registered, her name unsealed (:data:`kernel.sealing.FORGOTTEN` once
+        she is forgotten, :data:`kernel.sealing.UNREADABLE` if it does not open)."""
         row = await self.pool.fetchrow(
-            "SELECT id, agency_id, name, lat, lon FROM patients WHERE id = $1", patient_id
+            "SELECT p.id, p.agency_id, p.name_sealed, p.lat, p.lon, p.zone, p.forgotten_at,"
+            " k.wrapped, k.kek_id FROM patients p"
+            " LEFT JOIN patient_keys k ON k.patient_id = p.id WHERE p.id = $1",
+            patient_id,
         )
-        return PatientRow(**dict(row)) if row else None
+        if row is None:
+            return None
+        forgotten = row["forgotten_at"] is not None
+        return PatientRow(
+            row["id"],
+            row["agency_id"],
+            FORGOTTEN if forgotten else self._name_of(row),
+            row["lat"],
+            row["lon"],
+            row["zone"],
+            forgotten,
+        )
+
+    def _name_of(self, row: asyncpg.Record) -> str:
+        if row["wrapped"] is None or row["name_sealed"] is None:
+            return FORGOTTEN
+        patient_id = row["id"]
+        try:
+            key = self.kek.unwrap(row["wrapped"], row["kek_id"], patient_id)
+            return sealing.unseal(key, patient_id, NAME, row["name_sealed"])
+        except Unsealable as exc:
+            log.error("patient %s: her name does not open: %s", patient_id, exc)
+            return UNREADABLE
 
     # ------------------------------------------------------------ events
 
