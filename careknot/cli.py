@@ -70,6 +70,12 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run(settings))
 
 
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from api.app import run
+
+    return run(settings)
+
+
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from simulators.population import CityConfig
     from simulators.simulate import run
@@ -419,6 +425,7 @@ def _parser() -> argparse.ArgumentParser:
 
     for verb, func, text in (
         ("gateway", cmd_gateway, "the WebSocket gateway and web console"),
+        ("api", cmd_api, "the agencies' HTTP API (OpenAPI at /docs)"),
         ("migrate", cmd_migrate, "create or update the Postgres schema"),
         ("rebuild", cmd_rebuild, "rebuild the Redis live picture from Postgres"),
     ):

@@ -46,6 +46,7 @@ def isolated(settings: Settings, workdir: Path, **changes: object) -> Settings:
     update: dict[str, object] = {
         "namespace": f"bench{secrets.token_hex(3)}",
         "gateway_port": free_port(),
+        "api_port": free_port(),
         "worker_datadir": str(workdir / "worker"),
         "kafka_bootstrap": f"127.0.0.1:{free_port()}",
         "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",

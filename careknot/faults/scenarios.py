@@ -161,6 +161,7 @@ class Run:
                 "postgres_dsn": servers.urls["postgres"],
                 "kafka_bootstrap": servers.urls["kafka"],
                 "gateway_port": free_port(),
+                "api_port": free_port(),
                 "worker_datadir": str(wd / "worker"),
                 "ingest_metrics_port": free_port(),
                 "emergency_ingest_metrics_port": free_port(),

@@ -166,14 +166,10 @@ async def test_each_read_is_recorded_for_the_audit_before_anything_is_sent(
         fresh = token(settings, "family", "f-audit", patients=["p-audit"])
         await send(ws, {"type": "auth", "token": fresh})
         assert (await recv(ws))["type"] == "auth_ok"
-    records = [
-        await consume(
-            settings,
-            "access-log",
-            lambda v: v.get("subject") == "f-audit" and v.get("what") == what,
-        )
-        for what in ("connected", "refreshed")
-    ]
+    def of(what: str) -> Callable[[Frame], bool]:
+        return lambda v: v.get("subject") == "f-audit" and v.get("what") == what
+
+    records = [await consume(settings, "access-log", of(w)) for w in ("connected", "refreshed")]
     for r in records:
         assert r.pop("_key") == b"patient:a1:p-audit"
         assert (r["role"], r["agency_id"], r["patient_id"], r["via"]) == (

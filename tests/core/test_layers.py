@@ -18,8 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = (
-    "careknot", "ingest", "streams", "ws_gateway", "simulators", "adapters", "kernel", "visits",
-    "alarms", "medication", "vitals", "devices", "dispatch", "geofence", "routines",
+    "api", "careknot", "ingest", "streams", "ws_gateway", "simulators", "adapters", "kernel",
+    "visits", "alarms", "medication", "vitals", "devices", "dispatch", "geofence", "routines",
 )  # fmt: skip
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 

@@ -24,7 +24,12 @@ def running_system(
     """``careknot up`` with ``changes`` to the settings on a free gateway port; on the way out
     it is stopped with SIGINT, its log tail is shown, and no process of it may be left."""
     settings = settings.model_copy(
-        update={"gateway_port": free_port(), "worker_datadir": str(workdir / "worker"), **changes}
+        update={
+            "gateway_port": free_port(),
+            "api_port": free_port(),
+            "worker_datadir": str(workdir / "worker"),
+            **changes,
+        }
     )
     running = RunningSystem(settings, workdir, simulate=simulate)
     try:

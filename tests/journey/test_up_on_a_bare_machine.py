@@ -49,6 +49,7 @@ def nowhere() -> Settings:
         postgres_dsn=f"postgresql://postgres@127.0.0.1:{free_port()}/careknot",
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         gateway_port=free_port(),
+        api_port=free_port(),
         ingest_metrics_port=0,
         emergency_ingest_metrics_port=0,
         telemetry_ingest_metrics_port=0,

@@ -1,0 +1,73 @@
+"""An agency's people as its HTTP API reads and writes them: pages of them in id order, one by
+id, and a write that holds only when its precondition does (the version a client last read:
+two dispatchers cannot overwrite each other's change), under a row lock, in one transaction.
+
+A row of another agency is neither shown nor written: an id taken by another agency is
+``other_agency``, never moved across.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from adapters.storage.postgres import CaregiverRow, Database
+
+Written = Literal["created", "replaced", "precondition_failed", "other_agency"]
+Precondition = Callable[[CaregiverRow | None], bool]
+"""Whether the write may go on, given the row as it stands (None: there is none)."""
+
+
+def _caregiver(r: object) -> CaregiverRow:
+    row = dict(r)  # type: ignore[call-overload]
+    return CaregiverRow(row["id"], row["agency_id"], row["name"], tuple(row["skills"]))
+
+
+class Directory:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def caregivers(self, agency_id: str, limit: int, after: str = "") -> list[CaregiverRow]:
+        """A page of the agency's caregivers: ids after ``after``, in id order."""
+        rows = await self._db.pool.fetch(
+            "SELECT id, agency_id, name, skills FROM caregivers"
+            " WHERE agency_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            agency_id,
+            after,
+            limit,
+        )
+        return [_caregiver(r) for r in rows]
+
+    async def caregiver(self, agency_id: str, caregiver_id: str) -> CaregiverRow | None:
+        row = await self._db.pool.fetchrow(
+            "SELECT id, agency_id, name, skills FROM caregivers WHERE id = $1 AND agency_id = $2",
+            caregiver_id,
+            agency_id,
+        )
+        return None if row is None else _caregiver(row)
+
+    async def put_caregiver(self, row: CaregiverRow, holds: Precondition) -> Written:
+        """Create or replace the caregiver, if ``holds`` for the row as it stands."""
+        async with self._db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('caregiver:' || $1))", row.id)
+            found = await conn.fetchrow(
+                "SELECT id, agency_id, name, skills FROM caregivers WHERE id = $1 FOR UPDATE",
+                row.id,
+            )
+            current = None if found is None else _caregiver(found)
+            if current is not None and current.agency_id != row.agency_id:
+                return "other_agency"
+            if not holds(current):
+                return "precondition_failed"
+            await conn.execute(
+                "INSERT INTO caregivers(id, agency_id, name, skills) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, skills = EXCLUDED.skills",
+                row.id,
+                row.agency_id,
+                row.name,
+                list(row.skills),
+            )
+        return "created" if current is None else "replaced"
+
+    async def agency_known(self, agency_id: str) -> bool:
+        return bool(await self._db.pool.fetchval("SELECT 1 FROM agencies WHERE id = $1", agency_id))

@@ -1,0 +1,65 @@
+"""The API's application: ``create_app(settings)`` gives the FastAPI app, whose lifespan opens
+Postgres and Redis; ``run(settings)`` serves it with uvicorn until SIGINT or SIGTERM
+(``careknot api``). Its interactive documents are at ``/docs``, the OpenAPI one at
+``/openapi.json``. It refuses to start with the public development key, as the gateway does."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from adapters.storage.connection import RedisConnection
+from adapters.storage.postgres import Database
+from api import caregivers, problems
+from api.auth import Trust
+from kernel import tokens
+from kernel.errors import AuthError, StorageError
+from kernel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    ring = tokens.require_keyring(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = RedisConnection.open(settings.redis_url)
+        try:
+            async with Database(settings) as db:
+                app.state.db = db
+                app.state.trust = Trust(ring, redis.revocations(settings.keys))
+                yield
+        finally:
+            await redis.close()
+
+    app = FastAPI(
+        title="CareKnot Dispatch API",
+        version="1",
+        summary="An agency's people, homes, devices and visits; dispatchers' hands.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(caregivers.router)
+    return app
+
+
+def run(settings: Settings) -> int:
+    try:
+        app = create_app(settings)
+    except AuthError as exc:
+        log.error("api cannot start: %s", exc)
+        return 1
+    config = uvicorn.Config(
+        app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on"
+    )
+    try:
+        uvicorn.Server(config).run()
+    except (StorageError, OSError) as exc:
+        log.error("api stopped: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,70 @@
+"""Who is calling: the bearer of an access token (``kernel.tokens``, the gateway's), checked
+for its signature, audience, expiry and revocation; and what each role may do in an agency.
+
+- a dispatcher: everything of her own agency;
+- a caregiver: her own record;
+- a family member: nothing here yet (her relative's page reads the gateway).
+
+A missing or bad token is 401 (with ``WWW-Authenticate: Bearer``); a genuine one asking for
+what its role or agency may not is 403.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from adapters.storage.revocations import Revocations
+from api.problems import Refused
+from kernel import tokens
+from kernel.errors import AuthError
+from kernel.tokens import Claims, Keyring
+
+_BEARER = HTTPBearer(auto_error=False, description="an access token (careknot token)")
+UNAUTHORISED = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    ring: Keyring
+    revocations: Revocations
+
+
+async def caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> Claims:
+    trust: Trust = request.app.state.trust
+    if credentials is None:
+        raise Refused(401, "unauthorised", "no bearer token", UNAUTHORISED)
+    try:
+        claims = tokens.verify(credentials.credentials, trust.ring, time.time())
+        before = await trust.revocations.revoked_before(claims.role, claims.sub)
+        why = tokens.lapsed(claims, time.time(), before)
+        if why is not None:
+            raise AuthError(why)
+    except AuthError as exc:
+        raise Refused(401, "unauthorised", str(exc), UNAUTHORISED) from exc
+    return claims
+
+
+Caller = Annotated[Claims, Depends(caller)]
+
+
+def may_manage(claims: Claims, agency_id: str) -> None:
+    """A dispatcher of the agency, or 403."""
+    if claims.agency != agency_id:
+        raise Refused(403, "other_agency", f"a token of {claims.agency}")
+    if claims.role != "dispatcher":
+        raise Refused(403, "forbidden", f"a {claims.role} cannot manage the agency")
+
+
+def may_read_caregiver(claims: Claims, agency_id: str, caregiver_id: str) -> None:
+    """A dispatcher of the agency, or the caregiver herself, or 403."""
+    if claims.role == "caregiver" and (claims.agency, claims.sub) == (agency_id, caregiver_id):
+        return
+    may_manage(claims, agency_id)

@@ -1,0 +1,134 @@
+"""``/v1/agencies/{agency}/caregivers``: an agency's caregivers, listed a page at a time, read one
+by one with their version (``ETag``), and created or replaced with ``PUT`` only against the
+version the client read (``If-Match``; ``If-None-Match: *`` to create only): two dispatchers
+cannot overwrite each other's change."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from adapters.storage.directory import Directory
+from adapters.storage.postgres import CaregiverRow
+from api.auth import Caller, may_manage, may_read_caregiver
+from api.problems import Refused
+
+ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+AgencyId = Annotated[str, Path(pattern=ID, description="the agency's id")]
+CaregiverId = Annotated[str, Path(pattern=ID, description="the caregiver's id")]
+PAGE_MAX = 500
+
+router = APIRouter(prefix="/v1/agencies/{agency_id}/caregivers", tags=["caregivers"])
+
+
+class CaregiverIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    skills: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32, description="what she is trained for (hoist...)"
+    )
+
+
+class Caregiver(CaregiverIn):
+    id: str
+    agency_id: str
+
+
+class Page(BaseModel):
+    items: list[Caregiver]
+    next: str | None = Field(description="pass as ?after= for the next page; null: the last")
+
+
+def _out(row: CaregiverRow) -> Caregiver:
+    return Caregiver(id=row.id, agency_id=row.agency_id, name=row.name, skills=list(row.skills))
+
+
+def etag(row: CaregiverRow) -> str:
+    """The version of what a client reads: a digest of the caregiver as shown."""
+    body = orjson.dumps(_out(row).model_dump(), option=orjson.OPT_SORT_KEYS)
+    return f'"{hashlib.sha256(body).hexdigest()[:20]}"'
+
+
+def _directory(request: Request) -> Directory:
+    return Directory(request.app.state.db)
+
+
+@router.get("", response_model=Page, summary="the agency's caregivers, a page at a time")
+async def list_caregivers(
+    request: Request,
+    claims: Caller,
+    agency_id: AgencyId,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
+    after: Annotated[str, Query(max_length=128)] = "",
+) -> Page:
+    may_manage(claims, agency_id)
+    rows = await _directory(request).caregivers(agency_id, limit + 1, after)
+    more = len(rows) > limit
+    items = [_out(r) for r in rows[:limit]]
+    return Page(items=items, next=items[-1].id if more else None)
+
+
+@router.get("/{caregiver_id}", response_model=Caregiver, summary="one caregiver, its version")
+async def get_caregiver(
+    request: Request,
+    response: Response,
+    claims: Caller,
+    agency_id: AgencyId,
+    caregiver_id: CaregiverId,
+) -> Caregiver:
+    may_read_caregiver(claims, agency_id, caregiver_id)
+    row = await _directory(request).caregiver(agency_id, caregiver_id)
+    if row is None:
+        raise Refused(404, "unknown_caregiver", caregiver_id)
+    response.headers["ETag"] = etag(row)
+    return _out(row)
+
+
+@router.put(
+    "/{caregiver_id}",
+    response_model=Caregiver,
+    summary="create or replace a caregiver",
+    responses={
+        201: {"description": "created"},
+        409: {"description": "the id is another agency's"},
+        412: {"description": "changed since the version given"},
+        428: {"description": "replacing needs If-Match"},
+    },
+)
+async def put_caregiver(
+    request: Request,
+    response: Response,
+    claims: Caller,
+    agency_id: AgencyId,
+    caregiver_id: CaregiverId,
+    body: CaregiverIn,
+    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
+    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+) -> Caregiver:
+    may_manage(claims, agency_id)
+    row = CaregiverRow(caregiver_id, agency_id, body.name, tuple(body.skills))
+    missing: list[bool] = []
+
+    def holds(current: CaregiverRow | None) -> bool:
+        if current is None:
+            return if_match is None
+        if if_none_match == "*":
+            return False
+        if if_match is None:
+            missing.append(True)
+            return False
+        return if_match == etag(current)
+
+    written = await _directory(request).put_caregiver(row, holds)
+    if written == "other_agency":
+        raise Refused(409, "other_agency", f"{caregiver_id} is another agency's")
+    if written == "precondition_failed":
+        if missing:
+            raise Refused(428, "precondition_required", "replacing a caregiver needs If-Match")
+        raise Refused(412, "changed", "changed since the version given: read it again")
+    response.status_code = 201 if written == "created" else 200
+    response.headers["ETag"] = etag(row)
+    return _out(row)
