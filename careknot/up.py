@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
 
+from adapters.key_file import with_patient_kek
 from adapters.storage.postgres import Database
 from careknot.restarts import RestartPolicy, RestartRecord, how_it_ended
 from careknot.servers import STOP_TIMEOUT_S, ServerStack, die_with_parent
@@ -61,7 +63,8 @@ def default_commands(
 ) -> list[tuple[str, list[str]]]:
     """The services' commands: an ingest of positions, one of device events and one of
     telemetry, a dispatch worker, a fixes worker and a devices worker (emergencies never share
-    a process with the positions' or the vitals' flood), the gateway, and the simulated city
+    a process with the positions' or the vitals' flood), the gateway, the HTTP API, and the
+    simulated city
     (with ``simulate_args``) if asked for."""
     cli = [sys.executable, "-m", "careknot.cli"]
     commands = [
@@ -72,6 +75,7 @@ def default_commands(
         ("worker-fixes", [*cli, "worker", "--role", "fixes"]),
         ("worker-devices", [*cli, "worker", "--role", "devices"]),
         ("gateway", [*cli, "gateway"]),
+        ("api", [*cli, "api"]),
     ]
     return commands + ([("simulate", [*cli, "simulate", *simulate_args])] if simulate else [])
 
@@ -271,20 +275,17 @@ def _write_atomically(path: Path, data: object) -> None:
 def announce(settings: Settings, state_file: str | None) -> Report:
     """Print the console URL with a dispatcher token; the report that writes it to
     ``state_file`` as JSON, with the services' pids and restarts, whenever they change."""
-    claims = tokens.Claims(
-        role="dispatcher",
-        sub="console",
-        agency=console_agency_id(),
-        exp=time.time() + CONSOLE_TOKEN_TTL_S,
+    ring, now = tokens.keyring_of(settings), time.time()
+    token = tokens.mint(
+        ring, "dispatcher", "console", console_agency_id(), CONSOLE_TOKEN_TTL_S, now
     )
-    token = tokens.issue(claims, settings.token_secret)
     host_port = f"{settings.gateway_host}:{settings.gateway_port}"
-    print(f"CareKnot is up: open http://{host_port}/?token={token}", flush=True)
+    # in the fragment: the browser never sends it to the server, so no log keeps it
+    print(f"CareKnot is up: open http://{host_port}/#token={token}", flush=True)
     state = {
         "gateway_url": f"http://{host_port}",
         "ws_url": f"ws://{host_port}/ws",
-        "token": token,
-        "settings": settings_env(settings),
+        "settings": public_settings(settings),
     }
 
     def report(services: dict[str, object]) -> None:
@@ -292,6 +293,38 @@ def announce(settings: Settings, state_file: str | None) -> Report:
             _write_atomically(Path(state_file), {**state, "services": services})
 
     return report
+
+
+SECRET_SETTINGS = frozenset({"CAREKNOT_TOKEN_SECRET", "CAREKNOT_TOKEN_KEYS"})
+"""Settings a state file never holds."""
+
+
+def public_settings(settings: Settings) -> dict[str, str]:
+    """The settings as child processes get them, less the token keys, and a Postgres
+    password masked: what a state file (readable by tools) may hold."""
+    env = {k: v for k, v in settings_env(settings).items() if k not in SECRET_SETTINGS}
+    env["CAREKNOT_POSTGRES_DSN"] = masked_dsn(settings.postgres_dsn)
+    return env
+
+
+def masked_dsn(dsn: str) -> str:
+    """``dsn`` with its password, if it has one, as ``***``."""
+    parts = urlsplit(dsn)
+    if not parts.password:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def with_token_keys(settings: Settings) -> Settings:
+    """Settings whose token keys the services can find: those given, else the keys file
+    (written with a fresh key when there is none, readable by its owner only), named by its
+    absolute path. The public development key only when told it is development."""
+    if settings.token_keys or (settings.development and tokens.keyring_of(settings).development):
+        return settings
+    path = Path(settings.token_keys_file).resolve()
+    tokens.write_keys_file(path)
+    return settings.model_copy(update={"token_keys_file": str(path)})
 
 
 def up(
@@ -306,7 +339,9 @@ def up(
 ) -> int:
     """Run everything until SIGINT/SIGTERM (returns 0) or until a child fails too often in a
     row (returns 1); a child that exits on its own is started again meanwhile."""
-    with StopRequest().installed() as stop, ServerStack(settings, workdir) as resolved:
+    stack = ServerStack(settings, workdir, mqtt_identity=True)  # its own Mosquitto: dynsec
+    with StopRequest().installed() as stop, stack as started:
+        resolved = with_patient_kek(with_token_keys(started))
         asyncio.run(_migrate(resolved))
         if stop.requested:
             return 0

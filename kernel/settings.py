@@ -33,6 +33,24 @@ class Settings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_share_group: str = Field(default="", description="default: careknot-{namespace}")
     mqtt_shared_subscriptions: bool = True  # False on the embedded amqtt broker (MQTT 3.1.1)
+    mqtt_username: str = Field(default="", description="the services' MQTT username; '': none")
+    mqtt_password: str = Field(default="", description="its password (mqtt_password_file wins)")
+    mqtt_password_file: str = Field(
+        default="", description="a file whose first line is the password (careknot up writes one)"
+    )
+    mqtt_tls: bool = Field(default=False, description="TLS to the broker (also: mqtts:// URL)")
+    mqtt_tls_ca_file: str = Field(default="", description="CA bundle; '': the system's")
+    mqtt_tls_cert_file: str = Field(default="", description="client certificate, optional")
+    mqtt_tls_key_file: str = Field(default="", description="its private key, optional")
+    mqtt_admin_username: str = Field(
+        default="careknot-admin", description="the broker's dynamic-security admin"
+    )
+    mqtt_admin_password_file: str = Field(
+        default="",
+        description="its password's file, where careknot up started the broker: devices and"
+        " phones are then given credentials of their own as they are registered; '': an"
+        " external broker, whose credentials are provisioned elsewhere",
+    )
     ingest_client_id: str = Field(
         default="",
         max_length=100,
@@ -52,6 +70,25 @@ class Settings(BaseSettings):
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8765
+    api_host: str = Field(default="127.0.0.1", description="where the HTTP API listens")
+    api_port: int = Field(default=8780, ge=0, le=65535, description="the HTTP API's port")
+    gateway_admin_host: str = Field(
+        default="127.0.0.1", description="where the gateway's /metrics, /healthz and /readyz are"
+    )
+    gateway_admin_port: int = Field(
+        default=9470, ge=0, le=65535, description="the gateway's /metrics and health; 0: none"
+    )
+    gateway_origins: str = Field(
+        default="",
+        description="web pages (origins, comma-separated) whose scripts may open a WebSocket;"
+        " empty: the gateway's own pages on localhost and gateway_host. Clients that send no"
+        " Origin (phones, devices) are not browsers and are let through",
+    )
+    gateway_tls_cert: str = Field(default="", description="PEM certificate: the gateway speaks TLS")
+    gateway_tls_key: str = Field(default="", description="its private key (PEM)")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="where the services' metrics and health are served"
+    )
     gateway_frame_rate: float = Field(
         default=5.0,
         gt=0,
@@ -61,9 +98,39 @@ class Settings(BaseSettings):
     gateway_frame_burst: int = Field(
         default=20, ge=1, description="frames of each kind a client may send at once"
     )
-    token_secret: str = DEV_TOKEN_SECRET
-    token_ttl_s: int = 12 * 3600
+    token_secret: str = Field(
+        default=DEV_TOKEN_SECRET,
+        description="the one key when neither token_keys nor the keys file gives any; the"
+        " default is public, and only a process in development may use it",
+    )
+    token_keys: str = Field(
+        default="",
+        description="kid:secret[:retired_at] entries, newest first: the first not retired signs",
+    )
+    token_keys_file: str = Field(
+        default=".careknot/token-keys",
+        description="where the keys are when token_keys is empty (careknot up writes one)",
+    )
+    token_ttl_s: int = Field(default=900, gt=0, le=86_400, description="access tokens' lifetime")
+    development: bool = Field(
+        default=False, description="a development machine: the public development key is taken"
+    )
     worker_datadir: str = ".careknot/worker"
+    # patients' data sealed, and what is kept how long
+    patient_kek_file: str = Field(
+        default=".careknot/patient-kek",
+        description="the development key-encryption key of patients' data keys: 32 bytes,"
+        " owner-only, made when missing (production: a KMS behind kernel.sealing.KeyWrapper)",
+    )
+    fix_history_keep_days: float = Field(
+        default=90.0, gt=0, description="caregivers' fixes older than this are deleted"
+    )
+    deadletter_keep_days: float = Field(
+        default=14.0, gt=0, description="the dead-letter topic's retention.ms, set at creation"
+    )
+    retention_every_s: float = Field(
+        default=3600.0, gt=0, description="how often the fixes worker applies the retention"
+    )
     # dispatch
     offer_window_s: float = Field(
         default=DEFAULT_WINDOW_S, gt=0, description="an offer's window where its severity has none"
@@ -131,6 +198,12 @@ class Settings(BaseSettings):
     # ingest limits
     max_payload_bytes: int = 4096
     max_clock_skew_s: float = 300.0
+    max_fix_ahead_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a caregiver's fix stamped further ahead of the receiver's clock is refused"
+        " (from_future), at ingest and in the fixes worker: it would stand as her newest",
+    )
     ingest_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0: no metrics")
     worker_metrics_port: int = Field(default=9465, ge=0, le=65535, description="0: no metrics")
     dispatch_metrics_port: int = Field(
