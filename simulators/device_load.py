@@ -56,6 +56,8 @@ class DeviceShare:
     rate: float
     start_at: float
     seed: int = 1
+    credentials: tuple[str | None, str | None] = (None, None)
+    """The username and password the load connects with (the services')."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def publish(share: DeviceShare) -> Published:
     """Publish a share at its rate (runs in a publisher process) and wait for the broker's
     acknowledgements of all of it (or a minute without one)."""
     ready = packets(share)
-    with connected(share.host, share.port, "devload") as sock:
+    with connected(share.host, share.port, "devload", share.credentials) as sock:
         acks = _Acks(sock, len(ready))
         acks.start()
         while time.time() < share.start_at:

@@ -50,6 +50,8 @@ class Share:
     first_step: int
     base_tst: int
     sampled: list[str]
+    credentials: tuple[str | None, str | None] = (None, None)
+    """The username and password the load connects with (the services')."""
 
 
 def fix_tst(base_tst: int, step: int) -> int:
@@ -96,7 +98,7 @@ def publish(share: Share) -> tuple[int, float, list[tuple[str, int, float]]]:
     ids = [int(cg.rsplit("-", 1)[1]) for cg in share.caregivers]
     topics = [f"ck/{AGENCY}/cg/{cg}/loc" for cg in share.caregivers]
     ready = [_packet(share, topics, ids, k) for k in range(total)]
-    with connected(share.host, share.port) as sock:
+    with connected(share.host, share.port, credentials=share.credentials) as sock:
         while time.time() < share.start_at:
             time.sleep(0.001)  # pacing: the start is a time, not an event
         i = 0
@@ -124,11 +126,18 @@ def _sample(share: Share, k: int, written: float) -> tuple[str, int, float]:
 
 
 @contextmanager
-def connected(host: str, port: int, name: str = "load") -> Iterator[socket.socket]:
-    """A publisher's MQTT connection, made by hand (clean session, a client id of its own)."""
+def connected(
+    host: str,
+    port: int,
+    name: str = "load",
+    credentials: tuple[str | None, str | None] = (None, None),
+) -> Iterator[socket.socket]:
+    """A publisher's MQTT connection, made by hand (clean session, a client id of its own),
+    with ``credentials`` (username, password) where given."""
     sock = socket.create_connection((host, port), timeout=30)
     try:
-        sock.sendall(mqtt_wire.connect(f"careknot-{name}-{secrets.token_hex(4)}"))
+        client_id = f"careknot-{name}-{secrets.token_hex(4)}"
+        sock.sendall(mqtt_wire.connect(client_id, *credentials))
         connack = sock.recv(4)
         if not mqtt_wire.connack_accepted(connack):
             raise ConnectionError(f"the broker refused the load's connection: {connack!r}")

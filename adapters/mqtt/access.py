@@ -91,6 +91,13 @@ def access_of(settings: Settings) -> BrokerAccess:
     )
 
 
+def credentials(settings: Settings) -> tuple[str | None, str | None]:
+    """The username and password ``settings`` name (benchmarks' loads, which write MQTT by
+    hand)."""
+    access = access_of(settings)
+    return access.username, access.password
+
+
 def admin_access(settings: Settings) -> BrokerAccess | None:
     """The dynamic-security admin's access, where the settings name its password file (a
     broker ``careknot up`` started); None otherwise."""

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiomqtt
 import orjson
 
+from adapters.mqtt.access import access_of, credentials
 from adapters.storage.device_history import DeviceHistory
 from adapters.storage.medication import MedicationStore
 from adapters.storage.namespace import drop_namespace
@@ -246,6 +246,7 @@ async def _publish(
             (plan.telemetry + plan.events) / 2,
             start_at,
             seed=k,
+            credentials=credentials(s),
         )
         for k in range(2)
     ]
@@ -271,14 +272,15 @@ def _fix_share(s: Settings, plan: Plan, start_at: float) -> fix_load.Share:
     steps = max(1, round(plan.fixes * plan.seconds / len(ids)))
     base_tst = int(time.time()) - fix_load.TST_SPAN_S
     return fix_load.Share(
-        s.mqtt_host, s.mqtt_port, ids, steps, plan.fixes, start_at, 0, base_tst, []
-    )
+        s.mqtt_host, s.mqtt_port, ids, steps, plan.fixes, start_at, 0, base_tst, [],
+        credentials(s),
+    )  # fmt: skip
 
 
 async def _tamper(s: Settings, plan: Plan, start_at: float, dispensers: int) -> dict[str, float]:
     """A dispenser of its own reports tampering every ``1 / plan.alarms`` s over the run."""
     raised: dict[str, float] = {}
-    async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as mq:
+    async with access_of(s).client() as mq:
         for j in range(dispensers):
             await asyncio.sleep(max(0.0, start_at + j / plan.alarms - time.time()))  # pacing
             device = f"bdd-{j}"

@@ -30,10 +30,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import orjson
 import redis.asyncio as aioredis
 
+from adapters.mqtt.access import access_of, credentials
 from adapters.storage.namespace import drop_namespace
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.bench import own_options
@@ -162,7 +162,9 @@ async def _measure(s: Settings, falls: int, load: Load) -> tuple[Samples, dict[s
 def _share(s: Settings, ids: list[str], rate: float, duration: float, start_at: float) -> Share:
     steps = max(1, round(rate * duration / len(ids)))
     base_tst = int(time.time()) - TST_SPAN_S
-    return Share(s.mqtt_host, s.mqtt_port, ids, steps, rate, start_at, 0, base_tst, [])
+    return Share(
+        s.mqtt_host, s.mqtt_port, ids, steps, rate, start_at, 0, base_tst, [], credentials(s)
+    )
 
 
 async def _falls(s: Settings, falls: int, until: float = math.inf) -> Samples:
@@ -171,7 +173,7 @@ async def _falls(s: Settings, falls: int, until: float = math.inf) -> Samples:
     phone = await Phone.open(s, token(s, "caregiver", "bench-cg", AGENCY))
     timing = OfferTiming(s.offer_window_by_severity, s.offer_window_s, s.max_waves)
     samples = Samples()
-    async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as mq:
+    async with access_of(s).client() as mq:
         fix = {"_type": "location", "lat": NEAR[0], "lon": NEAR[1], "tst": int(time.time())}
         await mq.publish(f"ck/{AGENCY}/cg/bench-cg/loc", orjson.dumps(fix), qos=1)
         await _wait_position(s)

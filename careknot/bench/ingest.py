@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from adapters.mqtt.access import credentials
 from adapters.storage.namespace import drop_namespace
 from adapters.storage.postgres import Database
 from careknot.bench import cpu, own_options
@@ -130,6 +131,7 @@ class Bench:
         return Share(
             self.s.mqtt_host, self.s.mqtt_port, mine, steps, rate, start_at,
             self.step, self.base_tst, [cg for cg in mine if cg in self.ids[:SAMPLED]],
+            credentials(self.s),
         )  # fmt: skip
 
     async def _run_figures(
