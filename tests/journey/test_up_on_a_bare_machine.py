@@ -21,8 +21,10 @@ import aiomqtt
 import orjson
 import pytest
 
+from adapters.mqtt.access import access_of
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from careknot.running import RunningSystem, worker_ready
+from careknot.servers.embedded import dynsec_plugin
 from kernel.settings import Settings
 from tests.journey.harness import READY_WITHIN_S
 from tests.support import Phone, free_port, is_type, processes_in, token, wait_for
@@ -120,12 +122,32 @@ def test_up_starts_a_server_for_each_url_where_nothing_answers(
     assert logs & {"mosquitto.log", "amqtt.log"}
 
 
+def with_identities(elsewhere: Path) -> bool:
+    return (elsewhere / SERVERS / "mosquitto.log").exists() and dynsec_plugin() is not None
+
+
+def test_its_mosquitto_keeps_its_passwords_to_its_owner(system: Settings, elsewhere: Path) -> None:
+    if not with_identities(elsewhere):
+        pytest.skip("amqtt, or Mosquitto without its dynamic security plugin: no identities")
+    assert system.mqtt_username == "careknot-service"
+    assert Path(system.mqtt_password_file).stat().st_mode & 0o077 == 0
+    assert Path(system.mqtt_admin_password_file).stat().st_mode & 0o077 == 0
+
+
+async def test_its_mosquitto_refuses_anonymous_clients(system: Settings, elsewhere: Path) -> None:
+    if not with_identities(elsewhere):
+        pytest.skip("amqtt, or Mosquitto without its dynamic security plugin: no identities")
+    with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori[sz]ed"):
+        async with aiomqtt.Client(system.mqtt_host, system.mqtt_port):
+            pass
+
+
 async def test_a_fall_is_offered_to_the_caregiver_nearby(system: Settings) -> None:
     s = system
     await register(s)
     phone = await Phone.open(s, token(s, "caregiver", CAREGIVER, AGENCY))
     desk = await Phone.open(s, token(s, "dispatcher", f"bare-desk-{RUN}", AGENCY))
-    async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as mqtt:
+    async with access_of(s).client() as mqtt:  # the services' credentials, where there are
         fix = {
             "_type": "location",
             "lat": NEAR[0],
