@@ -166,6 +166,7 @@ async def test_each_read_is_recorded_for_the_audit_before_anything_is_sent(
         fresh = token(settings, "family", "f-audit", patients=["p-audit"])
         await send(ws, {"type": "auth", "token": fresh})
         assert (await recv(ws))["type"] == "auth_ok"
+
     def of(what: str) -> Callable[[Frame], bool]:
         return lambda v: v.get("subject") == "f-audit" and v.get("what") == what
 
