@@ -69,6 +69,7 @@ import orjson
 
 from adapters import kafka
 from adapters.metrics import IngestMetrics, serve, totals
+from adapters.mqtt.access import access_of
 from adapters.mqtt.client import end_session
 from adapters.mqtt.frames import Publish
 from adapters.mqtt.subscription import START_TIMEOUT_S, Subscription
@@ -152,7 +153,9 @@ class IngestService:
     def __init__(self, settings: Settings, *, start_timeout_s: float = START_TIMEOUT_S) -> None:
         self._s = settings
         self._start_timeout_s = start_timeout_s  # for the first connection to the MQTT broker
-        self._limits = Limits(settings.max_payload_bytes, settings.max_clock_skew_s)
+        self._limits = Limits(
+            settings.max_payload_bytes, settings.max_clock_skew_s, settings.max_fix_ahead_s
+        )
         self._db = Database(settings, max_size=8)
         # acks="all": a batch is acknowledged to the MQTT broker once Kafka has what it
         # produced, so Kafka must have it for good, every in-sync replica, not only the leader
@@ -188,7 +191,10 @@ class IngestService:
         for topic in PACKED:
             self._packing[topic].batches = FixBatches(await self._producer.partitions(topic))
         self._metrics_server = await serve(
-            self.metrics.registry, self._s.ingest_metrics_port, health=self.health
+            self.metrics.registry,
+            self._s.ingest_metrics_port,
+            self._s.metrics_host,
+            health=self.health,
         )
         return self
 
@@ -268,15 +274,17 @@ class IngestService:
 
     def _subscription(self, name: str) -> Subscription:
         topics, within = self._topics(name), self._start_timeout_s
+        access = access_of(self._s)
         return Subscription(
-            self._s.mqtt_host,
-            self._s.mqtt_port,
+            access.host,
+            access.port,
             topics,
             name=f"ingest of {name}",
             start_timeout_s=within,
             max_publish_bytes=self._limits.max_publish_bytes,
             inbox_capacity=INBOX_CAPACITY,
             session=client_id(self._s, name),
+            access=access,
         )
 
     async def _listen(self, subscription: Subscription, line: AckLine, backpressure: bool) -> None:
@@ -549,7 +557,8 @@ async def end_sessions(settings: Settings) -> None:
     """End this ingest process's persistent MQTT sessions for good (the process retired): the
     broker forgets their subscriptions and what it queued for them."""
     for stream in STREAMS:
-        await end_session(settings.mqtt_host, settings.mqtt_port, client_id(settings, stream))
+        access = access_of(settings)
+        await end_session(access.host, access.port, client_id(settings, stream), access)
 
 
 def _nothing() -> None:

@@ -22,6 +22,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from adapters.mqtt.dynsec import Kind
 from kernel import tokens
 from kernel.backoff import Backoff
 from kernel.errors import CareKnotError
@@ -31,6 +32,7 @@ from simulators.city import City, Fall, SimFix
 from simulators.devices import OWN_CONNECTIONS, DeviceLives, SharedDevices, live
 from simulators.dispensers import Dispensers, dispenser_id
 from simulators.households import Household
+from simulators.links import Links, Publishing, provision
 from simulators.population import AGENCY_ID, AGENCY_NAME, CityConfig
 from simulators.vitals import VitalsMonitors, monitor_id, wearers
 
@@ -123,13 +125,15 @@ async def _publish(
     city: City,
     dispensers: Dispensers | None,
     monitors: VitalsMonitors | None = None,
+    links: Links | None = None,
 ) -> None:
     """Publish fixes, falls and doses taken for ever, reconnecting to the broker when it goes
-    away."""
+    away; each phone and device on its own connection where ``links`` has its credentials."""
+    links = links or Links(settings)
     backoff = Backoff()
     while True:
         try:
-            async with aiomqtt.Client(hostname=settings.mqtt_host, port=settings.mqtt_port) as mq:
+            async with links.connected() as mq:
                 log.info("publishing to mqtt://%s:%d", settings.mqtt_host, settings.mqtt_port)
                 backoff.reset()
                 await _tick(mq, city, dispensers, monitors)
@@ -140,7 +144,7 @@ async def _publish(
 
 
 async def _tick(
-    mq: aiomqtt.Client,
+    mq: Publishing,
     city: City,
     dispensers: Dispensers | None,
     monitors: VitalsMonitors | None = None,
@@ -166,9 +170,7 @@ async def _tick(
         await asyncio.sleep(deadline - loop.time())
 
 
-async def _doses_taken(
-    mq: aiomqtt.Client, dispensers: Dispensers, start: float, end: float
-) -> None:
+async def _doses_taken(mq: Publishing, dispensers: Dispensers, start: float, end: float) -> None:
     """Each dispenser says what happened in [``start``, ``end``): the doses taken (a dose not
     taken, nothing), its jams, second attempts and refills."""
     for said in dispensers.said_between(start, end):
@@ -188,14 +190,15 @@ class OfferAnswerer:
         self._answers: set[asyncio.Task[None]] = set()
 
     def _url(self) -> str:
-        claims = tokens.Claims(
-            role="caregiver",
-            sub=self.caregiver_id,
-            agency=AGENCY_ID,
-            exp=time.time() + self._settings.token_ttl_s,
+        return f"ws://{self._settings.gateway_host}:{self._settings.gateway_port}/ws"
+
+    def _auth(self) -> str:
+        """The first frame: her token, fresh at each connection."""
+        ring, now = tokens.keyring_of(self._settings), time.time()
+        token = tokens.mint(
+            ring, "caregiver", self.caregiver_id, AGENCY_ID, self._settings.token_ttl_s, now
         )
-        token = tokens.issue(claims, self._settings.token_secret)
-        return f"ws://{self._settings.gateway_host}:{self._settings.gateway_port}/ws?token={token}"
+        return orjson.dumps({"type": "auth", "token": token}).decode()
 
     async def run(self) -> None:
         backoff = Backoff(first=1.0, rng=self._rng)
@@ -212,6 +215,7 @@ class OfferAnswerer:
             await asyncio.sleep(backoff.next())
 
     async def _session(self, ws: ClientConnection) -> None:
+        await ws.send(self._auth())
         if self._last_seq:
             await ws.send(orjson.dumps({"type": "resume", "last_seq": self._last_seq}).decode())
         async for raw in ws:
@@ -251,6 +255,7 @@ class Simulation:
 
     def __init__(self, settings: Settings, config: CityConfig) -> None:
         self._settings, self._config = settings, config
+        self.links: Links  # on entering, once the city is registered
         self.city = City(config, time.time())
         homes = [h.patient_id for h in self.city.homes]
         self.dispensers = Dispensers(homes, config.seed) if config.dispensers else None
@@ -270,6 +275,8 @@ class Simulation:
 
     async def __aenter__(self) -> Simulation:
         await seed_registry(self._settings, self.city, self.dispensers, self.monitors)
+        self.links = Links(self._settings)
+        self.links.add(await provision(self._settings, AGENCY_ID, self._publishers()))
         log.info("city of %d caregivers, %d homes", len(self.city.caregivers), len(self.city.homes))
         return self
 
@@ -280,7 +287,7 @@ class Simulation:
 
     async def run(self) -> int:
         s, config = self._settings, self._config
-        publishing = _publish(s, self.city, self.dispensers, self.monitors)
+        publishing = _publish(s, self.city, self.dispensers, self.monitors, self.links)
         tasks = [asyncio.create_task(publishing, name="sim-publish")]
         tasks += self._device_tasks()
         if self.households:
@@ -291,6 +298,7 @@ class Simulation:
                 self.city.start,
                 seed=config.seed,
                 fall_after_min=config.resident_fall_after_min,
+                links=self.links,
             )
             tasks.append(asyncio.create_task(residents, name="sim-residents"))
         if config.answer_offers:
@@ -305,22 +313,37 @@ class Simulation:
         their own (``simulators.devices``), the rest on one shared connection."""
         s, detectors = self._settings, [h.device_id for h in self.city.homes]
         own, shared = detectors[:OWN_CONNECTIONS], detectors[OWN_CONNECTIONS:]
+        links = self.links
         tasks = [
             asyncio.create_task(
-                live(s.mqtt_host, s.mqtt_port, AGENCY_ID, d, self.devices), name=f"sim-{d}"
+                live(links.access, AGENCY_ID, d, self.devices, links.credentials(d)),
+                name=f"sim-{d}",
             )
             for d in own
         ]
-        beating = _beat(s, SharedDevices(self.devices, shared, AGENCY_ID))
+        beating = _beat(s, SharedDevices(self.devices, shared, AGENCY_ID), links)
         return [*tasks, asyncio.create_task(beating, name="sim-devices")]
 
+    def _publishers(self) -> list[tuple[Kind, str]]:
+        """The city's phones and its devices but the residents' sensors (given theirs as
+        their history is seeded): each its own credentials where the broker is ours."""
+        out: list[tuple[Kind, str]] = [("cg", c.id) for c in self.city.caregivers]
+        out += [("dev", h.device_id) for h in self.city.homes]
+        if self.monitors is not None:
+            out += [("dev", monitor_id(p)) for p in self.monitors.patient_ids]
+        if self.dispensers is not None:
+            out += [("dev", dispenser_id(p)) for p in self.dispensers.schedules]
+        return out
 
-async def _beat(settings: Settings, devices: SharedDevices) -> None:
-    """Publish the shared devices' status every second, reconnecting when the broker goes."""
+
+async def _beat(settings: Settings, devices: SharedDevices, links: Links | None = None) -> None:
+    """Publish the shared devices' status every second, reconnecting when the broker goes
+    (each device on its own connection where ``links`` has its credentials)."""
+    links = links or Links(settings)
     backoff = Backoff()
     while True:
         try:
-            async with aiomqtt.Client(hostname=settings.mqtt_host, port=settings.mqtt_port) as mq:
+            async with links.connected() as mq:
                 backoff.reset()
                 while True:
                     for topic, payload, retained in devices.due(time.time()):
