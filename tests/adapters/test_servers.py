@@ -296,7 +296,14 @@ async def test_up_runs_until_signalled(
         host = f"{stack_settings.gateway_host}:{stack_settings.gateway_port}"
         assert state["gateway_url"] == f"http://{host}"
         assert state["ws_url"] == f"ws://{host}/ws"
-        assert state["settings"] == public_settings(up.settings)
+        said, given = state["settings"], public_settings(up.settings)
+        assert isinstance(said, dict)
+        # up names the key files it keeps by their absolute paths; the rest is as given
+        files = {k for k in given if k.endswith("_FILE") and said[k] != given[k]}
+        assert all(Path(said[k]).is_absolute() for k in files)
+        assert {k: v for k, v in said.items() if k not in files} == {
+            k: v for k, v in given.items() if k not in files
+        }
         # no token and no key in the state file, which tools read
         assert "token" not in state
         text = (tmp_path / "state.json").read_text()
