@@ -3,6 +3,7 @@ the day it scores, and scores that day every 5 minutes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -10,7 +11,7 @@ import pytest
 
 from careknot.bench import anomaly
 from routines.features import Timeline
-from routines.models import Detection, RoutineModel
+from routines.models import Detection, FalseAlarm, RoutineModel
 from simulators.residents import simulate_home
 
 
@@ -21,7 +22,7 @@ class Spy:
     seen_up_to: float = float("-inf")
     scored: list[tuple[float, float]] = field(default_factory=list)
 
-    def fit(self, history: Timeline, until: float) -> None:
+    def fit(self, history: Timeline, until: float, false_alarms: Sequence[FalseAlarm] = ()) -> None:
         self.until = until
 
     def score(self, tl: Timeline, now: float) -> list[Detection]:
