@@ -335,6 +335,12 @@ def _up_today(tl: Timeline, i0: int, n: int, bed_tells: bool = False) -> float |
     return float(up[j]) if ok[j] else None
 
 
+def _slot_of(tl: Timeline, t: float) -> int:
+    """The 5-minute slot of her day that ``t`` falls in."""
+    start = day_bounds(resident_day(t, tl.zone), tl.zone)[0]
+    return min(SLOTS - 1, int((t - start) // STEP_S))
+
+
 def _label_slots(k: int) -> slice:
     return slice(max(0, k - _LABEL_BEFORE), min(SLOTS, k + _LABEL_AFTER + 1))
 
@@ -491,7 +497,7 @@ class HourlyBaseline:
         elif label.kind == "long_bathroom":
             self.bathroom_s = max(self.bathroom_s, label.at - label.start + self.min_bathroom_s)
         elif label.kind == "night_wandering":
-            self.door_labelled[_label_slots(k)] = True
+            self.door_labelled[_label_slots(_slot_of(tl, label.start))] = True
 
     def score(self, tl: Timeline, now: float) -> list[Detection]:
         if self.days < MIN_DAYS:
@@ -652,7 +658,7 @@ class HourlyBaseline:
         door = _front_door_at_night(tl, now)
         if door is None or self.doors_at_night >= self.night_door_rate * self.days:
             return None
-        if self.door_labelled[min(SLOTS - 1, max(0, int((door - start) // STEP_S)))]:
+        if self.door_labelled[_slot_of(tl, door)]:
             return None
         evening = at_local(local(door, tl.zone).date() - timedelta(days=1), 18, tl.zone)
         d = tl.index(door)

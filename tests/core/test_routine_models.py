@@ -362,3 +362,21 @@ def test_a_change_in_her_week_raises_no_flood_of_alarms_and_is_learnt_within_wee
             by_week[int((a.at - h.changed_at) // (7 * 86_400.0))] += 1
     assert sum(by_week) <= 0.05 * 21 * homes
     assert by_week[1] + by_week[2] <= 2 * max(by_week[0], 1)
+
+
+def test_a_labelled_front_door_at_night_is_not_raised_again_about_that_time() -> None:
+    night = FIRST + timedelta(days=21)
+    events = [*history(28), Reading(at(night, 2, 10), "hall", "door_open")]
+    label = FalseAlarm("night_wandering", at(night, 2, 15), at(night, 2, 10))
+    after = SCORED + timedelta(days=1)
+    tonight = [*events, Reading(at(after, 2, 40), "hall", "door_open")]
+    late = [*events, Reading(at(after, 4, 40), "hall", "door_open")]
+    for labels, door, kinds in (
+        ((), tonight, ["night_wandering"]),
+        ((label,), tonight, []),
+        ((label,), late, ["night_wandering"]),
+    ):
+        model = HourlyBaseline()
+        tl = Timeline.of(door, LONDON)
+        model.fit(tl, at(SCORED, 4), false_alarms=labels)
+        assert [d.kind for d in model.score(tl, at(after, 4, 55))] == kinds
