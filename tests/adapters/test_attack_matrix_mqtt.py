@@ -126,7 +126,7 @@ async def test_every_subscriber_to_every_stream(secured: Settings, who: str) -> 
     wanted = streams(p)
     async with Reasoned(as_device(secured, p.id, p.password)) as client:
         granted = [
-            (await client.subscribe(topic, qos=1))[0].value  # type: ignore[index]
+            (await client.subscribe(topic, qos=1))[0].value  # type: ignore[union-attr]
             for topic, _ in wanted
         ]
     assert granted == [1 if may else NOT_AUTHORISED for _, may in wanted]
