@@ -38,6 +38,12 @@ def resolved_settings(env: dict[str, str]) -> Settings:
     )
 
 
+def own_token_key() -> str:
+    """A token key of a system's own (``kid:secret``), so the clients it runs for sign what its
+    gateway verifies."""
+    return f"k{secrets.token_hex(3)}:{secrets.token_urlsafe(32)}"
+
+
 def isolated(settings: Settings, workdir: Path, **changes: object) -> Settings:
     """Settings for a system of its own (benchmarks): a fresh namespace, a free gateway port,
     and a Kafka and an MQTT broker of its own (nothing answers on the free ports they name, so
@@ -45,6 +51,7 @@ def isolated(settings: Settings, workdir: Path, **changes: object) -> Settings:
     broker would parse another system's load."""
     update: dict[str, object] = {
         "namespace": f"bench{secrets.token_hex(3)}",
+        "token_keys": settings.token_keys or own_token_key(),
         "gateway_port": free_port(),
         "api_port": free_port(),
         "worker_datadir": str(workdir / "worker"),

@@ -52,7 +52,7 @@ from careknot.faults.load import (
 )
 from careknot.faults.proxy import Mode, ProxyThread, TcpProxy
 from careknot.faults.servers import FaultServers, Server
-from careknot.running import RunningSystem, worker_ready
+from careknot.running import RunningSystem, own_token_key, worker_ready
 from careknot.servers import free_port
 from kernel.settings import Settings
 from simulators import load
@@ -162,6 +162,8 @@ class Run:
                 "kafka_bootstrap": servers.urls["kafka"],
                 "gateway_port": free_port(),
                 "api_port": free_port(),
+                # the clients mint their tokens with the system's own key
+                "token_keys": base.token_keys or own_token_key(),
                 "worker_datadir": str(wd / "worker"),
                 "ingest_metrics_port": free_port(),
                 "emergency_ingest_metrics_port": free_port(),

@@ -44,7 +44,29 @@ PERSISTS_S = 15.0
 
 
 @pytest.fixture(scope="module")
-def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+async def residents(migrated: Settings) -> str:
+    """The agency, its caregivers and two residents with 20 days of history each and nothing
+    since three hours ago, in the record before the system starts (as a history that came
+    through the system would be: a home is watched from the record once it has a sensor);
+    their homes' time zone, where it is about 14:00."""
+    now = time.time()
+    zone = zone_at(14, now)
+    async with Database(migrated) as db:
+        await db.upsert_agency(AGENCY, "Routine Journey Care")
+        await db.upsert_caregivers(
+            [CaregiverRow(CAREGIVER, AGENCY, "Cara Near"), CaregiverRow(SECOND, AGENCY, "Nell")]
+        )
+        for patient, name in ((ROSE, "Rose Still"), (IRIS, "Iris Still")):
+            await db.upsert_patients([PatientRow(patient, AGENCY, name, *HOME, zone)])
+            await db.upsert_devices(devices(AGENCY, patient))
+            await write_days(db, AGENCY, patient, zone, 20, now - STILL_S)
+    return zone
+
+
+@pytest.fixture(scope="module")
+def system(
+    migrated: Settings, residents: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
     workdir = tmp_path_factory.mktemp("up-routines")
     with running_system(
         migrated,
@@ -60,20 +82,7 @@ def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 async def ready(system: Settings) -> AsyncIterator[Settings]:
-    """The worker ready; the agency, its caregiver and two residents with 20 days of history
-    each and nothing since three hours ago."""
     await own_worker_ready(system)
-    now = time.time()
-    zone = zone_at(14, now)
-    async with Database(system) as db:
-        await db.upsert_agency(AGENCY, "Routine Journey Care")
-        await db.upsert_caregivers(
-            [CaregiverRow(CAREGIVER, AGENCY, "Cara Near"), CaregiverRow(SECOND, AGENCY, "Nell")]
-        )
-        for patient, name in ((ROSE, "Rose Still"), (IRIS, "Iris Still")):
-            await db.upsert_patients([PatientRow(patient, AGENCY, name, *HOME, zone)])
-            await db.upsert_devices(devices(AGENCY, patient))
-            await write_days(db, AGENCY, patient, zone, 20, now - STILL_S)
     yield system
 
 
