@@ -149,9 +149,9 @@ def test_a_fitted_model_is_kept_and_read_back_whole() -> None:
     params, arrays = params_and_arrays(model)
     back = restored(params, arrays)
     assert back.days == model.days == 20
-    arrays = [f.name for f in fields(model) if isinstance(getattr(model, f.name), np.ndarray)]
-    assert len(arrays) >= 5
-    for name in arrays:
+    learnt = [f.name for f in fields(model) if isinstance(getattr(model, f.name), np.ndarray)]
+    assert len(learnt) >= 5
+    for name in learnt:
         ours, kept = getattr(model, name), getattr(back, name)
         assert ours.dtype == kept.dtype
         assert np.array_equal(kept, ours, equal_nan=ours.dtype.kind == "f")
