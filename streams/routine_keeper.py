@@ -85,7 +85,9 @@ class RoutineKeeper:
         self._ask = ask_incident
         self._clock = clock
         self._homes: dict[str, Watched] = {}
-        self._devices: dict[str, tuple[str, str]] = {}
+        self._devices: dict[str, tuple[str, str] | None] = {}
+        """Each device's patient and kind, as read; None: not registered (read again with the
+        homes)."""
         self._read_at = float("-inf")
         self._lock = asyncio.Lock()
         self.ignored: Counter[str] = Counter()
@@ -98,27 +100,32 @@ class RoutineKeeper:
     # ------------------------------------------------------------ events and silence
 
     async def events(self, events: Sequence[DeviceEvent]) -> None:
-        """Events the history kept: their homes take the ambient ones and are scored."""
+        """Events the history kept: their homes take the ambient ones. A home is scored at
+        once when they may change what it is told: an alarm of it stands (she moved: it may
+        clear), or its front door opened (at night, she may be wandering); the others wait
+        for the tick, a minute at most, since a movement raises nothing."""
         ambient = [e for e in events if e.type in ACTIVITY_EVENT_TYPES]
         if not ambient:
             return
         await self._read_homes()
         unknown = {e.device_id for e in ambient} - self._devices.keys()
         if unknown:
-            self._devices.update(await self._store.device_kinds(sorted(unknown)))
-        touched: dict[str, Watched] = {}
+            found = await self._store.device_kinds(sorted(unknown))
+            self._devices.update({d: found.get(d) for d in unknown})  # not found: none, kept
+        urgent: dict[str, Watched] = {}
         for e in ambient:
             where = self._devices.get(e.device_id)
             if where is None:
                 self.ignored["unregistered_device"] += 1
                 continue
             w = self._homes.get(where[0])
-            if w is not None and self._take(
-                w, e.event_id, e.ts, e.type, e.data.get("room"), where[1]
-            ):
-                touched[where[0]] = w
+            room = e.data.get("room")
+            if w is None or not self._take(w, e.event_id, e.ts, e.type, room, where[1]):
+                continue
+            if w.standing or (e.type == "door_open" and room_of(room, where[1]) == "hall"):
+                urgent[where[0]] = w
         now = self._clock()
-        for w in touched.values():
+        for w in urgent.values():
             await self._score(w, now)
 
     async def tick(self) -> None:
@@ -148,6 +155,7 @@ class RoutineKeeper:
             if now - self._read_at < self._settings.routine_homes_read_s:
                 return
             homes = {h.patient_id: h for h in await self._store.homes()}
+            self._devices = {d: w for d, w in self._devices.items() if w is not None}
             new = [h for pid, h in homes.items() if pid not in self._homes]
             for pid in set(self._homes) - homes.keys():
                 del self._homes[pid]
