@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
-from api import caregivers, problems
+from api import caregivers, devices, problems
 from api.auth import Trust
 from kernel import tokens
 from kernel.errors import AuthError, StorageError
@@ -32,6 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             async with Database(settings) as db:
                 app.state.db = db
+                app.state.settings = settings
                 app.state.trust = Trust(ring, redis.revocations(settings.keys))
                 yield
         finally:
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     problems.install(app)
     app.include_router(caregivers.router)
+    app.include_router(devices.router)
     return app
 
 

@@ -5,10 +5,8 @@ cannot overwrite each other's change."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
@@ -16,11 +14,9 @@ from adapters.storage.directory import Directory
 from adapters.storage.postgres import CaregiverRow
 from api.auth import Caller, may_manage, may_read_caregiver
 from api.problems import Refused
+from api.resources import ID, PAGE_MAX, WRITE_RESPONSES, AgencyId, Precondition, etag
 
-ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-AgencyId = Annotated[str, Path(pattern=ID, description="the agency's id")]
 CaregiverId = Annotated[str, Path(pattern=ID, description="the caregiver's id")]
-PAGE_MAX = 500
 
 router = APIRouter(prefix="/v1/agencies/{agency_id}/caregivers", tags=["caregivers"])
 
@@ -44,12 +40,6 @@ class Page(BaseModel):
 
 def _out(row: CaregiverRow) -> Caregiver:
     return Caregiver(id=row.id, agency_id=row.agency_id, name=row.name, skills=list(row.skills))
-
-
-def etag(row: CaregiverRow) -> str:
-    """The version of what a client reads: a digest of the caregiver as shown."""
-    body = orjson.dumps(_out(row).model_dump(), option=orjson.OPT_SORT_KEYS)
-    return f'"{hashlib.sha256(body).hexdigest()[:20]}"'
 
 
 def _directory(request: Request) -> Directory:
@@ -83,7 +73,7 @@ async def get_caregiver(
     row = await _directory(request).caregiver(agency_id, caregiver_id)
     if row is None:
         raise Refused(404, "unknown_caregiver", caregiver_id)
-    response.headers["ETag"] = etag(row)
+    response.headers["ETag"] = etag(_out(row))
     return _out(row)
 
 
@@ -91,12 +81,7 @@ async def get_caregiver(
     "/{caregiver_id}",
     response_model=Caregiver,
     summary="create or replace a caregiver",
-    responses={
-        201: {"description": "created"},
-        409: {"description": "the id is another agency's"},
-        412: {"description": "changed since the version given"},
-        428: {"description": "replacing needs If-Match"},
-    },
+    responses=WRITE_RESPONSES,
 )
 async def put_caregiver(
     request: Request,
@@ -110,25 +95,12 @@ async def put_caregiver(
 ) -> Caregiver:
     may_manage(claims, agency_id)
     row = CaregiverRow(caregiver_id, agency_id, body.name, tuple(body.skills))
-    missing: list[bool] = []
-
-    def holds(current: CaregiverRow | None) -> bool:
-        if current is None:
-            return if_match is None
-        if if_none_match == "*":
-            return False
-        if if_match is None:
-            missing.append(True)
-            return False
-        return if_match == etag(current)
-
-    written = await _directory(request).put_caregiver(row, holds)
+    given = Precondition(if_match, if_none_match)
+    written = await _directory(request).put_caregiver(row, lambda c: given.holds(c, _out))
     if written == "other_agency":
         raise Refused(409, "other_agency", f"{caregiver_id} is another agency's")
     if written == "precondition_failed":
-        if missing:
-            raise Refused(428, "precondition_required", "replacing a caregiver needs If-Match")
-        raise Refused(412, "changed", "changed since the version given: read it again")
+        raise given.refuse("a caregiver")
     response.status_code = 201 if written == "created" else 200
-    response.headers["ETag"] = etag(row)
+    response.headers["ETag"] = etag(_out(row))
     return _out(row)

@@ -11,11 +11,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from adapters.storage.postgres import CaregiverRow, Database
+from adapters.storage.postgres import CaregiverRow, Database, DeviceRow
+from devices.kinds import kind_of
 
-Written = Literal["created", "replaced", "precondition_failed", "other_agency"]
+Written = Literal[
+    "created",
+    "replaced",
+    "precondition_failed",
+    "other_agency",
+    "unknown_patient",
+    "unknown_device_kind",
+]
 Precondition = Callable[[CaregiverRow | None], bool]
 """Whether the write may go on, given the row as it stands (None: there is none)."""
+DevicePrecondition = Callable[[DeviceRow | None], bool]
+
+
+def _device(r: object) -> DeviceRow:
+    row = dict(r)  # type: ignore[call-overload]
+    return DeviceRow(row["id"], row["agency_id"], row["patient_id"], row["kind"])
 
 
 def _caregiver(r: object) -> CaregiverRow:
@@ -66,6 +80,57 @@ class Directory:
                 row.agency_id,
                 row.name,
                 list(row.skills),
+            )
+        return "created" if current is None else "replaced"
+
+    async def devices(self, agency_id: str, limit: int, after: str = "") -> list[DeviceRow]:
+        """A page of the agency's devices: ids after ``after``, in id order."""
+        rows = await self._db.pool.fetch(
+            "SELECT id, agency_id, patient_id, kind FROM devices"
+            " WHERE agency_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            agency_id,
+            after,
+            limit,
+        )
+        return [_device(r) for r in rows]
+
+    async def device(self, agency_id: str, device_id: str) -> DeviceRow | None:
+        row = await self._db.pool.fetchrow(
+            "SELECT id, agency_id, patient_id, kind FROM devices WHERE id = $1 AND agency_id = $2",
+            device_id,
+            agency_id,
+        )
+        return None if row is None else _device(row)
+
+    async def put_device(self, row: DeviceRow, holds: DevicePrecondition) -> Written:
+        """Register or change a device of a patient of the agency, if ``holds`` for the row as
+        it stands; a kind the system does not know, or a patient not the agency's, is refused."""
+        if kind_of(row.kind) is None:
+            return "unknown_device_kind"
+        async with self._db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('device:' || $1))", row.id)
+            found = await conn.fetchrow(
+                "SELECT id, agency_id, patient_id, kind FROM devices WHERE id = $1 FOR UPDATE",
+                row.id,
+            )
+            current = None if found is None else _device(found)
+            if current is not None and current.agency_id != row.agency_id:
+                return "other_agency"
+            whose = await conn.fetchval(
+                "SELECT agency_id FROM patients WHERE id = $1", row.patient_id
+            )
+            if whose != row.agency_id:
+                return "unknown_patient"
+            if not holds(current):
+                return "precondition_failed"
+            await conn.execute(
+                "INSERT INTO devices(id, agency_id, patient_id, kind) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (id) DO UPDATE SET patient_id = EXCLUDED.patient_id,"
+                " kind = EXCLUDED.kind",
+                row.id,
+                row.agency_id,
+                row.patient_id,
+                row.kind,
             )
         return "created" if current is None else "replaced"
 

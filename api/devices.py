@@ -1,0 +1,165 @@
+"""``/v1/agencies/{agency}/devices``: an agency's home devices, registered to its patients.
+
+A device registered where the system runs its own broker (``careknot up``'s Mosquitto, dynamic
+security) is given broker credentials of its own on creation: a username (its id) and a password
+shown once, in the answer to its creation, never again (``credentials``); its role lets it publish
+only under its own topics. ``POST .../credentials`` gives it a new password (a device lost or
+reset), the old one refused from then on. Where the broker is another's, credentials are
+provisioned there (``credentials`` is null).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from adapters.mqtt.access import admin_access
+from adapters.mqtt.dynsec import DynSec, Publisher
+from adapters.storage.directory import Directory
+from adapters.storage.postgres import DeviceRow
+from api.auth import Caller, may_manage
+from api.problems import Refused
+from api.resources import ID, PAGE_MAX, WRITE_RESPONSES, AgencyId, Precondition, etag
+from devices.kinds import KINDS
+from kernel.errors import BrokerUnavailable
+from kernel.settings import Settings
+
+DeviceId = Annotated[str, Path(pattern=ID, description="the device's id (its MQTT username)")]
+PASSWORD_BYTES = 24
+
+router = APIRouter(prefix="/v1/agencies/{agency_id}/devices", tags=["devices"])
+
+
+class DeviceIn(BaseModel):
+    kind: str = Field(description=f"one of {', '.join(sorted(KINDS))}", max_length=64)
+    patient_id: str = Field(pattern=ID, description="the patient whose home it is in")
+
+
+class Device(DeviceIn):
+    id: str
+    agency_id: str
+
+
+class Credentials(BaseModel):
+    username: str
+    password: str = Field(description="shown once: keep it on the device")
+
+
+class Registered(Device):
+    credentials: Credentials | None = Field(
+        default=None, description="on creation, where the system runs its own broker"
+    )
+
+
+class Page(BaseModel):
+    items: list[Device]
+    next: str | None
+
+
+def _out(row: DeviceRow) -> Device:
+    return Device(id=row.id, agency_id=row.agency_id, patient_id=row.patient_id, kind=row.kind)
+
+
+def _directory(request: Request) -> Directory:
+    return Directory(request.app.state.db)
+
+
+async def _provision(settings: Settings, row: DeviceRow) -> Credentials | None:
+    """Broker credentials of the device's own, where the broker is the system's: its client
+    made, or its password set anew (a client the broker knew from before gets this one)."""
+    admin = admin_access(settings)
+    if admin is None:
+        return None
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
+    try:
+        async with DynSec(admin) as control:
+            who = Publisher(row.agency_id, "dev", row.id, password)
+            await control.provision([who], new_passwords=True)
+    except BrokerUnavailable as exc:
+        raise Refused(503, "broker_unavailable", "try again", {"Retry-After": "5"}) from exc
+    return Credentials(username=row.id, password=password)
+
+
+@router.get("", response_model=Page, summary="the agency's devices, a page at a time")
+async def list_devices(
+    request: Request,
+    claims: Caller,
+    agency_id: AgencyId,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
+    after: Annotated[str, Query(max_length=128)] = "",
+) -> Page:
+    may_manage(claims, agency_id)
+    rows = await _directory(request).devices(agency_id, limit + 1, after)
+    items = [_out(r) for r in rows[:limit]]
+    return Page(items=items, next=items[-1].id if len(rows) > limit else None)
+
+
+@router.get("/{device_id}", response_model=Device, summary="one device, its version")
+async def get_device(
+    request: Request, response: Response, claims: Caller, agency_id: AgencyId, device_id: DeviceId
+) -> Device:
+    may_manage(claims, agency_id)
+    row = await _directory(request).device(agency_id, device_id)
+    if row is None:
+        raise Refused(404, "unknown_device", device_id)
+    response.headers["ETag"] = etag(_out(row))
+    return _out(row)
+
+
+@router.put(
+    "/{device_id}",
+    response_model=Registered,
+    response_model_exclude_none=True,
+    summary="register a device (its broker credentials, once) or change it",
+    responses={
+        **WRITE_RESPONSES,
+        422: {"description": "unknown kind, or not the agency's patient"},
+    },
+)
+async def put_device(
+    request: Request,
+    response: Response,
+    claims: Caller,
+    agency_id: AgencyId,
+    device_id: DeviceId,
+    body: DeviceIn,
+    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
+    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+) -> Registered:
+    may_manage(claims, agency_id)
+    row = DeviceRow(device_id, agency_id, body.patient_id, body.kind)
+    given = Precondition(if_match, if_none_match)
+    written = await _directory(request).put_device(row, lambda c: given.holds(c, _out))
+    if written == "other_agency":
+        raise Refused(409, "other_agency", f"{device_id} is another agency's")
+    if written in ("unknown_patient", "unknown_device_kind"):
+        raise Refused(422, written, body.patient_id if written == "unknown_patient" else body.kind)
+    if written == "precondition_failed":
+        raise given.refuse("a device")
+    created = written == "created"
+    credentials = await _provision(request.app.state.settings, row) if created else None
+    response.status_code = 201 if created else 200
+    response.headers["ETag"] = etag(_out(row))
+    return Registered(**_out(row).model_dump(), credentials=credentials)
+
+
+@router.post(
+    "/{device_id}/credentials",
+    response_model=Credentials,
+    summary="a new broker password for the device (the old one refused from now on)",
+    responses={404: {"description": "no such device"}, 409: {"description": "not our broker"}},
+)
+async def new_credentials(
+    request: Request, claims: Caller, agency_id: AgencyId, device_id: DeviceId
+) -> Credentials:
+    may_manage(claims, agency_id)
+    row = await _directory(request).device(agency_id, device_id)
+    if row is None:
+        raise Refused(404, "unknown_device", device_id)
+    credentials = await _provision(request.app.state.settings, row)
+    if credentials is None:
+        raise Refused(409, "external_broker", "credentials are provisioned at the broker")
+    return credentials
