@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from adapters.storage.directory import Directory
 from adapters.storage.postgres import CaregiverRow
 from api.auth import Caller, may_manage, may_read_caregiver
+from api.broker import Credentials, credentials_for
 from api.problems import Refused
 from api.resources import ID, PAGE_MAX, WRITE_RESPONSES, AgencyId, Precondition, etag
 
@@ -104,3 +105,21 @@ async def put_caregiver(
     response.status_code = 201 if written == "created" else 200
     response.headers["ETag"] = etag(_out(row))
     return _out(row)
+
+
+@router.post(
+    "/{caregiver_id}/credentials",
+    response_model=Credentials,
+    summary="broker credentials for her phone, its own (a new password refuses the old)",
+    responses={404: {"description": "no such caregiver"}, 409: {"description": "not our broker"}},
+)
+async def phone_credentials(
+    request: Request, claims: Caller, agency_id: AgencyId, caregiver_id: CaregiverId
+) -> Credentials:
+    may_manage(claims, agency_id)
+    if await _directory(request).caregiver(agency_id, caregiver_id) is None:
+        raise Refused(404, "unknown_caregiver", caregiver_id)
+    given = await credentials_for(request.app.state.settings, agency_id, "cg", caregiver_id)
+    if given is None:
+        raise Refused(409, "external_broker", "credentials are provisioned at the broker")
+    return given

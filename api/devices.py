@@ -10,25 +10,20 @@ provisioned there (``credentials`` is null).
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from adapters.mqtt.access import admin_access
-from adapters.mqtt.dynsec import DynSec, Publisher
 from adapters.storage.directory import Directory
 from adapters.storage.postgres import DeviceRow
 from api.auth import Caller, may_manage
+from api.broker import Credentials, credentials_for
 from api.problems import Refused
 from api.resources import ID, PAGE_MAX, WRITE_RESPONSES, AgencyId, Precondition, etag
 from devices.kinds import KINDS
-from kernel.errors import BrokerUnavailable
-from kernel.settings import Settings
 
 DeviceId = Annotated[str, Path(pattern=ID, description="the device's id (its MQTT username)")]
-PASSWORD_BYTES = 24
 
 router = APIRouter(prefix="/v1/agencies/{agency_id}/devices", tags=["devices"])
 
@@ -41,11 +36,6 @@ class DeviceIn(BaseModel):
 class Device(DeviceIn):
     id: str
     agency_id: str
-
-
-class Credentials(BaseModel):
-    username: str
-    password: str = Field(description="shown once: keep it on the device")
 
 
 class Registered(Device):
@@ -67,20 +57,8 @@ def _directory(request: Request) -> Directory:
     return Directory(request.app.state.db)
 
 
-async def _provision(settings: Settings, row: DeviceRow) -> Credentials | None:
-    """Broker credentials of the device's own, where the broker is the system's: its client
-    made, or its password set anew (a client the broker knew from before gets this one)."""
-    admin = admin_access(settings)
-    if admin is None:
-        return None
-    password = secrets.token_urlsafe(PASSWORD_BYTES)
-    try:
-        async with DynSec(admin) as control:
-            who = Publisher(row.agency_id, "dev", row.id, password)
-            await control.provision([who], new_passwords=True)
-    except BrokerUnavailable as exc:
-        raise Refused(503, "broker_unavailable", "try again", {"Retry-After": "5"}) from exc
-    return Credentials(username=row.id, password=password)
+async def _credentials(request: Request, row: DeviceRow) -> Credentials | None:
+    return await credentials_for(request.app.state.settings, row.agency_id, "dev", row.id)
 
 
 @router.get("", response_model=Page, summary="the agency's devices, a page at a time")
@@ -140,7 +118,7 @@ async def put_device(
     if written == "precondition_failed":
         raise given.refuse("a device")
     created = written == "created"
-    credentials = await _provision(request.app.state.settings, row) if created else None
+    credentials = await _credentials(request, row) if created else None
     response.status_code = 201 if created else 200
     response.headers["ETag"] = etag(_out(row))
     return Registered(**_out(row).model_dump(), credentials=credentials)
@@ -159,7 +137,7 @@ async def new_credentials(
     row = await _directory(request).device(agency_id, device_id)
     if row is None:
         raise Refused(404, "unknown_device", device_id)
-    credentials = await _provision(request.app.state.settings, row)
+    credentials = await _credentials(request, row)
     if credentials is None:
         raise Refused(409, "external_broker", "credentials are provisioned at the broker")
     return credentials

@@ -174,3 +174,22 @@ async def test_devices_change_against_their_version_and_stay_in_their_agency(
     assert (taken.status_code, taken.json()["reason"]) == (409, "other_agency")
     fresh = await open_api.post(f"{url}/credentials", headers=desk(settings, agency_id))
     assert (fresh.status_code, fresh.json()["reason"]) == (409, "external_broker")
+
+
+async def test_a_caregivers_phone_gets_credentials_of_its_own(
+    api: httpx.AsyncClient, secured: Settings, agency: tuple[str, str]
+) -> None:
+    agency_id, _ = agency
+    cg = f"{agency_id}.cg"
+    base = f"/v1/agencies/{agency_id}/caregivers/{cg}"
+    nobody = await api.post(f"{base}/credentials", headers=desk(secured, agency_id))
+    assert (nobody.status_code, nobody.json()["reason"]) == (404, "unknown_caregiver")
+    assert (await api.put(base, json={"name": "Cara"}, headers=desk(secured, agency_id))).is_success
+    given = (await api.post(f"{base}/credentials", headers=desk(secured, agency_id))).json()
+    assert given["username"] == cg
+    loc = f"ck/{agency_id}/cg/{cg}/loc"
+    async with Reasoned(access_of(secured).as_user(cg, given["password"])) as phone:
+        await phone.publish(loc, b"{}", qos=1, timeout=WITHIN_S)
+        await phone.publish(f"ck/{agency_id}/dev/{cg}/evt", b"{}", qos=1, timeout=WITHIN_S)
+    taken, refused = (c.value for c in phone.pubacks)
+    assert taken < 128 and refused == NOT_AUTHORISED  # her phone's topics only

@@ -1,0 +1,40 @@
+"""Broker credentials of a device's or a caregiver's phone's own, where the system runs its
+broker (``careknot up``'s Mosquitto, dynamic security): a client named by its id, a role that
+lets it publish only under its own topics and read only its own commands, and a password shown
+once. Where the broker is another's, credentials are provisioned there (None here)."""
+
+from __future__ import annotations
+
+import secrets
+
+from pydantic import BaseModel, Field
+
+from adapters.mqtt.access import admin_access
+from adapters.mqtt.dynsec import DynSec, Kind, Publisher
+from api.problems import Refused
+from kernel.errors import BrokerUnavailable
+from kernel.settings import Settings
+
+PASSWORD_BYTES = 24
+
+
+class Credentials(BaseModel):
+    username: str
+    password: str = Field(description="shown once: keep it on the device or the phone")
+
+
+async def credentials_for(
+    settings: Settings, agency_id: str, kind: Kind, publisher: str
+) -> Credentials | None:
+    """Its client made, or its password set anew (the old one refused from then on)."""
+    admin = admin_access(settings)
+    if admin is None:
+        return None
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
+    try:
+        async with DynSec(admin) as control:
+            who = Publisher(agency_id, kind, publisher, password)
+            await control.provision([who], new_passwords=True)
+    except BrokerUnavailable as exc:
+        raise Refused(503, "broker_unavailable", "try again", {"Retry-After": "5"}) from exc
+    return Credentials(username=publisher, password=password)
