@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
-from api import caregivers, devices, problems
+from api import caregivers, devices, patients, problems
 from api.auth import Trust
 from kernel import tokens
 from kernel.errors import AuthError, StorageError
@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     problems.install(app)
     app.include_router(caregivers.router)
+    app.include_router(patients.router)
     app.include_router(devices.router)
     return app
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from adapters.storage.postgres import CaregiverRow, Database, DeviceRow
+from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow, known_zone
 from devices.kinds import kind_of
 
 Written = Literal[
@@ -21,10 +21,13 @@ Written = Literal[
     "other_agency",
     "unknown_patient",
     "unknown_device_kind",
+    "unknown_zone",
+    "forgotten",
 ]
 Precondition = Callable[[CaregiverRow | None], bool]
 """Whether the write may go on, given the row as it stands (None: there is none)."""
 DevicePrecondition = Callable[[DeviceRow | None], bool]
+PatientPrecondition = Callable[[PatientRow | None], bool]
 
 
 def _device(r: object) -> DeviceRow:
@@ -132,6 +135,32 @@ class Directory:
                 row.patient_id,
                 row.kind,
             )
+        return "created" if current is None else "replaced"
+
+    async def patients(self, agency_id: str, limit: int, after: str = "") -> list[PatientRow]:
+        return await self._db.patients_of(agency_id, limit, after)
+
+    async def patient(self, agency_id: str, patient_id: str) -> PatientRow | None:
+        found = await self._db.patient(patient_id)
+        return found if found is not None and found.agency_id == agency_id else None
+
+    async def put_patient(self, row: PatientRow, holds: PatientPrecondition) -> Written:
+        """Register or change a patient (her name sealed as the registry seals it), if
+        ``holds`` for her as she stands; a forgotten patient is not written again."""
+        if not known_zone(row.zone):
+            return "unknown_zone"
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('patient-record:' || $1))", row.id
+            )
+            current = await self._db.patient(row.id)
+            if current is not None and current.agency_id != row.agency_id:
+                return "other_agency"
+            if current is not None and current.forgotten:
+                return "forgotten"
+            if not holds(current):
+                return "precondition_failed"
+            await self._db.upsert_patients([row])
         return "created" if current is None else "replaced"
 
     async def agency_known(self, agency_id: str) -> bool:

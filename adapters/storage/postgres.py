@@ -85,6 +85,12 @@ def known_zone(name: str) -> bool:
     return True
 
 
+_PATIENT_SELECT = (
+    "SELECT p.id, p.agency_id, p.name_sealed, p.lat, p.lon, p.zone, p.forgotten_at,"
+    " k.wrapped, k.kek_id FROM patients p LEFT JOIN patient_keys k ON k.patient_id = p.id"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class PatientRow:
     id: str
@@ -403,14 +409,20 @@ class Database:
     async def patient(self, patient_id: str) -> PatientRow | None:
         """A patient as registered, her name unsealed (:data:`kernel.sealing.FORGOTTEN` once
         she is forgotten, :data:`kernel.sealing.UNREADABLE` if it does not open)."""
-        row = await self.pool.fetchrow(
-            "SELECT p.id, p.agency_id, p.name_sealed, p.lat, p.lon, p.zone, p.forgotten_at,"
-            " k.wrapped, k.kek_id FROM patients p"
-            " LEFT JOIN patient_keys k ON k.patient_id = p.id WHERE p.id = $1",
-            patient_id,
+        row = await self.pool.fetchrow(f"{_PATIENT_SELECT} WHERE p.id = $1", patient_id)
+        return None if row is None else self._patient_of(row)
+
+    async def patients_of(self, agency_id: str, limit: int, after: str = "") -> list[PatientRow]:
+        """A page of the agency's patients (ids after ``after``, in id order), names unsealed."""
+        rows = await self.pool.fetch(
+            f"{_PATIENT_SELECT} WHERE p.agency_id = $1 AND p.id > $2 ORDER BY p.id LIMIT $3",
+            agency_id,
+            after,
+            limit,
         )
-        if row is None:
-            return None
+        return [self._patient_of(r) for r in rows]
+
+    def _patient_of(self, row: asyncpg.Record) -> PatientRow:
         forgotten = row["forgotten_at"] is not None
         return PatientRow(
             row["id"],

@@ -1,0 +1,112 @@
+"""``/v1/agencies/{agency}/patients``: an agency's patients, each her home's place and time zone.
+Her name is sealed in the record (``kernel.sealing``) and shown unsealed to her agency's
+dispatchers; a patient forgotten (``careknot patient forget``) reads ``(forgotten)`` and is not
+written again. Versions and preconditions as every resource (``api.resources``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from adapters.storage.directory import Directory
+from adapters.storage.postgres import PatientRow
+from api.auth import Caller, may_manage
+from api.problems import Refused
+from api.resources import ID, PAGE_MAX, WRITE_RESPONSES, AgencyId, Precondition, etag
+
+PatientId = Annotated[str, Path(pattern=ID, description="the patient's id")]
+
+router = APIRouter(prefix="/v1/agencies/{agency_id}/patients", tags=["patients"])
+
+
+class PatientIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="sealed in the record")
+    lat: float = Field(ge=-90, le=90, description="her home, where caregivers are sent")
+    lon: float = Field(ge=-180, le=180)
+    zone: str = Field(default="Europe/London", max_length=64, description="IANA time zone")
+
+
+class Patient(PatientIn):
+    id: str
+    agency_id: str
+    forgotten: bool = False
+
+
+class Page(BaseModel):
+    items: list[Patient]
+    next: str | None
+
+
+def _out(row: PatientRow) -> Patient:
+    return Patient(
+        id=row.id,
+        agency_id=row.agency_id,
+        name=row.name,
+        lat=row.lat,
+        lon=row.lon,
+        zone=row.zone,
+        forgotten=row.forgotten,
+    )
+
+
+def _directory(request: Request) -> Directory:
+    return Directory(request.app.state.db)
+
+
+@router.get("", response_model=Page, summary="the agency's patients, a page at a time")
+async def list_patients(
+    request: Request,
+    claims: Caller,
+    agency_id: AgencyId,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
+    after: Annotated[str, Query(max_length=128)] = "",
+) -> Page:
+    may_manage(claims, agency_id)
+    rows = await _directory(request).patients(agency_id, limit + 1, after)
+    items = [_out(r) for r in rows[:limit]]
+    return Page(items=items, next=items[-1].id if len(rows) > limit else None)
+
+
+@router.get("/{patient_id}", response_model=Patient, summary="one patient, her version")
+async def get_patient(
+    request: Request, response: Response, claims: Caller, agency_id: AgencyId, patient_id: PatientId
+) -> Patient:
+    may_manage(claims, agency_id)
+    row = await _directory(request).patient(agency_id, patient_id)
+    if row is None:
+        raise Refused(404, "unknown_patient", patient_id)
+    response.headers["ETag"] = etag(_out(row))
+    return _out(row)
+
+
+@router.put(
+    "/{patient_id}",
+    response_model=Patient,
+    summary="register a patient or change her record",
+    responses={**WRITE_RESPONSES, 422: {"description": "an unknown time zone, or forgotten"}},
+)
+async def put_patient(
+    request: Request,
+    response: Response,
+    claims: Caller,
+    agency_id: AgencyId,
+    patient_id: PatientId,
+    body: PatientIn,
+    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
+    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+) -> Patient:
+    may_manage(claims, agency_id)
+    row = PatientRow(patient_id, agency_id, body.name, body.lat, body.lon, body.zone)
+    given = Precondition(if_match, if_none_match)
+    written = await _directory(request).put_patient(row, lambda c: given.holds(c, _out))
+    if written == "other_agency":
+        raise Refused(409, "other_agency", f"{patient_id} is another agency's")
+    if written in ("unknown_zone", "forgotten"):
+        raise Refused(422, written, body.zone if written == "unknown_zone" else patient_id)
+    if written == "precondition_failed":
+        raise given.refuse("a patient")
+    response.status_code = 201 if written == "created" else 200
+    response.headers["ETag"] = etag(_out(row))
+    return _out(row)
