@@ -11,20 +11,47 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
+import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import BlockingConnectionPool, Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from adapters.storage.connection import RedisConnection
+from adapters.storage.connection import RETRIES, RedisConnection
 from kernel.errors import StorageError
 from kernel.keys import Keys
+
+POOL_SIZE = 100
+POOL_WAIT_S = 10.0
 
 
 class GatewayConnection(RedisConnection):
     """A gateway's Redis connection: ``async with GatewayConnection.open(url)`` raises
-    :class:`StorageError` when Redis does not answer, and closes the client on the way out."""
+    :class:`StorageError` when Redis does not answer, and closes the client on the way out.
+
+    Its thousands of clients share :data:`POOL_SIZE` connections: a command waits for a free
+    one (up to :data:`POOL_WAIT_S`) rather than failing at once, as the default pool does past
+    its hundred, when they all ask at the same moment (phones reconnecting after a restart,
+    every open connection's token checked in the same second)."""
+
+    @classmethod
+    def open(cls, url: str) -> Self:
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES)
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT_S,
+            retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # closing the client closes its pool
+        return cls(client)
 
     async def __aenter__(self) -> GatewayConnection:
         try:
