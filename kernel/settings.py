@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     )
     gateway_tls_cert: str = Field(default="", description="PEM certificate: the gateway speaks TLS")
     gateway_tls_key: str = Field(default="", description="its private key (PEM)")
+    gateway_compression: bool = Field(
+        default=True,
+        description="permessage-deflate on the WebSocket when a client offers it: smaller frames"
+        " on the wire, and a compressor and decompressor kept for each connection (see"
+        " docs/benchmarks.md, Gateway, for what that costs)",
+    )
     metrics_host: str = Field(
         default="127.0.0.1", description="where the services' metrics and health are served"
     )

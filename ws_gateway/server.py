@@ -104,6 +104,7 @@ class Gateway:
                 close_timeout=CLOSE_TIMEOUT_S,
                 origins=allowed_origins(settings),
                 ssl=tls_context(settings),
+                compression="deflate" if settings.gateway_compression else None,
             )
         )
         self._admin: Server | None = None
