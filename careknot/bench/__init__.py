@@ -80,6 +80,12 @@ BENCHMARKS = {
         " model beside the fixed rule, and homes scored a second on one core",
         options.anomaly,
     ),
+    "gateway": Benchmark(
+        "careknot.bench.gateway",
+        "WebSocket clients one gateway process holds: memory per idle connection, and the"
+        " delivery latency from the outbox to them, p50/p99, with and without compression",
+        options.gateway,
+    ),
 }
 
 

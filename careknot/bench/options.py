@@ -155,3 +155,21 @@ def anomaly(p: ArgumentParser) -> None:
         default=14,
         help="first days of each home only learnt from, not scored (they carry no anomaly)",
     )
+
+
+def gateway(p: ArgumentParser) -> None:
+    p.add_argument("--connections", type=int, default=10_000, help="WebSocket clients in all")
+    p.add_argument("--clients", type=int, default=2, help="client processes they are opened from")
+    p.add_argument("--agencies", type=int, default=5, help="agencies the clients belong to")
+    p.add_argument("--dispatchers", type=int, default=200, help="dispatchers among the clients")
+    p.add_argument("--at-once", type=int, default=100, help="handshakes at once per process")
+    p.add_argument("--idle-seconds", type=float, default=5.0, help="idle before memory is read")
+    p.add_argument("--rate", type=float, default=200.0, help="timed frames a second")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long they are sent")
+    p.add_argument("--sample", type=int, default=1000, help="recipients the frames go to")
+    p.add_argument(
+        "--compression",
+        choices=("on", "off", "both"),
+        default="both",
+        help="whether the gateway offers permessage-deflate; both: a gateway each, in turn",
+    )
