@@ -39,6 +39,7 @@ from kernel.backoff import Backoff
 from kernel.errors import AuthError, RejectedInput, StorageError
 from kernel.settings import Settings
 from ws_gateway.conversation import Connection, Conversations
+from ws_gateway.heap import keep_frozen
 from ws_gateway.session import MAX_FRAME_BYTES, UNAUTHORISED, Counters, head_of, resolve_recipient
 from ws_gateway.web import AdminRoutes, WebRoutes
 
@@ -264,11 +265,16 @@ def _param(query: dict[str, list[str]], name: str) -> str | None:
 
 
 async def run(settings: Settings) -> int:
-    """``careknot gateway``: serve until SIGINT/SIGTERM."""
+    """``careknot gateway``: serve until SIGINT/SIGTERM, its heap kept frozen
+    (:mod:`ws_gateway.heap`)."""
     try:
         async with Gateway(settings) as gateway:
             log.info("gateway on http://%s:%d", settings.gateway_host, gateway.port)
-            await gateway.run()
+            keeper = asyncio.create_task(keep_frozen(), name="gateway-heap")
+            try:
+                await gateway.run()
+            finally:
+                keeper.cancel()
     except (StorageError, OSError, AuthError) as exc:
         log.error("gateway cannot start: %s", exc)
         return 1
