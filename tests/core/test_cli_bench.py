@@ -36,6 +36,10 @@ OWN = {
         "--homes", "--seconds", "--telemetry", "--events", "--fixes", "--alarms", "--doses",
     },
     "anomaly": {"--homes", "--days", "--seed", "--learn-days"},
+    "gateway": {
+        "--connections", "--clients", "--agencies", "--dispatchers", "--at-once", "--idle-seconds",
+        "--rate", "--seconds", "--sample", "--compression",
+    },
 }  # fmt: skip
 
 
