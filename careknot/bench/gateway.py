@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -56,12 +57,13 @@ from adapters.storage.namespace import drop_namespace
 from adapters.storage.outbox import Outbox
 from careknot.bench import command, own_options
 from careknot.bench.report import latency_figures, machine, write
-from careknot.running import own_token_key
+from careknot.running import RunningSystem, isolated, own_token_key, worker_ready
 from careknot.servers import ServerStack, die_with_parent, free_port
 from careknot.up import settings_env
 from kernel import recipients, tokens
 from kernel.contracts import Role
 from kernel.settings import Settings
+from simulators.population import AGENCY_ID as CITY_AGENCY
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ SLOW_MS = 100.0
 TOKEN_TTL_S = 4 * 3600.0
 END: Literal["bench_end"] = "bench_end"
 FRAME: Literal["bench"] = "bench"
+CITY = "careknot up --simulate: 50 caregivers, 200 homes, a fix every 3 s each"
 
 
 class BenchFrame(BaseModel):
@@ -97,6 +100,8 @@ class Plan:
     rate: float
     seconds: float
     sample: int
+    city: bool = False
+    """Whether the simulated city runs meanwhile (its agency's dispatchers among the clients)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ def people(plan: Plan) -> list[tuple[Role, str, str, str]]:
     dispatchers = min(plan.dispatchers, plan.connections)
     out: list[tuple[Role, str, str, str]] = []
     for n in range(plan.connections):
-        agency = f"bga{n % plan.agencies}"
+        agency = CITY_AGENCY if plan.city and n % plan.agencies == 0 else f"bga{n % plan.agencies}"
         if n < dispatchers:
             out.append(("dispatcher", f"bgd{n}", agency, recipients.dispatchers(agency)))
         else:
@@ -161,6 +166,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         opts.rate,
         opts.seconds,
         opts.sample,
+        opts.city,
     )
     modes = {"on": [True], "off": [False], "both": [True, False]}[opts.compression]
     workdir = Path(tempfile.mkdtemp(prefix="careknot-bench-gateway-"))
@@ -170,20 +176,18 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             "token_keys": settings.token_keys or own_token_key(),
         }
     )
-    with ServerStack(own, workdir / "servers") as resolved:
-        try:
-            runs = {
-                ("deflate" if on else "none"): await measure(resolved, plan, on, workdir)
-                for on in modes
-            }
-        finally:
-            await drop_namespace(resolved)
+    async with _servers(own, workdir, plan.city) as resolved:
+        runs = {
+            ("deflate" if on else "none"): await measure(resolved, plan, on, workdir)
+            for on in modes
+        }
     configured = "deflate" if settings.gateway_compression else "none"
     top = runs.get(configured) or next(iter(runs.values()))
     figures: dict[str, Any] = {
         "benchmark": "gateway",
         **{k: top[k] for k in ("connections", "p50_ms", "p99_ms", "kib_per_connection")},
         "compression": top["compression"],
+        "city": CITY if plan.city else None,
         "runs": runs,
         "plan": vars(opts),
         "command": command("gateway", opts),
@@ -194,6 +198,33 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
     print(f"written to {path}")
     return 0 if all(r["missing"] == 0 and r["refused"] == 0 for r in runs.values()) else 1
+
+
+@contextlib.asynccontextmanager
+async def _servers(own: Settings, workdir: Path, city: bool) -> AsyncIterator[Settings]:
+    """Resolved settings of servers the gateway can use: the configured Redis and a Kafka that
+    answers (or one started); with ``city``, the whole system simulating the city
+    (``careknot up --simulate``, on a Kafka and MQTT broker of its own), whose namespace the
+    bench's gateway relays. The namespace is dropped on the way out."""
+    if not city:
+        with ServerStack(own, workdir / "servers") as resolved:
+            try:
+                yield resolved
+            finally:
+                await drop_namespace(resolved)
+        return
+    running = RunningSystem(isolated(own, workdir / "city"), workdir / "city", simulate=True)
+    (workdir / "city").mkdir()
+    live = await asyncio.to_thread(running.__enter__)
+    try:
+        await worker_ready(live, READY_TIMEOUT_S)
+        yield live
+    except BaseException:
+        log.error("the system said:\n%s", running.log_tail())
+        raise
+    finally:
+        await asyncio.to_thread(running.__exit__, None, None, None)
+        await drop_namespace(live)
 
 
 async def measure(

@@ -173,3 +173,9 @@ def gateway(p: ArgumentParser) -> None:
         default="both",
         help="whether the gateway offers permessage-deflate; both: a gateway each, in turn",
     )
+    p.add_argument(
+        "--city",
+        action="store_true",
+        help="the simulated city runs meanwhile (the whole system), its dispatchers among the"
+        " clients",
+    )

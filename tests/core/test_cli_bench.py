@@ -38,7 +38,7 @@ OWN = {
     "anomaly": {"--homes", "--days", "--seed", "--learn-days"},
     "gateway": {
         "--connections", "--clients", "--agencies", "--dispatchers", "--at-once", "--idle-seconds",
-        "--rate", "--seconds", "--sample", "--compression",
+        "--rate", "--seconds", "--sample", "--compression", "--city",
     },
 }  # fmt: skip
 
