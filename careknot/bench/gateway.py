@@ -102,6 +102,9 @@ class Plan:
     sample: int
     city: bool = False
     """Whether the simulated city runs meanwhile (its agency's dispatchers among the clients)."""
+    city_warm: float = 0.0
+    """Seconds the city runs before the clients open (its start-up publishes every resident's
+    history)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ class Held:
     ended: int = 0
     closed: int = 0
     """Clients whose connection closed before their last frame."""
+    closes: dict[str, int] = field(default_factory=dict)
+    """Why they closed (the close frame received or sent, or none), how many each."""
 
 
 def people(plan: Plan) -> list[tuple[Role, str, str, str]]:
@@ -167,6 +172,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         opts.seconds,
         opts.sample,
         opts.city,
+        opts.city_warm,
     )
     modes = {"on": [True], "off": [False], "both": [True, False]}[opts.compression]
     workdir = Path(tempfile.mkdtemp(prefix="careknot-bench-gateway-"))
@@ -176,7 +182,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             "token_keys": settings.token_keys or own_token_key(),
         }
     )
-    async with _servers(own, workdir, plan.city) as resolved:
+    async with _servers(own, workdir, plan.city, plan.city_warm) as resolved:
         runs = {
             ("deflate" if on else "none"): await measure(resolved, plan, on, workdir)
             for on in modes
@@ -201,11 +207,14 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _servers(own: Settings, workdir: Path, city: bool) -> AsyncIterator[Settings]:
+async def _servers(
+    own: Settings, workdir: Path, city: bool, warm_s: float
+) -> AsyncIterator[Settings]:
     """Resolved settings of servers the gateway can use: the configured Redis and a Kafka that
     answers (or one started); with ``city``, the whole system simulating the city
     (``careknot up --simulate``, on a Kafka and MQTT broker of its own), whose namespace the
-    bench's gateway relays. The namespace is dropped on the way out."""
+    bench's gateway relays, once it has run ``warm_s``. The namespace is dropped on the way
+    out."""
     if not city:
         with ServerStack(own, workdir / "servers") as resolved:
             try:
@@ -218,6 +227,7 @@ async def _servers(own: Settings, workdir: Path, city: bool) -> AsyncIterator[Se
     live = await asyncio.to_thread(running.__enter__)
     try:
         await worker_ready(live, READY_TIMEOUT_S)
+        await asyncio.sleep(warm_s)  # the city's start-up passes, as it would in a day's run
         yield live
     except BaseException:
         log.error("the system said:\n%s", running.log_tail())
@@ -383,6 +393,7 @@ async def _drive(
         "delivered": len(latencies),
         "missing": expected - len(latencies),
         "closed_early": sum(h.closed for h in done),
+        "closes": _summed([h.closes for h in done]),
         "rate": plan.rate,
         "seconds": round(wall_s, 1),
         "gateway_cpu_share": round(cpu_s / wall_s, 3) if wall_s else 0.0,
@@ -402,6 +413,14 @@ def slow_seconds(sent_at: list[float], latencies: list[float], over_ms: float) -
         if ms > over_ms:
             second = str(int(at - first))
             out[second] = out.get(second, 0) + 1
+    return out
+
+
+def _summed(counts: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for each in counts:
+        for k, n in each.items():
+            out[k] = out.get(k, 0) + n
     return out
 
 
@@ -498,6 +517,8 @@ async def _open(url: str, token: str, gate: asyncio.Semaphore) -> ClientConnecti
                 additional_headers={"Authorization": f"Bearer {token}"},
                 open_timeout=OPEN_TIMEOUT_S,
                 compression="deflate",
+                ping_interval=None,  # the gateway pings; a client starved of CPU by the
+                # others on this machine would time its pong out, which no gateway is to blame for
             )
             hello = orjson.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_S))
         except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
@@ -520,6 +541,8 @@ async def _read(ws: ClientConnection, held: Held) -> bool:
                 held.sent_at.append(frame["sent_at"])
             elif kind == END:
                 return True
-    except ConnectionClosed:
-        pass
+    except ConnectionClosed as exc:
+        why = exc.rcvd or exc.sent
+        said = f"{'received' if exc.rcvd else 'sent'} {why.code} {why.reason}" if why else "none"
+        held.closes[said] = held.closes.get(said, 0) + 1
     return False

@@ -179,3 +179,10 @@ def gateway(p: ArgumentParser) -> None:
         help="the simulated city runs meanwhile (the whole system), its dispatchers among the"
         " clients",
     )
+    p.add_argument(
+        "--city-warm",
+        type=float,
+        default=240.0,
+        help="with --city: seconds it runs before the clients open (its first minutes, which"
+        " publish every resident's history, load the machine far more than its day)",
+    )

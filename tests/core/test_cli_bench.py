@@ -39,6 +39,7 @@ OWN = {
     "gateway": {
         "--connections", "--clients", "--agencies", "--dispatchers", "--at-once", "--idle-seconds",
         "--rate", "--seconds", "--sample", "--compression", "--city",
+        "--city-warm",
     },
 }  # fmt: skip
 
