@@ -7,15 +7,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from adapters.storage.directory import Directory
 from adapters.storage.postgres import CaregiverRow
 from api.auth import Caller, may_manage, may_read_caregiver
 from api.broker import Credentials, credentials_for
 from api.problems import Refused
-from api.resources import ID, PAGE_MAX, WRITE_RESPONSES, AgencyId, Precondition, etag
+from api.resources import (
+    ID,
+    WRITE_RESPONSES,
+    After,
+    AgencyId,
+    Limit,
+    Page,
+    Precondition,
+    directory,
+    etag,
+    page,
+    versioned,
+)
 
 CaregiverId = Annotated[str, Path(pattern=ID, description="the caregiver's id")]
 
@@ -34,32 +45,16 @@ class Caregiver(CaregiverIn):
     agency_id: str
 
 
-class Page(BaseModel):
-    items: list[Caregiver]
-    next: str | None = Field(description="pass as ?after= for the next page; null: the last")
-
-
 def _out(row: CaregiverRow) -> Caregiver:
     return Caregiver(id=row.id, agency_id=row.agency_id, name=row.name, skills=list(row.skills))
 
 
-def _directory(request: Request) -> Directory:
-    return Directory(request.app.state.db)
-
-
-@router.get("", response_model=Page, summary="the agency's caregivers, a page at a time")
+@router.get("", summary="the agency's caregivers, a page at a time")
 async def list_caregivers(
-    request: Request,
-    claims: Caller,
-    agency_id: AgencyId,
-    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
-    after: Annotated[str, Query(max_length=128)] = "",
-) -> Page:
+    request: Request, claims: Caller, agency_id: AgencyId, limit: Limit = 100, after: After = ""
+) -> Page[Caregiver]:
     may_manage(claims, agency_id)
-    rows = await _directory(request).caregivers(agency_id, limit + 1, after)
-    more = len(rows) > limit
-    items = [_out(r) for r in rows[:limit]]
-    return Page(items=items, next=items[-1].id if more else None)
+    return page(await directory(request).caregivers(agency_id, limit + 1, after), limit, _out)
 
 
 @router.get("/{caregiver_id}", response_model=Caregiver, summary="one caregiver, its version")
@@ -71,11 +66,8 @@ async def get_caregiver(
     caregiver_id: CaregiverId,
 ) -> Caregiver:
     may_read_caregiver(claims, agency_id, caregiver_id)
-    row = await _directory(request).caregiver(agency_id, caregiver_id)
-    if row is None:
-        raise Refused(404, "unknown_caregiver", caregiver_id)
-    response.headers["ETag"] = etag(_out(row))
-    return _out(row)
+    found = await directory(request).caregiver(agency_id, caregiver_id)
+    return versioned(response, found, _out, "unknown_caregiver", caregiver_id)
 
 
 @router.put(
@@ -97,7 +89,7 @@ async def put_caregiver(
     may_manage(claims, agency_id)
     row = CaregiverRow(caregiver_id, agency_id, body.name, tuple(body.skills))
     given = Precondition(if_match, if_none_match)
-    written = await _directory(request).put_caregiver(row, lambda c: given.holds(c, _out))
+    written = await directory(request).put_caregiver(row, lambda c: given.holds(c, _out))
     if written == "other_agency":
         raise Refused(409, "other_agency", f"{caregiver_id} is another agency's")
     if written == "precondition_failed":
@@ -117,7 +109,7 @@ async def phone_credentials(
     request: Request, claims: Caller, agency_id: AgencyId, caregiver_id: CaregiverId
 ) -> Credentials:
     may_manage(claims, agency_id)
-    if await _directory(request).caregiver(agency_id, caregiver_id) is None:
+    if await directory(request).caregiver(agency_id, caregiver_id) is None:
         raise Refused(404, "unknown_caregiver", caregiver_id)
     given = await credentials_for(request.app.state.settings, agency_id, "cg", caregiver_id)
     if given is None:

@@ -12,15 +12,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from adapters.storage.directory import Directory
 from adapters.storage.postgres import DeviceRow
 from api.auth import Caller, may_manage
 from api.broker import Credentials, credentials_for
 from api.problems import Refused
-from api.resources import ID, PAGE_MAX, WRITE_RESPONSES, AgencyId, Precondition, etag
+from api.resources import (
+    ID,
+    WRITE_RESPONSES,
+    After,
+    AgencyId,
+    Limit,
+    Page,
+    Precondition,
+    directory,
+    etag,
+    page,
+    versioned,
+)
 from devices.kinds import KINDS
 
 DeviceId = Annotated[str, Path(pattern=ID, description="the device's id (its MQTT username)")]
@@ -44,35 +55,20 @@ class Registered(Device):
     )
 
 
-class Page(BaseModel):
-    items: list[Device]
-    next: str | None
-
-
 def _out(row: DeviceRow) -> Device:
     return Device(id=row.id, agency_id=row.agency_id, patient_id=row.patient_id, kind=row.kind)
-
-
-def _directory(request: Request) -> Directory:
-    return Directory(request.app.state.db)
 
 
 async def _credentials(request: Request, row: DeviceRow) -> Credentials | None:
     return await credentials_for(request.app.state.settings, row.agency_id, "dev", row.id)
 
 
-@router.get("", response_model=Page, summary="the agency's devices, a page at a time")
+@router.get("", summary="the agency's devices, a page at a time")
 async def list_devices(
-    request: Request,
-    claims: Caller,
-    agency_id: AgencyId,
-    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
-    after: Annotated[str, Query(max_length=128)] = "",
-) -> Page:
+    request: Request, claims: Caller, agency_id: AgencyId, limit: Limit = 100, after: After = ""
+) -> Page[Device]:
     may_manage(claims, agency_id)
-    rows = await _directory(request).devices(agency_id, limit + 1, after)
-    items = [_out(r) for r in rows[:limit]]
-    return Page(items=items, next=items[-1].id if len(rows) > limit else None)
+    return page(await directory(request).devices(agency_id, limit + 1, after), limit, _out)
 
 
 @router.get("/{device_id}", response_model=Device, summary="one device, its version")
@@ -80,11 +76,8 @@ async def get_device(
     request: Request, response: Response, claims: Caller, agency_id: AgencyId, device_id: DeviceId
 ) -> Device:
     may_manage(claims, agency_id)
-    row = await _directory(request).device(agency_id, device_id)
-    if row is None:
-        raise Refused(404, "unknown_device", device_id)
-    response.headers["ETag"] = etag(_out(row))
-    return _out(row)
+    found = await directory(request).device(agency_id, device_id)
+    return versioned(response, found, _out, "unknown_device", device_id)
 
 
 @router.put(
@@ -110,7 +103,7 @@ async def put_device(
     may_manage(claims, agency_id)
     row = DeviceRow(device_id, agency_id, body.patient_id, body.kind)
     given = Precondition(if_match, if_none_match)
-    written = await _directory(request).put_device(row, lambda c: given.holds(c, _out))
+    written = await directory(request).put_device(row, lambda c: given.holds(c, _out))
     if written == "other_agency":
         raise Refused(409, "other_agency", f"{device_id} is another agency's")
     if written in ("unknown_patient", "unknown_device_kind"):
@@ -134,7 +127,7 @@ async def new_credentials(
     request: Request, claims: Caller, agency_id: AgencyId, device_id: DeviceId
 ) -> Credentials:
     may_manage(claims, agency_id)
-    row = await _directory(request).device(agency_id, device_id)
+    row = await directory(request).device(agency_id, device_id)
     if row is None:
         raise Refused(404, "unknown_device", device_id)
     credentials = await _credentials(request, row)

@@ -7,14 +7,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from adapters.storage.directory import Directory
 from adapters.storage.postgres import PatientRow
 from api.auth import Caller, may_manage
 from api.problems import Refused
-from api.resources import ID, PAGE_MAX, WRITE_RESPONSES, AgencyId, Precondition, etag
+from api.resources import (
+    ID,
+    WRITE_RESPONSES,
+    After,
+    AgencyId,
+    Limit,
+    Page,
+    Precondition,
+    directory,
+    etag,
+    page,
+    versioned,
+)
 
 PatientId = Annotated[str, Path(pattern=ID, description="the patient's id")]
 
@@ -34,11 +45,6 @@ class Patient(PatientIn):
     forgotten: bool = False
 
 
-class Page(BaseModel):
-    items: list[Patient]
-    next: str | None
-
-
 def _out(row: PatientRow) -> Patient:
     return Patient(
         id=row.id,
@@ -51,22 +57,12 @@ def _out(row: PatientRow) -> Patient:
     )
 
 
-def _directory(request: Request) -> Directory:
-    return Directory(request.app.state.db)
-
-
-@router.get("", response_model=Page, summary="the agency's patients, a page at a time")
+@router.get("", summary="the agency's patients, a page at a time")
 async def list_patients(
-    request: Request,
-    claims: Caller,
-    agency_id: AgencyId,
-    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
-    after: Annotated[str, Query(max_length=128)] = "",
-) -> Page:
+    request: Request, claims: Caller, agency_id: AgencyId, limit: Limit = 100, after: After = ""
+) -> Page[Patient]:
     may_manage(claims, agency_id)
-    rows = await _directory(request).patients(agency_id, limit + 1, after)
-    items = [_out(r) for r in rows[:limit]]
-    return Page(items=items, next=items[-1].id if len(rows) > limit else None)
+    return page(await directory(request).patients(agency_id, limit + 1, after), limit, _out)
 
 
 @router.get("/{patient_id}", response_model=Patient, summary="one patient, her version")
@@ -74,11 +70,8 @@ async def get_patient(
     request: Request, response: Response, claims: Caller, agency_id: AgencyId, patient_id: PatientId
 ) -> Patient:
     may_manage(claims, agency_id)
-    row = await _directory(request).patient(agency_id, patient_id)
-    if row is None:
-        raise Refused(404, "unknown_patient", patient_id)
-    response.headers["ETag"] = etag(_out(row))
-    return _out(row)
+    found = await directory(request).patient(agency_id, patient_id)
+    return versioned(response, found, _out, "unknown_patient", patient_id)
 
 
 @router.put(
@@ -100,7 +93,7 @@ async def put_patient(
     may_manage(claims, agency_id)
     row = PatientRow(patient_id, agency_id, body.name, body.lat, body.lon, body.zone)
     given = Precondition(if_match, if_none_match)
-    written = await _directory(request).put_patient(row, lambda c: given.holds(c, _out))
+    written = await directory(request).put_patient(row, lambda c: given.holds(c, _out))
     if written == "other_agency":
         raise Refused(409, "other_agency", f"{patient_id} is another agency's")
     if written in ("unknown_zone", "forgotten"):

@@ -4,13 +4,14 @@ a client reads, and the precondition a write is made on (``If-Match``, ``If-None
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Annotated, Generic, TypeVar
 
 import orjson
-from fastapi import Path
-from pydantic import BaseModel
+from fastapi import Path, Query, Request, Response
+from pydantic import BaseModel, Field
 
+from adapters.storage.directory import Directory
 from api.problems import Refused
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -24,6 +25,37 @@ WRITE_RESPONSES: dict[int | str, dict[str, str]] = {
 }
 
 T = TypeVar("T")
+Shown = TypeVar("Shown", bound=BaseModel)
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="at most this many")]
+After = Annotated[str, Query(max_length=128, description="the previous page's next")]
+
+
+class Page(BaseModel, Generic[Shown]):
+    items: list[Shown]
+    next: str | None = Field(description="pass as ?after= for the next page; null: the last")
+
+
+def page(rows: Sequence[T], limit: int, shown: Callable[[T], Shown]) -> Page[Shown]:
+    """A page of ``rows`` read ``limit + 1`` at a time: one more than shown says there is a
+    next page, which starts after the last id shown."""
+    items = [shown(r) for r in rows[:limit]]
+    after = getattr(items[-1], "id", None) if len(rows) > limit and items else None
+    return Page[Shown](items=items, next=after)
+
+
+def directory(request: Request) -> Directory:
+    return Directory(request.app.state.db)
+
+
+def versioned(
+    response: Response, found: T | None, shown: Callable[[T], Shown], unknown: str, what: str
+) -> Shown:
+    """One resource as read, its ``ETag`` set; 404 ``unknown`` when there is none."""
+    if found is None:
+        raise Refused(404, unknown, what)
+    out = shown(found)
+    response.headers["ETag"] = etag(out)
+    return out
 
 
 def etag(shown: BaseModel) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -16,6 +17,7 @@ from adapters.storage.live import LiveIndex
 from adapters.storage.live_mirror import LiveMirror
 from adapters.storage.namespace import drop_namespace
 from adapters.storage.postgres import Database
+from api.app import create_app
 from ingest.service import end_sessions
 from kernel.errors import BrokerUnavailable
 from kernel.settings import Settings
@@ -75,3 +77,13 @@ async def mirror(redis: aioredis.Redis, settings: Settings) -> AsyncIterator[Liv
 @pytest.fixture(scope="module")
 def box(redis: aioredis.Redis, settings: Settings) -> outbox.Outbox:
     return outbox.Outbox(redis, settings)
+
+
+@pytest.fixture(scope="module")
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP API in process, its lifespan entered (Postgres and Redis open)."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client

@@ -7,26 +7,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from adapters.storage.postgres import Database
-from api.app import create_app
 from kernel import tokens
 from kernel.settings import Settings
 
 pytestmark = pytest.mark.servers
-
-
-@pytest.fixture(scope="module")
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
 
 
 @pytest.fixture
