@@ -85,6 +85,8 @@ def known_zone(name: str) -> bool:
     return True
 
 
+DELETE_CHUNK = 50_000
+
 _PATIENT_SELECT = (
     "SELECT p.id, p.agency_id, p.name_sealed, p.lat, p.lon, p.zone, p.forgotten_at,"
     " k.wrapped, k.kek_id FROM patients p LEFT JOIN patient_keys k ON k.patient_id = p.id"
@@ -446,6 +448,22 @@ class Database:
             return UNREADABLE
 
     # ------------------------------------------------------------ events
+
+    async def delete_older(self, table: Literal["fixes", "vitals_raw"], before: float) -> int:
+        """Delete the rows of ``table`` whose ``ts`` is before ``before``, in chunks of
+        :data:`DELETE_CHUNK`, so that no one statement holds the table long; how many."""
+        gone = 0
+        while True:
+            status = await self.pool.execute(
+                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+                f" SELECT ctid FROM {table} WHERE ts < $1 LIMIT $2))",
+                ts(before),
+                DELETE_CHUNK,
+            )
+            deleted = int(status.rsplit(" ", 1)[-1])
+            gone += deleted
+            if deleted < DELETE_CHUNK:
+                return gone
 
     async def append_events(self, conn: Conn, events: Sequence[EventRow]) -> None:
         """Append to the event log; a replayed event (same key) is ignored."""

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adapters.storage.postgres import Database, ts
+from adapters.storage.postgres import Database
 from adapters.storage.vitals import RAW_WINDOW_S, VitalsStore
 from kernel.settings import Settings
 
 DAY_S = 86_400.0
-CHUNK = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,18 +24,7 @@ class Pruned:
 
 async def prune_fixes(db: Database, before: float) -> int:
     """Delete the fixes taken before ``before``; how many."""
-    gone = 0
-    while True:
-        status = await db.pool.execute(
-            "DELETE FROM fixes WHERE ctid = ANY(ARRAY("
-            " SELECT ctid FROM fixes WHERE ts < $1 LIMIT $2))",
-            ts(before),
-            CHUNK,
-        )
-        deleted = int(status.rsplit(" ", 1)[-1])
-        gone += deleted
-        if deleted < CHUNK:
-            return gone
+    return await db.delete_older("fixes", before)
 
 
 async def apply_retention(db: Database, settings: Settings, now: float) -> Pruned:

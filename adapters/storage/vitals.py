@@ -31,7 +31,6 @@ from vitals.thresholds import Threshold
 
 RAW_WINDOW_S = 24 * 3600.0
 """How long raw samples are kept; a series reads minutes beyond."""
-PRUNE_CHUNK = 50_000
 """Raw rows deleted per statement when pruning, so no statement holds locks for long."""
 
 _RAW = ("device_id", "ts", "patient_id", *MEASURES, "dropped")
@@ -185,18 +184,7 @@ class VitalsStore:
 
     async def prune(self, before: float) -> int:
         """Forget raw samples taken before ``before`` (their minutes stay); how many."""
-        gone = 0
-        while True:
-            status = await self._db.pool.execute(
-                "DELETE FROM vitals_raw WHERE ctid = ANY(ARRAY("
-                " SELECT ctid FROM vitals_raw WHERE ts < $1 LIMIT $2))",
-                ts(before),
-                PRUNE_CHUNK,
-            )
-            deleted = int(status.rsplit(" ", 1)[-1])
-            gone += deleted
-            if deleted < PRUNE_CHUNK:
-                return gone
+        return await self._db.delete_older("vitals_raw", before)
 
     # ------------------------------------------------------------ devices and thresholds
 
