@@ -43,10 +43,7 @@ async def caller(
         raise Refused(401, "unauthorised", "no bearer token", UNAUTHORISED)
     try:
         claims = tokens.verify(credentials.credentials, trust.ring, time.time())
-        before = await trust.revocations.revoked_before(claims.role, claims.sub)
-        why = tokens.lapsed(claims, time.time(), before)
-        if why is not None:
-            raise AuthError(why)
+        await trust.revocations.still_good(claims, time.time())
     except AuthError as exc:
         raise Refused(401, "unauthorised", str(exc), UNAUTHORISED) from exc
     return claims

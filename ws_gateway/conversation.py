@@ -139,15 +139,8 @@ class Conversations:
                 raise AuthError("the first frame must be auth")
             token = command.token
         claims = tokens.verify(token, self._ring, time.time())
-        await self._still_valid(claims)
+        await self._revocations.still_good(claims, time.time())
         return claims
-
-    async def _still_valid(self, claims: Claims) -> None:
-        """:class:`AuthError` when the token expired or its holder's tokens were revoked."""
-        before = await self._revocations.revoked_before(claims.role, claims.sub)
-        why = tokens.lapsed(claims, time.time(), before)
-        if why is not None:
-            raise AuthError(why)
 
     async def refuse(self, ws: ServerConnection, rejection: RejectedInput, code: int) -> None:
         self._counters.rejected[rejection.reason] += 1
@@ -223,7 +216,7 @@ class Conversations:
             left = conn.claims.exp - time.time()
             await asyncio.sleep(max(0.0, min(left, TOKEN_CHECK_S)))  # a timer: until it is due
             try:
-                await self._still_valid(conn.claims)
+                await self._revocations.still_good(conn.claims, time.time())
             except StorageError as exc:
                 log.warning("%s: revocations not read: %s", conn.recipient, exc)
             except AuthError as exc:
@@ -240,7 +233,7 @@ class Conversations:
         under it."""
         try:
             claims = tokens.verify(token, self._ring, time.time())
-            await self._still_valid(claims)
+            await self._revocations.still_good(claims, time.time())
         except AuthError as exc:
             raise RejectedInput(UNAUTHORISED, str(exc)) from exc
         if not reads_the_same(claims, conn.claims, conn.recipient):

@@ -7,8 +7,9 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from kernel.errors import StorageError
+from kernel.errors import AuthError, StorageError
 from kernel.keys import Keys
+from kernel.tokens import Claims, lapsed
 
 KEPT_S = 86_400 + 3600
 
@@ -32,3 +33,10 @@ class Revocations:
         except RedisError as exc:
             raise StorageError(f"redis: reading {role} {subject}'s revocation: {exc}") from exc
         return None if value is None else float(value)
+
+    async def still_good(self, claims: Claims, now: float) -> None:
+        """:class:`AuthError` when the token taken before has expired or its holder's tokens
+        were revoked since; :class:`StorageError` when Redis cannot tell."""
+        why = lapsed(claims, now, await self.revoked_before(claims.role, claims.sub))
+        if why is not None:
+            raise AuthError(why)
