@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import asyncpg
 import redis.asyncio as aioredis
 
+from adapters.storage.postgres import Database
 from careknot.running import RunningSystem, worker_ready
 from kernel.settings import Settings
 from streams.app import ROLES
@@ -39,6 +42,25 @@ def running_system(
         sys.stderr.write(f"--- careknot up said:\n{running.log_tail()}\n")
     assert running.returncode == 0
     assert processes_in(settings.namespace) == [], "careknot up left processes behind"
+
+
+@asynccontextmanager
+async def own_namespace(settings: Settings) -> AsyncIterator[Settings]:
+    """``settings`` in a namespace of their own, its Postgres schema migrated, and dropped on
+    the way out: for a journey whose services act on every row of the record (the devices
+    worker watches every home with an ambient sensor), so that it sees only its own, not the
+    homes the session's other modules left (a simulated city's two hundred)."""
+    own = settings.model_copy(update={"namespace": f"{settings.namespace}x{secrets.token_hex(2)}"})
+    async with Database(own) as db:
+        await db.migrate()
+    try:
+        yield own
+    finally:
+        conn = await asyncpg.connect(own.postgres_dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{own.namespace}" CASCADE')
+        finally:
+            await conn.close()
 
 
 async def own_worker_ready(settings: Settings) -> None:

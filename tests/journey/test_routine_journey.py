@@ -7,7 +7,8 @@ Then her kitchen sensor fires, through MQTT and ingest to her home's history, an
 clears. A second resident, still, is left alone: the monitor itself opens her incident once
 her inactivity has persisted.
 
-``careknot up`` runs as a child process without the simulated city; the homes are scored every
+``careknot up`` runs as a child process without the simulated city, in a namespace of its own
+(its worker watches every home in the record: only hers and Iris's); the homes are scored every
 second. Each home's time zone is one where it is about 14:00 now, so the story is her afternoon
 whenever it runs.
 """
@@ -27,7 +28,7 @@ from adapters.storage.access_log import AccessLog, Read
 from adapters.storage.postgres import CaregiverRow, Database, PatientRow
 from adapters.storage.routines import RoutineStore
 from kernel.settings import Settings
-from tests.journey.harness import own_worker_ready, running_system
+from tests.journey.harness import own_namespace, own_worker_ready, running_system
 from tests.routine_days import devices, write_days, zone_at
 from tests.support import Phone, free_port, is_type, scrape, token, wait_for
 
@@ -44,14 +45,20 @@ PERSISTS_S = 15.0
 
 
 @pytest.fixture(scope="module")
-async def residents(migrated: Settings) -> str:
+async def own(migrated: Settings) -> AsyncIterator[Settings]:
+    async with own_namespace(migrated) as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+async def residents(own: Settings) -> str:
     """The agency, its caregivers and two residents with 20 days of history each and nothing
     since three hours ago, in the record before the system starts (as a history that came
     through the system would be: a home is watched from the record once it has a sensor);
     their homes' time zone, where it is about 14:00."""
     now = time.time()
     zone = zone_at(14, now)
-    async with Database(migrated) as db:
+    async with Database(own) as db:
         await db.upsert_agency(AGENCY, "Routine Journey Care")
         await db.upsert_caregivers(
             [CaregiverRow(CAREGIVER, AGENCY, "Cara Near"), CaregiverRow(SECOND, AGENCY, "Nell")]
@@ -65,11 +72,11 @@ async def residents(migrated: Settings) -> str:
 
 @pytest.fixture(scope="module")
 def system(
-    migrated: Settings, residents: str, tmp_path_factory: pytest.TempPathFactory
+    own: Settings, residents: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
     workdir = tmp_path_factory.mktemp("up-routines")
     with running_system(
-        migrated,
+        own,
         workdir,
         simulate=False,
         routine_tick_s=1.0,
@@ -172,7 +179,7 @@ async def test_the_devices_worker_serves_the_counts_of_its_watch(ready: Settings
         for line in (await scrape(ready.devices_metrics_port)).splitlines()
         if line.startswith("careknot_routine_")
     }
-    assert counts["careknot_routine_homes"] >= 2  # Rose's and Iris's, and any other module's
+    assert counts["careknot_routine_homes"] == 2  # Rose's and Iris's: its namespace is its own
     assert counts['careknot_routine_alarms_raised_total{kind="inactivity"}'] >= 2
     assert counts["careknot_routine_retrainings_total"] >= 2
     assert counts["careknot_routine_scorings_total"] > counts["careknot_routine_homes"]
