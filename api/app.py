@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
-from api import caregivers, devices, patients, problems
+from api import caregivers, devices, patients, phones, problems
 from api.auth import Trust
 from kernel import tokens
 from kernel.errors import AuthError, StorageError
@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(patients.router)
     app.include_router(devices.router)
     return app
+    app.include_router(phones.router)
 
 
 def run(settings: Settings) -> int:

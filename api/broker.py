@@ -10,7 +10,7 @@ import secrets
 from pydantic import BaseModel, Field
 
 from adapters.mqtt.access import admin_access
-from adapters.mqtt.dynsec import DynSec, Kind, Publisher
+from adapters.mqtt.dynsec import DynSec, Kind, Publisher, UsernameTaken
 from api.problems import Refused
 from kernel.errors import BrokerUnavailable
 from kernel.settings import Settings
@@ -26,7 +26,9 @@ class Credentials(BaseModel):
 async def credentials_for(
     settings: Settings, agency_id: str, kind: Kind, publisher: str
 ) -> Credentials | None:
-    """Its client made, or its password set anew (the old one refused from then on)."""
+    """Its client made, or its password set anew (the old one refused from then on); 409
+    ``username_taken`` when the broker's client of that name is another publisher's (a device
+    of another agency named as this caregiver is: its password is never handed over)."""
     admin = admin_access(settings)
     if admin is None:
         return None
@@ -35,6 +37,10 @@ async def credentials_for(
         async with DynSec(admin) as control:
             who = Publisher(agency_id, kind, publisher, password)
             await control.provision([who], new_passwords=True)
+    except UsernameTaken as exc:
+        raise Refused(
+            409, "username_taken", f"the broker's client {publisher} is another's"
+        ) from exc
     except BrokerUnavailable as exc:
         raise Refused(503, "broker_unavailable", "try again", {"Retry-After": "5"}) from exc
     return Credentials(username=publisher, password=password)

@@ -22,12 +22,11 @@ import re
 from dataclasses import dataclass
 
 from ingest.parse import Limits, load_object, validate
-from kernel.contracts import LocationPayload
+from kernel.contracts import OWNTRACKS_NAME, LocationPayload
 from kernel.errors import RejectedPayload
 
 SUBSCRIPTION = "owntracks/+/+"
-_NAME = r"[A-Za-z0-9_.@\-]{1,64}"
-_TOPIC = re.compile(rf"^owntracks/(?P<user>{_NAME})/(?P<device>{_NAME})$")
+_TOPIC = re.compile(rf"^owntracks/(?P<user>{OWNTRACKS_NAME})/(?P<device>{OWNTRACKS_NAME})$")
 IGNORED_TYPES = frozenset(
     {
         "beacon",

@@ -58,6 +58,8 @@ ACTIVITY_EVENT_TYPES = frozenset(
 so they travel apart from those that act (``keys.HOME_ACTIVITY``)."""
 IncidentState = Literal["open", "offered", "assigned", "escalated", "resolved"]
 OfferOutcome = Literal["assigned", "taken", "expired", "cancelled"]
+OWNTRACKS_NAME = r"[A-Za-z0-9_.@\-]{1,64}"
+"""An OwnTracks user name or device id, as a level of ``owntracks/{user}/{device}``."""
 Role = Literal["caregiver", "family", "dispatcher"]
 
 

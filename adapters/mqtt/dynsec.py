@@ -5,7 +5,13 @@ Every device and caregiver phone is a client of its own, its username its id, wi
 own whose ACLs name its own topics literally (Mosquitto 2.0's plugin does not expand ``%u`` in
 ACLs): it may publish under ``ck/{agency}/dev/{device}/`` (a phone: ``ck/{agency}/cg/{id}/``)
 and nothing else, subscribe to and receive only its own commands (``.../cmd/#``), and not
-publish those. The services share one client (:data:`SERVICE_ROLE`): they subscribe to and
+publish those. An OwnTracks user is a client named by her OwnTracks user name, which the app
+puts in its topics: she may publish under ``owntracks/{user}/`` (her phones' fixes, events and
+cards) and read only her phones' commands (``owntracks/{user}/+/cmd``); which of her phones is
+whose caregiver is ingest's to tell. A username is one publisher's alone: a client known with
+another's role is never given a password for this one (:class:`UsernameTaken`).
+
+The services share one client (:data:`SERVICE_ROLE`): they subscribe to and
 receive every ``ck/`` and ``owntracks/`` topic (shared subscriptions included) and may publish
 under ``ck/`` (test drivers and benchmarks publish as devices do; the services' own power, to
 write Kafka, is larger). Everything else is denied by default (:data:`DEFAULT_DENY`).
@@ -60,11 +66,17 @@ DEFAULT_DENY = {
 """The plugin's default for what no ACL speaks of: nothing may be published, received or
 subscribed to; unsubscribing gives nothing away."""
 
-Kind = Literal["dev", "cg"]
+Kind = Literal["dev", "cg", "ot"]
+"""A device, a caregiver's phone (the project's own app), an OwnTracks user."""
 
 
 class DynSecError(CareKnotError):
     """The broker refused a dynamic-security command."""
+
+
+class UsernameTaken(DynSecError):
+    """A client of that name is another publisher's (another kind, agency or id): giving it a
+    password would hand over that publisher's topics."""
 
 
 def _acl(acltype: str, topic: str, allow: bool = True, priority: int = 0) -> dict[str, Any]:
@@ -100,22 +112,26 @@ def admin_acls() -> list[dict[str, Any]]:
 
 
 def publisher_prefix(agency: str, kind: Kind, publisher: str) -> str:
-    """``ck/{agency}/dev/{device}`` or ``ck/{agency}/cg/{caregiver}``: the publisher's topics."""
+    """``ck/{agency}/dev/{device}``, ``ck/{agency}/cg/{caregiver}`` or ``owntracks/{user}``:
+    the publisher's topics."""
     for part in (agency, publisher):
         if not part or any(c in part for c in "/+#\0"):
             raise ValueError(f"not a topic level: {part!r}")
-    return f"ck/{agency}/{kind}/{publisher}"
+    return f"owntracks/{publisher}" if kind == "ot" else f"ck/{agency}/{kind}/{publisher}"
 
 
 def publisher_acls(agency: str, kind: Kind, publisher: str) -> list[dict[str, Any]]:
     """Its own topics to publish, not its commands; its own commands to read."""
     own = publisher_prefix(agency, kind, publisher)
+    commands = [f"{own}/+/cmd", f"{own}/+/cmd/#"] if kind == "ot" else [f"{own}/cmd/#"]
     return [
-        _acl("publishClientSend", f"{own}/cmd/#", allow=False, priority=1),
+        *(_acl("publishClientSend", c, allow=False, priority=1) for c in commands),
         _acl("publishClientSend", f"{own}/#"),
-        _acl("subscribeLiteral", f"{own}/cmd/#"),
-        _acl("subscribePattern", f"{own}/cmd/#"),
-        _acl("publishClientReceive", f"{own}/cmd/#"),
+        *(
+            _acl(acltype, c)
+            for c in commands
+            for acltype in ("subscribeLiteral", "subscribePattern", "publishClientReceive")
+        ),
     ]
 
 
@@ -270,16 +286,21 @@ class DynSec:
         acls = [{"acltype": k, "allow": v} for k, v in DEFAULT_DENY.items()]
         await self.send([{"command": "setDefaultACLAccess", "acls": acls}])
 
-    async def clients(self) -> set[str]:
-        """The usernames of every client the broker knows."""
-        [answer] = await self.send([{"command": "listClients", "count": -1}])
-        return set(answer.get("data", {}).get("clients", []))
+    async def clients(self) -> dict[str, frozenset[str]]:
+        """Every client the broker knows, by username: the names of its roles."""
+        [answer] = await self.send([{"command": "listClients", "verbose": True, "count": -1}])
+        return {
+            c["username"]: frozenset(r["rolename"] for r in c.get("roles", []))
+            for c in answer.get("data", {}).get("clients", [])
+        }
 
     async def provision(
         self, publishers: Iterable[Publisher], *, new_passwords: bool = False
     ) -> int:
         """Give each publisher not known yet its client and role; with ``new_passwords``, those
         known their password given here (without, they keep theirs). How many were new.
+        :class:`UsernameTaken`, and nothing changed, when a username is known with another's
+        role.
 
         Each command makes the plugin write its whole configuration again, so a known
         publisher costs nothing unless asked, and a new one two commands."""
@@ -287,9 +308,12 @@ class DynSec:
         commands: list[dict[str, Any]] = []
         new = 0
         for p in publishers:
-            if p.id not in known:
+            roles = known.get(p.id)
+            if roles is None:
                 commands += publisher_commands(p)
                 new += 1
+            elif role_name(p.agency, p.kind, p.id) not in roles:
+                raise UsernameTaken(f"the broker's client {p.id} is another publisher's")
             elif new_passwords:
                 commands.append(
                     {"command": "setClientPassword", "username": p.id, "password": p.password}
@@ -298,11 +322,16 @@ class DynSec:
         return new
 
     async def withdraw(self, agency: str, kind: Kind, publisher: str) -> None:
-        """The publisher's client and role deleted: it can no longer connect."""
+        """The publisher's client and role deleted: it can no longer connect. A client of that
+        name with another's role is left alone (:class:`UsernameTaken`)."""
+        role = role_name(agency, kind, publisher)
+        roles = (await self.clients()).get(publisher)
+        if roles is not None and role not in roles:
+            raise UsernameTaken(f"the broker's client {publisher} is another publisher's")
         await self.send(
             [
                 {"command": "deleteClient", "username": publisher},
-                {"command": "deleteRole", "rolename": role_name(agency, kind, publisher)},
+                {"command": "deleteRole", "rolename": role},
             ],
             tolerate=("deleteClient", "deleteRole"),
         )
