@@ -66,6 +66,31 @@ Role = Literal["caregiver", "family", "dispatcher"]
 # ---------------------------------------------------------------- MQTT payloads (contract)
 
 
+class FamilyContact(BaseModel):
+    """Someone of a patient's family to call: sealed with her details."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    relation: str = Field(default="", max_length=60, description="daughter, neighbour, ...")
+    phone: str = Field(default="", max_length=40)
+    email: str = Field(default="", max_length=200)
+
+
+class PatientDetails(BaseModel):
+    """A patient's personal details beyond her name, kept sealed under her data key as one
+    value (``kernel.sealing``): gone with her key when she is forgotten."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(default="", max_length=500)
+    access: str = Field(
+        default="", max_length=500, description="how a caregiver gets in: a key safe, a neighbour"
+    )
+    notes: str = Field(default="", max_length=4000)
+    family: list[FamilyContact] = Field(default_factory=list, max_length=20)
+
+
 class LocationPayload(BaseModel):
     """OwnTracks-compatible location published by a caregiver's phone."""
 
@@ -307,7 +332,8 @@ class AccessRecord(BaseModel):
     recipient: str
     patient_id: str | None = None
     via: Literal["gateway", "api"] = "gateway"
-    what: Literal["connected", "refreshed"] = "connected"
+    what: Literal["connected", "refreshed", "read"] = "connected"
+    """``read``: a patient's record read through the API."""
     at: float
 
 

@@ -21,11 +21,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from pydantic import ValidationError
 
 from adapters.key_file import LocalKeyFile
 from adapters.storage.schema import MIGRATIONS
 from devices.kinds import KINDS, UNKNOWN_KIND, kind_of
 from kernel import sealing
+from kernel.contracts import PatientDetails
 from kernel.errors import RejectedInput, StorageError
 from kernel.sealing import FORGOTTEN, UNREADABLE, KeyWrapper, Unsealable
 from kernel.settings import Settings
@@ -88,7 +90,8 @@ def known_zone(name: str) -> bool:
 DELETE_CHUNK = 50_000
 
 _PATIENT_SELECT = (
-    "SELECT p.id, p.agency_id, p.name_sealed, p.lat, p.lon, p.zone, p.forgotten_at,"
+    "SELECT p.id, p.agency_id, p.name_sealed, p.details_sealed, p.lat, p.lon, p.zone,"
+    " p.forgotten_at,"
     " k.wrapped, k.kek_id FROM patients p LEFT JOIN patient_keys k ON k.patient_id = p.id"
 )
 
@@ -104,6 +107,9 @@ class PatientRow:
     """Her home's time zone (IANA): the routines' times of day are local to it."""
     forgotten: bool = False
     """Her data key deleted (``careknot patient forget``): her name reads :data:`FORGOTTEN`."""
+    details: PatientDetails | None = None
+    """Her address, how to get in, notes and family, sealed as one value (None: none kept,
+    forgotten, or they do not open)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +133,8 @@ class EventRow:
 
 NAME = "name"
 """The sealed field of ``patients`` (``name_sealed``): the associated data names it."""
+DETAILS = "details"
+"""Her :class:`~kernel.contracts.PatientDetails`, sealed as one JSON value (``details_sealed``)."""
 
 
 class Database:
@@ -268,14 +276,16 @@ class Database:
         async with self.transaction() as conn:
             data_keys = await self._data_keys(conn, ids)
             await conn.executemany(
-                "INSERT INTO patients(id, agency_id, name_sealed, lat, lon, zone)"
-                " VALUES ($1, $2, $3, $4, $5, $6)"
+                "INSERT INTO patients(id, agency_id, name_sealed, details_sealed, lat, lon, zone)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)"
                 " ON CONFLICT (id) DO UPDATE SET agency_id = EXCLUDED.agency_id,"
                 " lat = EXCLUDED.lat, lon = EXCLUDED.lon, zone = EXCLUDED.zone,"
                 " name_sealed = CASE WHEN patients.forgotten_at IS NULL"
-                " THEN EXCLUDED.name_sealed ELSE patients.name_sealed END",
+                " THEN EXCLUDED.name_sealed ELSE patients.name_sealed END,"
+                " details_sealed = CASE WHEN patients.forgotten_at IS NULL"
+                " THEN EXCLUDED.details_sealed ELSE patients.details_sealed END",
                 [
-                    (r.id, r.agency_id, self._sealed_name(data_keys, r), r.lat, r.lon, r.zone)
+                    (r.id, r.agency_id, *self._sealed(data_keys, r), r.lat, r.lon, r.zone)
                     for r in rows
                 ],
             )
@@ -287,9 +297,16 @@ class Database:
             )
 
     @staticmethod
-    def _sealed_name(data_keys: dict[str, bytes], row: PatientRow) -> bytes | None:
+    def _sealed(data_keys: dict[str, bytes], row: PatientRow) -> tuple[bytes | None, bytes | None]:
+        """Her name and her details, each sealed under her data key (None: no key, or no
+        details)."""
         key = data_keys.get(row.id)
-        return None if key is None else sealing.seal(key, row.id, NAME, row.name)
+        if key is None:
+            return None, None
+        name = sealing.seal(key, row.id, NAME, row.name)
+        if row.details is None:
+            return name, None
+        return name, sealing.seal(key, row.id, DETAILS, row.details.model_dump_json())
 
     async def _data_keys(self, conn: Conn, ids: Sequence[str]) -> dict[str, bytes]:
         """The data keys of these patients, unwrapped; a key is made for each who has none
@@ -426,26 +443,48 @@ class Database:
 
     def _patient_of(self, row: asyncpg.Record) -> PatientRow:
         forgotten = row["forgotten_at"] is not None
+        key = None if forgotten else self._key_of(row)
         return PatientRow(
             row["id"],
             row["agency_id"],
-            FORGOTTEN if forgotten else self._name_of(row),
+            FORGOTTEN if forgotten else self._name_of(row, key),
             row["lat"],
             row["lon"],
             row["zone"],
             forgotten,
+            None if key is None else self._details_of(row, key),
         )
 
-    def _name_of(self, row: asyncpg.Record) -> str:
+    def _key_of(self, row: asyncpg.Record) -> bytes | None:
+        """Her data key, unwrapped; None when she has none or it does not open."""
+        if row["wrapped"] is None:
+            return None
+        try:
+            return self.kek.unwrap(row["wrapped"], row["kek_id"], row["id"])
+        except Unsealable as exc:
+            log.error("patient %s: her data key does not open: %s", row["id"], exc)
+            return None
+
+    def _name_of(self, row: asyncpg.Record, key: bytes | None) -> str:
         if row["wrapped"] is None or row["name_sealed"] is None:
             return FORGOTTEN
-        patient_id = row["id"]
-        try:
-            key = self.kek.unwrap(row["wrapped"], row["kek_id"], patient_id)
-            return sealing.unseal(key, patient_id, NAME, row["name_sealed"])
-        except Unsealable as exc:
-            log.error("patient %s: her name does not open: %s", patient_id, exc)
+        if key is None:
             return UNREADABLE
+        try:
+            return sealing.unseal(key, row["id"], NAME, row["name_sealed"])
+        except Unsealable as exc:
+            log.error("patient %s: her name does not open: %s", row["id"], exc)
+            return UNREADABLE
+
+    def _details_of(self, row: asyncpg.Record, key: bytes) -> PatientDetails | None:
+        if row["details_sealed"] is None:
+            return None
+        try:
+            opened = sealing.unseal(key, row["id"], DETAILS, row["details_sealed"])
+            return PatientDetails.model_validate_json(opened)
+        except (Unsealable, ValidationError) as exc:
+            log.error("patient %s: her details do not open: %s", row["id"], type(exc).__name__)
+            return None
 
     # ------------------------------------------------------------ events
 

@@ -465,4 +465,10 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX IF NOT EXISTS fixes_age ON fixes USING brin (ts);
         """,
     ),
+    (
+        17,
+        """
+        ALTER TABLE patients ADD COLUMN IF NOT EXISTS details_sealed bytea;
+        """,
+    ),
 ]
