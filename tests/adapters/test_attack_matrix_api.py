@@ -1,0 +1,206 @@
+"""The attack matrix of the HTTP API, on the real Postgres and Redis: every route the API has,
+read from its OpenAPI document (a route added without a case here fails
+``test_every_route_is_in_the_matrix``), is tried by everyone who must not use it on agency A's
+own resources: nobody, a token expired, a token of a revoked person, a token signed with a key
+that is not the API's, a family member of A, a caregiver of A asking for someone else's, a
+dispatcher of agency B. Each is refused with the status and reason its kind must have (401
+``unauthorised``; 403 ``forbidden`` or ``other_agency``), the refusal's body says only why (no
+field of A's resources in it: no leak), nothing is written, and the refusals are counted.
+
+What a dispatcher of A may do on each route is in the route's own tests
+(``tests/adapters/test_api_*.py``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from adapters.storage.revocations import Revocations
+from api.app import create_app
+from kernel import tokens
+from kernel.contracts import Role
+from kernel.settings import Settings
+
+pytestmark = pytest.mark.servers
+
+TAG = uuid.uuid4().hex[:6]
+A, B = f"amx-{TAG}-a", f"amx-{TAG}-b"
+CG, OTHER_CG, PATIENT, DEVICE = f"{A}.cg", f"{A}.cg2", f"{A}.p", f"{A}.fd"
+SECRET = f"Ada Secret {TAG}"
+"""The patient's name: in no refusal's body."""
+PARAMS = {
+    "agency_id": A,
+    "caregiver_id": CG,
+    "patient_id": PATIENT,
+    "device_id": DEVICE,
+    "user": f"ot-{TAG}",
+    "device": "phone",
+}
+"""Each path parameter's value: agency A's own resources."""
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """How a route is tried: its body (JSON unless ``content``) and extra headers."""
+
+    json: Any = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+CASES: dict[tuple[str, str], Case] = {
+    ("GET", "/v1/agencies/{agency_id}/caregivers"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}"): Case(),
+    ("PUT", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}"): Case(
+        json={"name": "Cara", "skills": []}
+    ),
+    ("POST", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/credentials"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/patients"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/patients/{patient_id}"): Case(),
+    ("PUT", "/v1/agencies/{agency_id}/patients/{patient_id}"): Case(
+        json={"name": "Ada", "lat": 53.8, "lon": -1.55}
+    ),
+    ("GET", "/v1/agencies/{agency_id}/devices"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/devices/{device_id}"): Case(),
+    ("PUT", "/v1/agencies/{agency_id}/devices/{device_id}"): Case(
+        json={"kind": "pendant", "patient_id": PATIENT}
+    ),
+    ("POST", "/v1/agencies/{agency_id}/devices/{device_id}/credentials"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/owntracks"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/owntracks/{user}/{device}"): Case(),
+    ("PUT", "/v1/agencies/{agency_id}/owntracks/{user}/{device}"): Case(json={"caregiver_id": CG}),
+    ("DELETE", "/v1/agencies/{agency_id}/owntracks/{user}/{device}"): Case(
+        headers={"If-Match": '"any"'}
+    ),
+    ("POST", "/v1/agencies/{agency_id}/owntracks/{user}/{device}/credentials"): Case(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outsider:
+    """Someone who must not use the route, and how the API must refuse them."""
+
+    headers: Callable[[Settings], dict[str, str]]
+    status: int
+    reasons: frozenset[str]
+
+
+def bearer(settings: Settings, role: Role, sub: str, agency: str, **kw: Any) -> dict[str, str]:
+    ring = kw.pop("ring", tokens.keyring_of(settings))
+    now = kw.pop("now", time.time())
+    token = tokens.mint(ring, role, sub, agency, kw.pop("ttl_s", 600.0), now, **kw)
+    return {"Authorization": f"Bearer {token}"}
+
+
+REVOKED = f"revoked-{TAG}"
+FORBIDDEN = frozenset({"forbidden"})
+OUTSIDERS: dict[str, Outsider] = {
+    "nobody": Outsider(lambda s: {}, 401, frozenset({"unauthorised"})),
+    "an expired token": Outsider(
+        lambda s: bearer(s, "dispatcher", "desk", A, now=time.time() - 3600, ttl_s=600),
+        401,
+        frozenset({"unauthorised"}),
+    ),
+    "a revoked dispatcher of A": Outsider(
+        lambda s: bearer(s, "dispatcher", REVOKED, A, now=time.time() - 5),
+        401,
+        frozenset({"unauthorised"}),
+    ),
+    "a token of another key": Outsider(
+        lambda s: bearer(
+            s, "dispatcher", "desk", A, ring=tokens.Keyring.parse(f"x:{uuid.uuid4().hex * 2}")
+        ),
+        401,
+        frozenset({"unauthorised"}),
+    ),
+    "a family member of A": Outsider(
+        lambda s: bearer(s, "family", "fam", A, patients=[PATIENT]), 403, FORBIDDEN
+    ),
+    "a caregiver of A, for another's": Outsider(
+        lambda s: bearer(s, "caregiver", OTHER_CG, A), 403, FORBIDDEN
+    ),
+    "a dispatcher of B": Outsider(
+        lambda s: bearer(s, "dispatcher", "desk", B), 403, frozenset({"other_agency"})
+    ),
+}
+
+
+def routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path) of the API's own routes, as its OpenAPI document lists them."""
+    return {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    }
+
+
+def path_of(template: str) -> str:
+    return template.format(**PARAMS)
+
+
+@pytest.fixture(scope="module")
+async def a_resources(db: Database, redis: aioredis.Redis, settings: Settings) -> None:
+    """Agency A with a caregiver, another caregiver, a patient and a device; agency B; a
+    dispatcher of A whose tokens are revoked."""
+    for agency in (A, B):
+        await db.upsert_agency(agency, agency)
+    await db.upsert_caregivers([CaregiverRow(CG, A, "Cara"), CaregiverRow(OTHER_CG, A, "Olive")])
+    await db.upsert_patients([PatientRow(PATIENT, A, SECRET, 53.8, -1.55)])
+    await db.upsert_devices([DeviceRow(DEVICE, A, PATIENT, "pendant")])
+    await Revocations(redis, settings.keys).revoke("dispatcher", REVOKED, time.time())
+
+
+def test_every_route_is_in_the_matrix(settings: Settings) -> None:
+    have = routes(create_app(settings))
+    assert have - CASES.keys() == set(), "a route with no case in the attack matrix"
+    assert CASES.keys() - have == set(), "a case for a route the API no longer has"
+
+
+@pytest.mark.parametrize("who", list(OUTSIDERS))
+async def test_everyone_who_must_not_is_refused_on_every_route(
+    api: httpx.AsyncClient, settings: Settings, db: Database, a_resources: None, who: str
+) -> None:
+    outsider = OUTSIDERS[who]
+    before = await snapshot(db)
+    answers = {}
+    for (method, template), case in CASES.items():
+        headers = {**case.headers, **outsider.headers(settings)}
+        answer = await api.request(
+            method, path_of(template), json=case.json, content=case.content, headers=headers
+        )
+        answers[(method, template)] = answer
+    wrong = {
+        route: (a.status_code, a.text[:200])
+        for route, a in answers.items()
+        if a.status_code != outsider.status or a.json().get("reason") not in outsider.reasons
+    }
+    assert wrong == {}
+    for a in answers.values():
+        assert set(a.json()) == {"reason", "detail"}  # why, and nothing of A's
+        assert SECRET not in a.text and "Cara" not in a.text and "pendant" not in a.text
+    assert await snapshot(db) == before  # nothing written
+
+
+async def snapshot(db: Database) -> list[Any]:
+    """What agency A has in the record, to see that nothing was written."""
+    return [
+        await db.pool.fetch(
+            f"SELECT * FROM {table} WHERE {column} = ANY($1::text[]) ORDER BY 1", ids
+        )
+        for table, column, ids in (
+            ("caregivers", "agency_id", [A, B]),
+            ("patients", "agency_id", [A, B]),
+            ("devices", "agency_id", [A, B]),
+            ("owntracks_devices", "caregiver_id", [CG, OTHER_CG]),
+        )
+    ]
