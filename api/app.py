@@ -1,7 +1,8 @@
 """The API's application: ``create_app(settings)`` gives the FastAPI app, whose lifespan opens
-Postgres and Redis; ``run(settings)`` serves it with uvicorn until SIGINT or SIGTERM
-(``careknot api``). Its interactive documents are at ``/docs``, the OpenAPI one at
-``/openapi.json``. It refuses to start with the public development key, as the gateway does."""
+Postgres, Redis and a Kafka producer (dispatchers' commands); ``run(settings)`` serves it with
+uvicorn until SIGINT or SIGTERM (``careknot api``). Its interactive documents are at ``/docs``,
+the OpenAPI one at ``/openapi.json``. It refuses to start with the public development key, as
+the gateway does."""
 
 from __future__ import annotations
 
@@ -12,11 +13,23 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from adapters import kafka
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
-from api import caregivers, devices, patients, phones, problems
+from api import (
+    alarms,
+    caregivers,
+    commands,
+    devices,
+    incidents,
+    patients,
+    phones,
+    problems,
+    tracks,
+    visit_records,
+)
 from api.auth import Trust
-from kernel import tokens
+from kernel import keys, tokens
 from kernel.errors import AuthError, StorageError
 from kernel.settings import Settings
 
@@ -29,13 +42,19 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = RedisConnection.open(settings.redis_url)
+        producer = kafka.Producer(settings)  # dispatchers' commands, as the gateway's
         try:
             async with Database(settings) as db:
+                await kafka.ensure_topics(settings, [keys.OFFER_ANSWERS])
+                await producer.start()
+                app.state.producer = producer
                 app.state.db = db
+                app.state.redis = redis
                 app.state.settings = settings
                 app.state.trust = Trust(ring, redis.revocations(settings.keys))
                 yield
         finally:
+            await producer.stop()
             await redis.close()
 
     app = FastAPI(
@@ -48,8 +67,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(caregivers.router)
     app.include_router(patients.router)
     app.include_router(devices.router)
-    return app
     app.include_router(phones.router)
+    app.include_router(incidents.router)
+    app.include_router(alarms.router)
+    app.include_router(visit_records.router)
+    app.include_router(tracks.router)
+    app.include_router(commands.router)
+    return app
 
 
 def run(settings: Settings) -> int:

@@ -24,6 +24,7 @@ from functools import partial
 from adapters.notify import urls_in
 from adapters.storage.alarms import AlarmStore, Announce, StoredAlarm
 from adapters.storage.announcements import Announcement, Notification
+from adapters.storage.commands import CommandLog
 from adapters.storage.connection import RedisConnection
 from adapters.storage.incidents import IncidentRow
 from adapters.storage.postgres import Database
@@ -55,6 +56,7 @@ class AlarmKeeper:
     ) -> None:
         self._store = AlarmStore(db)
         self._routines = RoutineStore(db)
+        self._commands = CommandLog(db)
         self._announcements = redis.announcements(db, settings)
         self._outbox = redis.outbox(settings)
         self._clock = clock
@@ -165,9 +167,14 @@ class AlarmKeeper:
 
     async def told(self, cmd: AlarmCommand, outcome: str) -> None:
         """Tell her agency's dispatchers the outcome of her command (``done``, or the reason
-        it was refused, counted)."""
+        it was refused, counted), and keep it in the command log (what the HTTP API reads
+        back)."""
         if outcome != "done":
             self.refused[outcome] += 1
+        subject = {"command": cmd.command, "alarm_id": cmd.alarm_id}
+        await self._commands.decided(
+            cmd.agency_id, cmd.command_id, cmd.actor, subject, outcome, self._clock()
+        )
         result = CommandResultFrame(
             command_id=cmd.command_id,
             command=cmd.command,

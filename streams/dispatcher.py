@@ -19,6 +19,7 @@ from itertools import groupby
 
 from adapters.storage.announcements import Announcement
 from adapters.storage.backlog import Backlog
+from adapters.storage.commands import CommandLog
 from adapters.storage.connection import RedisConnection
 from adapters.storage.handovers import Handover, HandoverStore
 from adapters.storage.incidents import WAITING, IncidentRow, IncidentStore, Trigger
@@ -89,6 +90,7 @@ class Dispatcher:
         self._incidents = IncidentStore(db)
         self._offers = OfferStore(db)
         self._handovers = HandoverStore(db)
+        self._commands = CommandLog(db)
         self._backlog = Backlog(db)
         self._timing = OfferTiming(
             settings.offer_window_by_severity, settings.offer_window_s, settings.max_waves
@@ -269,8 +271,21 @@ class Dispatcher:
 
     async def on_command(self, cmd: DispatcherCommand) -> Handover:
         """A dispatcher's ``assign`` or ``resolve``, audited with her as the actor; its outcome
-        (done, or refused with the reason) goes to her agency's dispatchers. The same command
-        handled again (Kafka's replay, a retry after a failed telling) is told as done."""
+        (done, or refused with the reason) goes to her agency's dispatchers and is kept in the
+        command log (what the HTTP API reads back). The same command handled again (Kafka's
+        replay, a retry after a failed telling) is told as done."""
+        done = await self._on_command(cmd)
+        await self._commands.decided(
+            cmd.agency_id,
+            cmd.command_id,
+            cmd.actor,
+            {"command": cmd.command, "incident_id": cmd.incident_id},
+            "done" if done.done else done.outcome,
+            self._clock(),
+        )
+        return done
+
+    async def _on_command(self, cmd: DispatcherCommand) -> Handover:
         now = self._clock()
         incident = await self._incidents.get(cmd.incident_id)
         done = await self._hand_over(cmd, incident, now)

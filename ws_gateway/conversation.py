@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from adapters.kafka import Producer
 from adapters.storage.relay import GatewayConnection
 from kernel import keys, tokens
+from kernel.commands import key_of
 from kernel.contracts import AlarmCommand, DispatcherCommand
 from kernel.errors import AuthError, CareKnotError, RejectedAnswer, RejectedInput, StorageError
 from kernel.settings import Settings
@@ -359,12 +360,10 @@ class Conversations:
         event: DispatcherCommand | AlarmCommand
         if isinstance(command, AlarmHand):
             event = decide_alarm_hand(claims, command, command_id=command_id, now=now)
-            key = event.alarm_id
         else:
             event = decide_command(claims, command, command_id=command_id, now=now)
-            key = event.incident_id
         value = orjson.dumps(event.model_dump(mode="json"))
-        await self._producer.send_and_wait(keys.OFFER_ANSWERS, value, key=key)
+        await self._producer.send_and_wait(keys.OFFER_ANSWERS, value, key=key_of(event))
         return command_id
 
     async def _forward_administration(self, claims: Claims, entry: Administer) -> None:

@@ -30,7 +30,7 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from kernel import recipients
+from kernel import commands, recipients
 from kernel.contracts import (
     SEQ_MAX,
     AccessRecord,
@@ -270,37 +270,23 @@ def decide_alarm_hand(
     claims: Claims, hand: AlarmHand, *, command_id: str, now: float
 ) -> AlarmCommand:
     """The event a dispatcher's acknowledge or clear becomes, in her agency; ``forbidden`` for
-    anyone else. Whether the alarm is that agency's is the worker's to check."""
-    if claims.role != "dispatcher":
-        raise RejectedInput(FORBIDDEN, f"a {claims.role} cannot {hand.type}")
-    return AlarmCommand(
-        command_id=command_id,
-        command=hand.type,
-        alarm_id=hand.alarm_id,
-        agency_id=claims.agency,
-        dispatcher_id=claims.sub,
-        at=now,
-    )
+    anyone else (:func:`kernel.commands.alarm_command`, as the HTTP API's)."""
+    return commands.alarm_command(claims, hand.type, hand.alarm_id, command_id=command_id, now=now)
 
 
 def decide_command(
     claims: Claims, command: Assign | Resolve, *, command_id: str, now: float
 ) -> DispatcherCommand:
-    """The event a dispatcher's frame becomes, in her agency; ``forbidden`` for anyone else.
-
-    Whether the incident and the caregiver are that agency's is the worker's to check.
-    """
-    if claims.role != "dispatcher":
-        raise RejectedInput(FORBIDDEN, f"a {claims.role} cannot {command.type}")
-    return DispatcherCommand(
-        command_id=command_id,
-        command=command.type,
-        incident_id=command.incident_id,
-        agency_id=claims.agency,
-        dispatcher_id=claims.sub,
+    """The event a dispatcher's frame becomes, in her agency; ``forbidden`` for anyone else
+    (:func:`kernel.commands.incident_command`, as the HTTP API's)."""
+    return commands.incident_command(
+        claims,
+        command.type,
+        command.incident_id,
         caregiver_id=command.caregiver_id if isinstance(command, Assign) else None,
         note=command.note if isinstance(command, Resolve) else None,
-        at=now,
+        command_id=command_id,
+        now=now,
     )
 
 

@@ -24,7 +24,7 @@ import asyncpg
 from adapters.notify import known, shown
 from adapters.storage.announcements import Announcement, keep
 from adapters.storage.incidents import event
-from adapters.storage.postgres import Conn, Database, ts
+from adapters.storage.postgres import Conn, Database, EventRow, ts
 from alarms.ladder import NOTIFIED, Ladder, Rung, Step, check, spelled
 from alarms.lifecycle import Alarm, Severity, acknowledged, assigned, cleared, raised
 
@@ -312,6 +312,61 @@ class AlarmStore:
             return None
         row = await self._db.pool.fetchrow(f"SELECT {_COLUMNS} FROM alarms WHERE id = $1", aid)
         return None if row is None else _stored(row)
+
+    async def of_agency(
+        self,
+        agency_id: str,
+        *,
+        statuses: Sequence[str] = (),
+        kind: str | None = None,
+        patient_id: str | None = None,
+        limit: int,
+        before: tuple[float, str] | None = None,
+    ) -> list[StoredAlarm]:
+        """A page of the agency's alarms, newest first: raised before ``before`` (a raising
+        time and an id, the last of the page before), of any of ``statuses`` (all when empty),
+        of ``kind`` and of ``patient_id`` where given."""
+        rows = await self._db.pool.fetch(
+            f"SELECT {_COLUMNS} FROM alarms WHERE agency_id = $1"
+            " AND (cardinality($2::text[]) = 0 OR (CASE WHEN cleared_at IS NULL THEN 'active_'"
+            " ELSE 'cleared_' END || CASE WHEN acknowledged_at IS NULL THEN 'unack' ELSE 'ack'"
+            " END) = ANY($2::text[])) AND ($3::text IS NULL OR kind = $3)"
+            " AND ($4::text IS NULL OR patient_id = $4)"
+            " AND ($5::timestamptz IS NULL OR (raised_at, id) < ($5, $6::uuid))"
+            " ORDER BY raised_at DESC, id DESC LIMIT $7",
+            agency_id,
+            list(statuses),
+            kind,
+            patient_id,
+            None if before is None else ts(before[0]),
+            None if before is None else uuid.UUID(before[1]),
+            limit,
+        )
+        return [_stored(r) for r in rows]
+
+    async def history(self, stored: StoredAlarm) -> list[EventRow]:
+        """What happened to the alarm, oldest first: raised, repeated, acknowledged, assigned,
+        climbed, cleared, each with who did it (the event log's rows, its agency's alone; what
+        dispatchers asked of it is the command log's)."""
+        rows = await self._db.pool.fetch(
+            "SELECT event_key, agency_id, kind, actor, at, payload FROM events"
+            " WHERE payload->>'alarm_id' = $1 AND agency_id = $2 AND kind LIKE 'alarm\\_%'"
+            " ORDER BY seq",
+            stored.id,
+            stored.agency_id,
+        )
+        return [
+            EventRow(
+                r["event_key"],
+                r["agency_id"],
+                None,
+                r["kind"],
+                r["actor"],
+                r["at"].timestamp(),
+                json.loads(r["payload"]),
+            )
+            for r in rows
+        ]
 
     async def active_kinds(self, sources: Sequence[str]) -> dict[str, set[str]]:
         """The kinds of the active alarms of each of ``sources`` that has one."""

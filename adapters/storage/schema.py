@@ -466,6 +466,15 @@ MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
+        16,
+        """
+        CREATE INDEX IF NOT EXISTS incidents_of_agency ON incidents (agency_id, opened_at, id);
+        CREATE INDEX IF NOT EXISTS alarms_of_agency ON alarms (agency_id, raised_at, id);
+        CREATE INDEX IF NOT EXISTS events_of_alarm ON events ((payload->>'alarm_id'), seq)
+            WHERE payload->>'alarm_id' IS NOT NULL;
+        """,
+    ),
+    (
         17,
         """
         ALTER TABLE patients ADD COLUMN IF NOT EXISTS details_sealed bytea;

@@ -1,0 +1,61 @@
+"""Time windows and keyset cursors of the API's reads of the dispatch record.
+
+A window is two ISO 8601 times (without a zone they are UTC): its end must come after its start
+(400 ``bad_window``) and it may not be longer than the resource allows (400
+``window_too_long``), so one read never walks a year of fixes. A list of records in time order
+pages with a cursor (``next``, given back as ``?after=``) naming the last record shown by its
+time and id; a cursor the API did not make is 400 ``bad_cursor``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Query
+
+from api.problems import Refused
+
+Since = Annotated[datetime | None, Query(description="from this time (ISO 8601; UTC if no zone)")]
+Until = Annotated[datetime | None, Query(description="until this time, not included")]
+
+
+def epoch(moment: datetime | None) -> float | None:
+    """The moment as epoch seconds; one without a zone is UTC."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def window(
+    since: datetime | None, until: datetime | None, longest_s: float | None = None
+) -> tuple[float | None, float | None]:
+    """The window as epoch seconds, checked: its end after its start, and no longer than
+    ``longest_s`` (when given, both ends are needed)."""
+    start, end = epoch(since), epoch(until)
+    if start is not None and end is not None and end <= start:
+        raise Refused(400, "bad_window", "until must come after since")
+    if longest_s is not None and (start is None or end is None or end - start > longest_s):
+        raise Refused(400, "window_too_long", f"a window of at most {longest_s / 3600:g} h")
+    return start, end
+
+
+def iso(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
+
+
+def cursor(at: float, record_id: str) -> str:
+    """The cursor after a record of time ``at`` and id ``record_id``."""
+    return f"{round(at * 1_000_000)}.{record_id}"
+
+
+def after_cursor(after: str) -> tuple[float, str] | None:
+    """The time and id a cursor names (None: the first page); 400 ``bad_cursor``."""
+    if not after:
+        return None
+    micros, _, record_id = after.partition(".")
+    try:
+        return int(micros) / 1_000_000, str(uuid.UUID(record_id))
+    except ValueError:
+        raise Refused(400, "bad_cursor", "pass the next of the page before") from None
