@@ -218,6 +218,23 @@ class CommandMetrics:
         yield family
 
 
+class ApiMetrics:
+    """What the HTTP API refused, by status and reason, read when scraped."""
+
+    def __init__(self, refused: Mapping[tuple[int, str], int], registry: CollectorRegistry) -> None:
+        self._refused = refused
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "careknot_api_refused", "Requests the API refused, by status and reason",
+            labels=["status", "reason"],
+        )  # fmt: skip
+        for (status, reason), n in sorted(self._refused.items()):
+            family.add_metric([str(status), reason], n)
+        yield family
+
+
 class Watch(Protocol):
     """What a routines' watch says of itself (``streams.routine_keeper.RoutineKeeper``)."""
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,18 +161,38 @@ async def a_resources(db: Database, redis: aioredis.Redis, settings: Settings) -
     await Revocations(redis, settings.keys).revoke("dispatcher", REVOKED, time.time())
 
 
-def test_every_route_is_in_the_matrix(settings: Settings) -> None:
-    have = routes(create_app(settings))
+@pytest.fixture(scope="module")
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture(scope="module")
+async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """This module's app (its refusals' counts read here), in process, its lifespan entered."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+def test_every_route_is_in_the_matrix(app: FastAPI) -> None:
+    have = routes(app)
     assert have - CASES.keys() == set(), "a route with no case in the attack matrix"
     assert CASES.keys() - have == set(), "a case for a route the API no longer has"
 
 
 @pytest.mark.parametrize("who", list(OUTSIDERS))
 async def test_everyone_who_must_not_is_refused_on_every_route(
-    api: httpx.AsyncClient, settings: Settings, db: Database, a_resources: None, who: str
+    app: FastAPI,
+    api: httpx.AsyncClient,
+    settings: Settings,
+    db: Database,
+    a_resources: None,
+    who: str,
 ) -> None:
     outsider = OUTSIDERS[who]
     before = await snapshot(db)
+    counted = Counter(app.state.refused)
     answers = {}
     for (method, template), case in CASES.items():
         headers = {**case.headers, **outsider.headers(settings)}
@@ -189,6 +210,10 @@ async def test_everyone_who_must_not_is_refused_on_every_route(
         assert set(a.json()) == {"reason", "detail"}  # why, and nothing of A's
         assert SECRET not in a.text and "Cara" not in a.text and "pendant" not in a.text
     assert await snapshot(db) == before  # nothing written
+    newly = Counter(app.state.refused)
+    newly.subtract(counted)
+    assert sum(newly.values()) == len(CASES)  # each refusal counted, by its status and reason
+    assert {status for status, _ in +newly} == {outsider.status}
 
 
 async def snapshot(db: Database) -> list[Any]:
