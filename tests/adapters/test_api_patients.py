@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ def desk(settings: Settings, agency: str) -> dict[str, str]:
 
 HOME = {"name": "Ada Lovelace", "lat": 53.8, "lon": -1.55, "zone": "Europe/London"}
 NO_DETAILS = {"address": "", "access": "", "notes": "", "family": []}
-DETAILS = {
+DETAILS: dict[str, Any] = {
     "address": "12 Wharf Street, Leeds LS2 7EQ",
     "access": "key safe by the back door, code 4817",
     "notes": "hard of hearing: knock loudly",
