@@ -21,12 +21,15 @@ from api import (
     caregivers,
     commands,
     devices,
+    fences,
     incidents,
     patients,
     phones,
     problems,
+    roster,
     tracks,
     visit_records,
+    visit_roster,
 )
 from api.auth import Trust
 from kernel import keys, tokens
@@ -68,6 +71,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(patients.router)
     app.include_router(devices.router)
     app.include_router(phones.router)
+    app.include_router(roster.router)
+    app.include_router(fences.router)
+    app.include_router(visit_roster.router)
+    app.include_router(visit_roster.imports)
     app.include_router(incidents.router)
     app.include_router(alarms.router)
     app.include_router(visit_records.router)

@@ -2,10 +2,12 @@
 
 :meth:`Roster.profiles` loads, for a set of candidate ids, their skills, certificates, shifts
 around now (``SHIFT_HORIZON_S`` either side) and time worked in the working-time reference
-period, in one query each, and the agency's rules; answers are kept for ``ttl_s`` (a few
-seconds), so the waves of one incident do not read the same rows again.
+period (``worked_periods``, and her visits from check-in to check-out), in one query each,
+and the agency's rules; answers are kept for ``ttl_s`` (a few seconds), so the waves of one
+incident do not read the same rows again.
 
-Tables (migration 2): ``agency_rules``, ``certificates``, ``shifts``, ``worked_periods``.
+Tables (migration 2): ``agency_rules``, ``certificates``, ``shifts``, ``worked_periods``; and
+``visits`` (migration 4), whose check-ins and check-outs are the hours she really worked.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from adapters.storage.postgres import Database, ts
 from dispatch.eligibility import AgencyRules, Profile
 from dispatch.worktime import DAY_S, REFERENCE_S, Period
+from visits.rules import PRESENT
 
 SHIFT_HORIZON_S = 14 * DAY_S  # shifts this far either side of now make a caregiver "rostered"
 TTL_S = 5.0
@@ -74,6 +77,8 @@ class Roster:
             certs.setdefault(r["caregiver_id"], {})[r["kind"]] = r["expires_at"].timestamp()
         shifts = await self._periods("shifts", ids, now - SHIFT_HORIZON_S, now + SHIFT_HORIZON_S)
         worked = await self._periods("worked_periods", ids, now - REFERENCE_S - DAY_S, now)
+        for cid, visited in (await self._visited(ids, now - REFERENCE_S - DAY_S, now)).items():
+            worked.setdefault(cid, []).extend(visited)
         out: dict[str, Profile] = {}
         for cid in ids:
             out[cid] = Profile(
@@ -99,6 +104,29 @@ class Roster:
             out.setdefault(r["caregiver_id"], []).append(
                 Period(r["starts_at"].timestamp(), r["ends_at"].timestamp())
             )
+        return out
+
+    async def _visited(
+        self, ids: Sequence[str], start: float, end: float
+    ) -> dict[str, list[Period]]:
+        """Time at work the visits record: from check-in to check-out, or to ``end`` for a visit
+        she is at now. Visits rostered a day either side of the window are read, so one begun
+        or ended well off its rostered time still counts; what falls outside is clipped by the
+        working-time rules."""
+        rows = await self._db.pool.fetch(
+            "SELECT caregiver_id, (check_in->>'at')::float8 AS came,"
+            " (check_out->>'at')::float8 AS went, state FROM visits"
+            " WHERE caregiver_id = ANY($1::text[]) AND check_in IS NOT NULL"
+            " AND ends_at > $2 AND starts_at < $3",
+            list(ids),
+            ts(start - DAY_S),
+            ts(end + DAY_S),
+        )
+        out: dict[str, list[Period]] = {}
+        for r in rows:
+            went = r["went"] if r["went"] is not None else end if r["state"] in PRESENT else None
+            if went is not None and min(went, end) > r["came"]:
+                out.setdefault(r["caregiver_id"], []).append(Period(r["came"], min(went, end)))
         return out
 
     async def on_shift(self, agency_id: str, now: float) -> dict[str, frozenset[str]]:

@@ -94,8 +94,12 @@ class VisitStore:
             radius_m,
             None if geojson is None else json.dumps(geojson),
         )
-        await self._redis.incr(self._s.keys.fence_version())
+        await self.fences_changed()
         return fence
+
+    async def fences_changed(self) -> None:
+        """Tell every :class:`FenceCache` a fence changed (it reloads at its next refresh)."""
+        await self._redis.incr(self._s.keys.fence_version())
 
     async def fences(self, known: Mapping[str, str] | None = None) -> dict[str, StoredFence]:
         """Every patient's fence (id: the patient's), with a signature that changes with it;

@@ -46,6 +46,9 @@ PARAMS = {
     "device_id": DEVICE,
     "user": f"ot-{TAG}",
     "device": "phone",
+    "kind": "first_aid",
+    "shift_id": "1",
+    "visit_id": f"{A}.v",
 }
 """Each path parameter's value: agency A's own resources."""
 
@@ -84,6 +87,34 @@ CASES: dict[tuple[str, str], Case] = {
         headers={"If-Match": '"any"'}
     ),
     ("POST", "/v1/agencies/{agency_id}/owntracks/{user}/{device}/credentials"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/certificates"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/certificates/{kind}"): Case(),
+    ("PUT", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/certificates/{kind}"): Case(
+        json={"expires_at": "2031-01-01T00:00:00Z"}
+    ),
+    ("DELETE", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/certificates/{kind}"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/shifts"): Case(),
+    ("POST", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/shifts"): Case(
+        json={"starts_at": "2031-01-01T08:00:00Z", "ends_at": "2031-01-01T16:00:00Z"}
+    ),
+    ("DELETE", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/shifts/{shift_id}"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/patients/{patient_id}/fence"): Case(),
+    ("PUT", "/v1/agencies/{agency_id}/patients/{patient_id}/fence"): Case(json={"radius_m": 50}),
+    ("GET", "/v1/agencies/{agency_id}/visits"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/visits/{visit_id}"): Case(),
+    ("PUT", "/v1/agencies/{agency_id}/visits/{visit_id}"): Case(
+        json={
+            "patient_id": PATIENT,
+            "caregiver_id": CG,
+            "starts_at": "2031-01-01T09:00:00Z",
+            "ends_at": "2031-01-01T10:00:00Z",
+        }
+    ),
+    ("DELETE", "/v1/agencies/{agency_id}/visits/{visit_id}"): Case(headers={"If-Match": '"any"'}),
+    ("POST", "/v1/agencies/{agency_id}/visits:import"): Case(
+        content=b"visit_id,patient_id,caregiver_id,starts_at,ends_at\n",
+        headers={"Content-Type": "text/csv"},
+    ),
 }
 
 
@@ -227,5 +258,9 @@ async def snapshot(db: Database) -> list[Any]:
             ("patients", "agency_id", [A, B]),
             ("devices", "agency_id", [A, B]),
             ("owntracks_devices", "caregiver_id", [CG, OTHER_CG]),
+            ("certificates", "caregiver_id", [CG, OTHER_CG]),
+            ("shifts", "caregiver_id", [CG, OTHER_CG]),
+            ("fences", "patient_id", [PATIENT]),
+            ("visits", "agency_id", [A, B]),
         )
     ]

@@ -1,0 +1,144 @@
+"""A week's roster as CSV (``POST /v1/agencies/{agency}/visits:import``), read with the csv module.
+
+The first line names the columns, in any order: ``visit_id``, ``patient_id``, ``caregiver_id``,
+``starts_at`` and ``ends_at`` (ISO 8601 with an offset) are needed; ``service`` (``home_care``
+if empty) and ``tasks`` (separated by ``;``) may follow; other columns are ignored. Blank lines
+are skipped. A file over ``MAX_BYTES`` or ``MAX_ROWS`` rows is 413.
+
+Every row is judged before anything is written, and one bad row means nothing is: the answer
+(422 ``bad_rows``) lists each bad row by its line and reason, naming it by its visit id alone
+(never a value of the row beyond its ids: the file is about people). Importing a file again
+changes nothing the first import wrote: visits are keyed by ``visit_id``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from api.problems import Refused
+from api.resources import ID
+
+MAX_BYTES = 2 * 1024 * 1024
+MAX_ROWS = 5_000
+VISIT_MAX_S = 24 * 3600.0
+MAX_TASKS = 32
+MAX_TEXT = 64
+REQUIRED = ("visit_id", "patient_id", "caregiver_id", "starts_at", "ends_at")
+_ID = re.compile(ID)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A good row: a visit to write."""
+
+    line: int
+    visit_id: str
+    patient_id: str
+    caregiver_id: str
+    starts_at: float
+    ends_at: float
+    service: str = "home_care"
+    tasks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row refused: its line, its visit id (None if that is what is wrong) and why."""
+
+    line: int
+    visit_id: str | None
+    reason: str
+
+
+def refused_rows(bad: list[BadRow]) -> Refused:
+    rows = [{"line": b.line, "visit_id": b.visit_id, "reason": b.reason} for b in bad]
+    return Refused(422, "bad_rows", rows)
+
+
+def read_roster(body: bytes) -> list[Row | BadRow]:
+    """Every row of the file, each good or bad (a file that cannot be read is refused whole)."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise Refused(422, "not_utf8", "the file is read as UTF-8") from exc
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise Refused(422, "bad_header", "no header line")
+        names = [h.strip().lower() for h in header]
+        missing = [c for c in REQUIRED if c not in names]
+        if missing or len(set(names)) != len(names):
+            said = f"missing {', '.join(missing)}" if missing else "a column named twice"
+            raise Refused(422, "bad_header", said)
+        out: list[Row | BadRow] = []
+        seen: set[str] = set()
+        line = reader.line_num + 1
+        for record in reader:
+            if any(cell.strip() for cell in record):
+                if len(out) == MAX_ROWS:
+                    raise Refused(413, "too_many_rows", f"at most {MAX_ROWS} rows")
+                row = _row(line, names, record)
+                if isinstance(row, Row) and row.visit_id in seen:
+                    row = BadRow(line, row.visit_id, "duplicate_visit")
+                elif isinstance(row, Row):
+                    seen.add(row.visit_id)
+                out.append(row)
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise Refused(422, "bad_csv", f"line {reader.line_num}: not CSV") from exc
+    return out
+
+
+def _row(line: int, names: list[str], record: list[str]) -> Row | BadRow:  # noqa: PLR0911
+    cells = {n: c.strip() for n, c in zip(names, record, strict=False)}
+    visit_id = cells.get("visit_id", "")
+    if not _ID.match(visit_id):
+        return BadRow(line, None, "bad_visit_id")
+
+    def bad(reason: str) -> BadRow:
+        return BadRow(line, visit_id, reason)
+
+    if len(record) != len(names):
+        return bad("wrong_number_of_columns")
+    for column in ("patient_id", "caregiver_id"):
+        if not _ID.match(cells[column]):
+            return bad(f"bad_{column}")
+    starts_at, ends_at = _moment(cells["starts_at"]), _moment(cells["ends_at"])
+    if starts_at is None:
+        return bad("bad_starts_at")
+    if ends_at is None:
+        return bad("bad_ends_at")
+    if ends_at <= starts_at:
+        return bad("bad_times")
+    if ends_at - starts_at > VISIT_MAX_S:
+        return bad("too_long")
+    service = cells.get("service") or "home_care"
+    if len(service) > MAX_TEXT:
+        return bad("bad_service")
+    tasks = tuple(t.strip() for t in cells.get("tasks", "").split(";") if t.strip())
+    if len(tasks) > MAX_TASKS or any(len(t) > MAX_TEXT for t in tasks):
+        return bad("bad_tasks")
+    return Row(
+        line,
+        visit_id,
+        cells["patient_id"],
+        cells["caregiver_id"],
+        starts_at,
+        ends_at,
+        service,
+        tasks,
+    )
+
+
+def _moment(text: str) -> float | None:
+    """Epoch seconds of an ISO 8601 time with its offset (None: not one)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return None if moment.tzinfo is None else moment.timestamp()
