@@ -1,7 +1,8 @@
-"""Broker credentials of a device's or a caregiver's phone's own, where the system runs its
-broker (``careknot up``'s Mosquitto, dynamic security): a client named by its id, a role that
-lets it publish only under its own topics and read only its own commands, and a password shown
-once. Where the broker is another's, credentials are provisioned there (None here)."""
+"""Broker credentials of a device's, a caregiver's phone's or an OwnTracks user's own, where the
+system runs its broker (``careknot up``'s Mosquitto, dynamic security): a client named by its id,
+a role that lets it publish only under its own topics and read only its own commands, and a
+password shown once; withdrawn when it is decommissioned. Where the broker is another's,
+credentials are provisioned and withdrawn there (None here)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,18 @@ async def credentials_for(
     except BrokerUnavailable as exc:
         raise Refused(503, "broker_unavailable", "try again", {"Retry-After": "5"}) from exc
     return Credentials(username=publisher, password=password)
+
+
+async def withdraw(settings: Settings, agency_id: str, kind: Kind, publisher: str) -> None:
+    """Its client and role deleted at the broker the system runs (nothing elsewhere); a client
+    of that name that is another publisher's is left alone."""
+    admin = admin_access(settings)
+    if admin is None:
+        return
+    try:
+        async with DynSec(admin) as control:
+            await control.withdraw(agency_id, kind, publisher)
+    except UsernameTaken:
+        return  # another's client: nothing of this publisher's to withdraw
+    except BrokerUnavailable as exc:
+        raise Refused(503, "broker_unavailable", "try again", {"Retry-After": "5"}) from exc

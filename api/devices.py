@@ -6,6 +6,12 @@ shown once, in the answer to its creation, never again (``credentials``); its ro
 only under its own topics. ``POST .../credentials`` gives it a new password (a device lost or
 reset), the old one refused from then on. Where the broker is another's, credentials are
 provisioned there (``credentials`` is null).
+
+``DELETE`` decommissions a device: its broker client is withdrawn (it can no longer connect),
+ingest refuses what it still publishes, the devices worker stops watching its health and clears
+what that had raised (within ``device_decommissions_read_s``), and its home's routine no longer
+counts on it. It stays listed (``decommissioned``) with its history; its id is not given to
+another device (409 ``decommissioned``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from adapters.storage.postgres import DeviceRow
 from api.auth import Caller, may_manage
-from api.broker import Credentials, credentials_for
+from api.broker import Credentials, credentials_for, withdraw
 from api.problems import Refused
 from api.resources import (
     ID,
@@ -47,6 +53,7 @@ class DeviceIn(BaseModel):
 class Device(DeviceIn):
     id: str
     agency_id: str
+    decommissioned: bool = False
 
 
 class Registered(Device):
@@ -56,7 +63,13 @@ class Registered(Device):
 
 
 def _out(row: DeviceRow) -> Device:
-    return Device(id=row.id, agency_id=row.agency_id, patient_id=row.patient_id, kind=row.kind)
+    return Device(
+        id=row.id,
+        agency_id=row.agency_id,
+        patient_id=row.patient_id,
+        kind=row.kind,
+        decommissioned=row.decommissioned,
+    )
 
 
 async def _credentials(request: Request, row: DeviceRow) -> Credentials | None:
@@ -87,6 +100,7 @@ async def get_device(
     summary="register a device (its broker credentials, once) or change it",
     responses={
         **WRITE_RESPONSES,
+        409: {"description": "the id is another agency's, or decommissioned"},
         422: {"description": "unknown kind, or not the agency's patient"},
     },
 )
@@ -104,8 +118,8 @@ async def put_device(
     row = DeviceRow(device_id, agency_id, body.patient_id, body.kind)
     given = Precondition(if_match, if_none_match)
     written = await directory(request).put_device(row, lambda c: given.holds(c, _out))
-    if written == "other_agency":
-        raise Refused(409, "other_agency", f"{device_id} is another agency's")
+    if written in ("other_agency", "decommissioned"):
+        raise Refused(409, written, device_id)
     if written in ("unknown_patient", "unknown_device_kind"):
         raise Refused(422, written, body.patient_id if written == "unknown_patient" else body.kind)
     if written == "precondition_failed":
@@ -130,7 +144,44 @@ async def new_credentials(
     row = await directory(request).device(agency_id, device_id)
     if row is None:
         raise Refused(404, "unknown_device", device_id)
+    if row.decommissioned:
+        raise Refused(409, "decommissioned", device_id)
     credentials = await _credentials(request, row)
     if credentials is None:
         raise Refused(409, "external_broker", "credentials are provisioned at the broker")
     return credentials
+
+
+@router.delete(
+    "/{device_id}",
+    status_code=204,
+    summary="decommission a device: its broker client withdrawn, its health no longer watched",
+    responses={
+        404: {"description": "no such device"},
+        412: {"description": "changed since the version given"},
+        428: {"description": "needs If-Match"},
+    },
+)
+async def decommission(
+    request: Request,
+    claims: Caller,
+    agency_id: AgencyId,
+    device_id: DeviceId,
+    if_match: Annotated[str | None, Header(description="the ETag it is decommissioned on")] = None,
+) -> Response:
+    """Its client is withdrawn first, so a broker away leaves it in service and the call can be
+    made again."""
+    may_manage(claims, agency_id)
+    given = Precondition(if_match, None)
+    found = await directory(request).device(agency_id, device_id)
+    if found is None:
+        raise Refused(404, "unknown_device", device_id)
+    if not given.holds(found, _out):
+        raise given.refuse("a device")
+    await withdraw(request.app.state.settings, agency_id, "dev", device_id)
+    gone = await directory(request).decommission_device(
+        agency_id, device_id, lambda c: given.holds(c, _out)
+    )
+    if gone == "precondition_failed":
+        raise given.refuse("a device")
+    return Response(status_code=204)

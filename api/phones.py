@@ -17,11 +17,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from adapters.mqtt.access import admin_access
-from adapters.mqtt.dynsec import DynSec, UsernameTaken
 from adapters.storage.phones import PhoneRow, Phones
 from api.auth import Caller, may_manage
-from api.broker import Credentials, credentials_for
+from api.broker import Credentials, credentials_for, withdraw
 from api.problems import Refused
 from api.resources import (
     ID,
@@ -36,7 +34,6 @@ from api.resources import (
     versioned,
 )
 from kernel.contracts import OWNTRACKS_NAME
-from kernel.errors import BrokerUnavailable
 
 User = Annotated[str, Path(pattern=f"^{OWNTRACKS_NAME}$", description="her OwnTracks user name")]
 Device = Annotated[str, Path(pattern=f"^{OWNTRACKS_NAME}$", description="the phone's device id")]
@@ -156,7 +153,7 @@ async def delete_phone(
     if not given.holds(found, _out):
         raise given.refuse("a phone")
     if await phones(request).others_of(user, device) == 0:
-        await _withdraw(request, agency_id, user)
+        await withdraw(request.app.state.settings, agency_id, "ot", user)
     if not await phones(request).delete(agency_id, user, device, lambda c: given.holds(c, _out)):
         raise given.refuse("a phone")
     return Response(status_code=204)
@@ -178,17 +175,3 @@ async def new_credentials(
     if credentials is None:
         raise Refused(409, "external_broker", "credentials are provisioned at the broker")
     return credentials
-
-
-async def _withdraw(request: Request, agency_id: str, user: str) -> None:
-    """Her client and role deleted at the broker the system runs (nothing elsewhere)."""
-    admin = admin_access(request.app.state.settings)
-    if admin is None:
-        return
-    try:
-        async with DynSec(admin) as control:
-            await control.withdraw(agency_id, "ot", user)
-    except UsernameTaken:
-        return  # another's client: nothing of hers to withdraw
-    except BrokerUnavailable as exc:
-        raise Refused(503, "broker_unavailable", "try again", {"Retry-After": "5"}) from exc

@@ -103,6 +103,11 @@ class Health:
 Judged = tuple[Health, tuple[AlarmStep, ...]]
 
 
+def decommissioned() -> tuple[AlarmStep, ...]:
+    """A device taken out of service: whatever its health had raised is cleared."""
+    return tuple(Clear(kind) for kind in (OFFLINE, LOW_BATTERY, FLAPPING, TAMPER))
+
+
 def first_heard(kind: DeviceKind, at: float) -> Health:
     """A device never judged before, taken as online from ``at`` (feed it its message next)."""
     return Health(kind, True, at, at, kind.heartbeat_s)

@@ -198,6 +198,11 @@ class Settings(BaseSettings):
         default=3, ge=2, description="drops within the flap window that make a device flapping"
     )
     device_flap_window_s: float = Field(default=600.0, gt=0)
+    device_decommissions_read_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="devices decommissioned are let go this often: their health alarms cleared",
+    )
     device_settle_s: float = Field(
         default=600.0, gt=0, description="a flapping device holding one state this long settles"
     )

@@ -31,6 +31,7 @@ from devices.health import (
     Heard,
     Judged,
     Raise,
+    decommissioned,
     first_heard,
     gone,
     heard,
@@ -75,6 +76,8 @@ class DeviceKeeper:
         self._clock = clock
         self._policy = policy_of(settings)
         self._watched: dict[str, Watched] | None = None
+        self._decommissions_read_s = settings.device_decommissions_read_s
+        self._decommissions_read_at = float("-inf")
         self.unknown: Counter[str] = Counter()
         """Statuses of devices not registered (or of a kind not known), by device."""
 
@@ -108,7 +111,9 @@ class DeviceKeeper:
         await self._store.save(list(changed.values()))
 
     async def tick(self) -> None:
-        """The passing of time: devices silent too long go offline, flapping ones settle."""
+        """The passing of time: devices silent too long go offline, flapping ones settle;
+        devices decommissioned since are let go."""
+        await self._let_go_decommissioned()
         watched, now, changed = await self.watched(), self._clock(), []
         for w in list(watched.values()):
             health, steps = tick(w.health, now, self._policy)
@@ -118,6 +123,19 @@ class DeviceKeeper:
             watched[w.device.id] = ticked = replace(w, health=health)
             changed.append(ticked)
         await self._store.save(changed)
+
+    async def _let_go_decommissioned(self) -> None:
+        """Every ``device_decommissions_read_s``: the devices taken out of service are no longer
+        watched, and what their health had raised is cleared."""
+        now = self._clock()
+        if now - self._decommissions_read_at < self._decommissions_read_s:
+            return
+        watched = await self.watched()
+        for device_id in await self._store.decommissioned(list(watched)):
+            w = watched.pop(device_id)
+            await self._tell(w.device, decommissioned())
+            log.info("device %s decommissioned: no longer watched", device_id)
+        self._decommissions_read_at = now
 
     async def _first(self, status: DeviceStatus) -> Watched | None:
         """A device heard for the first time, or None when it is not registered."""

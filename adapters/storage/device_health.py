@@ -27,6 +27,7 @@ _COLUMNS = (
 _WATCHED = (
     f"SELECT d.id, d.agency_id, d.patient_id, d.kind, {_COLUMNS}"
     " FROM device_health h JOIN devices d ON d.id = h.device_id"
+    " WHERE d.decommissioned_at IS NULL"
 )
 _SAVE = (
     f"INSERT INTO device_health(device_id, {_COLUMNS}, updated_at)"
@@ -72,9 +73,10 @@ class DeviceHealthStore:
         self._db = db
 
     async def device(self, device_id: str) -> Device | None:
-        """The registered device, or None (unregistered, or of a kind the system does not know)."""
+        """The registered device, or None (unregistered, decommissioned, or of a kind the system
+        does not know)."""
         row = await self._db.device(device_id)
-        if row is None:
+        if row is None or row.decommissioned:
             return None
         kind = kind_of(row.kind)
         if kind is None:
@@ -93,6 +95,14 @@ class DeviceHealthStore:
             device = Device(row["id"], row["agency_id"], row["patient_id"], kind)
             watched.append(Watched(device, _health(kind, row), row["rssi"], row["firmware"]))
         return watched
+
+    async def decommissioned(self, device_ids: Sequence[str]) -> set[str]:
+        """Those of ``device_ids`` taken out of service."""
+        rows = await self._db.pool.fetch(
+            "SELECT id FROM devices WHERE id = ANY($1::text[]) AND decommissioned_at IS NOT NULL",
+            list(device_ids),
+        )
+        return {r["id"] for r in rows}
 
     async def save(self, watched: Sequence[Watched]) -> None:
         """Write each device's health (its last reported signal and firmware kept when it

@@ -23,6 +23,7 @@ Written = Literal[
     "unknown_device_kind",
     "unknown_zone",
     "forgotten",
+    "decommissioned",
 ]
 Precondition = Callable[[CaregiverRow | None], bool]
 """Whether the write may go on, given the row as it stands (None: there is none)."""
@@ -32,7 +33,15 @@ PatientPrecondition = Callable[[PatientRow | None], bool]
 
 def _device(r: object) -> DeviceRow:
     row = dict(r)  # type: ignore[call-overload]
-    return DeviceRow(row["id"], row["agency_id"], row["patient_id"], row["kind"])
+    return DeviceRow(
+        row["id"], row["agency_id"], row["patient_id"], row["kind"], row["decommissioned"]
+    )
+
+
+_DEVICE = (
+    "SELECT id, agency_id, patient_id, kind, decommissioned_at IS NOT NULL AS decommissioned"
+    " FROM devices"
+)
 
 
 def _caregiver(r: object) -> CaregiverRow:
@@ -89,8 +98,7 @@ class Directory:
     async def devices(self, agency_id: str, limit: int, after: str = "") -> list[DeviceRow]:
         """A page of the agency's devices: ids after ``after``, in id order."""
         rows = await self._db.pool.fetch(
-            "SELECT id, agency_id, patient_id, kind FROM devices"
-            " WHERE agency_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            f"{_DEVICE} WHERE agency_id = $1 AND id > $2 ORDER BY id LIMIT $3",
             agency_id,
             after,
             limit,
@@ -99,9 +107,7 @@ class Directory:
 
     async def device(self, agency_id: str, device_id: str) -> DeviceRow | None:
         row = await self._db.pool.fetchrow(
-            "SELECT id, agency_id, patient_id, kind FROM devices WHERE id = $1 AND agency_id = $2",
-            device_id,
-            agency_id,
+            f"{_DEVICE} WHERE id = $1 AND agency_id = $2", device_id, agency_id
         )
         return None if row is None else _device(row)
 
@@ -112,13 +118,12 @@ class Directory:
             return "unknown_device_kind"
         async with self._db.transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('device:' || $1))", row.id)
-            found = await conn.fetchrow(
-                "SELECT id, agency_id, patient_id, kind FROM devices WHERE id = $1 FOR UPDATE",
-                row.id,
-            )
+            found = await conn.fetchrow(f"{_DEVICE} WHERE id = $1 FOR UPDATE", row.id)
             current = None if found is None else _device(found)
             if current is not None and current.agency_id != row.agency_id:
                 return "other_agency"
+            if current is not None and current.decommissioned:
+                return "decommissioned"
             whose = await conn.fetchval(
                 "SELECT agency_id FROM patients WHERE id = $1", row.patient_id
             )
@@ -136,6 +141,26 @@ class Directory:
                 row.kind,
             )
         return "created" if current is None else "replaced"
+
+    async def decommission_device(
+        self, agency_id: str, device_id: str, holds: DevicePrecondition
+    ) -> Literal["decommissioned", "unknown_device", "precondition_failed"]:
+        """Take the agency's device out of service, if ``holds`` for it as it stands (one
+        already out of service stays so)."""
+        async with self._db.transaction() as conn:
+            found = await conn.fetchrow(
+                f"{_DEVICE} WHERE id = $1 AND agency_id = $2 FOR UPDATE", device_id, agency_id
+            )
+            if found is None:
+                return "unknown_device"
+            if not holds(_device(found)):
+                return "precondition_failed"
+            await conn.execute(
+                "UPDATE devices SET decommissioned_at = COALESCE(decommissioned_at, now())"
+                " WHERE id = $1",
+                device_id,
+            )
+        return "decommissioned"
 
     async def patients(self, agency_id: str, limit: int, after: str = "") -> list[PatientRow]:
         return await self._db.patients_of(agency_id, limit, after)

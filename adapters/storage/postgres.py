@@ -39,7 +39,8 @@ Who: TypeAlias = Literal["caregiver", "device"]
 """Who publishes: a caregiver's phone or a home device."""
 _AGENCIES_OF: dict[Who, str] = {
     "caregiver": "SELECT id, agency_id, NULL AS kind FROM caregivers WHERE id = ANY($1::text[])",
-    "device": "SELECT id, agency_id, kind FROM devices WHERE id = ANY($1::text[])",
+    "device": "SELECT id, agency_id, kind FROM devices"
+    " WHERE id = ANY($1::text[]) AND decommissioned_at IS NULL",
 }
 
 
@@ -118,6 +119,9 @@ class DeviceRow:
     agency_id: str
     patient_id: str
     kind: str
+    decommissioned: bool = False
+    """Taken out of service: its publishes are refused and its health no longer watched; its
+    id is not given to another device (its history is its own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +387,9 @@ class Database:
 
     async def device(self, device_id: str) -> DeviceRow | None:
         row = await self.pool.fetchrow(
-            "SELECT id, agency_id, patient_id, kind FROM devices WHERE id = $1", device_id
+            "SELECT id, agency_id, patient_id, kind, decommissioned_at IS NOT NULL AS"
+            " decommissioned FROM devices WHERE id = $1",
+            device_id,
         )
         return DeviceRow(**dict(row)) if row else None
 

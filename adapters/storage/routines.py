@@ -99,7 +99,8 @@ class RoutineStore:
         """Every patient whose home has an ambient sensor."""
         rows = await self._db.pool.fetch(
             "SELECT p.id, p.agency_id, p.zone FROM patients p WHERE EXISTS"
-            " (SELECT 1 FROM devices d WHERE d.patient_id = p.id AND d.kind = ANY($1::text[]))"
+            " (SELECT 1 FROM devices d WHERE d.patient_id = p.id AND d.kind = ANY($1::text[])"
+            " AND d.decommissioned_at IS NULL)"
             " ORDER BY p.id",
             list(AMBIENT_KINDS),
         )
@@ -108,7 +109,8 @@ class RoutineStore:
     async def device_kinds(self, device_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Each registered device's patient and kind."""
         rows = await self._db.pool.fetch(
-            "SELECT id, patient_id, kind FROM devices WHERE id = ANY($1::text[])",
+            "SELECT id, patient_id, kind FROM devices WHERE id = ANY($1::text[])"
+            " AND decommissioned_at IS NULL",
             list(device_ids),
         )
         return {r["id"]: (r["patient_id"], r["kind"]) for r in rows}

@@ -480,4 +480,10 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE patients ADD COLUMN IF NOT EXISTS details_sealed bytea;
         """,
     ),
+    (
+        18,
+        """
+        ALTER TABLE devices ADD COLUMN IF NOT EXISTS decommissioned_at timestamptz;
+        """,
+    ),
 ]

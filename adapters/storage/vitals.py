@@ -189,9 +189,11 @@ class VitalsStore:
     # ------------------------------------------------------------ devices and thresholds
 
     async def patients_of(self, device_ids: Sequence[str]) -> dict[str, DevicePatient]:
-        """The agency and patient of each registered device among ``device_ids``."""
+        """The agency and patient of each registered device among ``device_ids`` (not
+        decommissioned)."""
         rows = await self._db.pool.fetch(
-            "SELECT id, agency_id, patient_id FROM devices WHERE id = ANY($1::text[])",
+            "SELECT id, agency_id, patient_id FROM devices WHERE id = ANY($1::text[])"
+            " AND decommissioned_at IS NULL",
             list(device_ids),
         )
         return {r["id"]: DevicePatient(r["agency_id"], r["patient_id"]) for r in rows}

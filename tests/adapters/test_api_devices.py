@@ -193,3 +193,38 @@ async def test_a_caregivers_phone_gets_credentials_of_its_own(
         await phone.publish(f"ck/{agency_id}/dev/{cg}/evt", b"{}", qos=1, timeout=WITHIN_S)
     taken, refused = (c.value for c in phone.pubacks)
     assert taken < 128 and refused == NOT_AUTHORISED  # her phone's topics only
+
+
+async def test_a_decommissioned_device_can_no_longer_connect_publish_or_be_registered_again(
+    api: httpx.AsyncClient, secured: Settings, agency: tuple[str, str], db: Database
+) -> None:
+    agency_id, patient = agency
+    url = f"/v1/agencies/{agency_id}/devices/{agency_id}.old"
+    made = await api.put(
+        url, json={"kind": "pendant", "patient_id": patient}, headers=desk(secured, agency_id)
+    )
+    password = made.json()["credentials"]["password"]
+    blind = await api.delete(url, headers=desk(secured, agency_id))
+    assert (blind.status_code, blind.json()["reason"]) == (428, "precondition_required")
+    assert await db.agencies_of("device", [f"{agency_id}.old"]) != {}  # still in service
+
+    gone = await api.delete(
+        url, headers={**desk(secured, agency_id), "If-Match": made.headers["ETag"]}
+    )
+    assert gone.status_code == 204
+    read = await api.get(url, headers=desk(secured, agency_id))
+    assert read.json()["decommissioned"] is True  # kept, with its history
+    assert await db.agencies_of("device", [f"{agency_id}.old"]) == {}  # ingest refuses it
+    with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori[sz]ed"):
+        async with access_of(secured).as_user(f"{agency_id}.old", password).client():
+            pass
+    again = await api.put(
+        url,
+        json={"kind": "pendant", "patient_id": patient},
+        headers={**desk(secured, agency_id), "If-Match": read.headers["ETag"]},
+    )
+    assert (again.status_code, again.json()["reason"]) == (409, "decommissioned")
+    fresh = await api.post(f"{url}/credentials", headers=desk(secured, agency_id))
+    assert (fresh.status_code, fresh.json()["reason"]) == (409, "decommissioned")
+    unknown = await api.delete(f"{url}x", headers={**desk(secured, agency_id), "If-Match": '"x"'})
+    assert (unknown.status_code, unknown.json()["reason"]) == (404, "unknown_device")

@@ -80,6 +80,7 @@ CASES: dict[tuple[str, str], Case] = {
         json={"kind": "pendant", "patient_id": PATIENT}
     ),
     ("POST", "/v1/agencies/{agency_id}/devices/{device_id}/credentials"): Case(),
+    ("DELETE", "/v1/agencies/{agency_id}/devices/{device_id}"): Case(headers={"If-Match": '"any"'}),
     ("GET", "/v1/agencies/{agency_id}/owntracks"): Case(),
     ("GET", "/v1/agencies/{agency_id}/owntracks/{user}/{device}"): Case(),
     ("PUT", "/v1/agencies/{agency_id}/owntracks/{user}/{device}"): Case(json={"caregiver_id": CG}),

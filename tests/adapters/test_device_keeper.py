@@ -181,3 +181,29 @@ async def test_the_status_of_a_device_not_registered_is_counted_not_watched(home
     await home.keeper.on_status([stranger])
     assert home.keeper.unknown == {"nobody": 1}
     assert "nobody" not in await home.keeper.watched()
+
+
+async def test_a_decommissioned_device_is_let_go_and_what_it_raised_is_cleared(
+    home: Home, settings: Settings, db: Database
+) -> None:
+    await home.beats(battery=5)  # critically low: an alarm stands
+    home.clock.now += 1
+    await home.says("offline")
+    assert await home.last_of_each() == {
+        "low_battery": ("major", "active_unack"),
+        "device_offline": ("critical", "active_unack"),
+    }
+    await db.pool.execute("UPDATE devices SET decommissioned_at = now() WHERE id = $1", home.device)
+    home.clock.now += settings.device_decommissions_read_s
+    await home.keeper.tick()
+    assert await home.last_of_each() == {
+        "low_battery": ("major", "cleared_unack"),
+        "device_offline": ("critical", "cleared_unack"),
+    }
+    assert home.device not in await home.keeper.watched()
+    told = len(await home.alarms())
+    home.clock.now += 3600  # silent for an hour: nothing more is raised of it
+    await home.keeper.tick()
+    await home.says("heartbeat")  # nor of what it still says
+    assert len(await home.alarms()) == told
+    assert home.device not in await home.keeper.watched()
