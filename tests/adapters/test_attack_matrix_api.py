@@ -49,17 +49,22 @@ PARAMS = {
     "kind": "first_aid",
     "shift_id": "1",
     "visit_id": f"{A}.v",
+    "incident_id": f"{A}.inc",
+    "alarm_id": f"{A}.alarm",
+    "command": "acknowledge",
+    "command_id": f"{A}.cmd",
 }
 """Each path parameter's value: agency A's own resources."""
 
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """How a route is tried: its body (JSON unless ``content``) and extra headers."""
+    """How a route is tried: its body (JSON unless ``content``), extra headers, its query."""
 
     json: Any = None
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
 
 CASES: dict[tuple[str, str], Case] = {
@@ -116,6 +121,22 @@ CASES: dict[tuple[str, str], Case] = {
         content=b"visit_id,patient_id,caregiver_id,starts_at,ends_at\n",
         headers={"Content-Type": "text/csv"},
     ),
+    ("GET", "/v1/agencies/{agency_id}/visits/{visit_id}/evidence"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/visit-alerts"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/visit-report"): Case(
+        params={"since": "2031-01-01T00:00:00Z", "until": "2031-01-02T00:00:00Z"}
+    ),
+    ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/track"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/incidents"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/incidents/{incident_id}"): Case(),
+    ("POST", "/v1/agencies/{agency_id}/incidents/{incident_id}/assign"): Case(
+        json={"caregiver_id": CG}
+    ),
+    ("POST", "/v1/agencies/{agency_id}/incidents/{incident_id}/resolve"): Case(json={}),
+    ("GET", "/v1/agencies/{agency_id}/alarms"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/alarms/{alarm_id}"): Case(),
+    ("POST", "/v1/agencies/{agency_id}/alarms/{alarm_id}/{command}"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/commands/{command_id}"): Case(),
 }
 
 
@@ -229,7 +250,12 @@ async def test_everyone_who_must_not_is_refused_on_every_route(
     for (method, template), case in CASES.items():
         headers = {**case.headers, **outsider.headers(settings)}
         answer = await api.request(
-            method, path_of(template), json=case.json, content=case.content, headers=headers
+            method,
+            path_of(template),
+            json=case.json,
+            content=case.content,
+            headers=headers,
+            params=case.params,
         )
         answers[(method, template)] = answer
     wrong = {
@@ -263,5 +289,6 @@ async def snapshot(db: Database) -> list[Any]:
             ("shifts", "caregiver_id", [CG, OTHER_CG]),
             ("fences", "patient_id", [PATIENT]),
             ("visits", "agency_id", [A, B]),
+            ("events", "agency_id", [A, B]),  # the commands the API sent among them
         )
     ]
