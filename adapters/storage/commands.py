@@ -56,9 +56,11 @@ class CommandLog:
     ) -> Sent:
         """Keep what the command asks before it is sent: ``sent``; ``again`` when the same
         command was kept before (a retry), ``not_the_same`` when its id was kept asking
-        something else (a client's key used twice for two commands)."""
+        something else (a client's key used twice for two commands). A lock on the id makes two
+        sent at once judged one after the other."""
         row = event(_sent_key(command_id), agency_id, None, SENT, actor, now, **asked)
         async with self._db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", row.event_key)
             before = await conn.fetchrow(
                 "SELECT agency_id, payload FROM events WHERE event_key = $1", row.event_key
             )

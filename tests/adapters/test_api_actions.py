@@ -194,6 +194,25 @@ async def test_a_retry_with_the_same_key_is_one_command(
     assert theirs_sent.status_code == 202 and theirs_sent.json()["command_id"] != command_id
 
 
+async def test_one_key_sent_at_once_for_two_commands_is_one_of_them(
+    api: httpx.AsyncClient, settings: Settings, db: Database, world: World
+) -> None:
+    incident = await opened(db, world)
+    desk = {**bearer(settings, "dispatcher", "desk", world.agency), "Idempotency-Key": "at-once"}
+    path = f"/v1/agencies/{world.agency}/incidents/{incident}/assign"
+    answers = await asyncio.gather(
+        api.post(path, json={"caregiver_id": world.cg(0)}, headers=desk),
+        api.post(path, json={"caregiver_id": world.cg(1)}, headers=desk),
+    )
+    assert sorted(a.status_code for a in answers) == [202, 422]
+    [sent] = [a for a in answers if a.status_code == 202]
+    [record] = await on_topic(settings, sent.json()["command_id"])
+    command = decode_answer(record.value)
+    assert isinstance(command, DispatcherCommand)
+    which = answers.index(sent)
+    assert command.caregiver_id == world.cg(which)
+
+
 async def test_a_hand_on_an_alarm_goes_by_kafka_keyed_by_the_alarm(
     api: httpx.AsyncClient, settings: Settings, db: Database, world: World, worker: Dispatcher
 ) -> None:
