@@ -258,6 +258,28 @@ async def test_a_hand_on_an_alarm_goes_by_kafka_keyed_by_the_alarm(
     assert history[0] == "alarm_raised" and history[-1] == "alarm_cleared"
 
 
+async def test_a_false_alarm_clears_it_and_an_alarm_of_no_one_opens_no_incident(
+    api: httpx.AsyncClient, settings: Settings, db: Database, world: World, worker: Dispatcher
+) -> None:
+    store = AlarmStore(db)
+    desk = bearer(settings, "dispatcher", "desk", world.agency)
+    base = f"/v1/agencies/{world.agency}/alarms"
+    alarm = await store.raise_alarm(world.agency, "agency", "notify_failed", "warning", time.time())
+
+    async def decided(command: str) -> dict[str, Any]:
+        sent = await api.post(f"{base}/{alarm.id}/{command}", headers=desk)
+        assert sent.status_code == 202, sent.text
+        [record] = await on_topic(settings, sent.json()["command_id"])
+        await handled(worker, record)
+        return await outcome(api, desk, world.agency, sent.json()["command_id"])
+
+    no_one = await decided("open_incident")
+    assert (no_one["outcome"], no_one["reason"]) == ("refused", "no_patient")
+    assert (await decided("false_alarm"))["outcome"] == "done"
+    read = (await api.get(f"{base}/{alarm.id}", headers=desk)).json()
+    assert (read["status"], read["cleared_by"]) == ("cleared_unack", "dispatcher:desk")
+
+
 @pytest.mark.parametrize(
     ("who", "status", "reason"),
     [
