@@ -2,18 +2,23 @@
 Postgres, Redis and a Kafka producer (dispatchers' commands); ``run(settings)`` serves it with
 uvicorn until SIGINT or SIGTERM (``careknot api``). Its interactive documents are at ``/docs``,
 the OpenAPI one at ``/openapi.json``. It refuses to start with the public development key, as
-the gateway does."""
+the gateway does. Its counts (``careknot_api_refused_total``: every refusal by status and
+reason) and ``/healthz`` (Postgres, Redis, Kafka) are served on ``api_metrics_port``, on
+``metrics_host`` (loopback by default), never on the API's own port."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from adapters import kafka
+from adapters.metrics import ApiMetrics, serve
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
 from api import (
@@ -35,6 +40,7 @@ from api.auth import Trust
 from kernel import keys, tokens
 from kernel.errors import AuthError, StorageError
 from kernel.settings import Settings
+from kernel.waiting import answers
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,21 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.redis = redis
                 app.state.settings = settings
                 app.state.trust = Trust(ring, redis.revocations(settings.keys))
-                yield
+
+                async def health() -> dict[str, bool]:
+                    postgres, cache, brokers = await asyncio.gather(
+                        answers(db.ping()), answers(redis.ping()), answers(producer.ping())
+                    )
+                    return {"postgres": postgres, "redis": cache, "kafka": brokers}
+
+                metrics = await serve(
+                    registry, settings.api_metrics_port, settings.metrics_host, health
+                )
+                try:
+                    yield
+                finally:
+                    if metrics is not None:
+                        metrics.close()
         finally:
             await producer.stop()
             await redis.close()
@@ -67,6 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    registry = CollectorRegistry()
+    ApiMetrics(app.state.refused, registry)
     app.include_router(caregivers.router)
     app.include_router(patients.router)
     app.include_router(devices.router)

@@ -54,6 +54,7 @@ def isolated(settings: Settings, workdir: Path, **changes: object) -> Settings:
         "token_keys": settings.token_keys or own_token_key(),
         "gateway_port": free_port(),
         "api_port": free_port(),
+        "api_metrics_port": free_port(),
         "worker_datadir": str(workdir / "worker"),
         "kafka_bootstrap": f"127.0.0.1:{free_port()}",
         "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     gateway_port: int = 8765
     api_host: str = Field(default="127.0.0.1", description="where the HTTP API listens")
     api_port: int = Field(default=8780, ge=0, le=65535, description="the HTTP API's port")
+    api_metrics_port: int = Field(
+        default=9471, ge=0, le=65535, description="the HTTP API's /metrics and health; 0: none"
+    )
     gateway_admin_host: str = Field(
         default="127.0.0.1", description="where the gateway's /metrics, /healthz and /readyz are"
     )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -31,6 +32,7 @@ from api.app import create_app
 from kernel import tokens
 from kernel.contracts import Role
 from kernel.settings import Settings
+from tests.support import free_port, http_get, scrape
 
 pytestmark = pytest.mark.servers
 
@@ -292,3 +294,29 @@ async def snapshot(db: Database) -> list[Any]:
             ("events", "agency_id", [A, B]),  # the commands the API sent among them
         )
     ]
+
+
+async def test_the_refusals_are_served_as_counts_on_the_apis_own_metrics_port(
+    settings: Settings,
+) -> None:
+    own = settings.model_copy(update={"api_metrics_port": free_port()})
+    app = create_app(own)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            for _ in range(3):
+                await client.get(f"/v1/agencies/{A}/patients")  # no token
+            await client.get("/v1/nowhere", headers=bearer(own, "dispatcher", "desk", A))
+            on_api = await client.get("/metrics")
+        status, health = await http_get(own.api_metrics_port, "/healthz")
+        counts = await scrape(own.api_metrics_port)
+    assert on_api.status_code == 404  # not on the API's own port
+    assert 'careknot_api_refused_total{reason="unauthorised",status="401"} 3.0' in counts
+    assert 'careknot_api_refused_total{reason="no_such_route",status="404"} 2.0' in counts
+    assert status == 200 and orjson.loads(health) == {
+        "ok": True,
+        "postgres": True,
+        "redis": True,
+        "kafka": True,
+        "down": [],
+    }

@@ -30,6 +30,7 @@ def running_system(
         update={
             "gateway_port": free_port(),
             "api_port": free_port(),
+            "api_metrics_port": free_port(),
             "worker_datadir": str(workdir / "worker"),
             **changes,
         }
