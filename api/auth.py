@@ -1,9 +1,13 @@
 """Who is calling: the bearer of an access token (``kernel.tokens``, the gateway's), checked
 for its signature, audience, expiry and revocation; and what each role may do in an agency.
 
-- a dispatcher: everything of her own agency;
-- a caregiver: her own record;
-- a family member: nothing here yet (her relative's page reads the gateway).
+- an agency admin: the agency's record and its people and devices (caregivers, patients,
+  devices, phones, their broker credentials, caregivers' certificates), and whatever a
+  dispatcher reads and plans;
+- a dispatcher: reads everything of her own agency, plans its roster (visits, shifts, fences),
+  and alone sends dispatchers' commands (assign, resolve, an alarm's hand);
+- a caregiver: her own record, certificates, shifts, visits and track;
+- a family member: nothing here (her relative's page reads the gateway).
 
 A missing or bad token is 401 (with ``WWW-Authenticate: Bearer``); a genuine one asking for
 what its role or agency may not is 403.
@@ -52,16 +56,34 @@ async def caller(
 Caller = Annotated[Claims, Depends(caller)]
 
 
-def may_manage(claims: Claims, agency_id: str) -> None:
-    """A dispatcher of the agency, or 403."""
+def _of_agency(claims: Claims, agency_id: str) -> None:
     if claims.agency != agency_id:
         raise Refused(403, "other_agency", f"a token of {claims.agency}")
-    if claims.role != "dispatcher":
+
+
+def may_manage(claims: Claims, agency_id: str) -> None:
+    """A dispatcher or an admin of the agency (reads, the roster), or 403."""
+    _of_agency(claims, agency_id)
+    if claims.role not in ("dispatcher", "admin"):
         raise Refused(403, "forbidden", f"a {claims.role} cannot manage the agency")
 
 
+def may_administer(claims: Claims, agency_id: str) -> None:
+    """An admin of the agency (its record, people and devices), or 403."""
+    _of_agency(claims, agency_id)
+    if claims.role != "admin":
+        raise Refused(403, "forbidden", f"a {claims.role} cannot administer the agency")
+
+
+def may_dispatch(claims: Claims, agency_id: str) -> None:
+    """A dispatcher of the agency (dispatchers' commands), or 403."""
+    _of_agency(claims, agency_id)
+    if claims.role != "dispatcher":
+        raise Refused(403, "forbidden", f"a {claims.role} cannot dispatch")
+
+
 def may_read_caregiver(claims: Claims, agency_id: str, caregiver_id: str) -> None:
-    """A dispatcher of the agency, or the caregiver herself, or 403."""
+    """A dispatcher or an admin of the agency, or the caregiver herself, or 403."""
     if claims.role == "caregiver" and (claims.agency, claims.sub) == (agency_id, caregiver_id):
         return
     may_manage(claims, agency_id)

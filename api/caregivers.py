@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.storage.postgres import CaregiverRow
-from api.auth import Caller, may_manage, may_read_caregiver
+from api.auth import Caller, may_administer, may_manage, may_read_caregiver
 from api.broker import Credentials, credentials_for
 from api.problems import Refused
 from api.resources import (
@@ -86,7 +86,7 @@ async def put_caregiver(
     if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
     if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
 ) -> Caregiver:
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     row = CaregiverRow(caregiver_id, agency_id, body.name, tuple(body.skills))
     given = Precondition(if_match, if_none_match)
     written = await directory(request).put_caregiver(row, lambda c: given.holds(c, _out))
@@ -108,7 +108,7 @@ async def put_caregiver(
 async def phone_credentials(
     request: Request, claims: Caller, agency_id: AgencyId, caregiver_id: CaregiverId
 ) -> Credentials:
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     if await directory(request).caregiver(agency_id, caregiver_id) is None:
         raise Refused(404, "unknown_caregiver", caregiver_id)
     given = await credentials_for(request.app.state.settings, agency_id, "cg", caregiver_id)

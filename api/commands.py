@@ -29,7 +29,7 @@ from adapters.kafka import Producer
 from adapters.storage.agency_reads import AgencyReads
 from adapters.storage.alarms import AlarmStore
 from adapters.storage.commands import CommandLog
-from api.auth import Caller, may_manage
+from api.auth import Caller, may_dispatch, may_manage
 from api.problems import Refused
 from api.resources import ID, AgencyId
 from api.windows import iso
@@ -134,7 +134,7 @@ async def _incident_command(
     caregiver_id: str | None = None,
     note: str | None = None,
 ) -> Accepted:
-    may_manage(claims, agency_id)
+    may_dispatch(claims, agency_id)
     if await AgencyReads(request.app.state.db).incident(agency_id, incident_id) is None:
         raise Refused(404, "unknown_incident", incident_id)
     event = _decided(
@@ -219,7 +219,7 @@ async def alarm_command(
     command: Annotated[AlarmCommandKind, Path(description="what to do with it")],
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
-    may_manage(claims, agency_id)
+    may_dispatch(claims, agency_id)
     found = await AlarmStore(request.app.state.db).get(alarm_id)
     if found is None or found.agency_id != agency_id:
         raise Refused(404, "unknown_alarm", alarm_id)

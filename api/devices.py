@@ -22,7 +22,7 @@ from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.storage.postgres import DeviceRow
-from api.auth import Caller, may_manage
+from api.auth import Caller, may_administer, may_manage
 from api.broker import Credentials, credentials_for, withdraw
 from api.problems import Refused
 from api.resources import (
@@ -114,7 +114,7 @@ async def put_device(
     if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
     if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
 ) -> Registered:
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     row = DeviceRow(device_id, agency_id, body.patient_id, body.kind)
     given = Precondition(if_match, if_none_match)
     written = await directory(request).put_device(row, lambda c: given.holds(c, _out))
@@ -140,7 +140,7 @@ async def put_device(
 async def new_credentials(
     request: Request, claims: Caller, agency_id: AgencyId, device_id: DeviceId
 ) -> Credentials:
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     row = await directory(request).device(agency_id, device_id)
     if row is None:
         raise Refused(404, "unknown_device", device_id)
@@ -171,7 +171,7 @@ async def decommission(
 ) -> Response:
     """Its client is withdrawn first, so a broker away leaves it in service and the call can be
     made again."""
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     given = Precondition(if_match, None)
     found = await directory(request).device(agency_id, device_id)
     if found is None:

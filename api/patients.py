@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from adapters.storage.access_log import AccessLog
 from adapters.storage.postgres import PatientRow
-from api.auth import Caller, may_manage
+from api.auth import Caller, may_administer, may_manage
 from api.problems import Refused
 from api.resources import (
     ID,
@@ -123,7 +123,7 @@ async def put_patient(
     if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
     if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
 ) -> Patient:
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     row = PatientRow(
         patient_id, agency_id, body.name, body.lat, body.lon, body.zone, details=body.details
     )

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.storage.phones import PhoneRow, Phones
-from api.auth import Caller, may_manage
+from api.auth import Caller, may_administer, may_manage
 from api.broker import Credentials, credentials_for, withdraw
 from api.problems import Refused
 from api.resources import (
@@ -109,7 +109,7 @@ async def put_phone(
     device: Device, body: PhoneIn, if_match: IfMatch = None,
     if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
 ) -> RegisteredPhone:  # fmt: skip
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     row = PhoneRow(user, device, body.caregiver_id, agency_id)
     given = Precondition(if_match, if_none_match)
     first = await phones(request).others_of(user, device) == 0
@@ -145,7 +145,7 @@ async def delete_phone(
 ) -> Response:  # fmt: skip
     """Her client is withdrawn first when it is her last phone, so a broker away leaves the
     phone registered and the call can be made again."""
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     given = Precondition(if_match, None)
     found = await phones(request).one(agency_id, user, device)
     if found is None:
@@ -168,7 +168,7 @@ async def delete_phone(
 async def new_credentials(
     request: Request, claims: Caller, agency_id: AgencyId, user: User, device: Device
 ) -> Credentials:
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     if await phones(request).one(agency_id, user, device) is None:
         raise Refused(404, "unknown_phone", f"{user}/{device}")
     credentials = await credentials_for(request.app.state.settings, agency_id, "ot", user)

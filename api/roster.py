@@ -18,7 +18,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from adapters.storage.schedule import CertificateRow, Schedule, ShiftRow
-from api.auth import Caller, may_manage, may_read_caregiver
+from api.auth import Caller, may_administer, may_manage, may_read_caregiver
 from api.caregivers import CaregiverId
 from api.problems import Refused
 from api.resources import (
@@ -155,7 +155,7 @@ async def put_certificate(
     if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
     if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
 ) -> Certificate:
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     row = CertificateRow(caregiver_id, kind, body.expires_at.timestamp())
     given = Precondition(if_match, if_none_match)
     written = await schedule(request).put_certificate(
@@ -184,7 +184,7 @@ async def delete_certificate(
     kind: Kind,
     if_match: Annotated[str | None, Header(description="the ETag it is deleted on")] = None,
 ) -> Response:
-    may_manage(claims, agency_id)
+    may_administer(claims, agency_id)
     given = Precondition(if_match, None)
 
     def holds(current: CertificateRow) -> bool:

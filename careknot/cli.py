@@ -434,7 +434,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
 
     tok = sub.add_parser("token", help="issue a signed gateway token")
-    tok.add_argument("--role", required=True, choices=["caregiver", "family", "dispatcher"])
+    tok.add_argument(
+        "--role", required=True, choices=["caregiver", "family", "dispatcher", "admin"]
+    )
     tok.add_argument("--subject", required=True)
     tok.add_argument("--agency", help="the agency the token is for (needed to issue one)")
     tok.add_argument("--patient", action="append", help="a relative a family member may see")

@@ -60,7 +60,7 @@ IncidentState = Literal["open", "offered", "assigned", "escalated", "resolved"]
 OfferOutcome = Literal["assigned", "taken", "expired", "cancelled"]
 OWNTRACKS_NAME = r"[A-Za-z0-9_.@\-]{1,64}"
 """An OwnTracks user name or device id, as a level of ``owntracks/{user}/{device}``."""
-Role = Literal["caregiver", "family", "dispatcher"]
+Role = Literal["caregiver", "family", "dispatcher", "admin"]
 
 
 # ---------------------------------------------------------------- MQTT payloads (contract)

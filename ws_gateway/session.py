@@ -187,7 +187,7 @@ def resolve_recipient(claims: Claims, patient: str | None = None) -> str:
     """The one outbox recipient these claims read; ``forbidden`` if a family has no such right."""
     if claims.role == "caregiver":
         return recipients.caregiver(claims.sub)
-    if claims.role == "dispatcher":
+    if claims.role in ("dispatcher", "admin"):  # an admin watches; only a dispatcher commands
         return recipients.dispatchers(claims.agency)
     if not claims.patients:
         raise RejectedInput(FORBIDDEN, "no patient in token")

@@ -1,6 +1,6 @@
-"""The HTTP API's caregivers, on the real Postgres and Redis: an agency's dispatcher creates,
-reads, lists a page at a time and replaces them only against the version she read; two
-dispatchers cannot overwrite each other's change; another agency's token, a caregiver reading
+"""The HTTP API's caregivers, on the real Postgres and Redis: an agency's admin creates, reads,
+lists a page at a time and replaces them only against the version she read; two admins cannot
+overwrite each other's change; a dispatcher reads them and cannot enrol; another agency's token, a caregiver reading
 someone else's record, a family member, a revoked or a missing token are refused with a reason;
 bad input is a 400 that says where, never a 500; an id of another agency is never moved across.
 """
@@ -48,10 +48,10 @@ def at(agency: str, caregiver: str = "", raw: bool = False) -> str:
     return f"/v1/agencies/{agency}/caregivers/{caregiver if raw else cid(agency, caregiver)}"
 
 
-async def test_a_dispatcher_creates_reads_and_replaces_against_the_version_she_read(
+async def test_an_admin_creates_reads_and_replaces_against_the_version_she_read(
     api: httpx.AsyncClient, settings: Settings, agency: str
 ) -> None:
-    desk = bearer(settings, "dispatcher", "desk", agency)
+    desk = bearer(settings, "admin", "desk", agency)
     body = {"name": "Cara Hoist", "skills": ["hoist"]}
     made = await api.put(at(agency, "cg-1"), json=body, headers=desk)
     assert made.status_code == 201
@@ -66,12 +66,12 @@ async def test_a_dispatcher_creates_reads_and_replaces_against_the_version_she_r
     assert replaced.status_code == 200 and replaced.json()["skills"] == ["hoist", "insulin"]
     assert replaced.headers["ETag"] != read.headers["ETag"]
 
-    # a second dispatcher still holding the first version cannot overwrite the change
+    # a second admin still holding the first version cannot overwrite the change
     late = await api.put(
         at(agency, "cg-1"),
         json={"name": "Cara", "skills": []},
         headers={
-            **bearer(settings, "dispatcher", "desk-2", agency),
+            **bearer(settings, "admin", "desk-2", agency),
             "If-Match": read.headers["ETag"],
         },
     )
@@ -89,7 +89,7 @@ async def test_a_dispatcher_creates_reads_and_replaces_against_the_version_she_r
 async def test_the_list_comes_a_page_at_a_time_in_id_order(
     api: httpx.AsyncClient, settings: Settings, agency: str
 ) -> None:
-    desk = bearer(settings, "dispatcher", "desk", agency)
+    desk = bearer(settings, "admin", "desk", agency)
     for i in (3, 1, 5, 2, 4):
         made = await api.put(at(agency, f"cg-{i}"), json={"name": f"Carer {i}"}, headers=desk)
         assert made.status_code == 201
@@ -124,7 +124,7 @@ async def test_who_may_not_read_is_refused_with_a_reason(
     status: int,
     reason: str,
 ) -> None:
-    desk = bearer(settings, "dispatcher", "desk", agency)
+    desk = bearer(settings, "admin", "desk", agency)
     assert (await api.put(at(agency, "cg-a"), json={"name": "A"}, headers=desk)).status_code == 201
     headers: dict[str, str] = {
         "another agency's dispatcher": bearer(settings, "dispatcher", "d", "elsewhere"),
@@ -142,10 +142,25 @@ async def test_who_may_not_read_is_refused_with_a_reason(
         assert refused.headers["WWW-Authenticate"] == "Bearer"
 
 
+async def test_a_dispatcher_reads_the_caregivers_and_cannot_enrol_them(
+    api: httpx.AsyncClient, settings: Settings, agency: str
+) -> None:
+    admin = bearer(settings, "admin", "boss", agency)
+    assert (await api.put(at(agency, "cg-d"), json={"name": "D"}, headers=admin)).status_code == 201
+    desk = bearer(settings, "dispatcher", "desk", agency)
+    assert (await api.get(at(agency, "cg-d"), headers=desk)).json()["name"] == "D"
+    for refused in (
+        await api.put(at(agency, "cg-e"), json={"name": "E"}, headers=desk),
+        await api.post(f"{at(agency, 'cg-d')}/credentials", headers=desk),
+    ):
+        assert (refused.status_code, refused.json()["reason"]) == (403, "forbidden")
+    assert (await api.get(at(agency, "cg-e"), headers=admin)).status_code == 404
+
+
 async def test_a_caregiver_reads_her_own_record(
     api: httpx.AsyncClient, settings: Settings, agency: str
 ) -> None:
-    desk = bearer(settings, "dispatcher", "desk", agency)
+    desk = bearer(settings, "admin", "desk", agency)
     await api.put(at(agency, "cg-me"), json={"name": "Me"}, headers=desk)
     mine = await api.get(
         at(agency, "cg-me"), headers=bearer(settings, "caregiver", cid(agency, "cg-me"), agency)
@@ -164,13 +179,13 @@ async def test_an_id_of_another_agency_is_never_moved_across(
 ) -> None:
     other = f"api-{uuid.uuid4().hex[:8]}"
     await db.upsert_agency(other, "Other Care")
-    theirs = bearer(settings, "dispatcher", "d-other", other)
+    theirs = bearer(settings, "admin", "d-other", other)
     shared = at(other, "cg-x")
     assert (await api.put(shared, json={"name": "X"}, headers=theirs)).status_code == 201
     taken = await api.put(
         shared.replace(f"/agencies/{other}/", f"/agencies/{agency}/"),
         json={"name": "Mine now"},
-        headers=bearer(settings, "dispatcher", "desk", agency),
+        headers=bearer(settings, "admin", "desk", agency),
     )
     assert (taken.status_code, taken.json()["reason"]) == (409, "other_agency")
     assert (await api.get(shared, headers=theirs)).json()["name"] == "X"
@@ -208,7 +223,7 @@ async def test_a_revoked_dispatcher_is_refused(
 async def test_bad_input_is_a_400_that_says_where(
     api: httpx.AsyncClient, settings: Settings, agency: str, path: str, body: Any
 ) -> None:
-    desk = bearer(settings, "dispatcher", "desk", agency)
+    desk = bearer(settings, "admin", "desk", agency)
     refused = await api.put(at(agency, path, raw=path != "cg-1"), json=body, headers=desk)
     assert refused.status_code == 400
     said = refused.json()

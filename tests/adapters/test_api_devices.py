@@ -1,5 +1,5 @@
 """The HTTP API's devices, on the real Postgres and Redis, and on a Mosquitto of the module's own
-started as ``careknot up`` starts one (dynamic security, default deny): a dispatcher registers a
+started as ``careknot up`` starts one (dynamic security, default deny): an admin registers a
 device to a patient of her agency and it is given broker credentials of its own, once, with which
 it publishes under its own topics and nowhere else; a new password refuses the old; an unknown
 kind, another agency's patient or device id are refused with their reason."""
@@ -65,7 +65,7 @@ async def agency(db: Database) -> tuple[str, str]:
 
 
 def desk(settings: Settings, agency: str) -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), "dispatcher", "desk", agency, 600, time.time())
+    token = tokens.mint(tokens.keyring_of(settings), "admin", "desk", agency, 600, time.time())
     return {"Authorization": f"Bearer {token}"}
 
 

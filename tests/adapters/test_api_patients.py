@@ -1,4 +1,4 @@
-"""The HTTP API's patients, on the real Postgres and Redis: a dispatcher registers a patient, her
+"""The HTTP API's patients, on the real Postgres and Redis: an admin registers a patient, her
 name and details (address, how to get in, notes, family) sealed in the record and shown to her
 agency unsealed, each read kept in the access log; changes her home against the version she read,
 lists them a page at a time; an unknown time zone, another agency's id, a forgotten patient and
@@ -29,7 +29,7 @@ async def agency(db: Database) -> str:
 
 
 def desk(settings: Settings, agency: str) -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), "dispatcher", "desk", agency, 600, time.time())
+    token = tokens.mint(tokens.keyring_of(settings), "admin", "desk", agency, 600, time.time())
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -63,7 +63,7 @@ async def test_her_details_are_sealed_shown_to_her_agency_and_every_read_is_kept
     reads = await AccessLog(db).of_patient(agency, f"{agency}.pd")
     assert len(reads) == before + 2  # her record, then the page she is on
     assert {(r.role, r.subject, r.via, r.what) for r in reads[:2]} == {
-        ("dispatcher", "desk", "api", "read")
+        ("admin", "desk", "api", "read")
     }
 
     await db.forget_patient(f"{agency}.pd", "test", time.time())

@@ -1,6 +1,6 @@
 """The HTTP API's OwnTracks phones, on the real Postgres and Redis and on a Mosquitto of the
 module's own started as ``careknot up`` starts one (dynamic security, default deny): a
-dispatcher registers a caregiver's OwnTracks phone and her user is given broker credentials of
+admin registers a caregiver's OwnTracks phone and her user is given broker credentials of
 her own, once, with which she publishes under ``owntracks/{user}/`` and nowhere else, and which
 ingest's registry maps to the caregiver; her second phone shares them; her last phone
 decommissioned, she cannot connect. A user of another caregiver or agency, a username the broker
@@ -57,7 +57,7 @@ async def agency(db: Database) -> tuple[str, str, str]:
 
 
 def bearer(
-    settings: Settings, agency: str, role: Role = "dispatcher", sub: str = "desk"
+    settings: Settings, agency: str, role: Role = "admin", sub: str = "desk"
 ) -> dict[str, str]:
     token = tokens.mint(tokens.keyring_of(settings), role, sub, agency, 600, time.time())
     return {"Authorization": f"Bearer {token}"}
@@ -217,7 +217,7 @@ async def test_a_username_the_broker_knows_as_another_publishers_is_never_handed
         (None, 401, "unauthorised"),
     ],
 )
-async def test_only_the_agencys_dispatchers_manage_its_phones(
+async def test_only_the_agencys_admins_manage_its_phones(
     api: httpx.AsyncClient,
     secured: Settings,
     agency: tuple[str, str, str],

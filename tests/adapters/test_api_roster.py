@@ -43,7 +43,7 @@ def bearer(settings: Settings, role: Role, sub: str, agency: str) -> dict[str, s
 
 
 def desk(settings: Settings, agency: str) -> dict[str, str]:
-    return bearer(settings, "dispatcher", "desk", agency)
+    return bearer(settings, "admin", "desk", agency)
 
 
 def at(agency: str, what: str, caregiver: str = "cg") -> str:

@@ -1,9 +1,9 @@
 """The attack matrix of the WebSocket surface, on a real gateway, Redis and Kafka: every role
-(a caregiver, a family member, a dispatcher of agency A, one of agency B, nobody) sends every
-kind of frame a client may send. What its role may not send is refused at the gateway with its
-reason and counted, and reaches no topic (no leak); what it may send is acknowledged and
-forwarded stamped with its own identity and agency, whatever the frame claims. Someone with no
-genuine token is refused before any frame is read (4401).
+(a caregiver, a family member, a dispatcher and an admin of agency A, a dispatcher of agency B,
+nobody) sends every kind of frame a client may send. What its role may not send is refused at
+the gateway with its reason and counted, and reaches no topic (no leak); what it may send is
+acknowledged and forwarded stamped with its own identity and agency, whatever the frame claims.
+Someone with no genuine token is refused before any frame is read (4401).
 
 What the worker then refuses (an incident or an alarm of another agency, a caregiver not on a
 visit) is shown where the worker decides: ``tests/adapters/test_dispatch_rules.py`` and
@@ -35,6 +35,7 @@ ROLES: dict[str, tuple[Role, str, list[str]]] = {
     "caregiver of A": ("caregiver", A, []),
     "family of A": ("family", A, ["p-a"]),
     "dispatcher of A": ("dispatcher", A, []),
+    "admin of A": ("admin", A, []),  # watches the agency's console; commands nothing
     "dispatcher of B": ("dispatcher", B, []),
 }
 FRAMES: dict[str, dict[str, Any]] = {
@@ -59,6 +60,7 @@ FRAMES: dict[str, dict[str, Any]] = {
 MAY: dict[str, set[str]] = {
     "caregiver": {"accept", "decline", "administration", "resume", "ping"},
     "family": {"resume", "ping"},
+    "admin": {"resume", "ping"},
     "dispatcher": {
         "assign",
         "resolve",

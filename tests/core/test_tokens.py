@@ -234,7 +234,7 @@ HS512 = jwt.encode(orjson.loads(body()), SECRET * 2, algorithm="HS512", headers=
         (signed(b"not json"), RING, NOW, "claims"),
         (signed(b"[1, 2]"), RING, NOW, "claims"),
         (signed(b"\xff\xfe"), RING, NOW, "claims"),
-        (signed(body(role="admin")), RING, NOW, "claims"),
+        (signed(body(role="operator")), RING, NOW, "claims"),
         (signed(body(sub="")), RING, NOW, "claims"),
         (signed(body(agency=None)), RING, NOW, "claims"),
         (signed(body(exp="soon")), RING, NOW, "claims"),
