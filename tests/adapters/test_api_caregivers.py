@@ -1,8 +1,9 @@
 """The HTTP API's caregivers, on the real Postgres and Redis: an agency's admin creates, reads,
 lists a page at a time and replaces them only against the version she read; two admins cannot
-overwrite each other's change; a dispatcher reads them and cannot enrol; another agency's token, a caregiver reading
-someone else's record, a family member, a revoked or a missing token are refused with a reason;
-bad input is a 400 that says where, never a 500; an id of another agency is never moved across.
+overwrite each other's change; a dispatcher reads them and cannot enrol; another agency's token,
+a caregiver reading someone else's record, a family member, a revoked or a missing token are
+refused with a reason; bad input is a 400 that says where, never a 500; an id of another agency
+is never moved across.
 """
 
 from __future__ import annotations

@@ -69,12 +69,13 @@ class Case:
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
-    only: Literal["admin", "dispatcher"] | None = None
+    only: OneRole | None = None
     """The one role of the agency that may use it (None: a dispatcher and an admin)."""
 
 
-ADMIN = "admin"
-DISPATCHER = "dispatcher"
+OneRole = Literal["admin", "dispatcher"]
+ADMIN: OneRole = "admin"
+DISPATCHER: OneRole = "dispatcher"
 
 
 CASES: dict[tuple[str, str], Case] = {

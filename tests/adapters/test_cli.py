@@ -95,7 +95,8 @@ async def test_token_revoke_refuses_a_persons_tokens_issued_until_now(
 
 
 def test_token_refuses_an_unknown_role(stack_settings: Settings) -> None:
-    done = careknot(stack_settings, "token", "--role", "operator", "--subject", "x", "--agency", "a")
+    role = "operator"  # no such role
+    done = careknot(stack_settings, "token", "--role", role, "--subject", "x", "--agency", "a")
     assert done.returncode == 2
     assert "invalid choice" in done.stderr
 
