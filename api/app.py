@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from adapters import kafka
@@ -22,6 +22,7 @@ from adapters.metrics import ApiMetrics, serve
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
 from api import (
+    agencies,
     alarms,
     caregivers,
     commands,
@@ -89,19 +90,25 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     registry = CollectorRegistry()
     ApiMetrics(app.state.refused, registry)
-    app.include_router(caregivers.router)
-    app.include_router(patients.router)
-    app.include_router(devices.router)
-    app.include_router(phones.router)
-    app.include_router(roster.router)
-    app.include_router(fences.router)
-    app.include_router(visit_roster.router)
-    app.include_router(visit_roster.imports)
-    app.include_router(incidents.router)
-    app.include_router(alarms.router)
-    app.include_router(visit_records.router)
-    app.include_router(tracks.router)
-    app.include_router(commands.router)
+    app.state.agencies_known = set()
+    app.include_router(agencies.router)
+    under_an_agency = [Depends(agencies.known_agency)]
+    for router in (
+        caregivers.router,
+        patients.router,
+        devices.router,
+        phones.router,
+        roster.router,
+        fences.router,
+        visit_roster.router,
+        visit_roster.imports,
+        incidents.router,
+        alarms.router,
+        visit_records.router,
+        tracks.router,
+        commands.router,
+    ):
+        app.include_router(router, dependencies=under_an_agency)
     return app
 
 

@@ -9,6 +9,7 @@ A row of another agency is neither shown nor written: an id taken by another age
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow, known_zone
@@ -29,6 +30,15 @@ Precondition = Callable[[CaregiverRow | None], bool]
 """Whether the write may go on, given the row as it stands (None: there is none)."""
 DevicePrecondition = Callable[[DeviceRow | None], bool]
 PatientPrecondition = Callable[[PatientRow | None], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyRow:
+    id: str
+    name: str
+
+
+AgencyPrecondition = Callable[[AgencyRow | None], bool]
 
 
 def _device(r: object) -> DeviceRow:
@@ -190,3 +200,22 @@ class Directory:
 
     async def agency_known(self, agency_id: str) -> bool:
         return bool(await self._db.pool.fetchval("SELECT 1 FROM agencies WHERE id = $1", agency_id))
+
+    async def agency(self, agency_id: str) -> AgencyRow | None:
+        name = await self._db.pool.fetchval("SELECT name FROM agencies WHERE id = $1", agency_id)
+        return None if name is None else AgencyRow(agency_id, name)
+
+    async def put_agency(self, row: AgencyRow, holds: AgencyPrecondition) -> Written:
+        """Register the agency or rename it, if ``holds`` for it as it stands."""
+        async with self._db.transaction() as conn:
+            name = await conn.fetchval("SELECT name FROM agencies WHERE id = $1 FOR UPDATE", row.id)
+            current = None if name is None else AgencyRow(row.id, name)
+            if not holds(current):
+                return "precondition_failed"
+            await conn.execute(
+                "INSERT INTO agencies(id, name) VALUES ($1, $2)"
+                " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+                row.id,
+                row.name,
+            )
+        return "created" if current is None else "replaced"

@@ -79,6 +79,8 @@ DISPATCHER: OneRole = "dispatcher"
 
 
 CASES: dict[tuple[str, str], Case] = {
+    ("GET", "/v1/agencies/{agency_id}"): Case(),
+    ("PUT", "/v1/agencies/{agency_id}"): Case(json={"name": "Renamed"}, only=ADMIN),
     ("GET", "/v1/agencies/{agency_id}/caregivers"): Case(),
     ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}"): Case(),
     ("PUT", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}"): Case(
@@ -320,6 +322,7 @@ async def snapshot(db: Database) -> list[Any]:
             f"SELECT * FROM {table} WHERE {column} = ANY($1::text[]) ORDER BY 1", ids
         )
         for table, column, ids in (
+            ("agencies", "id", [A, B]),
             ("caregivers", "agency_id", [A, B]),
             ("patients", "agency_id", [A, B]),
             ("devices", "agency_id", [A, B]),
