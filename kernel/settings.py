@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     gateway_frame_burst: int = Field(
         default=20, ge=1, description="frames of each kind a client may send at once"
     )
+    console_tile_url: str = Field(
+        default="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        description="the web pages' map tiles, a Leaflet URL template ({z}/{x}/{y}, {s});"
+        " empty: the drawn grid alone. Tiles that do not load leave the grid showing",
+    )
+    console_tile_attribution: str = Field(
+        default="&copy; OpenStreetMap contributors",
+        description="the tiles' attribution, shown on the map (HTML)",
+    )
     token_secret: str = Field(
         default=DEV_TOKEN_SECRET,
         description="the one key when neither token_keys nor the keys file gives any; the"

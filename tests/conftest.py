@@ -19,10 +19,11 @@ from tests.support import free_port
 # ====================================================================== order
 # scripts/test runs the suite on parallel workers (pytest-xdist, a test file whole on one
 # worker). The longest files come first, so that no worker starts a long one last while the
-# others are done: the journeys, then the adapters against real servers, then the pure core.
+# others are done: the journeys, the browser tests, then the adapters against real servers, then
+# the pure core.
 # Within a tier the order stays as collected.
 
-TIERS = ("journey", "adapters")
+TIERS = ("journey", "browser", "adapters")
 
 
 def _tier(item: pytest.Item) -> int:

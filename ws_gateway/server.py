@@ -100,7 +100,7 @@ class Gateway:
                 self._session,
                 settings.gateway_host,
                 settings.gateway_port,
-                process_request=WebRoutes(),
+                process_request=WebRoutes(settings),
                 max_size=MAX_FRAME_BYTES,
                 close_timeout=CLOSE_TIMEOUT_S,
                 origins=allowed_origins(settings),

@@ -1,4 +1,6 @@
-"""The gateway's plain HTTP: beside the WebSocket, the web console's files from ``static/``
+"""The gateway's plain HTTP: beside the WebSocket, the web pages' files from ``static/`` (the
+dispatchers' console at ``/``, a family's page at ``/family``), Leaflet's from the console's npm
+folder (``/vendor/leaflet/``) and the pages' settings (``/config.json``: the map's tiles)
 (:class:`WebRoutes`); on the admin port, ``/healthz`` and ``/readyz`` (Redis and Kafka answer)
 and ``/metrics`` (Prometheus text) (:class:`AdminRoutes`).
 
@@ -23,10 +25,17 @@ from websockets.http11 import Request, Response
 
 from adapters.kafka import Producer
 from adapters.storage.relay import GatewayConnection
+from kernel.settings import Settings
 from kernel.waiting import answers
 from ws_gateway.session import Counters
 
 STATIC_DIR = Path(__file__).resolve().with_name("static")
+LEAFLET_DIR = Path(__file__).resolve().parents[1] / "console" / "node_modules" / "leaflet" / "dist"
+"""Leaflet as npm installed it (``scripts/bootstrap``: ``npm ci`` in ``console/``)."""
+VENDOR = {"/vendor/leaflet/": LEAFLET_DIR}
+"""Paths served from a library's folder."""
+PAGES = {"/family": "family.html"}
+"""Pages by a path of their own."""
 WEBSOCKET_PATH = "/ws"
 CHECKS = {"/healthz": "ok", "/readyz": "ready"}
 """The paths that check the servers, and the name of their verdict in the body."""
@@ -35,13 +44,26 @@ _UTF8_TYPES = frozenset(("application/javascript", "application/json", "image/sv
 
 class WebRoutes:
     """``process_request`` of the WebSocket server: answers every path but ``/ws`` itself, with
-    the console's files."""
+    the pages' files and their settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._config = orjson.dumps(
+            {
+                "tile_url": settings.console_tile_url,
+                "tile_attribution": settings.console_tile_attribution,
+            }
+        )
 
     async def __call__(self, ws: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == WEBSOCKET_PATH:
             return None
-        return await static(path)
+        if path == "/config.json":
+            return response(HTTPStatus.OK, self._config)
+        for prefix, folder in VENDOR.items():
+            if path.startswith(prefix):
+                return await static(path.removeprefix(prefix), folder)
+        return await static(PAGES.get(path, path))
 
 
 class AdminRoutes:
@@ -90,11 +112,13 @@ def response(status: HTTPStatus, body: bytes, content_type: str = "application/j
     return Response(status.value, status.phrase, headers, body)
 
 
-async def static(path: str) -> Response:
-    """A file of ``static/`` by name (``/`` is ``index.html``); never anything outside it."""
+async def static(path: str, folder: Path | None = None) -> Response:
+    """A file of ``folder`` (``static/``) by name (``/`` is ``index.html``); never anything
+    outside it."""
+    root = STATIC_DIR if folder is None else folder
     name = unquote(path).lstrip("/") or "index.html"
-    file = STATIC_DIR / name.replace("\x00", "")
-    if not file.resolve().is_relative_to(STATIC_DIR) or not file.is_file():
+    file = root / name.replace("\x00", "")
+    if not file.resolve().is_relative_to(root) or not file.is_file():
         return response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
     body = await asyncio.to_thread(file.read_bytes)
     content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"

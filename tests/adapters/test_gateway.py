@@ -515,3 +515,24 @@ async def test_static_console_page_has_every_element_its_script_fills(gateway: G
     assert looked_up - elements.keys() == set()
     assert {id_: elements.get(id_) for id_ in CONSOLE_SECTIONS} == CONSOLE_SECTIONS
     assert re.search(r'<p id="alarm-alert"[^>]*role="alert"', page.decode())
+
+
+async def test_family_page_leaflet_and_the_pages_settings(
+    gateway: Gateway, settings: Settings
+) -> None:
+    """The family's page at ``/family``, Leaflet from the console's npm folder (nothing else
+    of it), and the map's tiles as configured (``/config.json``)."""
+    status, headers, page = await http_get(gateway, "/family")
+    assert (status, headers["content-type"]) == (200, "text/html; charset=utf-8")
+    assert b'src="/family.js"' in page
+    status, headers, script = await http_get(gateway, "/vendor/leaflet/leaflet.js")
+    assert (status, headers["content-type"].split(";")[0]) == (200, "text/javascript")
+    assert b"Leaflet 1.9.4" in script[:200]
+    for path in ("/vendor/leaflet/../package.json", "/vendor/leaflet/%2e%2e/%2e%2e/package.json"):
+        assert (await http_get(gateway, path))[0] == 404, path
+    status, _, body = await http_get(gateway, "/config.json")
+    assert status == 200
+    assert orjson.loads(body) == {
+        "tile_url": settings.console_tile_url,
+        "tile_attribution": settings.console_tile_attribution,
+    }

@@ -7,11 +7,14 @@
 // {"type": "resume", "last_seq": N, "epoch": E} so nothing is missed; a `resync` frame (the
 // server lost the stream and started a new epoch) starts the count again. Frames are applied
 // idempotently (newest `ts` / `at` wins), because a resume may
-// deliver older messages after newer ones. The map is drawn on a <canvas> (equirectangular
-// projection, no tiles), so the page works offline.
+// deliver older messages after newer ones. The map is Leaflet's (served from the console's npm
+// folder, no CDN), over a drawn grid, so the page works with no tile server; an incident
+// clicked on the map or in the list opens with its timeline and the dispatcher's assign and
+// resolve.
 "use strict";
 
 (() => {
+  const L = window.L; // Leaflet, loaded before this script
   const STALE_AFTER_S = 120;
   const LEEDS = { lat: 53.7997, lon: -1.5492 };
   const BACKOFF_FIRST_MS = 500;
@@ -22,11 +25,6 @@
   const LOG_MAX = 200;
   const RESOLVED_SHOWN = 20;
   const STATE_RANK = { escalated: 0, open: 1, offered: 2, assigned: 3, resolved: 4 };
-  const COLOURS = {
-    available: "#1f8a4c", busy: "#1f5fbf", stale: "#8a919c",
-    open: "#d97706", offered: "#b7791f", assigned: "#1f5fbf", escalated: "#c62828",
-    resolved: "#8a919c",
-  };
 
   const caregivers = new Map(); // id -> {id, lat, lon, h3, ts, status}
   const incidents = new Map(); // id -> incident frame
@@ -56,6 +54,7 @@
     caregivers.set(f.caregiver_id, {
       id: f.caregiver_id, lat: f.lat, lon: f.lon, h3: f.h3, ts: f.ts, status: f.status,
     });
+    movedCaregivers.add(f.caregiver_id);
   }
 
   function applyIncident(f) {
@@ -63,10 +62,17 @@
     if (known && known.at > f.at) return;
     if (f.assignee_id && f.assignee_name) names.set(f.assignee_id, f.assignee_name);
     incidents.set(f.incident_id, f);
+    learnHome(f.patient_id, f.lat, f.lon);
+    changedIncidents.add(f.incident_id);
     if (!known || known.state !== f.state || known.assignee_id !== f.assignee_id) {
       log(describeIncident(f), f.state === "escalated" ? "escalated" : "");
+      addToTimeline(f.incident_id, f.at, describeIncident(f), f.state === "escalated" ? "escalated" : "");
       if (f.state === "escalated") el("announce").textContent = `Escalated: ${describeIncident(f)}`;
     }
+    if (f.trigger && known && known.trigger !== f.trigger) {
+      addToTimeline(f.incident_id, f.at, `a new ${f.trigger.replace(/_/g, " ")} from the home joined it`);
+    }
+    if (f.incident_id === selected) detailDirty = true;
     listDirty = true;
   }
 
@@ -83,6 +89,7 @@
     const known = alerts.get(f.alert_id);
     if (known && known.at > f.at) return;
     alerts.set(f.alert_id, f);
+    visitsDirty = true;
     if (known && known.state === f.state) return;
     log(describeAlert(f), f.state === "raised" ? "escalated" : "");
     if (f.state === "raised") el("announce").textContent = `Visit alert: ${describeAlert(f)}`;
@@ -106,18 +113,31 @@
     visits.set(f.visit_id, f);
     if (known && known.state === f.state && known.eta_s === f.eta_s) return;
     log(describeVisit(f), f.state === "missed" ? "escalated" : "");
-    renderVisits();
+    visitsDirty = true;
   }
 
+  // A dispatcher's visits news is the visit alerts (late, missed, early departure, at a home
+  // with no visit): visit_status frames go to families and caregivers. Today's, raised first.
+  let visitsDirty = false;
+
   function renderVisits() {
-    const list = el("visits");
-    list.replaceChildren(...[...visits.values()].sort((a, b) => b.at - a.at).map((f) => {
+    const since = startOfToday();
+    const shownAlerts = [...alerts.values()].filter((f) => f.at >= since).sort(
+      (a, b) => (a.state === "raised" ? 0 : 1) - (b.state === "raised" ? 0 : 1) || b.at - a.at,
+    ).map((f) => {
+      const item = document.createElement("li");
+      item.className = `incident visit-alert ${f.state === "raised" ? "escalated" : "resolved"}`;
+      item.textContent = `${clock(f.at)} · ${describeAlert(f)}`;
+      return item;
+    });
+    const shownVisits = [...visits.values()].sort((a, b) => b.at - a.at).map((f) => {
       const item = document.createElement("li");
       item.className = `visit ${f.state}`;
       item.textContent = describeVisit(f);
       return item;
-    }));
-    el("no-visits").hidden = visits.size > 0;
+    });
+    el("visits").replaceChildren(...shownAlerts, ...shownVisits);
+    el("no-visits").hidden = shownAlerts.length + shownVisits.length > 0;
   }
 
   // ------------------------------------------------------------------ alarms
@@ -289,19 +309,28 @@
   // The gateway refused a frame (before any `ack`): the oldest command still waiting is it,
   // since the gateway answers a connection's frames in order.
   function onGatewayError(f) {
-    let oldest = null;
-    for (const [id, hand] of hands) {
-      if (hand.state === "sent" && (!oldest || hand.sentAt < hands.get(oldest).sentAt)) oldest = id;
+    let oldest = null; // [the hands it is in, its id]
+    for (const held of [hands, incidentHands]) {
+      for (const [id, hand] of held) {
+        if (hand.state === "sent" && (!oldest || hand.sentAt < oldest[0].get(oldest[1]).sentAt)) {
+          oldest = [held, id];
+        }
+      }
     }
     if (!oldest) return;
-    Object.assign(hands.get(oldest), { state: "failed", reason: f.reason, endedAt: nowS() });
-    tellOutcome(oldest);
-    alarmsDirty = true;
+    const [held, id] = oldest;
+    Object.assign(held.get(id), { state: "failed", reason: f.reason, endedAt: nowS() });
+    if (held === hands) {
+      tellOutcome(id);
+      alarmsDirty = true;
+    } else if (id === selected) {
+      detailDirty = true;
+    }
   }
 
   function applyCommandResult(f) {
     if (!f.alarm_id) {
-      if (f.outcome === "refused") log(`${f.command} of ${f.incident_id}: refused (${reasonWords(f.reason)})`);
+      if (f.incident_id) onIncidentResult(f);
       return;
     }
     const hand = hands.get(f.alarm_id);
@@ -354,6 +383,11 @@
   }
 
   function connectionLost() {
+    for (const [id, hand] of incidentHands) {
+      if (hand.state !== "sent") continue;
+      Object.assign(hand, { state: "failed", reason: "connection_lost", endedAt: nowS() });
+      if (id === selected) detailDirty = true;
+    }
     for (const [id, hand] of hands) {
       if (hand.state !== "sent") continue; // acked ones: their outcome comes on the resume
       Object.assign(hand, { state: "failed", reason: "connection_lost", endedAt: nowS() });
@@ -631,6 +665,7 @@
         if (!frame || typeof frame !== "object") return;
         if (frame.type === "hello") onHello(frame);
         else if (frame.type === "ack" && frame.alarm_id) onCommandAck(frame);
+        else if (frame.type === "ack" && frame.incident_id) onIncidentAck(frame);
         else if (frame.type === "error") {
           log(`server: ${frame.reason || "error"} ${frame.detail || ""}`);
           onGatewayError(frame);
@@ -739,9 +774,12 @@
     const list = el("incidents");
     const items = sortedIncidents().map((f) => {
       const item = document.createElement("li");
-      item.className = `incident ${f.state}`;
-      const head = document.createElement("div");
+      item.className = `incident ${f.state}${f.incident_id === selected ? " selected" : ""}`;
+      item.dataset.incidentId = f.incident_id;
+      const head = document.createElement("button");
+      head.type = "button";
       head.className = "head";
+      head.addEventListener("click", () => selectIncident(f.incident_id));
       const kind = document.createElement("span");
       kind.className = "kind";
       kind.textContent = `${f.kind.replace(/_/g, " ")} · ${f.patient_id}`;
@@ -785,178 +823,157 @@
 
   // ------------------------------------------------------------------ map
 
-  const canvas = el("map");
-  const ctx = canvas.getContext("2d");
-  let view = null; // {lat0, lon0, kx, scale, cx, cy}
-  let fitted = null; // bounds the view was last fitted to
+  // Leaflet, served by the gateway from the console's npm folder. Under everything a drawn
+  // grid (DOM tiles, no canvas), so the map is never blank: a tile that does not load stays
+  // hidden and the grid shows through. Over it the configured tiles (/config.json), then
+  // homes, incidents, alarms and caregivers as DOM markers. An escalated incident pulses by a
+  // CSS animation on its own marker: nothing redraws the map for it.
+  const map = L.map("map", { zoomSnap: 0.5 }).setView([LEEDS.lat, LEEDS.lon], 12);
+  const GridLayer = L.GridLayer.extend({
+    createTile(coords) {
+      const tile = document.createElement("div");
+      tile.className = "ck-grid-tile";
+      const corner = map.unproject(coords.scaleBy(this.getTileSize()), coords.z);
+      const label = document.createElement("span");
+      label.textContent = `${corner.lat.toFixed(3)}°, ${corner.lng.toFixed(3)}°`;
+      tile.append(label);
+      return tile;
+    },
+  });
+  new GridLayer({ className: "ck-grid", zIndex: 0 }).addTo(map);
+  // the panel's size follows the page's layout, which Leaflet does not watch by itself
+  new ResizeObserver(() => map.invalidateSize()).observe(el("map"));
+  L.control.scale({ imperial: false }).addTo(map);
+  const homeLayer = L.layerGroup().addTo(map);
+  const incidentLayer = L.layerGroup().addTo(map);
+  const alarmLayer = L.layerGroup().addTo(map);
+  const caregiverLayer = L.layerGroup().addTo(map);
 
-  function dataBounds() {
-    const pts = [...caregivers.values()];
-    for (const i of incidents.values()) {
-      if (typeof i.lat === "number" && typeof i.lon === "number") pts.push(i);
-    }
-    if (!pts.length) {
-      return { minLat: LEEDS.lat - 0.07, maxLat: LEEDS.lat + 0.07,
-        minLon: LEEDS.lon - 0.12, maxLon: LEEDS.lon + 0.12 };
-    }
-    const b = { minLat: 90, maxLat: -90, minLon: 180, maxLon: -180 };
-    for (const p of pts) {
-      b.minLat = Math.min(b.minLat, p.lat); b.maxLat = Math.max(b.maxLat, p.lat);
-      b.minLon = Math.min(b.minLon, p.lon); b.maxLon = Math.max(b.maxLon, p.lon);
-    }
-    return b;
+  function addTiles(config) {
+    if (!config || !config.tile_url) return;
+    L.tileLayer(config.tile_url, {
+      attribution: config.tile_attribution || "", maxZoom: 19, zIndex: 1, className: "ck-tiles",
+    }).addTo(map);
+  }
+  fetch("/config.json").then((r) => (r.ok ? r.json() : null)).then(addTiles, () => {});
+
+  const homes = new Map(); // patient id -> {lat, lon, marker}
+  const caregiverMarkers = new Map(); // caregiver id -> marker
+  const incidentMarkers = new Map(); // incident id -> marker
+  const alarmMarkers = new Map(); // patient id -> marker (her worst active alarm)
+  let fittedOnce = false;
+
+  function divIcon(className, html = "") {
+    return L.divIcon({ className, html, iconSize: null });
   }
 
-  // Grow the fitted bounds when data leaves them; shrink only when asked ("Fit").
-  function bounds(refit) {
-    const b = dataBounds();
-    if (refit || !fitted || fitted.empty !== (caregivers.size === 0)) {
-      fitted = { ...b, empty: caregivers.size === 0 };
+  // The marker's element: its classes and data say what it shows (for eyes, and for tests).
+  function mark(marker, classes, data) {
+    const node = marker.getElement();
+    if (!node) return;
+    for (const [name, on] of Object.entries(classes)) node.classList.toggle(name, on);
+    Object.assign(node.dataset, data);
+  }
+
+  function learnHome(patientId, lat, lon) {
+    if (typeof lat !== "number" || typeof lon !== "number" || !patientId) return;
+    const known = homes.get(patientId);
+    if (known) return;
+    const marker = L.marker([lat, lon], {
+      icon: divIcon("ck-home", '<span aria-hidden="true">⌂</span>'), keyboard: false, zIndexOffset: -100,
+    }).bindTooltip(`home of ${patientId}`).addTo(homeLayer);
+    homes.set(patientId, { lat, lon, marker });
+    mark(marker, {}, { patientId });
+  }
+
+  function placeCaregiver(c, now) {
+    const status = caregiverStatus(c, now);
+    let marker = caregiverMarkers.get(c.id);
+    if (!marker) {
+      marker = L.marker([c.lat, c.lon], { icon: divIcon("ck-cg"), keyboard: false })
+        .bindTooltip("").addTo(caregiverLayer);
+      caregiverMarkers.set(c.id, marker);
     } else {
-      fitted.minLat = Math.min(fitted.minLat, b.minLat); fitted.maxLat = Math.max(fitted.maxLat, b.maxLat);
-      fitted.minLon = Math.min(fitted.minLon, b.minLon); fitted.maxLon = Math.max(fitted.maxLon, b.maxLon);
+      marker.setLatLng([c.lat, c.lon]);
     }
-    return fitted;
+    mark(marker, { available: status === "available", busy: status === "busy", stale: status === "stale" },
+      { caregiverId: c.id, status, latlng: `${c.lat.toFixed(5)},${c.lon.toFixed(5)}` });
+    const age = Math.max(0, Math.round(now - c.ts));
+    marker.setTooltipContent(`${who(c.id)} · ${status} · fix ${age} s ago`);
   }
 
-  function makeView(b, width, height) {
-    const lat0 = (b.minLat + b.maxLat) / 2;
-    const lon0 = (b.minLon + b.maxLon) / 2;
-    const kx = Math.cos((lat0 * Math.PI) / 180);
-    const spanX = Math.max((b.maxLon - b.minLon) * kx, 0.01);
-    const spanY = Math.max(b.maxLat - b.minLat, 0.01);
-    const pad = 36;
-    const scale = Math.min((width - 2 * pad) / spanX, (height - 2 * pad) / spanY);
-    return { lat0, lon0, kx, scale, cx: width / 2, cy: height / 2, width, height };
+  function incidentAt(i) {
+    if (typeof i.lat === "number" && typeof i.lon === "number") return [i.lat, i.lon];
+    const home = homes.get(i.patient_id);
+    return home ? [home.lat, home.lon] : null;
   }
 
-  function project(lat, lon) {
-    return [view.cx + (lon - view.lon0) * view.kx * view.scale, view.cy - (lat - view.lat0) * view.scale];
-  }
-
-  function unproject(x, y) {
-    return [view.lat0 - (y - view.cy) / view.scale, view.lon0 + (x - view.cx) / (view.kx * view.scale)];
-  }
-
-  function niceStep(span, lines) {
-    const raw = span / lines;
-    const p = 10 ** Math.floor(Math.log10(raw));
-    return [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw);
-  }
-
-  function drawGrid() {
-    const [north, west] = unproject(0, 0);
-    const [south, east] = unproject(view.width, view.height);
-    const step = niceStep(Math.max(north - south, (east - west) * view.kx), 8);
-    const digits = Math.max(0, -Math.floor(Math.log10(step)));
-    ctx.strokeStyle = "#e6e9ee";
-    ctx.fillStyle = "#9aa1ad";
-    ctx.lineWidth = 1;
-    ctx.font = "11px system-ui, sans-serif";
-    for (let lat = Math.ceil(south / step) * step; lat <= north; lat += step) {
-      const [, y] = project(lat, west);
-      line(0, y, view.width, y);
-      ctx.fillText(`${lat.toFixed(digits)}°`, 4, y - 3);
+  function placeIncident(i) {
+    let marker = incidentMarkers.get(i.incident_id);
+    const at = incidentAt(i);
+    if (i.state === "resolved" || !at) {
+      if (marker) incidentLayer.removeLayer(marker);
+      incidentMarkers.delete(i.incident_id);
+      return;
     }
-    const lonStep = niceStep(east - west, 8);
-    const lonDigits = Math.max(0, -Math.floor(Math.log10(lonStep)));
-    for (let lon = Math.ceil(west / lonStep) * lonStep; lon <= east; lon += lonStep) {
-      const [x] = project(north, lon);
-      line(x, 0, x, view.height);
-      ctx.fillText(`${lon.toFixed(lonDigits)}°`, x + 3, view.height - 4);
+    if (!marker) {
+      marker = L.marker(at, {
+        icon: divIcon("ck-incident", '<span class="ring"></span>'), zIndexOffset: 500,
+        title: `${i.kind} at ${i.patient_id}`, alt: `${i.kind} at ${i.patient_id}`,
+      }).addTo(incidentLayer);
+      marker.on("click", () => selectIncident(i.incident_id));
+      incidentMarkers.set(i.incident_id, marker);
+    } else {
+      marker.setLatLng(at);
     }
+    const classes = {};
+    for (const state of Object.keys(STATE_RANK)) classes[state] = state === i.state;
+    classes.selected = selected === i.incident_id;
+    mark(marker, classes, { incidentId: i.incident_id, state: i.state });
+    const node = marker.getElement();
+    if (node) node.setAttribute("aria-label", describeIncident(i));
   }
 
-  function line(x1, y1, x2, y2) {
-    ctx.beginPath();
-    ctx.moveTo(Math.round(x1) + 0.5, Math.round(y1) + 0.5);
-    ctx.lineTo(Math.round(x2) + 0.5, Math.round(y2) + 0.5);
-    ctx.stroke();
-  }
-
-  function niceBelow(x) {
-    const p = 10 ** Math.floor(Math.log10(x));
-    return [5, 2, 1].map((m) => m * p).find((s) => s <= x);
-  }
-
-  function drawScaleBar() {
-    const metresPerPx = 111320 / view.scale;
-    const metres = niceBelow((view.width / 5) * metresPerPx);
-    const px = metres / metresPerPx;
-    const x = view.width - px - 16;
-    const y = view.height - 22;
-    ctx.strokeStyle = "#5d6675";
-    ctx.lineWidth = 2;
-    line(x, y, x + px, y);
-    line(x, y - 4, x, y + 4);
-    line(x + px, y - 4, x + px, y + 4);
-    ctx.fillStyle = "#5d6675";
-    ctx.fillText(metres >= 1000 ? `${metres / 1000} km` : `${metres} m`, x, y - 7);
-  }
-
-  function drawLandmark() {
-    const [x, y] = project(LEEDS.lat, LEEDS.lon);
-    ctx.strokeStyle = "#b8bec8";
-    ctx.lineWidth = 1;
-    line(x - 6, y, x + 6, y);
-    line(x, y - 6, x, y + 6);
-    ctx.fillStyle = "#9aa1ad";
-    ctx.fillText("Leeds centre", x + 8, y - 6);
-  }
-
-  function drawIncidents(now) {
-    for (const i of incidents.values()) {
-      if (i.state === "resolved") continue;
-      let at = null;
-      if (typeof i.lat === "number" && typeof i.lon === "number") at = [i.lat, i.lon];
-      else if (i.assignee_id && caregivers.has(i.assignee_id)) {
-        const c = caregivers.get(i.assignee_id);
-        at = [c.lat, c.lon];
+  // Each patient's worst active alarm, at her home when the page knows where that is.
+  function placeAlarms() {
+    const worst = new Map();
+    for (const a of alarms.values()) {
+      if (!isActive(a) || !a.patient_id || !homes.has(a.patient_id)) continue;
+      const known = worst.get(a.patient_id);
+      if (!known || (SEVERITY_RANK[a.severity] ?? 9) < (SEVERITY_RANK[known.severity] ?? 9)) {
+        worst.set(a.patient_id, a);
       }
-      if (!at) continue;
-      const [x, y] = project(at[0], at[1]);
-      const pulse = i.state === "escalated" ? 2 * Math.sin(now * 4) : 0;
-      ctx.strokeStyle = COLOURS[i.state] || COLOURS.open;
-      ctx.lineWidth = 3;
-      ctx.beginPath();
-      ctx.arc(x, y, 11 + pulse, 0, 2 * Math.PI);
-      ctx.stroke();
+    }
+    for (const [patientId, marker] of alarmMarkers) {
+      if (!worst.has(patientId)) {
+        alarmLayer.removeLayer(marker);
+        alarmMarkers.delete(patientId);
+      }
+    }
+    for (const [patientId, a] of worst) {
+      const home = homes.get(patientId);
+      let marker = alarmMarkers.get(patientId);
+      if (!marker) {
+        marker = L.marker([home.lat, home.lon], {
+          icon: divIcon("ck-alarm", "!"), keyboard: false, zIndexOffset: 400,
+        }).bindTooltip("").addTo(alarmLayer);
+        alarmMarkers.set(patientId, marker);
+      }
+      const classes = {};
+      for (const s of Object.keys(SEVERITY_RANK)) classes[s] = s === a.severity;
+      classes.unacked = a.status === "active_unack";
+      mark(marker, classes, { alarmId: a.alarm_id, patientId });
+      marker.setTooltipContent(`alarm: ${describeAlarm(a)} (${statusWords(a)})`);
     }
   }
 
-  function drawCaregivers(now) {
-    for (const c of caregivers.values()) {
-      const [x, y] = project(c.lat, c.lon);
-      ctx.fillStyle = COLOURS[caregiverStatus(c, now)];
-      ctx.strokeStyle = "#ffffff";
-      ctx.lineWidth = 1.5;
-      ctx.beginPath();
-      ctx.arc(x, y, 5.5, 0, 2 * Math.PI);
-      ctx.fill();
-      ctx.stroke();
+  function fitToData() {
+    const points = [...caregivers.values()].map((c) => [c.lat, c.lon]);
+    for (const i of incidents.values()) {
+      const at = i.state === "resolved" ? null : incidentAt(i);
+      if (at) points.push(at);
     }
-  }
-
-  function resize() {
-    const ratio = window.devicePixelRatio || 1;
-    const { width, height } = canvas.getBoundingClientRect();
-    canvas.width = Math.max(1, Math.round(width * ratio));
-    canvas.height = Math.max(1, Math.round(height * ratio));
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    dirty = true;
-  }
-
-  function drawMap(now, refit) {
-    const { width, height } = canvas.getBoundingClientRect();
-    view = makeView(bounds(refit), width, height);
-    ctx.clearRect(0, 0, width, height);
-    ctx.fillStyle = "#fbfcfd";
-    ctx.fillRect(0, 0, width, height);
-    drawGrid();
-    drawLandmark();
-    drawIncidents(now);
-    drawCaregivers(now);
-    drawScaleBar();
+    if (points.length) map.fitBounds(L.latLngBounds(points), { padding: [24, 24], maxZoom: 15 });
   }
 
   function describeMap(c) {
@@ -964,52 +981,214 @@
       `${c.stale} stale) and ${c.escalated} escalated, ${c.open + c.offered} unassigned incidents`;
   }
 
-  // ------------------------------------------------------------------ hover
+  // ------------------------------------------------------------------ an incident, opened
 
-  function nearestCaregiver(x, y) {
-    let best = null;
-    let bestD = 12 * 12;
-    for (const c of caregivers.values()) {
-      const [cx, cy] = project(c.lat, c.lon);
-      const d = (cx - x) ** 2 + (cy - y) ** 2;
-      if (d < bestD) { best = c; bestD = d; }
-    }
-    return best;
+  // Clicked on the map or in the list: its state, its timeline (the frames this page got about
+  // it, and the commands' outcomes), and the dispatcher's hands: assign a caregiver, resolve.
+  const timelines = new Map(); // incident id -> [{at, text, cls}]
+  const incidentHands = new Map(); // incident id -> {command, state, commandId, reason, sentAt, endedAt}
+  let selected = null; // incident id
+  const TIMELINE_MAX = 50;
+  const INCIDENT_WORDS = {
+    assign: { pending: "Assigning…", done: "Assigned", verb: "Assign" },
+    resolve: { pending: "Resolving…", done: "Resolved", verb: "Resolve" },
+  };
+  const WAITING = new Set(["open", "offered", "escalated"]);
+
+  function addToTimeline(incidentId, at, text, cls = "") {
+    const lines = timelines.get(incidentId) || [];
+    lines.push({ at, text, cls });
+    lines.sort((a, b) => a.at - b.at);
+    while (lines.length > TIMELINE_MAX) lines.shift();
+    timelines.set(incidentId, lines);
+    if (incidentId === selected) detailDirty = true;
   }
 
-  function onHover(event) {
-    const tip = el("tooltip");
-    if (!view) return;
-    const rect = canvas.getBoundingClientRect();
-    const x = event.clientX - rect.left;
-    const y = event.clientY - rect.top;
-    const c = nearestCaregiver(x, y);
-    if (!c) { tip.hidden = true; return; }
-    const age = Math.max(0, Math.round(nowS() - c.ts));
-    tip.textContent = `${who(c.id)}\n${caregiverStatus(c, nowS())} · fix ${age} s ago`;
-    tip.style.left = `${x + 12}px`;
-    tip.style.top = `${y + 12}px`;
-    tip.hidden = false;
+  let detailDirty = false;
+
+  function selectIncident(id) {
+    const before = selected;
+    selected = id;
+    detailDirty = true;
+    for (const other of [before, id]) {
+      if (other && incidents.has(other)) placeIncident(incidents.get(other));
+    }
+    listDirty = true;
+    renderDetail();
+    el("incident-detail").hidden = false;
+    el("detail-title").focus();
+  }
+
+  function closeDetail() {
+    const before = selected;
+    selected = null;
+    el("incident-detail").hidden = true;
+    if (before && incidents.has(before)) placeIncident(incidents.get(before));
+    listDirty = true;
+  }
+
+  function distanceM(a, b) {
+    const k = Math.PI / 180;
+    const x = (b[1] - a[1]) * k * Math.cos(((a[0] + b[0]) / 2) * k);
+    const y = (b[0] - a[0]) * k;
+    return 6371000 * Math.hypot(x, y);
+  }
+
+  // The caregivers to pick from: available ones first, nearest the incident first.
+  function caregiverChoices(i, now) {
+    const at = incidentAt(i);
+    const rank = { available: 0, busy: 1, stale: 2 };
+    return [...caregivers.values()].map((c) => ({
+      c, status: caregiverStatus(c, now), d: at ? distanceM(at, [c.lat, c.lon]) : null,
+    })).sort((a, b) => rank[a.status] - rank[b.status] || (a.d ?? 0) - (b.d ?? 0) ||
+      a.c.id.localeCompare(b.c.id));
+  }
+
+  function fillChoices(i, now) {
+    const select = el("assign-caregiver");
+    const keep = select.value;
+    const options = caregiverChoices(i, now).map(({ c, status, d }) => {
+      const option = document.createElement("option");
+      option.value = c.id;
+      const far = d == null ? "" : d < 1000 ? `, ${Math.round(d)} m` : `, ${(d / 1000).toFixed(1)} km`;
+      option.textContent = `${who(c.id)} (${status}${far})`;
+      return option;
+    });
+    const hint = document.createElement("option");
+    hint.value = "";
+    hint.textContent = options.length ? "choose a caregiver" : "no caregiver on the map";
+    select.replaceChildren(hint, ...options);
+    select.value = options.some((o) => o.value === keep) ? keep : "";
+  }
+
+  function incidentHandText(hand) {
+    const words = INCIDENT_WORDS[hand.command];
+    if (hand.state === "sent" || hand.state === "acked") return words.pending;
+    if (hand.state === "done") return words.done;
+    if (hand.state === "refused") return `${words.verb} refused: ${reasonWords(hand.reason)}`;
+    return `${words.verb} not done: ${reasonWords(hand.reason)}`;
+  }
+
+  function renderDetail() {
+    detailDirty = false;
+    const i = selected && incidents.get(selected);
+    if (!i) return;
+    const now = nowS();
+    el("detail-title").textContent = `${i.kind.replace(/_/g, " ")} · ${i.patient_id}`;
+    el("detail-what").textContent = `Incident ${i.incident_id.slice(0, 8)}, updated ${clock(i.at)}`;
+    const state = el("detail-state");
+    state.textContent = i.state;
+    state.className = `state ${i.state}`;
+    const whom = i.assignee_id ? `Caregiver: ${i.assignee_name || i.assignee_id}` : "No caregiver yet";
+    el("detail-who").textContent = i.eta_s != null && i.state === "assigned"
+      ? `${whom}, ETA ${eta(i.eta_s)}` : whom;
+    const hand = incidentHands.get(i.incident_id);
+    const busy = Boolean(hand && (hand.state === "sent" || hand.state === "acked"));
+    if (document.activeElement !== el("assign-caregiver")) fillChoices(i, now);
+    el("assign-button").disabled = busy || !WAITING.has(i.state);
+    el("resolve-button").disabled = busy || i.state === "resolved";
+    el("assign-form").hidden = i.state === "resolved";
+    const outcome = el("detail-outcome");
+    outcome.textContent = hand ? incidentHandText(hand) : "";
+    outcome.className = `outcome ${hand ? hand.state : ""}`;
+    const lines = timelines.get(i.incident_id) || [];
+    el("detail-timeline").replaceChildren(...lines.map((line) => {
+      const item = document.createElement("li");
+      if (line.cls) item.className = line.cls;
+      const time = document.createElement("time");
+      time.dateTime = new Date(line.at * 1000).toISOString();
+      time.textContent = clock(line.at);
+      item.append(time, line.text);
+      return item;
+    }));
+  }
+
+  function pressIncident(command) {
+    const i = selected && incidents.get(selected);
+    if (!i) return;
+    const hand = incidentHands.get(i.incident_id);
+    if (hand && (hand.state === "sent" || hand.state === "acked")) return; // one at a time
+    const frame = { type: command, incident_id: i.incident_id };
+    if (command === "assign") {
+      frame.caregiver_id = el("assign-caregiver").value;
+      if (!frame.caregiver_id) {
+        el("detail-outcome").textContent = "Choose a caregiver first";
+        return;
+      }
+    }
+    const sent = sendFrame(frame);
+    incidentHands.set(i.incident_id, sent
+      ? { command, state: "sent", sentAt: nowS(), caregiverId: frame.caregiver_id }
+      : { command, state: "failed", reason: "offline", endedAt: nowS() });
+    const target = frame.caregiver_id ? ` to ${who(frame.caregiver_id)}` : "";
+    addToTimeline(i.incident_id, nowS(), `you: ${command}${target} sent`);
+    detailDirty = true;
+  }
+
+  function onIncidentAck(f) {
+    const hand = incidentHands.get(f.incident_id);
+    if (!hand || hand.state !== "sent" || hand.command !== f.command) return;
+    hand.state = "acked";
+    hand.commandId = f.command_id;
+    if (f.incident_id === selected) detailDirty = true;
+  }
+
+  function onIncidentResult(f) {
+    const hand = incidentHands.get(f.incident_id);
+    const ours = Boolean(hand && hand.command === f.command &&
+      (hand.commandId ? hand.commandId === f.command_id : f.dispatcher_id === me));
+    const whom = ours || person(f.dispatcher_id) === "you" ? "your" : `${person(f.dispatcher_id)}'s`;
+    const outcome = f.outcome === "done" ? "done" : `refused (${reasonWords(f.reason)})`;
+    log(`${whom} ${f.command} of ${f.incident_id.slice(0, 8)}: ${outcome}`,
+      f.outcome === "done" ? "" : "escalated");
+    addToTimeline(f.incident_id, f.at || nowS(), `${whom} ${f.command}: ${outcome}`,
+      f.outcome === "done" ? "" : "escalated");
+    if (!ours || hand.state === "done" || hand.state === "refused") return;
+    Object.assign(hand, { state: f.outcome, reason: f.reason, endedAt: nowS() });
+    if (f.incident_id === selected) detailDirty = true;
+  }
+
+  function ageIncidentHands(now) {
+    for (const [id, hand] of incidentHands) {
+      if (hand.state === "sent" && now - hand.sentAt > ACK_WAIT_S) {
+        Object.assign(hand, { state: "failed", reason: "no_ack", endedAt: now });
+      } else if (hand.state === "acked" && now - hand.sentAt > RESULT_WAIT_S) {
+        Object.assign(hand, { state: "failed", reason: "no_result", endedAt: now });
+      } else if (hand.endedAt && now - hand.endedAt > OUTCOME_SHOWN_S) {
+        incidentHands.delete(id);
+      } else {
+        continue;
+      }
+      if (id === selected) detailDirty = true;
+    }
   }
 
   // ------------------------------------------------------------------ main loop
 
   let lastTick = 0;
   let lastDoses = 0;
-  let refitRequested = true;
+  const movedCaregivers = new Set(); // ids whose marker awaits their new fix
+  const changedIncidents = new Set(); // ids whose marker awaits their new state
 
+  // Four times a second at most: what changed since is put on the page. A timer, not an
+  // animation loop: the map's own moving parts are CSS, and the page works the same hidden.
   function frame() {
     const now = nowS();
     const tick = now - lastTick >= 1; // staleness changes with time alone
-    const pulsing = [...incidents.values()].some((i) => i.state === "escalated");
-    if (dirty || tick || pulsing) {
-      drawMap(now, refitRequested);
-      refitRequested = false;
+    for (const id of tick ? caregivers.keys() : movedCaregivers) {
+      if (caregivers.has(id)) placeCaregiver(caregivers.get(id), now);
+    }
+    movedCaregivers.clear();
+    for (const id of changedIncidents) if (incidents.has(id)) placeIncident(incidents.get(id));
+    changedIncidents.clear();
+    if (!fittedOnce && caregivers.size) {
+      fitToData();
+      fittedOnce = true;
     }
     if (dirty || tick) {
       const c = counts(now);
       renderCounts(c);
-      canvas.setAttribute("aria-label", describeMap(c));
+      el("map").setAttribute("aria-label", describeMap(c));
       lastTick = now;
     }
     if (listDirty) {
@@ -1018,10 +1197,12 @@
     }
     if (tick) {
       ageHands(now);
+      ageIncidentHands(now);
       pruneAlarms(now);
     }
     if (alarmsDirty) {
       renderAlarms(now);
+      placeAlarms();
       alarmsDirty = false;
     } else if (tick) {
       tickAlarmAges(now);
@@ -1031,19 +1212,25 @@
       dosesDirty = false;
       lastDoses = now;
     }
+    if (visitsDirty) {
+      renderVisits();
+      visitsDirty = false;
+    }
+    if (detailDirty || (tick && selected)) renderDetail();
     dirty = false;
-    requestAnimationFrame(frame);
   }
 
   function start() {
     const token = new URLSearchParams(location.hash.slice(1)).get("token");
     if (token) history.replaceState(null, "", location.pathname + location.search); // off-screen
-    new ResizeObserver(resize).observe(canvas);
-    resize();
-    canvas.addEventListener("mousemove", onHover);
-    canvas.addEventListener("mouseleave", () => { el("tooltip").hidden = true; });
-    el("fit").addEventListener("click", () => { refitRequested = true; dirty = true; });
-    requestAnimationFrame(frame);
+    el("fit").addEventListener("click", fitToData);
+    el("detail-close").addEventListener("click", closeDetail);
+    el("assign-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      pressIncident("assign");
+    });
+    el("resolve-button").addEventListener("click", () => pressIncident("resolve"));
+    setInterval(frame, 250);
     if (!token) {
       setConnection("down", "No token: open this page as /#token=…");
       log("no token in the page's address");

@@ -1,0 +1,268 @@
+"""The web pages as a person sees them, in Chromium, against ``careknot up --simulate``.
+
+One system for the module (the simulated Leeds city publishing all along), one Chromium
+(Debian's, ``/usr/bin/chromium``, driven by Playwright) for its tests. Every request the pages
+make beyond the gateway (the map's tile server) is refused, as on a machine with no internet:
+the map must still show its drawn grid. Each step waits with Playwright's ``expect``, which
+retries until its timeout; screenshots are kept under ``test-artifacts/browser/``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiomqtt
+import numpy as np
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from matplotlib import image
+from playwright.async_api import Browser, Page, Route, async_playwright, expect
+
+from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from adapters.storage.visit_store import VisitStore
+from geofence.geodesy import LocalFrame
+from kernel.settings import Settings
+from simulators.population import AGENCY_ID as CITY
+from tests.journey.harness import own_worker_ready, running_system
+from tests.support import Phone, is_type, token
+from visits.rules import Visit
+
+pytestmark = [pytest.mark.servers, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; never a browser build of Playwright's
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+WAIT_MS = 30_000  # what a person would wait for news, at most, on a loaded machine
+
+RUN = secrets.token_hex(3)
+# Agencies of the run's own (MQTT topics are not namespaced): nobody of theirs but who the
+# tests place, so an emergency with no caregiver located escalates at once.
+DESK = f"browser-{RUN}"
+CAREGIVER, PATIENT, DEVICE = f"br-cg-{RUN}", f"br-pat-{RUN}", f"br-fd-{RUN}"
+HOME = (53.7760, -1.6010)  # Farsley, west of the simulated city's centre
+NEAR = (53.7768, -1.6002)  # ~100 m from her home
+FAMILY = f"browser-fam-{RUN}"
+VISITOR, RELATIVE, RELATIVE_FD = f"bf-cg-{RUN}", f"bf-pat-{RUN}", f"bf-fd-{RUN}"
+VISIT = f"bf-visit-{RUN}"
+RELATIVE_HOME = (53.8210, -1.5760)  # Headingley
+STEP_M = 20.0  # per fix, one second apart
+DWELL_IN_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def system(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    workdir = tmp_path_factory.mktemp("up-browser")
+    with running_system(
+        migrated, workdir, simulate=True, visit_dwell_in_s=DWELL_IN_S, visit_dwell_out_s=3.0
+    ) as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+async def ready(system: Settings) -> AsyncIterator[Settings]:
+    """The workers ready; the tests' agencies, people, devices and the family's visit."""
+    await own_worker_ready(system)
+    r = aioredis.Redis.from_url(system.redis_url)
+    async with Database(system) as db:
+        await db.upsert_agency(DESK, "Browser Care")
+        await db.upsert_agency(FAMILY, "Browser Family Care")
+        await db.upsert_caregivers(
+            [
+                CaregiverRow(CAREGIVER, DESK, "Carla Browser"),
+                CaregiverRow(VISITOR, FAMILY, "Vera Visitor"),
+            ]
+        )
+        await db.upsert_patients(
+            [
+                PatientRow(PATIENT, DESK, "Pat Browser", *HOME),
+                PatientRow(RELATIVE, FAMILY, "Rita Relative", *RELATIVE_HOME),
+            ]
+        )
+        await db.upsert_devices(
+            [
+                DeviceRow(DEVICE, DESK, PATIENT, "fall_detector"),
+                DeviceRow(RELATIVE_FD, FAMILY, RELATIVE, "fall_detector"),
+            ]
+        )
+        store = VisitStore(db, r, system)
+        start = time.time() + 600  # she comes early for it: it is her next visit
+        visit = Visit(VISIT, FAMILY, RELATIVE, VISITOR, start, start + 1800, *RELATIVE_HOME, ())
+        await store.add_visits([visit])
+        await store.set_fence(RELATIVE, radius_m=100.0)
+    await r.aclose()
+    yield system
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM)
+        yield chromium
+        await chromium.close()
+
+
+async def _offline(route: Route) -> None:
+    await route.abort("internetdisconnected")
+
+
+async def _page(browser: Browser, settings: Settings, path: str, **viewport: int) -> Page:
+    """A fresh page of the gateway's at ``path`` (its token in the fragment); nothing beyond
+    the gateway answers it."""
+    context = await browser.new_context(
+        viewport={"width": viewport.get("width", 1280), "height": viewport.get("height", 860)}
+    )
+    gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
+    await context.route(re.compile(rf"^(?!{re.escape(gateway)}/|ws://)"), _offline)
+    page = await context.new_page()
+    await page.goto(f"{gateway}{path}")
+    return page
+
+
+async def _shot(page: Page, name: str, selector: str = "body") -> bytes:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    png = await page.locator(selector).screenshot(path=str(path))
+    print(f"screenshot: {path}")
+    return png
+
+
+def _colours(png: bytes) -> int:
+    """How many different colours the picture has."""
+    pixels = np.asarray(image.imread(io.BytesIO(png), format="png"))
+    return len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0))
+
+
+async def _publish(settings: Settings, topic: str, payload: object) -> None:
+    async with aiomqtt.Client(settings.mqtt_host, settings.mqtt_port) as client:
+        await client.publish(topic, orjson.dumps(payload), qos=1)
+
+
+def _fall() -> dict[str, object]:
+    return {"type": "fall", "ts": time.time(), "seq": secrets.randbelow(10**6), "data": {}}
+
+
+async def test_caregivers_move_on_a_map_that_shows_its_grid(
+    ready: Settings, browser: Browser
+) -> None:
+    page = await _page(browser, ready, f"/#token={token(ready, 'dispatcher', 'desk', CITY)}")
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=WAIT_MS)
+    markers = page.locator(".ck-cg[data-caregiver-id]")
+    await expect(markers.first).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator(".ck-grid-tile").first).to_be_visible()
+    await _shot(page, "console-city", "#map")
+    where = await page.evaluate(
+        "() => Object.fromEntries([...document.querySelectorAll('.ck-cg[data-caregiver-id]')]"
+        ".map((m) => [m.dataset.caregiverId, m.dataset.latlng]))"
+    )
+    moved = await page.wait_for_function(
+        """(before) => [...document.querySelectorAll('.ck-cg[data-caregiver-id]')]
+            .find((m) => m.dataset.caregiverId in before
+                && m.dataset.latlng !== before[m.dataset.caregiverId])?.dataset.caregiverId""",
+        arg=where,
+        timeout=WAIT_MS,
+    )
+    who = await moved.json_value()
+    assert isinstance(who, str) and who.startswith(f"{CITY}-cg")
+    await _shot(page, "console-city-moved", "#map")
+    await page.context.close()
+
+
+async def test_an_escalated_incident_pulses_and_is_assigned_from_the_page(
+    ready: Settings, browser: Browser
+) -> None:
+    page = await _page(browser, ready, f"/#token={token(ready, 'dispatcher', 'desk', DESK)}")
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=WAIT_MS)
+    await _publish(ready, f"ck/{DESK}/dev/{DEVICE}/evt", _fall())
+
+    # Nobody of the agency is located: the fall escalates to the dispatchers at once.
+    incident = page.locator(".ck-incident.escalated")
+    await expect(incident).to_be_visible(timeout=WAIT_MS)
+    await expect(incident.locator(".ring")).to_have_css("animation-name", "ck-pulse")
+    await expect(page.locator(".ck-home[data-patient-id]")).to_have_count(1)
+    # the map under a pulsing marker is still drawn: grid tiles on the page, not a blank
+    await expect(page.locator(".ck-grid-tile").first).to_be_visible()
+    assert await page.locator(".ck-grid-tile").count() > 4
+    assert _colours(await _shot(page, "console-escalated", "#map")) > 20
+
+    # Her phone's first fix puts her on the map; the dispatcher sends her.
+    tst = int(time.time())
+    fix = {"_type": "location", "lat": NEAR[0], "lon": NEAR[1], "tst": tst, "acc": 8}
+    await _publish(ready, f"ck/{DESK}/cg/{CAREGIVER}/loc", fix)
+    await expect(page.locator(f'.ck-cg[data-caregiver-id="{CAREGIVER}"]')).to_be_visible(
+        timeout=WAIT_MS
+    )
+    await page.locator(".ck-incident").click()
+    detail = page.locator("#incident-detail")
+    await expect(detail).to_be_visible()
+    await expect(detail.locator("#detail-timeline")).to_contain_text("escalated")
+    await detail.locator("#assign-caregiver").select_option(CAREGIVER)
+    await detail.get_by_role("button", name="Assign").click()
+    await expect(detail.locator("#detail-outcome")).to_have_text("Assigned", timeout=WAIT_MS)
+    await expect(detail.locator("#detail-state")).to_have_text("assigned", timeout=WAIT_MS)
+    await expect(detail.locator("#detail-who")).to_contain_text("Carla Browser")
+    await expect(page.locator(".ck-incident.assigned")).to_be_visible()
+    await expect(page.locator("#incidents .incident.assigned")).to_contain_text("Carla Browser")
+    await _shot(page, "console-assigned")
+    await page.context.close()
+
+
+class Drive:
+    """Her phone: a fix a second (its clock started a minute back, so a quick drive is not
+    ahead of now), north of her patient's home by ``metres``."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.tst = int(time.time()) - 60
+
+    async def at(self, metres: float) -> None:
+        self.tst += 1
+        lon, lat = LocalFrame(*RELATIVE_HOME).to_lonlat(0.0, metres)
+        fix = {"_type": "location", "lat": lat, "lon": lon, "tst": self.tst, "acc": 5}
+        await self.client.publish(f"ck/{FAMILY}/cg/{VISITOR}/loc", orjson.dumps(fix), qos=1)
+
+
+async def test_a_family_sees_her_relatives_visit_arrive_and_help_sent(
+    ready: Settings, browser: Browser
+) -> None:
+    family = token(ready, "family", f"bf-fam-{RUN}", FAMILY, [RELATIVE])
+    page = await _page(browser, ready, f"/family#token={family}", width=390, height=844)
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=WAIT_MS)
+    await expect(page.locator("#patient-name")).to_have_text(RELATIVE)
+    visit = page.locator(f'#visits li[data-visit-id="{VISIT}"]')
+    async with aiomqtt.Client(ready.mqtt_host, ready.mqtt_port) as client:
+        drive = Drive(client)
+        await drive.at(800.0)
+        await expect(visit).to_have_attribute("data-state", "en_route", timeout=WAIT_MS)
+        await expect(visit).to_contain_text("min away")
+        metres = 780.0
+        while metres > 0:  # she drives in
+            await drive.at(metres)
+            metres -= STEP_M
+        for _ in range(int(DWELL_IN_S) + 3):
+            await drive.at(5.0)  # parked at the door
+    await expect(visit).to_have_attribute("data-state", "arrived", timeout=WAIT_MS)
+    await expect(visit.locator(".status")).to_have_text("Arrived")
+    await expect(page.locator("#now")).to_contain_text("arrived at")
+    await _shot(page, "family-arrived")
+
+    # A fall while she is there: the family sees help sent, then the outcome.
+    desk = await Phone.open(ready, token(ready, "dispatcher", f"bf-desk-{RUN}", FAMILY))
+    await _publish(ready, f"ck/{FAMILY}/dev/{RELATIVE_FD}/evt", _fall())
+    row = page.locator("#incidents li.incident")
+    await expect(row).to_have_count(1, timeout=WAIT_MS)
+    await expect(row).to_contain_text("A fall")
+    incident_id = await row.get_attribute("data-incident-id")
+    await desk.send({"type": "resolve", "incident_id": incident_id})
+    await desk.expect(is_type("command_result", incident_id=incident_id, outcome="done"))
+    await expect(row).to_have_attribute("data-state", "resolved", timeout=WAIT_MS)
+    await expect(row.locator(".status")).to_have_text("Resolved")
+    await _shot(page, "family-resolved")
+    await desk.close()
+    # readable on a phone: nothing wider than the screen
+    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    await page.context.close()
