@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from simulators.geo import Point, bearing_deg, distance_m, lerp, offset
 from simulators.population import CityConfig, populate
+from simulators.visit_plan import PlannedVisit
+
+MIN_STAY_S = 300.0
+"""A caregiver who reaches a visit late stays at least this long (she checks in: a minute)."""
+PARK_M = 250.0
+"""Waiting to leave for her first visit, a caregiver waits this far down the road from the home
+she comes from (outside its fence: no visit of hers is there)."""
 
 
 class SimFix(NamedTuple):
@@ -70,6 +79,9 @@ class City:
         # device counters continue across restarts, so a replay key (device, seq) stays unique
         self._seq_origin = int(start)
         self._falls: dict[str, int] = {}
+        self._index = {c.id: i for i, c in enumerate(self.caregivers)}
+        self._legs: dict[int, deque[PlannedVisit]] = {}
+        """The visits each caregiver following a roster is yet to go to, in start order."""
 
     def _first_round(self, index: int, start: float) -> _Round:
         rng = random.Random(f"{self.config.seed}:caregiver:{index}")
@@ -97,14 +109,90 @@ class City:
         begin = after + rng.expovariate(self.config.outages_per_hour / 3600.0)
         return (begin, begin + rng.uniform(30.0, 240.0))
 
-    def _next_trip(self, r: _Round) -> None:
-        """Leave the home just visited for the nearest of a few homes picked at random."""
+    def follow(self, visits: Iterable[PlannedVisit], since: float) -> None:
+        """From ``since`` on, the caregivers with visits among ``visits`` go to them as planned
+        (``simulators.visit_plan``: on time, late, leaving early, or not at all) instead of
+        wandering, and stay at the last one's home once they are done. Called with the city's
+        start, a caregiver starts out where her plan has her, or waits down the road from the
+        home she comes from; called later (the next day's visits), she goes on from where she is.
+        """
+        mine: dict[int, list[PlannedVisit]] = {}
+        for v in visits:
+            if v.arrive is not None and v.caregiver_id in self._index:
+                mine.setdefault(self._index[v.caregiver_id], []).append(v)
+        for index, planned in mine.items():
+            planned.sort(key=lambda v: v.start)
+            legs = self._legs.setdefault(index, deque())
+            after = legs[-1].start if legs else -math.inf
+            legs.extend(v for v in planned if v.start > after)
+            r = self._rounds[index]
+            if since <= self.start:
+                self._start_on(r, legs, since)
+            elif r.leave == math.inf and r.arrive <= since:  # done: off when her next visit says
+                r.leave = since
+
+    def _start_on(self, r: _Round, legs: deque[PlannedVisit], since: float) -> None:
+        """Put her on her first visit's way at ``since``, the city's start."""
+        first = legs.popleft()
+        depart = first.depart
+        assert first.arrive is not None and first.leave is not None and depart is not None
+        origin = first.origin
+        if since < depart:  # waiting to leave: down the road, not at a home
+            along = distance_m(origin, first.home)
+            if along > 2 * PARK_M:
+                origin = lerp(origin, first.home, PARK_M / along)
+                depart = first.arrive - distance_m(origin, first.home) / (first.speed_kmh / 3.6)
+            else:
+                depart = since
+        r.origin, r.dest, r.speed_kmh = origin, first.home, first.speed_kmh
+        r.depart = depart
+        r.arrive = depart + distance_m(origin, first.home) / (first.speed_kmh / 3.6)
+        r.leave = max(first.leave, r.arrive + MIN_STAY_S)
+
+    def divert(self, caregiver_id: str, to: Point, now: float) -> None:
+        """She drops what she is doing and drives to ``to`` (an incident she was assigned),
+        stays a (compressed) while, then goes on to her next visit still worth going to."""
+        index = self._index.get(caregiver_id)
+        if index is None:
+            return
+        r = self._rounds[index]
+        here, _vel, _cog = self.where(index, now)
+        r.origin, r.dest, r.depart = here, to, now
+        r.speed_kmh = r.rng.uniform(30.0, 45.0)
+        r.arrive = now + distance_m(here, to) / (r.speed_kmh / 3.6)
+        r.leave = r.arrive + self._dwell_s(r.rng)
+
+    def _next_trip(self, r: _Round, index: int) -> None:
+        """Leave for her next visit if she follows a roster, else for the nearest of a few
+        homes picked at random."""
+        legs = self._legs.get(index)
+        if legs is not None:
+            self._next_visit(r, legs)
+            return
         picks = r.rng.sample(self.homes, k=min(12, len(self.homes)))
         dest = min((h.at for h in picks if h.at != r.dest), key=lambda p: distance_m(r.dest, p))
         r.origin, r.depart, r.speed_kmh = r.dest, r.leave, r.rng.uniform(20.0, 40.0)
         r.dest = dest
         r.arrive = r.depart + distance_m(r.origin, dest) / (r.speed_kmh / 3.6)
         r.leave = r.arrive + self._dwell_s(r.rng)
+
+    def _next_visit(self, r: _Round, legs: deque[PlannedVisit]) -> None:
+        """Set off for the next visit she can still reach before its end, leaving when her plan
+        says (late if it says so) or at once if she is behind; none left: she stays."""
+        r.origin = r.dest
+        while legs:
+            v = legs.popleft()
+            assert v.arrive is not None and v.leave is not None
+            travel = distance_m(r.origin, v.home) / (v.speed_kmh / 3.6)
+            depart = max(r.leave, v.arrive - travel)
+            if depart + travel > v.end - MIN_STAY_S:
+                continue  # too far behind: she misses it
+            r.dest, r.speed_kmh, r.depart = v.home, v.speed_kmh, depart
+            r.arrive = depart + travel
+            r.leave = max(v.leave, r.arrive + MIN_STAY_S)
+            return
+        r.depart = r.arrive = r.leave
+        r.leave = math.inf
 
     def where(self, index: int, t: float) -> tuple[Point, float, float | None]:
         """Caregiver ``index``'s true position, speed (km/h) and course at ``t``.
@@ -113,7 +201,9 @@ class City:
         """
         r = self._rounds[index]
         while t >= r.leave:
-            self._next_trip(r)
+            self._next_trip(r, index)
+        if t < r.depart:  # waiting to set off
+            return r.origin, 0.0, None
         if t >= r.arrive or r.arrive <= r.depart:  # at a home (or not yet left the first)
             return r.dest, 0.0, None
         fraction = (t - r.depart) / (r.arrive - r.depart)

@@ -42,7 +42,8 @@ class CityConfig:
     falls_per_minute: float = 0.5
     seed: int = 7
     time_scale: float = 30.0
-    """How much faster than real life caregivers finish a visit (dwell 15–45 min / scale)."""
+    """How much faster than real life a wandering caregiver (one with no rostered visits) finishes
+    a stop (dwell 15–45 min / scale); rostered visits keep their real minutes."""
     answer_offers: bool = True
     answer_delay_s: tuple[float, float] = (2.0, 10.0)
     """Real seconds a simulated caregiver takes to answer an offer (not compressed)."""
@@ -61,6 +62,9 @@ class CityConfig:
     resident_anomaly_rate: float = 0.0
     """Anomalies a home-day the residents live beyond their first 14 days of each 30 (0: none
     but the fall asked for)."""
+    visits: bool = True
+    """Each caregiver has a day of visits (``simulators.visit_plan``), rostered through the
+    HTTP API (``simulators.scheduling``), and drives to them instead of wandering."""
     resident_fall_after_min: float | None = None
     """A resident falls silently this many minutes after the start (the first seen up and
     about from then on), and lies until help comes."""

@@ -14,6 +14,8 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Callable
+from datetime import date, timedelta
 from types import TracebackType
 from typing import Literal
 
@@ -27,10 +29,11 @@ from kernel import tokens
 from kernel.backoff import Backoff
 from kernel.errors import CareKnotError
 from kernel.settings import Settings
-from simulators import resident_feed
+from simulators import resident_feed, scheduling, visit_plan
 from simulators.city import City, Fall, SimFix
 from simulators.devices import OWN_CONNECTIONS, DeviceLives, SharedDevices, live
 from simulators.dispensers import Dispensers, dispenser_id
+from simulators.geo import Point
 from simulators.households import Household
 from simulators.links import Links, Publishing, provision
 from simulators.population import AGENCY_ID, AGENCY_NAME, CityConfig
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.2
 DOSES_EVERY_S = 1.0
+NEXT_DAY_LEAD_S = 15 * 60.0
+"""The next day's visits are rostered this long before its midnight."""
+ROSTER_RETRY_S = 60.0
 
 Answer = Literal["accept", "decline"]
 
@@ -180,14 +186,27 @@ async def _doses_taken(mq: Publishing, dispensers: Dispensers, start: float, end
         await mq.publish(event_topic(device), orjson.dumps(body), qos=1)
 
 
-class OfferAnswerer:
-    """One simulated caregiver's phone: answers the offers the gateway sends her."""
+Assigned = Callable[[str, Point, float], None]
+"""Told a caregiver was assigned an incident: her id, where it is, when."""
 
-    def __init__(self, settings: Settings, config: CityConfig, caregiver_id: str) -> None:
+
+class OfferAnswerer:
+    """One simulated caregiver's phone: answers the offers the gateway sends her; told she is
+    assigned one, ``assigned`` sends her there."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: CityConfig,
+        caregiver_id: str,
+        assigned: Assigned | None = None,
+    ) -> None:
         self._settings, self._config, self.caregiver_id = settings, config, caregiver_id
         self._rng = random.Random(f"{config.seed}:answers:{caregiver_id}")
         self._last_seq = 0
         self._answers: set[asyncio.Task[None]] = set()
+        self._assigned = assigned
+        self._offered: dict[str, Point] = {}
 
     def _url(self) -> str:
         return f"ws://{self._settings.gateway_host}:{self._settings.gateway_port}/ws"
@@ -228,9 +247,24 @@ class OfferAnswerer:
             if isinstance(frame.get("seq"), int):
                 self._last_seq = max(self._last_seq, frame["seq"])
             if frame.get("type") == "offer" and isinstance(frame.get("offer_id"), str):
+                self._remember(frame)
                 task = asyncio.create_task(self._answer(ws, frame["offer_id"]))
                 self._answers.add(task)
                 task.add_done_callback(self._answers.discard)
+            elif frame.get("type") == "offer_result":
+                where = self._offered.pop(str(frame.get("offer_id")), None)
+                if where is not None and frame.get("outcome") == "assigned" and self._assigned:
+                    self._assigned(self.caregiver_id, where, time.time())
+
+    def _remember(self, frame: dict[str, object]) -> None:
+        """Where an offer's incident is, until its result."""
+        incident = frame.get("incident")
+        if isinstance(incident, dict):
+            lat, lon = incident.get("lat"), incident.get("lon")
+            if isinstance(lat, int | float) and isinstance(lon, int | float):
+                if len(self._offered) > 100:
+                    self._offered.pop(next(iter(self._offered)))
+                self._offered[str(frame["offer_id"])] = Point(float(lat), float(lon))
 
     async def _answer(self, ws: ClientConnection, offer_id: str) -> None:
         delay, answer = plan_answer(self._rng, self._config)
@@ -272,6 +306,8 @@ class Simulation:
             if config.residents
             else []
         )
+        self.visits = self._day(visit_plan.day_of(self.city.start)) if config.visits else []
+        self.city.follow(self.visits, self.city.start)
 
     async def __aenter__(self) -> Simulation:
         await seed_registry(self._settings, self.city, self.dispensers, self.monitors)
@@ -301,12 +337,44 @@ class Simulation:
                 links=self.links,
             )
             tasks.append(asyncio.create_task(residents, name="sim-residents"))
+        if config.visits:
+            tasks.append(asyncio.create_task(self._roster(), name="sim-roster"))
         if config.answer_offers:
+            divert = self.city.divert
             tasks += [
-                asyncio.create_task(OfferAnswerer(s, config, c.id).run(), name=f"sim-{c.id}")
+                asyncio.create_task(
+                    OfferAnswerer(s, config, c.id, divert).run(), name=f"sim-{c.id}"
+                )
                 for c in self.city.caregivers
             ]
         return await _until_stopped(tasks)
+
+    def _day(self, day: date) -> list[visit_plan.PlannedVisit]:
+        """The day's visits from now (some already due)."""
+        city = self.city
+        planned = visit_plan.plan_day(self._config, city.homes, city.caregivers, day)
+        return visit_plan.due_from(planned, time.time())
+
+    async def _roster(self) -> None:
+        """Schedule the day's visits through the API, then each next day's before its
+        midnight (the caregivers following them from then); never returns."""
+        fences = visit_plan.fences_needed(self.city.homes)
+        day, visits = visit_plan.day_of(self.city.start), self.visits
+        while True:
+            try:
+                counts = await scheduling.schedule(self._settings, AGENCY_ID, visits, fences)
+            except (scheduling.SchedulingFailed, ImportError) as exc:
+                log.error("the day's visits are not scheduled: %s", exc)
+                await asyncio.sleep(ROSTER_RETRY_S)
+                visits = self._day(day)
+                continue
+            log.info("visits of %s scheduled through the API: %s", day, counts)
+            fences = {}
+            _start, midnight = visit_plan.day_bounds(day)
+            await asyncio.sleep(max(0.0, midnight - NEXT_DAY_LEAD_S - time.time()))
+            day = day + timedelta(days=1)
+            visits = self._day(day)
+            self.city.follow(visits, time.time())
 
     def _device_tasks(self) -> list[asyncio.Task[None]]:
         """The fall detectors' heartbeats, births and last wills: a few on connections of
