@@ -172,7 +172,7 @@ async def test_caregivers_move_on_a_map_that_shows_its_grid(
     await page.context.close()
 
 
-async def test_an_escalated_incident_pulses_and_is_assigned_from_the_page(
+async def test_an_escalated_incident_pulses_its_alarm_is_acknowledged_and_it_is_assigned(
     ready: Settings, browser: Browser
 ) -> None:
     page = await _page(browser, ready, f"/#token={token(ready, 'dispatcher', 'desk', DESK)}")
@@ -188,6 +188,12 @@ async def test_an_escalated_incident_pulses_and_is_assigned_from_the_page(
     await expect(page.locator(".ck-grid-tile").first).to_be_visible()
     assert await page.locator(".ck-grid-tile").count() > 4
     assert _colours(await _shot(page, "console-escalated", "#map")) > 20
+
+    # Escalated, it is a critical alarm for the dispatchers: acknowledged from the page.
+    alarm = page.locator("#alarms li.alarm.critical", has_text="incident escalated")
+    await alarm.get_by_role("button", name=re.compile("^Acknowledge")).click()
+    await expect(alarm.locator(".hand")).to_have_text("Acknowledged", timeout=WAIT_MS)
+    await expect(alarm.locator(".status")).to_contain_text("acknowledged by you")
 
     # Her phone's first fix puts her on the map; the dispatcher sends her.
     tst = int(time.time())
