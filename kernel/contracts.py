@@ -537,6 +537,7 @@ class VisitStatusFrame(BaseModel):
     type: Literal["visit_status"] = "visit_status"
     patient_id: str
     caregiver_id: str
+    caregiver_name: str | None = Field(default=None, description="her name, as families know her")
     visit_id: str
     state: VisitState
     eta_s: float | None = Field(default=None, description="seconds, while en_route")

@@ -83,6 +83,8 @@ class VisitKeeper:
         )
         self._policies = AgencyPolicies(QualityPolicy(max_future_s=settings.max_fix_ahead_s))
         self._clock = clock
+        self._db = db
+        self._names: dict[str, str] = {}  # caregivers' names, as families are told them
         self._trackers: dict[str, FenceTracker] = {}
         self._saved: dict[str, _Saved] = {}  # what Redis holds of each tracker kept in memory
 
@@ -206,6 +208,15 @@ class VisitKeeper:
             out.merge(on_fix(records, m.last, now, self._rules))
         return out
 
+    async def _name(self, caregiver_id: str) -> str | None:
+        """Her name for the family's frames, read once per caregiver (None if unknown)."""
+        if caregiver_id not in self._names:
+            row = await self._db.caregiver(caregiver_id)
+            if row is None:
+                return None
+            self._names[caregiver_id] = row.name
+        return self._names[caregiver_id]
+
     async def _publish(self, outcome: Outcome, now: float) -> bool:
         """Save, apply alerts, send frames; False if a record had moved (nothing of it sent)."""
         if not outcome:
@@ -215,7 +226,7 @@ class VisitKeeper:
         frames: list[tuple[str, BaseModel]] = []
         for record in outcome.statuses:
             if record.visit.visit_id in saved:
-                frames += _status_frames(record, now)
+                frames += _status_frames(record, now, await self._name(record.visit.caregiver_id))
         frames += [_alert_frame(a) for a in await self.store.apply_alerts(alerts)]
         await self._outbox.send(frames)
         return len(saved) == len(outcome.records)
@@ -283,7 +294,9 @@ def _relations(index: FenceIndex, fixes: Sequence[FixEvent]) -> list[dict[str, R
     return out
 
 
-def _status_frames(record: VisitRecord, now: float) -> list[tuple[str, BaseModel]]:
+def _status_frames(
+    record: VisitRecord, now: float, name: str | None = None
+) -> list[tuple[str, BaseModel]]:
     v, at = record.visit, now
     if record.state == "arrived" and record.check_in is not None:
         at = record.check_in.at
@@ -292,6 +305,7 @@ def _status_frames(record: VisitRecord, now: float) -> list[tuple[str, BaseModel
     frame = VisitStatusFrame(
         patient_id=v.patient_id,
         caregiver_id=v.caregiver_id,
+        caregiver_name=name,
         visit_id=v.visit_id,
         state=record.state,
         eta_s=record.eta_s if record.state == "en_route" else None,

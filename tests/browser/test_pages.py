@@ -244,7 +244,7 @@ async def test_a_family_sees_her_relatives_visit_arrive_and_help_sent(
         drive = Drive(client)
         await drive.at(800.0)
         await expect(visit).to_have_attribute("data-state", "en_route", timeout=WAIT_MS)
-        await expect(visit).to_contain_text("min away")
+        await expect(visit).to_contain_text("Vera Visitor is on the way, about")
         metres = 780.0
         while metres > 0:  # she drives in
             await drive.at(metres)
@@ -253,7 +253,7 @@ async def test_a_family_sees_her_relatives_visit_arrive_and_help_sent(
             await drive.at(5.0)  # parked at the door
     await expect(visit).to_have_attribute("data-state", "arrived", timeout=WAIT_MS)
     await expect(visit.locator(".status")).to_have_text("Arrived")
-    await expect(page.locator("#now")).to_contain_text("arrived at")
+    await expect(page.locator("#now")).to_contain_text("Vera Visitor arrived at")
     await _shot(page, "family-arrived")
 
     # A fall while she is there: the family sees help sent, then the outcome.

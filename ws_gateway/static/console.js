@@ -110,6 +110,7 @@
   function applyVisitStatus(f) {
     const known = visits.get(f.visit_id);
     if (known && known.at > f.at) return;
+    if (f.caregiver_name) names.set(f.caregiver_id, f.caregiver_name);
     visits.set(f.visit_id, f);
     if (known && known.state === f.state && known.eta_s === f.eta_s) return;
     log(describeVisit(f), f.state === "missed" ? "escalated" : "");

@@ -44,7 +44,7 @@
 
   const hhmm = (epochS) =>
     new Date(epochS * 1000).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
-  const who = (id) => names.get(id) || "Your caregiver"; // a visit's frames name her by id only
+  const who = (id) => names.get(id) || "Your caregiver";
   const minutes = (s) => Math.max(1, Math.round(s / 60));
 
   function startOfToday() {
@@ -84,8 +84,10 @@
       return;
     }
     if (typeof f.seq === "number" && f.seq > lastSeq) lastSeq = f.seq;
-    if (f.type === "visit_status" && newer(visits.get(f.visit_id), f)) visits.set(f.visit_id, f);
-    else if (f.type === "incident" && newer(incidents.get(f.incident_id), f)) {
+    if (f.type === "visit_status" && newer(visits.get(f.visit_id), f)) {
+      if (f.caregiver_name) names.set(f.caregiver_id, f.caregiver_name);
+      visits.set(f.visit_id, f);
+    } else if (f.type === "incident" && newer(incidents.get(f.incident_id), f)) {
       if (f.assignee_id && f.assignee_name) names.set(f.assignee_id, f.assignee_name);
       incidents.set(f.incident_id, f);
     } else if (f.type === "dose" && newer(doses.get(f.dose_key), f)) doses.set(f.dose_key, f);
