@@ -272,16 +272,20 @@ def _write_atomically(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
-def announce(settings: Settings, state_file: str | None) -> Report:
-    """Print the console URL with a dispatcher token; the report that writes it to
-    ``state_file`` as JSON, with the services' pids and restarts, whenever they change."""
+def announce(settings: Settings, state_file: str | None, simulate: bool = False) -> Report:
+    """Print the console URL with a dispatcher token (and, with the simulated city, a family's
+    page for one of its patients); the report that writes it to ``state_file`` as JSON, with
+    the services' pids and restarts, whenever they change."""
     ring, now = tokens.keyring_of(settings), time.time()
-    token = tokens.mint(
-        ring, "dispatcher", "console", console_agency_id(), CONSOLE_TOKEN_TTL_S, now
-    )
+    agency = console_agency_id()
+    token = tokens.mint(ring, "dispatcher", "console", agency, CONSOLE_TOKEN_TTL_S, now)
     host_port = f"{settings.gateway_host}:{settings.gateway_port}"
     # in the fragment: the browser never sends it to the server, so no log keeps it
     print(f"CareKnot is up: open http://{host_port}/#token={token}", flush=True)
+    if simulate:
+        patient = f"{agency}-p001"  # the simulated city's first home
+        family = tokens.mint(ring, "family", "family", agency, CONSOLE_TOKEN_TTL_S, now, [patient])
+        print(f"A family's page ({patient}): http://{host_port}/family#token={family}", flush=True)
     state = {
         "gateway_url": f"http://{host_port}",
         "ws_url": f"ws://{host_port}/ws",
@@ -347,4 +351,4 @@ def up(
             return 0
         argvs = default_commands(simulate, simulate_args) if commands is None else commands
         with Children(argvs, settings_env(resolved), policy) as kids:
-            return kids.supervise(stop, announce(resolved, state_file))
+            return kids.supervise(stop, announce(resolved, state_file, simulate))
