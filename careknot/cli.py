@@ -226,6 +226,18 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run_bench(settings, args))
 
 
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from careknot.protocol_docs import default_out, write
+
+    out = Path(args.out) if args.out else default_out()
+    stale = write(out, check=args.check)
+    for name in stale:
+        print(f"{out / name}: {'differs from the code' if args.check else 'written'}")
+    return 1 if args.check and stale else 0
+
+
 def _add_services(sub: Any) -> None:
     """``worker --role`` and ``ingest --streams``: the services ``careknot up`` runs, by part."""
     worker = sub.add_parser("worker", help="a Faust stream worker")
@@ -475,6 +487,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_routines(sub)
     _add_data(sub)
     _add_bench(sub)
+    docs = sub.add_parser(
+        "docs", help="write docs/asyncapi.json and docs/openapi.json from the code"
+    )
+    docs.add_argument("--out", help="the directory to write them to (default: docs/)")
+    docs.add_argument(
+        "--check", action="store_true", help="write nothing: exit 1 if they differ from the code"
+    )
+    docs.set_defaults(func=cmd_docs)
     return p
 
 
