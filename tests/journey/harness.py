@@ -24,8 +24,9 @@ READY_WITHIN_S = 90.0
 def running_system(
     settings: Settings, workdir: Path, *, simulate: bool, **changes: object
 ) -> Iterator[Settings]:
-    """``careknot up`` with ``changes`` to the settings on a free gateway port; on the way out
-    it is stopped with SIGINT, its log tail is shown, and no process of it may be left."""
+    """``careknot up`` with ``changes`` to the settings on a free gateway port, yielding the
+    settings it runs with; on the way out it is stopped with SIGINT, its log tail is shown, and
+    no process of it may be left."""
     settings = settings.model_copy(
         update={
             "gateway_port": free_port(),
@@ -37,8 +38,8 @@ def running_system(
     )
     running = RunningSystem(settings, workdir, simulate=simulate)
     try:
-        with running:
-            yield settings
+        with running as live:  # as it resolved them: a server it started has its own port
+            yield live
     finally:
         sys.stderr.write(f"--- careknot up said:\n{running.log_tail()}\n")
     assert running.returncode == 0
