@@ -621,6 +621,46 @@ def _doc(model: type[BaseModel]) -> str:
     return " ".join((model.__doc__ or "").split())
 
 
+SUMMARIES: dict[str, str] = {
+    "accept": "A caregiver takes her offer.",
+    "decline": "A caregiver declines her offer, and may say why.",
+    "administration": "A caregiver logs a scheduled dose administered, refused or unavailable.",
+    "assign": "A dispatcher gives an incident to a caregiver by hand.",
+    "resolve": "A dispatcher closes an incident.",
+    "acknowledge": "A dispatcher acknowledges an alarm: its ladder stops.",
+    "clear": "A dispatcher clears an alarm.",
+    "false_alarm": "A dispatcher clears an alarm as a false alarm.",
+    "open_incident": "A dispatcher dispatches a caregiver to an alarm's patient.",
+    "auth": "The token, as the first frame; later, a fresh token of the same person.",
+    "resume": "Send what was kept after last_seq.",
+    "ping": "Answered pong.",
+    "offer": "An emergency a caregiver is asked to take, until expires_at.",
+    "offer_result": "What became of a caregiver's offer.",
+    "incident": "An incident as it stands, at each change.",
+    "visit_status": "A visit's state.",
+    "dose": "What became of a dose.",
+    "administration_result": "What became of a caregiver's administration log entry.",
+    "location": "A caregiver's position and status.",
+    "alarm": "An alarm as it stands, at each change.",
+    "alert": "A visit alert raised or cleared.",
+    "command_result": "What became of a dispatcher's command.",
+    "hello": "The first frame: whom the token names, the recipient, where its stream stands.",
+    "auth_ok": "A fresh token was taken.",
+    "resync": "The stream was lost and started again: reload from what follows.",
+    "error": "A frame, or the connection, refused: a stable reason and a detail.",
+    "ack": "An answer, command or log entry was forwarded; its outcome follows.",
+    "pong": "The answer to ping.",
+}
+"""One line for each frame, for the document's readers (its fields are its model's)."""
+
+
+def _summary(kind: str) -> str:
+    summary = SUMMARIES.get(kind)
+    if summary is None:
+        raise KeyError(f"the {kind} frame has no line in SUMMARIES: give it one")
+    return summary
+
+
 def _gateway_messages(
     refs: Mapping[tuple[type[BaseModel], JsonSchemaMode], Any],
 ) -> dict[str, Any]:
@@ -636,7 +676,8 @@ def _gateway_messages(
         messages[kind] = {
             "name": kind,
             "title": f"{kind} (client to gateway)",
-            "summary": _doc(model),
+            "summary": _summary(kind),
+            "description": _doc(model),
             "contentType": "application/json",
             "payload": _frame_payload(refs[(model, "validation")], kind, False, kind in shared),
             "tags": [{"name": "client"}, {"name": f"budget:{lane}"}],
@@ -645,7 +686,8 @@ def _gateway_messages(
         messages[kind] = {
             "name": kind,
             "title": f"{kind} (gateway to client, in the recipient's stream)",
-            "summary": _doc(outbox_model) or f"a {kind} frame",
+            "summary": _summary(kind),
+            "description": _doc(outbox_model),
             "contentType": "application/json",
             "payload": _frame_payload(refs[(outbox_model, "serialization")], kind, True, False),
             "tags": [{"name": "gateway"}, {"name": "stream"}],
@@ -655,7 +697,8 @@ def _gateway_messages(
         messages[kind] = {
             "name": kind,
             "title": f"{kind} (gateway to client, no seq)",
-            "summary": " ".join(_doc(m) for m in models),
+            "summary": _summary(kind),
+            "description": " ".join(_doc(m) for m in models),
             "contentType": "application/json",
             "payload": refs_of[0] if len(refs_of) == 1 else {"oneOf": refs_of},
             "tags": [{"name": "gateway"}, {"name": "control"}],

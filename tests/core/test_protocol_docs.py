@@ -16,6 +16,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
+from adapters.storage.outbox import OUTBOX_MAXLEN
 from adapters.storage.postgres import Who
 from careknot import protocol_docs as docs
 from careknot.cli import parse
@@ -25,7 +26,8 @@ from ingest import parse as ingest_parse
 from kernel import contracts
 from kernel.errors import RejectedAnswer, RejectedInput
 from kernel.settings import Settings
-from ws_gateway import session
+from ws_gateway import conversation, session
+from ws_gateway.limits import FrameLimits
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -177,6 +179,12 @@ def test_every_frame_of_the_streams_is_documented(asyncapi: dict[str, Any]) -> N
     assert received == {m.model_fields["type"].default for m in frames.values()}
 
 
+def test_every_frame_has_its_line(asyncapi: dict[str, Any]) -> None:
+    messages = gateway_messages(asyncapi)
+    assert set(docs.SUMMARIES) == set(messages)
+    assert all(message["summary"] for message in messages.values())
+
+
 def test_every_frame_the_gateway_takes_is_documented(asyncapi: dict[str, Any]) -> None:
     messages = gateway_messages(asyncapi)
     modelled = {
@@ -301,6 +309,30 @@ def test_every_reason_ingest_refuses_a_message_for_is_documented(
 
 
 # ---------------------------------------------------------------- the page's examples
+
+
+def test_the_page_gives_the_codes_figures() -> None:
+    limits, frames = ingest_parse.Limits(), FrameLimits()
+    said = [
+        f"within {conversation.AUTH_TIMEOUT_S:g} s",
+        f"({Settings.model_fields['token_ttl_s'].default} s by default)",
+        f"checked every {conversation.TOKEN_CHECK_S:g} s",
+        f"over {session.MAX_FRAME_BYTES // 1024} KiB",
+        f"({conversation.QUEUE_SIZE:,} messages",
+        f"the last {OUTBOX_MAXLEN:,} or so messages",
+        f"a burst of {frames.burst} frames, refilled at {frames.rate:g} a second",
+        f"at most {session.GIVEN_AHEAD_S:g} s ahead",
+        f"and {session.GIVEN_BEHIND_S / 3600:g} h behind",
+        f"of 1 to {contracts.TELEMETRY_BATCH_MAX} in the order taken",
+        f"a payload over {limits.max_payload_bytes:,} bytes",
+        f"deeper than {ingest_parse.MAX_DEPTH} levels",
+        f"a device's `ts` more than {limits.max_clock_skew_s:g} s",
+        f"a phone's `tst` more than {limits.max_fix_ahead_s:g} s",
+        f"a device event older than {limits.max_clock_skew_s:g} s",
+        f"a telemetry sample older than {ingest_parse.TELEMETRY_MAX_AGE_S / 3600:g} h",
+    ]
+    for words in said:
+        assert words in " ".join(PAGE.split()), words
 
 
 def test_the_page_says_what_each_role_may_send_and_is_sent() -> None:
