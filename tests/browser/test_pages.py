@@ -225,6 +225,20 @@ async def test_an_escalated_incident_pulses_is_acknowledged_assigned_and_resolve
     await page.context.close()
 
 
+async def test_without_its_map_library_the_console_still_works(
+    ready: Settings, browser: Browser
+) -> None:
+    context = await browser.new_context()
+    await context.route("**/vendor/leaflet/**", _offline)  # as on a server with no npm install
+    page = await context.new_page()
+    gateway = f"http://{ready.gateway_host}:{ready.gateway_port}"
+    await page.goto(f"{gateway}/#token={token(ready, 'dispatcher', 'desk', CITY)}")
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=WAIT_MS)
+    await expect(page.locator("#map")).to_contain_text("No map")
+    await expect(page.locator("#count-caregivers")).not_to_have_text("0", timeout=WAIT_MS)
+    await context.close()
+
+
 class Drive:
     """Her phone: a fix a second (its clock started a minute back, so a quick drive is not
     ahead of now), north of her patient's home by ``metres``."""

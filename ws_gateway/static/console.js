@@ -829,8 +829,11 @@
   // hidden and the grid shows through. Over it the configured tiles (/config.json), then
   // homes, incidents, alarms and caregivers as DOM markers. An escalated incident pulses by a
   // CSS animation on its own marker: nothing redraws the map for it.
-  const map = L.map("map", { zoomSnap: 0.5 }).setView([LEEDS.lat, LEEDS.lon], 12);
-  const GridLayer = L.GridLayer.extend({
+  // Without Leaflet (its files not installed: scripts/bootstrap runs `npm ci` in console/) the
+  // page goes on without its map: the lists, the alarms and the dispatcher's hands still work.
+  const map = L ? L.map("map", { zoomSnap: 0.5 }).setView([LEEDS.lat, LEEDS.lon], 12) : null;
+  if (!map) el("map").textContent = "No map: its library (Leaflet) is not installed on the server.";
+  const GridLayer = map && L.GridLayer.extend({
     createTile(coords) {
       const tile = document.createElement("div");
       tile.className = "ck-grid-tile";
@@ -841,17 +844,20 @@
       return tile;
     },
   });
-  new GridLayer({ className: "ck-grid", zIndex: 0 }).addTo(map);
-  // the panel's size follows the page's layout, which Leaflet does not watch by itself
-  new ResizeObserver(() => map.invalidateSize()).observe(el("map"));
-  L.control.scale({ imperial: false }).addTo(map);
-  const homeLayer = L.layerGroup().addTo(map);
-  const incidentLayer = L.layerGroup().addTo(map);
-  const alarmLayer = L.layerGroup().addTo(map);
-  const caregiverLayer = L.layerGroup().addTo(map);
+  if (map) {
+    new GridLayer({ className: "ck-grid", zIndex: 0 }).addTo(map);
+    // the panel's size follows the page's layout, which Leaflet does not watch by itself
+    new ResizeObserver(() => map.invalidateSize()).observe(el("map"));
+    L.control.scale({ imperial: false }).addTo(map);
+  }
+  const layer = () => (map ? L.layerGroup().addTo(map) : null);
+  const homeLayer = layer();
+  const incidentLayer = layer();
+  const alarmLayer = layer();
+  const caregiverLayer = layer();
 
   function addTiles(config) {
-    if (!config || !config.tile_url) return;
+    if (!map || !config || !config.tile_url) return;
     L.tileLayer(config.tile_url, {
       attribution: config.tile_attribution || "", maxZoom: 19, zIndex: 1, className: "ck-tiles",
     }).addTo(map);
@@ -870,7 +876,7 @@
 
   // The marker's element: its classes and data say what it shows (for eyes, and for tests).
   function mark(marker, classes, data) {
-    const node = marker.getElement();
+    const node = marker && marker.getElement();
     if (!node) return;
     for (const [name, on] of Object.entries(classes)) node.classList.toggle(name, on);
     Object.assign(node.dataset, data);
@@ -880,7 +886,7 @@
     if (typeof lat !== "number" || typeof lon !== "number" || !patientId) return;
     const known = homes.get(patientId);
     if (known) return;
-    const marker = L.marker([lat, lon], {
+    const marker = map && L.marker([lat, lon], {
       icon: divIcon("ck-home", '<span aria-hidden="true">⌂</span>'), keyboard: false, zIndexOffset: -100,
     }).bindTooltip(`home of ${patientId}`).addTo(homeLayer);
     homes.set(patientId, { lat, lon, marker });
@@ -888,6 +894,7 @@
   }
 
   function placeCaregiver(c, now) {
+    if (!map) return;
     const status = caregiverStatus(c, now);
     let marker = caregiverMarkers.get(c.id);
     if (!marker) {
@@ -910,6 +917,7 @@
   }
 
   function placeIncident(i) {
+    if (!map) return;
     let marker = incidentMarkers.get(i.incident_id);
     const at = incidentAt(i);
     if (i.state === "resolved" || !at) {
@@ -937,6 +945,7 @@
 
   // Each patient's worst active alarm, at her home when the page knows where that is.
   function placeAlarms() {
+    if (!map) return;
     const worst = new Map();
     for (const a of alarms.values()) {
       if (!isActive(a) || !a.patient_id || !homes.has(a.patient_id)) continue;
@@ -969,12 +978,13 @@
   }
 
   function fitToData() {
+    if (!map) return;
     const points = [...caregivers.values()].map((c) => [c.lat, c.lon]);
     for (const i of incidents.values()) {
       const at = i.state === "resolved" ? null : incidentAt(i);
       if (at) points.push(at);
     }
-    if (points.length) map.fitBounds(L.latLngBounds(points), { padding: [24, 24], maxZoom: 15 });
+    if (points.length) map.fitBounds(L.latLngBounds(points), { padding: [24, 24], maxZoom: 14 });
   }
 
   function describeMap(c) {
@@ -1182,7 +1192,7 @@
     movedCaregivers.clear();
     for (const id of changedIncidents) if (incidents.has(id)) placeIncident(incidents.get(id));
     changedIncidents.clear();
-    if (!fittedOnce && caregivers.size) {
+    if (!fittedOnce && (caregivers.size || incidents.size)) { // once, at the first news
       fitToData();
       fittedOnce = true;
     }
