@@ -821,7 +821,6 @@ def asyncapi() -> dict[str, Any]:
         *((m, "serialization") for m in outbox_frames().values()),
         *((m, "serialization") for ms in CONTROL_FRAMES.values() for m in ms),
         (Stamp, "validation"),
-        (ConnectQuery, "validation"),
         *((p.model, "validation") for t in TOPICS for p in t.payloads if p.model is not None),
     ]
     refs, schemas = _schemas(wanted)
@@ -839,7 +838,7 @@ def asyncapi() -> dict[str, Any]:
         "bindings": {
             "ws": {
                 "method": "GET",
-                "query": refs[(ConnectQuery, "validation")],
+                "query": ConnectQuery.model_json_schema(),  # inline: a reference is ambiguous here
                 "headers": {
                     "type": "object",
                     "properties": {

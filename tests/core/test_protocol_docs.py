@@ -179,6 +179,14 @@ def test_every_frame_of_the_streams_is_documented(asyncapi: dict[str, Any]) -> N
     assert received == {m.model_fields["type"].default for m in frames.values()}
 
 
+def test_the_query_documented_is_what_the_gateway_reads(asyncapi: dict[str, Any]) -> None:
+    source = (ROOT / "ws_gateway" / "server.py").read_text()
+    read = set(re.findall(r'_param\(query, "(\w+)"\)', source))
+    assert "token" in read  # read only to refuse it
+    query = asyncapi["channels"]["gateway"]["bindings"]["ws"]["query"]
+    assert set(query["properties"]) == read - {"token"}
+
+
 def test_every_frame_has_its_line(asyncapi: dict[str, Any]) -> None:
     messages = gateway_messages(asyncapi)
     assert set(docs.SUMMARIES) == set(messages)
