@@ -63,6 +63,7 @@ async def schedule(
     answers within ``wait_s`` or refuses."""
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not each of the city's requests
     headers = {"Authorization": f"Bearer {dispatcher_token(settings, agency, time.time())}"}
     async with httpx.AsyncClient(
         base_url=api_url(settings),

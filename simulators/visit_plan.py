@@ -61,6 +61,9 @@ DEFAULT_FENCE_M = 200.0
 """The visit keeper's default circle about a home (``geofence.fences.DEFAULT_RADIUS_M``)."""
 MIN_FENCE_M = 60.0
 """A home fence no smaller than this (a phone indoors is some 10 to 30 m off)."""
+MIN_KMH = 25.0
+"""Her speed between visits, at least: driving across another home's 200 m circle takes her
+less than the minute's dwell that would take her to have arrived there."""
 SERVICES = ("personal_care", "medication", "meal", "companionship")
 
 
@@ -126,7 +129,7 @@ def _chain(
     seed: int, caregiver_id: str, places: Sequence[Home], day: date, start: float, end: float
 ) -> list[PlannedVisit]:
     rng = random.Random(f"{seed}:visits:{day.isoformat()}:{caregiver_id}")
-    speed = rng.uniform(20.0, 40.0)
+    speed = rng.uniform(MIN_KMH, 40.0)
     here = rng.choice(places)
     free_at = start + rng.uniform(0.0, FIRST_WITHIN_S / 2)  # when she can leave ``here``
     rostered_to = start  # her last visit's end: visits do not overlap
