@@ -87,6 +87,15 @@ def console_agency_id() -> str:
     return AGENCY_ID
 
 
+def city_family(now: float) -> str:
+    """The simulated city's patient whose family's page shows a visit soonest: her caregiver
+    on her way from the first minute, arriving in the next few."""
+    from simulators.population import CityConfig
+    from simulators.visit_plan import first_family
+
+    return first_family(CityConfig(), now)
+
+
 # ------------------------------------------------------------------ stop requests
 
 
@@ -283,7 +292,7 @@ def announce(settings: Settings, state_file: str | None, simulate: bool = False)
     # in the fragment: the browser never sends it to the server, so no log keeps it
     print(f"CareKnot is up: open http://{host_port}/#token={token}", flush=True)
     if simulate:
-        patient = f"{agency}-p001"  # the simulated city's first home
+        patient = city_family(now)  # a home the city's caregivers reach soon
         family = tokens.mint(ring, "family", "family", agency, CONSOLE_TOKEN_TTL_S, now, [patient])
         print(f"A family's page ({patient}): http://{host_port}/family#token={family}", flush=True)
     state = {

@@ -36,7 +36,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from simulators.geo import Point, distance_m
-from simulators.population import Caregiver, CityConfig, Home
+from simulators.population import Caregiver, CityConfig, Home, populate
 from simulators.residents import ZONE
 
 Outcome = Literal["on_time", "late", "early", "missed"]
@@ -228,3 +228,14 @@ def _nearest(homes: Sequence[Home]) -> dict[str, float]:
         h.patient_id: min((distance_m(h.at, o.at) for o in homes if o is not h), default=math.inf)
         for h in homes
     }
+
+
+def first_family(config: CityConfig, now: float) -> str:
+    """The patient whose family sees the most of a visit soon after a city starts at ``now``:
+    the home a caregiver reaches first a minute or more from now, on time (its visit told
+    ``en_route`` from her first fix, then ``arrived``); the first home if none."""
+    homes, caregivers = populate(config)
+    due = due_from(plan_day(config, homes, caregivers, day_of(now)), now)
+    coming = [v for v in due if v.outcome == "on_time" and v.arrive and v.arrive >= now + 60.0]
+    first = min(coming, key=lambda v: (v.arrive or 0.0, v.visit_id), default=None)
+    return homes[0].patient_id if first is None else first.patient_id

@@ -22,6 +22,7 @@ from simulators.visit_plan import (
     day_of,
     due_from,
     fences_needed,
+    first_family,
     plan_day,
     roster_csv,
     visitable,
@@ -152,3 +153,17 @@ def test_caregivers_drive_to_their_visits_and_stay_as_planned() -> None:
                 assert not at_home(v.leave + 60)
             checked[v.outcome] += 1
     assert checked["on_time"] > 20 and checked["late"] + checked["early"] > 0
+
+
+def test_the_family_shown_first_is_of_the_home_reached_first() -> None:
+    homes, caregivers = populate(CONFIG)
+    noon = datetime(2026, 3, 12, 12, 0).timestamp()
+    patient = first_family(CONFIG, noon)
+    coming = [
+        v
+        for v in due_from(plan_day(CONFIG, homes, caregivers, DAY), noon)
+        if v.outcome == "on_time" and v.arrive is not None and v.arrive >= noon + 60
+    ]
+    first = min(coming, key=lambda v: v.arrive or 0.0)
+    assert patient == first.patient_id and first.arrive is not None
+    assert first.arrive < noon + 600  # she is there within minutes
