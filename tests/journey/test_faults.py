@@ -6,6 +6,7 @@ through, on its own."""
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -51,15 +52,16 @@ async def test_nothing_accepted_is_lost_or_doubled_and_the_system_recovers(
 ) -> None:
     figures = await Run(SCENARIOS[name], SHORT, servers, Settings(), tmp_path).run()
     falls, ws = figures["falls"], figures["websocket"]
+    whole = json.dumps(figures, indent=1, default=str)  # what a failure shows, untruncated
     assert figures["fault"]
     assert figures["published"] > 0
     assert figures["accepted"] > 0
-    assert figures["lost"] == 0, figures
-    assert figures["duplicated"] == 0, figures
-    assert falls["assigned_or_escalated"] == falls["accepted"] > 0, figures
-    assert ws["all_connected_at_end"], figures
-    assert figures["fixes"]["stale_live_positions"] == 0, figures
-    assert figures["recovered_s"] is not None, figures
+    assert figures["lost"] == 0, whole
+    assert figures["duplicated"] == 0, whole
+    assert falls["assigned_or_escalated"] == falls["accepted"] > 0, whole
+    assert ws["all_connected_at_end"], whole
+    assert figures["fixes"]["stale_live_positions"] == 0, whole
+    assert figures["recovered_s"] is not None, whole
 
 
 # ---------------------------------------------------------------- the proxy alone
