@@ -29,6 +29,7 @@ from api import (
     devices,
     fences,
     incidents,
+    medication,
     patients,
     phones,
     problems,
@@ -96,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (
         caregivers.router,
         patients.router,
+        medication.router,
         devices.router,
         phones.router,
         roster.router,

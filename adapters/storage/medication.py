@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -38,6 +40,9 @@ class Watched:
     since: float
 
 
+_SCHEDULE = "SELECT patient_id, zone, call_at_fraction, on_time_s, doses FROM medication_schedules"
+
+
 def dose_subject(patient_id: str, dose_key: str) -> str:
     """The id a dose's announcements are kept under."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"careknot:dose:{patient_id}:{dose_key}"))
@@ -49,6 +54,25 @@ class MedicationStore:
 
     async def set_schedule(self, schedule: Schedule, now: float) -> None:
         """The patient's schedule from ``now`` on: doses due before it are not its."""
+        await self._write(self._db.pool, schedule, now)
+
+    async def replace_schedule(
+        self, schedule: Schedule, now: float, holds: Callable[[Schedule | None], bool]
+    ) -> bool:
+        """The patient's schedule from ``now`` on, if ``holds`` for the one standing (None:
+        none), checked and written in one transaction under a lock on the patient."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('medication:' || $1))", schedule.patient_id
+            )
+            row = await conn.fetchrow(f"{_SCHEDULE} WHERE patient_id = $1", schedule.patient_id)
+            if not holds(None if row is None else _schedule(row)):
+                return False
+            await self._write(conn, schedule, now)
+        return True
+
+    @staticmethod
+    async def _write(conn: Any, schedule: Schedule, now: float) -> None:
         doses = [
             {
                 "name": d.name,
@@ -58,7 +82,7 @@ class MedicationStore:
             }
             for d in schedule.doses
         ]
-        await self._db.pool.execute(
+        await conn.execute(
             "INSERT INTO medication_schedules(patient_id, zone, call_at_fraction, on_time_s,"
             " doses, updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (patient_id)"
             " DO UPDATE SET zone = EXCLUDED.zone, call_at_fraction = EXCLUDED.call_at_fraction,"
@@ -81,11 +105,7 @@ class MedicationStore:
         return [Watched(r["agency_id"], _schedule(r), r["updated_at"].timestamp()) for r in rows]
 
     async def schedule(self, patient_id: str) -> Schedule | None:
-        row = await self._db.pool.fetchrow(
-            "SELECT patient_id, zone, call_at_fraction, on_time_s, doses"
-            " FROM medication_schedules WHERE patient_id = $1",
-            patient_id,
-        )
+        row = await self._db.pool.fetchrow(f"{_SCHEDULE} WHERE patient_id = $1", patient_id)
         return None if row is None else _schedule(row)
 
     async def record(self, outcome: Outcome, announcement: Announcement | None = None) -> bool:

@@ -128,6 +128,13 @@ CASES: dict[tuple[str, str], Case] = {
         json={"starts_at": "2031-01-01T08:00:00Z", "ends_at": "2031-01-01T16:00:00Z"}
     ),
     ("DELETE", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/shifts/{shift_id}"): Case(),
+    ("GET", "/v1/agencies/{agency_id}/patients/{patient_id}/medication"): Case(),
+    ("PUT", "/v1/agencies/{agency_id}/patients/{patient_id}/medication"): Case(
+        json={"doses": [{"name": "digoxin", "at": "08:00"}]}
+    ),
+    ("GET", "/v1/agencies/{agency_id}/patients/{patient_id}/medication/day"): Case(
+        params={"day": "2031-01-01"}
+    ),
     ("GET", "/v1/agencies/{agency_id}/patients/{patient_id}/fence"): Case(),
     ("PUT", "/v1/agencies/{agency_id}/patients/{patient_id}/fence"): Case(json={"radius_m": 50}),
     ("GET", "/v1/agencies/{agency_id}/visits"): Case(),
@@ -330,6 +337,7 @@ async def snapshot(db: Database) -> list[Any]:
             ("certificates", "caregiver_id", [CG, OTHER_CG]),
             ("shifts", "caregiver_id", [CG, OTHER_CG]),
             ("fences", "patient_id", [PATIENT]),
+            ("medication_schedules", "patient_id", [PATIENT]),
             ("visits", "agency_id", [A, B]),
             ("events", "agency_id", [A, B]),  # the commands the API sent among them
         )
