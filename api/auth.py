@@ -7,7 +7,7 @@ for its signature, audience, expiry and revocation; and what each role may do in
 - a dispatcher: reads everything of her own agency, plans its roster (visits, shifts, fences),
   and alone sends dispatchers' commands (assign, resolve, an alarm's hand);
 - a caregiver: her own record, certificates, shifts, visits and track;
-- a family member: nothing here (her relative's page reads the gateway).
+- a family member: her relative's doses of a day (her page reads the gateway for the rest).
 
 A missing or bad token is 401 (with ``WWW-Authenticate: Bearer``); a genuine one asking for
 what its role or agency may not is 403.
@@ -85,5 +85,12 @@ def may_dispatch(claims: Claims, agency_id: str) -> None:
 def may_read_caregiver(claims: Claims, agency_id: str, caregiver_id: str) -> None:
     """A dispatcher or an admin of the agency, or the caregiver herself, or 403."""
     if claims.role == "caregiver" and (claims.agency, claims.sub) == (agency_id, caregiver_id):
+        return
+    may_manage(claims, agency_id)
+
+
+def may_read_relative(claims: Claims, agency_id: str, patient_id: str) -> None:
+    """A dispatcher or an admin of the agency, or a family member of the patient, or 403."""
+    if claims.role == "family" and claims.agency == agency_id and patient_id in claims.patients:
         return
     may_manage(claims, agency_id)

@@ -5,7 +5,7 @@ and what became of each dose of a day.
 The schedule is replaced whole against its version (``If-Match``; ``If-None-Match: *`` or none
 at all for her first). It stands from the moment it is written: a dose due before then is not
 its own, and the devices worker takes it within ``medication_schedules_read_s``. A dispatcher
-or an admin of her agency writes and reads it; the day's doses are what her family's page shows.
+or an admin of her agency writes and reads it; the day's doses her family reads too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from adapters.storage.medication import MedicationStore
 from adapters.storage.postgres import PatientRow
-from api.auth import Caller, may_manage
+from api.auth import Caller, may_manage, may_read_relative
 from api.problems import Refused
 from api.resources import ID, AgencyId, Precondition, directory, etag
 from medication.doses import HALF, HERO_WINDOW_S, Schedule, ScheduledDose
@@ -170,7 +170,7 @@ async def doses_of_day(
     patient_id: PatientId,
     day: Annotated[date, Query(description="YYYY-MM-DD, in her home's time zone")],
 ) -> list[DayDoseOut]:
-    may_manage(claims, agency_id)
+    may_read_relative(claims, agency_id, patient_id)
     await _patient(request, agency_id, patient_id)
     doses = await MedicationStore(request.app.state.db).doses_of_day(patient_id, day)
     return [

@@ -89,6 +89,15 @@ async def test_a_days_doses_and_what_became_of_them(
         ("digoxin", True, "pending"),
         ("paracetamol", False, "pending"),
     ]
+    family = tokens.mint(
+        tokens.keyring_of(settings), "family", "f", agency, 600, time.time(), [pid]
+    )
+    hers = await api.get(
+        f"{url}/day", params={"day": tomorrow}, headers={"Authorization": f"Bearer {family}"}
+    )
+    assert hers.json() == day.json()  # her family reads her day, not her schedule
+    plan = await api.get(url, headers={"Authorization": f"Bearer {family}"})
+    assert (plan.status_code, plan.json()["reason"]) == (403, "forbidden")
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 read from its OpenAPI document (a route added without a case here fails
 ``test_every_route_is_in_the_matrix``), is tried by everyone who must not use it on agency A's
 own resources: nobody, a token expired, a token of a revoked person, a token signed with a key
-that is not the API's, a family member of A, a caregiver of A asking for someone else's, a
+that is not the API's, a family member of A asking for another's relative, a caregiver of A
+asking for someone else's, a
 dispatcher of agency B; and, on the routes only one role of A may use, A's other role (a
 dispatcher enrolling people or devices, an admin sending a dispatcher's command). Each is
 refused with the status and reason its kind must have (401 ``unauthorised``; 403 ``forbidden``
@@ -217,8 +218,8 @@ OUTSIDERS: dict[str, Outsider] = {
         401,
         frozenset({"unauthorised"}),
     ),
-    "a family member of A": Outsider(
-        lambda s: bearer(s, "family", "fam", A, patients=[PATIENT]), 403, FORBIDDEN
+    "a family member of A, for another's relative": Outsider(
+        lambda s: bearer(s, "family", "fam", A, patients=[f"{A}.someone-else"]), 403, FORBIDDEN
     ),
     "a caregiver of A, for another's": Outsider(
         lambda s: bearer(s, "caregiver", OTHER_CG, A), 403, FORBIDDEN
