@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     )
     redis_url: str = "redis://127.0.0.1:6379/0"
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
+    postgres_owner_dsn: str = Field(
+        default="",
+        description="the schema's owner, for migrations (careknot migrate, careknot up); empty:"
+        " postgres_dsn. Set apart, the services' postgres_dsn names a role that owns nothing: it"
+        " is granted what the services do, and never UPDATE, DELETE or TRUNCATE on the event"
+        " and access logs, nor the right to change a table or drop a trigger",
+    )
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8765
     api_host: str = Field(default="127.0.0.1", description="where the HTTP API listens")

@@ -89,6 +89,21 @@ def known_zone(name: str) -> bool:
 
 
 DELETE_CHUNK = 50_000
+APPEND_ONLY = ("events", "access_log")
+"""The logs the services add to and never change (their triggers refuse it, whoever asks)."""
+SERVICES_GRANTS = (
+    'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+    'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
+    'GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"',
+    *(
+        f'REVOKE UPDATE, DELETE, TRUNCATE ON "{{schema}}".{table} FROM "{{role}}"'
+        for table in APPEND_ONLY
+    ),
+    'REVOKE INSERT, UPDATE, DELETE ON "{schema}".schema_migrations FROM "{role}"',
+)
+"""What the services' role is granted on the namespace's schema where it is not its owner:
+reading and writing the tables, only adding to the event and access logs, not migrating; as a
+role that owns nothing, it can change no table and drop no trigger."""
 
 _PATIENT_SELECT = (
     "SELECT p.id, p.agency_id, p.name_sealed, p.details_sealed, p.lat, p.lon, p.zone,"
@@ -182,13 +197,19 @@ class Database:
             await self._pool.close()
 
     async def _ensure_schema(self, schema: str) -> None:
-        conn = await asyncpg.connect(self._settings.postgres_dsn)
+        """The namespace's schema, made by its owner where one is named (the services' role
+        may not create one, and need not: it is there once migrated)."""
+        conn = await asyncpg.connect(self._owner_dsn)
         try:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         except asyncpg.UniqueViolationError:
             pass  # created concurrently by another process
         finally:
             await conn.close()
+
+    @property
+    def _owner_dsn(self) -> str:
+        return self._settings.postgres_owner_dsn or self._settings.postgres_dsn
 
     async def ping(self) -> None:
         """Raises :class:`StorageError` unless Postgres answers."""
@@ -215,24 +236,45 @@ class Database:
     # ------------------------------------------------------------ migrations
 
     async def migrate(self) -> list[int]:
-        """Apply the migrations not yet applied; returns the versions applied now."""
+        """Apply the migrations not yet applied, as the schema's owner; returns the versions
+        applied now. Where the services' role is another (``postgres_owner_dsn``), it is then
+        granted what the services do (:data:`SERVICES_GRANTS`)."""
         applied: list[int] = []
-        async with self.transaction() as conn:
-            await conn.execute("SELECT pg_advisory_xact_lock(7277001)")
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            for version, sql in MIGRATIONS:
-                if version not in done:
-                    await conn.execute(sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations(version) VALUES ($1)", version
-                    )
-                    applied.append(version)
-            await self._seal_clear_names(conn)
+        owner = await asyncpg.connect(
+            self._owner_dsn, server_settings={"search_path": self._settings.namespace}
+        )
+        try:
+            async with owner.transaction():
+                await owner.execute("SELECT pg_advisory_xact_lock(7277001)")
+                await owner.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                rows = await owner.fetch("SELECT version FROM schema_migrations")
+                done = {r["version"] for r in rows}
+                for version, sql in MIGRATIONS:
+                    if version not in done:
+                        await owner.execute(sql)
+                        await owner.execute(
+                            "INSERT INTO schema_migrations(version) VALUES ($1)", version
+                        )
+                        applied.append(version)
+                await self._seal_clear_names(owner)  # type: ignore[arg-type]
+                await self._grant_services(owner)
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"migrating failed: {exc}") from exc
+        finally:
+            await owner.close()
         return applied
+
+    async def _grant_services(self, owner: asyncpg.Connection) -> None:
+        """The services' role, where it is not the owner: what the services do, nothing more."""
+        services = await self.pool.fetchval("SELECT current_user")
+        if services == await owner.fetchval("SELECT current_user"):
+            return
+        schema = self._settings.namespace
+        for statement in SERVICES_GRANTS:
+            await owner.execute(statement.format(schema=schema, role=services))
 
     async def _seal_clear_names(self, conn: Conn) -> None:
         """Seal the names registered before they were sealed (migration 14)."""
