@@ -1,7 +1,8 @@
 """The API's application: ``create_app(settings)`` gives the FastAPI app, whose lifespan opens
 Postgres, Redis and a Kafka producer (dispatchers' commands); ``run(settings)`` serves it with
 uvicorn until SIGINT or SIGTERM (``careknot api``). Its interactive documents are at ``/docs``,
-the OpenAPI one at ``/openapi.json``. It refuses to start with the public development key, as
+the OpenAPI one at ``/openapi.json``. The gateway's web pages call it from their own origin
+(CORS, :mod:`api.cors`). It refuses to start with the public development key, as
 the gateway does. Its counts (``careknot_api_refused_total``: every refusal by status and
 reason) and ``/healthz`` (Postgres, Redis, Kafka) are served on ``api_metrics_port``, on
 ``metrics_host`` (loopback by default), never on the API's own port."""
@@ -26,6 +27,7 @@ from api import (
     alarms,
     caregivers,
     commands,
+    cors,
     devices,
     fences,
     incidents,
@@ -89,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    cors.install(app, settings)  # the gateway's pages read and write from their own origin
     registry = CollectorRegistry()
     ApiMetrics(app.state.refused, registry)
     app.state.agencies_known = set()

@@ -90,9 +90,16 @@ class Settings(BaseSettings):
     )
     gateway_origins: str = Field(
         default="",
-        description="web pages (origins, comma-separated) whose scripts may open a WebSocket;"
-        " empty: the gateway's own pages on localhost and gateway_host. Clients that send no"
-        " Origin (phones, devices) are not browsers and are let through",
+        description="web pages (origins, comma-separated) whose scripts may open a WebSocket"
+        " and call the HTTP API (CORS); empty: the gateway's own pages on localhost and"
+        " gateway_host. Clients that send no Origin (phones, devices) are not browsers and are"
+        " let through",
+    )
+    public_api_url: str = Field(
+        default="",
+        description="the HTTP API's base URL as the web pages reach it (behind a proxy:"
+        " https://api.example.org); empty: http://api_host:api_port, the page's own host when"
+        " api_host is every interface",
     )
     gateway_tls_cert: str = Field(default="", description="PEM certificate: the gateway speaks TLS")
     gateway_tls_key: str = Field(default="", description="its private key (PEM)")

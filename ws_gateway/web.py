@@ -1,8 +1,9 @@
 """The gateway's plain HTTP: beside the WebSocket, the web pages' files from ``static/`` (the
 dispatchers' console at ``/``, a family's page at ``/family``), Leaflet's from the console's npm
-folder (``/vendor/leaflet/``) and the pages' settings (``/config.json``: the map's tiles)
-(:class:`WebRoutes`); on the admin port, ``/healthz`` and ``/readyz`` (Redis and Kafka answer)
-and ``/metrics`` (Prometheus text) (:class:`AdminRoutes`).
+folder (``/vendor/leaflet/``) and the pages' settings (``/config.json``: the map's tiles, and
+``api_url``, the HTTP API the console reads homes and visits from) (:class:`WebRoutes`); on the
+admin port, ``/healthz`` and ``/readyz`` (Redis and Kafka answer) and ``/metrics`` (Prometheus
+text) (:class:`AdminRoutes`).
 
 ``/readyz`` is whether to send this gateway clients, ``/healthz`` the same checks for what
 already asks it: both ask Redis and Kafka at once, each within
@@ -39,6 +40,8 @@ PAGES = {"/family": "family.html"}
 WEBSOCKET_PATH = "/ws"
 CHECKS = {"/healthz": "ok", "/readyz": "ready"}
 """The paths that check the servers, and the name of their verdict in the body."""
+ANY_HOST = ("", "0.0.0.0", "::")
+"""``api_host`` values that listen on every interface: no host a page could be sent to."""
 _UTF8_TYPES = frozenset(("application/javascript", "application/json", "image/svg+xml"))
 
 
@@ -47,23 +50,37 @@ class WebRoutes:
     the pages' files and their settings."""
 
     def __init__(self, settings: Settings) -> None:
-        self._config = orjson.dumps(
-            {
-                "tile_url": settings.console_tile_url,
-                "tile_attribution": settings.console_tile_attribution,
-            }
-        )
+        self._settings = settings
+        self._config = {
+            "tile_url": settings.console_tile_url,
+            "tile_attribution": settings.console_tile_attribution,
+        }
 
     async def __call__(self, ws: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == WEBSOCKET_PATH:
             return None
         if path == "/config.json":
-            return response(HTTPStatus.OK, self._config)
+            api = api_url(self._settings, request.headers.get("Host", ""))
+            return response(HTTPStatus.OK, orjson.dumps({**self._config, "api_url": api}))
         for prefix, folder in VENDOR.items():
             if path.startswith(prefix):
                 return await static(path.removeprefix(prefix), folder)
         return await static(PAGES.get(path, path))
+
+
+def api_url(settings: Settings, host_header: str) -> str:
+    """The HTTP API's base URL as a page reaches it: ``public_api_url`` when set (a proxy in
+    front); else ``api_host``'s, or, when the API listens on every interface, the host the page
+    itself was asked of (its ``Host``), at ``api_port``."""
+    if settings.public_api_url:
+        return settings.public_api_url.rstrip("/")
+    host = settings.api_host
+    if host in ANY_HOST:
+        host = urlsplit(f"//{host_header}").hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}"
 
 
 class AdminRoutes:

@@ -521,7 +521,7 @@ async def test_family_page_leaflet_and_the_pages_settings(
     gateway: Gateway, settings: Settings
 ) -> None:
     """The family's page at ``/family``, Leaflet from the console's npm folder (nothing else
-    of it), and the map's tiles as configured (``/config.json``)."""
+    of it), and the map's tiles and the API's URL as configured (``/config.json``)."""
     status, headers, page = await http_get(gateway, "/family")
     assert (status, headers["content-type"]) == (200, "text/html; charset=utf-8")
     assert b'src="/family.js"' in page
@@ -535,4 +535,5 @@ async def test_family_page_leaflet_and_the_pages_settings(
     assert orjson.loads(body) == {
         "tile_url": settings.console_tile_url,
         "tile_attribution": settings.console_tile_attribution,
+        "api_url": f"http://{settings.api_host}:{settings.api_port}",
     }

@@ -2,9 +2,10 @@
 
 One system for the module (the simulated Leeds city publishing all along), one Chromium
 (Debian's, ``/usr/bin/chromium``, driven by Playwright) for its tests. Every request the pages
-make beyond the gateway (the map's tile server) is refused, as on a machine with no internet:
-the map must still show its drawn grid. Each step waits with Playwright's ``expect``, which
-retries until its timeout; screenshots are kept under ``test-artifacts/browser/``.
+make beyond the gateway and the HTTP API (the map's tile server) is refused, as on a machine
+with no internet: the map must still show its drawn grid. Each step waits with Playwright's
+``expect``, which retries until its timeout; screenshots are kept under
+``test-artifacts/browser/``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiomqtt
+import httpx
 import numpy as np
 import orjson
 import pytest
@@ -29,8 +34,9 @@ from adapters.storage.visit_store import VisitStore
 from geofence.geodesy import LocalFrame
 from kernel.settings import Settings
 from simulators.population import AGENCY_ID as CITY
+from simulators.residents import ZONE
 from tests.journey.harness import own_worker_ready, running_system
-from tests.support import Phone, is_type, token
+from tests.support import Phone, is_type, token, wait_for
 from visits.rules import Visit
 
 pytestmark = [pytest.mark.servers, pytest.mark.browser]
@@ -50,6 +56,8 @@ FAMILY = f"browser-fam-{RUN}"
 VISITOR, RELATIVE, RELATIVE_FD = f"bf-cg-{RUN}", f"bf-pat-{RUN}", f"bf-fd-{RUN}"
 VISIT = f"bf-visit-{RUN}"
 RELATIVE_HOME = (53.8210, -1.5760)  # Headingley
+VISIT_STATES = {"scheduled", "en_route", "arrived", "in_visit", "left", "missed"}
+ROSTER_WAIT_S = 20.0  # the city rosters its day through the API as it starts
 STEP_M = 20.0  # per fix, one second apart
 DWELL_IN_S = 2.0
 
@@ -131,15 +139,67 @@ async def _offline(route: Route) -> None:
 
 async def _page(browser: Browser, settings: Settings, path: str, **viewport: int) -> Page:
     """A fresh page of the gateway's at ``path`` (its token in the fragment); nothing beyond
-    the gateway answers it."""
+    the gateway and the API answers it."""
     context = await browser.new_context(
         viewport={"width": viewport.get("width", 1280), "height": viewport.get("height", 860)}
     )
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
-    await context.route(re.compile(rf"^(?!{re.escape(gateway)}/|ws://)"), _offline)
+    ours = f"{re.escape(gateway)}/|{re.escape(_api_url(settings))}/|ws://"
+    await context.route(re.compile(rf"^(?!{ours})"), _offline)
     page = await context.new_page()
     await page.goto(f"{gateway}{path}")
     return page
+
+
+def _api_url(settings: Settings) -> str:
+    return f"http://{settings.api_host}:{settings.api_port}"
+
+
+def _api(settings: Settings, desk: str) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {desk}"}
+    return httpx.AsyncClient(base_url=_api_url(settings), headers=headers, trust_env=False)
+
+
+async def _all(client: httpx.AsyncClient, path: str, **query: str) -> list[dict[str, Any]]:
+    """Every item of a listing of the API's, page after page."""
+    items: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        answer = await client.get(path, params={**query, "limit": "500", "after": after})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        items += body["items"]
+        if not body["next"]:
+            return items
+        after = body["next"]
+
+
+async def _days_visits(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """The city's visits of today, as the console asks for them (its homes' zone)."""
+    today = datetime.now(ZoneInfo(ZONE)).date().isoformat()
+    return await _all(client, f"/v1/agencies/{CITY}/visits", day=today, zone=ZONE)
+
+
+async def _two_visits(client: httpx.AsyncClient, homes: list[dict[str, Any]]) -> None:
+    """Two visits of today by one of the city's caregivers, where the city rostered none."""
+    caregivers = await _all(client, f"/v1/agencies/{CITY}/caregivers")
+    now = datetime.now(ZoneInfo(ZONE))
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = min(now + timedelta(minutes=10), midnight - timedelta(minutes=40))
+    for n, home in enumerate(homes[:2]):
+        begins = start + timedelta(minutes=20 * n)
+        visit = {
+            "patient_id": home["id"],
+            "caregiver_id": caregivers[0]["id"],
+            "starts_at": begins.isoformat(),
+            "ends_at": (begins + timedelta(minutes=15)).isoformat(),
+        }
+        answer = await client.put(
+            f"/v1/agencies/{CITY}/visits/br-visit-{RUN}-{n}",
+            json=visit,
+            headers={"If-None-Match": "*"},
+        )
+        assert answer.status_code == 201, answer.text
 
 
 async def _shot(page: Page, name: str, selector: str = "body") -> bytes:
@@ -188,6 +248,52 @@ async def test_caregivers_move_on_a_map_that_shows_its_grid(
     who = await moved.json_value()
     assert isinstance(who, str) and who.startswith(f"{CITY}-cg")
     await _shot(page, "console-city-moved", "#map")
+    await page.context.close()
+
+
+async def test_the_console_shows_every_home_and_the_days_visits_with_their_state(
+    ready: Settings, browser: Browser
+) -> None:
+    desk = token(ready, "dispatcher", "desk", CITY)
+    async with _api(ready, desk) as client:
+        homes = await _all(client, f"/v1/agencies/{CITY}/patients")
+        assert homes, "the city has homes"
+
+        async def rostered() -> list[dict[str, Any]] | None:
+            return await _days_visits(client) or None
+
+        try:
+            visits = await wait_for(rostered, ROSTER_WAIT_S, "the city's day of visits")
+        except TimeoutError:  # the city rostered nothing (yet): two of the test's own
+            await _two_visits(client, homes)
+            visits = await _days_visits(client)
+    page = await _page(browser, ready, f"/#token={desk}")
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=WAIT_MS)
+
+    # every home of the city on the map, from the start: none needed an incident to show
+    await expect(page.locator(".ck-home[data-patient-id]")).to_have_count(
+        len(homes), timeout=WAIT_MS
+    )
+    first = homes[0]
+    home = page.locator(f'.ck-home[data-patient-id="{first["id"]}"]')
+    await expect(home).to_have_attribute("data-patient-name", first["name"])
+    await home.dispatch_event("click")  # its name on a click (or on hover)
+    await expect(page.locator(".leaflet-tooltip", has_text=first["name"])).to_be_visible()
+
+    # the day's visits in the Visits list, each with its state
+    rows = page.locator("#visits li.visit[data-visit-id]")
+    await expect(rows.first).to_be_visible(timeout=WAIT_MS)
+    shown = await rows.evaluate_all(
+        "(rows) => rows.map((r) => [r.dataset.visitId, r.dataset.state])"
+    )
+    assert shown and {state for _, state in shown} <= VISIT_STATES
+    assert {visit for visit, _ in shown} <= {v["id"] for v in visits} | {
+        f"br-visit-{RUN}-{n}" for n in range(2)
+    }
+    await expect(rows.first.locator(".state")).not_to_be_empty()
+    await expect(page.locator("#visits-summary")).to_contain_text(" visit")
+    await expect(page.locator("#api-status")).to_be_hidden()
+    await _shot(page, "console-homes-visits")
     await page.context.close()
 
 

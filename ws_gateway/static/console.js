@@ -10,7 +10,9 @@
 // deliver older messages after newer ones. The map is Leaflet's (served from the console's npm
 // folder, no CDN), over a drawn grid, so the page works with no tile server; an incident
 // clicked on the map or in the list opens with its timeline and the dispatcher's assign and
-// resolve.
+// resolve. What no frame lists comes from the HTTP API (/config.json's api_url, with the same
+// token): every home of the agency, the day's visits with their state, an incident's recorded
+// timeline; without the API the page says so once and goes on with the frames alone.
 "use strict";
 
 (() => {
@@ -66,13 +68,17 @@
     changedIncidents.add(f.incident_id);
     if (!known || known.state !== f.state || known.assignee_id !== f.assignee_id) {
       log(describeIncident(f), f.state === "escalated" ? "escalated" : "");
-      addToTimeline(f.incident_id, f.at, describeIncident(f), f.state === "escalated" ? "escalated" : "");
+      addToTimeline(f.incident_id, f.at, describeIncident(f), f.state === "escalated" ? "escalated" : "", "frame");
       if (f.state === "escalated") el("announce").textContent = `Escalated: ${describeIncident(f)}`;
     }
     if (f.trigger && known && known.trigger !== f.trigger) {
-      addToTimeline(f.incident_id, f.at, `a new ${f.trigger.replace(/_/g, " ")} from the home joined it`);
+      addToTimeline(f.incident_id, f.at, `a new ${f.trigger.replace(/_/g, " ")} from the home joined it`,
+        "", "frame");
     }
-    if (f.incident_id === selected) detailDirty = true;
+    if (f.incident_id === selected) {
+      detailDirty = true;
+      readRecord(f.incident_id); // the record has the step this frame tells
+    }
     listDirty = true;
   }
 
@@ -90,6 +96,7 @@
     if (known && known.at > f.at) return;
     alerts.set(f.alert_id, f);
     visitsDirty = true;
+    wantVisits(); // the visit it is about has moved on: read the day's again
     if (known && known.state === f.state) return;
     log(describeAlert(f), f.state === "raised" ? "escalated" : "");
     if (f.state === "raised") el("announce").textContent = `Visit alert: ${describeAlert(f)}`;
@@ -117,9 +124,59 @@
     visitsDirty = true;
   }
 
-  // A dispatcher's visits news is the visit alerts (late, missed, early departure, at a home
-  // with no visit): visit_status frames go to families and caregivers. Today's, raised first.
+  // A dispatcher's visits news: the visit alerts (late, missed, early departure, at a home with
+  // no visit), today's, raised first; then the day's visits as the API has them (read every
+  // minute and at each alert), under way first, then missed, then those to come, then those
+  // done; then any visit_status frame about a visit the API did not list.
   let visitsDirty = false;
+  const VISITS_SHOWN = 60;
+  const VISIT_STATE_WORDS = {
+    scheduled: "scheduled", en_route: "on the way", arrived: "arrived", in_visit: "in visit",
+    left: "left", missed: "missed",
+  };
+  const UNDER_WAY = new Set(["en_route", "arrived", "in_visit"]);
+  const visitRank = (state) => (UNDER_WAY.has(state) ? 0 : { missed: 1, scheduled: 2, left: 3 }[state] ?? 4);
+
+  // The API's visit, its state the newer of the read's and a visit_status frame's since.
+  function rosteredVisits() {
+    if (!dayVisits) return [];
+    return dayVisits.rows.map((v) => {
+      const f = visits.get(v.id);
+      const state = f && f.at > dayVisits.readAt ? f.state : v.state;
+      return {
+        id: v.id, state, patientId: v.patient_id, caregiverId: v.caregiver_id,
+        start: Date.parse(v.starts_at) / 1000, end: Date.parse(v.ends_at) / 1000,
+      };
+    }).sort((a, b) => visitRank(a.state) - visitRank(b.state) ||
+      (a.state === "left" ? b.start - a.start : a.start - b.start) || a.id.localeCompare(b.id));
+  }
+
+  function visitItem(v) {
+    const item = document.createElement("li");
+    item.className = `visit ${v.state}`;
+    item.dataset.visitId = v.id;
+    item.dataset.state = v.state;
+    const when = document.createElement("time");
+    when.className = "when";
+    when.dateTime = new Date(v.start * 1000).toISOString();
+    when.textContent = `${hhmm(v.start)}–${hhmm(v.end)}`;
+    const what = document.createElement("span");
+    what.className = "what";
+    what.textContent = `${homeNames.get(v.patientId) || v.patientId} · ${who(v.caregiverId)}`;
+    const state = document.createElement("span");
+    state.className = "state";
+    state.textContent = VISIT_STATE_WORDS[v.state] || v.state;
+    item.append(when, what, state);
+    return item;
+  }
+
+  function visitsSummary(rows) {
+    if (!dayVisits) return "";
+    const n = (test) => rows.filter((v) => test(v.state)).length;
+    return `${rows.length} visit${rows.length === 1 ? "" : "s"} on ${dayVisits.day}: ` +
+      `${n((s) => UNDER_WAY.has(s))} under way, ${n((s) => s === "scheduled")} to come, ` +
+      `${n((s) => s === "left")} done, ${n((s) => s === "missed")} missed`;
+  }
 
   function renderVisits() {
     const since = startOfToday();
@@ -131,14 +188,27 @@
       item.textContent = `${clock(f.at)} · ${describeAlert(f)}`;
       return item;
     });
-    const shownVisits = [...visits.values()].sort((a, b) => b.at - a.at).map((f) => {
-      const item = document.createElement("li");
-      item.className = `visit ${f.state}`;
-      item.textContent = describeVisit(f);
-      return item;
-    });
-    el("visits").replaceChildren(...shownAlerts, ...shownVisits);
-    el("no-visits").hidden = shownAlerts.length + shownVisits.length > 0;
+    const rows = rosteredVisits();
+    const listed = new Set(rows.map((v) => v.id));
+    const shownRows = rows.slice(0, VISITS_SHOWN).map(visitItem);
+    if (rows.length > VISITS_SHOWN) {
+      const more = document.createElement("li");
+      more.className = "visit more";
+      more.textContent = `and ${rows.length - VISITS_SHOWN} more`;
+      shownRows.push(more);
+    }
+    const shownVisits = [...visits.values()].filter((f) => !listed.has(f.visit_id))
+      .sort((a, b) => b.at - a.at).map((f) => {
+        const item = document.createElement("li");
+        item.className = `visit ${f.state}`;
+        item.textContent = describeVisit(f);
+        return item;
+      });
+    el("visits").replaceChildren(...shownAlerts, ...shownRows, ...shownVisits);
+    const summary = visitsSummary(rows);
+    el("visits-summary").textContent = summary;
+    el("visits-summary").hidden = !summary;
+    el("no-visits").hidden = shownAlerts.length + shownRows.length + shownVisits.length > 0;
   }
 
   // ------------------------------------------------------------------ alarms
@@ -862,9 +932,10 @@
       attribution: config.tile_attribution || "", maxZoom: 19, zIndex: 1, className: "ck-tiles",
     }).addTo(map);
   }
-  fetch("/config.json").then((r) => (r.ok ? r.json() : null)).then(addTiles, () => {});
+  const config = fetch("/config.json").then((r) => (r.ok ? r.json() : null)).catch(() => null);
+  config.then(addTiles).catch(() => {}); // no tiles: the grid shows
 
-  const homes = new Map(); // patient id -> {lat, lon, marker}
+  const homes = new Map(); // patient id -> {lat, lon, marker, name}
   const caregiverMarkers = new Map(); // caregiver id -> marker
   const incidentMarkers = new Map(); // incident id -> marker
   const alarmMarkers = new Map(); // patient id -> marker (her worst active alarm)
@@ -882,15 +953,29 @@
     Object.assign(node.dataset, data);
   }
 
-  function learnHome(patientId, lat, lon) {
+  function homeLabel(patientId, name) {
+    const label = document.createElement("span"); // text, never markup: names are people's
+    label.textContent = name ? `${name} · home (${patientId})` : `home of ${patientId}`;
+    return label;
+  }
+
+  // A home on the map: from the API (with her name) or from an incident frame's position.
+  function learnHome(patientId, lat, lon, name = "") {
     if (typeof lat !== "number" || typeof lon !== "number" || !patientId) return;
     const known = homes.get(patientId);
-    if (known) return;
+    if (known) {
+      if (name && known.name !== name) {
+        known.name = name;
+        if (known.marker) known.marker.setTooltipContent(homeLabel(patientId, name));
+        mark(known.marker, {}, { patientName: name });
+      }
+      return;
+    }
     const marker = map && L.marker([lat, lon], {
       icon: divIcon("ck-home", '<span aria-hidden="true">⌂</span>'), keyboard: false, zIndexOffset: -100,
-    }).bindTooltip(`home of ${patientId}`).addTo(homeLayer);
-    homes.set(patientId, { lat, lon, marker });
-    mark(marker, {}, { patientId });
+    }).bindTooltip(homeLabel(patientId, name)).addTo(homeLayer);
+    homes.set(patientId, { lat, lon, marker, name });
+    mark(marker, {}, name ? { patientId, patientName: name } : { patientId });
   }
 
   function placeCaregiver(c, now) {
@@ -1006,9 +1091,10 @@
   };
   const WAITING = new Set(["open", "offered", "escalated"]);
 
-  function addToTimeline(incidentId, at, text, cls = "") {
+  // `src`: "frame" (an incident frame), "hand" (the dispatcher's commands and their outcomes).
+  function addToTimeline(incidentId, at, text, cls = "", src = "hand") {
     const lines = timelines.get(incidentId) || [];
-    lines.push({ at, text, cls });
+    lines.push({ at, text, cls, src });
     lines.sort((a, b) => a.at - b.at);
     while (lines.length > TIMELINE_MAX) lines.shift();
     timelines.set(incidentId, lines);
@@ -1025,6 +1111,7 @@
       if (other && incidents.has(other)) placeIncident(incidents.get(other));
     }
     listDirty = true;
+    readRecord(id);
     renderDetail();
     el("incident-detail").hidden = false;
     el("detail-title").focus();
@@ -1102,7 +1189,7 @@
     const outcome = el("detail-outcome");
     outcome.textContent = hand ? incidentHandText(hand) : "";
     outcome.className = `outcome ${hand ? hand.state : ""}`;
-    const lines = timelines.get(i.incident_id) || [];
+    const lines = timelineOf(i.incident_id);
     el("detail-timeline").replaceChildren(...lines.map((line) => {
       const item = document.createElement("li");
       if (line.cls) item.className = line.cls;
@@ -1172,6 +1259,212 @@
       }
       if (id === selected) detailDirty = true;
     }
+  }
+
+  // ------------------------------------------------------------------ the HTTP API
+
+  // What no frame lists, read from the HTTP API (another origin: it answers this page's by
+  // CORS) with the page's own token: every home of the agency, on the map from the start (not
+  // only once an incident gives one's position), with her name; the day's visits (the agency's
+  // day: its homes' time zone, else the browser's) with their state, since a dispatcher gets
+  // no visit_status frames, read again every minute and at each visit alert; the caregivers'
+  // names; an opened incident's timeline as recorded. Every read is all its pages. When the
+  // API cannot be reached (not running, no route to it, the token refused) the page says so
+  // once and goes on with the frames alone; it says so again only after it answered again.
+  const API_PAGE = 500;
+  const VISITS_EVERY_MS = 60000;
+  const VISITS_AT_MOST_EVERY_MS = 5000; // alerts come in bursts: one read for a burst
+  const api = { base: "", token: "", agency: "", ready: false, down: false };
+  const homeNames = new Map(); // patient id -> name
+  const zones = new Map(); // time zone -> how many of the agency's homes are in it
+  let homesRead = false;
+  let dayVisits = null; // {day, zone, readAt, rows}: the last read of the day's visits
+  let visitsReading = false;
+  let visitsAgain = false; // wanted again while a read was under way
+  let visitsLast = 0;
+  let visitsTimer = 0;
+  const records = new Map(); // incident id -> {steps, readAt}: its timeline as recorded
+  const recordReads = new Set(); // incident ids being read
+  const recordAgain = new Set(); // ... and wanted again once read
+
+  // The token's agency (its claims, read, not verified: the API verifies it).
+  function tokenAgency(token) {
+    try {
+      const claims = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return String(JSON.parse(atob(claims)).agency || "");
+    } catch {
+      return "";
+    }
+  }
+
+  function apiDown(why) {
+    if (api.down) return;
+    api.down = true;
+    const note = el("api-status");
+    note.textContent = `No API (${why}): homes and visits from the live feed only`;
+    note.hidden = false;
+    log(`the HTTP API cannot be reached (${why}): going on with the live feed alone`, "escalated");
+  }
+
+  function apiUp() {
+    if (!api.down) return;
+    api.down = false;
+    el("api-status").hidden = true;
+    log("the HTTP API answers again");
+  }
+
+  async function apiGet(path) {
+    let answer;
+    try {
+      answer = await fetch(`${api.base}${path}`, {
+        headers: { Authorization: `Bearer ${api.token}`, Accept: "application/json" },
+        cache: "no-store",
+      });
+    } catch (error) {
+      apiDown("no answer");
+      throw error;
+    }
+    if (answer.status === 401 || answer.status === 403) apiDown("the login was refused");
+    else if (answer.status >= 500) apiDown(`it answered ${answer.status}`);
+    if (!answer.ok) throw new Error(`${path}: ${answer.status}`);
+    apiUp();
+    return answer.json();
+  }
+
+  async function apiAll(path) {
+    const items = [];
+    let after = "";
+    for (;;) {
+      const more = after ? `&after=${encodeURIComponent(after)}` : "";
+      const page = await apiGet(`${path}${path.includes("?") ? "&" : "?"}limit=${API_PAGE}${more}`);
+      items.push(...page.items);
+      if (!page.next) return items;
+      after = page.next;
+    }
+  }
+
+  const agencyPath = (rest) => `/v1/agencies/${encodeURIComponent(api.agency)}/${rest}`;
+
+  async function readHomes() {
+    const patients = await apiAll(agencyPath("patients"));
+    zones.clear();
+    for (const p of patients) {
+      homeNames.set(p.id, p.name);
+      zones.set(p.zone, (zones.get(p.zone) || 0) + 1);
+      learnHome(p.id, p.lat, p.lon, p.name);
+    }
+    homesRead = true;
+    log(`${patients.length} home${patients.length === 1 ? "" : "s"} of the agency on the map`);
+    alarmsDirty = true; // an alarm of a home now known is drawn there
+    visitsDirty = true;
+  }
+
+  async function readCaregivers() {
+    for (const c of await apiAll(agencyPath("caregivers"))) {
+      if (c.name && !names.has(c.id)) names.set(c.id, c.name);
+    }
+    visitsDirty = true;
+  }
+
+  function agencyZone() {
+    let zone = "";
+    let most = 0;
+    for (const [name, n] of zones) if (n > most) [zone, most] = [name, n];
+    return zone || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  }
+
+  function todayIn(zone) { // YYYY-MM-DD, that zone's
+    const parts = Object.fromEntries(new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit",
+    }).formatToParts(new Date()).map((p) => [p.type, p.value]));
+    return `${parts.year}-${parts.month}-${parts.day}`;
+  }
+
+  async function readVisits() {
+    const zone = agencyZone();
+    const day = todayIn(zone);
+    const readAt = nowS();
+    const rows = await apiAll(agencyPath(`visits?day=${day}&zone=${encodeURIComponent(zone)}`));
+    dayVisits = { day, zone, readAt, rows };
+    visitsDirty = true;
+  }
+
+  // The day's visits read again: now, or once the last read is done and a little old.
+  function wantVisits() {
+    if (!api.ready) return;
+    if (visitsReading) {
+      visitsAgain = true;
+      return;
+    }
+    const wait = visitsLast + VISITS_AT_MOST_EVERY_MS - Date.now();
+    if (wait > 0) {
+      if (!visitsTimer) visitsTimer = setTimeout(() => { visitsTimer = 0; wantVisits(); }, wait);
+      return;
+    }
+    visitsReading = true;
+    visitsLast = Date.now();
+    readVisits().catch(() => {}).finally(() => {
+      visitsReading = false;
+      if (visitsAgain) {
+        visitsAgain = false;
+        wantVisits();
+      }
+    });
+  }
+
+  function describeStep(step) {
+    const what = String(step.kind).replace(/^incident_/, "").replace(/_/g, " ");
+    return step.actor ? `${what} · ${step.actor}` : what;
+  }
+
+  // An incident's timeline as recorded (every step, from before this page was opened too);
+  // the frames' lines stand for it until it answers, and for what came after it answered.
+  function readRecord(id) {
+    if (!api.ready || !id) return;
+    if (recordReads.has(id)) {
+      recordAgain.add(id);
+      return;
+    }
+    recordReads.add(id);
+    const readAt = nowS();
+    apiGet(agencyPath(`incidents/${encodeURIComponent(id)}`)).then((record) => {
+      const steps = record.timeline.map((step) => ({
+        at: Date.parse(step.at) / 1000, text: describeStep(step),
+        cls: String(step.kind).includes("escalat") ? "escalated" : "", src: "record",
+      }));
+      records.set(id, { steps, readAt });
+      if (id === selected) detailDirty = true;
+    }).catch(() => {}).finally(() => {
+      recordReads.delete(id);
+      if (recordAgain.delete(id)) readRecord(id);
+    });
+  }
+
+  function timelineOf(id) {
+    const lines = timelines.get(id) || [];
+    const record = records.get(id);
+    if (!record) return lines;
+    const since = lines.filter((line) => line.src !== "frame" || line.at > record.readAt);
+    return [...record.steps, ...since].sort((a, b) => a.at - b.at).slice(-TIMELINE_MAX);
+  }
+
+  async function startApi(token) {
+    const settings = await config;
+    api.agency = tokenAgency(token);
+    if (!settings || !settings.api_url || !api.agency) {
+      apiDown(settings ? "none configured" : "no settings");
+      return;
+    }
+    api.base = String(settings.api_url).replace(/\/+$/, "");
+    api.token = token;
+    await readHomes().catch(() => {});
+    api.ready = true;
+    readCaregivers().catch(() => {});
+    wantVisits();
+    setInterval(() => {
+      if (!homesRead) readHomes().catch(() => {});
+      wantVisits();
+    }, VISITS_EVERY_MS);
   }
 
   // ------------------------------------------------------------------ main loop
@@ -1248,6 +1541,7 @@
       return;
     }
     connect(token);
+    startApi(token).catch(() => apiDown("it could not be read"));
   }
 
   start();
