@@ -350,17 +350,20 @@ async def test_an_escalated_incident_pulses_is_acknowledged_assigned_and_resolve
     await page.context.close()
 
 
-async def test_without_its_map_library_the_console_still_works(
+async def test_without_its_map_library_or_the_api_the_console_still_works(
     ready: Settings, browser: Browser
 ) -> None:
     context = await browser.new_context()
     await context.route("**/vendor/leaflet/**", _offline)  # as on a server with no npm install
+    await context.route(f"{_api_url(ready)}/**", _offline)  # and no route to the API
     page = await context.new_page()
     gateway = f"http://{ready.gateway_host}:{ready.gateway_port}"
     await page.goto(f"{gateway}/#token={token(ready, 'dispatcher', 'desk', CITY)}")
     await expect(page.locator("#connection")).to_have_text("Live", timeout=WAIT_MS)
     await expect(page.locator("#map")).to_contain_text("No map")
     await expect(page.locator("#count-caregivers")).not_to_have_text("0", timeout=WAIT_MS)
+    await expect(page.locator("#api-status")).to_contain_text("No API", timeout=WAIT_MS)
+    await expect(page.locator("#log li", has_text="cannot be reached")).to_have_count(1)
     await context.close()
 
 
