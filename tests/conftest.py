@@ -47,12 +47,15 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     """Resolved settings: URLs of servers that answer, in a fresh per-session namespace, and a
     tansu of the session's own on a free port (sessions at once, parallel workers or two runs on
     one machine, would each start theirs on the configured port where it looks free)."""
+    workdir = tmp_path_factory.mktemp("servers")
     settings = Settings(
         namespace=f"t{secrets.token_hex(4)}",
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         token_keys=f"t{secrets.token_hex(2)}:{secrets.token_urlsafe(32)}",  # the session's own
+        # one key-encryption key for the session's every process, whatever folder it runs in:
+        # patients a module registered are opened by the next module's careknot up
+        patient_kek_file=str(workdir / "patient-kek"),
     )
-    workdir = tmp_path_factory.mktemp("servers")
     with ServerStack(settings, workdir, fresh_kafka=True) as resolved:
         yield resolved
 
