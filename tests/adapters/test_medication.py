@@ -452,5 +452,11 @@ async def test_a_worker_parks_an_undeclared_dose_and_records_a_caregivers_entry(
     counted = 'careknot_worker_dead_letters_total{reason="undeclared_dose",topic="device-events"}'
     assert counted + " 1.0" in await scrape(worker.dispatch_metrics_port)
     box = RedisConnection(redis).outbox(settings)
-    answered = [orjson.loads(m) for m in await box.since(recipients.caregiver(w.cg(0)), 0)]
-    assert [(f["type"], f["outcome"]) for f in answered] == [("administration_result", "done")]
+
+    async def told() -> list[tuple[str, str]] | None:
+        # the entry is kept, then its result told: the telling may come a moment after
+        sent = [orjson.loads(m) for m in await box.since(recipients.caregiver(w.cg(0)), 0)]
+        return [(f["type"], f["outcome"]) for f in sent] or None
+
+    answered = await poll_until(told, WITHIN_S, "the caregiver told her entry's result")
+    assert answered == [("administration_result", "done")]
