@@ -155,8 +155,10 @@ class Conversations:
         conn.budget = FrameBudget(self._limits, time.monotonic())
         position = await self._outbox.position(conn.recipient)
         conn.epoch = position.epoch
-        hello = hello_frame(conn.claims, conn.recipient, position.seq, position.epoch)
-        await conn.ws.send(hello, text=True)
+        # not kept in a local: orjson's output holds a 4 KiB buffer for as long as it lives
+        await conn.ws.send(
+            hello_frame(conn.claims, conn.recipient, position.seq, position.epoch), text=True
+        )
         if last_seq is not None and last_seq.isdigit():
             given = int(epoch) if epoch is not None and epoch.isdigit() else None
             await self._resume(conn, int(last_seq), given)

@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.base import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.typing import Origin
 
 from adapters import kafka
@@ -105,7 +107,8 @@ class Gateway:
                 close_timeout=CLOSE_TIMEOUT_S,
                 origins=allowed_origins(settings),
                 ssl=tls_context(settings),
-                compression="deflate" if settings.gateway_compression else None,
+                compression=None,
+                extensions=deflate(settings),
             )
         )
         self._admin: Server | None = None
@@ -216,6 +219,7 @@ class Gateway:
             return
         except ConnectionClosed:
             return
+        forget_handshake(ws)
         conn = Connection(ws, claims, recipient)
         self._routes[recipient].add(conn)  # queue live messages before reading seq_now
         try:
@@ -226,6 +230,33 @@ class Gateway:
             self._routes[recipient].discard(conn)
             if not self._routes[recipient]:
                 del self._routes[recipient]
+
+
+def deflate(settings: Settings) -> list[ServerExtensionFactory]:
+    """permessage-deflate when ``gateway_compression`` is on, as websockets' default (12-bit
+    windows, memLevel 5) but without context takeover either way: each message is compressed
+    and decompressed on its own, so an idle connection keeps no zlib state (a compressor and a
+    decompressor kept between messages cost ~45 KiB a connection)."""
+    if not settings.gateway_compression:
+        return []
+    return [
+        ServerPerMessageDeflateFactory(
+            server_no_context_takeover=True,
+            client_no_context_takeover=True,
+            server_max_window_bits=12,
+            client_max_window_bits=12,
+            compress_settings={"memLevel": 5},
+        )
+    ]
+
+
+def forget_handshake(ws: ServerConnection) -> None:
+    """Drop the handshake's headers, read by now: websockets keeps the request and response
+    for the connection's life (~4 KiB, more from a browser)."""
+    if ws.request is not None:
+        ws.request.headers.clear()
+    if ws.response is not None:
+        ws.response.headers.clear()
 
 
 def bearer(headers: Headers) -> str | None:

@@ -355,6 +355,8 @@ class Delivered:
     below the run arrive after it (clients order by ``seq``). Then the run folds into the floor.
     """
 
+    __slots__ = ("first", "floor", "last")
+
     def __init__(self) -> None:
         self.floor = 0
         self.first = 0
