@@ -15,12 +15,14 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from adapters.kafka import Producer
 from adapters.storage.relay import GatewayConnection
@@ -94,8 +96,10 @@ class Connection:
     epoch: int = 0
     delivered: Delivered = field(default_factory=Delivered)
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)
-    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    overflowed: bool = False
     budget: FrameBudget = field(default_factory=FrameBudget)
+    token_check: asyncio.TimerHandle | None = None
+    """When its token is next checked: a timer, not a task waiting a connection's life."""
 
     def catch_up(self) -> bool:
         """Queue the relay's word that it lost messages: the pump catches up at this point of
@@ -103,15 +107,27 @@ class Connection:
         return self.offer(CATCH_UP, 0, b"")
 
     def offer(self, seq: int, epoch: int, message: bytes) -> bool:
-        """Queue a relayed message; False (once) when the queue overflows."""
-        if self.overflowed.is_set():
+        """Queue a relayed message; False (once) when the queue overflows, and the client,
+        too slow for what it is sent, is closed (1013)."""
+        if self.overflowed:
             return True
         try:
             self.queue.put_nowait((seq, epoch, message))
         except asyncio.QueueFull:
-            self.overflowed.set()
+            self.overflowed = True
+            in_background(self.ws.close(CLOSE_TRY_AGAIN_LATER, "too slow"))
             return False
         return True
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+"""Steps started from a callback (a connection closed, a token checked), kept until done."""
+
+
+def in_background(step: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(step)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 class Conversations:
@@ -162,16 +178,15 @@ class Conversations:
         if last_seq is not None and last_seq.isdigit():
             given = int(epoch) if epoch is not None and epoch.isdigit() else None
             await self._resume(conn, int(last_seq), given)
+        self._check_token_later(conn)
         async with asyncio.TaskGroup() as tasks:
             pump = tasks.create_task(self._pump(conn), name=f"pump {conn.recipient}")
-            guard = tasks.create_task(self._guard(conn), name=f"guard {conn.recipient}")
-            watch = tasks.create_task(self._watch_token(conn), name=f"token {conn.recipient}")
             try:
                 await self._listen(conn)
             finally:
                 pump.cancel()
-                guard.cancel()
-                watch.cancel()
+                if conn.token_check is not None:
+                    conn.token_check.cancel()
 
     async def _pump(self, conn: Connection) -> None:
         """Send what the relay queued, in order. Redis failing it midway closes the connection
@@ -208,28 +223,33 @@ class Conversations:
         await self._resync(conn, epoch)
         return True
 
-    async def _guard(self, conn: Connection) -> None:
-        await conn.overflowed.wait()
-        await conn.ws.close(CLOSE_TRY_AGAIN_LATER, "too slow")
+    def _check_token_later(self, conn: Connection) -> None:
+        """Check the connection's token when it is due: at its expiry, and every
+        ``TOKEN_CHECK_S`` before it (a revocation)."""
+        left = conn.claims.exp - time.time()
+        delay = max(0.0, min(left, TOKEN_CHECK_S))
+        loop = asyncio.get_running_loop()
+        conn.token_check = loop.call_later(delay, self._token_due, conn)
 
-    async def _watch_token(self, conn: Connection) -> None:
+    def _token_due(self, conn: Connection) -> None:
+        in_background(self._check_token(conn))
+
+    async def _check_token(self, conn: Connection) -> None:
         """Close the connection once its token lapses: expired (and not refreshed), or its
         holder's tokens revoked. A revocation Redis cannot tell now is asked again later."""
-        while True:
-            left = conn.claims.exp - time.time()
-            await asyncio.sleep(max(0.0, min(left, TOKEN_CHECK_S)))  # a timer: until it is due
-            try:
-                await self._revocations.still_good(conn.claims, time.time())
-            except StorageError as exc:
-                log.warning("%s: revocations not read: %s", conn.recipient, exc)
-            except AuthError as exc:
-                self._counters.rejected[UNAUTHORISED] += 1
-                with contextlib.suppress(ConnectionClosed):
-                    await conn.ws.send(
-                        error_frame(RejectedInput(UNAUTHORISED, str(exc))), text=True
-                    )
-                    await conn.ws.close(CLOSE_UNAUTHORISED, "token lapsed")
-                return
+        if conn.ws.state is State.CLOSED:
+            return
+        try:
+            await self._revocations.still_good(conn.claims, time.time())
+        except StorageError as exc:
+            log.warning("%s: revocations not read: %s", conn.recipient, exc)
+        except AuthError as exc:
+            self._counters.rejected[UNAUTHORISED] += 1
+            with contextlib.suppress(ConnectionClosed):
+                await conn.ws.send(error_frame(RejectedInput(UNAUTHORISED, str(exc))), text=True)
+                await conn.ws.close(CLOSE_UNAUTHORISED, "token lapsed")
+            return
+        self._check_token_later(conn)
 
     async def _refresh(self, conn: Connection, token: str) -> None:
         """A fresh token of the same person, for the same recipient: the connection goes on

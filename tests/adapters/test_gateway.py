@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import time
@@ -17,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
 from adapters.storage.outbox import Outbox
@@ -228,6 +229,30 @@ async def test_an_open_connection_closes_when_its_token_expires_unless_refreshed
             await asyncio.sleep(2.5)  # past the first token's expiry: a wait for the clock
             await send(ws, {"type": "ping"})
             assert await recv(ws) == {"type": "pong"}  # still open under the fresh token
+
+
+async def test_a_client_too_slow_for_what_it_is_sent_is_closed_1013_not_waited_for(
+    settings: Settings, box: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that reads nothing while it is sent megabytes: once the socket's buffers and its
+    connection's queue are full, the gateway closes it (1013, try again later: a reconnect with
+    resume misses nothing) rather than hold what it is owed without bound."""
+    monkeypatch.setattr(conversation, "QUEUE_SIZE", 4)
+    ring = tokens.keyring_of(settings)
+    slow = tokens.mint(ring, "caregiver", "cg-slow", "a1", 600.0, time.time())
+    async with Gateway(settings.model_copy(update={"gateway_port": 0})) as gw:
+        url = f"ws://127.0.0.1:{gw.port}/ws"
+        headers = {"Authorization": f"Bearer {slow}"}
+        async with connect(url, additional_headers=headers, max_queue=1) as ws:
+            owed = [orjson.dumps({"type": "bulk", "n": n, "pad": "x" * 4096}) for n in range(3000)]
+            await box.send_many([(recipients.caregiver("cg-slow"), owed)])
+            got = 0
+            with contextlib.suppress(ConnectionClosed):
+                async with asyncio.timeout(TIMEOUT_S):
+                    async for _ in ws:  # it reads at last: what was sent before the close
+                        got += 1
+            assert ws.close_code == 1013 and ws.close_reason == "too slow"
+            assert got < len(owed)  # not everything owed was held for it
 
 
 async def test_revoking_a_persons_tokens_closes_her_connection_and_refuses_her_next(
