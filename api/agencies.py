@@ -11,15 +11,22 @@ to outsiders); an agency once registered is never removed, so the answer is kept
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.storage.directory import AgencyRow
 from api.auth import Caller, may_administer, may_manage
 from api.problems import Refused
-from api.resources import WRITE_RESPONSES, AgencyId, Precondition, directory, etag, versioned
+from api.resources import (
+    WRITE_RESPONSES,
+    AgencyId,
+    IfMatch,
+    IfNoneMatch,
+    Precondition,
+    directory,
+    etag,
+    versioned,
+)
 
 router = APIRouter(prefix="/v1/agencies", tags=["agencies"])
 
@@ -69,8 +76,8 @@ async def put_agency(
     claims: Caller,
     agency_id: AgencyId,
     body: AgencyIn,
-    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
-    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Agency:
     may_administer(claims, agency_id)
     row = AgencyRow(agency_id, body.name)

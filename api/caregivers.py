@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.storage.postgres import CaregiverRow
@@ -19,6 +19,8 @@ from api.resources import (
     WRITE_RESPONSES,
     After,
     AgencyId,
+    IfMatch,
+    IfNoneMatch,
     Limit,
     Page,
     Precondition,
@@ -83,8 +85,8 @@ async def put_caregiver(
     agency_id: AgencyId,
     caregiver_id: CaregiverId,
     body: CaregiverIn,
-    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
-    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Caregiver:
     may_administer(claims, agency_id)
     row = CaregiverRow(caregiver_id, agency_id, body.name, tuple(body.skills))

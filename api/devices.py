@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.storage.postgres import DeviceRow
@@ -27,9 +27,12 @@ from api.broker import Credentials, credentials_for, withdraw
 from api.problems import Refused
 from api.resources import (
     ID,
+    PRECONDITION_RESPONSES,
     WRITE_RESPONSES,
     After,
     AgencyId,
+    IfMatch,
+    IfNoneMatch,
     Limit,
     Page,
     Precondition,
@@ -111,8 +114,8 @@ async def put_device(
     agency_id: AgencyId,
     device_id: DeviceId,
     body: DeviceIn,
-    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
-    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Registered:
     may_administer(claims, agency_id)
     row = DeviceRow(device_id, agency_id, body.patient_id, body.kind)
@@ -158,8 +161,7 @@ async def new_credentials(
     summary="decommission a device: its broker client withdrawn, its health no longer watched",
     responses={
         404: {"description": "no such device"},
-        412: {"description": "changed since the version given"},
-        428: {"description": "needs If-Match"},
+        **PRECONDITION_RESPONSES,
     },
 )
 async def decommission(
@@ -167,7 +169,7 @@ async def decommission(
     claims: Caller,
     agency_id: AgencyId,
     device_id: DeviceId,
-    if_match: Annotated[str | None, Header(description="the ETag it is decommissioned on")] = None,
+    if_match: IfMatch = None,
 ) -> Response:
     """Its client is withdrawn first, so a broker away leaves it in service and the call can be
     made again."""

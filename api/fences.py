@@ -13,17 +13,25 @@ new fence from their next batch.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
 import shapely
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, model_validator
 
 from adapters.storage.schedule import FenceRow, Schedule
 from api.auth import Caller, may_manage
 from api.patients import PatientId
 from api.problems import Refused
-from api.resources import WRITE_RESPONSES, AgencyId, Precondition, directory, etag
+from api.resources import (
+    WRITE_RESPONSES,
+    AgencyId,
+    IfMatch,
+    IfNoneMatch,
+    Precondition,
+    directory,
+    etag,
+)
 from geofence.fences import DEFAULT_RADIUS_M, MAX_EXTENT_M, Fence, InvalidFence
 from geofence.geodesy import haversine_m
 
@@ -118,8 +126,8 @@ async def put_fence(
     agency_id: AgencyId,
     patient_id: PatientId,
     body: FenceIn,
-    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
-    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> HomeFence:
     may_manage(claims, agency_id)
     patient = await directory(request).patient(agency_id, patient_id)

@@ -14,14 +14,23 @@ import time as clock
 from datetime import date, time
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from adapters.storage.medication import MedicationStore
 from adapters.storage.postgres import PatientRow
 from api.auth import Caller, may_manage, may_read_relative
 from api.problems import Refused
-from api.resources import ID, AgencyId, Precondition, directory, etag
+from api.resources import (
+    ID,
+    PRECONDITION_RESPONSES,
+    AgencyId,
+    IfMatch,
+    IfNoneMatch,
+    Precondition,
+    directory,
+    etag,
+)
 from medication.doses import HALF, HERO_WINDOW_S, Schedule, ScheduledDose
 
 PatientId = Annotated[str, Path(pattern=ID, description="the patient's id")]
@@ -117,8 +126,7 @@ async def get_schedule(
     summary="set or replace her medication schedule",
     responses={
         404: {"description": "no such patient of the agency"},
-        412: {"description": "changed since the version given"},
-        428: {"description": "replacing needs If-Match"},
+        **PRECONDITION_RESPONSES,
     },
 )
 async def put_schedule(
@@ -128,8 +136,8 @@ async def put_schedule(
     agency_id: AgencyId,
     patient_id: PatientId,
     body: ScheduleIn,
-    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
-    if_none_match: Annotated[str | None, Header(description="* to set her first only")] = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> MedicationSchedule:
     may_manage(claims, agency_id)
     patient = await _patient(request, agency_id, patient_id)

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.storage.access_log import AccessLog
@@ -23,6 +23,8 @@ from api.resources import (
     WRITE_RESPONSES,
     After,
     AgencyId,
+    IfMatch,
+    IfNoneMatch,
     Limit,
     Page,
     Precondition,
@@ -120,8 +122,8 @@ async def put_patient(
     agency_id: AgencyId,
     patient_id: PatientId,
     body: PatientIn,
-    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
-    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Patient:
     may_administer(claims, agency_id)
     row = PatientRow(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.storage.phones import PhoneRow, Phones
@@ -23,9 +23,12 @@ from api.broker import Credentials, credentials_for, withdraw
 from api.problems import Refused
 from api.resources import (
     ID,
+    PRECONDITION_RESPONSES,
     WRITE_RESPONSES,
     After,
     AgencyId,
+    IfMatch,
+    IfNoneMatch,
     Limit,
     Page,
     Precondition,
@@ -37,7 +40,6 @@ from kernel.contracts import OWNTRACKS_NAME
 
 User = Annotated[str, Path(pattern=f"^{OWNTRACKS_NAME}$", description="her OwnTracks user name")]
 Device = Annotated[str, Path(pattern=f"^{OWNTRACKS_NAME}$", description="the phone's device id")]
-IfMatch = Annotated[str | None, Header(description="the ETag the change is made on")]
 
 router = APIRouter(prefix="/v1/agencies/{agency_id}/owntracks", tags=["owntracks phones"])
 
@@ -107,7 +109,7 @@ async def get_phone(
 async def put_phone(
     request: Request, response: Response, claims: Caller, agency_id: AgencyId, user: User,
     device: Device, body: PhoneIn, if_match: IfMatch = None,
-    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+    if_none_match: IfNoneMatch = None,
 ) -> RegisteredPhone:  # fmt: skip
     may_administer(claims, agency_id)
     row = PhoneRow(user, device, body.caregiver_id, agency_id)
@@ -135,8 +137,7 @@ async def put_phone(
     summary="decommission a phone (her last: her broker client withdrawn)",
     responses={
         404: {"description": "no such phone"},
-        412: {"description": "changed since the version given"},
-        428: {"description": "needs If-Match"},
+        **PRECONDITION_RESPONSES,
     },
 )
 async def delete_phone(

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Generic, TypeVar
 
 import orjson
-from fastapi import Path, Query, Request, Response
+from fastapi import Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from adapters.storage.directory import Directory
@@ -17,12 +17,18 @@ from api.problems import Refused
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 AgencyId = Annotated[str, Path(pattern=ID, description="the agency's id")]
 PAGE_MAX = 500
+PRECONDITION_RESPONSES: dict[int | str, dict[str, str]] = {
+    412: {"description": "changed since the version given"},
+    428: {"description": "changing it needs If-Match"},
+}
+"""What a write made against a version may answer (``Precondition.refuse``)."""
 WRITE_RESPONSES: dict[int | str, dict[str, str]] = {
     201: {"description": "created"},
     409: {"description": "the id is another agency's"},
-    412: {"description": "changed since the version given"},
-    428: {"description": "replacing needs If-Match"},
+    **PRECONDITION_RESPONSES,
 }
+IfMatch = Annotated[str | None, Header(description="the ETag the change is made on")]
+IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
 
 T = TypeVar("T")
 Shown = TypeVar("Shown", bound=BaseModel)
@@ -84,5 +90,5 @@ class Precondition:
 
     def refuse(self, what: str) -> Refused:
         if self._missing:
-            return Refused(428, "precondition_required", f"replacing {what} needs If-Match")
+            return Refused(428, "precondition_required", f"changing {what} needs If-Match")
         return Refused(412, "changed", "changed since the version given: read it again")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from adapters.storage.schedule import CertificateRow, Schedule, ShiftRow
@@ -23,9 +23,12 @@ from api.caregivers import CaregiverId
 from api.problems import Refused
 from api.resources import (
     ID,
+    PRECONDITION_RESPONSES,
     WRITE_RESPONSES,
     After,
     AgencyId,
+    IfMatch,
+    IfNoneMatch,
     Limit,
     Page,
     Precondition,
@@ -152,8 +155,8 @@ async def put_certificate(
     caregiver_id: CaregiverId,
     kind: Kind,
     body: CertificateIn,
-    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
-    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Certificate:
     may_administer(claims, agency_id)
     row = CertificateRow(caregiver_id, kind, body.expires_at.timestamp())
@@ -174,7 +177,7 @@ async def put_certificate(
     "/certificates/{kind}",
     status_code=204,
     summary="take a certificate away",
-    responses={404: {"description": "no such certificate"}, 412: {"description": "changed"}},
+    responses={404: {"description": "no such certificate"}, 412: PRECONDITION_RESPONSES[412]},
 )
 async def delete_certificate(
     request: Request,
@@ -182,7 +185,7 @@ async def delete_certificate(
     agency_id: AgencyId,
     caregiver_id: CaregiverId,
     kind: Kind,
-    if_match: Annotated[str | None, Header(description="the ETag it is deleted on")] = None,
+    if_match: IfMatch = None,
 ) -> Response:
     may_administer(claims, agency_id)
     given = Precondition(if_match, None)

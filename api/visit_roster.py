@@ -22,14 +22,26 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from adapters.storage.postgres import known_zone
 from adapters.storage.schedule import Batch, Schedule, VisitPlan, VisitRow
 from api.auth import Caller, may_manage, may_read_caregiver
 from api.problems import Refused
-from api.resources import ID, WRITE_RESPONSES, After, AgencyId, Limit, Page, Precondition, etag
+from api.resources import (
+    ID,
+    PRECONDITION_RESPONSES,
+    WRITE_RESPONSES,
+    After,
+    AgencyId,
+    IfMatch,
+    IfNoneMatch,
+    Limit,
+    Page,
+    Precondition,
+    etag,
+)
 from api.roster import bad_times, when
 from api.visit_import import MAX_BYTES, VISIT_MAX_S, BadRow, Row, read_roster, refused_rows
 
@@ -169,8 +181,8 @@ async def put_visit(
     agency_id: AgencyId,
     visit_id: VisitId,
     body: VisitIn,
-    if_match: Annotated[str | None, Header(description="the ETag the change is made on")] = None,
-    if_none_match: Annotated[str | None, Header(description="* to create only")] = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Visit:
     may_manage(claims, agency_id)
     refused = bad_times(body.starts_at, body.ends_at, VISIT_MAX_S)
@@ -196,7 +208,7 @@ async def put_visit(
         raise _refusal(problem, visit_id)
     written = await store.visit(agency_id, visit_id)
     if written is None:  # cancelled since, by another dispatcher
-        raise Refused(412, "changed", "changed since the version given: read it again")
+        raise given.refuse("a visit")
     out = _out(written)
     response.status_code = 201 if done.created else 200
     response.headers["ETag"] = etag(out)
@@ -210,8 +222,7 @@ async def put_visit(
     responses={
         404: {"description": "no such visit"},
         409: {"description": "begun already"},
-        412: {"description": "changed since the version given"},
-        428: {"description": "cancelling needs If-Match"},
+        **PRECONDITION_RESPONSES,
     },
 )
 async def cancel_visit(
@@ -219,7 +230,7 @@ async def cancel_visit(
     claims: Caller,
     agency_id: AgencyId,
     visit_id: VisitId,
-    if_match: Annotated[str | None, Header(description="the ETag it is cancelled on")] = None,
+    if_match: IfMatch = None,
 ) -> Response:
     may_manage(claims, agency_id)
     given = Precondition(if_match, None)
@@ -229,8 +240,6 @@ async def cancel_visit(
     if removed == "unknown":
         raise Refused(404, "unknown_visit", visit_id)
     if removed == "precondition_failed":
-        if if_match is None:
-            raise Refused(428, "precondition_required", "cancelling a visit needs If-Match")
         raise given.refuse("a visit")
     if removed == "visit_begun":
         raise _refusal("visit_begun", visit_id)
