@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from kernel.contracts import FixEvent
+from kernel.contracts import FixEvent, Role
 from kernel.settings import Settings
 from kernel.waiting import poll_until as wait_for
 from simulators.phone import Frame, Phone, is_type, token
@@ -22,6 +22,7 @@ __all__ = [
     "Frame",
     "Inbox",
     "Phone",
+    "bearer",
     "fix_event",
     "free_port",
     "http_get",
@@ -32,6 +33,14 @@ __all__ = [
     "token",
     "wait_for",
 ]
+
+
+def bearer(
+    settings: Settings, role: Role, sub: str, agency: str, patients: list[str] | None = None
+) -> dict[str, str]:
+    """The ``Authorization`` header of an access token minted with the settings' key, as the
+    HTTP API takes it."""
+    return {"Authorization": f"Bearer {token(settings, role, sub, agency, patients)}"}
 
 
 def free_port() -> int:

@@ -5,23 +5,21 @@ against its version and its people can be enrolled."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import httpx
 import pytest
 
 from adapters.storage.postgres import Database
-from kernel import tokens
 from kernel.contracts import Role
 from kernel.settings import Settings
+from tests import support
 
 pytestmark = pytest.mark.servers
 
 
 def bearer(settings: Settings, role: Role, agency: str) -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), role, f"{role}-1", agency, 600, time.time())
-    return {"Authorization": f"Bearer {token}"}
+    return support.bearer(settings, role, f"{role}-1", agency)
 
 
 async def test_an_agency_is_registered_by_its_admin_before_anything_else(

@@ -17,8 +17,8 @@ from adapters.storage.alarms import AlarmStore
 from adapters.storage.postgres import Database
 from adapters.storage.visit_store import VisitStore
 from kernel.settings import Settings
-from tests.adapters.test_api_caregivers import bearer
 from tests.adapters.test_stores import World, seed
+from tests.support import bearer
 from visits.rules import AlertChange
 
 pytestmark = pytest.mark.servers

@@ -18,9 +18,8 @@ import redis.asyncio as aioredis
 
 from adapters.storage.postgres import Database
 from adapters.storage.revocations import Revocations
-from kernel import tokens
-from kernel.contracts import Role
 from kernel.settings import Settings
+from tests.support import bearer
 
 pytestmark = pytest.mark.servers
 
@@ -30,11 +29,6 @@ async def agency(db: Database) -> str:
     agency_id = f"api-{uuid.uuid4().hex[:8]}"
     await db.upsert_agency(agency_id, "API Care")
     return agency_id
-
-
-def bearer(settings: Settings, role: Role, sub: str, agency: str) -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), role, sub, agency, 600.0, time.time())
-    return {"Authorization": f"Bearer {token}"}
 
 
 def cid(agency: str, name: str) -> str:

@@ -6,7 +6,6 @@ kind, another agency's patient or device id are refused with their reason."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -18,9 +17,9 @@ from adapters.mqtt.access import access_of
 from adapters.storage.postgres import Database, PatientRow
 from api.app import create_app
 from careknot.servers.embedded import Started
-from kernel import tokens
 from kernel.settings import Settings
 from tests.adapters.test_broker_identity import NOT_AUTHORISED, Reasoned, broker
+from tests.support import bearer
 
 pytestmark = pytest.mark.servers
 
@@ -65,8 +64,7 @@ async def agency(db: Database) -> tuple[str, str]:
 
 
 def desk(settings: Settings, agency: str) -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), "admin", "desk", agency, 600, time.time())
-    return {"Authorization": f"Bearer {token}"}
+    return bearer(settings, "admin", "desk", agency)
 
 
 async def test_a_registered_device_publishes_with_its_own_credentials_and_nowhere_else(

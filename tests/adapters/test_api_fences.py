@@ -7,7 +7,6 @@ without a token are refused."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -17,9 +16,8 @@ import redis.asyncio as aioredis
 
 from adapters.storage.postgres import Database, PatientRow
 from adapters.storage.visit_store import FenceCache, VisitStore
-from kernel import tokens
-from kernel.contracts import Role
 from kernel.settings import Settings
+from tests.support import bearer
 
 pytestmark = pytest.mark.servers
 
@@ -38,11 +36,6 @@ async def agency(db: Database) -> str:
     await db.upsert_agency(agency_id, "Fence Care")
     await db.upsert_patients([PatientRow(f"{agency_id}.p", agency_id, "Ada", LAT, LON)])
     return agency_id
-
-
-def bearer(settings: Settings, role: Role, sub: str, agency: str) -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), role, sub, agency, 600.0, time.time())
-    return {"Authorization": f"Bearer {token}"}
 
 
 def desk(settings: Settings, agency: str) -> dict[str, str]:

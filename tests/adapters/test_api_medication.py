@@ -18,6 +18,7 @@ from adapters.storage.postgres import Database, PatientRow
 from kernel import tokens
 from kernel.contracts import Role
 from kernel.settings import Settings
+from tests import support
 
 pytestmark = pytest.mark.servers
 
@@ -40,8 +41,7 @@ async def patient(db: Database) -> tuple[str, str]:
 
 
 def bearer(settings: Settings, agency: str, role: Role = "dispatcher") -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), role, f"{role}-1", agency, 600, time.time())
-    return {"Authorization": f"Bearer {token}"}
+    return support.bearer(settings, role, f"{role}-1", agency)
 
 
 async def test_a_schedule_is_set_read_back_and_replaced_against_its_version(

@@ -15,8 +15,8 @@ import pytest
 
 from adapters.storage.access_log import AccessLog
 from adapters.storage.postgres import Database
-from kernel import tokens
 from kernel.settings import Settings
+from tests.support import bearer
 
 pytestmark = pytest.mark.servers
 
@@ -29,8 +29,7 @@ async def agency(db: Database) -> str:
 
 
 def desk(settings: Settings, agency: str) -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), "admin", "desk", agency, 600, time.time())
-    return {"Authorization": f"Bearer {token}"}
+    return bearer(settings, "admin", "desk", agency)
 
 
 HOME = {"name": "Ada Lovelace", "lat": 53.8, "lon": -1.55, "zone": "Europe/London"}

@@ -8,7 +8,6 @@ knows as another publisher's, a stale version, and the other roles are refused w
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -19,9 +18,9 @@ import pytest
 from adapters.mqtt.access import access_of
 from adapters.storage.postgres import CaregiverRow, Database, PatientRow
 from careknot.servers.embedded import Started
-from kernel import tokens
 from kernel.contracts import Role
 from kernel.settings import Settings
+from tests import support
 from tests.adapters.test_api_devices import client_of
 from tests.adapters.test_broker_identity import NOT_AUTHORISED, Reasoned, broker
 
@@ -59,8 +58,7 @@ async def agency(db: Database) -> tuple[str, str, str]:
 def bearer(
     settings: Settings, agency: str, role: Role = "admin", sub: str = "desk"
 ) -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), role, sub, agency, 600, time.time())
-    return {"Authorization": f"Bearer {token}"}
+    return support.bearer(settings, role, sub, agency)
 
 
 def url(agency: str, user: str = "", device: str = "") -> str:

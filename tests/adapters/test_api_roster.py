@@ -15,9 +15,8 @@ import pytest
 
 from adapters.storage.postgres import CaregiverRow, Database
 from adapters.storage.roster import Roster
-from kernel import tokens
-from kernel.contracts import Role
 from kernel.settings import Settings
+from tests.support import bearer
 
 pytestmark = pytest.mark.servers
 
@@ -35,11 +34,6 @@ async def agency(db: Database) -> str:
         ]
     )
     return agency_id
-
-
-def bearer(settings: Settings, role: Role, sub: str, agency: str) -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), role, sub, agency, 600.0, time.time())
-    return {"Authorization": f"Bearer {token}"}
 
 
 def desk(settings: Settings, agency: str) -> dict[str, str]:

@@ -8,7 +8,6 @@ same file twice writes it once; the caregiver reads her own visits and nobody el
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -21,9 +20,8 @@ import redis.asyncio as aioredis
 from adapters.storage.postgres import CaregiverRow, Database, PatientRow
 from adapters.storage.visit_store import VisitStore
 from api.visit_import import MAX_BYTES, MAX_ROWS
-from kernel import tokens
-from kernel.contracts import Role
 from kernel.settings import Settings
+from tests.support import bearer
 from visits.rules import Evidence
 
 pytestmark = pytest.mark.servers
@@ -56,11 +54,6 @@ async def other(db: Database) -> str:
     await db.upsert_patients([PatientRow(f"{agency_id}.p1", agency_id, "Theirs", 53.8, -1.55)])
     await db.upsert_caregivers([CaregiverRow(f"{agency_id}.cg1", agency_id, "Theirs")])
     return agency_id
-
-
-def bearer(settings: Settings, role: Role, sub: str, agency: str) -> dict[str, str]:
-    token = tokens.mint(tokens.keyring_of(settings), role, sub, agency, 600.0, time.time())
-    return {"Authorization": f"Bearer {token}"}
 
 
 def desk(settings: Settings, agency: str) -> dict[str, str]:

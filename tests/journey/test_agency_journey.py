@@ -30,9 +30,9 @@ import pytest
 
 from adapters.mqtt.access import access_of
 from geofence.geodesy import LocalFrame
-from kernel import tokens
 from kernel.contracts import Role
 from kernel.settings import Settings
+from tests import support
 from tests.journey.harness import own_worker_ready, running_system
 from tests.support import Phone, free_port, is_type, token, wait_for
 
@@ -79,8 +79,7 @@ async def api(system: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def bearer(settings: Settings, role: Role, sub: str) -> dict[str, str]:
-    minted = tokens.mint(tokens.keyring_of(settings), role, sub, AGENCY, 3600.0, time.time())
-    return {"Authorization": f"Bearer {minted}"}
+    return support.bearer(settings, role, sub, AGENCY)
 
 
 def north_of_home(metres: float) -> tuple[float, float]:
