@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from adapters.storage.agency_reads import AgencyReads, AlertRecord
-from adapters.storage.visit_store import VisitStore
+from adapters.storage.agency_reads import AgencyReads
+from adapters.storage.visit_store import StoredAlert, VisitStore
 from api.auth import Caller, may_manage
 from api.problems import Refused
 from api.resources import ID, After, AgencyId, Limit, Page, etag
@@ -115,7 +115,7 @@ def _visit(r: VisitRecord) -> VisitEvidence:
     )
 
 
-def _alert(a: AlertRecord) -> VisitAlert:
+def _alert(a: StoredAlert) -> VisitAlert:
     return VisitAlert(
         id=str(a.seq),
         kind=a.kind,  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from adapters.storage.postgres import Database, EventRow, ts
+from adapters.storage.visit_store import ALERT_COLUMNS, StoredAlert, stored_alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,18 +31,6 @@ class IncidentRecord:
     wave: int
     opened_at: float
     updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    seq: int
-    kind: str
-    agency_id: str
-    patient_id: str
-    caregiver_id: str
-    visit_id: str | None
-    raised_at: float
-    cleared_at: float | None
 
 
 _INCIDENT = (
@@ -121,12 +110,11 @@ class AgencyReads:
 
     async def visit_alerts(
         self, agency_id: str, *, open_only: bool, limit: int, before: int | None = None
-    ) -> list[AlertRecord]:
+    ) -> list[StoredAlert]:
         """A page of the agency's visit alerts, newest first (those still open alone with
         ``open_only``), raised before the alert ``before`` (the last of the page before)."""
         rows = await self._db.pool.fetch(
-            "SELECT id, kind, agency_id, patient_id, caregiver_id, visit_id, raised_at,"
-            " cleared_at FROM visit_alerts WHERE agency_id = $1"
+            f"SELECT {ALERT_COLUMNS} FROM visit_alerts WHERE agency_id = $1"
             " AND (NOT $2 OR cleared_at IS NULL) AND ($3::bigint IS NULL OR id < $3)"
             " ORDER BY id DESC LIMIT $4",
             agency_id,
@@ -134,16 +122,4 @@ class AgencyReads:
             before,
             limit,
         )
-        return [
-            AlertRecord(
-                r["id"],
-                r["kind"],
-                r["agency_id"],
-                r["patient_id"],
-                r["caregiver_id"],
-                r["visit_id"],
-                r["raised_at"].timestamp(),
-                None if r["cleared_at"] is None else r["cleared_at"].timestamp(),
-            )
-            for r in rows
-        ]
+        return [stored_alert(r) for r in rows]

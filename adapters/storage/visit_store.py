@@ -61,6 +61,8 @@ class StoredFence:
 
 @dataclass(frozen=True, slots=True)
 class StoredAlert:
+    seq: int
+    """Its place among the alerts kept (the ``visit_alerts`` id): later alerts, higher."""
     key: str
     kind: str
     agency_id: str
@@ -69,6 +71,20 @@ class StoredAlert:
     visit_id: str | None
     raised_at: float
     cleared_at: float | None
+
+
+ALERT_COLUMNS = (
+    "id, alert_key, kind, agency_id, patient_id, caregiver_id, visit_id, raised_at, cleared_at"
+)
+
+
+def stored_alert(r: asyncpg.Record) -> StoredAlert:
+    """An alert as read with :data:`ALERT_COLUMNS`."""
+    cleared = r["cleared_at"]
+    return StoredAlert(
+        r["id"], r["alert_key"], r["kind"], r["agency_id"], r["patient_id"], r["caregiver_id"],
+        r["visit_id"], r["raised_at"].timestamp(), None if cleared is None else cleared.timestamp(),
+    )  # fmt: skip
 
 
 class VisitStore:
@@ -262,25 +278,12 @@ class VisitStore:
 
     async def alerts(self, agency_id: str, *, open_only: bool = False) -> list[StoredAlert]:
         rows = await self._db.pool.fetch(
-            "SELECT alert_key, kind, agency_id, patient_id, caregiver_id, visit_id, raised_at,"
-            " cleared_at FROM visit_alerts WHERE agency_id = $1"
+            f"SELECT {ALERT_COLUMNS} FROM visit_alerts WHERE agency_id = $1"
             " AND (NOT $2 OR cleared_at IS NULL) ORDER BY id",
             agency_id,
             open_only,
         )
-        return [
-            StoredAlert(
-                r["alert_key"],
-                r["kind"],
-                r["agency_id"],
-                r["patient_id"],
-                r["caregiver_id"],
-                r["visit_id"],
-                r["raised_at"].timestamp(),
-                None if r["cleared_at"] is None else r["cleared_at"].timestamp(),
-            )
-            for r in rows
-        ]
+        return [stored_alert(r) for r in rows]
 
     # ------------------------------------------------------------ tracker states (Redis)
 
