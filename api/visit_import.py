@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from adapters.storage.schedule import VisitPlan
 from api.problems import Refused
 from api.resources import ID
 
@@ -32,17 +33,12 @@ _ID = re.compile(ID)
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    """A good row: a visit to write."""
+class ImportRow:
+    """A good row: the visit it plans, as a single visit's ``PUT`` would write it, and what
+    only a row has, its line."""
 
     line: int
-    visit_id: str
-    patient_id: str
-    caregiver_id: str
-    starts_at: float
-    ends_at: float
-    service: str = "home_care"
-    tasks: tuple[str, ...] = ()
+    plan: VisitPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +55,9 @@ def refused_rows(bad: list[BadRow]) -> Refused:
     return Refused(422, "bad_rows", rows)
 
 
-def read_roster(body: bytes) -> list[Row | BadRow]:
-    """Every row of the file, each good or bad (a file that cannot be read is refused whole)."""
+def read_roster(agency_id: str, body: bytes) -> list[ImportRow | BadRow]:
+    """Every row of the agency's file, each good or bad (a file that cannot be read is refused
+    whole)."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -75,18 +72,18 @@ def read_roster(body: bytes) -> list[Row | BadRow]:
         if missing or len(set(names)) != len(names):
             said = f"missing {', '.join(missing)}" if missing else "a column named twice"
             raise Refused(422, "bad_header", said)
-        out: list[Row | BadRow] = []
+        out: list[ImportRow | BadRow] = []
         seen: set[str] = set()
         line = reader.line_num + 1
         for record in reader:
             if any(cell.strip() for cell in record):
                 if len(out) == MAX_ROWS:
                     raise Refused(413, "too_many_rows", f"at most {MAX_ROWS} rows")
-                row = _row(line, names, record)
-                if isinstance(row, Row) and row.visit_id in seen:
-                    row = BadRow(line, row.visit_id, "duplicate_visit")
-                elif isinstance(row, Row):
-                    seen.add(row.visit_id)
+                row = _row(agency_id, line, names, record)
+                if isinstance(row, ImportRow) and row.plan.id in seen:
+                    row = BadRow(line, row.plan.id, "duplicate_visit")
+                elif isinstance(row, ImportRow):
+                    seen.add(row.plan.id)
                 out.append(row)
             line = reader.line_num + 1
     except csv.Error as exc:
@@ -94,7 +91,9 @@ def read_roster(body: bytes) -> list[Row | BadRow]:
     return out
 
 
-def _row(line: int, names: list[str], record: list[str]) -> Row | BadRow:  # noqa: PLR0911
+def _row(  # noqa: PLR0911 (one check after another, each its answer)
+    agency_id: str, line: int, names: list[str], record: list[str]
+) -> ImportRow | BadRow:
     cells = {n: c.strip() for n, c in zip(names, record, strict=False)}
     visit_id = cells.get("visit_id", "")
     if not _ID.match(visit_id):
@@ -123,9 +122,9 @@ def _row(line: int, names: list[str], record: list[str]) -> Row | BadRow:  # noq
     tasks = tuple(t.strip() for t in cells.get("tasks", "").split(";") if t.strip())
     if len(tasks) > MAX_TASKS or any(len(t) > MAX_TEXT for t in tasks):
         return bad("bad_tasks")
-    return Row(
-        line,
+    plan = VisitPlan(
         visit_id,
+        agency_id,
         cells["patient_id"],
         cells["caregiver_id"],
         starts_at,
@@ -133,6 +132,7 @@ def _row(line: int, names: list[str], record: list[str]) -> Row | BadRow:  # noq
         service,
         tasks,
     )
+    return ImportRow(line, plan)
 
 
 def _moment(text: str) -> float | None:

@@ -43,7 +43,14 @@ from api.resources import (
     etag,
 )
 from api.roster import bad_times, when
-from api.visit_import import MAX_BYTES, VISIT_MAX_S, BadRow, Row, read_roster, refused_rows
+from api.visit_import import (
+    MAX_BYTES,
+    VISIT_MAX_S,
+    BadRow,
+    ImportRow,
+    read_roster,
+    refused_rows,
+)
 
 VisitId = Annotated[str, Path(pattern=ID, description="the visit's id (the agency's own)")]
 State = Literal["scheduled", "en_route", "arrived", "in_visit", "left", "missed"]
@@ -264,30 +271,17 @@ async def cancel_visit(
 )
 async def import_visits(request: Request, claims: Caller, agency_id: AgencyId) -> Imported:
     may_manage(claims, agency_id)
-    rows = read_roster(await _csv_body(request))
-    good = [r for r in rows if isinstance(r, Row)]
+    rows = read_roster(agency_id, await _csv_body(request))
+    good = [r for r in rows if isinstance(r, ImportRow)]
     bad = [r for r in rows if isinstance(r, BadRow)]
     # the rows that read well are judged against the roster even when others did not, so the
     # answer names every bad row at once
-    plans = [_plan(agency_id, r) for r in good]
+    plans = [r.plan for r in good]
     done: Batch = await schedule(request).write_visits(agency_id, plans, judge_only=bool(bad))
-    bad += [BadRow(good[n].line, good[n].visit_id, problem) for n, problem in done.bad]
+    bad += [BadRow(good[n].line, good[n].plan.id, problem) for n, problem in done.bad]
     if bad:
         raise refused_rows(sorted(bad, key=lambda b: b.line))
     return Imported(created=done.created, changed=done.changed, unchanged=done.unchanged)
-
-
-def _plan(agency_id: str, row: Row) -> VisitPlan:
-    return VisitPlan(
-        row.visit_id,
-        agency_id,
-        row.patient_id,
-        row.caregiver_id,
-        row.starts_at,
-        row.ends_at,
-        row.service,
-        row.tasks,
-    )
 
 
 async def _csv_body(request: Request) -> bytes:

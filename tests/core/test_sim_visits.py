@@ -9,7 +9,7 @@ from datetime import date, datetime
 
 import pytest
 
-from api.visit_import import Row, read_roster
+from api.visit_import import ImportRow, read_roster
 from simulators.city import City
 from simulators.geo import distance_m
 from simulators.population import AGENCY_ID, CityConfig, populate
@@ -105,9 +105,10 @@ def test_a_city_started_mid_day_rosters_from_a_few_minutes_before() -> None:
 
 def test_the_roster_csv_reads_back_as_the_visits() -> None:
     due = planned()[:40]
-    rows = read_roster(roster_csv(due))
-    assert all(isinstance(r, Row) for r in rows)
-    got = [(r.visit_id, r.patient_id, r.caregiver_id, r.starts_at, r.ends_at) for r in rows]  # type: ignore[union-attr]
+    rows = read_roster("city", roster_csv(due))
+    plans = [r.plan for r in rows if isinstance(r, ImportRow)]
+    assert len(plans) == len(rows)
+    got = [(p.id, p.patient_id, p.caregiver_id, p.starts_at, p.ends_at) for p in plans]
     assert got == [(v.visit_id, v.patient_id, v.caregiver_id, v.start, v.end) for v in due]
 
 

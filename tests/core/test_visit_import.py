@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.problems import Refused
-from api.visit_import import BadRow, Row, read_roster
+from api.visit_import import BadRow, ImportRow, read_roster
 
 HEADER = "visit_id,patient_id,caregiver_id,starts_at,ends_at,service,tasks"
 START = datetime(2031, 3, 10, 9, tzinfo=UTC).timestamp()
+AGENCY = "a1"
 
 
 def line(n: int, start: float = START, hours: float = 1.0, tasks: str = "meds;lunch") -> str:
@@ -28,22 +29,23 @@ def line(n: int, start: float = START, hours: float = 1.0, tasks: str = "meds;lu
 @given(st.binary(max_size=400) | st.text(max_size=400).map(lambda t: (HEADER + "\n" + t).encode()))
 def test_any_bytes_are_read_or_refused_with_a_reason(body: bytes) -> None:
     try:
-        rows = read_roster(body)
+        rows = read_roster(AGENCY, body)
     except Refused as refused:
         assert refused.status in (413, 422) and refused.reason
         return
-    assert all(isinstance(r, Row | BadRow) for r in rows)
+    assert all(isinstance(r, ImportRow | BadRow) for r in rows)
     assert [r.line for r in rows] == sorted(r.line for r in rows)
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**6), unique=True, max_size=40))
 def test_good_rows_come_back_as_written(ns: list[int]) -> None:
-    rows = read_roster("\n".join([HEADER, *(line(n, START + n) for n in ns)]).encode())
-    assert all(isinstance(r, Row) for r in rows)
-    assert [(r.line, r.visit_id, r.starts_at) for r in rows if isinstance(r, Row)] == [
-        (k + 2, f"v{n}", START + n) for k, n in enumerate(ns)
+    rows = read_roster(AGENCY, "\n".join([HEADER, *(line(n, START + n) for n in ns)]).encode())
+    good = [r for r in rows if isinstance(r, ImportRow)]
+    assert len(good) == len(rows)
+    assert [(r.line, r.plan.id, r.plan.agency_id, r.plan.starts_at) for r in good] == [
+        (k + 2, f"v{n}", AGENCY, START + n) for k, n in enumerate(ns)
     ]
-    assert all(r.tasks == ("meds", "lunch") for r in rows if isinstance(r, Row))
+    assert all(r.plan.tasks == ("meds", "lunch") for r in good)
 
 
 @given(st.integers(min_value=0, max_value=30), st.integers(min_value=0, max_value=30))
@@ -51,7 +53,7 @@ def test_a_bad_row_is_named_by_its_own_line(before: int, after: int) -> None:
     lines = [HEADER, *(line(n) for n in range(before))]
     lines.append(line(999, hours=-1))  # ends before it starts
     lines += [line(1000 + n) for n in range(after)]
-    rows = read_roster("\n".join(lines).encode())
+    rows = read_roster(AGENCY, "\n".join(lines).encode())
     bad = [r for r in rows if isinstance(r, BadRow)]
     assert bad == [BadRow(before + 2, "v999", "bad_times")]
 
@@ -71,14 +73,14 @@ def test_a_bad_row_is_named_by_its_own_line(before: int, after: int) -> None:
     ],
 )
 def test_each_bad_row_says_why(row: str, reason: str) -> None:
-    (bad,) = read_roster(f"{HEADER}\n{row}\n".encode())
+    (bad,) = read_roster(AGENCY, f"{HEADER}\n{row}\n".encode())
     assert isinstance(bad, BadRow) and (bad.line, bad.reason) == (2, reason)
 
 
 def test_a_file_in_another_column_order_with_blank_lines_and_a_bom_is_read() -> None:
     body = "\ufeffends_at,starts_at,caregiver_id,patient_id,visit_id,note\n\n"
     body += "2031-03-10T10:00:00+01:00,2031-03-10T09:00:00+01:00,cg1,p1,v1,anything\n"
-    (row,) = read_roster(body.encode())
-    assert isinstance(row, Row)
-    assert (row.line, row.visit_id, row.service, row.tasks) == (3, "v1", "home_care", ())
-    assert row.starts_at == START - 3600
+    (row,) = read_roster(AGENCY, body.encode())
+    assert isinstance(row, ImportRow)
+    assert (row.line, row.plan.id, row.plan.service, row.plan.tasks) == (3, "v1", "home_care", ())
+    assert row.plan.starts_at == START - 3600
