@@ -287,13 +287,21 @@ RECEIVES: dict[str, tuple[str, ...]] = {
         "administration_result",
     ),
     "patient": ("incident", "visit_status", "dose"),
-    "agency": ("incident", "location", "alarm", "alert", "command_result", "dose"),
+    "agency": (
+        "incident",
+        "offer_status",
+        "location",
+        "alarm",
+        "alert",
+        "command_result",
+        "dose",
+    ),
 }
 """The stream frames each kind of recipient is sent (``streams/``), by the prefix of its name
 (:mod:`kernel.recipients`): a caregiver (``cg``) her offers and their results, her visits and
 administrations, the incidents she is assigned, a missed dose at hand; a patient's family
 (``patient``) her incidents, visits and doses; an agency's dispatchers (``agency``) all of its
-incidents, locations, alarms, visit alerts, commands' outcomes and doses."""
+incidents and their offers, locations, alarms, visit alerts, commands' outcomes and doses."""
 
 
 def claims_of(role: Role) -> Claims:
@@ -637,6 +645,7 @@ SUMMARIES: dict[str, str] = {
     "offer": "An emergency a caregiver is asked to take, until expires_at.",
     "offer_result": "What became of a caregiver's offer.",
     "incident": "An incident as it stands, at each change.",
+    "offer_status": "An offer of an incident as it stands: whom it asked, what became of it.",
     "visit_status": "A visit's state.",
     "dose": "What became of a dose.",
     "administration_result": "What became of a caregiver's administration log entry.",

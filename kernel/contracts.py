@@ -417,6 +417,26 @@ class OfferResultFrame(BaseModel):
     outcome: OfferOutcome
 
 
+OfferState = Literal["offered", "accepted", "declined", "expired", "taken", "cancelled"]
+
+
+class OfferStatusFrame(BaseModel):
+    """An offer of an incident as it stands, to the agency's dispatchers, at each change:
+    ``offered`` (to the caregiver, until ``expires_at``), then ``accepted`` (she took the
+    incident), ``declined`` (she said no), ``expired`` (no answer in time), ``taken`` (someone
+    else took the incident first, or a dispatcher assigned it by hand) or ``cancelled`` (the
+    incident was resolved)."""
+
+    type: Literal["offer_status"] = "offer_status"
+    offer_id: str
+    incident_id: str
+    caregiver_id: str
+    state: OfferState
+    expires_at: float | None = Field(default=None, description="while offered: its window's end")
+    eta_s: float | None = Field(default=None, description="while offered: her estimated travel")
+    at: float
+
+
 class IncidentFrame(BaseModel):
     type: Literal["incident"] = "incident"
     incident_id: str

@@ -217,7 +217,13 @@ class Dispatcher:
             )
         else:
             result = await self._offers.decline(
-                answer.offer_id, answer.caregiver_id, answer.reason, now
+                answer.offer_id,
+                answer.caregiver_id,
+                answer.reason,
+                now,
+                lambda agency, iid: self._notices.declined(
+                    agency, iid, answer.offer_id, answer.caregiver_id
+                ),
             )
         if result is None:
             log.warning(
@@ -242,6 +248,10 @@ class Dispatcher:
         if result.outcome == "assigned" and incident is not None:
             return self._notices.assigned(
                 incident, answer.caregiver_id, name, answer.offer_id, result.eta_s, result.taken
+            )
+        if result.outcome == "taken":  # her offer changed: the dispatchers see it too
+            return self._notices.lost(
+                answer.agency_id, result.incident_id, answer.offer_id, answer.caregiver_id
             )
         outcome = ANSWER_RESULTS.get(result.outcome)
         if outcome is None:
@@ -384,7 +394,7 @@ class Dispatcher:
     async def _expire(self, now: float) -> bool:
         expired, closed = await self._offers.expire_due(
             now,
-            lambda due: self._notices.results((e.caregiver_id, e.offer_id, "expired") for e in due),
+            self._notices.expired,
         )
         await self._notices.tell(sorted({e.incident_id for e in expired}))
         return await self._each(closed, self._advance_by_id)

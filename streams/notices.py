@@ -12,6 +12,7 @@ once (:meth:`Notices.send`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel
@@ -22,6 +23,7 @@ from adapters.storage.handovers import Handover
 from adapters.storage.incidents import IncidentRow, SentOffer
 from adapters.storage.live import AVAILABLE, BUSY
 from adapters.storage.offer_records import OfferRecord
+from adapters.storage.offers import Expired
 from adapters.storage.postgres import Database
 from kernel import recipients
 from kernel.contracts import (
@@ -32,10 +34,14 @@ from kernel.contracts import (
     OfferFrame,
     OfferOutcome,
     OfferResultFrame,
+    OfferState,
+    OfferStatusFrame,
 )
 from kernel.settings import Settings
 
 Frames = list[tuple[str, bytes]]
+OfferChange = tuple[str, str, OfferState]
+"""(offer, caregiver, its new state), as the dispatchers are told it."""
 TOLD_LATE_AFTER_S = 2.0
 """An announcement kept this long and not told was left by a worker that stopped."""
 
@@ -98,7 +104,8 @@ class Notices:
             _frame(recipients.caregiver(s.caregiver_id), _offer_frame(incident, s)) for s in sent
         ]
         state = "escalated" if incident.state == "escalated" else "offered"
-        return Announcement([*frames, *self.incident_frames(incident, state)], records)
+        made = [self._offer_made(incident.agency_id, s) for s in sent]
+        return Announcement([*frames, *made, *self.incident_frames(incident, state)], records)
 
     def results(self, results: Iterable[tuple[str, str, OfferOutcome]]) -> Announcement:
         """``offer_result`` frames: (caregiver, offer, outcome)."""
@@ -108,6 +115,62 @@ class Notices:
                 for cg, oid, outcome in results
             ]
         )
+
+    def expired(self, due: list[Expired]) -> Announcement:
+        """Offers whose window closed unanswered: each caregiver's result, and the state of
+        each offer to its agency's dispatchers."""
+        told = self.results((e.caregiver_id, e.offer_id, "expired") for e in due)
+        states = [
+            self.offer_states(e.agency_id, e.incident_id, [(e.offer_id, e.caregiver_id, "expired")])
+            for e in due
+        ]
+        return Announcement([*told.frames, *(f for frames in states for f in frames)])
+
+    def lost(
+        self, agency_id: str, incident_id: str, offer_id: str, caregiver_id: str
+    ) -> Announcement:
+        """Her acceptance came after someone else's: her result, and her offer's state."""
+        told = self.results([(caregiver_id, offer_id, "taken")])
+        changes: list[OfferChange] = [(offer_id, caregiver_id, "taken")]
+        return Announcement([*told.frames, *self.offer_states(agency_id, incident_id, changes)])
+
+    def declined(
+        self, agency_id: str, incident_id: str, offer_id: str, caregiver_id: str
+    ) -> Announcement:
+        """She said no: her offer's state, to the dispatchers (she knows what she said)."""
+        changes: list[OfferChange] = [(offer_id, caregiver_id, "declined")]
+        return Announcement(self.offer_states(agency_id, incident_id, changes))
+
+    def offer_states(
+        self, agency_id: str, incident_id: str, changes: Iterable[OfferChange]
+    ) -> Frames:
+        """``offer_status`` frames of one incident's offers, to its agency's dispatchers: what
+        each caregiver asked answered, or what became of her offer."""
+        return [
+            _frame(
+                recipients.dispatchers(agency_id),
+                OfferStatusFrame(
+                    offer_id=offer_id,
+                    incident_id=incident_id,
+                    caregiver_id=caregiver_id,
+                    state=state,
+                    at=self._clock(),
+                ),
+            )
+            for offer_id, caregiver_id, state in changes
+        ]
+
+    def _offer_made(self, agency_id: str, s: SentOffer) -> tuple[str, bytes]:
+        frame = OfferStatusFrame(
+            offer_id=s.offer_id,
+            incident_id=s.incident_id,
+            caregiver_id=s.caregiver_id,
+            state="offered",
+            expires_at=s.planned.expires_at,
+            eta_s=round(s.planned.eta_s, 1),
+            at=self._clock(),
+        )
+        return _frame(recipients.dispatchers(agency_id), frame)
 
     def escalated(self, incident: IncidentRow) -> Announcement:
         return Announcement(self.incident_frames(incident, "escalated"))
@@ -142,6 +205,14 @@ class Notices:
                     )
                     for oid, cg in taken
                 ),
+                *self.offer_states(
+                    incident.agency_id,
+                    incident.id,
+                    [
+                        (offer_id, caregiver_id, "accepted"),
+                        *((oid, cg, "taken") for oid, cg in taken),
+                    ],
+                ),
                 *self.incident_frames(incident, "assigned", caregiver_id, name, eta_s),
             ],
             statuses=[(caregiver_id, BUSY)],
@@ -151,11 +222,16 @@ class Notices:
         self, incident: IncidentRow, cmd: DispatcherCommand, done: Handover, name: str | None
     ) -> Announcement:
         """A dispatcher's assign or resolve: offers closed, the state, her, the outcome."""
-        outcome: OfferOutcome = "taken" if done.outcome == "assigned" else "cancelled"
+        outcome: Literal["taken", "cancelled"] = (
+            "taken" if done.outcome == "assigned" else "cancelled"
+        )
         frames: Frames = [
             _frame(recipients.caregiver(cg), OfferResultFrame(offer_id=oid, outcome=outcome))
             for oid, cg in done.offers
         ]
+        frames += self.offer_states(
+            incident.agency_id, incident.id, ((oid, cg, outcome) for oid, cg in done.offers)
+        )
         statuses: list[tuple[str, str]] = []
         if done.outcome == "assigned" and done.assignee_id is not None:
             states = self.incident_frames(incident, "assigned", done.assignee_id, name)

@@ -34,6 +34,7 @@ class Expired:
     offer_id: str
     incident_id: str
     caregiver_id: str
+    agency_id: str
 
 
 class OfferStore:
@@ -124,9 +125,15 @@ class OfferStore:
         return result
 
     async def decline(
-        self, offer_id: str, caregiver_id: str, reason: str | None, now: float
+        self,
+        offer_id: str,
+        caregiver_id: str,
+        reason: str | None,
+        now: float,
+        announce: Callable[[str, str], Announcement] | None = None,
     ) -> Answered | None:
-        """Take a decline; None when the offer is not this caregiver's."""
+        """Take a decline, and keep what ``announce`` makes of it (of the offer's agency and
+        incident); None when the offer is not this caregiver's."""
         async with self._db.transaction() as conn:
             offer = await self._lock_offer(conn, offer_id, caregiver_id)
             if offer is None:
@@ -150,6 +157,8 @@ class OfferStore:
                     )
                 ],
             )
+            if announce is not None:
+                await keep(conn, iid, announce(offer["agency_id"], iid), now)
             closed = await self._wave_closed(conn, offer["incident_id"])
         return Answered(iid, "declined", wave_closed=closed)
 
@@ -174,7 +183,8 @@ class OfferStore:
                 [r["id"] for r in due],
             )
             expired = [
-                Expired(str(r["id"]), str(r["incident_id"]), r["caregiver_id"]) for r in rows
+                Expired(str(r["id"]), str(r["incident_id"]), r["caregiver_id"], r["agency_id"])
+                for r in rows
             ]
             await self._db.append_events(
                 conn,

@@ -1,0 +1,130 @@
+"""What the agency's dispatchers are told of offers, against the real Postgres and Redis: an
+``offer_status`` frame in their outbox for each offer made (whom, until when) and for each
+change of it (accepted, declined, expired, taken, cancelled), kept and told with the step that
+made it.
+
+Fixtures and the small world come from ``test_stores`` (same servers, a namespace of this
+module's own).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from kernel import recipients
+from kernel.contracts import DispatcherCommand, OfferStatusFrame
+from tests.adapters import test_stores as stores
+from tests.adapters.test_stores import SceneMaker
+
+make_scene = stores.make_scene
+
+pytestmark = pytest.mark.servers
+
+
+async def offer_states(s: stores.Scene) -> list[tuple[str, str]]:
+    """(caregiver, state) of each ``offer_status`` frame the dispatchers were sent, in order;
+    each frame checked against its contract."""
+    frames = [
+        f for f in await s.to(recipients.dispatchers(s.w.agency)) if f["type"] == "offer_status"
+    ]
+    for f in frames:
+        OfferStatusFrame.model_validate({k: v for k, v in f.items() if k not in ("seq", "epoch")})
+    return [(f["caregiver_id"], f["state"]) for f in frames]
+
+
+async def offer_frames(s: stores.Scene) -> list[dict[str, Any]]:
+    return [
+        f for f in await s.to(recipients.dispatchers(s.w.agency)) if f["type"] == "offer_status"
+    ]
+
+
+async def test_dispatchers_see_each_offer_made_and_each_answer(make_scene: SceneMaker) -> None:
+    s = await make_scene([100, 200, 300], offer_window_by_severity={1: 3600})
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    (made,) = await offer_frames(s)
+    (offer,) = await s.to_cg(0, "offer")
+    assert made["offer_id"] == offer["offer_id"]
+    assert made["incident_id"] == incident.id
+    assert (made["caregiver_id"], made["state"]) == (s.w.cg(0), "offered")
+    assert made["expires_at"] == pytest.approx(offer["expires_at"])
+    assert made["eta_s"] == pytest.approx(offer["incident"]["eta_s"])
+
+    s.clock.now += 1
+    await s.answer(0, "decline")  # the next is asked
+    s.clock.now += 1
+    await s.answer(1, "accept")
+    assert await offer_states(s) == [
+        (s.w.cg(0), "offered"),
+        (s.w.cg(0), "declined"),
+        (s.w.cg(1), "offered"),
+        (s.w.cg(1), "accepted"),
+    ]
+    frames = [f for f in await s.to(recipients.dispatchers(s.w.agency)) if "seq" in f]
+    kinds = [f["type"] for f in frames]
+    assert kinds.index("offer_status") < kinds.index("incident")  # the offer, then its state
+    assert frames[-1]["type"] == "incident" and frames[-1]["state"] == "assigned"
+
+
+async def test_dispatchers_see_offers_expire_and_others_taken(make_scene: SceneMaker) -> None:
+    s = await make_scene([100, 200, 300], offer_window_by_severity={1: 30}, offer_wave_size=2)
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    s.clock.now += 31
+    await s.dispatcher.tick()  # both unanswered: expired, and the next wave asks the third
+    assert sorted(await offer_states(s))[:4] == [
+        (s.w.cg(0), "expired"),
+        (s.w.cg(0), "offered"),
+        (s.w.cg(1), "expired"),
+        (s.w.cg(1), "offered"),
+    ]
+    assert (s.w.cg(2), "offered") in await offer_states(s)
+    s.clock.now += 1
+    await s.answer(2, "accept")
+    assert (await offer_states(s))[-1] == (s.w.cg(2), "accepted")
+
+
+async def test_dispatchers_see_offers_taken_by_hand_or_cancelled(make_scene: SceneMaker) -> None:
+    s = await make_scene([100, 200, 300], offer_window_by_severity={1: 3600}, offer_wave_size=2)
+    first = await s.dispatcher.on_device_event(s.event())
+    assert first is not None
+    await s.dispatcher.on_command(_command(s, "assign", first.id, caregiver_id=s.w.cg(2)))
+    assert sorted((await offer_states(s))[2:]) == [(s.w.cg(0), "taken"), (s.w.cg(1), "taken")]
+
+    s.clock.now += 120  # another incident, later: resolved while offered
+    second = await s.dispatcher.on_device_event(s.event(2))
+    assert second is not None
+    before = len(await offer_states(s))
+    await s.dispatcher.on_command(_command(s, "resolve", second.id))
+    after = await offer_frames(s)
+    assert {f["incident_id"] for f in after[before:]} == {second.id}
+    assert [f["state"] for f in after[before:]] == ["cancelled", "cancelled"]
+
+
+async def test_offers_still_out_when_one_is_accepted_are_taken(make_scene: SceneMaker) -> None:
+    s = await make_scene([100, 200], offer_window_by_severity={1: 3600}, offer_wave_size=2)
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    await s.answer(0, "accept")
+    await s.answer(1, "accept")  # too late: her offer was taken, and nothing more is told
+    assert await offer_states(s) == [
+        (s.w.cg(0), "offered"),
+        (s.w.cg(1), "offered"),
+        (s.w.cg(0), "accepted"),
+        (s.w.cg(1), "taken"),
+    ]
+
+
+def _command(s: stores.Scene, kind: Any, incident_id: str, **more: Any) -> DispatcherCommand:
+    return DispatcherCommand(
+        command_id=uuid.uuid4().hex,
+        command=kind,
+        incident_id=incident_id,
+        agency_id=s.w.agency,
+        dispatcher_id="desk",
+        at=s.clock.now,
+        **more,
+    )
