@@ -2,8 +2,16 @@
 
 The first line names the columns, in any order: ``visit_id``, ``patient_id``, ``caregiver_id``,
 ``starts_at`` and ``ends_at`` (ISO 8601 with an offset) are needed; ``service`` (``home_care``
-if empty) and ``tasks`` (separated by ``;``) may follow; other columns are ignored. Blank lines
-are skipped. A file over ``MAX_BYTES`` or ``MAX_ROWS`` rows is 413.
+if empty), ``tasks`` (separated by ``;``) and ``version`` may follow; other columns are ignored.
+Blank lines are skipped. A file over ``MAX_BYTES`` or ``MAX_ROWS`` rows is 413.
+
+A row is written against the version of its visit that the file was made from, as a single
+visit's ``PUT`` is against its ``If-Match`` (:meth:`ImportRow.holds`): a row that would change a
+visit on the roster carries that visit's ``version`` as read (``version_required`` without it,
+``changed`` when the visit has moved since, the visit keeper's steps included), and a row of a
+visit not on the roster carries none (``changed`` with one: the visit it was read from is gone).
+A row that leaves its visit as it stands needs no version, so a file sent again after it was
+written is still written once.
 
 Every row is judged before anything is written, and one bad row means nothing is: the answer
 (422 ``bad_rows``) lists each bad row by its line and reason, naming it by its visit id alone
@@ -19,7 +27,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from adapters.storage.schedule import VisitPlan
+from adapters.storage.schedule import VisitPlan, VisitRow
 from api.problems import Refused
 from api.resources import ID
 
@@ -30,15 +38,29 @@ MAX_TASKS = 32
 MAX_TEXT = 64
 REQUIRED = ("visit_id", "patient_id", "caregiver_id", "starts_at", "ends_at")
 _ID = re.compile(ID)
+_VERSION = re.compile(r"^[0-9]{1,18}$")
 
 
 @dataclass(frozen=True, slots=True)
 class ImportRow:
     """A good row: the visit it plans, as a single visit's ``PUT`` would write it, and what
-    only a row has, its line."""
+    only a row has: its line, and the version of the visit it was made from (None: a visit
+    not on the roster when the file was made)."""
 
     line: int
     plan: VisitPlan
+    version: int | None = None
+
+    def holds(self, found: VisitRow | None) -> bool:
+        """Whether the row may be written on its visit as it stands: it leaves the visit so,
+        or it was made from this very version of it (from none, for a visit not there)."""
+        if found is None:
+            return self.version is None
+        return found.plan == self.plan or found.version == self.version
+
+    def conflict(self) -> str:
+        """Why the row did not hold: no version given for a visit on the roster, or another."""
+        return "version_required" if self.version is None else "changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +144,9 @@ def _row(  # noqa: PLR0911 (one check after another, each its answer)
     tasks = tuple(t.strip() for t in cells.get("tasks", "").split(";") if t.strip())
     if len(tasks) > MAX_TASKS or any(len(t) > MAX_TEXT for t in tasks):
         return bad("bad_tasks")
+    version = cells.get("version", "")
+    if version and not _VERSION.match(version):
+        return bad("bad_version")
     plan = VisitPlan(
         visit_id,
         agency_id,
@@ -132,7 +157,7 @@ def _row(  # noqa: PLR0911 (one check after another, each its answer)
         service,
         tasks,
     )
-    return ImportRow(line, plan)
+    return ImportRow(line, plan, int(version) if version else None)
 
 
 def _moment(text: str) -> float | None:

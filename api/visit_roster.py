@@ -64,6 +64,21 @@ REFUSED: dict[str, tuple[int, str]] = {
     "visit_over": (409, "over: it does not change"),
 }
 
+IMPORT_DESCRIPTION = """The columns are named on the first line, in any order: `visit_id`,
+`patient_id`, `caregiver_id`, `starts_at`, `ends_at` (ISO 8601 with its offset), and optionally
+`service`, `tasks` (separated by `;`) and `version`. Keyed by `visit_id`: a file sent twice is
+written once.
+
+Each row is written against the version of its visit the file was made from, as a single
+visit's `PUT` is against its `If-Match`: a row that would change a visit on the roster gives the
+visit's `version` as read (`GET .../visits`); without one the row is refused `version_required`,
+and with one the visit has moved from since (another dispatcher's change, or the visit keeper's)
+`changed`. A row of a visit not on the roster gives no version (`changed` with one: the visit it
+was read from has been cancelled). A row that leaves its visit as it stands needs no version.
+
+All or nothing: any bad row, and nothing of the file is written; the answer (422 `bad_rows`)
+names each by its line, its visit id and its reason."""
+
 router = APIRouter(prefix="/v1/agencies/{agency_id}/visits", tags=["visits"])
 imports = APIRouter(prefix="/v1/agencies/{agency_id}", tags=["visits"])
 
@@ -207,7 +222,7 @@ async def put_visit(
     )
     given = Precondition(if_match, if_none_match)
     store = schedule(request)
-    done = await store.write_visits(agency_id, [plan], lambda c: given.holds(c, _out))
+    done = await store.write_visits(agency_id, [plan], lambda _, c: given.holds(c, _out))
     if done.bad:
         problem = done.bad[0][1]
         if problem == "precondition_failed":
@@ -257,6 +272,7 @@ async def cancel_visit(
     "/visits:import",
     response_model=Imported,
     summary="write a week's roster from CSV: every row, or none",
+    description=IMPORT_DESCRIPTION,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -266,7 +282,10 @@ async def cancel_visit(
     responses={
         413: {"description": "over 2 MiB or 5,000 rows"},
         415: {"description": "not text/csv"},
-        422: {"description": "bad rows: each one's line and why (nothing written)"},
+        422: {
+            "description": "bad rows: each one's line and why, a version that did not hold"
+            " among them (nothing written)"
+        },
     },
 )
 async def import_visits(request: Request, claims: Caller, agency_id: AgencyId) -> Imported:
@@ -276,12 +295,23 @@ async def import_visits(request: Request, claims: Caller, agency_id: AgencyId) -
     bad = [r for r in rows if isinstance(r, BadRow)]
     # the rows that read well are judged against the roster even when others did not, so the
     # answer names every bad row at once
-    plans = [r.plan for r in good]
-    done: Batch = await schedule(request).write_visits(agency_id, plans, judge_only=bool(bad))
-    bad += [BadRow(good[n].line, good[n].plan.id, problem) for n, problem in done.bad]
+    by_id = {r.plan.id: r for r in good}
+    done: Batch = await schedule(request).write_visits(
+        agency_id,
+        [r.plan for r in good],
+        lambda plan, found: by_id[plan.id].holds(found),
+        judge_only=bool(bad),
+    )
+    bad += [_bad(good[n], problem) for n, problem in done.bad]
     if bad:
         raise refused_rows(sorted(bad, key=lambda b: b.line))
     return Imported(created=done.created, changed=done.changed, unchanged=done.unchanged)
+
+
+def _bad(row: ImportRow, problem: str) -> BadRow:
+    """A row the roster refused: a version that did not hold is said as the row's conflict."""
+    reason = row.conflict() if problem == "precondition_failed" else problem
+    return BadRow(row.line, row.plan.id, reason)
 
 
 async def _csv_body(request: Request) -> bytes:

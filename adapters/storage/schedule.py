@@ -98,6 +98,9 @@ class Batch:
 
 
 VisitPrecondition = Callable[[VisitRow | None], bool]
+PlanPrecondition = Callable[[VisitPlan, VisitRow | None], bool]
+"""A plan's precondition, judged on its visit as it stands (None: not on the roster): one for
+every plan of a batch (a single visit's ``If-Match``), or each plan its own (a row's version)."""
 
 _VISIT = (
     "SELECT id, agency_id, patient_id, caregiver_id, service, tasks, starts_at, ends_at, state,"
@@ -358,7 +361,7 @@ class Schedule:
         self,
         agency_id: str,
         plans: Sequence[VisitPlan],
-        holds: VisitPrecondition | None = None,
+        holds: PlanPrecondition | None = None,
         *,
         judge_only: bool = False,
     ) -> Batch:
@@ -451,7 +454,7 @@ def _judge(  # noqa: PLR0911 (one check after another, each its answer)
     found: VisitRow | None,
     patients: dict[str, bool],
     caregivers: set[str],
-    holds: VisitPrecondition | None,
+    holds: PlanPrecondition | None,
 ) -> str:
     if found is not None and found.plan.agency_id != plan.agency_id:
         return "other_agency"
@@ -461,7 +464,7 @@ def _judge(  # noqa: PLR0911 (one check after another, each its answer)
         return "forgotten"
     if plan.caregiver_id not in caregivers:
         return "unknown_caregiver"
-    if holds is not None and not holds(found):
+    if holds is not None and not holds(plan, found):
         return "precondition_failed"
     if found is None:
         return "created"

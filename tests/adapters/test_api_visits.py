@@ -3,8 +3,10 @@ the roster, changes them against the version she read (the visit keeper's moves 
 cancels one not yet begun, lists them by day, caregiver, patient and state a page at a time;
 a visit for a patient or caregiver not the agency's, or whose end is not after its start, is
 refused with its reason; a visit under way keeps its patient, caregiver and start; a week's
-roster comes as CSV, all of it or none (a bad row named by its line, nothing written), and the
-same file twice writes it once; the caregiver reads her own visits and nobody else's."""
+roster comes as CSV, all of it or none (a bad row named by its line, nothing written), each row
+that changes a visit against the version it was read at (a stale one, or a dispatcher's change
+since, refused by its line), and the same file twice writes it once; the caregiver reads her own
+visits and nobody else's."""
 
 from __future__ import annotations
 
@@ -362,12 +364,118 @@ async def test_a_weeks_roster_is_imported_once_however_often_it_is_sent(
         0,
     )
 
-    changed = week(agency).replace(b"meds;lunch\n", b"meds\n", 1)
+    changed = with_versions(week(agency), {f"{agency}.w0-1": 0}).replace(b"meds;lunch,0", b"meds,0")
     third = await _import(api, settings, agency, changed)
     assert third.json() == {"created": 0, "changed": 1, "unchanged": 13}
     assert (await api.get(at(agency, "w0-1"), headers=desk(settings, agency))).json()["tasks"] == [
         "meds"
     ]
+    assert (await _import(api, settings, agency, changed)).json()["unchanged"] == 14
+
+
+def with_versions(body: bytes, versions: dict[str, int]) -> bytes:
+    """The file with a ``version`` column: each visit's given, the others' empty."""
+    header, *rows = body.decode().splitlines()
+    out = [f"{header},version"]
+    out += [f"{r},{versions.get(r.split(',', 1)[0], '')}" for r in rows]
+    return "\n".join(out).encode() + b"\n"
+
+
+async def _version(api: httpx.AsyncClient, settings: Settings, agency: str, visit: str) -> int:
+    read = await api.get(at(agency, visit), headers=desk(settings, agency))
+    return int(read.json()["version"])
+
+
+async def _tasks(db: Database, agency: str) -> dict[str, list[str]]:
+    rows = await db.pool.fetch("SELECT id, tasks FROM visits WHERE agency_id = $1", agency)
+    return {r["id"]: list(r["tasks"]) for r in rows}
+
+
+async def test_a_row_that_changes_a_visit_is_written_against_the_version_read(
+    api: httpx.AsyncClient, settings: Settings, agency: str, db: Database
+) -> None:
+    assert (await _import(api, settings, agency, week(agency))).status_code == 200
+    read = await _version(api, settings, agency, "w2-1")
+    lunch_only = week(agency).replace(b"meds;lunch", b"lunch")  # every visit changes
+
+    blind = await _import(api, settings, agency, lunch_only)
+    assert (blind.status_code, blind.json()["reason"]) == (422, "bad_rows")
+    assert len(blind.json()["detail"]) == 14
+    assert blind.json()["detail"][0] == {
+        "line": 2,
+        "visit_id": f"{agency}.w0-1",
+        "reason": "version_required",
+    }
+
+    versions = {f"{agency}.w{d}-{n}": read for d in range(7) for n in (1, 2)}
+    stale = dict(versions) | {f"{agency}.w3-2": read + 7}  # line 9
+    refused = await _import(api, settings, agency, with_versions(lunch_only, stale))
+    assert (refused.status_code, refused.json()["reason"]) == (422, "bad_rows")
+    assert refused.json()["detail"] == [
+        {"line": 9, "visit_id": f"{agency}.w3-2", "reason": "changed"}
+    ]
+    assert set(map(tuple, (await _tasks(db, agency)).values())) == {("meds", "lunch")}
+
+    written = await _import(api, settings, agency, with_versions(lunch_only, versions))
+    assert written.json() == {"created": 0, "changed": 14, "unchanged": 0}
+    assert set(map(tuple, (await _tasks(db, agency)).values())) == {("lunch",)}
+    assert await _version(api, settings, agency, "w2-1") == read + 1
+    again = await _import(api, settings, agency, with_versions(lunch_only, versions))
+    assert again.json() == {"created": 0, "changed": 0, "unchanged": 14}
+
+
+async def test_a_new_visit_needs_no_version_and_one_cancelled_since_it_was_read_is_not_revived(
+    api: httpx.AsyncClient, settings: Settings, agency: str, db: Database
+) -> None:
+    s, e = iso(DAY + 30 * HOUR), iso(DAY + 31 * HOUR)
+    new = f"{HEADER},version\n{agency}.n1,{agency}.p1,{agency}.cg1,{s},{e},home_care,meds,\n"
+    made = await _import(api, settings, agency, new.encode())
+    assert made.json() == {"created": 1, "changed": 0, "unchanged": 0}
+
+    read = await api.get(at(agency, "n1"), headers=desk(settings, agency))
+    cancelled = await api.delete(
+        at(agency, "n1"), headers={**desk(settings, agency), "If-Match": read.headers["ETag"]}
+    )
+    assert cancelled.status_code == 204
+    revived = await _import(api, settings, agency, new.replace(",meds,", ",meds,0").encode())
+    assert revived.json()["detail"] == [
+        {"line": 2, "visit_id": f"{agency}.n1", "reason": "changed"}
+    ]
+    assert await _count(db, agency) == 0
+    bad = await _import(api, settings, agency, new.replace(",meds,", ",meds,v1").encode())
+    assert bad.json()["detail"] == [
+        {"line": 2, "visit_id": f"{agency}.n1", "reason": "bad_version"}
+    ]
+
+
+async def test_a_visit_changed_between_the_read_and_the_import_is_not_overwritten(
+    api: httpx.AsyncClient, settings: Settings, agency: str, db: Database
+) -> None:
+    """The file is made from the roster as read; meanwhile another dispatcher moves one of its
+    visits with a PUT of her own: the import names that row and writes nothing, hers kept."""
+    assert (await _import(api, settings, agency, week(agency))).status_code == 200
+    listed = await api.get(at(agency), params={"limit": 100}, headers=desk(settings, agency))
+    versions = {v["id"]: v["version"] for v in listed.json()["items"]}
+    assert len(versions) == 14
+
+    one = await api.get(at(agency, "w5-2"), headers=desk(settings, agency))
+    theirs = visit(agency, "p2", "cg1", start=DAY + 5 * 24 * HOUR + 9 * HOUR)
+    put = await api.put(
+        at(agency, "w5-2"),
+        json=theirs,
+        headers={**desk(settings, agency), "If-Match": one.headers["ETag"]},
+    )
+    assert put.status_code == 200, put.text
+
+    mine = with_versions(week(agency).replace(b"meds;lunch", b"meds"), versions)
+    refused = await _import(api, settings, agency, mine)
+    assert refused.json()["detail"] == [
+        {"line": 13, "visit_id": f"{agency}.w5-2", "reason": "changed"}
+    ]
+    stored = await _tasks(db, agency)
+    assert all(tasks == ["meds", "lunch"] for tasks in stored.values())
+    kept = (await api.get(at(agency, "w5-2"), headers=desk(settings, agency))).json()
+    assert kept["caregiver_id"] == f"{agency}.cg1" and kept["version"] == 1
 
 
 async def test_a_file_with_bad_rows_imports_nothing_and_names_each_by_its_line(

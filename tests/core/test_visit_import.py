@@ -84,3 +84,17 @@ def test_a_file_in_another_column_order_with_blank_lines_and_a_bom_is_read() -> 
     assert isinstance(row, ImportRow)
     assert (row.line, row.plan.id, row.plan.service, row.plan.tasks) == (3, "v1", "home_care", ())
     assert row.plan.starts_at == START - 3600
+
+
+@pytest.mark.parametrize(("cell", "version"), [("", None), ("0", 0), ("17", 17)])
+def test_a_row_gives_the_version_its_visit_was_read_at_or_none(
+    cell: str, version: int | None
+) -> None:
+    (row,) = read_roster(AGENCY, f"{HEADER},version\n{line(1)},{cell}\n".encode())
+    assert isinstance(row, ImportRow) and row.version == version
+
+
+@pytest.mark.parametrize("cell", ["v1", "-1", "1.0", "1" * 19])
+def test_a_version_that_is_no_count_is_a_bad_row(cell: str) -> None:
+    (bad,) = read_roster(AGENCY, f"{HEADER},version\n{line(1)},{cell}\n".encode())
+    assert isinstance(bad, BadRow) and (bad.line, bad.reason) == (2, "bad_version")
