@@ -36,6 +36,7 @@ from api import (
     phones,
     problems,
     roster,
+    token_renewal,
     tracks,
     visit_records,
     visit_roster,
@@ -96,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     ApiMetrics(app.state.refused, registry)
     app.state.agencies_known = set()
     app.include_router(agencies.router)
+    app.include_router(token_renewal.router)
     under_an_agency = [Depends(agencies.known_agency)]
     for router in (
         caregivers.router,

@@ -144,6 +144,13 @@ class Settings(BaseSettings):
         description="where the keys are when token_keys is empty (careknot up writes one)",
     )
     token_ttl_s: int = Field(default=900, gt=0, le=86_400, description="access tokens' lifetime")
+    token_session_max_s: int = Field(
+        default=43_200,
+        gt=0,
+        le=7 * 86_400,
+        description="how long after signing in a token may still be renewed (its session's"
+        " most): a renewed token expires no later",
+    )
     development: bool = Field(
         default=False, description="a development machine: the public development key is taken"
     )

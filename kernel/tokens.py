@@ -2,10 +2,11 @@
 header (``kid``), for one audience, with their issue and expiry times.
 
 Claims: ``role``, ``sub``, ``agency``, ``patients`` (a family's relatives), ``aud``, ``iat``,
-``exp`` and ``jti``. Keys rotate without downtime (:class:`Keyring`): the newest key signs; a key
-retired at a moment still verifies the tokens it signed before that moment, until they expire,
-and none it signed after (a leaked key minting new ones). A token naming a key the ring does not
-hold is refused. Revocation (all of a person's tokens issued before a moment) is the gateway's:
+``exp``, ``jti`` and ``auth_time`` (when its holder signed in: :func:`renew` carries it, and renews
+no session older than its maximum). Keys rotate without downtime (:class:`Keyring`): the newest key
+signs; a key retired at a moment still verifies the tokens it signed before that moment, until they
+expire, and none it signed after (a leaked key minting new ones). A token naming a key the ring does
+not hold is refused. Revocation (all of a person's tokens issued before a moment) is the gateway's:
 it keeps the moments (``adapters.storage``), and :func:`verify` takes the one that applies.
 
 Where the keys come from (:func:`keyring_of`): ``CAREKNOT_TOKEN_KEYS``, else the keys file
@@ -45,6 +46,17 @@ class Claims(BaseModel):
     aud: str = AUDIENCE
     jti: str = Field(default_factory=lambda: uuid.uuid4().hex, max_length=64)
     patients: list[str] = Field(default_factory=list)
+    auth_time: float = Field(
+        default=0.0,
+        allow_inf_nan=False,
+        description="when its holder signed in, carried across renewals (0: at iat)",
+    )
+
+    @property
+    def signed_in_at(self) -> float:
+        """When its holder signed in: what a renewal counts the session's age from (a token
+        minted before renewals carried it signed in when it was issued)."""
+        return min(self.auth_time, self.iat) if self.auth_time else self.iat
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +156,26 @@ def mint(
 ) -> str:
     claims = Claims(role=role, sub=sub, agency=agency, exp=now + ttl_s, iat=now)
     return issue(claims.model_copy(update={"patients": patients or []}), ring, now)
+
+
+def renew(claims: Claims, ring: Keyring, now: float, ttl_s: float, session_max_s: float) -> str:
+    """A fresh token of the same person and claims, a new ``jti`` and expiry, its sign-in
+    carried over: it expires ``ttl_s`` from now, but never beyond ``session_max_s`` after
+    the sign-in, so a stolen token cannot be renewed for ever. :class:`AuthError` when the
+    session is that old already (sign in again). The claims are a verified token's."""
+    signed_in = claims.signed_in_at
+    ends = signed_in + session_max_s
+    if ends <= now:
+        raise AuthError("session over: sign in again")
+    fresh = claims.model_copy(
+        update={
+            "iat": now,
+            "exp": min(now + ttl_s, ends),
+            "jti": uuid.uuid4().hex,
+            "auth_time": signed_in,
+        }
+    )
+    return issue(fresh, ring, now)
 
 
 def verify(token: str, ring: Keyring, now: float, revoked_before: float | None = None) -> Claims:

@@ -5,7 +5,8 @@ own resources: nobody, a token expired, a token of a revoked person, a token sig
 that is not the API's, a family member of A asking for another's relative, a caregiver of A
 asking for someone else's, a
 dispatcher of agency B; and, on the routes only one role of A may use, A's other role (a
-dispatcher enrolling people or devices, an admin sending a dispatcher's command). Each is
+dispatcher enrolling people or devices, an admin sending a dispatcher's command); on the routes
+anyone may use on her own good token (renewing it), those with no good token. Each is
 refused with the status and reason its kind must have (401 ``unauthorised``; 403 ``forbidden``
 or ``other_agency``), the refusal's body says only why (no field of A's resources in it: no
 leak), nothing is written, and the refusals are counted.
@@ -72,6 +73,8 @@ class Case:
     params: dict[str, str] = field(default_factory=dict)
     only: OneRole | None = None
     """The one role of the agency that may use it (None: a dispatcher and an admin)."""
+    own_token: bool = False
+    """Anyone may use it on her own good token (renewing it): only those with none are tried."""
 
 
 OneRole = Literal["admin", "dispatcher"]
@@ -172,6 +175,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/agencies/{agency_id}/alarms/{alarm_id}"): Case(),
     ("POST", "/v1/agencies/{agency_id}/alarms/{alarm_id}/{command}"): Case(only=DISPATCHER),
     ("GET", "/v1/agencies/{agency_id}/commands/{command_id}"): Case(),
+    ("POST", "/v1/tokens/renew"): Case(own_token=True),
 }
 
 
@@ -187,6 +191,8 @@ class Outsider:
     """Only the routes whose one role (``Case.only``) this is: its own agency's other role."""
 
     def tries(self, case: Case) -> bool:
+        if case.own_token:
+            return self.status == 401  # no good token of her own to use it on
         return self.on is None or case.only == self.on
 
 
