@@ -36,8 +36,7 @@ async def credentials_for(
     password = secrets.token_urlsafe(PASSWORD_BYTES)
     try:
         async with DynSec(admin) as control:
-            who = Publisher(agency_id, kind, publisher, password)
-            await control.provision([who], new_passwords=True)
+            await control.give_password(Publisher(agency_id, kind, publisher, password))
     except UsernameTaken as exc:
         raise Refused(
             409, "username_taken", f"the broker's client {publisher} is another's"

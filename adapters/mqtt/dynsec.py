@@ -56,6 +56,8 @@ kilobyte a client: 2.4 MB for the demo city's 2,300 devices and phones, some 25 
 then), and Mosquitto routes nothing meanwhile: ten at a time, the publishers wait a quarter of a
 second at most between two messages."""
 ANSWER_TIMEOUT_S = 30.0
+CLIENT_NOT_FOUND = "Client not found"
+"""The plugin's answer to ``getClient`` for a username it does not know."""
 
 DEFAULT_DENY = {
     "publishClientSend": False,
@@ -294,16 +296,26 @@ class DynSec:
             for c in answer.get("data", {}).get("clients", [])
         }
 
-    async def provision(
-        self, publishers: Iterable[Publisher], *, new_passwords: bool = False
-    ) -> int:
-        """Give each publisher not known yet its client and role; with ``new_passwords``, those
-        known their password given here (without, they keep theirs). How many were new.
-        :class:`UsernameTaken`, and nothing changed, when a username is known with another's
-        role.
+    async def roles_of(self, username: str) -> frozenset[str] | None:
+        """The names of the roles of the broker's client ``username`` (None: it knows none of
+        that name), asked of that client alone (``getClient``)."""
+        command = {"command": "getClient", "username": username}
+        [answer] = await self.send([command], tolerate=("getClient",))
+        if answer.get("error") == CLIENT_NOT_FOUND:
+            return None
+        if answer.get("error"):
+            raise DynSecError(f"getClient: {answer['error']}")
+        client = answer.get("data", {}).get("client", {})
+        return frozenset(r["rolename"] for r in client.get("roles", []))
+
+    async def provision(self, publishers: Iterable[Publisher]) -> int:
+        """Give each publisher not known yet its client and role (those known keep their
+        password). How many were new. :class:`UsernameTaken`, and nothing changed, when a
+        username is known with another's role.
 
         Each command makes the plugin write its whole configuration again, so a known
-        publisher costs nothing unless asked, and a new one two commands."""
+        publisher costs nothing, and a new one two commands; every client is listed once,
+        for a city's thousands at a time."""
         known = await self.clients()
         commands: list[dict[str, Any]] = []
         new = 0
@@ -314,18 +326,30 @@ class DynSec:
                 new += 1
             elif role_name(p.agency, p.kind, p.id) not in roles:
                 raise UsernameTaken(f"the broker's client {p.id} is another publisher's")
-            elif new_passwords:
-                commands.append(
-                    {"command": "setClientPassword", "username": p.id, "password": p.password}
-                )
         await self.send(commands)
         return new
+
+    async def give_password(self, p: Publisher) -> bool:
+        """One publisher's password set to ``p.password`` (the old one refused from then on),
+        its client and role made if it has none; whether they were new. Only its own client is
+        asked for (``getClient``); :class:`UsernameTaken`, and nothing changed, when a client of
+        that name holds another's role."""
+        roles = await self.roles_of(p.id)
+        if roles is None:
+            await self.send(publisher_commands(p))
+            return True
+        if role_name(p.agency, p.kind, p.id) not in roles:
+            raise UsernameTaken(f"the broker's client {p.id} is another publisher's")
+        await self.send(
+            [{"command": "setClientPassword", "username": p.id, "password": p.password}]
+        )
+        return False
 
     async def withdraw(self, agency: str, kind: Kind, publisher: str) -> None:
         """The publisher's client and role deleted: it can no longer connect. A client of that
         name with another's role is left alone (:class:`UsernameTaken`)."""
         role = role_name(agency, kind, publisher)
-        roles = (await self.clients()).get(publisher)
+        roles = await self.roles_of(publisher)
         if roles is not None and role not in roles:
             raise UsernameTaken(f"the broker's client {publisher} is another publisher's")
         await self.send(

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 import aiomqtt
@@ -27,7 +27,7 @@ import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.mqtt.access import BrokerAccess, access_of, admin_access
-from adapters.mqtt.dynsec import DynSec, Publisher
+from adapters.mqtt.dynsec import DynSec, Publisher, UsernameTaken
 from adapters.storage.postgres import Database, DeviceRow, PatientRow
 from careknot.servers.embedded import Launcher, Started, dynsec_plugin
 from ingest.service import IngestService
@@ -186,6 +186,60 @@ async def test_a_device_reads_its_own_commands_not_another_s(secured: Settings) 
     assert [c.value for c in refused] == [NOT_AUTHORISED]  # type: ignore[union-attr]
     assert [c.value for c in everything] == [NOT_AUTHORISED]  # type: ignore[union-attr]
     assert [c.value for c in a.pubacks] == [NOT_AUTHORISED]  # its commands are not its to send
+
+
+class Asked(DynSec):
+    """The control API, keeping the name of every command it sends."""
+
+    def __init__(self, access: BrokerAccess) -> None:
+        super().__init__(access)
+        self.asked: list[str] = []
+
+    async def send(
+        self, commands: Sequence[dict[str, Any]], *, tolerate: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
+        self.asked += [c["command"] for c in commands]
+        return await super().send(commands, tolerate=tolerate)
+
+
+async def connects(settings: Settings, username: str, password: str) -> bool:
+    try:
+        async with as_device(settings, username, password).client():
+            return True
+    except aiomqtt.MqttError as exc:
+        if "authori" not in str(exc).lower():
+            raise
+        return False
+
+
+async def test_one_publishers_password_is_set_asking_only_for_its_own_client(
+    secured: Settings,
+) -> None:
+    """A new publisher is made, a known one's password replaced, and a username another's (an
+    OwnTracks user named as device A) given nothing; no call lists the broker's every client."""
+    admin = admin_access(secured)
+    assert admin is not None
+    new, asking = f"id-{TAG}-c", Asked(admin)
+    async with asking as control:
+        assert await control.roles_of(new) is None
+        assert await control.give_password(Publisher(AGENCY, "cg", new, "first-1"))
+        assert await control.roles_of(new) == frozenset({f"ck-cg-{AGENCY}-{new}"})
+        assert not await control.give_password(Publisher(AGENCY, "cg", new, "second-2"))
+        with pytest.raises(UsernameTaken):
+            await control.give_password(Publisher(AGENCY, "ot", DEVICE_A, "stolen-3"))
+        with pytest.raises(UsernameTaken):
+            await control.withdraw(AGENCY, "ot", DEVICE_A)
+    assert "listClients" not in asking.asked and "getClient" in asking.asked
+    assert (await connects(secured, new, "first-1"), await connects(secured, new, "second-2")) == (
+        False,
+        True,
+    )
+    assert await connects(secured, DEVICE_A, PASSWORD_A)
+    assert not await connects(secured, DEVICE_A, "stolen-3")
+    async with DynSec(admin) as control:
+        await control.withdraw(AGENCY, "cg", new)
+        assert await control.roles_of(new) is None
+    assert not await connects(secured, new, "second-2")
 
 
 @pytest.fixture(scope="module")
