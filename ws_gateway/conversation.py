@@ -15,8 +15,8 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -77,29 +77,53 @@ QUEUE_SIZE = 1024
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOO_BIG = 1009
 CLOSE_POLICY = 1008
+CLOSE_INTERNAL_ERROR = 1011
 UNAVAILABLE = "unavailable"
 CATCH_UP = -1
 """The seq of the relay's word, in a connection's queue, that it lost messages."""
 
 
-@dataclass(eq=False)
 class Connection:
-    """One client's live state: its recipient, its queue of relayed messages (seq, epoch,
-    message), the epoch of its stream and what it got of it."""
+    """One client's live state: its recipient, the epoch of its stream and what it got of it,
+    and what the relay queued for it (seq, epoch, message) and its pump has yet to send.
 
-    ws: ServerConnection
-    claims: Claims
-    recipient: str
-    queue: asyncio.Queue[tuple[int, int, bytes]] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
+    An idle connection holds no queue and no task: the queue is made by the first message the
+    relay hands it and the pump is a task only while there is something to send, both gone once
+    it is sent. Ten thousand idle clients are ten thousand of these, and little else.
+    """
+
+    __slots__ = (
+        "budget",
+        "claims",
+        "delivered",
+        "epoch",
+        "open",
+        "overflowed",
+        "pump",
+        "queue",
+        "recipient",
+        "sending",
+        "talk",
+        "token_check",
+        "ws",
     )
-    epoch: int = 0
-    delivered: Delivered = field(default_factory=Delivered)
-    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
-    overflowed: bool = False
-    budget: FrameBudget = field(default_factory=FrameBudget)
-    token_check: asyncio.TimerHandle | None = None
-    """When its token is next checked: a timer, not a task waiting a connection's life."""
+
+    def __init__(
+        self, ws: ServerConnection, claims: Claims, recipient: str, talk: Conversations
+    ) -> None:
+        self.ws, self.claims, self.recipient, self.talk = ws, claims, recipient, talk
+        self.queue: deque[tuple[int, int, bytes]] | None = None
+        self.pump: asyncio.Task[None] | None = None
+        self.open = False
+        """Whether its live messages are sent as they come: not before its ``hello`` and replay."""
+        self.epoch = 0
+        self.delivered = Delivered()
+        self.sending = asyncio.Lock()
+        self.overflowed = False
+        self.budget: FrameBudget | None = None
+        """Made by its first frame (a client that only listens sends none)."""
+        self.token_check: asyncio.TimerHandle | None = None
+        """When its token is next checked: a timer, not a task waiting a connection's life."""
 
     def catch_up(self) -> bool:
         """Queue the relay's word that it lost messages: the pump catches up at this point of
@@ -107,16 +131,19 @@ class Connection:
         return self.offer(CATCH_UP, 0, b"")
 
     def offer(self, seq: int, epoch: int, message: bytes) -> bool:
-        """Queue a relayed message; False (once) when the queue overflows, and the client,
-        too slow for what it is sent, is closed (1013)."""
+        """Queue a relayed message; False (once) when :data:`QUEUE_SIZE` are already waiting,
+        and the client, too slow for what it is sent, is closed (1013)."""
         if self.overflowed:
             return True
-        try:
-            self.queue.put_nowait((seq, epoch, message))
-        except asyncio.QueueFull:
+        if self.queue is None:
+            self.queue = deque()
+        elif len(self.queue) >= QUEUE_SIZE:
             self.overflowed = True
             in_background(self.ws.close(CLOSE_TRY_AGAIN_LATER, "too slow"))
             return False
+        self.queue.append((seq, epoch, message))
+        if self.open and self.pump is None:
+            self.talk.pump(self)
         return True
 
 
@@ -168,7 +195,6 @@ class Conversations:
     async def converse(
         self, conn: Connection, last_seq: str | None, epoch: str | None = None
     ) -> None:
-        conn.budget = FrameBudget(self._limits, time.monotonic())
         position = await self._outbox.position(conn.recipient)
         conn.epoch = position.epoch
         # not kept in a local: orjson's output holds a 4 KiB buffer for as long as it lives
@@ -179,35 +205,53 @@ class Conversations:
             given = int(epoch) if epoch is not None and epoch.isdigit() else None
             await self._resume(conn, int(last_seq), given)
         self._check_token_later(conn)
-        async with asyncio.TaskGroup() as tasks:
-            pump = tasks.create_task(self._pump(conn), name=f"pump {conn.recipient}")
-            try:
-                await self._listen(conn)
-            finally:
-                pump.cancel()
-                if conn.token_check is not None:
-                    conn.token_check.cancel()
+        conn.open = True
+        if conn.queue:
+            self.pump(conn)
+        try:
+            await self._listen(conn)
+        finally:
+            conn.open = False
+            if conn.pump is not None:
+                conn.pump.cancel()
+            if conn.token_check is not None:
+                conn.token_check.cancel()
+
+    def pump(self, conn: Connection) -> None:
+        """Start sending what the relay queued for an open connection: a task while there is
+        something to send, gone when it is sent."""
+        name = f"pump {conn.recipient}"
+        conn.pump = asyncio.get_running_loop().create_task(self._pump(conn), name=name)
 
     async def _pump(self, conn: Connection) -> None:
         """Send what the relay queued, in order. Redis failing it midway closes the connection
         (1013): a client that reconnects and resumes misses nothing, one left open might."""
         try:
-            await self._pump_all(conn)
+            await self._send_queued(conn)
         except ConnectionClosed:
-            pass
+            conn.open = False
         except StorageError as exc:
+            conn.open = False
             log.warning("%s: closing: cannot send what it is owed: %s", conn.recipient, exc)
             await conn.ws.close(CLOSE_TRY_AGAIN_LATER, "try again")
+        except Exception:
+            conn.open = False
+            log.exception("%s: closing: its pump failed", conn.recipient)
+            await conn.ws.close(CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            conn.pump = None
 
-    async def _pump_all(self, conn: Connection) -> None:
-        while True:
-            seq, epoch, message = await conn.queue.get()
+    async def _send_queued(self, conn: Connection) -> None:
+        """Until its queue is empty (then dropped: an idle connection holds none)."""
+        while conn.queue:
+            seq, epoch, message = conn.queue.popleft()
             if seq == CATCH_UP:
                 await self._catch_up(conn)
                 continue
             async with conn.sending:
                 if await self._in_epoch(conn, epoch) and conn.delivered.take_live(seq):
                     await conn.ws.send(message, text=True)
+        conn.queue = None
 
     async def _in_epoch(self, conn: Connection, epoch: int) -> bool:
         """Whether a message of ``epoch`` belongs to the connection's stream, once it is told
@@ -355,16 +399,18 @@ class Conversations:
             log.warning("%s: cannot serve a frame: %s", conn.recipient, exc)
             await self._reject(conn, RejectedInput(UNAVAILABLE, "try again"), raw)
 
-    @staticmethod
-    def _admitted(conn: Connection, raw: str | bytes) -> Frame:
+    def _admitted(self, conn: Connection, raw: str | bytes) -> Frame:
         """The frame, parsed, once its kind's budget has room (one that does not parse draws
         on the budget of the rest); :class:`OverBudget` when it has none."""
+        budget = conn.budget
+        if budget is None:
+            budget = conn.budget = FrameBudget(self._limits, time.monotonic())
         try:
             command = parse_frame(raw)
         except RejectedInput:
-            conn.budget.charge(None, time.monotonic())
+            budget.charge(None, time.monotonic())
             raise
-        conn.budget.charge(command.type, time.monotonic())
+        budget.charge(command.type, time.monotonic())
         return command
 
     async def _over_budget(self, conn: Connection, refused: OverBudget) -> None:

@@ -159,6 +159,10 @@ class Gateway:
     def connections(self) -> int:
         return sum(len(conns) for conns in self._routes.values())
 
+    def connections_of(self, recipient: str) -> tuple[Connection, ...]:
+        """The open connections reading ``recipient``'s messages."""
+        return tuple(self._routes.get(recipient, ()))
+
     # ------------------------------------------------------------ relay
 
     async def _relay(self) -> None:
@@ -220,7 +224,7 @@ class Gateway:
         except ConnectionClosed:
             return
         forget_handshake(ws)
-        conn = Connection(ws, claims, recipient)
+        conn = Connection(ws, claims, recipient, self._talk)
         self._routes[recipient].add(conn)  # queue live messages before reading seq_now
         try:
             await self._talk.converse(conn, _param(query, "last_seq"), _param(query, "epoch"))

@@ -325,6 +325,24 @@ async def test_caregiver_sees_only_her_own(
     assert (frame["offer_id"], frame["seq"]) == ("for-a", 1)
 
 
+async def test_an_idle_connection_holds_no_queue_and_no_task_once_it_is_sent_all(
+    gateway: Gateway, settings: Settings, box: Outbox
+) -> None:
+    """Ten thousand idle clients must each cost little: a connection's queue and its pump task
+    live only while the relay has handed it something not yet sent."""
+    async with client(gateway, token=token(settings, "caregiver", "cg-idle")) as ws:
+        await recv(ws)  # hello
+        (held,) = gateway.connections_of("cg:cg-idle")
+        assert (held.queue, held.pump) == (None, None)  # nothing relayed yet
+        await box.send([(recipients.caregiver("cg-idle"), result(f"o{n}")) for n in range(3)])
+        assert [(await recv(ws))["offer_id"] for _ in range(3)] == ["o0", "o1", "o2"]
+        await send(ws, {"type": "ping"})
+        assert await recv(ws) == {"type": "pong"}  # the pump ended before the ping was read
+        assert (held.queue, held.pump) == (None, None)
+        await box.send([(recipients.caregiver("cg-idle"), result("again"))])
+        assert (await recv(ws))["offer_id"] == "again"  # a new pump for what came after
+
+
 async def test_family_scoped_to_their_patient(
     gateway: Gateway, settings: Settings, box: Outbox
 ) -> None:
