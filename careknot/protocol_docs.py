@@ -330,6 +330,8 @@ CLOSE_CODES: dict[int, str] = {
     server.CLOSE_TRY_AGAIN: "try again later: too slow to keep up (its queue of"
     f" {conversation.QUEUE_SIZE} messages overflowed), or the gateway lost Redis; reconnect"
     " and resume",
+    conversation.CLOSE_INTERNAL_ERROR: "internal error: the gateway failed sending what it is"
+    " owed (or no pong came in time to its keepalive ping); reconnect and resume",
     1001: "going away: the gateway is stopping; reconnect and resume",
 }
 
