@@ -39,6 +39,7 @@ from devices.health import (
 )
 from devices.health import Health as DeviceHealth
 from kernel.contracts import DeviceStatus
+from kernel.errors import StorageError
 from kernel.settings import Settings
 from streams.alarm_keeper import AlarmKeeper
 
@@ -80,6 +81,9 @@ class DeviceKeeper:
         self._decommissions_read_at = float("-inf")
         self.unknown: Counter[str] = Counter()
         """Statuses of devices not registered (or of a kind not known), by device."""
+        self.skipped: Counter[str] = Counter()
+        """Steps of the tick skipped because Postgres could not answer, by step (each is
+        taken again on the next tick)."""
 
     async def watched(self) -> dict[str, Watched]:
         """Every device watched, read from Postgres the first time."""
@@ -126,14 +130,23 @@ class DeviceKeeper:
 
     async def _let_go_decommissioned(self) -> None:
         """Every ``device_decommissions_read_s``: the devices taken out of service are no longer
-        watched, and what their health had raised is cleared."""
+        watched, and what their health had raised is cleared. With Postgres unable to say
+        which they are, the step is skipped (counted in ``skipped``) and read again on the next
+        tick, so the silences are judged meanwhile; a device is let go only once its alarms
+        are cleared, so a clearing that fails is taken again."""
         now = self._clock()
         if now - self._decommissions_read_at < self._decommissions_read_s:
             return
         watched = await self.watched()
-        for device_id in await self._store.decommissioned(list(watched)):
-            w = watched.pop(device_id)
-            await self._tell(w.device, decommissioned())
+        try:
+            gone = await self._store.decommissioned(list(watched))
+        except StorageError as exc:
+            self.skipped["decommissions"] += 1
+            log.warning("devices decommissioned not read (%s): read again next tick", exc)
+            return
+        for device_id in sorted(gone):
+            await self._tell(watched[device_id].device, decommissioned())
+            del watched[device_id]
             log.info("device %s decommissioned: no longer watched", device_id)
         self._decommissions_read_at = now
 

@@ -2,14 +2,19 @@
 test's: a fall detector whose heartbeats stop is a critical ``device_offline`` alarm told to
 the dispatchers, cleared when it is back; its last will is offline at once; a flapping device
 raises one ``flapping`` alarm, not an offline one per drop; low battery worsens and clears; a
-worker that starts again reads what it knew and gives every device a whole silence."""
+worker that starts again reads what it knew and gives every device a whole silence; with its
+Postgres resetting every connection, a tick still judges the silences, and reads the devices
+decommissioned on the next tick that Postgres answers."""
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -18,11 +23,14 @@ import redis.asyncio as aioredis
 from adapters.storage import outbox
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database, DeviceRow, PatientRow
+from careknot.faults.proxy import ProxyThread, TcpProxy
 from kernel import recipients
 from kernel.contracts import DeviceStatus
+from kernel.errors import StorageError
 from kernel.settings import Settings
 from streams.alarm_keeper import AlarmKeeper
 from streams.device_keeper import DeviceKeeper
+from tests.support import free_port
 
 pytestmark = pytest.mark.servers
 
@@ -207,3 +215,54 @@ async def test_a_decommissioned_device_is_let_go_and_what_it_raised_is_cleared(
     await home.says("heartbeat")  # nor of what it still says
     assert len(await home.alarms()) == told
     assert home.device not in await home.keeper.watched()
+
+
+@contextmanager
+def through_a_proxy(settings: Settings) -> Iterator[tuple[ProxyThread, Settings]]:
+    """A proxy in front of the session's Postgres, and the settings that reach it through it."""
+    dsn = urlsplit(settings.postgres_dsn)
+    who = dsn.netloc.rpartition("@")[0]
+    with ProxyThread(TcpProxy(free_port(), dsn.port or 5432)) as proxy:
+        netloc = f"{who}@127.0.0.1:{proxy.proxy.port}" if who else f"127.0.0.1:{proxy.proxy.port}"
+        yield (
+            proxy,
+            settings.model_copy(update={"postgres_dsn": dsn._replace(netloc=netloc).geturl()}),
+        )
+
+
+async def test_with_postgres_away_the_tick_judges_silences_and_reads_decommissions_next_tick(
+    home: Home, settings: Settings, db: Database, redis: aioredis.Redis
+) -> None:
+    """The keeper's Postgres resets every connection: the read of devices decommissioned is
+    skipped and counted, the fall detector gone quiet is still told offline (its alarm kept by
+    a Postgres that answers), and the read is made again on the next tick, once it answers."""
+    pendant = f"{home.device}-sos"
+    await db.upsert_devices([DeviceRow(pendant, home.agency, home.patient, "pendant")])
+    with through_a_proxy(settings) as (proxy, through):
+        async with Database(through) as far:
+            alarms = AlarmKeeper(settings, db, RedisConnection(redis), home.clock)
+            keeper = DeviceKeeper(settings, far, alarms, home.clock)
+            beat = home.status("heartbeat", battery=80, interval_s=BEAT_S)
+            await keeper.on_status([beat, beat.model_copy(update={"device_id": pendant})])
+            await keeper.tick()  # the decommissions read at T0
+            await db.pool.execute(
+                "UPDATE devices SET decommissioned_at = now() WHERE id = $1", pendant
+            )
+            proxy.set_mode("reset")
+            home.clock.now = T0 + max(3 * BEAT_S, settings.device_decommissions_read_s)
+            with pytest.raises(StorageError):  # its health not saved, once the silences are judged
+                await keeper.tick()
+            assert keeper.skipped == {"decommissions": 1}
+            told = {(a["source"], a["kind"], a["status"]) for a in await home.alarms()}
+            assert (f"device:{home.device}", "device_offline", "active_unack") in told
+            assert pendant in await keeper.watched()
+
+            proxy.set_mode("pass")
+            await keeper.tick()
+            assert keeper.skipped == {"decommissions": 1}
+            assert pendant not in await keeper.watched()
+            last = {(a["source"], a["kind"]): a["status"] for a in await home.alarms()}
+            assert last == {
+                (f"device:{home.device}", "device_offline"): "active_unack",
+                (f"device:{pendant}", "device_offline"): "cleared_unack",
+            }
