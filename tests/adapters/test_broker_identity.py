@@ -7,8 +7,10 @@ Device A publishes under its own topic and the admin's subscriber gets it; A pub
 B's topic is refused (MQTT 5: PUBACK reason code 135, not authorised; MQTT 3.1.1 has no way to
 say it: the broker acknowledges and drops it) and nothing is delivered; an unknown client, a
 wrong password and an anonymous client cannot connect; A may subscribe to its own commands, not
-to B's. Then ingest, with the services' credentials from the settings, takes A's fall through
-to Kafka, and a fall forged by A under B's id never reaches it.
+to B's. One publisher's password is set, or its client withdrawn, asking the broker for that
+client alone, never a username held with another's role. Then ingest, with the services'
+credentials from the settings, takes A's fall through to Kafka, and a fall forged by A under B's
+id never reaches it.
 """
 
 from __future__ import annotations
