@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import aiomqtt
 import httpx
+import jwt
 import numpy as np
 import orjson
 import pytest
@@ -32,6 +33,8 @@ from playwright.async_api import Browser, Page, Route, async_playwright, expect
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from adapters.storage.visit_store import VisitStore
 from geofence.geodesy import LocalFrame
+from kernel import tokens
+from kernel.contracts import Role
 from kernel.settings import Settings
 from simulators.population import AGENCY_ID as CITY
 from simulators.residents import ZONE
@@ -55,6 +58,11 @@ NEAR = (53.7768, -1.6002)  # ~100 m from her home
 FAMILY = f"browser-fam-{RUN}"
 VISITOR, RELATIVE, RELATIVE_FD = f"bf-cg-{RUN}", f"bf-pat-{RUN}", f"bf-fd-{RUN}"
 VISIT = f"bf-visit-{RUN}"
+OFFERS = f"browser-offers-{RUN}"  # a caregiver located, so its fall is offered to her
+ASKED, ASKED_FOR, ASKED_FD = f"bo-cg-{RUN}", f"bo-pat-{RUN}", f"bo-fd-{RUN}"
+LATE = f"browser-late-{RUN}"  # a visit begun 700 s before the tests, nobody there: late
+LATECOMER, WAITING_FOR, LATE_VISIT = f"bl-cg-{RUN}", f"bl-pat-{RUN}", f"bl-visit-{RUN}"
+LATE_HOME = (53.8300, -1.6200)  # Horsforth
 RELATIVE_HOME = (53.8210, -1.5760)  # Headingley
 VISIT_STATES = {"scheduled", "en_route", "arrived", "in_visit", "left", "missed"}
 ROSTER_WAIT_S = 20.0  # the city rosters its day through the API as it starts
@@ -79,28 +87,37 @@ async def ready(system: Settings) -> AsyncIterator[Settings]:
     async with Database(system) as db:
         await db.upsert_agency(DESK, "Browser Care")
         await db.upsert_agency(FAMILY, "Browser Family Care")
+        await db.upsert_agency(OFFERS, "Browser Offers Care")
+        await db.upsert_agency(LATE, "Browser Late Care")
         await db.upsert_caregivers(
             [
                 CaregiverRow(CAREGIVER, DESK, "Carla Browser"),
                 CaregiverRow(VISITOR, FAMILY, "Vera Visitor"),
+                CaregiverRow(ASKED, OFFERS, "Olga Offered"),
+                CaregiverRow(LATECOMER, LATE, "Lou Latecomer"),
             ]
         )
         await db.upsert_patients(
             [
                 PatientRow(PATIENT, DESK, "Pat Browser", *HOME),
                 PatientRow(RELATIVE, FAMILY, "Rita Relative", *RELATIVE_HOME),
+                PatientRow(ASKED_FOR, OFFERS, "Agnes Asked-For", *HOME),
+                PatientRow(WAITING_FOR, LATE, "Lena Waiting", *LATE_HOME),
             ]
         )
         await db.upsert_devices(
             [
                 DeviceRow(DEVICE, DESK, PATIENT, "fall_detector"),
                 DeviceRow(RELATIVE_FD, FAMILY, RELATIVE, "fall_detector"),
+                DeviceRow(ASKED_FD, OFFERS, ASKED_FOR, "fall_detector"),
             ]
         )
         store = VisitStore(db, r, system)
         start = time.time() + 600  # she comes early for it: it is her next visit
         visit = Visit(VISIT, FAMILY, RELATIVE, VISITOR, start, start + 1800, *RELATIVE_HOME, ())
-        await store.add_visits([visit])
+        begun = time.time() - 700  # past the 600 s a visit is late after, nobody there
+        late = Visit(LATE_VISIT, LATE, WAITING_FOR, LATECOMER, begun, begun + 3600, *LATE_HOME, ())
+        await store.add_visits([visit, late])
         await store.set_fence(RELATIVE, radius_m=100.0)
     await r.aclose()
     yield system
@@ -141,7 +158,8 @@ async def _page(browser: Browser, settings: Settings, path: str, **viewport: int
     """A fresh page of the gateway's at ``path`` (its token in the fragment); nothing beyond
     the gateway and the API answers it."""
     context = await browser.new_context(
-        viewport={"width": viewport.get("width", 1280), "height": viewport.get("height", 860)}
+        viewport={"width": viewport.get("width", 1280), "height": viewport.get("height", 860)},
+        timezone_id=ZONE,  # the people of the simulated Leeds read its clocks
     )
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
     ours = f"{re.escape(gateway)}/|{re.escape(_api_url(settings))}/|ws://"
@@ -421,4 +439,130 @@ async def test_a_family_sees_her_relatives_visit_arrive_and_help_sent(
     await desk.close()
     # readable on a phone: nothing wider than the screen
     assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    await page.context.close()
+
+
+async def test_the_console_shows_whom_an_incident_was_offered_to_and_her_answer(
+    ready: Settings, browser: Browser
+) -> None:
+    page = await _page(browser, ready, f"/#token={token(ready, 'dispatcher', 'desk', OFFERS)}")
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=WAIT_MS)
+    phone = await Phone.open(ready, token(ready, "caregiver", ASKED, OFFERS))
+    tst = int(time.time())
+    fix = {"_type": "location", "lat": NEAR[0], "lon": NEAR[1], "tst": tst, "acc": 8}
+    await _publish(ready, f"ck/{OFFERS}/cg/{ASKED}/loc", fix)
+    await expect(page.locator(f'.ck-cg[data-caregiver-id="{ASKED}"]')).to_be_visible(
+        timeout=WAIT_MS
+    )  # located: the dispatch worker can offer her the fall
+    await _publish(ready, f"ck/{OFFERS}/dev/{ASKED_FD}/evt", _fall())
+    offer = await phone.expect(is_type("offer"))
+
+    # the map draws a line from her to the incident while the offer is out
+    line = page.locator(f'path.ck-offer-line[data-offer-id="{offer["offer_id"]}"]')
+    await expect(line).to_have_attribute("data-caregiver-id", ASKED, timeout=WAIT_MS)
+    await page.locator(".ck-incident").click()
+    detail = page.locator("#incident-detail")
+    await expect(detail.locator("#detail-title")).to_contain_text("Agnes Asked-For")
+    asked = detail.locator(f'#detail-offers li.offer[data-offer-id="{offer["offer_id"]}"]')
+    await expect(asked).to_have_attribute("data-state", "offered", timeout=WAIT_MS)
+    await expect(asked.locator(".who")).to_have_text("Olga Offered")
+    await expect(asked.locator(".when")).to_contain_text("answer by")
+    await _shot(page, "console-offered")
+
+    # she declines: the panel says so and her line leaves the map
+    await phone.send({"type": "decline", "offer_id": offer["offer_id"], "reason": "driving"})
+    await expect(asked).to_have_attribute("data-state", "declined", timeout=WAIT_MS)
+    await expect(asked.locator(".state")).to_have_text("declined")
+    await expect(line).to_have_count(0)
+    await expect(detail.locator("#detail-timeline")).to_contain_text("declined")
+    await _shot(page, "console-declined")
+    await phone.close()
+    await page.context.close()
+
+
+async def test_visit_alerts_and_visits_name_the_patient(ready: Settings, browser: Browser) -> None:
+    page = await _page(browser, ready, f"/#token={token(ready, 'dispatcher', 'desk', LATE)}")
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=WAIT_MS)
+    alert = page.locator(f'#visits li.visit-alert[data-alert-id="late:{LATE_VISIT}"]')
+    await expect(alert).to_have_attribute("data-state", "raised", timeout=WAIT_MS)
+    await expect(alert).to_contain_text("late at Lena Waiting")
+    await expect(alert).not_to_contain_text(WAITING_FOR)
+    visit = page.locator(f'#visits li.visit[data-visit-id="{LATE_VISIT}"]')
+    await expect(visit.locator(".what")).to_have_text("Lena Waiting · Lou Latecomer")
+    await _shot(page, "console-late-visit")
+    await page.context.close()
+
+
+def _short_token(settings: Settings, role: Role, sub: str, agency: str, **kw: Any) -> str:
+    """A token of 40 s: less than the minute before expiry a page renews it, so at once."""
+    now = time.time()
+    return tokens.mint(tokens.keyring_of(settings), role, sub, agency, 40.0, now, **kw)
+
+
+async def _renewed(page: Page, old: str) -> float:
+    """The fresh token's expiry, once the page renewed its token and the gateway took the fresh
+    one on the open connection (``auth_ok``)."""
+    was = tokens.Claims.model_validate(jwt.decode(old, options={"verify_signature": False})).exp
+    connection = page.locator("#connection")
+    await expect(connection).to_have_attribute("data-token-exp", re.compile(r"\d"), timeout=WAIT_MS)
+    exp = float(await connection.get_attribute("data-token-exp") or 0)
+    assert exp > was + 60
+    await expect(connection).to_have_attribute("data-auth-exp", str(exp), timeout=WAIT_MS)
+    await expect(connection).to_have_text("Live")
+    return exp
+
+
+async def test_the_pages_renew_their_token_before_it_expires(
+    ready: Settings, browser: Browser
+) -> None:
+    desk = _short_token(ready, "dispatcher", "desk", CITY)
+    console = await _page(browser, ready, f"/#token={desk}")
+    await _renewed(console, desk)
+    await expect(console.locator("#log li", has_text="token renewed")).to_have_count(1)
+    await console.context.close()
+
+    family = _short_token(ready, "family", f"bf-fam-{RUN}", FAMILY, patients=[RELATIVE])
+    page = await _page(browser, ready, f"/family#token={family}", width=390, height=844)
+    await _renewed(page, family)
+    await page.context.close()
+
+
+async def test_a_family_sees_todays_doses_and_nothing_without_a_schedule(
+    ready: Settings, browser: Browser
+) -> None:
+    schedule = {
+        "doses": [
+            {"name": "metformin 500 mg", "at": "08:00"},
+            {"name": "digoxin 125 mcg", "at": "20:00", "critical": True},
+        ]
+    }
+    async with _api(ready, token(ready, "dispatcher", "desk", FAMILY)) as client:
+        answer = await client.put(
+            f"/v1/agencies/{FAMILY}/patients/{RELATIVE}/medication",
+            json=schedule,
+            headers={"If-None-Match": "*"},
+        )
+        assert answer.status_code in (200, 201), answer.text
+    family = token(ready, "family", f"bf-fam-{RUN}", FAMILY, [RELATIVE])
+    page = await _page(browser, ready, f"/family#token={family}", width=390, height=844)
+    card = page.locator("#doses-card")
+    await expect(card).to_have_attribute("data-schedule", "some", timeout=WAIT_MS)
+    doses = card.locator("li.dose")
+    await expect(doses).to_have_count(2)
+    await expect(doses.nth(0).locator(".who")).to_have_text("metformin 500 mg, due 08:00")
+    await expect(doses.nth(1).locator(".who")).to_have_text(
+        "digoxin 125 mcg (important), due 20:00"
+    )
+    await expect(doses.nth(0).locator(".status")).not_to_be_empty()
+    await expect(card.locator("#no-doses")).to_be_hidden()
+    await _shot(page, "family-doses")
+    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    await page.context.close()
+
+    # her relative with no schedule: the page says nothing of medication
+    nothing = token(ready, "family", f"bo-fam-{RUN}", OFFERS, [ASKED_FOR])
+    page = await _page(browser, ready, f"/family#token={nothing}", width=390, height=844)
+    card = page.locator("#doses-card")
+    await expect(card).to_have_attribute("data-schedule", "none", timeout=WAIT_MS)
+    await expect(card).to_be_hidden()
     await page.context.close()

@@ -10,9 +10,12 @@
 // deliver older messages after newer ones. The map is Leaflet's (served from the console's npm
 // folder, no CDN), over a drawn grid, so the page works with no tile server; an incident
 // clicked on the map or in the list opens with its timeline and the dispatcher's assign and
-// resolve. What no frame lists comes from the HTTP API (/config.json's api_url, with the same
-// token): every home of the agency, the day's visits with their state, an incident's recorded
-// timeline; without the API the page says so once and goes on with the frames alone.
+// resolve, with whom it was offered to and what each answered (offer_status frames; a dashed
+// line on the map from each caregiver asked while her offer is out). What no frame lists comes
+// from the HTTP API (/config.json's api_url, with the same token): every home of the agency and
+// its patient's name (which the lists show for her id), the day's visits with their state, an
+// incident's recorded timeline; without the API the page says so once and goes on with the
+// frames alone. The token is renewed through the API before it expires (renewal.js).
 "use strict";
 
 (() => {
@@ -82,13 +85,45 @@
     listDirty = true;
   }
 
+  // Offers of incidents (offer_status frames): whom each incident was asked of, and what each
+  // answered or what became of her offer. The newest `at` wins, and an offer that ended never
+  // goes back to `offered` (a resume may bring its first frame after its last).
+  const offers = new Map(); // offer_id -> {offer_id, incident_id, caregiver_id, state, ...}
+  const OFFER_WORDS = {
+    offered: "asked", accepted: "accepted", declined: "declined", expired: "no answer in time",
+    taken: "taken by another", cancelled: "cancelled",
+  };
+  let offersDirty = false; // the map's lines from the caregivers asked to their incidents
+
+  function applyOffer(f) {
+    const known = offers.get(f.offer_id);
+    if (known && (known.at > f.at || (known.state !== "offered" && f.state === "offered"))) return;
+    offers.set(f.offer_id, {
+      ...f,
+      offeredAt: known ? known.offeredAt : f.at,
+      expires_at: f.expires_at ?? (known && known.expires_at),
+      eta_s: f.eta_s ?? (known && known.eta_s),
+    });
+    offersDirty = true;
+    if (f.incident_id === selected) detailDirty = true;
+    if (known && known.state === f.state) return;
+    const ended = f.state === "declined" || f.state === "expired";
+    addToTimeline(f.incident_id, f.at, `offer to ${who(f.caregiver_id)}: ${OFFER_WORDS[f.state] || f.state}`,
+      ended ? "escalated" : "", "frame");
+  }
+
+  function offersOf(incidentId) {
+    return [...offers.values()].filter((o) => o.incident_id === incidentId)
+      .sort((a, b) => a.offeredAt - b.offeredAt || a.offer_id.localeCompare(b.offer_id));
+  }
+
   // Visit alerts (late, missed, early_departure, unscheduled_home): raised, then cleared when
   // their condition ends; one `alert_id` per condition, the newest `at` wins.
   const alerts = new Map(); // alert_id -> alert frame
 
   function describeAlert(f) {
     const what = f.kind.replace(/_/g, " ");
-    return `${what} at ${f.patient_id} (${who(f.caregiver_id)}): ${f.state}`;
+    return `${what} at ${patientName(f.patient_id)} (${who(f.caregiver_id)}): ${f.state}`;
   }
 
   function applyAlert(f) {
@@ -111,7 +146,7 @@
 
   function describeVisit(f) {
     const eta = typeof f.eta_s === "number" ? ` (about ${Math.max(1, Math.round(f.eta_s / 60))} min away)` : "";
-    return `${who(f.caregiver_id)} ${VISIT_WORDS[f.state] || f.state} · ${f.patient_id}${eta}`;
+    return `${who(f.caregiver_id)} ${VISIT_WORDS[f.state] || f.state} · ${patientName(f.patient_id)}${eta}`;
   }
 
   function applyVisitStatus(f) {
@@ -162,7 +197,7 @@
     when.textContent = `${hhmm(v.start)}–${hhmm(v.end)}`;
     const what = document.createElement("span");
     what.className = "what";
-    what.textContent = `${homeNames.get(v.patientId) || v.patientId} · ${who(v.caregiverId)}`;
+    what.textContent = `${patientName(v.patientId)} · ${who(v.caregiverId)}`;
     const state = document.createElement("span");
     state.className = "state";
     state.textContent = VISIT_STATE_WORDS[v.state] || v.state;
@@ -185,6 +220,7 @@
     ).map((f) => {
       const item = document.createElement("li");
       item.className = `incident visit-alert ${f.state === "raised" ? "escalated" : "resolved"}`;
+      Object.assign(item.dataset, { alertId: f.alert_id, patientId: f.patient_id, state: f.state });
       item.textContent = `${clock(f.at)} · ${describeAlert(f)}`;
       return item;
     });
@@ -276,7 +312,7 @@
 
   function whereOf(a) {
     const parts = [];
-    if (a.patient_id) parts.push(`patient ${a.patient_id}`);
+    if (a.patient_id) parts.push(patientName(a.patient_id));
     const [what, id] = String(a.source || "").split(/:(.*)/s);
     if ((what === "device" || what === "incident") && id) parts.push(`${what} ${id}`);
     return parts.join(" · ") || a.source || "";
@@ -614,7 +650,7 @@
 
   function describeDose(f) {
     const critical = f.critical ? " (critical medicine)" : "";
-    return `dose ${f.name}${critical} for ${f.patient_id}, due ${hhmm(f.due_at)}: ${
+    return `dose ${f.name}${critical} for ${patientName(f.patient_id)}, due ${hhmm(f.due_at)}: ${
       DOSE_WORDS[f.outcome] || f.outcome}`;
   }
 
@@ -657,7 +693,7 @@
       due.textContent = hhmm(f.due_at);
       const what = document.createElement("span");
       what.className = "what";
-      what.textContent = `${f.patient_id} · ${f.name}${f.critical ? " (critical)" : ""}`;
+      what.textContent = `${patientName(f.patient_id)} · ${f.name}${f.critical ? " (critical)" : ""}`;
       const outcome = document.createElement("span");
       outcome.className = "outcome";
       outcome.textContent = DOSE_WORDS[f.outcome] || f.outcome;
@@ -690,6 +726,7 @@
     }
     if (frame.type === "location") applyLocation(frame);
     else if (frame.type === "incident") applyIncident(frame);
+    else if (frame.type === "offer_status") applyOffer(frame);
     else if (frame.type === "alert") applyAlert(frame);
     else if (frame.type === "visit_status") applyVisitStatus(frame);
     else if (frame.type === "alarm") applyAlarm(frame, live);
@@ -701,7 +738,7 @@
 
   // ------------------------------------------------------------------ connection
 
-  function connect(token) {
+  function connect() {
     let attempt = 0;
     let socket = null;
     let pinger = 0;
@@ -713,7 +750,7 @@
       setConnection("connecting", attempt ? "Reconnecting…" : "Connecting…");
       socket = new WebSocket(url);
       socket.addEventListener("open", () => {
-        socket.send(JSON.stringify({ type: "auth", token }));
+        socket.send(JSON.stringify({ type: "auth", token: session.token }));
         attempt = 0;
         lastHeard = Date.now();
         setConnection("live", "Live");
@@ -735,6 +772,7 @@
         }
         if (!frame || typeof frame !== "object") return;
         if (frame.type === "hello") onHello(frame);
+        else if (frame.type === "auth_ok") el("connection").dataset.authExp = String(frame.exp);
         else if (frame.type === "ack" && frame.alarm_id) onCommandAck(frame);
         else if (frame.type === "ack" && frame.incident_id) onIncidentAck(frame);
         else if (frame.type === "error") {
@@ -804,13 +842,19 @@
     return names.get(caregiverId) || caregiverId;
   }
 
+  // Her name as the API's list of the agency's patients gives it (read at the start), else her
+  // id: frames name a patient by id only.
+  function patientName(patientId) {
+    return homeNames.get(patientId) || patientId;
+  }
+
   function eta(seconds) {
     if (typeof seconds !== "number") return "";
     return seconds < 90 ? `${Math.round(seconds)} s` : `${Math.round(seconds / 60)} min`;
   }
 
   function describeIncident(f) {
-    let text = `${f.kind} at ${f.patient_id}: ${f.state}`;
+    let text = `${f.kind} at ${patientName(f.patient_id)}: ${f.state}`;
     if (f.assignee_id) text += ` — ${f.assignee_name || f.assignee_id}`;
     if (f.eta_s != null && f.state === "assigned") text += `, ETA ${eta(f.eta_s)}`;
     return text;
@@ -853,7 +897,7 @@
       head.addEventListener("click", () => selectIncident(f.incident_id));
       const kind = document.createElement("span");
       kind.className = "kind";
-      kind.textContent = `${f.kind.replace(/_/g, " ")} · ${f.patient_id}`;
+      kind.textContent = `${f.kind.replace(/_/g, " ")} · ${patientName(f.patient_id)}`;
       const state = document.createElement("span");
       state.className = "state";
       state.textContent = f.state;
@@ -922,6 +966,7 @@
   }
   const layer = () => (map ? L.layerGroup().addTo(map) : null);
   const homeLayer = layer();
+  const offerLayer = layer();
   const incidentLayer = layer();
   const alarmLayer = layer();
   const caregiverLayer = layer();
@@ -1026,6 +1071,45 @@
     mark(marker, classes, { incidentId: i.incident_id, state: i.state });
     const node = marker.getElement();
     if (node) node.setAttribute("aria-label", describeIncident(i));
+  }
+
+  // A dashed line from each caregiver an incident is offered to, where she is, to the incident,
+  // while the offer is out; it goes when she answers or the offer ends.
+  const offerLines = new Map(); // offer_id -> Leaflet polyline
+
+  function offerEnds(o) {
+    const c = caregivers.get(o.caregiver_id);
+    const i = incidents.get(o.incident_id);
+    const to = i && i.state !== "resolved" ? incidentAt(i) : null;
+    return o.state === "offered" && c && to ? [[c.lat, c.lon], to] : null;
+  }
+
+  function placeOffers() {
+    if (!map) return;
+    for (const [id, line] of offerLines) {
+      if (!offerEnds(offers.get(id))) {
+        offerLayer.removeLayer(line);
+        offerLines.delete(id);
+      }
+    }
+    for (const o of offers.values()) {
+      const ends = offerEnds(o);
+      if (!ends) continue;
+      const line = offerLines.get(o.offer_id);
+      if (line) {
+        line.setLatLngs(ends);
+        continue;
+      }
+      const drawn = L.polyline(ends, { className: "ck-offer-line", interactive: false, dashArray: "6 6" })
+        .addTo(offerLayer);
+      const path = drawn.getElement();
+      if (path) {
+        path.setAttribute("data-offer-id", o.offer_id);
+        path.setAttribute("data-caregiver-id", o.caregiver_id);
+        path.setAttribute("data-incident-id", o.incident_id);
+      }
+      offerLines.set(o.offer_id, drawn);
+    }
   }
 
   // Each patient's worst active alarm, at her home when the page knows where that is.
@@ -1172,7 +1256,7 @@
     const i = selected && incidents.get(selected);
     if (!i) return;
     const now = nowS();
-    el("detail-title").textContent = `${i.kind.replace(/_/g, " ")} · ${i.patient_id}`;
+    el("detail-title").textContent = `${i.kind.replace(/_/g, " ")} · ${patientName(i.patient_id)}`;
     el("detail-what").textContent = `Incident ${i.incident_id.slice(0, 8)}, updated ${clock(i.at)}`;
     const state = el("detail-state");
     state.textContent = i.state;
@@ -1180,6 +1264,9 @@
     const whom = i.assignee_id ? `Caregiver: ${i.assignee_name || i.assignee_id}` : "No caregiver yet";
     el("detail-who").textContent = i.eta_s != null && i.state === "assigned"
       ? `${whom}, ETA ${eta(i.eta_s)}` : whom;
+    const asked = offersOf(i.incident_id);
+    el("detail-offers").replaceChildren(...asked.map(offerItem));
+    el("no-offers").hidden = asked.length > 0;
     const hand = incidentHands.get(i.incident_id);
     const busy = Boolean(hand && (hand.state === "sent" || hand.state === "acked"));
     if (document.activeElement !== el("assign-caregiver")) fillChoices(i, now);
@@ -1199,6 +1286,28 @@
       item.append(time, line.text);
       return item;
     }));
+  }
+
+  // One offer of the opened incident: whom it asked, and its state (with her ETA and until
+  // when while it is out, else when it ended).
+  function offerItem(o) {
+    const item = document.createElement("li");
+    item.className = `offer ${o.state}`;
+    Object.assign(item.dataset, { offerId: o.offer_id, caregiverId: o.caregiver_id, state: o.state });
+    const whom = document.createElement("span");
+    whom.className = "who";
+    whom.textContent = who(o.caregiver_id);
+    const state = document.createElement("span");
+    state.className = "state";
+    state.textContent = OFFER_WORDS[o.state] || o.state;
+    const when = document.createElement("span");
+    when.className = "when";
+    when.textContent = o.state === "offered"
+      ? [o.eta_s != null ? `ETA ${eta(o.eta_s)}` : "", o.expires_at ? `answer by ${clock(o.expires_at)}` : ""]
+        .filter(Boolean).join(", ")
+      : `at ${clock(o.at)}`;
+    item.append(whom, state, when);
+    return item;
   }
 
   function pressIncident(command) {
@@ -1354,6 +1463,9 @@
       learnHome(p.id, p.lat, p.lon, p.name);
     }
     homesRead = true;
+    listDirty = true; // the lists name the patients now
+    dosesDirty = true;
+    detailDirty = true;
     log(`${patients.length} home${patients.length === 1 ? "" : "s"} of the agency on the map`);
     alarmsDirty = true; // an alarm of a home now known is drawn there
     visitsDirty = true;
@@ -1448,6 +1560,26 @@
     return [...record.steps, ...since].sort((a, b) => a.at - b.at).slice(-TIMELINE_MAX);
   }
 
+  // The page's token, renewed through the API before it expires (renewal.js): the fresh one
+  // goes to the open connection as `auth`, to the API's calls, and to the next reconnect.
+  const session = { token: "" };
+
+  function keepToken(token) {
+    if (!window.careknotToken) return;
+    window.careknotToken.keep(token, api.base, {
+      renewed(fresh, exp) {
+        session.token = fresh;
+        api.token = fresh;
+        sendFrame({ type: "auth", token: fresh });
+        el("connection").dataset.tokenExp = String(exp);
+        log(`signed in until ${clock(exp)} (token renewed)`);
+      },
+      over(why) {
+        log(`the token cannot be renewed (${why}): open a new link before it expires`, "escalated");
+      },
+    });
+  }
+
   async function startApi(token) {
     const settings = await config;
     api.agency = tokenAgency(token);
@@ -1457,6 +1589,7 @@
     }
     api.base = String(settings.api_url).replace(/\/+$/, "");
     api.token = token;
+    keepToken(token);
     await readHomes().catch(() => {});
     api.ready = true;
     readCaregivers().catch(() => {});
@@ -1479,6 +1612,7 @@
   function frame() {
     const now = nowS();
     const tick = now - lastTick >= 1; // staleness changes with time alone
+    if (movedCaregivers.size || changedIncidents.size) offersDirty = true;
     for (const id of tick ? caregivers.keys() : movedCaregivers) {
       if (caregivers.has(id)) placeCaregiver(caregivers.get(id), now);
     }
@@ -1494,6 +1628,10 @@
       renderCounts(c);
       el("map").setAttribute("aria-label", describeMap(c));
       lastTick = now;
+    }
+    if (offersDirty) {
+      placeOffers();
+      offersDirty = false;
     }
     if (listDirty) {
       renderIncidents();
@@ -1540,7 +1678,8 @@
       log("no token in the page's address");
       return;
     }
-    connect(token);
+    session.token = token;
+    connect();
     startApi(token).catch(() => apiDown("it could not be read"));
   }
 

@@ -7,7 +7,10 @@
 // on the way with an ETA, arrived, with her, left, missed), `incident` (what happened, who was
 // sent, how it ended) and `dose` frames. On connecting it takes the day's history again
 // (resume from a little before the stream's end), then follows live; a reconnect resumes from
-// the last `seq` it had.
+// the last `seq` it had. From the HTTP API (/config.json's api_url, with the same token) it reads
+// her medication day: each dose of today's schedule and what became of it, the frames' news on
+// top; a relative with no schedule has no medication card at all. The token is renewed through
+// the API before it expires (renewal.js) and the fresh one sent to the open connection.
 "use strict";
 
 (() => {
@@ -26,13 +29,14 @@
   };
   const KIND_WORDS = { fall: "A fall", sos: "The help button was pressed" };
   const DOSE_WORDS = {
-    overdue: "overdue", taken: "taken", late: "taken late", missed: "missed",
+    pending: "to come", overdue: "overdue", taken: "taken", late: "taken late", missed: "missed",
     administered: "given by her caregiver", refused: "refused", unavailable: "not available",
     double_attempt: "second dose tried",
   };
   const DOSE_PROBLEMS = new Set(["overdue", "missed", "double_attempt"]);
   const DOSE_GOOD = new Set(["taken", "late", "administered"]);
 
+  const DOSES_EVERY_MS = 300000;
   const el = (id) => document.getElementById(id);
   const visits = new Map(); // visit_id -> latest visit_status frame
   const incidents = new Map(); // incident_id -> latest incident frame
@@ -41,6 +45,12 @@
   let lastSeq = 0;
   let epoch = 0;
   let socket = null;
+  let token = "";
+  let patient = null;
+  // Her medication day as the API gave it: null until it answered (or with no API), else
+  // {patient, rows} (no rows: she has no schedule).
+  let dayDoses = null;
+  const api = { base: "", agency: "" };
 
   const hhmm = (epochS) =>
     new Date(epochS * 1000).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
@@ -156,15 +166,31 @@
     )));
     el("no-incidents").hidden = happened.length > 0;
 
-    const taken = [...doses.values()].filter((f) => f.due_at >= since).sort((a, b) => a.due_at - b.due_at);
+    const taken = todaysDoses(since);
     el("doses").replaceChildren(...taken.map((f) => item(
       `dose ${DOSE_PROBLEMS.has(f.outcome) ? "problem" : DOSE_GOOD.has(f.outcome) ? "good" : ""}`,
-      `${f.name}, due ${hhmm(f.due_at)}`, DOSE_WORDS[f.outcome] || f.outcome, "",
-      { doseKey: f.dose_key, outcome: f.outcome },
+      `${f.name}${f.critical ? " (important)" : ""}, due ${hhmm(f.due_at)}`,
+      DOSE_WORDS[f.outcome] || f.outcome, "", { doseKey: f.dose_key, outcome: f.outcome },
     )));
     el("no-doses").hidden = taken.length > 0;
+    const card = el("doses-card");
+    card.dataset.schedule = !dayDoses ? "unknown" : dayDoses.rows.length ? "some" : "none";
+    card.hidden = card.dataset.schedule === "none" && taken.length === 0;
 
     el("now").textContent = headline(day, happened);
+  }
+
+  // Today's doses: the API's day (each scheduled dose, pending until something became of it),
+  // a frame's news about one newer than the read; then doses only frames told of.
+  function todaysDoses(since) {
+    const rows = dayDoses && dayDoses.patient === patient ? dayDoses.rows : [];
+    const listed = new Set(rows.map((d) => d.dose_key));
+    const merged = rows.map((d) => {
+      const f = doses.get(d.dose_key);
+      return f && (d.outcome === "pending" || f.at >= (d.at || 0)) ? { ...d, ...f } : d;
+    });
+    const told = [...doses.values()].filter((f) => !listed.has(f.dose_key) && f.due_at >= since);
+    return [...merged, ...told].sort((a, b) => a.due_at - b.due_at);
   }
 
   // One sentence first: help on the way, then a caregiver coming or there, then the last news.
@@ -184,7 +210,7 @@
     el("connection").textContent = text;
   }
 
-  function connect(token, patient) {
+  function connect() {
     let attempt = 0;
     let pinger = 0;
     const base = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
@@ -208,6 +234,10 @@
           return;
         }
         if (!f || typeof f !== "object") return;
+        if (f.type === "auth_ok") {
+          el("connection").dataset.authExp = String(f.exp);
+          return;
+        }
         if (f.type === "hello") {
           const seqNow = typeof f.seq_now === "number" ? f.seq_now : 0;
           if (seqNow < lastSeq || (epoch && f.epoch && f.epoch !== epoch)) lastSeq = 0;
@@ -234,16 +264,58 @@
     open();
   }
 
+  // ------------------------------------------------------------------ the HTTP API
+
+  function localDay() { // YYYY-MM-DD, this device's: her family is where she is
+    const d = new Date();
+    return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  }
+
+  async function readDoses() {
+    if (!api.base || !patient) return;
+    const asked = patient;
+    const path = `/v1/agencies/${encodeURIComponent(api.agency)}/patients/` +
+      `${encodeURIComponent(asked)}/medication/day?day=${localDay()}`;
+    const answer = await fetch(`${api.base}${path}`, {
+      headers: { Authorization: `Bearer ${token}`, Accept: "application/json" }, cache: "no-store",
+    });
+    if (!answer.ok) return; // the frames alone, as without the API
+    const rows = await answer.json();
+    if (asked === patient) dayDoses = { patient: asked, rows };
+    render();
+  }
+
+  async function startApi() {
+    const settings = await fetch("/config.json").then((r) => (r.ok ? r.json() : null)).catch(() => null);
+    api.agency = String(window.careknotToken ? window.careknotToken.claims(token).agency || "" : "");
+    if (!settings || !settings.api_url || !api.agency) return;
+    api.base = String(settings.api_url).replace(/\/+$/, "");
+    if (window.careknotToken) {
+      window.careknotToken.keep(token, api.base, {
+        renewed(fresh, exp) {
+          token = fresh;
+          if (socket && socket.readyState === WebSocket.OPEN) {
+            socket.send(JSON.stringify({ type: "auth", token: fresh }));
+          }
+          el("connection").dataset.tokenExp = String(exp);
+        },
+        over() {}, // signed out when the token lapses, as before
+      });
+    }
+    await readDoses().catch(() => {});
+    setInterval(() => readDoses().catch(() => {}), DOSES_EVERY_MS);
+  }
+
   function start() {
     const params = new URLSearchParams(location.hash.slice(1));
-    const token = params.get("token");
+    token = params.get("token");
     if (token) history.replaceState(null, "", location.pathname + location.search); // off-screen
     if (!token) {
       setConnection("down", "No token: open this page as /family#token=…");
       return;
     }
     const patients = Array.isArray(claimsOf(token).patients) ? claimsOf(token).patients : [];
-    let patient = params.get("patient") || patients[0] || null;
+    patient = params.get("patient") || patients[0] || null;
     el("patient-name").textContent = patient || "your relative";
     if (patients.length > 1) {
       const select = el("patient-select");
@@ -259,12 +331,14 @@
         epoch = 0;
         render();
         const old = socket;
-        connect(token, patient);
+        connect();
         if (old) old.close(1000, "another relative");
+        readDoses().catch(() => {});
       });
     }
     render();
-    connect(token, patient);
+    connect();
+    startApi().catch(() => {});
   }
 
   start();
