@@ -1,7 +1,7 @@
 """What the agency's dispatchers are told of offers, against the real Postgres and Redis: an
 ``offer_status`` frame in their outbox for each offer made (whom, until when) and for each
 change of it (accepted, declined, expired, taken, cancelled), kept and told with the step that
-made it.
+made it, and told again when Redis lost the outboxes.
 
 Fixtures and the small world come from ``test_stores`` (same servers, a namespace of this
 module's own).
@@ -13,9 +13,11 @@ import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from kernel import recipients
 from kernel.contracts import DispatcherCommand, OfferStatusFrame
+from kernel.settings import Settings
 from tests.adapters import test_stores as stores
 from tests.adapters.test_stores import SceneMaker
 
@@ -128,3 +130,19 @@ def _command(s: stores.Scene, kind: Any, incident_id: str, **more: Any) -> Dispa
         at=s.clock.now,
         **more,
     )
+
+
+async def test_after_redis_lost_its_data_the_dispatchers_are_told_the_standing_offers_again(
+    make_scene: SceneMaker, redis: aioredis.Redis, settings: Settings
+) -> None:
+    s = await make_scene([100], offer_window_by_severity={1: 3600.0})
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    (before,) = await offer_frames(s)
+    keys = [key async for key in redis.scan_iter(match=settings.keys.everything())]
+    await redis.delete(*keys)  # the outboxes and offer records lost with the rest
+    assert await offer_frames(s) == []
+    await s.dispatcher.resync()
+    (again,) = await offer_frames(s)
+    assert (again["offer_id"], again["state"]) == (before["offer_id"], "offered")
+    assert again["expires_at"] == pytest.approx(before["expires_at"], abs=1e-3)  # as kept
