@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from adapters.storage.schedule import CertificateRow, Schedule, ShiftRow
 from api.auth import Caller, may_administer, may_manage, may_read_caregiver
@@ -35,6 +35,7 @@ from api.resources import (
     etag,
     versioned,
 )
+from api.windows import Moment
 
 Kind = Annotated[str, Path(pattern=ID, description="the certificate's kind (first_aid...)")]
 ShiftId = Annotated[
@@ -55,7 +56,7 @@ def when(epoch: float) -> datetime:
 
 
 class CertificateIn(BaseModel):
-    expires_at: AwareDatetime = Field(description="ISO 8601 with its offset")
+    expires_at: Moment = Field(description="ISO 8601 with its offset")
 
 
 class Certificate(CertificateIn):
@@ -71,8 +72,8 @@ class Shift(BaseModel):
 
 
 class ShiftIn(BaseModel):
-    starts_at: AwareDatetime = Field(description="ISO 8601 with its offset")
-    ends_at: AwareDatetime = Field(description="after starts_at, at most a day later")
+    starts_at: Moment = Field(description="ISO 8601 with its offset")
+    ends_at: Moment = Field(description="after starts_at, at most a day later")
 
 
 def _certificate(row: CertificateRow) -> Certificate:
@@ -210,11 +211,9 @@ async def list_shifts(
     claims: Caller,
     agency_id: AgencyId,
     caregiver_id: CaregiverId,
-    start: Annotated[
-        AwareDatetime | None, Query(alias="from", description="from (default: now)")
-    ] = None,
+    start: Annotated[Moment | None, Query(alias="from", description="from (default: now)")] = None,
     end: Annotated[
-        AwareDatetime | None, Query(alias="to", description="until (default: a week on)")
+        Moment | None, Query(alias="to", description="until (default: a week on)")
     ] = None,
     limit: Limit = 100,
     after: After = "",

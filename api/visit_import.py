@@ -30,6 +30,7 @@ from datetime import datetime
 from adapters.storage.schedule import VisitPlan, VisitRow
 from api.problems import Refused
 from api.resources import ID
+from api.windows import in_calendar
 
 MAX_BYTES = 2 * 1024 * 1024
 MAX_ROWS = 5_000
@@ -166,4 +167,6 @@ def _moment(text: str) -> float | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return None if moment.tzinfo is None else moment.timestamp()
+    if moment.tzinfo is None or not in_calendar(moment):
+        return None
+    return moment.timestamp()

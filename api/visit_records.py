@@ -18,7 +18,7 @@ from adapters.storage.visit_store import StoredAlert, VisitStore
 from api.auth import Caller, may_manage
 from api.problems import Refused
 from api.resources import ID, After, AgencyId, Limit, Page, etag
-from api.windows import iso, window
+from api.windows import AnyMoment, iso, window
 from kernel.tokens import Claims
 from visits.report import render
 from visits.rules import AlertKind, Evidence, EvidenceSource, VisitRecord, VisitState
@@ -191,8 +191,8 @@ async def visit_report(
     request: Request,
     claims: Caller,
     agency_id: AgencyId,
-    since: Annotated[datetime, Query(description="visits starting from (ISO 8601)")],
-    until: Annotated[datetime, Query(description="until, not included")],
+    since: Annotated[AnyMoment, Query(description="visits starting from (ISO 8601)")],
+    until: Annotated[AnyMoment, Query(description="until, not included")],
     form: Annotated[Literal["json", "csv"], Query(alias="format", description="json or csv")] = (
         "json"
     ),

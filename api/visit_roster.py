@@ -18,12 +18,12 @@ state, a page at a time in id order. A caregiver reads her own visits (listing t
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from adapters.storage.postgres import known_zone
 from adapters.storage.schedule import Batch, Schedule, VisitPlan, VisitRow
@@ -51,6 +51,7 @@ from api.visit_import import (
     read_roster,
     refused_rows,
 )
+from api.windows import Day, Moment
 
 VisitId = Annotated[str, Path(pattern=ID, description="the visit's id (the agency's own)")]
 State = Literal["scheduled", "en_route", "arrived", "in_visit", "left", "missed"]
@@ -86,8 +87,8 @@ imports = APIRouter(prefix="/v1/agencies/{agency_id}", tags=["visits"])
 class VisitIn(BaseModel):
     patient_id: str = Field(pattern=ID)
     caregiver_id: str = Field(pattern=ID)
-    starts_at: AwareDatetime = Field(description="ISO 8601 with its offset")
-    ends_at: AwareDatetime = Field(description="after starts_at, within a day of it")
+    starts_at: Moment = Field(description="ISO 8601 with its offset")
+    ends_at: Moment = Field(description="after starts_at, within a day of it")
     service: str = Field(default="home_care", min_length=1, max_length=64)
     tasks: list[Task] = Field(default_factory=list, max_length=32)
 
@@ -139,7 +140,7 @@ async def list_visits(
     request: Request,
     claims: Caller,
     agency_id: AgencyId,
-    day: Annotated[date | None, Query(description="visits starting on this day")] = None,
+    day: Annotated[Day | None, Query(description="visits starting on this day")] = None,
     zone: Annotated[str, Query(max_length=64, description="the day's time zone")] = "Europe/London",
     caregiver_id: Annotated[str | None, Query(pattern=ID)] = None,
     patient_id: Annotated[str | None, Query(pattern=ID)] = None,
