@@ -18,6 +18,7 @@ from adapters.storage.directory import AgencyRow
 from api.auth import Caller, may_administer, may_manage
 from api.problems import Refused
 from api.resources import (
+    TEXT,
     WRITE_RESPONSES,
     AgencyId,
     IfMatch,
@@ -32,7 +33,7 @@ router = APIRouter(prefix="/v1/agencies", tags=["agencies"])
 
 
 class AgencyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT)
 
 
 class Agency(AgencyIn):

@@ -18,7 +18,7 @@ from adapters.storage.postgres import EventRow
 from alarms.lifecycle import Severity, Status
 from api.auth import Caller, may_manage
 from api.problems import Refused
-from api.resources import ID, After, AgencyId, Limit, Page, etag
+from api.resources import ID, TEXT, After, AgencyId, Limit, Page, etag
 from api.windows import after_cursor, cursor, iso
 
 AlarmId = Annotated[str, Path(pattern=ID, description="the alarm's id")]
@@ -99,7 +99,9 @@ async def list_alarms(
     claims: Caller,
     agency_id: AgencyId,
     status: Annotated[list[Status], Query(description="any of these statuses")] = [],  # noqa: B006
-    kind: Annotated[str | None, Query(max_length=64, description="of this kind")] = None,
+    kind: Annotated[
+        str | None, Query(max_length=64, pattern=TEXT, description="of this kind")
+    ] = None,
     patient_id: Annotated[str | None, Query(pattern=ID, description="hers alone")] = None,
     limit: Limit = 100,
     after: After = "",

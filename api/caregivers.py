@@ -16,6 +16,7 @@ from api.broker import Credentials, credentials_for
 from api.problems import Refused
 from api.resources import (
     ID,
+    TEXT,
     WRITE_RESPONSES,
     After,
     AgencyId,
@@ -36,8 +37,8 @@ router = APIRouter(prefix="/v1/agencies/{agency_id}/caregivers", tags=["caregive
 
 
 class CaregiverIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    skills: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT)
+    skills: list[Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT)]] = Field(
         default_factory=list, max_length=32, description="what she is trained for (hoist...)"
     )
 

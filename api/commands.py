@@ -31,7 +31,7 @@ from adapters.storage.alarms import AlarmStore
 from adapters.storage.commands import CommandLog
 from api.auth import Caller, may_dispatch, may_manage
 from api.problems import Refused
-from api.resources import ID, AgencyId
+from api.resources import ID, TEXT, AgencyId
 from api.windows import iso
 from kernel import commands, keys
 from kernel.contracts import AlarmCommand, AlarmCommandKind, DispatcherCommand
@@ -65,7 +65,7 @@ class AssignIn(BaseModel):
 
 
 class ResolveIn(BaseModel):
-    note: str | None = Field(default=None, max_length=500)
+    note: str | None = Field(default=None, max_length=500, pattern=TEXT)
 
 
 class Accepted(BaseModel):

@@ -7,8 +7,9 @@ A polygon is refused (422, its reason) unless it is a valid ``Polygon`` or ``Mul
 closed rings, not self-intersecting, of a sane size (at least ``MIN_AREA_M2``, within
 ``geofence.fences.MAX_EXTENT_M`` of its centre, at most ``MAX_VERTICES`` positions) and about her
 home (its centre within ``MAX_EXTENT_M`` of it). Refusals name the rule broken, never a
-position. The visit workers' fence caches are told at once, so arrivals are judged against the
-new fence from their next batch.
+position. A polygon is kept as its type and positions alone: another member it carries is not.
+The visit workers' fence caches are told at once, so arrivals are judged against the new fence
+from their next batch.
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ def _checked(patient_id: str, agency_id: str, lat: float, lon: float, body: Fenc
         raise Refused(422, "fence_far_from_home", f"its centre over {MAX_EXTENT_M:.0f} m away")
 
 
+def _geometry(polygon: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The polygon as kept: its type and positions, checked, and none of the other members a
+    GeoJSON object may carry (text that may not be JSON Postgres holds, a NUL among it)."""
+    if polygon is None:
+        return None
+    return {"type": polygon["type"], "coordinates": polygon["coordinates"]}
+
+
 def _without_positions(exc: InvalidFence) -> str:
     """What a refusal says of a fence, cut before any position it quotes (a home's place)."""
     detail = str(exc).removeprefix(f"{exc.reason}: ")
@@ -134,7 +143,7 @@ async def put_fence(
     if patient is None or patient.forgotten:
         raise Refused(404, "unknown_patient", patient_id)
     _checked(patient_id, agency_id, patient.lat, patient.lon, body)
-    row = FenceRow(patient_id, body.radius_m, body.polygon)
+    row = FenceRow(patient_id, body.radius_m, _geometry(body.polygon))
     given = Precondition(if_match, if_none_match)
 
     def holds(current: FenceRow | None) -> bool:

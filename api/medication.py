@@ -24,6 +24,7 @@ from api.problems import Refused
 from api.resources import (
     ID,
     PRECONDITION_RESPONSES,
+    TEXT,
     AgencyId,
     IfMatch,
     IfNoneMatch,
@@ -42,7 +43,10 @@ router = APIRouter(prefix="/v1/agencies/{agency_id}/patients", tags=["medication
 
 class DoseIn(BaseModel):
     name: str = Field(
-        min_length=1, max_length=100, description="what she takes, as the plan names it"
+        min_length=1,
+        max_length=100,
+        pattern=TEXT,
+        description="what she takes, as the plan names it",
     )
     at: time = Field(description="the time of day it is due, in her home's time zone (HH:MM)")
     window_s: float = Field(

@@ -15,6 +15,8 @@ from adapters.storage.directory import Directory
 from api.problems import Refused
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+TEXT = r"^[^\x00]*$"
+"""Text the record can keep: anything but NUL (U+0000), which no Postgres text nor JSON holds."""
 AgencyId = Annotated[str, Path(pattern=ID, description="the agency's id")]
 PAGE_MAX = 500
 PRECONDITION_RESPONSES: dict[int | str, dict[str, str]] = {
@@ -33,7 +35,7 @@ IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
 T = TypeVar("T")
 Shown = TypeVar("Shown", bound=BaseModel)
 Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="at most this many")]
-After = Annotated[str, Query(max_length=128, description="the previous page's next")]
+After = Annotated[str, Query(max_length=128, pattern=TEXT, description="the previous page's next")]
 
 
 class Page(BaseModel, Generic[Shown]):

@@ -140,10 +140,10 @@ def _row(  # noqa: PLR0911 (one check after another, each its answer)
     if ends_at - starts_at > VISIT_MAX_S:
         return bad("too_long")
     service = cells.get("service") or "home_care"
-    if len(service) > MAX_TEXT:
+    if len(service) > MAX_TEXT or "\x00" in service:
         return bad("bad_service")
     tasks = tuple(t.strip() for t in cells.get("tasks", "").split(";") if t.strip())
-    if len(tasks) > MAX_TASKS or any(len(t) > MAX_TEXT for t in tasks):
+    if len(tasks) > MAX_TASKS or any(len(t) > MAX_TEXT or "\x00" in t for t in tasks):
         return bad("bad_tasks")
     version = cells.get("version", "")
     if version and not _VERSION.match(version):

@@ -32,6 +32,7 @@ from api.problems import Refused
 from api.resources import (
     ID,
     PRECONDITION_RESPONSES,
+    TEXT,
     WRITE_RESPONSES,
     After,
     AgencyId,
@@ -55,7 +56,7 @@ from api.windows import Day, Moment
 
 VisitId = Annotated[str, Path(pattern=ID, description="the visit's id (the agency's own)")]
 State = Literal["scheduled", "en_route", "arrived", "in_visit", "left", "missed"]
-Task = Annotated[str, Field(min_length=1, max_length=64)]
+Task = Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT)]
 REFUSED: dict[str, tuple[int, str]] = {
     "other_agency": (409, "the id is another agency's"),
     "unknown_patient": (422, "not a patient of the agency"),
@@ -89,7 +90,7 @@ class VisitIn(BaseModel):
     caregiver_id: str = Field(pattern=ID)
     starts_at: Moment = Field(description="ISO 8601 with its offset")
     ends_at: Moment = Field(description="after starts_at, within a day of it")
-    service: str = Field(default="home_care", min_length=1, max_length=64)
+    service: str = Field(default="home_care", min_length=1, max_length=64, pattern=TEXT)
     tasks: list[Task] = Field(default_factory=list, max_length=32)
 
 
