@@ -1,0 +1,650 @@
+"""No input makes the HTTP API answer 5xx, on the real Postgres and Redis: every route, read
+from its OpenAPI document (a route added later is tried without a word here, and
+``test_every_route_is_tried`` fails on one that is not), is sent hostile input under hypothesis
+by callers who may use it (the agency's admin and dispatcher; on the routes that name a
+caregiver or a patient, that caregiver's and the patient's family's own tokens): path
+segments that are long, unicode, percent-encoded slashes or NULs, dots; query values of the
+wrong type, huge, at the ends of the calendar; If-Match, If-None-Match and Idempotency-Key
+junk; bodies drawn from the route's own schema, and the same with a field anywhere in them
+made wrong (the wrong type, 100,000 characters, huge or negative numbers, NaN and Infinity as
+JSON text, nested deep, an unknown field), an empty object, JSON that is not an object, bytes
+that are not JSON or not UTF-8, and the wrong content type. Each answer is 2xx, 3xx, or a 4xx
+whose body is exactly ``{"reason": str, "detail": ...}``; an exception escaping the app fails
+the test (``raise_app_exceptions``).
+
+Short and deterministic: a fixed number of examples a route, derandomized, on an agency of
+the module's own.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from api.app import create_app
+from kernel.settings import Settings
+from tests.support import bearer
+
+pytestmark = pytest.mark.servers
+
+EXAMPLES = settings(
+    max_examples=50,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
+)
+
+TAG = uuid.uuid4().hex[:6]
+AGENCY = f"hx-{TAG}"
+CG, PATIENT, DEVICE = f"{AGENCY}.cg", f"{AGENCY}.p", f"{AGENCY}.fd"
+OWN = {
+    "agency_id": AGENCY,
+    "caregiver_id": CG,
+    "patient_id": PATIENT,
+    "device_id": DEVICE,
+    "user": f"hx{TAG}",
+    "device": "phone",
+    "kind": "first_aid",
+    "shift_id": "1",
+    "visit_id": f"{AGENCY}.v",
+    "incident_id": f"{AGENCY}.inc",
+    "alarm_id": f"{AGENCY}.alarm",
+    "command": "acknowledge",
+    "command_id": f"{AGENCY}.cmd",
+}
+"""A path parameter's or a field's value that names the agency's own resource, so input gets
+past the lookups to what is done with it; a parameter not here is drawn from its schema."""
+
+
+DOCUMENT: dict[str, Any] = create_app(
+    Settings(token_keys=f"hx:{secrets.token_urlsafe(32)}")
+).openapi()
+"""The API's OpenAPI document (of an app on a throwaway key: it does not depend on settings)."""
+ROUTES: dict[tuple[str, str], dict[str, Any]] = {
+    (method.upper(), path): operation
+    for path, operations in DOCUMENT["paths"].items()
+    for method, operation in operations.items()
+}
+"""Every (method, path) the API has, and its operation: parameters, request body."""
+COMPONENTS: dict[str, Any] = DOCUMENT["components"]
+
+# ---------------------------------------------------------------- values a schema allows
+
+
+def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:  # noqa: PLR0911
+    """Values the JSON schema allows, for the keywords the API's pydantic models write (types,
+    bounds, lengths, patterns, the formats date-time, date and time, enums, ``anyOf``,
+    ``$ref`` to the document's components, properties required or not); a keyword it does not
+    know draws as it can, the route then refusing what does not hold."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return st.deferred(lambda: from_schema(COMPONENTS["schemas"][name]))
+    if "anyOf" in schema:
+        return st.one_of([from_schema(s) for s in schema["anyOf"]])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return json_object(schema)
+    if kind == "array":
+        return st.lists(
+            from_schema(schema.get("items", {})),
+            min_size=schema.get("minItems", 0),
+            max_size=min(schema.get("maxItems", 4), 4),
+        )
+    if kind == "string":
+        return string(schema)
+    if kind in ("number", "integer"):
+        low, high = schema.get("minimum"), schema.get("maximum")
+        low = schema.get("exclusiveMinimum", low)
+        if kind == "integer":
+            return st.integers(low, high).filter(lambda n: n != schema.get("exclusiveMinimum"))
+        return st.floats(low, high, allow_nan=False, allow_infinity=False).filter(
+            lambda n: n != schema.get("exclusiveMinimum")
+        )
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "null":
+        return st.none()
+    return st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20))
+
+
+CALENDAR_ENDS = [
+    "0001-01-01T00:00:00+23:59",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59-23:59",
+    "9999-12-31T23:59:59Z",
+    "1969-12-31T23:59:59.999999Z",
+]
+"""Moments at the ends of the calendar: the first two are before its start in UTC, the third
+after its end."""
+FORMATS: dict[str, st.SearchStrategy[str]] = {
+    "date-time": st.one_of(
+        st.sampled_from(CALENDAR_ENDS),
+        st.datetimes(timezones=st.timezones()).map(lambda t: t.isoformat()),
+    ),
+    "date": st.one_of(
+        st.sampled_from(["0001-01-01", "9999-12-31"]), st.dates().map(lambda d: d.isoformat())
+    ),
+    "time": st.times().map(lambda t: t.isoformat(timespec="minutes")),
+}
+
+
+def string(schema: dict[str, Any]) -> st.SearchStrategy[str]:
+    if "format" in schema and schema["format"] in FORMATS:
+        return FORMATS[schema["format"]]
+    low, high = schema.get("minLength", 0), min(schema.get("maxLength", 40), 40)
+    if "pattern" in schema:
+        return st.from_regex(schema["pattern"], fullmatch=True).filter(
+            lambda t: schema.get("minLength", 0) <= len(t) <= schema.get("maxLength", 10**9)
+        )
+    return st.text(min_size=low, max_size=max(low, high))
+
+
+def json_object(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    properties: dict[str, Any] = schema.get("properties", {})
+    required = set(schema.get("required", []))
+    given = {k: from_schema(v) for k, v in properties.items() if k in required}
+    optional = {k: from_schema(v) for k, v in properties.items() if k not in required}
+    return st.fixed_dictionaries(given, optional=optional)
+
+
+# ---------------------------------------------------------------- hostile values
+
+
+class Raw(bytes):
+    """JSON text written as it is: what no encoder writes (NaN, 1e400, nesting 10,000 deep...)."""
+
+
+def encode(value: Any) -> bytes:
+    """``value`` as JSON text, its :class:`Raw` parts as they are."""
+    if isinstance(value, Raw):
+        return bytes(value)
+    if isinstance(value, dict):
+        return b"{" + b",".join(encode(str(k)) + b":" + encode(v) for k, v in value.items()) + b"}"
+    if isinstance(value, list):
+        return b"[" + b",".join(encode(v) for v in value) + b"]"
+    return json.dumps(value, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass")
+
+
+EDGE_TEXTS = [
+    "",
+    " ",
+    "NaN",
+    "Infinity",
+    "-1",
+    "0",
+    "1e400",
+    "9" * 400,
+    "true",
+    "null",
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00+23:59",
+    "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59-23:59",
+    "2031-01-01T09:00:00",
+    "2031-02-30T09:00:00Z",
+    "0001-01-01",
+    "9999-12-31",
+    "24:00",
+    "23:59:60",
+    "Mars/Olympus",
+    "/etc/passwd",
+    "../../etc/localtime",
+    "Europe/../../etc/passwd",
+    "UTC",
+    "Etc/GMT+14",
+    "localtime",
+    "\x00",
+    "a\x00b",
+    "\u202e\ufeff",
+    "😀" * 50,
+    "x" * 5_000,
+    "%s%n",
+    "' OR 1=1 --",
+    "*",
+    '"',
+]
+"""Texts that broke something somewhere once: calendar ends, time zones that are paths, NULs."""
+
+RAW_NUMBERS = [
+    Raw(b"NaN"),
+    Raw(b"Infinity"),
+    Raw(b"-Infinity"),
+    Raw(b"1e400"),
+    Raw(b"-1e400"),
+    Raw(b"1e-400"),
+    Raw(b"-0.0"),
+    Raw(b'"\\ud800"'),  # a lone surrogate
+]
+NUMBERS: st.SearchStrategy[Any] = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([2**63, -(2**63) - 1, 2**31, -1, 0, 10**30, -(10**30), 10**400]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(RAW_NUMBERS),
+)
+LEAVES: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    NUMBERS,
+    st.sampled_from(EDGE_TEXTS),
+    st.just("x" * 100_000),
+    st.text(max_size=40),
+)
+
+
+def deep(depth: int, array: bool) -> Raw:
+    return Raw((b"[" * depth + b"]" * depth) if array else (b'{"a":' * depth + b"1" + b"}" * depth))
+
+
+DEEP = st.builds(deep, st.sampled_from([64, 1_000, 100_000]), st.booleans())
+POSITIONS = st.lists(
+    st.lists(st.one_of(st.floats(), NUMBERS), min_size=0, max_size=3), min_size=0, max_size=6
+)
+GEOJSON = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["Polygon", "MultiPolygon", "Point", "", "Feature"]),
+        "coordinates": st.one_of(
+            st.lists(POSITIONS, max_size=3), st.lists(st.lists(POSITIONS, max_size=2), max_size=2)
+        ),
+    }
+)
+"""Shapes that look like GeoJSON: rings open, short, of NaN and huge numbers, nested wrong."""
+HOSTILE: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(LEAVES, DEEP, GEOJSON),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
+
+# ---------------------------------------------------------------- requests
+
+
+@dataclass(slots=True)
+class Hostile:
+    """One request: its method, path, query, headers and body, and who sends it."""
+
+    method: str
+    path: str
+    caller: str
+    params: list[tuple[str, str]] = field(default_factory=list)
+    headers: dict[str, bytes] = field(default_factory=dict)
+    content: bytes | None = None
+
+    def __repr__(self) -> str:
+        def short(value: object) -> str:
+            text = repr(value)
+            return text if len(text) < 300 else f"{text[:200]}...({len(text)} characters)"
+
+        return (
+            f"Hostile({self.method} {short(self.path)} as {self.caller},"
+            f" params={short(self.params)}, headers={short(self.headers)},"
+            f" content={short(self.content)})"
+        )
+
+
+RAW_SEGMENTS = ["%2F", "a%2Fb", "%00", "a%00b", "%2e%2e", "..", ".", "%ZZ", "%c3%28", "%", "a;b=c"]
+"""Path segments sent as they are: encoded slashes and NULs, dots, bad escapes, bad UTF-8."""
+
+
+def segment(name: str, schema: dict[str, Any], hostile: bool) -> st.SearchStrategy[str]:
+    """A path parameter: the agency's own resource (or, for a parameter the API gained since,
+    one its schema allows); when ``hostile``, an odd segment."""
+    own = OWN.get(name)
+    good = st.just(own) if own is not None else from_schema(schema).map(str)
+    if not hostile:
+        return good.map(lambda s: quote(s, safe=""))
+    return st.one_of(
+        st.sampled_from(RAW_SEGMENTS),
+        st.sampled_from([*EDGE_TEXTS, "x" * 129, "-lead", f"{own}."]).map(
+            lambda s: quote(s, safe="")
+        ),
+        st.text(max_size=64).map(lambda s: quote(s, safe="")),
+        st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,30}\Z").map(lambda s: f"{AGENCY}.{s}"),
+    )
+
+
+def query_value(schema: dict[str, Any], hostile: bool) -> st.SearchStrategy[list[str]]:
+    """A query parameter's values: none or as its schema says; when ``hostile``, junk too,
+    once or repeated."""
+
+    def as_text(value: Any) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, bool):
+            return [str(value).lower()]
+        if isinstance(value, list):
+            return [t for v in value for t in as_text(v)]
+        return [str(value)]
+
+    good: st.SearchStrategy[list[str]] = st.one_of(st.just([]), from_schema(schema).map(as_text))
+    if not hostile:
+        return good
+    return st.one_of(
+        good,
+        st.lists(st.one_of(st.sampled_from(EDGE_TEXTS), st.text(max_size=30)), max_size=3),
+        NUMBERS.map(lambda n: [n.decode() if isinstance(n, bytes) else str(n)]),
+    )
+
+
+HEADER_JUNK = st.one_of(
+    st.sampled_from(['"any"', "*", "W/*", '"', "", "*, *", " " * 3, "x" * 10_000]).map(
+        lambda s: s.encode()
+    ),
+    st.binary(max_size=40).map(lambda b: bytes(c for c in b if c >= 0x20 or c == 0x09)),
+)
+"""Header values as an HTTP parser would pass them on: any bytes but controls other than tab."""
+
+
+def mutated(document: Any, replacement: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``document`` with one place in it (a field anywhere, an item, the whole) replaced,
+    removed, or joined by an unknown field."""
+    places: list[tuple[Any, ...]] = [()]
+
+    def walk(node: Any, at: tuple[Any, ...]) -> None:
+        children = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
+        for key, child in children:
+            places.append((*at, key))
+            walk(child, (*at, key))
+
+    walk(document, ())
+
+    def put(place: tuple[Any, ...], how: str, value: Any) -> Any:
+        if not place:
+            return (
+                value
+                if how != "extra" or not isinstance(document, dict)
+                else {
+                    **document,
+                    "unknown_field": value,
+                }
+            )
+        copy = json.loads(json.dumps(document))
+        parent = copy
+        for key in place[:-1]:
+            parent = parent[key]
+        last = place[-1]
+        if how == "drop":
+            del parent[last]
+        elif how == "extra" and isinstance(parent, dict):
+            parent[f"{last}_unknown"] = value
+        else:
+            parent[last] = value
+        return copy
+
+    return st.builds(
+        put, st.sampled_from(places), st.sampled_from(["set", "set", "drop", "extra"]), replacement
+    )
+
+
+def with_own_ids(document: Any) -> Any:
+    """The document with fields named as the agency's resources naming them, so a body drawn
+    from the schema gets past 'unknown patient' to what the route does with it."""
+    if isinstance(document, dict):
+        return {
+            k: OWN[k] if k in OWN and isinstance(v, str) else with_own_ids(v)
+            for k, v in document.items()
+        }
+    if isinstance(document, list):
+        return [with_own_ids(v) for v in document]
+    return document
+
+
+JSON_TYPES = [
+    "application/json",
+    "application/json",
+    "application/json; charset=latin-1",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/merge-patch+json",
+    "",
+]
+RAW_BODIES = [
+    b"",
+    b"{",
+    b'{"name":',
+    b"{}garbage",
+    b'{"name": "\xff\xfe"}',
+    b"\xef\xbb\xbf{}",
+    b"\xff" * 64,
+    b'{"a": 1, "a": 2}',
+    b"[" * 100_000,
+    b'"' + b"x" * 100_000 + b'"',
+]
+
+
+def json_body(schema: dict[str, Any], aspect: str) -> st.SearchStrategy[tuple[bytes, str]]:
+    """A JSON route's body and content type: as its schema says; with a field anywhere in it
+    made hostile (``field``); or anything at all (``body``, ``all``)."""
+    valid = from_schema(schema).map(with_own_ids)
+    if aspect == "field":
+        return st.tuples(valid.flatmap(lambda d: mutated(d, HOSTILE)).map(encode), JSON)
+    if aspect not in ("body", "all"):
+        return st.tuples(valid.map(encode), JSON)
+    documents = st.one_of(
+        valid, valid.flatmap(lambda d: mutated(d, HOSTILE)), st.just({}), HOSTILE
+    ).map(encode)
+    raw = st.one_of(st.sampled_from(RAW_BODIES), st.binary(max_size=100))
+    return st.tuples(st.one_of(documents, raw), st.sampled_from(JSON_TYPES))
+
+
+JSON = st.just("application/json")
+CSV_COLUMNS = ["visit_id", "patient_id", "caregiver_id", "starts_at", "ends_at", "service", "tasks"]
+CSV_CELLS = st.one_of(
+    st.sampled_from([*EDGE_TEXTS, PATIENT, CG, "2031-01-01T09:00:00Z", "a;b;c", "18" * 10]),
+    st.text(max_size=20),
+)
+
+
+def csv_body(aspect: str) -> st.SearchStrategy[tuple[bytes, str]]:
+    """A CSV route's body: a header of the columns (some, shuffled, doubled, unknown) and rows
+    of cells good and bad, quoted wrong, not UTF-8; and its content type."""
+    header = st.lists(st.sampled_from([*CSV_COLUMNS, "version", "", "x"]), max_size=10)
+    rows = st.lists(st.lists(CSV_CELLS, max_size=9), max_size=6)
+
+    def text(head: list[str], body: list[list[str]]) -> bytes:
+        lines = [",".join(head)] + [",".join(row) for row in body]
+        return "\n".join(lines).encode("utf-8", "surrogatepass")
+
+    good = st.builds(text, st.just(CSV_COLUMNS), rows)
+    if aspect not in ("field", "body", "all"):
+        return st.tuples(good, st.just("text/csv"))
+    files = st.one_of(
+        good,
+        st.builds(text, header, rows),
+        st.sampled_from(RAW_BODIES),
+        st.binary(max_size=200),
+        st.just(b'visit_id,"unterminated\n' + b"x" * 1000),
+        st.just(b"\x00" * 100),
+    )
+    content_type = st.sampled_from(
+        ["text/csv", "text/csv", "text/csv; charset=utf-8", "application/json", "", "text/plain"]
+    )
+    return st.tuples(files, content_type)
+
+
+def callers(operation: dict[str, Any], path: str) -> list[str]:
+    """Who may use the route: the agency's admin and dispatcher; where it names a caregiver or
+    a patient, that caregiver and that patient's family; everyone on a route of no agency."""
+    named = {p["name"] for p in operation.get("parameters", [])}
+    who = ["admin", "dispatcher"]
+    if "caregiver_id" in named or "{agency_id}" not in path:
+        who.append("caregiver")
+    if "patient_id" in named or "{agency_id}" not in path:
+        who.append("family")
+    return who
+
+
+ASPECTS = ["none", "field", "field", "field", "body", "body", "query", "path", "headers", "all"]
+"""What of a request is made hostile, the rest of it as the route's schema says: so that most
+requests get past the checks of the rest to where the hostile part is used."""
+
+
+@functools.cache
+def requests_of(route: tuple[str, str]) -> st.SearchStrategy[Hostile]:
+    method, template = route
+    operation = ROUTES[route]
+    parameters = operation.get("parameters", [])
+    body = operation.get("requestBody", {}).get("content", {})
+
+    @st.composite
+    def draw(draw: st.DrawFn) -> Hostile:
+        aspect = draw(st.sampled_from(ASPECTS))
+        path = template
+        for p in (p for p in parameters if p["in"] == "path"):
+            odd = aspect in ("path", "all") and draw(st.booleans())
+            path = path.replace("{" + p["name"] + "}", draw(segment(p["name"], p["schema"], odd)))
+        one = Hostile(method, path, draw(st.sampled_from(callers(operation, template))))
+        junk = aspect in ("query", "all")
+        for p in (p for p in parameters if p["in"] == "query"):
+            one.params += [(p["name"], v) for v in draw(query_value(p["schema"], junk))]
+        if junk and draw(st.booleans()):
+            one.params.append((draw(st.text(min_size=1, max_size=8)), draw(st.text(max_size=8))))
+        for p in (p for p in parameters if p["in"] == "header"):
+            good: st.SearchStrategy[Any] = st.one_of(st.none(), from_schema(p["schema"]))
+            value = draw(st.one_of(good, HEADER_JUNK) if aspect in ("headers", "all") else good)
+            if value is not None:
+                one.headers[p["name"]] = value if isinstance(value, bytes) else str(value).encode()
+        drawn: tuple[bytes, str] | None = None
+        if "application/json" in body:
+            drawn = draw(json_body(body["application/json"]["schema"], aspect))
+        elif "text/csv" in body:
+            drawn = draw(csv_body(aspect))
+        elif aspect in ("body", "all"):  # a body where none is taken
+            drawn = draw(json_body({}, aspect))
+        if drawn is not None:
+            one.content, content_type = drawn
+            if content_type:
+                one.headers["content-type"] = content_type.encode()
+        return one
+
+    return draw()
+
+
+# ---------------------------------------------------------------- the app
+
+
+@pytest.fixture(scope="module")
+async def seeded(db: Database) -> None:
+    """The module's agency with a caregiver, a patient and her device."""
+    await db.upsert_agency(AGENCY, AGENCY)
+    await db.upsert_caregivers([CaregiverRow(CG, AGENCY, "Cara")])
+    await db.upsert_patients([PatientRow(PATIENT, AGENCY, "Ada", 53.8, -1.55)])
+    await db.upsert_devices([DeviceRow(DEVICE, AGENCY, PATIENT, "pendant")])
+
+
+@pytest.fixture(scope="module")
+async def hostile_api(settings: Settings, seeded: None) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in process, its lifespan entered; an exception escaping it raised here."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def tokens(settings: Settings) -> dict[str, dict[str, str]]:
+    return {
+        "admin": bearer(settings, "admin", "boss", AGENCY),
+        "dispatcher": bearer(settings, "dispatcher", "desk", AGENCY),
+        "caregiver": bearer(settings, "caregiver", CG, AGENCY),
+        "family": bearer(settings, "family", "fam", AGENCY, patients=[PATIENT]),
+    }
+
+
+BODIES = {"application/json", "text/csv"}
+"""The bodies a request is drawn with (``json_body``, ``csv_body``)."""
+PLACES = {"path", "query", "header"}
+"""Where a parameter is drawn (``segment``, ``query_value``, the headers)."""
+
+
+def test_every_route_is_tried(settings: Settings) -> None:
+    """Every route the app serves is tried above, and with every part of its input: a body of
+    another type, or a parameter elsewhere (a cookie), needs teaching how to draw it."""
+    served = {
+        (method.upper(), path): operation
+        for path, operations in create_app(settings).openapi()["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert set(served) == set(ROUTES), "a route the app serves is not tried, or one it lacks"
+    untaught = {}
+    for route, operation in served.items():
+        types = set(operation.get("requestBody", {}).get("content", {})) - BODIES
+        places = {p["in"] for p in operation.get("parameters", [])} - PLACES
+        if types or places:
+            untaught[route_id(route)] = sorted(types | places)
+    assert untaught == {}
+
+
+def refusal_is_a_reason(answer: httpx.Response) -> str | None:
+    """What is wrong with an answer (None: nothing): a 5xx, or a 4xx not ``{reason, detail}``."""
+    status = answer.status_code
+    if status >= 500:
+        return f"{status}: {answer.text[:300]}"
+    if status < 400:
+        return None
+    try:
+        body = answer.json()
+    except ValueError:
+        return f"{status} not JSON: {answer.text[:300]}"
+    if not isinstance(body, dict) or set(body) != {"reason", "detail"}:
+        return f"{status} not {{reason, detail}}: {answer.text[:300]}"
+    if not isinstance(body["reason"], str) or not re.fullmatch(r"[a-z0-9_]+", body["reason"]):
+        return f"{status} reason not a word: {body['reason']!r}"
+    return None
+
+
+async def send(
+    api: httpx.AsyncClient, tokens: dict[str, dict[str, str]], one: Hostile
+) -> httpx.Response:
+    headers = {k.encode(): v.encode() for k, v in tokens[one.caller].items()}
+    headers.update((k.encode(), v) for k, v in one.headers.items())
+    url = httpx.URL("http://api" + one.path, params=one.params)
+    return await api.request(one.method, url, headers=headers, content=one.content)
+
+
+def route_id(route: tuple[str, str]) -> str:
+    return f"{route[0]} {route[1]}"
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES), ids=route_id)
+@EXAMPLES
+@given(data=st.data())
+async def test_no_input_makes_a_route_answer_5xx(
+    hostile_api: httpx.AsyncClient,
+    tokens: dict[str, dict[str, str]],
+    route: tuple[str, str],
+    data: st.DataObject,
+) -> None:
+    one = data.draw(requests_of(route), label="request")
+    answer = await send(hostile_api, tokens, one)
+    wrong = refusal_is_a_reason(answer)
+    assert wrong is None, f"{one.method} {one.path[:200]} as {one.caller}: {wrong}"
