@@ -45,7 +45,7 @@ from kernel.contracts import (
 from kernel.errors import RejectedInput
 from kernel.settings import Settings
 from kernel.tokens import Claims
-from ws_gateway import conversation, server, session
+from ws_gateway import connection, conversation, session
 from ws_gateway.limits import RATE_LIMITED, FrameLimits, lane_of
 from ws_gateway.web import WEBSOCKET_PATH
 
@@ -321,16 +321,16 @@ def receives(role: Role) -> list[str]:
 
 
 CLOSE_CODES: dict[int, str] = {
-    server.CLOSE_UNAUTHORISED: "unauthorised: no genuine token (within"
+    connection.CLOSE_UNAUTHORISED: "unauthorised: no genuine token (within"
     f" {conversation.AUTH_TIMEOUT_S:g} s of opening), a token in the URL, or the token"
     " expired or was revoked on the open connection",
-    server.CLOSE_FORBIDDEN: "forbidden: a family's token does not name the patient asked for",
-    conversation.CLOSE_POLICY: "rate_limited: went on sending over budget",
-    conversation.CLOSE_TOO_BIG: f"a frame over {session.MAX_FRAME_BYTES // 1024} KiB",
-    server.CLOSE_TRY_AGAIN: "try again later: too slow to keep up (its queue of"
-    f" {conversation.QUEUE_SIZE} messages overflowed), or the gateway lost Redis; reconnect"
+    connection.CLOSE_FORBIDDEN: "forbidden: a family's token does not name the patient asked for",
+    connection.CLOSE_POLICY: "rate_limited: went on sending over budget",
+    connection.CLOSE_TOO_BIG: f"a frame over {session.MAX_FRAME_BYTES // 1024} KiB",
+    connection.CLOSE_TRY_AGAIN_LATER: "try again later: too slow to keep up (its queue of"
+    f" {connection.QUEUE_SIZE} messages overflowed), or the gateway lost Redis; reconnect"
     " and resume",
-    conversation.CLOSE_INTERNAL_ERROR: "internal error: the gateway failed sending what it is"
+    connection.CLOSE_INTERNAL_ERROR: "internal error: the gateway failed sending what it is"
     " owed (or no pong came in time to its keepalive ping); reconnect and resume",
     1001: "going away: the gateway is stopping; reconnect and resume",
 }

@@ -15,9 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 from websockets.asyncio.server import ServerConnection
@@ -33,6 +31,16 @@ from kernel.errors import AuthError, CareKnotError, RejectedAnswer, RejectedInpu
 from kernel.settings import Settings
 from kernel.tokens import Claims
 from ws_gateway.answers import AnswerDesk
+from ws_gateway.connection import (
+    CATCH_UP,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNAUTHORISED,
+    Connection,
+    in_background,
+)
 from ws_gateway.limits import RATE_LIMITED, FrameBudget, FrameLimits, OverBudget
 from ws_gateway.session import (
     FORBIDDEN,
@@ -72,89 +80,7 @@ log = logging.getLogger(__name__)
 AUTH_TIMEOUT_S = 5.0
 TOKEN_CHECK_S = 30.0
 """How often an open connection's holder is checked for a revocation."""
-CLOSE_UNAUTHORISED = 4401
-QUEUE_SIZE = 1024
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_TOO_BIG = 1009
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL_ERROR = 1011
 UNAVAILABLE = "unavailable"
-CATCH_UP = -1
-"""The seq of the relay's word, in a connection's queue, that it lost messages."""
-
-
-class Connection:
-    """One client's live state: its recipient, the epoch of its stream and what it got of it,
-    and what the relay queued for it (seq, epoch, message) and its pump has yet to send.
-
-    An idle connection holds no queue and no task: the queue is made by the first message the
-    relay hands it and the pump is a task only while there is something to send, both gone once
-    it is sent. Ten thousand idle clients are ten thousand of these, and little else.
-    """
-
-    __slots__ = (
-        "budget",
-        "claims",
-        "delivered",
-        "epoch",
-        "open",
-        "overflowed",
-        "pump",
-        "queue",
-        "recipient",
-        "sending",
-        "talk",
-        "token_check",
-        "ws",
-    )
-
-    def __init__(
-        self, ws: ServerConnection, claims: Claims, recipient: str, talk: Conversations
-    ) -> None:
-        self.ws, self.claims, self.recipient, self.talk = ws, claims, recipient, talk
-        self.queue: deque[tuple[int, int, bytes]] | None = None
-        self.pump: asyncio.Task[None] | None = None
-        self.open = False
-        """Whether its live messages are sent as they come: not before its ``hello`` and replay."""
-        self.epoch = 0
-        self.delivered = Delivered()
-        self.sending = asyncio.Lock()
-        self.overflowed = False
-        self.budget: FrameBudget | None = None
-        """Made by its first frame (a client that only listens sends none)."""
-        self.token_check: asyncio.TimerHandle | None = None
-        """When its token is next checked: a timer, not a task waiting a connection's life."""
-
-    def catch_up(self) -> bool:
-        """Queue the relay's word that it lost messages: the pump catches up at this point of
-        the queue, after what came before the loss and before what came after."""
-        return self.offer(CATCH_UP, 0, b"")
-
-    def offer(self, seq: int, epoch: int, message: bytes) -> bool:
-        """Queue a relayed message; False (once) when :data:`QUEUE_SIZE` are already waiting,
-        and the client, too slow for what it is sent, is closed (1013)."""
-        if self.overflowed:
-            return True
-        if self.queue is None:
-            self.queue = deque()
-        elif len(self.queue) >= QUEUE_SIZE:
-            self.overflowed = True
-            in_background(self.ws.close(CLOSE_TRY_AGAIN_LATER, "too slow"))
-            return False
-        self.queue.append((seq, epoch, message))
-        if self.open and self.pump is None:
-            self.talk.pump(self)
-        return True
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
-"""Steps started from a callback (a connection closed, a token checked), kept until done."""
-
-
-def in_background(step: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.get_running_loop().create_task(step)
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
 
 
 class Conversations:
@@ -211,9 +137,9 @@ class Conversations:
         try:
             await self._listen(conn)
         finally:
-            conn.open = False
+            conn.stop_queueing()
             if conn.pump is not None:
-                conn.pump.cancel()
+                conn.pump.cancel()  # not waited for: it holds nothing the connection's end needs
             if conn.token_check is not None:
                 conn.token_check.cancel()
 
@@ -224,18 +150,19 @@ class Conversations:
         conn.pump = asyncio.get_running_loop().create_task(self._pump(conn), name=name)
 
     async def _pump(self, conn: Connection) -> None:
-        """Send what the relay queued, in order. Redis failing it midway closes the connection
-        (1013): a client that reconnects and resumes misses nothing, one left open might."""
+        """Send what the relay queued, in order. Failing midway closes the connection, as Redis
+        failing it (1013) or anything else (1011): a client that reconnects and resumes misses
+        nothing, one left open might. A closing connection is queued nothing more."""
         try:
             await self._send_queued(conn)
         except ConnectionClosed:
-            conn.open = False
+            conn.stop_queueing()
         except StorageError as exc:
-            conn.open = False
+            conn.stop_queueing()
             log.warning("%s: closing: cannot send what it is owed: %s", conn.recipient, exc)
             await conn.ws.close(CLOSE_TRY_AGAIN_LATER, "try again")
         except Exception:
-            conn.open = False
+            conn.stop_queueing()
             log.exception("%s: closing: its pump failed", conn.recipient)
             await conn.ws.close(CLOSE_INTERNAL_ERROR, "internal error")
         finally:

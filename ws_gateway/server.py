@@ -10,8 +10,7 @@ Routes: ``/ws`` (the WebSocket) and the files of ``static/`` (``ws_gateway.web``
 port (``gateway_admin_port``, loopback by default) ``/metrics``, ``/healthz`` and ``/readyz``.
 A browser page may open the WebSocket only from an allowed origin (``gateway_origins``; 403
 otherwise); TLS when ``gateway_tls_cert`` is set.
-WebSocket close codes: 4401 unauthorised, 4403 forbidden, 1013 too slow to keep up,
-1009 frame over 64 KiB.
+WebSocket close codes: ``ws_gateway.connection``'s.
 """
 
 from __future__ import annotations
@@ -40,7 +39,13 @@ from kernel import keys
 from kernel.backoff import Backoff
 from kernel.errors import AuthError, RejectedInput, StorageError
 from kernel.settings import Settings
-from ws_gateway.conversation import Connection, Conversations
+from ws_gateway.connection import (
+    CLOSE_FORBIDDEN,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNAUTHORISED,
+    Connection,
+)
+from ws_gateway.conversation import Conversations
 from ws_gateway.heap import keep_frozen
 from ws_gateway.session import MAX_FRAME_BYTES, UNAUTHORISED, Counters, head_of, resolve_recipient
 from ws_gateway.web import AdminRoutes, WebRoutes
@@ -48,9 +53,6 @@ from ws_gateway.web import AdminRoutes, WebRoutes
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0  # on shutdown, a client that does not answer our close is dropped
-CLOSE_UNAUTHORISED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_TRY_AGAIN = 1013
 UNAVAILABLE = "unavailable"
 TOKEN_IN_URL = (
     "a token in the URL is not taken (proxies and logs keep URLs): send it in the first frame"
@@ -219,7 +221,8 @@ class Gateway:
             return
         except StorageError as exc:
             log.warning("cannot authenticate a client now: %s", exc)
-            await self._talk.refuse(ws, RejectedInput(UNAVAILABLE, "try again"), CLOSE_TRY_AGAIN)
+            unavailable = RejectedInput(UNAVAILABLE, "try again")
+            await self._talk.refuse(ws, unavailable, CLOSE_TRY_AGAIN_LATER)
             return
         except ConnectionClosed:
             return

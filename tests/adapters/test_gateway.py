@@ -27,8 +27,11 @@ from kernel import recipients, tokens
 from kernel.contracts import DeadLetter, OfferAnswer, OfferResultFrame
 from kernel.contracts import Role as RoleName
 from kernel.settings import Settings
-from ws_gateway import conversation, web
+from kernel.waiting import poll_until
+from ws_gateway import connection, conversation, web
+from ws_gateway.connection import Connection
 from ws_gateway.server import Gateway
+from ws_gateway.session import Delivered
 
 pytestmark = pytest.mark.servers
 
@@ -237,7 +240,7 @@ async def test_a_client_too_slow_for_what_it_is_sent_is_closed_1013_not_waited_f
     """A client that reads nothing while it is sent megabytes: once the socket's buffers and its
     connection's queue are full, the gateway closes it (1013, try again later: a reconnect with
     resume misses nothing) rather than hold what it is owed without bound."""
-    monkeypatch.setattr(conversation, "QUEUE_SIZE", 4)
+    monkeypatch.setattr(connection, "QUEUE_SIZE", 4)
     ring = tokens.keyring_of(settings)
     slow = tokens.mint(ring, "caregiver", "cg-slow", "a1", 600.0, time.time())
     async with Gateway(settings.model_copy(update={"gateway_port": 0})) as gw:
@@ -336,11 +339,56 @@ async def test_an_idle_connection_holds_no_queue_and_no_task_once_it_is_sent_all
         assert (held.queue, held.pump) == (None, None)  # nothing relayed yet
         await box.send([(recipients.caregiver("cg-idle"), result(f"o{n}")) for n in range(3)])
         assert [(await recv(ws))["offer_id"] for _ in range(3)] == ["o0", "o1", "o2"]
-        await send(ws, {"type": "ping"})
-        assert await recv(ws) == {"type": "pong"}  # the pump ended before the ping was read
-        assert (held.queue, held.pump) == (None, None)
+        await sent_all(held)
         await box.send([(recipients.caregiver("cg-idle"), result("again"))])
         assert (await recv(ws))["offer_id"] == "again"  # a new pump for what came after
+        await sent_all(held)
+
+
+async def sent_all(held: Connection) -> None:
+    """Until the connection's pump has ended, and with it its queue."""
+
+    async def probe() -> bool | None:
+        return True if held.pump is None else None
+
+    await poll_until(probe, within=TIMEOUT_S, what="the pump ended")
+    assert held.queue is None
+
+
+async def test_what_is_relayed_while_the_pump_sends_follows_in_order(
+    gateway: Gateway, settings: Settings, box: Outbox
+) -> None:
+    """Messages relayed while the pump is sending join its queue: all arrive, in order, once."""
+    async with client(gateway, token=token(settings, "caregiver", "cg-burst")) as ws:
+        await recv(ws)  # hello
+        (held,) = gateway.connections_of("cg:cg-burst")
+        owed = [(recipients.caregiver("cg-burst"), result(f"b{n}")) for n in range(300)]
+        await asyncio.gather(box.send(owed[:150]), box.send(owed[150:]))
+        got = [await recv(ws) for _ in owed]
+        await sent_all(held)
+    seqs = [frame["seq"] for frame in got]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(owed)
+    assert {frame["offer_id"] for frame in got} == {f"b{n}" for n in range(300)}
+
+
+async def test_a_pump_that_fails_closes_its_client_1011_and_queues_it_nothing_more(
+    settings: Settings, box: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault of the gateway's own in sending is not a silent stall: the client is closed (1011)
+    and reconnects and resumes; nothing more is queued for the closing connection."""
+
+    def broken(self: Delivered, seq: int) -> bool:
+        raise RuntimeError("a fault in sending")
+
+    async with Gateway(settings.model_copy(update={"gateway_port": 0})) as gw:
+        async with client(gw, token=token(settings, "caregiver", "cg-broken")) as ws:
+            await recv(ws)  # hello
+            (held,) = gw.connections_of("cg:cg-broken")
+            monkeypatch.setattr(Delivered, "take_live", broken)
+            await box.send([(recipients.caregiver("cg-broken"), result("lost-in-sending"))])
+            assert await close_code(ws) == 1011
+        assert held.closing and held.queue is None
+        assert held.offer(99, 0, b"{}") and held.queue is None
 
 
 async def test_family_scoped_to_their_patient(

@@ -26,7 +26,7 @@ from ingest import parse as ingest_parse
 from kernel import contracts
 from kernel.errors import RejectedAnswer, RejectedInput
 from kernel.settings import Settings
-from ws_gateway import conversation, session
+from ws_gateway import connection, conversation, session
 from ws_gateway.limits import FrameLimits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -326,7 +326,7 @@ def test_the_page_gives_the_codes_figures() -> None:
         f"({Settings.model_fields['token_ttl_s'].default} s by default)",
         f"checked every {conversation.TOKEN_CHECK_S:g} s",
         f"over {session.MAX_FRAME_BYTES // 1024} KiB",
-        f"({conversation.QUEUE_SIZE:,} messages",
+        f"({connection.QUEUE_SIZE:,} messages",
         f"the last {OUTBOX_MAXLEN:,} or so messages",
         f"a burst of {frames.burst} frames, refilled at {frames.rate:g} a second",
         f"at most {session.GIVEN_AHEAD_S:g} s ahead",
