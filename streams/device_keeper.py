@@ -10,7 +10,9 @@ watched from its first message on (one never heard is not yet installed, not off
 worker that starts gives each device a whole silence from then, since what the devices sent
 meanwhile may still wait in Kafka. Health changes in memory only once its alarm steps are
 taken, so a step retried after a failure takes them again (a repeat counts on the standing
-alarm, a clearing of none changes nothing).
+alarm, a clearing of none changes nothing). A change Postgres could not take is kept unsaved
+and saved with the next save, so Postgres is never left with a health the worker has moved on
+from (what a worker started again would read).
 
 One devices worker watches them all (``careknot up`` runs one): a second would watch the same
 devices without hearing them.
@@ -79,6 +81,8 @@ class DeviceKeeper:
         self._watched: dict[str, Watched] | None = None
         self._decommissions_read_s = settings.device_decommissions_read_s
         self._decommissions_read_at = float("-inf")
+        self._unsaved: dict[str, Watched] = {}
+        """Devices whose health changed since Postgres last took it, as they stand in memory."""
         self.unknown: Counter[str] = Counter()
         """Statuses of devices not registered (or of a kind not known), by device."""
         self.skipped: Counter[str] = Counter()
@@ -112,7 +116,7 @@ class DeviceKeeper:
                 firmware=status.firmware or w.firmware,
             )
             watched[w.device.id] = changed[w.device.id] = w
-        await self._store.save(list(changed.values()))
+        await self._save(changed.values())
 
     async def tick(self) -> None:
         """The passing of time: devices silent too long go offline, flapping ones settle;
@@ -126,7 +130,19 @@ class DeviceKeeper:
             await self._tell(w.device, steps)
             watched[w.device.id] = ticked = replace(w, health=health)
             changed.append(ticked)
-        await self._store.save(changed)
+        await self._save(changed)
+
+    async def _save(self, changed: Iterable[Watched]) -> None:
+        """Save what changed, and what an earlier save failed to; when this one fails too,
+        it all waits for the next (the health in memory has moved on: nothing would change
+        again to save it)."""
+        for w in changed:
+            self._unsaved[w.device.id] = w
+        due = list(self._unsaved.values())
+        await self._store.save(due)
+        for w in due:  # not one changed again meanwhile, whose save is still to come
+            if self._unsaved.get(w.device.id) is w:
+                del self._unsaved[w.device.id]
 
     async def _let_go_decommissioned(self) -> None:
         """Every ``device_decommissions_read_s``: the devices taken out of service are no longer
@@ -147,6 +163,7 @@ class DeviceKeeper:
         for device_id in sorted(gone):
             await self._tell(watched[device_id].device, decommissioned())
             del watched[device_id]
+            self._unsaved.pop(device_id, None)
             log.info("device %s decommissioned: no longer watched", device_id)
         self._decommissions_read_at = now
 

@@ -4,7 +4,8 @@ the dispatchers, cleared when it is back; its last will is offline at once; a fl
 raises one ``flapping`` alarm, not an offline one per drop; low battery worsens and clears; a
 worker that starts again reads what it knew and gives every device a whole silence; with its
 Postgres resetting every connection, a tick still judges the silences, and reads the devices
-decommissioned on the next tick that Postgres answers."""
+decommissioned on the next tick that Postgres answers; a health change Postgres refused is
+saved by the next tick."""
 
 from __future__ import annotations
 
@@ -266,3 +267,41 @@ async def test_with_postgres_away_the_tick_judges_silences_and_reads_decommissio
                 (f"device:{home.device}", "device_offline"): "active_unack",
                 (f"device:{pendant}", "device_offline"): "cleared_unack",
             }
+
+
+async def saved_online(db: Database, device_id: str) -> bool | None:
+    online: bool | None = await db.pool.fetchval(
+        "SELECT online FROM device_health WHERE device_id = $1", device_id
+    )
+    return online
+
+
+async def test_a_health_change_postgres_refused_is_saved_by_the_next_tick(
+    home: Home, settings: Settings, db: Database, redis: aioredis.Redis
+) -> None:
+    """Gone quiet while the keeper's Postgres resets every connection: told offline, its
+    health not saved; the next tick, with nothing new to judge, saves it, so a worker started
+    again reads it offline."""
+    with through_a_proxy(settings) as (proxy, through):
+        async with Database(through) as far:
+            alarms = AlarmKeeper(settings, db, RedisConnection(redis), home.clock)
+            far_keeper = DeviceKeeper(settings, far, alarms, home.clock)
+            await far_keeper.on_status([home.status("heartbeat", battery=80, interval_s=BEAT_S)])
+            await far_keeper.tick()  # the decommissions read at T0
+            assert await saved_online(db, home.device) is True
+
+            proxy.set_mode("reset")
+            home.clock.now = T0 + 3 * BEAT_S
+            with pytest.raises(StorageError):
+                await far_keeper.tick()
+            assert (await home.last_of_each())["device_offline"] == ("critical", "active_unack")
+            assert await saved_online(db, home.device) is True  # not taken
+
+            proxy.set_mode("pass")
+            home.clock.now += 1
+            await far_keeper.tick()  # nothing changes in memory now
+            assert await saved_online(db, home.device) is False
+            assert len(await home.alarms()) == 1  # saved, not told again
+
+    again = await keeper(settings, db, redis, home.clock)
+    assert not (await again.watched())[home.device].health.online
