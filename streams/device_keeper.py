@@ -146,10 +146,11 @@ class DeviceKeeper:
 
     async def _let_go_decommissioned(self) -> None:
         """Every ``device_decommissions_read_s``: the devices taken out of service are no longer
-        watched, and what their health had raised is cleared. With Postgres unable to say
-        which they are, the step is skipped (counted in ``skipped``) and read again on the next
-        tick, so the silences are judged meanwhile; a device is let go only once its alarms
-        are cleared, so a clearing that fails is taken again."""
+        watched, and what their health had raised is cleared. With Postgres away (the store's
+        :class:`StorageError`), the step is skipped (counted in ``skipped``) and read again on
+        the next tick, so the silences are judged meanwhile; any other failure (a query
+        Postgres refuses: a bug) is raised, every tick, not taken for an outage. A device is
+        let go only once its alarms are cleared, so a clearing that fails is taken again."""
         now = self._clock()
         if now - self._decommissions_read_at < self._decommissions_read_s:
             return

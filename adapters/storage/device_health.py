@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from adapters.storage.postgres import UNAVAILABLE, Database, ts
+from adapters.faults import passing
+from adapters.storage.postgres import Database, ts
 from devices.health import Health
 from devices.kinds import DeviceKind, Severity, kind_of
 from kernel.errors import StorageError
@@ -98,27 +99,31 @@ class DeviceHealthStore:
         return watched
 
     async def decommissioned(self, device_ids: Sequence[str]) -> set[str]:
-        """Those of ``device_ids`` taken out of service; :class:`StorageError` when Postgres
-        cannot answer."""
+        """Those of ``device_ids`` taken out of service; :class:`StorageError` when Postgres is
+        away (``adapters.faults``), any other failure raised as it is."""
         try:
             rows = await self._db.pool.fetch(
                 "SELECT id FROM devices WHERE id = ANY($1::text[])"
                 " AND decommissioned_at IS NOT NULL",
                 list(device_ids),
             )
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not passing(exc):
+                raise
             raise StorageError(f"postgres: cannot read devices decommissioned: {exc!r}") from exc
         return {r["id"] for r in rows}
 
     async def save(self, watched: Sequence[Watched]) -> None:
         """Write each device's health (its last reported signal and firmware kept when it
-        reported none), in one round trip; :class:`StorageError` when Postgres cannot take
-        it."""
+        reported none), in one round trip; :class:`StorageError` when Postgres is away
+        (``adapters.faults``), any other failure raised as it is."""
         if not watched:
             return
         try:
             await self._db.pool.executemany(_SAVE, [_row(w) for w in watched])
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not passing(exc):
+                raise
             raise StorageError(f"postgres: cannot save device health: {exc!r}") from exc
 
 

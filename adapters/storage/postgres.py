@@ -63,7 +63,7 @@ _CONNECTION_LOST = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,  # a connection that broke during a query, Postgres stopping
 )
-UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, *_CONNECTION_LOST)
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, *_CONNECTION_LOST)
 """What asyncpg and the network raise when Postgres is away, restarting or failing."""
 T = TypeVar("T")
 
@@ -462,7 +462,7 @@ class Database:
                 except _CONNECTION_LOST:
                     await self.pool.expire_connections()
                     return await query()
-        except UNAVAILABLE as exc:
+        except _UNAVAILABLE as exc:
             raise StorageError(f"postgres: cannot look up {what}: {exc!r}") from exc
 
     async def caregiver(self, caregiver_id: str) -> CaregiverRow | None:

@@ -5,7 +5,8 @@ raises one ``flapping`` alarm, not an offline one per drop; low battery worsens 
 worker that starts again reads what it knew and gives every device a whole silence; with its
 Postgres resetting every connection, a tick still judges the silences, and reads the devices
 decommissioned on the next tick that Postgres answers; a health change Postgres refused is
-saved by the next tick."""
+saved by the next tick; a read of the devices decommissioned that Postgres refuses for another
+reason than an outage fails the tick, not skipped."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.faults import passing
 from adapters.storage import outbox
 from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database, DeviceRow, PatientRow
@@ -305,3 +308,19 @@ async def test_a_health_change_postgres_refused_is_saved_by_the_next_tick(
 
     again = await keeper(settings, db, redis, home.clock)
     assert not (await again.watched())[home.device].health.online
+
+
+async def test_a_read_of_decommissions_postgres_refuses_for_a_bug_fails_the_tick(
+    home: Home,
+) -> None:
+    """Not an outage (here a device id Postgres cannot take as text, as a query it refuses
+    would): the tick fails with Postgres' own error, every time, and nothing is skipped."""
+    await home.beats()
+    watched = await home.keeper.watched()
+    odd = replace(watched[home.device], device=replace(watched[home.device].device, id="a\x00b"))
+    watched[odd.device.id] = odd
+    for _ in range(2):
+        with pytest.raises(asyncpg.PostgresError) as failed:
+            await home.keeper.tick()
+        assert not passing(failed.value)
+    assert home.keeper.skipped == {}
