@@ -6,7 +6,9 @@ new expiry (``token_ttl_s`` from now) and the same sign-in: the first token's ``
 is carried across renewals, and no token is renewed, nor expires, beyond
 ``token_session_max_s`` after it, so a token that leaked cannot be kept alive for ever and a
 revocation still ends the session (the fresh token is refused with the rest of its holder's).
-A session past its most is refused 401 ``session_over``: sign in again. The fresh token goes
+A session past its most is refused 401 ``session_over``: sign in again; so is a token the
+renewal could not make expire any later (it already expires at its session's end, the answer's
+``session_ends_at``: a page stops renewing once its ``exp`` reaches that). The fresh token goes
 to an open WebSocket as an ``auth`` frame, and to the API's calls as the bearer.
 """
 

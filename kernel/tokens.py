@@ -162,15 +162,18 @@ def renew(claims: Claims, ring: Keyring, now: float, ttl_s: float, session_max_s
     """A fresh token of the same person and claims, a new ``jti`` and expiry, its sign-in
     carried over: it expires ``ttl_s`` from now, but never beyond ``session_max_s`` after
     the sign-in, so a stolen token cannot be renewed for ever. :class:`AuthError` when the
-    session is that old already (sign in again). The claims are a verified token's."""
+    session is that old already, or so near its end that the fresh token would expire no later
+    than this one (sign in again: renewing it again and again gains nothing). The claims are a
+    verified token's."""
     signed_in = claims.signed_in_at
     ends = signed_in + session_max_s
-    if ends <= now:
+    exp = min(now + ttl_s, ends)
+    if ends <= now or exp <= claims.exp:
         raise AuthError("session over: sign in again")
     fresh = claims.model_copy(
         update={
             "iat": now,
-            "exp": min(now + ttl_s, ends),
+            "exp": exp,
             "jti": uuid.uuid4().hex,
             "auth_time": signed_in,
         }

@@ -71,7 +71,7 @@ async def test_a_renewal_never_outlives_the_session(
 ) -> None:
     most = settings.token_session_max_s
     near_end = time.time() - most + 120  # signed in long ago: two minutes of session left
-    answer = await _renew(api, _mint(settings, auth_time=near_end))
+    answer = await _renew(api, _mint(settings, auth_time=near_end, exp=time.time() + 60))
     assert answer.status_code == 200
     assert answer.json()["exp"] == pytest.approx(near_end + most)
 
@@ -79,6 +79,29 @@ async def test_a_renewal_never_outlives_the_session(
     assert over.status_code == 401
     assert over.json() == {"reason": "session_over", "detail": "session over: sign in again"}
     assert over.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_a_renewal_that_cannot_expire_later_is_refused(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Under a minute of the session left: renewed once, the fresh token expires at the session's
+    end; renewing that one again would answer the same expiry, so it is refused (a page that
+    renewed again and again until the end would only flood the API and the gateway)."""
+    now = time.time()
+    ends = now + 45  # its session ends in 45 s
+    signed_in = ends - settings.token_session_max_s
+    first = await _renew(api, _mint(settings, auth_time=signed_in, exp=now + 30))
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["exp"] == pytest.approx(ends) and body["session_ends_at"] == pytest.approx(ends)
+
+    again = await _renew(api, body["token"])
+    assert again.status_code == 401, again.text
+    assert again.json() == {"reason": "session_over", "detail": "session over: sign in again"}
+    assert again.headers["WWW-Authenticate"] == "Bearer"
+    # nor is a token that already expires at (or after) where a renewal would end
+    late = await _renew(api, _mint(settings, auth_time=signed_in, exp=ends + 5))
+    assert (late.status_code, late.json()["reason"]) == (401, "session_over")
 
 
 async def test_a_token_of_before_renewals_signed_in_when_it_was_issued(

@@ -494,7 +494,7 @@ async def test_visit_alerts_and_visits_name_the_patient(ready: Settings, browser
 
 
 def _short_token(settings: Settings, role: Role, sub: str, agency: str, **kw: Any) -> str:
-    """A token of 40 s: less than the minute before expiry a page renews it, so at once."""
+    """A token of 40 s: a page renews it when half its life is left, 20 s on."""
     now = time.time()
     return tokens.mint(tokens.keyring_of(settings), role, sub, agency, 40.0, now, **kw)
 
@@ -524,6 +524,45 @@ async def test_the_pages_renew_their_token_before_it_expires(
     family = _short_token(ready, "family", f"bf-fam-{RUN}", FAMILY, patients=[RELATIVE])
     page = await _page(browser, ready, f"/family#token={family}", width=390, height=844)
     await _renewed(page, family)
+    await page.context.close()
+
+
+async def test_a_page_renews_once_at_its_sessions_end_and_says_so(
+    ready: Settings, browser: Browser
+) -> None:
+    """A token of 24 s whose session ends in 35 s: the page renews it once, half its life on;
+    the fresh token expires at the session's end, so the page says when that is and renews no
+    more (nor when its tab is shown again), where it renewed again and again until the end."""
+    now = time.time()
+    ends = now + 35
+    claims = tokens.Claims(
+        role="dispatcher",
+        sub="desk",
+        agency=CITY,
+        iat=now,
+        exp=now + 24,
+        auth_time=ends - ready.token_session_max_s,
+    )
+    desk = tokens.issue(claims, tokens.keyring_of(ready), now)
+    page = await _page(browser, ready, f"/#token={desk}")
+    asked: list[float] = []
+    page.on(
+        "request",
+        lambda request: asked.append(time.time()) if "/v1/tokens/renew" in request.url else None,
+    )
+    connection = page.locator("#connection")
+    await expect(connection).to_have_attribute(
+        "data-session-ends", re.compile(r"\d"), timeout=WAIT_MS
+    )
+    assert float(await connection.get_attribute("data-session-ends") or 0) == pytest.approx(ends)
+    assert float(await connection.get_attribute("data-token-exp") or 0) == pytest.approx(ends)
+    await expect(page.locator("#log li", has_text="session ends at")).to_have_count(1)
+    await page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+    await page.wait_for_timeout(max(0.0, ends + 3 - time.time()) * 1000)  # past its end
+    await page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+    await page.wait_for_timeout(1000)
+    assert len(asked) == 1, asked
+    assert asked[0] - now >= 10  # half the token's life on, not at once
     await page.context.close()
 
 

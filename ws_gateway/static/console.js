@@ -1396,14 +1396,9 @@
   const recordReads = new Set(); // incident ids being read
   const recordAgain = new Set(); // ... and wanted again once read
 
-  // The token's agency (its claims, read, not verified: the API verifies it).
+  // The token's agency (its claims, read by renewal.js, not verified: the API verifies it).
   function tokenAgency(token) {
-    try {
-      const claims = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      return String(JSON.parse(atob(claims)).agency || "");
-    } catch {
-      return "";
-    }
+    return String((window.careknotToken && window.careknotToken.claims(token).agency) || "");
   }
 
   function apiDown(why) {
@@ -1576,6 +1571,10 @@
       },
       over(why) {
         log(`the token cannot be renewed (${why}): open a new link before it expires`, "escalated");
+      },
+      ending(at) {
+        el("connection").dataset.sessionEnds = String(at);
+        log(`the sign-in session ends at ${clock(at)}: open a new link to sign in again`, "escalated");
       },
     });
   }

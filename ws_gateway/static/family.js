@@ -63,15 +63,8 @@
     return d.getTime() / 1000;
   }
 
-  // The token's claims, read for the names of the relatives only (the server checks it).
-  function claimsOf(token) {
-    try {
-      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      return JSON.parse(atob(part));
-    } catch {
-      return {};
-    }
-  }
+  // The token's claims, read by renewal.js (not verified: the server checks it).
+  const claimsOf = (t) => (window.careknotToken ? window.careknotToken.claims(t) : {});
 
   // Which of two frames about one thing is the later news: the stream's order (`seq`), since a
   // frame's `at` is when its event happened (a visit's `arrived` carries the time of the fix
@@ -287,7 +280,7 @@
 
   async function startApi() {
     const settings = await fetch("/config.json").then((r) => (r.ok ? r.json() : null)).catch(() => null);
-    api.agency = String(window.careknotToken ? window.careknotToken.claims(token).agency || "" : "");
+    api.agency = String(claimsOf(token).agency || "");
     if (!settings || !settings.api_url || !api.agency) return;
     api.base = String(settings.api_url).replace(/\/+$/, "");
     if (window.careknotToken) {
@@ -300,6 +293,12 @@
           el("connection").dataset.tokenExp = String(exp);
         },
         over() {}, // signed out when the token lapses, as before
+        ending(at) { // the session's last token: it ends then
+          el("connection").dataset.sessionEnds = String(at);
+          const note = el("session-note");
+          note.textContent = `Signed in until ${hhmm(at)}: open a new link then`;
+          note.hidden = false;
+        },
       });
     }
     await readDoses().catch(() => {});
@@ -314,7 +313,8 @@
       setConnection("down", "No token: open this page as /family#token=…");
       return;
     }
-    const patients = Array.isArray(claimsOf(token).patients) ? claimsOf(token).patients : [];
+    const { patients: named } = claimsOf(token);
+    const patients = Array.isArray(named) ? named : [];
     patient = params.get("patient") || patients[0] || null;
     el("patient-name").textContent = patient || "your relative";
     if (patients.length > 1) {
