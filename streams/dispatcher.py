@@ -251,7 +251,7 @@ class Dispatcher:
             )
         if result.outcome == "taken":  # her offer changed: the dispatchers see it too
             return self._notices.lost(
-                answer.agency_id, result.incident_id, answer.offer_id, answer.caregiver_id
+                result.agency_id, result.incident_id, answer.offer_id, answer.caregiver_id
             )
         outcome = ANSWER_RESULTS.get(result.outcome)
         if outcome is None:

@@ -20,9 +20,11 @@ from adapters.storage.postgres import Conn, Database, ts
 
 @dataclass(slots=True)
 class Answered:
-    """What an accept or decline changed."""
+    """What an accept or decline changed, of an incident of ``agency_id`` (the offer's, as
+    Postgres has it)."""
 
     incident_id: str
+    agency_id: str
     outcome: str  # "assigned", "declined", or why it could not be taken
     eta_s: float = 0.0
     taken: list[tuple[str, str]] = field(default_factory=list)  # (offer_id, caregiver_id)
@@ -58,6 +60,7 @@ class OfferStore:
             if offer["state"] != "pending" or offer["expires_at"].timestamp() <= now:
                 return Answered(
                     iid,
+                    agency,
                     f"offer_{offer['state']}" if offer["state"] != "pending" else "offer_expired",
                 )
             won = await conn.fetchval(
@@ -69,7 +72,7 @@ class OfferStore:
             )
             if won is None:
                 await self._set_state(conn, offer_id, "taken", now)
-                lost = Answered(iid, "taken")
+                lost = Answered(iid, agency, "taken")
                 if announce is not None:
                     await keep(conn, iid, announce(lost), now)
                 return lost
@@ -81,7 +84,11 @@ class OfferStore:
                 ts(now),
             )
             result = Answered(
-                iid, "assigned", offer["eta_s"], [(str(r["id"]), r["caregiver_id"]) for r in taken]
+                iid,
+                agency,
+                "assigned",
+                offer["eta_s"],
+                [(str(r["id"]), r["caregiver_id"]) for r in taken],
             )
             await self._db.append_events(
                 conn,
@@ -138,16 +145,16 @@ class OfferStore:
             offer = await self._lock_offer(conn, offer_id, caregiver_id)
             if offer is None:
                 return None
-            iid = str(offer["incident_id"])
+            iid, agency = str(offer["incident_id"]), offer["agency_id"]
             if offer["state"] != "pending":
-                return Answered(iid, f"offer_{offer['state']}")
+                return Answered(iid, agency, f"offer_{offer['state']}")
             await self._set_state(conn, offer_id, "declined", now)
             await self._db.append_events(
                 conn,
                 [
                     event(
                         f"{offer_id}:declined",
-                        offer["agency_id"],
+                        agency,
                         iid,
                         "offer_declined",
                         f"caregiver:{caregiver_id}",
@@ -158,9 +165,9 @@ class OfferStore:
                 ],
             )
             if announce is not None:
-                await keep(conn, iid, announce(offer["agency_id"], iid), now)
+                await keep(conn, iid, announce(agency, iid), now)
             closed = await self._wave_closed(conn, offer["incident_id"])
-        return Answered(iid, "declined", wave_closed=closed)
+        return Answered(iid, agency, "declined", wave_closed=closed)
 
     async def expire_due(
         self, now: float, announce: Callable[[list[Expired]], Announcement] | None = None

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.storage.postgres import Database
 from kernel import recipients
-from kernel.contracts import DispatcherCommand, OfferStatusFrame
+from kernel.contracts import DispatcherCommand, OfferAnswer, OfferStatusFrame
 from kernel.settings import Settings
 from tests.adapters import test_stores as stores
 from tests.adapters.test_stores import SceneMaker
@@ -72,21 +73,26 @@ async def test_dispatchers_see_each_offer_made_and_each_answer(make_scene: Scene
 
 
 async def test_dispatchers_see_offers_expire_and_others_taken(make_scene: SceneMaker) -> None:
-    s = await make_scene([100, 200, 300], offer_window_by_severity={1: 30}, offer_wave_size=2)
+    s = await make_scene([100, 200, 300, 400], offer_window_by_severity={1: 30}, offer_wave_size=2)
     incident = await s.dispatcher.on_device_event(s.event())
     assert incident is not None
     s.clock.now += 31
-    await s.dispatcher.tick()  # both unanswered: expired, and the next wave asks the third
-    assert sorted(await offer_states(s))[:4] == [
+    await s.dispatcher.tick()  # both unanswered: expired, and the next wave asks the others
+    assert sorted(await offer_states(s)) == [
         (s.w.cg(0), "expired"),
         (s.w.cg(0), "offered"),
         (s.w.cg(1), "expired"),
         (s.w.cg(1), "offered"),
+        (s.w.cg(2), "offered"),
+        (s.w.cg(3), "offered"),
     ]
-    assert (s.w.cg(2), "offered") in await offer_states(s)
     s.clock.now += 1
-    await s.answer(2, "accept")
-    assert (await offer_states(s))[-1] == (s.w.cg(2), "accepted")
+    told = len(await offer_states(s))
+    await s.answer(2, "accept")  # the fourth's offer, still out, is taken
+    assert sorted((await offer_states(s))[told:]) == [
+        (s.w.cg(2), "accepted"),
+        (s.w.cg(3), "taken"),
+    ]
 
 
 async def test_dispatchers_see_offers_taken_by_hand_or_cancelled(make_scene: SceneMaker) -> None:
@@ -118,6 +124,40 @@ async def test_offers_still_out_when_one_is_accepted_are_taken(make_scene: Scene
         (s.w.cg(0), "accepted"),
         (s.w.cg(1), "taken"),
     ]
+
+
+async def test_an_accept_finding_its_incident_no_longer_waiting_is_told_taken_to_its_agency(
+    make_scene: SceneMaker, db: Database
+) -> None:
+    """Her offer still pending, its incident no longer offered: every step that moves an
+    incident on takes or cancels its pending offers in the same transaction, so no step of the
+    system leaves it so, and it is staged here as one that forgot them would leave it. Her
+    result is ``taken``, and the offer's state goes to the dispatchers of the incident's agency
+    as Postgres has it, whatever agency the answer says it came from."""
+    s = await make_scene([100], offer_window_by_severity={1: 3600})
+    incident = await s.dispatcher.on_device_event(s.event())
+    assert incident is not None
+    await db.pool.execute(
+        "UPDATE incidents SET state = 'assigned', assignee_id = $2 WHERE id = $1",
+        uuid.UUID(incident.id),
+        s.w.cg(0),
+    )
+    (offer,) = await s.to_cg(0, "offer")
+    elsewhere = f"{s.w.agency}-elsewhere"
+    await s.dispatcher.on_answer(
+        OfferAnswer(
+            answer_id="ans-late",
+            offer_id=offer["offer_id"],
+            incident_id=incident.id,
+            caregiver_id=s.w.cg(0),
+            agency_id=elsewhere,
+            answer="accept",
+            at=s.clock.now,
+        )
+    )
+    assert [f["outcome"] for f in await s.to_cg(0, "offer_result")] == ["taken"]
+    assert await offer_states(s) == [(s.w.cg(0), "offered"), (s.w.cg(0), "taken")]
+    assert await s.to(recipients.dispatchers(elsewhere)) == []
 
 
 def _command(s: stores.Scene, kind: Any, incident_id: str, **more: Any) -> DispatcherCommand:
