@@ -100,7 +100,10 @@ class Visit(VisitIn):
     state: State
     checked_in_at: datetime | None
     checked_out_at: datetime | None
-    version: int = Field(description="moves with every change, the keeper's too")
+    version: int = Field(
+        description="moves with every change, the keeper's too; never the same twice for a"
+        " visit id (one cancelled and created again goes on after the cancelled one's)"
+    )
 
 
 class Imported(BaseModel):

@@ -6,6 +6,9 @@ version a client last read) and writes in one transaction, under a lock, as
 Visits are written under the agency's roster lock, their existing rows locked too, so the visit
 keeper's conditional saves (``VisitStore.save``, on ``version``) and a dispatcher's change cannot
 cross: a change bumps ``version``, and a keeper holding the record as it was reads it again. A
+visit's versions never repeat: a cancelled visit's row goes, its last version kept
+(``cancelled_visits``, migration 19), and a visit created again with its id starts after it,
+so a version read of the one cancelled never holds against the one made since. A
 batch of visits (a week's file) is judged whole before anything is written: one bad row and
 nothing is.
 """
@@ -427,7 +430,8 @@ class Schedule:
     async def cancel_visit(
         self, agency_id: str, visit_id: str, holds: VisitPrecondition
     ) -> Removed:
-        """Take a visit not yet begun off the roster, its open alerts cleared."""
+        """Take a visit not yet begun off the roster, its open alerts cleared and its version
+        kept, for one created again with its id to start after."""
         async with self._db.transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('visits:' || $1))", agency_id)
             found = await conn.fetchrow(
@@ -441,6 +445,13 @@ class Schedule:
             if row.state != "scheduled":
                 return "visit_begun"
             await conn.execute("DELETE FROM visits WHERE id = $1", visit_id)
+            await conn.execute(
+                "INSERT INTO cancelled_visits(id, version) VALUES ($1, $2) ON CONFLICT (id)"
+                " DO UPDATE SET version = GREATEST(cancelled_visits.version, EXCLUDED.version),"
+                " cancelled_at = now()",
+                visit_id,
+                row.version,
+            )
             await conn.execute(
                 "UPDATE visit_alerts SET cleared_at = now() WHERE visit_id = $1"
                 " AND cleared_at IS NULL",
@@ -485,8 +496,9 @@ def _fixed(plan: VisitPlan) -> tuple[object, ...]:
 async def _insert(conn: Conn, plan: VisitPlan) -> None:
     made = await conn.fetchval(
         "INSERT INTO visits(id, agency_id, patient_id, caregiver_id, service, tasks, starts_at,"
-        " ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING"
-        " RETURNING id",
+        " ends_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+        " COALESCE((SELECT version + 1 FROM cancelled_visits WHERE id = $1), 0))"
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
         plan.id,
         plan.agency_id,
         plan.patient_id,

@@ -486,4 +486,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE devices ADD COLUMN IF NOT EXISTS decommissioned_at timestamptz;
         """,
     ),
+    (
+        19,
+        """
+        CREATE TABLE IF NOT EXISTS cancelled_visits (
+            id text PRIMARY KEY,
+            version integer NOT NULL,
+            cancelled_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]

@@ -448,6 +448,43 @@ async def test_a_new_visit_needs_no_version_and_one_cancelled_since_it_was_read_
     ]
 
 
+async def test_a_visit_cancelled_and_made_again_is_not_overwritten_by_a_file_of_the_first(
+    api: httpx.AsyncClient, settings: Settings, agency: str, db: Database
+) -> None:
+    """A file made from a visit at version 0; the visit is cancelled and made again with its
+    id (another plan): its versions go on from the cancelled one's, so the file's row is
+    refused by its line (``changed``) and the visit made since is kept."""
+    s, e = iso(DAY + 30 * HOUR), iso(DAY + 31 * HOUR)
+    row = f"{agency}.n1,{agency}.p1,{agency}.cg1,{s},{e},home_care"
+    first = f"{HEADER},version\n{row},meds,\n"
+    assert (await _import(api, settings, agency, first.encode())).json()["created"] == 1
+    read = await api.get(at(agency, "n1"), headers=desk(settings, agency))
+    assert read.json()["version"] == 0
+    made_from_it = f"{HEADER},version\n{row},meds;lunch,0\n"  # a change, at the version read
+
+    cancelled = await api.delete(
+        at(agency, "n1"), headers={**desk(settings, agency), "If-Match": read.headers["ETag"]}
+    )
+    assert cancelled.status_code == 204
+    again = f"{HEADER},version\n{row},bath,\n"
+    assert (await _import(api, settings, agency, again.encode())).json()["created"] == 1
+    assert await _version(api, settings, agency, "n1") == 1
+
+    stale = await _import(api, settings, agency, made_from_it.encode())
+    assert (stale.status_code, stale.json()["detail"]) == (
+        422,
+        [{"line": 2, "visit_id": f"{agency}.n1", "reason": "changed"}],
+    )
+    assert await _tasks(db, agency) == {f"{agency}.n1": ["bath"]}
+
+    taken_off = await api.get(at(agency, "n1"), headers=desk(settings, agency))
+    await api.delete(
+        at(agency, "n1"), headers={**desk(settings, agency), "If-Match": taken_off.headers["ETag"]}
+    )
+    assert (await _import(api, settings, agency, again.encode())).json()["created"] == 1
+    assert await _version(api, settings, agency, "n1") == 2  # after each one cancelled
+
+
 async def test_a_visit_changed_between_the_read_and_the_import_is_not_overwritten(
     api: httpx.AsyncClient, settings: Settings, agency: str, db: Database
 ) -> None:
