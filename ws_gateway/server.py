@@ -3,7 +3,8 @@ relay (each client's conversation is ``ws_gateway.conversation``'s).
 
 Lifecycle: ``async with Gateway(settings) as gw: await gw.run()``. Entering connects
 Redis and the Kafka producer, ensures the answer topics, PSUBSCRIBEs the outbox channels, starts
-the relay in a TaskGroup and listens; ``run`` returns on SIGINT/SIGTERM or ``stop()``;
+the relay and the keepalive of every connection (``ws_gateway.keepalive``) in a TaskGroup and
+listens; ``run`` returns on SIGINT/SIGTERM or ``stop()``;
 leaving closes the listener (clients get 1001), cancels the tasks and disconnects, in that order.
 
 Routes: ``/ws`` (the WebSocket) and the files of ``static/`` (``ws_gateway.web``'s); on the admin
@@ -39,6 +40,7 @@ from kernel import keys
 from kernel.backoff import Backoff
 from kernel.errors import AuthError, RejectedInput, StorageError
 from kernel.settings import Settings
+from ws_gateway import keepalive
 from ws_gateway.connection import (
     CLOSE_FORBIDDEN,
     CLOSE_TRY_AGAIN_LATER,
@@ -47,6 +49,7 @@ from ws_gateway.connection import (
 )
 from ws_gateway.conversation import Conversations
 from ws_gateway.heap import keep_frozen
+from ws_gateway.keepalive import keep_alive
 from ws_gateway.session import MAX_FRAME_BYTES, UNAUTHORISED, Counters, head_of, resolve_recipient
 from ws_gateway.web import AdminRoutes, WebRoutes
 
@@ -99,6 +102,8 @@ class Gateway:
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         stack.callback(self._cancel_tasks)  # before the TaskGroup waits for them
         self._tasks.append(tasks.create_task(self._relay(), name="gateway-relay"))
+        beat = keep_alive(self._sockets, keepalive.PING_INTERVAL_S, keepalive.PING_TIMEOUT_S)
+        self._tasks.append(tasks.create_task(beat, name="gateway-keepalive"))
         self._server: Server = await stack.enter_async_context(
             serve(
                 self._session,
@@ -107,6 +112,7 @@ class Gateway:
                 process_request=WebRoutes(settings),
                 max_size=MAX_FRAME_BYTES,
                 close_timeout=CLOSE_TIMEOUT_S,
+                ping_interval=None,  # one keepalive for all (ws_gateway.keepalive), not a task each
                 origins=allowed_origins(settings),
                 ssl=tls_context(settings),
                 compression=None,
@@ -156,6 +162,9 @@ class Gateway:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _sockets(self) -> list[ServerConnection]:
+        return [conn.ws for conns in self._routes.values() for conn in conns]
 
     @property
     def connections(self) -> int:
