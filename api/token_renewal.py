@@ -4,8 +4,11 @@ It takes a still-good token (genuine, not expired, its holder's tokens not revok
 bearer check every route makes) and answers a fresh one of the same person and claims, with a
 new expiry (``token_ttl_s`` from now) and the same sign-in: the first token's ``auth_time``
 is carried across renewals, and no token is renewed, nor expires, beyond
-``token_session_max_s`` after it, so a token that leaked cannot be kept alive for ever and a
-revocation still ends the session (the fresh token is refused with the rest of its holder's).
+``token_session_max_s`` after it. Any good token may so be renewed, again and again, for up to
+that long (12 h by default) after its sign-in unless revoked: a token that leaked can be kept
+alive that long, no longer. A revocation ends the session: a token of a sign-in at or before
+its moment is refused, a renewal issued after that moment too (``kernel.tokens.lapsed``), so a
+renewal that raced the revocation, or a clock ahead, keeps nothing alive.
 A session past its most is refused 401 ``session_over``: sign in again; so is a token the
 renewal could not make expire any later (it already expires at its session's end, the answer's
 ``session_ends_at``: a page stops renewing once its ``exp`` reaches that). The fresh token goes

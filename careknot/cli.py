@@ -132,8 +132,8 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _revoke(settings: Settings, role: str, subject: str) -> int:
-    """Every token of the person issued until now is refused from now on, and the gateways
-    close her open connections."""
+    """Every token of the person's sign-ins until now (renewed ones too) is refused from now
+    on, and the gateways close her open connections."""
     from adapters.storage.connection import RedisConnection
 
     redis = RedisConnection.open(settings.redis_url)
@@ -141,7 +141,7 @@ async def _revoke(settings: Settings, role: str, subject: str) -> int:
         at = await redis.revocations(settings.keys).revoke(role, subject, time.time())
     finally:
         await redis.close()
-    print(f"{role} {subject}: tokens issued until {at:.0f} revoked")
+    print(f"{role} {subject}: tokens of sign-ins until {at:.0f} revoked")
     return 0
 
 
@@ -456,7 +456,8 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument(
         "--revoke",
         action="store_true",
-        help="revoke every token of ROLE SUBJECT issued until now (open connections close)",
+        help="revoke every token of ROLE SUBJECT signed in until now, renewed ones too (open"
+        " connections close)",
     )
     tok.set_defaults(func=cmd_token)
 

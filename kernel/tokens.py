@@ -6,8 +6,9 @@ Claims: ``role``, ``sub``, ``agency``, ``patients`` (a family's relatives), ``au
 no session older than its maximum). Keys rotate without downtime (:class:`Keyring`): the newest key
 signs; a key retired at a moment still verifies the tokens it signed before that moment, until they
 expire, and none it signed after (a leaked key minting new ones). A token naming a key the ring does
-not hold is refused. Revocation (all of a person's tokens issued before a moment) is the gateway's:
-it keeps the moments (``adapters.storage``), and :func:`verify` takes the one that applies.
+not hold is refused. Revocation ends a person's sign-in sessions: every token of a sign-in at or
+before a moment is refused, its renewals too, whenever they were issued. The moments are kept in
+Redis (``adapters.storage``), and :func:`verify` and :func:`lapsed` take the one that applies.
 
 Where the keys come from (:func:`keyring_of`): ``CAREKNOT_TOKEN_KEYS``, else the keys file
 (``CAREKNOT_TOKEN_KEYS_FILE``, which ``careknot up`` writes with a fresh key, readable by its owner
@@ -184,7 +185,7 @@ def renew(claims: Claims, ring: Keyring, now: float, ttl_s: float, session_max_s
 def verify(token: str, ring: Keyring, now: float, revoked_before: float | None = None) -> Claims:
     """The claims of a genuine token for this audience, issued before now (give or take the
     clocks' :data:`LEEWAY_S`), not expired, signed with a key that was not retired when it was
-    issued, and issued after ``revoked_before`` if its holder's tokens were revoked; else
+    issued, and of a sign-in after ``revoked_before`` if its holder's tokens were revoked; else
     :class:`AuthError` saying which."""
     if not token.isascii() or token.count(".") != 2:
         raise AuthError("malformed token")
@@ -215,10 +216,12 @@ def verify(token: str, ring: Keyring, now: float, revoked_before: float | None =
 
 def lapsed(claims: Claims, now: float, revoked_before: float | None = None) -> str | None:
     """Why a token taken before is no longer good (``token expired``, ``token revoked``), or
-    None: what an open connection is checked against."""
+    None: what an open connection is checked against. A revocation refuses every token of a
+    sign-in at or before its moment (:attr:`Claims.signed_in_at`), a renewal issued after it
+    too: it ends the session, not only the tokens issued until then."""
     if claims.exp <= now:
         return "token expired"
-    if revoked_before is not None and claims.iat <= revoked_before:
+    if revoked_before is not None and claims.signed_in_at <= revoked_before:
         return "token revoked"
     return None
 

@@ -1,6 +1,7 @@
 """Revoked tokens in Redis: for a person (role and subject), the moment until which every token
-issued is refused. Kept a day (``Settings.token_ttl_s`` is at most that): by then every token
-it refuses has expired anyway."""
+of a sign-in is refused, renewed or not (``kernel.tokens.lapsed``). Kept :data:`KEPT_S`: a
+session's longest (``Settings.token_session_max_s``) and a token's life (``token_ttl_s``), each
+at the most the settings allow, and an hour: by then every token it refuses has expired anyway."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from kernel.errors import AuthError, StorageError
 from kernel.keys import Keys
 from kernel.tokens import Claims, lapsed
 
-KEPT_S = 86_400 + 3600
+KEPT_S = 7 * 86_400 + 86_400 + 3600
+"""At least the most ``token_session_max_s`` and ``token_ttl_s`` may be, together."""
 
 
 class Revocations:
@@ -19,7 +21,8 @@ class Revocations:
         self._client, self._keys = client, keys
 
     async def revoke(self, role: str, subject: str, at: float) -> float:
-        """Refuse the person's tokens issued until ``at``; the moment kept."""
+        """Refuse the person's tokens of a sign-in until ``at``, and their renewals; the
+        moment kept."""
         try:
             await self._client.set(self._keys.revoked(role, subject), repr(at), ex=int(KEPT_S))
         except RedisError as exc:

@@ -135,3 +135,28 @@ async def test_expired_revoked_and_missing_tokens_are_refused(
     nothing = await api.post(RENEW)
     assert (nothing.status_code, nothing.json()["reason"]) == (401, "unauthorised")
     assert set(nothing.json()) == {"reason", "detail"}
+
+
+async def test_a_revocation_ends_the_session_its_renewed_tokens_too(
+    api: httpx.AsyncClient, settings: Settings, redis: aioredis.Redis
+) -> None:
+    """Revoked at a moment after she signed in but before her token was renewed (a renewal that
+    raced the revocation, or a clock ahead): the renewed token is refused by every route."""
+    desk = f"desk-{uuid.uuid4().hex[:6]}"
+    signed_in = time.time() - 60
+    old = _mint(settings, role="dispatcher", sub=desk, iat=signed_in, patients=[])
+    answer = await _renew(api, old)
+    assert answer.status_code == 200, answer.text
+    fresh = answer.json()["token"]
+    bearer = {"Authorization": f"Bearer {fresh}"}
+    caregivers = "/v1/agencies/another/caregivers"  # refused before any read of the database
+    taken = await api.get(caregivers, headers=bearer)
+    assert (taken.status_code, taken.json()["reason"]) == (403, "other_agency")  # but taken
+
+    await Revocations(redis, settings.keys).revoke("dispatcher", desk, signed_in + 30)
+    for refused in (await api.get(caregivers, headers=bearer), await _renew(api, fresh)):
+        assert refused.status_code == 401, refused.text
+        assert refused.json() == {"reason": "unauthorised", "detail": "token revoked"}
+    # signed in again after the revocation: taken
+    again = _mint(settings, role="dispatcher", sub=desk, iat=time.time(), patients=[])
+    assert (await _renew(api, again)).status_code == 200

@@ -31,6 +31,7 @@ from kernel.tokens import (
     keyring_of,
     lapsed,
     mint,
+    renew,
     require_keyring,
     verify,
     write_keys_file,
@@ -187,6 +188,18 @@ def test_a_token_lapses_when_it_expires_or_its_holder_is_revoked() -> None:
     token = issue(c, RING, NOW)
     with pytest.raises(AuthError, match="token revoked"):
         verify(token, RING, NOW + 1, revoked_before=NOW + 1)
+
+
+def test_a_revocation_ends_the_session_its_renewals_too() -> None:
+    """Revoked after she signed in, before a renewal was issued (the renewal raced the
+    revocation, or its clock is ahead): the renewed token is refused all the same."""
+    signed_in = claims(iat=NOW, exp=NOW + 600, auth_time=NOW)
+    fresh = verify(renew(signed_in, RING, NOW + 300, 600, 43_200), RING, NOW + 301)
+    assert fresh.iat == NOW + 300 and fresh.signed_in_at == NOW
+    assert lapsed(fresh, NOW + 301, revoked_before=NOW + 100) == "token revoked"
+    with pytest.raises(AuthError, match="token revoked"):
+        verify(renew(signed_in, RING, NOW + 300, 600, 43_200), RING, NOW + 301, NOW + 100)
+    assert lapsed(fresh, NOW + 301, revoked_before=NOW - 1) is None  # revoked before she signed in
 
 
 # ---------------------------------------------------------------- refusals
