@@ -11,7 +11,7 @@ or an admin of her agency writes and reads it; the day's doses her family reads 
 from __future__ import annotations
 
 import time as clock
-from datetime import date, time
+from datetime import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -32,6 +32,7 @@ from api.resources import (
     directory,
     etag,
 )
+from api.windows import Day
 from medication.doses import HALF, HERO_WINDOW_S, Schedule, ScheduledDose
 
 PatientId = Annotated[str, Path(pattern=ID, description="the patient's id")]
@@ -180,7 +181,7 @@ async def doses_of_day(
     claims: Caller,
     agency_id: AgencyId,
     patient_id: PatientId,
-    day: Annotated[date, Query(description="YYYY-MM-DD, in her home's time zone")],
+    day: Annotated[Day, Query(description="YYYY-MM-DD, in her home's time zone")],
 ) -> list[DayDoseOut]:
     may_read_relative(claims, agency_id, patient_id)
     await _patient(request, agency_id, patient_id)

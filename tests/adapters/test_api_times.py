@@ -1,20 +1,25 @@
 """The times the HTTP API takes lie from 1900 until 3000 in UTC (``api.windows``), on the real
 Postgres and Redis: a time at the calendar's ends, the year 1 at +23:59 (before the calendar
 starts, in UTC) or the year 9999 at -23:59 (after it ends), in a body or a query, is 400
-``malformed`` naming where, as a day there is in ``?day=``; each of them failed its route (a
+``malformed`` naming where, as a day there is in ``?day=`` (the visits' and a patient's
+doses'); each of them failed its route (a
 500) before. A time at the ends in a roster file's row is that row's ``bad_starts_at``."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from datetime import time as dt_time
 from typing import Any
 
 import httpx
 import pytest
 
+from adapters.storage.medication import MedicationStore
 from adapters.storage.postgres import CaregiverRow, Database, PatientRow
 from kernel.contracts import Role
 from kernel.settings import Settings
+from medication.doses import Schedule, ScheduledDose
 from tests.support import bearer
 
 pytestmark = pytest.mark.servers
@@ -34,6 +39,8 @@ def visit(ends: tuple[str, str]) -> dict[str, Any]:
 CASES: list[tuple[str, str, dict[str, str], Any, str]] = [
     ("GET", f"{A}/visits", {"day": "9999-12-31", "zone": "Etc/GMT+12"}, None, "day"),
     ("GET", f"{A}/visits", {"day": "0001-01-01", "zone": "Etc/GMT-14"}, None, "day"),
+    ("GET", f"{A}/patients/{PATIENT}/medication/day", {"day": "0001-01-01"}, None, "day"),
+    ("GET", f"{A}/patients/{PATIENT}/medication/day", {"day": "9999-12-31"}, None, "day"),
     ("GET", f"{A}/caregivers/{CG}/track", {"since": EARLY[0], "until": EARLY[1]}, None, "since"),
     ("GET", f"{A}/caregivers/{CG}/track", {"since": LATE[0], "until": LATE[1]}, None, "since"),
     ("GET", f"{A}/incidents", {"since": EARLY[0]}, None, "since"),
@@ -72,6 +79,8 @@ async def agency(db: Database) -> None:
     await db.upsert_agency(AGENCY, AGENCY)
     await db.upsert_caregivers([CaregiverRow(CG, AGENCY, "Cara")])
     await db.upsert_patients([PatientRow(PATIENT, AGENCY, "Ada", 53.8, -1.55)])
+    digoxin = Schedule(PATIENT, (ScheduledDose("digoxin", dt_time(8)),), zone="Europe/London")
+    await MedicationStore(db).replace_schedule(digoxin, time.time(), lambda current: True)
 
 
 @pytest.mark.parametrize(("method", "path", "query", "body", "field"), CASES)
