@@ -28,7 +28,14 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from matplotlib import image
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    Page,
+    Route,
+    WebSocketRoute,
+    async_playwright,
+    expect,
+)
 
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
 from adapters.storage.visit_store import VisitStore
@@ -478,6 +485,87 @@ async def test_the_console_shows_whom_an_incident_was_offered_to_and_her_answer(
     await _shot(page, "console-declined")
     await phone.close()
     await page.context.close()
+
+
+class MockSocket:
+    """The console's WebSocket answered by the test, not the gateway: a hello to its auth, a pong
+    to its ping, and the frames the test sends it."""
+
+    def __init__(self) -> None:
+        self.route: WebSocketRoute | None = None
+        self.seq = 0
+
+    def take(self, route: WebSocketRoute) -> None:
+        self.route = route
+        route.on_message(self._heard)
+
+    def _heard(self, message: str | bytes) -> None:
+        frame = orjson.loads(message)
+        assert self.route is not None
+        if frame.get("type") == "auth":
+            hello = {"type": "hello", "role": "dispatcher", "subject": "desk", "seq_now": 0}
+            self.route.send(orjson.dumps({**hello, "epoch": 1}).decode())
+        elif frame.get("type") == "ping":
+            self.route.send('{"type": "pong"}')
+
+    def send(self, frame: dict[str, Any], epoch: int = 1) -> None:
+        assert self.route is not None
+        self.seq += 1
+        self.route.send(orjson.dumps({**frame, "seq": self.seq, "epoch": epoch}).decode())
+
+
+async def test_the_console_lets_offers_go_at_a_resync_and_when_their_incident_is_resolved(
+    ready: Settings, browser: Browser
+) -> None:
+    """Its standing offers told again after a resync, and none of a resolved incident: the
+    console holds the offers of open incidents alone (the frames are the test's own)."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 860}, timezone_id=ZONE)
+    gateway = f"http://{ready.gateway_host}:{ready.gateway_port}"
+    ours = f"{re.escape(gateway)}/|{re.escape(_api_url(ready))}/|ws://"
+    await context.route(re.compile(rf"^(?!{ours})"), _offline)
+    socket = MockSocket()
+    await context.route_web_socket(re.compile(r"/ws$"), socket.take)
+    page = await context.new_page()
+    await page.goto(f"{gateway}/#token={token(ready, 'dispatcher', 'desk', OFFERS)}")
+    await expect(page.locator("#connection")).to_have_text("Live", timeout=WAIT_MS)
+    await expect(page.locator("#agency")).to_contain_text("desk", timeout=WAIT_MS)
+
+    now = time.time()
+    lat, lon = NEAR
+    mine = {"caregiver_id": "mock-cg", "h3": "", "status": "available"}
+    socket.send({"type": "location", **mine, "lat": lat, "lon": lon, "ts": now})
+    fall = {"type": "incident", "incident_id": "mock-inc", "patient_id": ASKED_FOR, "kind": "fall"}
+    socket.send({**fall, "state": "offered", "at": now, "lat": HOME[0], "lon": HOME[1]})
+    offer = {"type": "offer_status", "incident_id": "mock-inc", "caregiver_id": "mock-cg"}
+    asked = {**offer, "offer_id": "mock-offer", "state": "offered", "expires_at": now + 60}
+    socket.send({**asked, "eta_s": 120.0, "at": now})
+    line = page.locator("path.ck-offer-line")
+    await expect(line).to_have_count(1, timeout=WAIT_MS)
+    await page.locator('#incidents li[data-incident-id="mock-inc"] button.head').click()
+    listed = page.locator("#detail-offers li.offer")
+    await expect(listed).to_have_count(1)
+
+    # the server lost its stream: what the page held of offers goes, and comes back as told
+    socket.send({"type": "resync", "seq_now": 0}, epoch=2)
+    await expect(line).to_have_count(0)
+    await expect(listed).to_have_count(0)
+    socket.seq = 0
+    again = {**asked, "offer_id": "mock-offer-2", "eta_s": 90.0, "at": now + 1}
+    socket.send(again, epoch=2)
+    await expect(line).to_have_count(1)
+    await expect(listed).to_have_attribute("data-offer-id", "mock-offer-2")
+
+    # resolved: its offers are let go, a late frame of one too
+    socket.send({**fall, "state": "resolved", "at": now + 2}, epoch=2)
+    await expect(line).to_have_count(0)
+    await expect(listed).to_have_count(0)
+    await expect(page.locator("#no-offers")).to_have_text(
+        "Resolved: its offers are in the timeline."
+    )
+    socket.send({**again, "state": "cancelled", "at": now + 3}, epoch=2)
+    await page.wait_for_timeout(500)  # the page's loop draws four times a second
+    await expect(listed).to_have_count(0)
+    await context.close()
 
 
 async def test_visit_alerts_and_visits_name_the_patient(ready: Settings, browser: Browser) -> None:

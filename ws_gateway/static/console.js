@@ -67,6 +67,7 @@
     if (known && known.at > f.at) return;
     if (f.assignee_id && f.assignee_name) names.set(f.assignee_id, f.assignee_name);
     incidents.set(f.incident_id, f);
+    if (f.state === "resolved") dropOffers(f.incident_id);
     learnHome(f.patient_id, f.lat, f.lon);
     changedIncidents.add(f.incident_id);
     if (!known || known.state !== f.state || known.assignee_id !== f.assignee_id) {
@@ -87,7 +88,9 @@
 
   // Offers of incidents (offer_status frames): whom each incident was asked of, and what each
   // answered or what became of her offer. The newest `at` wins, and an offer that ended never
-  // goes back to `offered` (a resume may bring its first frame after its last).
+  // goes back to `offered` (a resume may bring its first frame after its last). A resolved
+  // incident's offers are let go (its timeline keeps what they told), and so is a frame of an
+  // offer of one: the page holds the offers of the incidents still open alone.
   const offers = new Map(); // offer_id -> {offer_id, incident_id, caregiver_id, state, ...}
   const OFFER_WORDS = {
     offered: "asked", accepted: "accepted", declined: "declined", expired: "no answer in time",
@@ -96,6 +99,8 @@
   let offersDirty = false; // the map's lines from the caregivers asked to their incidents
 
   function applyOffer(f) {
+    const incident = incidents.get(f.incident_id);
+    if (incident && incident.state === "resolved") return;
     const known = offers.get(f.offer_id);
     if (known && (known.at > f.at || (known.state !== "offered" && f.state === "offered"))) return;
     offers.set(f.offer_id, {
@@ -110,6 +115,12 @@
     const ended = f.state === "declined" || f.state === "expired";
     addToTimeline(f.incident_id, f.at, `offer to ${who(f.caregiver_id)}: ${OFFER_WORDS[f.state] || f.state}`,
       ended ? "escalated" : "", "frame");
+  }
+
+  function dropOffers(incidentId) {
+    for (const [id, o] of offers) if (o.incident_id === incidentId) offers.delete(id);
+    offersDirty = true;
+    if (incidentId === selected) detailDirty = true;
   }
 
   function offersOf(incidentId) {
@@ -709,13 +720,17 @@
     if (frame.type === "resync") {
       epoch = frame.epoch;
       lastSeq = 0;
-      // what the page held of alarms and doses is no guide: the new stream sends them again
+      // what the page held of alarms, doses and offers is no guide: the new stream sends them
+      // again (the standing offers told again)
       alarms.clear();
       doses.clear();
+      offers.clear();
       alarmsDirty = true;
       dosesDirty = true;
+      offersDirty = true;
+      detailDirty = true;
       catchingUpTo = typeof frame.seq_now === "number" ? frame.seq_now : 0;
-      log("the server lost its recent messages: taking them again (alarms and doses reloaded)");
+      log("the server lost its recent messages: taking them again (alarms, doses and offers reloaded)");
       return;
     }
     const live = !(typeof frame.seq === "number" && frame.seq <= catchingUpTo);
@@ -1078,6 +1093,7 @@
   const offerLines = new Map(); // offer_id -> Leaflet polyline
 
   function offerEnds(o) {
+    if (!o) return null; // let go (its incident resolved, or a resync)
     const c = caregivers.get(o.caregiver_id);
     const i = incidents.get(o.incident_id);
     const to = i && i.state !== "resolved" ? incidentAt(i) : null;
@@ -1267,6 +1283,8 @@
     const asked = offersOf(i.incident_id);
     el("detail-offers").replaceChildren(...asked.map(offerItem));
     el("no-offers").hidden = asked.length > 0;
+    el("no-offers").textContent = i.state === "resolved"
+      ? "Resolved: its offers are in the timeline." : "Offered to nobody yet.";
     const hand = incidentHands.get(i.incident_id);
     const busy = Boolean(hand && (hand.state === "sent" || hand.state === "acked"));
     if (document.activeElement !== el("assign-caregiver")) fillChoices(i, now);
