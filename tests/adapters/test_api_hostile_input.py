@@ -1,19 +1,25 @@
 """No input makes the HTTP API answer 5xx, on the real Postgres and Redis: every route, read
 from its OpenAPI document (a route added later is tried without a word here, and
 ``test_every_route_is_tried`` fails on one that is not), is sent hostile input under hypothesis
-by callers who may use it (the agency's admin and dispatcher; on the routes that name a
-caregiver or a patient, that caregiver's and the patient's family's own tokens): path
-segments that are long, unicode, percent-encoded slashes or NULs, dots; query values of the
-wrong type, huge, at the ends of the calendar; If-Match, If-None-Match and Idempotency-Key
-junk; bodies drawn from the route's own schema, and the same with a field anywhere in them
-made wrong (the wrong type, 100,000 characters, huge or negative numbers, NaN and Infinity as
-JSON text, nested deep, an unknown field), an empty object, JSON that is not an object, bytes
-that are not JSON or not UTF-8, and the wrong content type. Each answer is 2xx, 3xx, or a 4xx
-whose body is exactly ``{"reason": str, "detail": ...}``; an exception escaping the app fails
-the test (``raise_app_exceptions``).
+on the module's own agency, holding one of each record a route's path names (a caregiver, a
+patient, a device, a phone, a certificate, a shift, a visit, a fence, a medication schedule,
+made through the API as its admin and dispatcher make them; an incident assigned, an alarm, a
+command on it and a visit alert, as the workers make them), so that each route's path points
+at a real record and its handler gets the rest of the input; what a route deletes is made
+again after it. Each route is sent by those who may use it: its one role where the attack
+matrix names one (``Case.only``), else the agency's admin and dispatcher and, where the API
+lets them, the caregiver and the patient's family. The input: path segments that are long,
+unicode, percent-encoded slashes or NULs, dots; query values of the wrong type, huge, at the
+ends of the calendar; If-Match (the current ETag too, so writes get past their precondition),
+If-None-Match and Idempotency-Key junk; bodies drawn from the route's own schema, and the same
+with a field anywhere in them made wrong (the wrong type, 100,000 characters, huge or negative
+numbers, NaN and Infinity as JSON text, nested deep, an unknown field), an empty object, JSON
+that is not an object, bytes that are not JSON or not UTF-8, and the wrong content type. Each
+answer is 2xx whose status and JSON body are as the route's document says (its response
+schema), 3xx, or a 4xx whose body is exactly ``{"reason": str, "detail": ...}``; an exception
+escaping the app fails the test (``raise_app_exceptions``).
 
-Short and deterministic: a fixed number of examples a route, derandomized, on an agency of
-the module's own.
+Short and deterministic: a fixed number of examples a route, derandomized.
 """
 
 from __future__ import annotations
@@ -22,21 +28,34 @@ import functools
 import json
 import re
 import secrets
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
+from adapters.storage.alarms import AlarmStore
+from adapters.storage.handovers import HandoverStore
+from adapters.storage.incidents import IncidentStore
+from adapters.storage.postgres import Database
+from adapters.storage.visit_store import VisitStore
 from api.app import create_app
+from devices.kinds import KINDS
 from kernel.settings import Settings
+from tests.adapters.test_attack_matrix_api import CASES as MATRIX
+from tests.adapters.test_attack_matrix_api import Case
 from tests.support import bearer
+from visits.rules import AlertChange
 
 pytestmark = pytest.mark.servers
 
@@ -71,8 +90,9 @@ OWN = {
     "command": "acknowledge",
     "command_id": f"{AGENCY}.cmd",
 }
-"""A path parameter's or a field's value that names the agency's own resource, so input gets
-past the lookups to what is done with it; a parameter not here is drawn from its schema."""
+"""A path parameter's or an id field's value that names the agency's own record, so input gets
+past the lookups to what is done with it (the ids the records were given on their making, and a
+device's after one is decommissioned); a parameter not here is drawn from its schema."""
 
 
 DOCUMENT: dict[str, Any] = create_app(
@@ -137,13 +157,27 @@ CALENDAR_ENDS = [
 ]
 """Moments at the ends of the calendar: the first two are before its start in UTC, the third
 after its end."""
+NEAR = datetime(2031, 1, 1, tzinfo=UTC)
+"""The day the module's records are on (its shift, its visit): times near it meet them."""
+NEAR_TIMES = st.builds(
+    lambda minutes, zone: (NEAR + timedelta(minutes=minutes)).astimezone(zone).isoformat(),
+    st.integers(-12 * 60, 12 * 60),
+    st.sampled_from([UTC, ZoneInfo("Europe/London"), ZoneInfo("Pacific/Kiritimati")]),
+)
+FIRST, LAST = datetime(1900, 1, 2), datetime(2999, 12, 30)
+"""The times the API takes (``api.windows``), a day within them either side."""
 FORMATS: dict[str, st.SearchStrategy[str]] = {
     "date-time": st.one_of(
         st.sampled_from(CALENDAR_ENDS),
+        NEAR_TIMES,
+        NEAR_TIMES,
+        st.datetimes(FIRST, LAST, timezones=st.timezones()).map(lambda t: t.isoformat()),
         st.datetimes(timezones=st.timezones()).map(lambda t: t.isoformat()),
     ),
     "date": st.one_of(
-        st.sampled_from(["0001-01-01", "9999-12-31"]), st.dates().map(lambda d: d.isoformat())
+        st.sampled_from(["0001-01-01", "9999-12-31", NEAR.date().isoformat()]),
+        st.dates(FIRST.date(), LAST.date()).map(lambda d: d.isoformat()),
+        st.dates().map(lambda d: d.isoformat()),
     ),
     "time": st.times().map(lambda t: t.isoformat(timespec="minutes")),
 }
@@ -286,7 +320,8 @@ class Hostile:
 
     method: str
     path: str
-    caller: str
+    template: str
+    caller: str = "admin"
     params: list[tuple[str, str]] = field(default_factory=list)
     headers: dict[str, bytes] = field(default_factory=dict)
     content: bytes | None = None
@@ -404,17 +439,28 @@ def mutated(document: Any, replacement: st.SearchStrategy[Any]) -> st.SearchStra
 
 
 def with_own_ids(document: Any) -> Any:
-    """The document with fields named as the agency's resources naming them, so a body drawn
-    from the schema gets past 'unknown patient' to what the route does with it."""
+    """The document with its ids (``patient_id``, ``caregiver_id``...) the agency's own, and
+    fields the API knows the values of (a device's kind, a time zone) mostly known ones, so a
+    body drawn from the schema gets past 'unknown patient' to what the route does with it."""
     if isinstance(document, dict):
         return {
-            k: OWN[k] if k in OWN and isinstance(v, str) else with_own_ids(v)
+            k: OWN[k]
+            if k in OWN and k.endswith("_id") and isinstance(v, str)
+            else KNOWN[k][len(v) % len(KNOWN[k])]
+            if k in KNOWN and isinstance(v, str) and len(v) % 4
+            else with_own_ids(v)
             for k, v in document.items()
         }
     if isinstance(document, list):
         return [with_own_ids(v) for v in document]
     return document
 
+
+KNOWN = {
+    "kind": sorted(KINDS),
+    "zone": ["Europe/London", "UTC", "Pacific/Kiritimati"],
+}
+"""Values of the fields of those names the API knows, drawn three times in four."""
 
 JSON_TYPES = [
     "application/json",
@@ -490,16 +536,17 @@ def csv_body(aspect: str) -> st.SearchStrategy[tuple[bytes, str]]:
     return st.tuples(files, content_type)
 
 
-def callers(operation: dict[str, Any], path: str) -> list[str]:
-    """Who may use the route: the agency's admin and dispatcher; where it names a caregiver or
-    a patient, that caregiver and that patient's family; everyone on a route of no agency."""
-    named = {p["name"] for p in operation.get("parameters", [])}
-    who = ["admin", "dispatcher"]
-    if "caregiver_id" in named or "{agency_id}" not in path:
-        who.append("caregiver")
-    if "patient_id" in named or "{agency_id}" not in path:
-        who.append("family")
-    return who
+def callers(route: tuple[str, str]) -> list[str] | None:
+    """The one role of the agency that may use the route, where the attack matrix names one
+    (``Case.only``: an admin's enrolments, a dispatcher's commands); None: its admin, its
+    dispatcher, and whoever else the API lets (:meth:`Records.callers`)."""
+    case = MATRIX.get(route)
+    return None if case is None or case.only is None else [case.only]
+
+
+CURRENT = b"<the current ETag>"
+"""An ``If-Match`` sent as the ETag a ``GET`` of the same path gives when it is sent, so a
+write gets past its precondition to what it writes."""
 
 
 ASPECTS = ["none", "field", "field", "field", "body", "body", "query", "path", "headers", "all"]
@@ -521,7 +568,7 @@ def requests_of(route: tuple[str, str]) -> st.SearchStrategy[Hostile]:
         for p in (p for p in parameters if p["in"] == "path"):
             odd = aspect in ("path", "all") and draw(st.booleans())
             path = path.replace("{" + p["name"] + "}", draw(segment(p["name"], p["schema"], odd)))
-        one = Hostile(method, path, draw(st.sampled_from(callers(operation, template))))
+        one = Hostile(method, path, template)
         junk = aspect in ("query", "all")
         for p in (p for p in parameters if p["in"] == "query"):
             one.params += [(p["name"], v) for v in draw(query_value(p["schema"], junk))]
@@ -529,6 +576,8 @@ def requests_of(route: tuple[str, str]) -> st.SearchStrategy[Hostile]:
             one.params.append((draw(st.text(min_size=1, max_size=8)), draw(st.text(max_size=8))))
         for p in (p for p in parameters if p["in"] == "header"):
             good: st.SearchStrategy[Any] = st.one_of(st.none(), from_schema(p["schema"]))
+            if p["name"].lower() == "if-match":
+                good = st.one_of(good, st.just(CURRENT), st.just(CURRENT))
             value = draw(st.one_of(good, HEADER_JUNK) if aspect in ("headers", "all") else good)
             if value is not None:
                 one.headers[p["name"]] = value if isinstance(value, bytes) else str(value).encode()
@@ -548,20 +597,11 @@ def requests_of(route: tuple[str, str]) -> st.SearchStrategy[Hostile]:
     return draw()
 
 
-# ---------------------------------------------------------------- the app
+# ---------------------------------------------------------------- the app and its records
 
 
 @pytest.fixture(scope="module")
-async def seeded(db: Database) -> None:
-    """The module's agency with a caregiver, a patient and her device."""
-    await db.upsert_agency(AGENCY, AGENCY)
-    await db.upsert_caregivers([CaregiverRow(CG, AGENCY, "Cara")])
-    await db.upsert_patients([PatientRow(PATIENT, AGENCY, "Ada", 53.8, -1.55)])
-    await db.upsert_devices([DeviceRow(DEVICE, AGENCY, PATIENT, "pendant")])
-
-
-@pytest.fixture(scope="module")
-async def hostile_api(settings: Settings, seeded: None) -> AsyncIterator[httpx.AsyncClient]:
+async def hostile_api(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The API in process, its lifespan entered; an exception escaping it raised here."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -578,6 +618,170 @@ def tokens(settings: Settings) -> dict[str, dict[str, str]]:
         "caregiver": bearer(settings, "caregiver", CG, AGENCY),
         "family": bearer(settings, "family", "fam", AGENCY, patients=[PATIENT]),
     }
+
+
+@dataclass(slots=True)
+class Records:
+    """The agency's records, made as its admin and dispatcher make them (through the API),
+    and as the workers do what no route makes (an incident, an alarm, a visit alert)."""
+
+    api: httpx.AsyncClient
+    tokens: dict[str, dict[str, str]]
+    devices: int = 0
+    callers: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    """Who may use each route: its one role (:func:`callers`), or its admin and dispatcher
+    and, where the API lets them, the caregiver and the family member."""
+
+    async def who_may(self) -> None:
+        """Each route's callers: the caregiver and the family member are tried once on it with
+        the attack matrix's good request, and are its callers unless refused ``forbidden``."""
+        for route in ROUTES:
+            only = callers(route)
+            if only is not None:
+                self.callers[route] = only
+                continue
+            self.callers[route] = ["admin", "dispatcher"]
+            case = MATRIX.get(route, Case())
+            method, template = route
+            for role in ("caregiver", "family"):
+                answer = await self.api.request(
+                    method,
+                    template.format(**OWN),
+                    params=case.params,
+                    json=case.json,
+                    content=case.content,
+                    headers={**self.tokens[role], **case.headers},
+                )
+                if answer.status_code != 403 or answer.json()["reason"] != "forbidden":
+                    self.callers[route].append(role)
+
+    async def current(self, one: Hostile) -> None:
+        """The request's ``If-Match`` the current ETag of what it names, if it asks for it."""
+        if one.headers.get("if-match") != CURRENT:
+            return
+        del one.headers["if-match"]
+        if one.method != "GET" and any(m == "GET" and p == one.template for m, p in ROUTES):
+            read = await self.api.get(one.path, headers=self.tokens["admin"])
+            if "etag" in read.headers:
+                one.headers["if-match"] = read.headers["etag"].encode()
+
+    async def put(self, path: str, body: object, who: str = "admin") -> httpx.Response:
+        """Create the record at ``path`` unless it stands (412 then)."""
+        headers = {**self.tokens[who], "If-None-Match": "*"}
+        answer = await self.api.put(f"/v1/agencies/{AGENCY}{path}", json=body, headers=headers)
+        assert answer.status_code in (200, 201, 412), f"{path}: {answer.text}"
+        return answer
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self.api.get(f"/v1/agencies/{AGENCY}{path}", headers=self.tokens["admin"])
+
+    async def post(self, path: str, body: object, who: str, **headers: str) -> dict[str, Any]:
+        answer = await self.api.post(
+            f"/v1/agencies/{AGENCY}{path}", json=body, headers={**self.tokens[who], **headers}
+        )
+        assert answer.is_success, f"{path}: {answer.text}"
+        found: dict[str, Any] = answer.json()
+        return found
+
+    async def people(self) -> None:
+        await self.put("", {"name": AGENCY})
+        await self.put(f"/caregivers/{CG}", {"name": "Cara", "skills": ["first_aid"]})
+        await self.put(f"/patients/{PATIENT}", {"name": "Ada", "lat": 53.8, "lon": -1.55})
+
+    async def kept(self) -> None:
+        """Whatever a route deletes made again: each record the routes' paths name stands."""
+        device = await self.get(f"/devices/{OWN['device_id']}")
+        if device.status_code == 404 or device.json().get("decommissioned"):
+            self.devices += 1
+            OWN["device_id"] = f"{DEVICE}{self.devices}" if self.devices > 1 else DEVICE
+            await self.put(
+                f"/devices/{OWN['device_id']}", {"kind": "pendant", "patient_id": PATIENT}
+            )
+        await self.put(
+            f"/caregivers/{CG}/certificates/{OWN['kind']}", {"expires_at": "2031-01-01T00:00:00Z"}
+        )
+        shifts = (
+            await self.get(
+                f"/caregivers/{CG}/shifts?from=2031-01-01T00:00:00Z&to=2031-01-02T00:00:00Z"
+            )
+        ).json()
+        if OWN["shift_id"] not in {str(s["id"]) for s in shifts["items"]}:
+            shift = {"starts_at": "2031-01-01T08:00:00Z", "ends_at": "2031-01-01T16:00:00Z"}
+            OWN["shift_id"] = str(
+                (await self.post(f"/caregivers/{CG}/shifts", shift, "dispatcher"))["id"]
+            )
+        await self.put(f"/owntracks/{OWN['user']}/{OWN['device']}", {"caregiver_id": CG})
+        visit = {
+            "patient_id": PATIENT,
+            "caregiver_id": CG,
+            "starts_at": "2031-01-01T09:00:00Z",
+            "ends_at": "2031-01-01T10:00:00Z",
+            "service": "personal care",
+            "tasks": ["wash", "dress"],
+        }
+        await self.put(f"/visits/{OWN['visit_id']}", visit, "dispatcher")
+        await self.put(f"/patients/{PATIENT}/fence", {"radius_m": 50}, "dispatcher")
+        doses = {"doses": [{"name": "digoxin", "at": "08:00"}, {"name": "aspirin", "at": "20:00"}]}
+        await self.put(f"/patients/{PATIENT}/medication", doses, "dispatcher")
+
+    async def dispatched(self, db: Database, redis: aioredis.Redis, settings: Settings) -> None:
+        """An incident assigned, an alarm acknowledged, a command on it, a visit alert."""
+        now = time.time()
+        incident = await IncidentStore(db).open(
+            event_id=f"ev-{TAG}",
+            agency_id=AGENCY,
+            patient_id=PATIENT,
+            device_id=OWN["device_id"],
+            kind="fall",
+            severity=1,
+            at=now - 60,
+        )
+        assert incident is not None
+        assert (
+            await HandoverStore(db).assign(incident.id, CG, AGENCY, "dispatcher:desk", now)
+        ).done
+        OWN["incident_id"] = incident.id
+        alarms = AlarmStore(db)
+        alarm = await alarms.raise_alarm(
+            AGENCY,
+            f"device:{OWN['device_id']}",
+            "device_offline",
+            "major",
+            now - 30,
+            patient_id=PATIENT,
+        )
+        OWN["alarm_id"] = alarm.id
+        command = await self.post(
+            f"/alarms/{alarm.id}/acknowledge", None, "dispatcher", **{"Idempotency-Key": TAG}
+        )
+        OWN["command_id"] = command["command_id"]
+        late = AlertChange("late", True, AGENCY, PATIENT, CG, OWN["visit_id"], now)
+        await VisitStore(db, redis, settings).apply_alerts([late])
+
+
+@pytest.fixture(scope="module")
+async def records(
+    hostile_api: httpx.AsyncClient,
+    tokens: dict[str, dict[str, str]],
+    db: Database,
+    redis: aioredis.Redis,
+    settings: Settings,
+) -> Records:
+    """The module's agency (its own, tagged) with one of each record a route's path names."""
+    made = Records(hostile_api, tokens)
+    await made.people()
+    await made.kept()
+    await made.dispatched(db, redis, settings)
+    await made.who_may()
+    return made
+
+
+@pytest.fixture
+async def kept(route: tuple[str, str], records: Records) -> AsyncIterator[Records]:
+    """The records standing for the route, and made again after one deletes them."""
+    yield records
+    if route[0] == "DELETE":
+        await records.kept()
 
 
 BODIES = {"application/json", "text/csv"}
@@ -622,6 +826,122 @@ def refusal_is_a_reason(answer: httpx.Response) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- answers as documented
+
+ANNOTATIONS = {"title", "description", "default", "examples", "discriminator", "deprecated"}
+CHECKED = {
+    "$ref", "anyOf", "enum", "const", "type", "properties", "required", "additionalProperties",
+    "items", "minItems", "maxItems", "minLength", "maxLength", "pattern", "format", "minimum",
+    "maximum", "exclusiveMinimum", "exclusiveMaximum",
+}  # fmt: skip
+"""The keywords of what pydantic writes that :func:`misfit` judges, and those it passes over."""
+TYPES: dict[str, Callable[[Any], bool]] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+PARSE_FORMAT: dict[str, Callable[[str], object]] = {
+    "date-time": datetime.fromisoformat,
+    "date": date.fromisoformat,
+    "time": dt_time.fromisoformat,
+}
+
+BOUNDS: dict[str, Callable[[float, float], bool]] = {
+    "minimum": lambda v, b: v >= b,
+    "maximum": lambda v, b: v <= b,
+    "exclusiveMinimum": lambda v, b: v > b,
+    "exclusiveMaximum": lambda v, b: v < b,
+}
+
+
+def misfit(value: Any, schema: dict[str, Any], at: str = "$") -> str | None:  # noqa: PLR0911, PLR0912
+    """Where ``value`` (a JSON document) does not hold to ``schema`` (None: it does), for the
+    keywords of what the API's pydantic models write; a keyword it does not know fails it."""
+    unknown = set(schema) - CHECKED - ANNOTATIONS
+    if unknown:
+        return f"{at}: keywords {sorted(unknown)} not judged here"
+    if "$ref" in schema:
+        return misfit(value, COMPONENTS["schemas"][schema["$ref"].rsplit("/", 1)[-1]], at)
+    if "anyOf" in schema and all(misfit(value, s, at) for s in schema["anyOf"]):
+        return f"{at}: {short(value)} none of {schema['anyOf']}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{at}: {short(value)} not one of {schema['enum']}"
+    if "const" in schema and value != schema["const"]:
+        return f"{at}: {short(value)} not {schema['const']!r}"
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if kinds and not any(TYPES[k](value) for k in kinds):
+        return f"{at}: {short(value)} not {'|'.join(kinds)}"
+    if isinstance(value, dict):
+        missing = set(schema.get("required", [])) - set(value)
+        if missing:
+            return f"{at}: {sorted(missing)} missing"
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key not in properties and extra is False:
+                return f"{at}.{key}: not in the schema"
+            inner = properties.get(key, extra if isinstance(extra, dict) else {})
+            wrong = misfit(item, inner, f"{at}.{key}")
+            if wrong:
+                return wrong
+    if isinstance(value, list):
+        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
+            return f"{at}: {len(value)} items"
+        for n, item in enumerate(value):
+            wrong = misfit(item, schema.get("items", {}), f"{at}[{n}]")
+            if wrong:
+                return wrong
+    if isinstance(value, str):
+        if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
+            return f"{at}: {len(value)} characters"
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            return f"{at}: {short(value)} not /{schema['pattern']}/"
+        if schema.get("format") in PARSE_FORMAT:
+            try:
+                PARSE_FORMAT[schema["format"]](value)
+            except ValueError:
+                return f"{at}: {short(value)} not a {schema['format']}"
+    if TYPES["number"](value):
+        for keyword, holds in BOUNDS.items():
+            if keyword in schema and not holds(value, schema[keyword]):
+                return f"{at}: {value} against {keyword} {schema[keyword]}"
+    return None
+
+
+def short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else f"{text[:100]}...({len(text)} characters)"
+
+
+def answer_is_not_as_documented(route: tuple[str, str], answer: httpx.Response) -> str | None:
+    """What is wrong with a 2xx answer (None: nothing): a status the route's document does
+    not list, or a JSON body not as its schema there (a status listed with no body's schema
+    of its own, such as a 201 beside the 200, has the route's 2xx one)."""
+    if not answer.is_success:
+        return None
+    responses: dict[str, Any] = ROUTES[route]["responses"]
+    if str(answer.status_code) not in responses:
+        return f"{answer.status_code} not among {sorted(responses)}"
+    if not answer.headers.get("content-type", "").startswith("application/json"):
+        return None
+    documented = [responses[str(answer.status_code)]] + [
+        r for s, r in sorted(responses.items()) if s.startswith("2")
+    ]
+    schemas = [
+        r["content"]["application/json"]["schema"]
+        for r in documented
+        if "schema" in r.get("content", {}).get("application/json", {})
+    ]
+    if not schemas:
+        return None
+    wrong = misfit(answer.json(), schemas[0])
+    return None if wrong is None else f"{answer.status_code} not as documented: {wrong}"
+
+
 async def send(
     api: httpx.AsyncClient, tokens: dict[str, dict[str, str]], one: Hostile
 ) -> httpx.Response:
@@ -639,12 +959,13 @@ def route_id(route: tuple[str, str]) -> str:
 @EXAMPLES
 @given(data=st.data())
 async def test_no_input_makes_a_route_answer_5xx(
-    hostile_api: httpx.AsyncClient,
-    tokens: dict[str, dict[str, str]],
-    route: tuple[str, str],
-    data: st.DataObject,
+    kept: Records, route: tuple[str, str], data: st.DataObject
 ) -> None:
     one = data.draw(requests_of(route), label="request")
-    answer = await send(hostile_api, tokens, one)
+    one.caller = data.draw(st.sampled_from(kept.callers[route]), label="caller")
+    await kept.current(one)
+    answer = await send(kept.api, kept.tokens, one)
     wrong = refusal_is_a_reason(answer)
+    if answer.request.url.raw_path.split(b"?")[0] == one.path.encode():  # not dots resolved
+        wrong = wrong or answer_is_not_as_documented(route, answer)
     assert wrong is None, f"{one.method} {one.path[:200]} as {one.caller}: {wrong}"
