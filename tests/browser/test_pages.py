@@ -489,7 +489,9 @@ async def test_the_console_shows_whom_an_incident_was_offered_to_and_her_answer(
 
 class MockSocket:
     """The console's WebSocket answered by the test, not the gateway: a hello to its auth, a pong
-    to its ping, and the frames the test sends it."""
+    to its ping, and the frames the test sends it. A stand-in, where the real gateway sends a
+    ``resync`` only when Redis has lost the recipient's stream, which the module's one running
+    city cannot be put through without every other test of it losing its pages' state too."""
 
     def __init__(self) -> None:
         self.route: WebSocketRoute | None = None
