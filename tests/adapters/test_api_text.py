@@ -90,7 +90,15 @@ async def agency(db: Database) -> None:
     await db.upsert_patients([PatientRow(PATIENT, AGENCY, "Ada", 53.8, -1.55)])
 
 
-@pytest.mark.parametrize(("who", "method", "path", "query", "body", "at"), CASES)
+def case_id(case: tuple[Role, str, str, dict[str, str], Any, list[str]]) -> str:
+    """A case's name, the same in every worker (the agency's tag is the run's own)."""
+    who, method, path, _, _, at = case
+    return f"{who} {method} {path.replace(TAG, 'tag')} {'.'.join(at)}"
+
+
+@pytest.mark.parametrize(
+    ("who", "method", "path", "query", "body", "at"), CASES, ids=[case_id(c) for c in CASES]
+)
 async def test_text_with_a_nul_is_malformed(
     api: httpx.AsyncClient,
     settings: Settings,
