@@ -224,7 +224,7 @@ async def list_shifts(
     until = end.timestamp() if end is not None else since + WINDOW_DEFAULT_S
     if until <= since:
         raise Refused(422, "bad_times", "to must come after from")
-    if after and not (after.isdigit() and len(after) <= 18):  # a shift's id is a bigint
+    if after and not (after.isascii() and after.isdigit() and len(after) <= 18):  # a bigint
         raise Refused(400, "malformed", [{"at": ["query", "after"], "problem": "not a shift id"}])
     rows = await schedule(request).shifts(caregiver_id, since, until, limit + 1, int(after or 0))
     items = [_shift(r) for r in rows[:limit]]

@@ -167,7 +167,7 @@ async def list_visit_alerts(
     after: After = "",
 ) -> Page[VisitAlert]:
     may_manage(claims, agency_id)
-    if after and not (after.isdigit() and len(after) <= 18):
+    if after and not (after.isascii() and after.isdigit() and len(after) <= 18):
         raise Refused(400, "bad_cursor", "pass the next of the page before")
     rows = await AgencyReads(request.app.state.db).visit_alerts(
         agency_id, open_only=open_only, limit=limit + 1, before=int(after) if after else None

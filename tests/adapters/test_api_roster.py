@@ -156,6 +156,11 @@ async def test_a_dispatcher_adds_lists_and_deletes_shifts(
     assert [s["id"] for s in second["items"]] == ids[1:2] and second[
         "next"
     ] is None  # day 10 is outside
+    for odd in ("x", "¹", "١٢"):  # digits not ASCII too
+        bad = await api.get(
+            at(agency, "shifts"), params={**window, "after": odd}, headers=desk(settings, agency)
+        )
+        assert (bad.status_code, bad.json()["reason"]) == (400, "malformed"), bad.text
     profile = (await Roster(db).profiles([f"{agency}.cg"], NOW))[f"{agency}.cg"]
     assert len(profile.shifts) == 3
 
