@@ -51,16 +51,17 @@ from adapters.storage.postgres import Database
 from adapters.storage.visit_store import VisitStore
 from api.app import create_app
 from devices.kinds import KINDS
+from kernel.contracts import Role
 from kernel.settings import Settings
+from kernel.tokens import keyring_of, mint
 from tests.adapters.test_attack_matrix_api import CASES as MATRIX
 from tests.adapters.test_attack_matrix_api import Case
-from tests.support import bearer
 from visits.rules import AlertChange
 
 pytestmark = pytest.mark.servers
 
 EXAMPLES = settings(
-    max_examples=50,
+    max_examples=70,
     derandomize=True,
     deadline=None,
     database=None,
@@ -251,6 +252,8 @@ EDGE_TEXTS = [
     "\x00",
     "a\x00b",
     "\u202e\ufeff",
+    "\u00b9",  # a digit to str.isdigit(), not to int()
+    "\u0661\u0662",  # Arabic-Indic twelve: a number to int(), not ASCII
     "😀" * 50,
     "x" * 5_000,
     "%s%n",
@@ -258,7 +261,8 @@ EDGE_TEXTS = [
     "*",
     '"',
 ]
-"""Texts that broke something somewhere once: calendar ends, time zones that are paths, NULs."""
+"""Texts that broke something somewhere once: calendar ends, time zones that are paths, NULs,
+digits not ASCII."""
 
 RAW_NUMBERS = [
     Raw(b"NaN"),
@@ -612,11 +616,18 @@ async def hostile_api(settings: Settings, db: Database) -> AsyncIterator[httpx.A
 
 @pytest.fixture(scope="module")
 def tokens(settings: Settings) -> dict[str, dict[str, str]]:
+    """Each caller's bearer, minted a minute short of the tokens' lifetime, so that renewing it
+    gains time (one of the full lifetime, just minted, is not renewed)."""
+    ring, now, ttl_s = keyring_of(settings), time.time(), settings.token_ttl_s - 60.0
+
+    def bearer(role: Role, sub: str, patients: list[str] | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint(ring, role, sub, AGENCY, ttl_s, now, patients)}"}
+
     return {
-        "admin": bearer(settings, "admin", "boss", AGENCY),
-        "dispatcher": bearer(settings, "dispatcher", "desk", AGENCY),
-        "caregiver": bearer(settings, "caregiver", CG, AGENCY),
-        "family": bearer(settings, "family", "fam", AGENCY, patients=[PATIENT]),
+        "admin": bearer("admin", "boss"),
+        "dispatcher": bearer("dispatcher", "desk"),
+        "caregiver": bearer("caregiver", CG),
+        "family": bearer("family", "fam", patients=[PATIENT]),
     }
 
 
