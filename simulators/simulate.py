@@ -306,7 +306,8 @@ class Simulation:
             if config.residents
             else []
         )
-        self.visits = self._day(visit_plan.day_of(self.city.start)) if config.visits else []
+        self._first_day, self._last_day = visit_plan.first_days(self.city.start)
+        self.visits = self._days(self._first_day, self._last_day) if config.visits else []
         self.city.follow(self.visits, self.city.start)
 
     async def __aenter__(self) -> Simulation:
@@ -349,31 +350,33 @@ class Simulation:
             ]
         return await _until_stopped(tasks)
 
-    def _day(self, day: date) -> list[visit_plan.PlannedVisit]:
-        """The day's visits from now (some already due)."""
-        city = self.city
-        planned = visit_plan.plan_day(self._config, city.homes, city.caregivers, day)
-        return visit_plan.due_from(planned, time.time())
+    def _days(self, first: date, last: date) -> list[visit_plan.PlannedVisit]:
+        """The visits of the days from ``first`` to ``last`` from now (some already due)."""
+        city, out, day = self.city, [], first
+        while day <= last:
+            out += visit_plan.plan_day(self._config, city.homes, city.caregivers, day)
+            day += timedelta(days=1)
+        return visit_plan.due_from(out, time.time())
 
     async def _roster(self) -> None:
-        """Schedule the day's visits through the API, then each next day's before its
+        """Schedule the first days' visits through the API, then each next day's before its
         midnight (the caregivers following them from then); never returns."""
         fences = visit_plan.fences_needed(self.city.homes)
-        day, visits = visit_plan.day_of(self.city.start), self.visits
+        first, day, visits = self._first_day, self._last_day, self.visits
         while True:
             try:
                 counts = await scheduling.schedule(self._settings, AGENCY_ID, visits, fences)
             except (scheduling.SchedulingFailed, ImportError) as exc:
                 log.error("the day's visits are not scheduled: %s", exc)
                 await asyncio.sleep(ROSTER_RETRY_S)
-                visits = self._day(day)
+                visits = self._days(first, day)
                 continue
-            log.info("visits of %s scheduled through the API: %s", day, counts)
+            log.info("visits of %s to %s scheduled through the API: %s", first, day, counts)
             fences = {}
             _start, midnight = visit_plan.day_bounds(day)
             await asyncio.sleep(max(0.0, midnight - NEXT_DAY_LEAD_S - time.time()))
-            day = day + timedelta(days=1)
-            visits = self._day(day)
+            first = day = day + timedelta(days=1)
+            visits = self._days(first, day)
             self.city.follow(visits, time.time())
 
     def _device_tasks(self) -> list[asyncio.Task[None]]:

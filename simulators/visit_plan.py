@@ -54,6 +54,8 @@ EARLIEST_S = 40 * 60.0
 check-in from an hour before)."""
 DUE_S = 300.0
 """A city started at a moment rosters the visits from this long before it: some already due."""
+FIRST_ROSTER_S = 3600.0
+"""A city started less than this before its day's end rosters the next day's visits at once."""
 FIRST_WITHIN_S = 20 * 60.0
 """Each caregiver's first visit of the day starts this soon after midnight, once she can."""
 NEAR_PICKS = 8
@@ -104,6 +106,15 @@ def day_bounds(day: date) -> tuple[float, float]:
     zone = ZoneInfo(ZONE)
     start = datetime.combine(day, time(), zone).timestamp()
     return start, datetime.combine(day + timedelta(days=1), time(), zone).timestamp()
+
+
+def first_days(start: float) -> tuple[date, date]:
+    """The days a city started at ``start`` rosters first: its own, and the next too when it
+    ends within :data:`FIRST_ROSTER_S` (the day's own visits are few by then, or none)."""
+    day = day_of(start)
+    if day_bounds(day)[1] - start < FIRST_ROSTER_S:
+        return day, day + timedelta(days=1)
+    return day, day
 
 
 def visitable(homes: Sequence[Home]) -> list[Home]:

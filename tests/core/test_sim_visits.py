@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -22,6 +23,7 @@ from simulators.visit_plan import (
     day_of,
     due_from,
     fences_needed,
+    first_days,
     first_family,
     plan_day,
     roster_csv,
@@ -35,6 +37,24 @@ CONFIG = CityConfig(seed=7)
 def planned(config: CityConfig = CONFIG, day: date = DAY) -> list[PlannedVisit]:
     homes, caregivers = populate(config)
     return plan_day(config, homes, caregivers, day)
+
+
+@pytest.mark.parametrize(
+    ("started", "days"),
+    [
+        ("2026-03-12T00:00:00", (DAY, DAY)),
+        ("2026-03-12T22:59:59", (DAY, DAY)),
+        ("2026-03-12T23:00:01", (DAY, date(2026, 3, 13))),
+        ("2026-03-12T23:59:59", (DAY, date(2026, 3, 13))),
+        ("2026-03-28T23:30:00", (date(2026, 3, 28), date(2026, 3, 29))),  # a 23-hour day next
+    ],
+)
+def test_a_city_started_in_its_days_last_hour_rosters_the_next_day_too(
+    started: str, days: tuple[date, date]
+) -> None:
+    """Started near midnight, the day's own visits are few or none: the next day's come at once."""
+    zone = ZoneInfo("Europe/London")
+    assert first_days(datetime.fromisoformat(started).replace(tzinfo=zone).timestamp()) == days
 
 
 def test_same_seed_same_day_same_plan() -> None:
