@@ -1,5 +1,5 @@
 """The attack matrix of the HTTP API, on the real Postgres and Redis: every route the API has,
-read from its OpenAPI document (a route added without a case here fails
+read from its OpenAPI document (a route added without a case in ``api_routes.CASES`` fails
 ``test_every_route_is_in_the_matrix``), is tried by everyone who must not use it on agency A's
 own resources: nobody, a token expired, a token of a revoked person, a token signed with a key
 that is not the API's, a family member of A asking for another's relative, a caregiver of A
@@ -21,8 +21,8 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
@@ -36,147 +36,29 @@ from api.app import create_app
 from kernel import tokens
 from kernel.contracts import Role
 from kernel.settings import Settings
+from tests.adapters.api_routes import (
+    ADMIN,
+    CASES,
+    CG,
+    DISPATCHER,
+    PATIENT,
+    TAG,
+    A,
+    Case,
+    operations,
+    path_params,
+)
 from tests.support import free_port, http_get, scrape
 
 pytestmark = pytest.mark.servers
 
-TAG = uuid.uuid4().hex[:6]
-A, B = f"amx-{TAG}-a", f"amx-{TAG}-b"
-CG, OTHER_CG, PATIENT, DEVICE = f"{A}.cg", f"{A}.cg2", f"{A}.p", f"{A}.fd"
+B = f"amx-{TAG}-b"
+"""Another agency, whose dispatcher is an outsider to A."""
+OTHER_CG, DEVICE = f"{A}.cg2", f"{A}.fd"
 SECRET = f"Ada Secret {TAG}"
 """The patient's name: in no refusal's body."""
-PARAMS = {
-    "agency_id": A,
-    "caregiver_id": CG,
-    "patient_id": PATIENT,
-    "device_id": DEVICE,
-    "user": f"ot-{TAG}",
-    "device": "phone",
-    "kind": "first_aid",
-    "shift_id": "1",
-    "visit_id": f"{A}.v",
-    "incident_id": f"{A}.inc",
-    "alarm_id": f"{A}.alarm",
-    "command": "acknowledge",
-    "command_id": f"{A}.cmd",
-}
+PARAMS = path_params(A, user=f"ot-{TAG}")
 """Each path parameter's value: agency A's own resources."""
-
-
-@dataclass(frozen=True, slots=True)
-class Case:
-    """How a route is tried: its body (JSON unless ``content``), extra headers, its query."""
-
-    json: Any = None
-    content: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-    only: OneRole | None = None
-    """The one role of the agency that may use it (None: a dispatcher and an admin)."""
-    own_token: bool = False
-    """Anyone may use it on her own good token (renewing it): only those with none are tried."""
-
-
-OneRole = Literal["admin", "dispatcher"]
-ADMIN: OneRole = "admin"
-DISPATCHER: OneRole = "dispatcher"
-
-
-CASES: dict[tuple[str, str], Case] = {
-    ("GET", "/v1/agencies/{agency_id}"): Case(),
-    ("PUT", "/v1/agencies/{agency_id}"): Case(json={"name": "Renamed"}, only=ADMIN),
-    ("GET", "/v1/agencies/{agency_id}/caregivers"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}"): Case(),
-    ("PUT", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}"): Case(
-        json={"name": "Cara", "skills": []},
-        only=ADMIN,
-    ),
-    ("POST", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/credentials"): Case(only=ADMIN),
-    ("GET", "/v1/agencies/{agency_id}/patients"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/patients/{patient_id}"): Case(),
-    ("PUT", "/v1/agencies/{agency_id}/patients/{patient_id}"): Case(
-        json={"name": "Ada", "lat": 53.8, "lon": -1.55},
-        only=ADMIN,
-    ),
-    ("GET", "/v1/agencies/{agency_id}/devices"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/devices/{device_id}"): Case(),
-    ("PUT", "/v1/agencies/{agency_id}/devices/{device_id}"): Case(
-        json={"kind": "pendant", "patient_id": PATIENT},
-        only=ADMIN,
-    ),
-    ("POST", "/v1/agencies/{agency_id}/devices/{device_id}/credentials"): Case(only=ADMIN),
-    ("DELETE", "/v1/agencies/{agency_id}/devices/{device_id}"): Case(
-        headers={"If-Match": '"any"'}, only=ADMIN
-    ),
-    ("GET", "/v1/agencies/{agency_id}/owntracks"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/owntracks/{user}/{device}"): Case(),
-    ("PUT", "/v1/agencies/{agency_id}/owntracks/{user}/{device}"): Case(
-        json={"caregiver_id": CG}, only=ADMIN
-    ),
-    ("DELETE", "/v1/agencies/{agency_id}/owntracks/{user}/{device}"): Case(
-        headers={"If-Match": '"any"'},
-        only=ADMIN,
-    ),
-    ("POST", "/v1/agencies/{agency_id}/owntracks/{user}/{device}/credentials"): Case(only=ADMIN),
-    ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/certificates"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/certificates/{kind}"): Case(),
-    ("PUT", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/certificates/{kind}"): Case(
-        json={"expires_at": "2031-01-01T00:00:00Z"},
-        only=ADMIN,
-    ),
-    ("DELETE", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/certificates/{kind}"): Case(
-        only=ADMIN
-    ),
-    ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/shifts"): Case(),
-    ("POST", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/shifts"): Case(
-        json={"starts_at": "2031-01-01T08:00:00Z", "ends_at": "2031-01-01T16:00:00Z"}
-    ),
-    ("DELETE", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/shifts/{shift_id}"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/patients/{patient_id}/medication"): Case(),
-    ("PUT", "/v1/agencies/{agency_id}/patients/{patient_id}/medication"): Case(
-        json={"doses": [{"name": "digoxin", "at": "08:00"}]}
-    ),
-    ("GET", "/v1/agencies/{agency_id}/patients/{patient_id}/medication/day"): Case(
-        params={"day": "2031-01-01"}
-    ),
-    ("GET", "/v1/agencies/{agency_id}/patients/{patient_id}/fence"): Case(),
-    ("PUT", "/v1/agencies/{agency_id}/patients/{patient_id}/fence"): Case(json={"radius_m": 50}),
-    ("GET", "/v1/agencies/{agency_id}/visits"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/visits/{visit_id}"): Case(),
-    ("PUT", "/v1/agencies/{agency_id}/visits/{visit_id}"): Case(
-        json={
-            "patient_id": PATIENT,
-            "caregiver_id": CG,
-            "starts_at": "2031-01-01T09:00:00Z",
-            "ends_at": "2031-01-01T10:00:00Z",
-        }
-    ),
-    ("DELETE", "/v1/agencies/{agency_id}/visits/{visit_id}"): Case(headers={"If-Match": '"any"'}),
-    ("POST", "/v1/agencies/{agency_id}/visits:import"): Case(
-        content=b"visit_id,patient_id,caregiver_id,starts_at,ends_at\n",
-        headers={"Content-Type": "text/csv"},
-    ),
-    ("GET", "/v1/agencies/{agency_id}/visits/{visit_id}/evidence"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/visit-alerts"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/visit-report"): Case(
-        params={"since": "2031-01-01T00:00:00Z", "until": "2031-01-02T00:00:00Z"}
-    ),
-    ("GET", "/v1/agencies/{agency_id}/caregivers/{caregiver_id}/track"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/incidents"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/incidents/{incident_id}"): Case(),
-    ("POST", "/v1/agencies/{agency_id}/incidents/{incident_id}/assign"): Case(
-        json={"caregiver_id": CG},
-        only=DISPATCHER,
-    ),
-    ("POST", "/v1/agencies/{agency_id}/incidents/{incident_id}/resolve"): Case(
-        json={}, only=DISPATCHER
-    ),
-    ("GET", "/v1/agencies/{agency_id}/alarms"): Case(),
-    ("GET", "/v1/agencies/{agency_id}/alarms/{alarm_id}"): Case(),
-    ("POST", "/v1/agencies/{agency_id}/alarms/{alarm_id}/{command}"): Case(only=DISPATCHER),
-    ("GET", "/v1/agencies/{agency_id}/commands/{command_id}"): Case(),
-    ("POST", "/v1/tokens/renew"): Case(own_token=True),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,11 +126,7 @@ OUTSIDERS: dict[str, Outsider] = {
 
 def routes(app: FastAPI) -> set[tuple[str, str]]:
     """Every (method, path) of the API's own routes, as its OpenAPI document lists them."""
-    return {
-        (method.upper(), path)
-        for path, operations in app.openapi()["paths"].items()
-        for method in operations
-    }
+    return set(operations(app.openapi()))
 
 
 def path_of(template: str) -> str:
