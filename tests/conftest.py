@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
+import io
 import secrets
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -33,6 +38,39 @@ def _tier(item: pytest.Item) -> int:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_tier)  # stable
+
+
+# ====================================================================== hangs
+# A test that hangs is ended by pytest-timeout, whose dump shows each thread's stack: an event
+# loop waiting on an await that never completes shows only its select(). Shortly before, every
+# asyncio task still pending is written out with where it waits, so the report names the await.
+
+HANG_DUMP_BEFORE_S = 15.0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0] if marker and marker.args else item.config.getini("timeout") or 0)
+    if limit <= HANG_DUMP_BEFORE_S:
+        yield
+        return
+    timer = threading.Timer(limit - HANG_DUMP_BEFORE_S, _dump_pending_tasks, (item.nodeid,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _dump_pending_tasks(nodeid: str) -> None:
+    pending = [t for t in gc.get_objects() if isinstance(t, asyncio.Task) and not t.done()]
+    out = io.StringIO()
+    print(f"\n{nodeid} is about to time out; {len(pending)} asyncio tasks pending:", file=out)
+    for task in pending:
+        task.print_stack(limit=12, file=out)
+    sys.stderr.write(out.getvalue())
 
 
 # ====================================================================== servers (ServerStack)
