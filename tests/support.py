@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "http_get",
     "is_type",
     "kafka_reader",
+    "own_gateway",
     "processes_in",
     "scrape",
     "token",
@@ -41,6 +43,13 @@ def bearer(
     """The ``Authorization`` header of an access token minted with the settings' key, as the
     HTTP API takes it."""
     return {"Authorization": f"Bearer {token(settings, role, sub, agency, patients)}"}
+
+
+def own_gateway(stack_settings: Settings, **changes: object) -> Settings:
+    """The session's servers with a namespace of the caller's own and a gateway on a free
+    port of the loopback (its admin port free too), ``changes`` made besides."""
+    own = {"namespace": f"t{secrets.token_hex(4)}", "gateway_host": "127.0.0.1", "gateway_port": 0}
+    return stack_settings.model_copy(update={**own, **changes})
 
 
 def free_port() -> int:

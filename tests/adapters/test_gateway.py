@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ from kernel.contracts import DeadLetter, OfferAnswer, OfferResultFrame
 from kernel.contracts import Role as RoleName
 from kernel.settings import Settings
 from kernel.waiting import poll_until
+from tests.support import own_gateway
 from ws_gateway import connection, conversation, web
 from ws_gateway.connection import Connection
 from ws_gateway.server import Gateway
@@ -42,13 +42,7 @@ Frame = dict[str, Any]
 @pytest.fixture(scope="module")
 def settings(stack_settings: Settings) -> Settings:
     """The session's servers, a namespace of this module's own and a free gateway port."""
-    return stack_settings.model_copy(
-        update={
-            "namespace": f"t{secrets.token_hex(4)}",
-            "gateway_host": "127.0.0.1",
-            "gateway_port": 0,
-        }
-    )
+    return own_gateway(stack_settings)
 
 
 @pytest.fixture(scope="module")

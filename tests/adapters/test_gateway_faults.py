@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from kernel import recipients
 from kernel.contracts import OfferResultFrame
 from kernel.settings import Settings
 from tests.adapters.test_gateway import Frame, client, recv, token
+from tests.support import own_gateway
 from ws_gateway.server import Gateway
 
 pytestmark = pytest.mark.servers
@@ -55,14 +55,7 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 @pytest.fixture
 def settings(stack_settings: Settings, own_redis: OwnRedis) -> Settings:
-    return stack_settings.model_copy(
-        update={
-            "namespace": f"t{secrets.token_hex(4)}",
-            "gateway_host": "127.0.0.1",
-            "gateway_port": 0,
-            "redis_url": own_redis.started.url,
-        }
-    )
+    return own_gateway(stack_settings, redis_url=own_redis.started.url)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ naming the one that does not answer, and 200 again once it is back."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -20,6 +19,7 @@ from careknot.servers.processes import Child, spawn
 from kernel.settings import Settings
 from kernel.waiting import poll_until
 from tests.adapters.test_gateway import http_get
+from tests.support import own_gateway
 from ws_gateway.server import Gateway
 
 pytestmark = pytest.mark.servers
@@ -69,15 +69,7 @@ def own(tmp_path: Path) -> Iterator[OwnServers]:
 
 @pytest.fixture
 async def gateway(stack_settings: Settings, own: OwnServers) -> AsyncIterator[Gateway]:
-    settings = stack_settings.model_copy(
-        update={
-            "namespace": f"t{secrets.token_hex(4)}",
-            "gateway_host": "127.0.0.1",
-            "gateway_port": 0,
-            "redis_url": own.redis_url,
-            "kafka_bootstrap": own.bootstrap,
-        }
-    )
+    settings = own_gateway(stack_settings, redis_url=own.redis_url, kafka_bootstrap=own.bootstrap)
     async with Gateway(settings) as gw:
         yield gw
 

@@ -8,7 +8,6 @@ slowly (one frame in 1,000 s) that none comes back while a test runs."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from websockets.asyncio.client import ClientConnection
 
 from kernel.settings import Settings
 from tests.adapters.test_gateway import client, close_code, http_get, put_offer, recv, send, token
+from tests.support import own_gateway
 from ws_gateway.server import Gateway
 
 pytestmark = pytest.mark.servers
@@ -27,15 +27,7 @@ BURST = 3
 
 @pytest.fixture(scope="module")
 def settings(stack_settings: Settings) -> Settings:
-    return stack_settings.model_copy(
-        update={
-            "namespace": f"t{secrets.token_hex(4)}",
-            "gateway_host": "127.0.0.1",
-            "gateway_port": 0,
-            "gateway_frame_rate": 0.001,
-            "gateway_frame_burst": BURST,
-        }
-    )
+    return own_gateway(stack_settings, gateway_frame_rate=0.001, gateway_frame_burst=BURST)
 
 
 @pytest.fixture(scope="module")

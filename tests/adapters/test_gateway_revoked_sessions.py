@@ -6,7 +6,6 @@ session and its last token may last."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +20,7 @@ from adapters.storage import revocations
 from adapters.storage.revocations import Revocations
 from kernel import tokens
 from kernel.settings import Settings
+from tests.support import own_gateway
 from ws_gateway import conversation
 from ws_gateway.server import Gateway
 
@@ -31,13 +31,7 @@ TIMEOUT_S = 10.0
 
 @pytest.fixture(scope="module")
 def settings(stack_settings: Settings) -> Settings:
-    return stack_settings.model_copy(
-        update={
-            "namespace": f"t{secrets.token_hex(4)}",
-            "gateway_host": "127.0.0.1",
-            "gateway_port": 0,
-        }
-    )
+    return own_gateway(stack_settings)
 
 
 @pytest.fixture
