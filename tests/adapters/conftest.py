@@ -1,18 +1,22 @@
 """Fixtures of the adapter tests: a namespace of the module's own on the session's servers
-(Postgres schema and Redis key prefix, removed at teardown), and the stores on it."""
+(Postgres schema and Redis key prefix, removed at teardown), the stores on it, and scenes of a
+dispatcher over them (``make_scene``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from adapters.storage import outbox
+from adapters.storage.connection import RedisConnection
 from adapters.storage.live import LiveIndex
 from adapters.storage.live_mirror import LiveMirror
 from adapters.storage.namespace import drop_namespace
@@ -21,6 +25,8 @@ from api.app import create_app
 from ingest.service import end_sessions
 from kernel.errors import BrokerUnavailable
 from kernel.settings import Settings
+from streams.dispatcher import Dispatcher
+from tests.adapters.scenes import Clock, Scene, SceneMaker, fix, north, seed
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +93,40 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             yield client
+
+
+@pytest.fixture(params=["redis", "copy"])
+def make_scene(
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    db: Database,
+    redis: aioredis.Redis,
+    live: LiveIndex,
+    box: outbox.Outbox,
+    mirror: LiveMirror,
+) -> SceneMaker:
+    """Scenes whose dispatcher searches Redis, or (``copy``) its copy of the index."""
+    copy = mirror if request.param == "copy" else None
+
+    async def make(
+        distances_m: list[float], ages_s: dict[int, float] | None = None, **changes: Any
+    ) -> Scene:
+        """Caregiver i stands ``distances_m[i]`` north of the patient, fix ``ages_s[i]`` old."""
+        w = await seed(db, caregivers=len(distances_m))
+        clock = Clock(time.time())
+        ages = ages_s or {}
+        fixes = [
+            fix(w.cg(i), w.agency, north(d), clock.now - ages.get(i, 0.0))
+            for i, d in enumerate(distances_m)
+        ]
+        await live.update(fixes)
+        dispatcher = Dispatcher(
+            settings.model_copy(update=changes),
+            db,
+            RedisConnection(redis),
+            clock=clock,
+            mirror=copy,
+        )
+        return Scene(w, clock, dispatcher, box, copy)
+
+    return make

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
@@ -17,17 +16,10 @@ from adapters.storage.postgres import Database
 from kernel import recipients
 from kernel.contracts import AlarmCommand
 from medication.doses import Schedule, ScheduledDose
-from tests.adapters import test_stores as stores
-from tests.adapters.test_stores import Scene, SceneMaker
+from tests.adapters.scenes import Scene, SceneMaker, alarms_told
 from tests.support import Inbox
 
-make_scene = stores.make_scene
-
 pytestmark = pytest.mark.servers
-
-
-async def alarms_told(s: Scene) -> list[dict[str, Any]]:
-    return [f for f in await s.to(recipients.dispatchers(s.w.agency)) if f["type"] == "alarm"]
 
 
 def acknowledge(s: Scene, alarm_id: str, command: str = "acknowledge") -> AlarmCommand:

@@ -9,7 +9,7 @@ from adapters.storage.alarms import AlarmStore, StoredAlarm
 from adapters.storage.announcements import Announcement
 from adapters.storage.postgres import Database
 from alarms.ladder import DEFAULT_LADDERS, Ladder, Step
-from tests.adapters.test_stores import all_done, seed
+from tests.adapters.scenes import all_done, seed
 
 pytestmark = pytest.mark.servers
 

@@ -29,11 +29,8 @@ from kernel.errors import StorageError
 from kernel.settings import Settings
 from streams.dispatcher import Dispatcher
 from streams.notices import TOLD_LATE_AFTER_S
-from tests.adapters import test_stores as stores
-from tests.adapters.test_stores import Scene, SceneMaker, fix, north
+from tests.adapters.scenes import Scene, SceneMaker, fix, north
 from tests.support import free_port
-
-make_scene = stores.make_scene
 
 pytestmark = pytest.mark.servers
 

@@ -28,7 +28,7 @@ from kernel.contracts import AlarmCommand, DispatcherCommand
 from kernel.settings import Settings
 from streams.decoding import decode_answer
 from streams.dispatcher import Dispatcher
-from tests.adapters.test_stores import World, seed
+from tests.adapters.scenes import World, seed
 from tests.support import bearer, kafka_reader
 
 pytestmark = pytest.mark.servers

@@ -17,7 +17,7 @@ from adapters.storage.alarms import AlarmStore
 from adapters.storage.postgres import Database
 from adapters.storage.visit_store import VisitStore
 from kernel.settings import Settings
-from tests.adapters.test_stores import World, seed
+from tests.adapters.scenes import World, seed
 from tests.support import bearer
 from visits.rules import AlertChange
 

@@ -17,7 +17,7 @@ from adapters.storage.handovers import HandoverStore
 from adapters.storage.incidents import IncidentStore
 from adapters.storage.postgres import Database, PatientRow
 from kernel.settings import Settings
-from tests.adapters.test_stores import LEEDS, World, seed
+from tests.adapters.scenes import LEEDS, World, seed
 from tests.support import bearer
 
 pytestmark = pytest.mark.servers

@@ -16,7 +16,7 @@ from adapters.storage.history import History
 from adapters.storage.postgres import Database
 from kernel.contracts import FixEvent
 from kernel.settings import Settings
-from tests.adapters.test_stores import World, seed
+from tests.adapters.scenes import World, seed
 from tests.support import bearer
 
 pytestmark = pytest.mark.servers

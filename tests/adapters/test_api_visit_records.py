@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from adapters.storage.postgres import Database
 from adapters.storage.visit_store import VisitStore
 from kernel.settings import Settings
-from tests.adapters.test_stores import LEEDS, World, seed
+from tests.adapters.scenes import LEEDS, World, seed
 from tests.support import bearer
 from visits.report import render
 from visits.rules import Evidence, Visit, VisitRecord

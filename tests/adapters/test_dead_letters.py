@@ -24,7 +24,7 @@ from kernel import keys
 from kernel.contracts import DeviceEvent
 from kernel.settings import Settings
 from kernel.waiting import poll_until
-from tests.adapters.test_stores import seed
+from tests.adapters.scenes import seed
 from tests.support import free_port, scrape
 
 pytestmark = pytest.mark.servers

@@ -32,8 +32,8 @@ from kernel.waiting import poll_until
 from streams.dead_letters import PAYLOAD_CHARS, DeadLetters
 from streams.decoding import TOMBSTONE, UNDECODABLE, Refused
 from streams.handling import POISON
+from tests.adapters.scenes import seed
 from tests.adapters.test_dead_letters import WITHIN_S, produce, worker
-from tests.adapters.test_stores import seed
 
 pytestmark = pytest.mark.servers
 

@@ -24,11 +24,8 @@ from dispatch.offers import ESCALATE_AFTER_S, JOIN_WINDOW_S, STALLED_AFTER_S
 from kernel.settings import Settings
 from streams.dispatcher import Dispatcher
 from streams.runtime import Runtime
-from tests.adapters import test_stores as stores
-from tests.adapters.test_stores import Scene, SceneMaker, event_kinds, open_incident
-
-# the fixtures of test_stores, in this module's namespace
-make_scene = stores.make_scene
+from tests.adapters import scenes
+from tests.adapters.scenes import Scene, SceneMaker, event_kinds, open_incident
 
 pytestmark = pytest.mark.servers
 
@@ -273,7 +270,7 @@ async def test_two_workers_starting_at_once_make_one_wave(
         restarted(s, settings, redis, offer_window_by_severity={1: 20.0}, offer_wave_size=2) as one,
         restarted(s, settings, redis, offer_window_by_severity={1: 20.0}, offer_wave_size=2) as two,
     ):
-        await stores.all_done(one.resume(), two.resume())
+        await scenes.all_done(one.resume(), two.resume())
     assert await s.offered() == [1, 1, 1]
     assert await times_offered(db, incident.id) == {s.w.cg(i): 1 for i in range(3)}
     assert (await incident_row(db, incident.id)).wave == 2

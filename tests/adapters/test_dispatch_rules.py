@@ -35,16 +35,12 @@ from kernel.errors import RejectedInput
 from kernel.settings import Settings
 from kernel.tokens import Claims
 from streams.dispatcher import Dispatcher
+from tests.adapters import scenes
 from tests.adapters import test_gateway as gw
-from tests.adapters import test_stores as stores
-from tests.adapters.test_alarm_ladder import alarms_told
-from tests.adapters.test_stores import SceneMaker, event_kinds, seed
+from tests.adapters.scenes import SceneMaker, alarms_told, event_kinds, seed
 from tests.support import Inbox
 from ws_gateway.server import Gateway
 from ws_gateway.session import Assign, Resolve, decide_command, parse_frame
-
-# the fixtures of test_stores, in this module's namespace (so with a namespace of its own)
-make_scene = stores.make_scene
 
 pytestmark = pytest.mark.servers
 
@@ -174,7 +170,7 @@ async def test_concurrent_triggers_from_one_home_open_one_incident(
             )
             for i in range(2)
         ]
-        results = await stores.all_done(
+        results = await scenes.all_done(
             store.open_or_join(triggers[0], JOIN_WINDOW_S),
             store2.open_or_join(triggers[1], JOIN_WINDOW_S),
         )
@@ -301,7 +297,7 @@ async def state_of(db: Database, incident_id: str) -> str:
 
 
 def command(
-    s: stores.Scene, kind: Literal["assign", "resolve"], incident_id: str, **more: Any
+    s: scenes.Scene, kind: Literal["assign", "resolve"], incident_id: str, **more: Any
 ) -> DispatcherCommand:
     fields: dict[str, Any] = {"agency_id": s.w.agency, "dispatcher_id": "desk", **more}
     return DispatcherCommand(
@@ -398,12 +394,12 @@ async def test_every_incident_ends_assigned_escalated_or_resolved(
         s.clock.now += rng.uniform(0.5, 8.0)
         await s.dispatcher.tick(escalate_after_s=ESCALATE_AFTER_S)
     assert (await state_of(db, incident.id)) in TERMINAL
-    states = await stores.offer_states(db, incident.id)
+    states = await scenes.offer_states(db, incident.id)
     assert list(states.values()).count("accepted") <= 1
     assert "pending" not in states.values() or (await state_of(db, incident.id)) == "escalated"
 
 
-async def random_step(s: stores.Scene, rng: random.Random, incident_id: str) -> None:
+async def random_step(s: scenes.Scene, rng: random.Random, incident_id: str) -> None:
     roll = rng.random()
     if roll < 0.03:
         await s.dispatcher.on_command(command(s, "resolve", incident_id))
@@ -617,7 +613,7 @@ async def test_a_dispatchers_acknowledge_of_an_alarm_reaches_kafka_keyed_by_alar
 
 
 def alarm_hand(
-    s: stores.Scene, kind: str, alarm_id: str, dispatcher: str = "desk", **more: Any
+    s: scenes.Scene, kind: str, alarm_id: str, dispatcher: str = "desk", **more: Any
 ) -> AlarmCommand:
     fields: dict[str, Any] = {"agency_id": s.w.agency, **more}
     return AlarmCommand(
@@ -630,7 +626,7 @@ def alarm_hand(
     )
 
 
-async def routine_alarm(s: stores.Scene) -> str:
+async def routine_alarm(s: scenes.Scene) -> str:
     raised = await s.dispatcher.alarms.raise_(
         s.w.agency,
         f"routine:{s.w.patient.id}",

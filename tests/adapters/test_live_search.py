@@ -28,8 +28,7 @@ from dispatch.ranking import SearchStep, search_plan
 from kernel.contracts import FixEvent
 from kernel.settings import Settings
 from streams.candidate_search import SEARCH_POOL
-from tests.adapters import test_stores as stores
-from tests.adapters.test_stores import SceneMaker
+from tests.adapters.scenes import SceneMaker
 
 LEEDS = (53.800, -1.549)
 NOW = 1_800_000_000.0
@@ -46,9 +45,6 @@ class Person:
     ts: float
     status: str
 
-
-# the scene maker of test_stores (the stores' fixtures come from conftest.py)
-make_scene = stores.make_scene
 
 pytestmark = pytest.mark.servers
 

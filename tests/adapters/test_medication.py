@@ -28,14 +28,13 @@ from kernel.waiting import poll_until
 from medication.doses import Schedule, ScheduledDose
 from streams.decoding import Refused
 from streams.dispatcher import Dispatcher
+from tests.adapters import scenes
 from tests.adapters import test_dead_letters as dead_letter_tests
-from tests.adapters import test_stores as stores
+from tests.adapters.scenes import Scene, SceneMaker
 from tests.adapters.test_dead_letters import WITHIN_S, dead_letters, produce
-from tests.adapters.test_stores import Scene, SceneMaker
 from tests.support import scrape
 from visits.rules import Visit
 
-make_scene = stores.make_scene
 worker = dead_letter_tests.worker
 
 pytestmark = pytest.mark.servers
@@ -408,7 +407,7 @@ async def test_a_worker_parks_an_undeclared_dose_and_records_a_caregivers_entry(
     when no dose is due is on the dead-letter topic as ``undeclared_dose`` and counted; a
     caregiver's entry on the answers topic is recorded and answered."""
     await kafka.ensure_topics(settings, keys.TOPICS)
-    w, now = await stores.seed(db, caregivers=1), datetime.now(UTC).timestamp()
+    w, now = await scenes.seed(db, caregivers=1), datetime.now(UTC).timestamp()
     due = datetime.fromtimestamp(now, UTC).time().replace(second=0, microsecond=0)
     doses = Schedule(w.patient.id, (ScheduledDose("metformin", due, window_s=3600.0),), "UTC")
     await MedicationStore(db).set_schedule(doses, now - 3600)

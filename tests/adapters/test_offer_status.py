@@ -19,15 +19,13 @@ from adapters.storage.postgres import Database
 from kernel import recipients
 from kernel.contracts import DispatcherCommand, OfferAnswer, OfferStatusFrame
 from kernel.settings import Settings
-from tests.adapters import test_stores as stores
-from tests.adapters.test_stores import SceneMaker
-
-make_scene = stores.make_scene
+from tests.adapters import scenes
+from tests.adapters.scenes import SceneMaker
 
 pytestmark = pytest.mark.servers
 
 
-async def offer_states(s: stores.Scene) -> list[tuple[str, str]]:
+async def offer_states(s: scenes.Scene) -> list[tuple[str, str]]:
     """(caregiver, state) of each ``offer_status`` frame the dispatchers were sent, in order;
     each frame checked against its contract."""
     frames = [
@@ -38,7 +36,7 @@ async def offer_states(s: stores.Scene) -> list[tuple[str, str]]:
     return [(f["caregiver_id"], f["state"]) for f in frames]
 
 
-async def offer_frames(s: stores.Scene) -> list[dict[str, Any]]:
+async def offer_frames(s: scenes.Scene) -> list[dict[str, Any]]:
     return [
         f for f in await s.to(recipients.dispatchers(s.w.agency)) if f["type"] == "offer_status"
     ]
@@ -160,7 +158,7 @@ async def test_an_accept_finding_its_incident_no_longer_waiting_is_told_taken_to
     assert await s.to(recipients.dispatchers(elsewhere)) == []
 
 
-def _command(s: stores.Scene, kind: Any, incident_id: str, **more: Any) -> DispatcherCommand:
+def _command(s: scenes.Scene, kind: Any, incident_id: str, **more: Any) -> DispatcherCommand:
     return DispatcherCommand(
         command_id=uuid.uuid4().hex,
         command=kind,

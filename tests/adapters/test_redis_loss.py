@@ -11,10 +11,7 @@ from adapters.storage.connection import RedisConnection
 from adapters.storage.postgres import Database
 from kernel import recipients
 from kernel.settings import Settings
-from tests.adapters import test_stores as stores
-from tests.adapters.test_stores import SceneMaker
-
-make_scene = stores.make_scene
+from tests.adapters.scenes import SceneMaker
 
 pytestmark = pytest.mark.servers
 

@@ -21,12 +21,9 @@ from adapters.storage.retention import DAY_S, apply_retention, prune_fixes
 from kernel import keys
 from kernel.sealing import FORGOTTEN, UNREADABLE
 from kernel.settings import Settings
-from tests.adapters import test_stores as stores
-from tests.adapters.test_stores import LEEDS, SceneMaker, fix, seed
+from tests.adapters.scenes import LEEDS, SceneMaker, fix, seed
 
 pytestmark = pytest.mark.servers
-
-make_scene = stores.make_scene
 
 
 def patient(agency: str, name: str) -> PatientRow:

@@ -24,7 +24,7 @@ from kernel.contracts import TelemetrySample
 from kernel.settings import Settings
 from streams.runtime import Runtime
 from streams.vitals_flow import VitalsPipeline, decode_samples, source_of
-from tests.adapters.test_stores import World, seed
+from tests.adapters.scenes import World, seed
 from tests.support import kafka_reader
 
 pytestmark = pytest.mark.servers

@@ -8,7 +8,7 @@ import pytest
 
 from adapters.storage.postgres import Database
 from adapters.storage.vitals import RAW_WINDOW_S, RawVital, VitalsStore
-from tests.adapters.test_stores import seed
+from tests.adapters.scenes import seed
 from vitals.measures import Measure
 from vitals.thresholds import Threshold
 
