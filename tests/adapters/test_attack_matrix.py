@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from kernel import tokens
 from kernel.contracts import Role
 from kernel.settings import Settings
-from tests.adapters.test_gateway import TIMEOUT_S, client, close_code, recv, send
+from tests.adapters.gateway_clients import TIMEOUT_S, client, close_code, recv, send
 from ws_gateway.server import Gateway
 
 pytestmark = pytest.mark.servers

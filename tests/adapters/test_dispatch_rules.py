@@ -35,8 +35,8 @@ from kernel.errors import RejectedInput
 from kernel.settings import Settings
 from kernel.tokens import Claims
 from streams.dispatcher import Dispatcher
+from tests.adapters import gateway_clients as gw
 from tests.adapters import scenes
-from tests.adapters import test_gateway as gw
 from tests.adapters.scenes import SceneMaker, alarms_told, event_kinds, seed
 from tests.support import Inbox
 from ws_gateway.server import Gateway

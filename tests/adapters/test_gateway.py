@@ -6,17 +6,14 @@ import asyncio
 import contextlib
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
@@ -24,9 +21,20 @@ from adapters.storage.outbox import Outbox
 from adapters.storage.revocations import Revocations
 from kernel import recipients, tokens
 from kernel.contracts import DeadLetter, OfferAnswer, OfferResultFrame
-from kernel.contracts import Role as RoleName
 from kernel.settings import Settings
 from kernel.waiting import poll_until
+from tests.adapters.gateway_clients import (
+    TIMEOUT_S,
+    Frame,
+    client,
+    close_code,
+    consume,
+    http_get,
+    put_offer,
+    recv,
+    send,
+    token,
+)
 from tests.support import own_gateway
 from ws_gateway import connection, conversation, web
 from ws_gateway.connection import Connection
@@ -34,9 +42,6 @@ from ws_gateway.server import Gateway
 from ws_gateway.session import Delivered
 
 pytestmark = pytest.mark.servers
-
-TIMEOUT_S = 10.0
-Frame = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -69,80 +74,8 @@ def box(redis_client: aioredis.Redis, settings: Settings) -> Outbox:
 # ---------------------------------------------------------------- helpers
 
 
-def token(
-    settings: Settings,
-    role: RoleName,
-    sub: str,
-    agency: str = "a1",
-    patients: list[str] | None = None,
-) -> str:
-    ring = tokens.keyring_of(settings)
-    return tokens.mint(ring, role, sub, agency, 600.0, time.time(), patients)
-
-
-def client(gw: Gateway, token: str | None = None, **params: str) -> connect:
-    """A WebSocket to the gateway; its token in the Authorization header."""
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
-    return connect(
-        f"ws://127.0.0.1:{gw.port}/ws?{urlencode(params)}",
-        open_timeout=TIMEOUT_S,
-        additional_headers=headers,
-    )
-
-
-async def recv(ws: ClientConnection) -> Frame:
-    frame: Frame = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
-    return frame
-
-
-async def send(ws: ClientConnection, frame: Frame) -> None:
-    await ws.send(orjson.dumps(frame).decode())
-
-
-async def close_code(ws: ClientConnection) -> int | None:
-    await asyncio.wait_for(ws.wait_closed(), TIMEOUT_S)
-    return ws.close_code
-
-
 def result(offer_id: str) -> OfferResultFrame:
     return OfferResultFrame(offer_id=offer_id, outcome="assigned")
-
-
-async def consume(settings: Settings, topic: str, match: Callable[[Frame], bool]) -> Frame:
-    """The first record on ``topic`` (from the beginning) whose JSON value matches."""
-    consumer = AIOKafkaConsumer(
-        settings.keys.topic(topic),
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-    )
-    await consumer.start()
-    try:
-        async with asyncio.timeout(TIMEOUT_S):
-            async for record in consumer:
-                value: Frame = orjson.loads(record.value)
-                if match(value):
-                    value["_key"] = record.key
-                    return value
-    finally:
-        await consumer.stop()
-    raise AssertionError("unreachable")
-
-
-async def http_get(
-    gw: Gateway, path: str, admin: bool = False
-) -> tuple[int, dict[str, str], bytes]:
-    port = gw.admin_port if admin else gw.port
-    assert port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-    raw = await asyncio.wait_for(reader.read(), TIMEOUT_S)
-    writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode().split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in header_lines)
-    return int(status_line.split()[1]), headers, body
 
 
 # ---------------------------------------------------------------- authentication and scope
@@ -448,22 +381,6 @@ async def test_resume_in_the_url(gateway: Gateway, settings: Settings, box: Outb
 
 
 # ---------------------------------------------------------------- answers
-
-
-async def put_offer(
-    redis_client: aioredis.Redis, settings: Settings, caregiver_id: str
-) -> tuple[str, str]:
-    offer_id, incident_id = uuid.uuid4().hex, uuid.uuid4().hex
-    await redis_client.hset(
-        settings.keys.offer(offer_id),
-        mapping={
-            "caregiver_id": caregiver_id,
-            "incident_id": incident_id,
-            "agency_id": "a1",
-            "expires_at": str(time.time() + 45),
-        },
-    )
-    return offer_id, incident_id
 
 
 async def test_accept_own_offer_reaches_kafka(

@@ -18,7 +18,7 @@ from careknot.servers.embedded import Launcher, Started
 from kernel import recipients
 from kernel.contracts import OfferResultFrame
 from kernel.settings import Settings
-from tests.adapters.test_gateway import Frame, client, recv, token
+from tests.adapters.gateway_clients import Frame, client, recv, token
 from tests.support import own_gateway
 from ws_gateway.server import Gateway
 

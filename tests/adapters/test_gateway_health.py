@@ -18,7 +18,7 @@ from careknot.servers.probes import kafka_answers, redis_answers
 from careknot.servers.processes import Child, spawn
 from kernel.settings import Settings
 from kernel.waiting import poll_until
-from tests.adapters.test_gateway import http_get
+from tests.adapters.gateway_clients import http_get
 from tests.support import own_gateway
 from ws_gateway.server import Gateway
 

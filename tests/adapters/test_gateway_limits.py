@@ -16,7 +16,15 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection
 
 from kernel.settings import Settings
-from tests.adapters.test_gateway import client, close_code, http_get, put_offer, recv, send, token
+from tests.adapters.gateway_clients import (
+    client,
+    close_code,
+    http_get,
+    put_offer,
+    recv,
+    send,
+    token,
+)
 from tests.support import own_gateway
 from ws_gateway.server import Gateway
 
