@@ -4,9 +4,7 @@ against the real Postgres."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,22 +17,11 @@ from adapters.storage.alarms import AlarmStore
 from adapters.storage.postgres import Database
 from adapters.storage.revocations import Revocations
 from alarms.ladder import Ladder, Step
-from careknot.up import settings_env
 from kernel import tokens
 from kernel.settings import Settings
+from tests.adapters.cli_runs import careknot
 
 pytestmark = pytest.mark.servers
-
-
-def careknot(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "careknot.cli", "-l", "warning", *args],
-        env={**os.environ, **settings_env(settings)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_token_issues_a_token_the_gateway_accepts(stack_settings: Settings) -> None:

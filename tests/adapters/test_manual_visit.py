@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from adapters.storage.postgres import CaregiverRow, Database, PatientRow
 from adapters.storage.visit_store import VisitStore
 from kernel.settings import Settings
-from tests.adapters.test_cli import careknot
+from tests.adapters.cli_runs import careknot
 from visits.rules import Visit
 
 pytestmark = pytest.mark.servers

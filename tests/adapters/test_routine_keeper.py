@@ -29,7 +29,7 @@ from kernel.settings import Settings
 from routines.features import day_bounds, resident_day
 from streams.alarm_keeper import AlarmKeeper
 from streams.routine_keeper import RoutineKeeper, source_of
-from tests.adapters.test_cli import careknot
+from tests.adapters.cli_runs import careknot
 from tests.routine_days import devices, write_days
 
 pytestmark = pytest.mark.servers

@@ -29,7 +29,7 @@ from kernel.contracts import FixEvent
 from kernel.errors import RejectedInput
 from kernel.settings import Settings
 from streams.visit_keeper import VisitKeeper
-from tests.adapters.test_cli import careknot
+from tests.adapters.cli_runs import careknot
 from visits.rules import AlertChange, Visit, VisitRules
 
 pytestmark = pytest.mark.servers
