@@ -18,12 +18,12 @@ from adapters.storage.postgres import Database, PatientRow
 from api.app import create_app
 from careknot.servers.embedded import Started
 from kernel.settings import Settings
-from tests.adapters.test_broker_identity import NOT_AUTHORISED, Reasoned, broker
+from tests.adapters.own_broker import NOT_AUTHORISED, Reasoned, broker
 from tests.support import bearer
 
 pytestmark = pytest.mark.servers
 
-__all__ = ["broker"]  # the module's own Mosquitto, as test_broker_identity starts one
+__all__ = ["broker"]  # the module's own Mosquitto (tests.adapters.own_broker)
 
 WITHIN_S = 30.0
 

@@ -21,12 +21,12 @@ from careknot.servers.embedded import Started
 from kernel.contracts import Role
 from kernel.settings import Settings
 from tests import support
+from tests.adapters.own_broker import NOT_AUTHORISED, Reasoned, broker
 from tests.adapters.test_api_devices import client_of
-from tests.adapters.test_broker_identity import NOT_AUTHORISED, Reasoned, broker
 
 pytestmark = pytest.mark.servers
 
-__all__ = ["broker"]  # the module's own Mosquitto, as test_broker_identity starts one
+__all__ = ["broker"]  # the module's own Mosquitto (tests.adapters.own_broker)
 
 WITHIN_S = 30.0
 FIX = b'{"_type":"location","lat":53.8,"lon":-1.55,"tst":1}'

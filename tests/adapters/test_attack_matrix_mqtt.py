@@ -23,11 +23,11 @@ from adapters.mqtt.access import access_of, admin_access
 from adapters.mqtt.dynsec import DynSec, Kind, Publisher, publisher_prefix
 from careknot.servers.embedded import Started
 from kernel.settings import Settings
-from tests.adapters.test_broker_identity import Reasoned, as_device, broker
+from tests.adapters.own_broker import Reasoned, as_device, broker
 
 pytestmark = pytest.mark.servers
 
-__all__ = ["broker"]  # the module's own Mosquitto, as test_broker_identity starts one
+__all__ = ["broker"]  # the module's own Mosquitto (tests.adapters.own_broker)
 
 TAG = uuid.uuid4().hex[:6]
 A, B = f"mx-{TAG}-a", f"mx-{TAG}-b"

@@ -19,33 +19,33 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import aiomqtt
 import orjson
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.mqtt.access import BrokerAccess, access_of, admin_access
 from adapters.mqtt.dynsec import DynSec, Publisher, UsernameTaken
 from adapters.storage.postgres import Database, DeviceRow, PatientRow
-from careknot.servers.embedded import Launcher, Started, dynsec_plugin
+from careknot.servers.embedded import Started
 from ingest.service import IngestService
 from kernel import keys
 from kernel.settings import Settings
 from kernel.waiting import poll_until
+from tests.adapters.own_broker import NOT_AUTHORISED, Reasoned, as_device, broker
 from tests.support import kafka_reader
 
 pytestmark = pytest.mark.servers
+
+__all__ = ["broker"]  # the module's own Mosquitto (tests.adapters.own_broker)
 
 TAG = uuid.uuid4().hex[:8]
 AGENCY = f"id-{TAG}"
 DEVICE_A, DEVICE_B = f"id-{TAG}-a", f"id-{TAG}-b"
 PASSWORD_A, PASSWORD_B = f"a-{uuid.uuid4().hex}", f"b-{uuid.uuid4().hex}"
 WITHIN_S = 30.0
-NOT_AUTHORISED = 135
 
 
 def evt(device: str) -> str:
@@ -54,47 +54,6 @@ def evt(device: str) -> str:
 
 def fall(seq: int) -> bytes:
     return orjson.dumps({"type": "fall", "ts": time.time(), "seq": seq})
-
-
-class Reasoned(aiomqtt.Client):
-    """An MQTT 5 client that keeps the reason code of each PUBACK it gets."""
-
-    def __init__(self, access: BrokerAccess, **kwargs: Any) -> None:
-        self.pubacks: list[ReasonCode] = []
-        super().__init__(
-            access.host,
-            access.port,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            **access.client_options(),
-            **kwargs,
-        )
-
-    def _on_publish(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Any,
-    ) -> None:
-        self.pubacks.append(reason_code)
-        super()._on_publish(client, userdata, mid, reason_code, properties)
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
-    """A Mosquitto of the module's own on a free port, with identities, as ``careknot up``
-    starts one."""
-    if dynsec_plugin() is None:
-        pytest.skip("needs Mosquitto's dynamic security plugin")
-    launcher = Launcher(tmp_path_factory.mktemp("mqtt"), use_installed=True, timeout=WITHIN_S)
-    try:
-        started = launcher.mqtt(identity=True)
-        if started.how != "mosquitto":
-            pytest.skip("needs Mosquitto on PATH")
-        yield started
-    finally:
-        launcher.close()
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +72,6 @@ async def secured(settings: Settings, broker: Started) -> Settings:
         again = await control.provision([Publisher(AGENCY, "dev", DEVICE_A, PASSWORD_A)])
     assert (made, again) == (2, 0)
     return own
-
-
-def as_device(settings: Settings, device: str, password: str) -> BrokerAccess:
-    return access_of(settings).as_user(device, password)
 
 
 @contextlib.asynccontextmanager
