@@ -32,12 +32,12 @@ from kernel.waiting import poll_until
 from streams.dead_letters import PAYLOAD_CHARS, DeadLetters
 from streams.decoding import TOMBSTONE, UNDECODABLE, Refused
 from streams.handling import POISON
+from tests.adapters.dead_lettering import WITHIN_S, produce, worker
 from tests.adapters.scenes import seed
-from tests.adapters.test_dead_letters import WITHIN_S, produce, worker
 
 pytestmark = pytest.mark.servers
 
-__all__ = ["worker"]  # the dispatch worker fixture, used here too
+__all__ = ["worker"]  # the dispatch worker fixture (tests.adapters.dead_lettering)
 
 
 async def park(settings: Settings, topic: str, refused: list[Refused]) -> None:

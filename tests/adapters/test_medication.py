@@ -28,14 +28,13 @@ from kernel.waiting import poll_until
 from medication.doses import Schedule, ScheduledDose
 from streams.decoding import Refused
 from streams.dispatcher import Dispatcher
-from tests.adapters import scenes
-from tests.adapters import test_dead_letters as dead_letter_tests
+from tests.adapters import dead_lettering, scenes
+from tests.adapters.dead_lettering import WITHIN_S, dead_letters, produce
 from tests.adapters.scenes import Scene, SceneMaker
-from tests.adapters.test_dead_letters import WITHIN_S, dead_letters, produce
 from tests.support import scrape
 from visits.rules import Visit
 
-worker = dead_letter_tests.worker
+worker = dead_lettering.worker
 
 pytestmark = pytest.mark.servers
 
