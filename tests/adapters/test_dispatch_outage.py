@@ -28,13 +28,12 @@ from kernel.contracts import DeviceEvent, FixEvent
 from kernel.settings import Settings
 from streams.dispatcher import Dispatcher
 from streams.handling import with_retries
-from tests.adapters import test_ingest_postgres_outage as outage
-from tests.adapters.test_ingest_postgres_outage import OwnPostgres
+from tests.adapters.stoppable_postgres import OwnPostgres, own_postgres
 from tests.support import wait_for
 
 pytestmark = pytest.mark.servers
 
-own_postgres = outage.own_postgres  # the fixture, in this module's namespace
+__all__ = ["own_postgres"]  # the module's own Postgres (tests.adapters.stoppable_postgres)
 
 TAG = uuid.uuid4().hex[:8]
 AGENCY, PATIENT, PENDANT, CAREGIVER = (f"do-{TAG}-{what}" for what in ("ag", "p", "pendant", "cg"))

@@ -17,9 +17,8 @@ import contextlib
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -28,19 +27,18 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from adapters.storage.postgres import CaregiverRow, Database, DeviceRow, PatientRow
-from careknot.servers.embedded import Launcher
-from careknot.servers.postgres import start_postgres
-from careknot.servers.probes import postgres_answers
-from careknot.servers.processes import Child, RunAs, spawn
 from ingest.registry import REGISTRY_UNAVAILABLE
 from ingest.service import IngestService
 from kernel import keys
 from kernel.settings import Settings
 from kernel.waiting import poll_until
 from streams.fix_flow import decode_fixes
+from tests.adapters.stoppable_postgres import OwnPostgres, own_postgres
 from tests.support import kafka_reader
 
 pytestmark = pytest.mark.servers
+
+__all__ = ["own_postgres"]  # the module's own Postgres (tests.adapters.stoppable_postgres)
 
 TAG = uuid.uuid4().hex[:8]
 AGENCY = f"po-{TAG}"
@@ -50,47 +48,6 @@ PENDANT = f"po-{TAG}-pendant"
 """A pendant registered, whose first fall comes while Postgres is stopped."""
 WITHIN_S = 60.0
 PHONE_PATIENCE_S = 1.0
-
-
-class OwnPostgres:
-    """A Postgres cluster of the module's own that can be stopped and started again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self._launcher = Launcher(workdir, use_installed=True, timeout=WITHIN_S)
-        self.dsn = ""
-
-    def start(self) -> None:
-        self.dsn = start_postgres(self._launcher).url
-
-    def stop(self) -> None:
-        self._child.stop()
-
-    def start_again(self) -> None:
-        """The same server, data and port."""
-        old = self._child
-        argv = [str(arg) for arg in old.proc.args]  # type: ignore[union-attr]
-        child = spawn(
-            old.name, argv, old.log_path, stop_signal=old.stop_signal, run_as=RunAs.for_postgres()
-        )
-        self._launcher.children[-1] = child
-        child.wait_ready(lambda: postgres_answers(self.dsn), WITHIN_S)
-
-    def close(self) -> None:
-        self._launcher.close()
-
-    @property
-    def _child(self) -> Child:
-        return self._launcher.children[-1]
-
-
-@pytest.fixture(scope="module")
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnPostgres]:
-    postgres = OwnPostgres(tmp_path_factory.mktemp("own-postgres"))
-    try:
-        postgres.start()
-        yield postgres
-    finally:
-        postgres.close()
 
 
 @pytest.fixture(scope="module")
