@@ -21,11 +21,11 @@ from adapters.storage.live import LiveIndex
 from adapters.storage.live_mirror import LiveMirror
 from adapters.storage.namespace import drop_namespace
 from adapters.storage.postgres import Database
-from api.app import create_app
 from ingest.service import end_sessions
 from kernel.errors import BrokerUnavailable
 from kernel.settings import Settings
 from streams.dispatcher import Dispatcher
+from tests.adapters.api_clients import client_of
 from tests.adapters.scenes import Clock, Scene, SceneMaker, fix, north, seed
 
 
@@ -88,11 +88,8 @@ def box(redis: aioredis.Redis, settings: Settings) -> outbox.Outbox:
 @pytest.fixture(scope="module")
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The HTTP API in process, its lifespan entered (Postgres and Redis open)."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    async for client in client_of(settings):
+        yield client
 
 
 @pytest.fixture(params=["redis", "copy"])

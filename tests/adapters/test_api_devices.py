@@ -15,9 +15,9 @@ import pytest
 
 from adapters.mqtt.access import access_of
 from adapters.storage.postgres import Database, PatientRow
-from api.app import create_app
 from careknot.servers.embedded import Started
 from kernel.settings import Settings
+from tests.adapters.api_clients import client_of
 from tests.adapters.own_broker import NOT_AUTHORISED, Reasoned, broker
 from tests.support import bearer
 
@@ -31,14 +31,6 @@ WITHIN_S = 30.0
 @pytest.fixture(scope="module")
 def secured(settings: Settings, broker: Started) -> Settings:
     return settings.model_copy(update=broker.update)
-
-
-async def client_of(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
 
 
 @pytest.fixture(scope="module")

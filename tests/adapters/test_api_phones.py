@@ -21,8 +21,8 @@ from careknot.servers.embedded import Started
 from kernel.contracts import Role
 from kernel.settings import Settings
 from tests import support
+from tests.adapters.api_clients import client_of
 from tests.adapters.own_broker import NOT_AUTHORISED, Reasoned, broker
-from tests.adapters.test_api_devices import client_of
 
 pytestmark = pytest.mark.servers
 
