@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dt_time
 from typing import Any
 from urllib.parse import quote
@@ -429,10 +430,15 @@ RAW_BODIES = [
 ]
 
 
-def json_body(schema: dict[str, Any], aspect: str) -> st.SearchStrategy[tuple[bytes, str]]:
-    """A JSON route's body and content type: as its schema says; with a field anywhere in it
-    made hostile (``field``); or anything at all (``body``, ``all``)."""
+def json_body(
+    schema: dict[str, Any], aspect: str, fields: st.SearchStrategy[dict[str, Any]] | None = None
+) -> st.SearchStrategy[tuple[bytes, str]]:
+    """A JSON route's body and content type: as its schema says (``fields`` over what it
+    draws, where the route's rules between fields are more than its schema says); with a
+    field anywhere in it made hostile (``field``); or anything at all (``body``, ``all``)."""
     valid = from_schema(schema).map(with_own_ids)
+    if fields is not None:
+        valid = st.builds(lambda drawn, given: {**drawn, **given}, valid, fields)
     if aspect == "field":
         return st.tuples(valid.flatmap(lambda d: mutated(d, HOSTILE)).map(encode), JSON)
     if aspect not in ("body", "all"):
@@ -445,6 +451,83 @@ def json_body(schema: dict[str, Any], aspect: str) -> st.SearchStrategy[tuple[by
 
 
 JSON = st.just("application/json")
+
+# ---------------------------------------------------------------- valid bases
+
+
+def stretch(starts: str, ends: str, minutes: tuple[int, int]) -> st.SearchStrategy[dict[str, str]]:
+    """A stretch of time near :data:`NEAR` as two fields, its end after its start by
+    ``minutes`` (a range), each written in one of a few time zones."""
+    zones: st.SearchStrategy[tzinfo] = st.sampled_from(
+        [UTC, ZoneInfo("Europe/London"), ZoneInfo("Pacific/Kiritimati")]
+    )
+
+    def written(start: int, length: int, zone: tzinfo, other: tzinfo) -> dict[str, str]:
+        begins = NEAR + timedelta(minutes=start)
+        ends_at = (begins + timedelta(minutes=length)).astimezone(other)
+        return {starts: begins.astimezone(zone).isoformat(), ends: ends_at.isoformat()}
+
+    return st.builds(written, st.integers(-12 * 60, 12 * 60), st.integers(*minutes), zones, zones)
+
+
+HOME = {"lat": 53.8, "lon": -1.55}
+"""Where the agency's patient lives, kept current by the test (a route may move her home)."""
+METRES_A_DEGREE = 111_320.0
+
+
+def ring_about_home(east: float, north: float, radius: float, corners: int) -> list[list[float]]:
+    """A closed ring of ``corners`` about a point ``east``/``north`` metres from her home."""
+    lat, lon = HOME["lat"], HOME["lon"]
+    across = METRES_A_DEGREE * max(math.cos(math.radians(lat)), 0.01)
+    ring = [
+        [
+            lon + (east + radius * math.cos(2 * math.pi * k / corners)) / across,
+            lat + (north + radius * math.sin(2 * math.pi * k / corners)) / METRES_A_DEGREE,
+        ]
+        for k in range(corners)
+    ]
+    return [*ring, ring[0]]
+
+
+POLYGONS = st.builds(
+    lambda ring, multi: (
+        {"type": "MultiPolygon", "coordinates": [[ring]]}
+        if multi
+        else {"type": "Polygon", "coordinates": [ring]}
+    ),
+    st.builds(
+        ring_about_home,
+        st.floats(-300, 300),
+        st.floats(-300, 300),
+        st.floats(5, 1_500),
+        st.integers(3, 24),
+    ),
+    st.booleans(),
+)
+"""Small valid polygons about her home: convex rings, closed, of a sane size."""
+FENCES = st.one_of(
+    st.builds(lambda r: {"radius_m": r, "polygon": None}, st.floats(0.5, 2_000)),
+    POLYGONS.map(lambda polygon: {"radius_m": None, "polygon": polygon}),
+)
+VISITS = st.builds(
+    lambda times: {"patient_id": PATIENT, "caregiver_id": CG, **times},
+    stretch("starts_at", "ends_at", (15, 240)),
+)
+AGENCY_ROUTE = "/v1/agencies/{agency_id}"
+VALID_FIELDS: dict[tuple[str, str], st.SearchStrategy[dict[str, Any]]] = {
+    ("PUT", f"{AGENCY_ROUTE}/visits/{{visit_id}}"): VISITS,
+    ("PUT", f"{AGENCY_ROUTE}/patients/{{patient_id}}/fence"): FENCES,
+    ("POST", f"{AGENCY_ROUTE}/caregivers/{{caregiver_id}}/shifts"): stretch(
+        "starts_at", "ends_at", (15, 24 * 60)
+    ),
+}
+"""The fields of a route's body drawn as its rules between them say (an end after its start,
+the agency's own patient, a fence about her home), over those drawn from its schema: the
+valid base a hostile field is put in, so that most bodies get past the route's checks."""
+VALID_QUERIES: dict[tuple[str, str], st.SearchStrategy[dict[str, str]]] = {
+    ("GET", f"{AGENCY_ROUTE}/visit-report"): stretch("since", "until", (1, 93 * 24 * 60)),
+}
+"""The same for a route's query: the parameters drawn together, over those drawn alone."""
 CSV_COLUMNS = ["visit_id", "patient_id", "caregiver_id", "starts_at", "ends_at", "service", "tasks"]
 CSV_CELLS = st.one_of(
     st.sampled_from([*EDGE_TEXTS, PATIENT, CG, "2031-01-01T09:00:00Z", "a;b;c", "18" * 10]),
@@ -526,20 +609,29 @@ def path_drawn(draw: st.DrawFn, template: str, parameters: Parameters, aspect: s
 def query_drawn(draw: st.DrawFn, one: Hostile, parameters: Parameters, aspect: str) -> None:
     """The query's values, junk too and an unknown parameter when it is the hostile aspect."""
     junk = aspect in ("query", "all")
+    route = (one.method, one.template)
+    valid = draw(VALID_QUERIES[route]) if route in VALID_QUERIES else {}
     for p in (p for p in parameters if p["in"] == "query"):
-        one.params += [(p["name"], v) for v in draw(query_value(p["schema"], junk))]
+        if p["name"] in valid and not (junk and draw(st.booleans())):
+            one.params.append((p["name"], valid[p["name"]]))
+        else:
+            one.params += [(p["name"], v) for v in draw(query_value(p["schema"], junk))]
     if junk and draw(st.booleans()):
         one.params.append((draw(st.text(min_size=1, max_size=8)), draw(st.text(max_size=8))))
 
 
 def headers_drawn(draw: st.DrawFn, one: Hostile, parameters: Parameters, aspect: str) -> None:
-    """The header parameters, none or as their schema says (an ``If-Match`` often
-    :data:`CURRENT`); junk too when they are the hostile aspect."""
+    """The header parameters, none or as their schema says (an ``If-Match`` mostly
+    :data:`CURRENT`, else none: an ETag of its schema's text is one that does not hold); junk
+    too, and an ``If-Match`` of any text, when they are the hostile aspect."""
+    hostile = aspect in ("headers", "all")
     for p in (p for p in parameters if p["in"] == "header"):
-        good: st.SearchStrategy[Any] = st.one_of(st.none(), from_schema(p["schema"]))
-        if p["name"].lower() == "if-match":
-            good = st.one_of(good, st.just(CURRENT), st.just(CURRENT))
-        value = draw(st.one_of(good, HEADER_JUNK) if aspect in ("headers", "all") else good)
+        drawn: st.SearchStrategy[Any] = st.one_of(st.none(), from_schema(p["schema"]))
+        good = drawn
+        if p["name"].lower() == "if-match":  # the simplest first
+            good = st.one_of(st.just(CURRENT), st.just(CURRENT), st.none())
+            drawn = st.one_of(good, drawn)
+        value = draw(st.one_of(drawn, HEADER_JUNK) if hostile else good)
         if value is not None:
             one.headers[p["name"]] = value if isinstance(value, bytes) else str(value).encode()
 
@@ -549,7 +641,8 @@ def body_drawn(draw: st.DrawFn, one: Hostile, body: dict[str, Any], aspect: str)
     none, one all the same when the body is the hostile aspect."""
     drawn: tuple[bytes, str] | None = None
     if "application/json" in body:
-        drawn = draw(json_body(body["application/json"]["schema"], aspect))
+        fields = VALID_FIELDS.get((one.method, one.template))
+        drawn = draw(json_body(body["application/json"]["schema"], aspect, fields))
     elif "text/csv" in body:
         drawn = draw(csv_body(aspect))
     elif aspect in ("body", "all"):  # a body where none is taken

@@ -50,6 +50,7 @@ from tests.adapters.api_fuzzing import (
     CG,
     CURRENT,
     DEVICE,
+    HOME,
     OWN,
     PATIENT,
     PLACES,
@@ -277,7 +278,10 @@ async def records(
 
 @pytest.fixture
 async def kept(route: tuple[str, str], records: Records) -> AsyncIterator[Records]:
-    """The records standing for the route, and made again after one deletes them."""
+    """The records standing for the route, and made again after one deletes them; where the
+    patient lives now (a fence is drawn about her home, which a route before may have moved)."""
+    patient = (await records.get(f"/patients/{PATIENT}")).json()
+    HOME.update(lat=patient["lat"], lon=patient["lon"])
     yield records
     if route[0] == "DELETE":
         await records.kept()
