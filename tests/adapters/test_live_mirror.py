@@ -22,7 +22,7 @@ from dispatch.ranking import search_plan
 from kernel.contracts import FixEvent
 from kernel.settings import Settings
 from kernel.waiting import poll_until
-from tests.adapters.test_live_search import AGENCIES, LEEDS, NOW, STALE_S, Person, put, scatter
+from tests.adapters.live_people import AGENCIES, LEEDS, NOW, STALE_S, Person, put, scatter
 
 pytestmark = pytest.mark.servers
 

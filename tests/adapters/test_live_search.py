@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 
 import h3
 import pytest
@@ -28,50 +27,10 @@ from dispatch.ranking import SearchStep, search_plan
 from kernel.contracts import FixEvent
 from kernel.settings import Settings
 from streams.candidate_search import SEARCH_POOL
+from tests.adapters.live_people import AGENCIES, LEEDS, NOW, STALE_S, Person, put, scatter
 from tests.adapters.scenes import SceneMaker
 
-LEEDS = (53.800, -1.549)
-NOW = 1_800_000_000.0
-STALE_S = 120.0
-AGENCIES = ("ag0", "ag1", "ag2")
-
-
-@dataclass(frozen=True)
-class Person:
-    id: str
-    agency: str
-    lat: float
-    lon: float
-    ts: float
-    status: str
-
-
 pytestmark = pytest.mark.servers
-
-
-async def put(live: LiveIndex, people: list[Person]) -> None:
-    await live.update(
-        [
-            FixEvent(event_id=p.id, agency_id=p.agency, caregiver_id=p.id, lat=p.lat, lon=p.lon,
-                ts=p.ts, received_at=p.ts)
-            for p in people
-        ]
-    )  # fmt: skip
-    for p in people:
-        if p.status == BUSY:
-            await live.set_status(p.id, BUSY)
-
-
-def scatter(rng: random.Random, n: int, prefix: str) -> list[Person]:
-    """People around Leeds: some close, most over ~30 km; some stale, some busy."""
-    out = []
-    for i in range(n):
-        spread = 0.02 if rng.random() < 0.3 else 0.25
-        ts = NOW - rng.choice((0.0, 30.0, 119.0, 121.0, 600.0))
-        status = BUSY if rng.random() < 0.15 else "available"
-        lat, lon = rng.gauss(LEEDS[0], spread), rng.gauss(LEEDS[1], spread * 1.6)
-        out.append(Person(f"{prefix}{i}", rng.choice(AGENCIES), lat, lon, ts, status))
-    return out
 
 
 def brute_force(
