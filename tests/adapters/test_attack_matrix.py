@@ -26,6 +26,7 @@ from kernel import tokens
 from kernel.contracts import Role
 from kernel.settings import Settings
 from tests.adapters.gateway_clients import TIMEOUT_S, client, close_code, recv, send
+from tests.adapters.role_permissions import MAY
 from ws_gateway.server import Gateway
 
 pytestmark = pytest.mark.servers
@@ -57,23 +58,6 @@ FRAMES: dict[str, dict[str, Any]] = {
     "resume": {"type": "resume", "last_seq": 0},
     "ping": {"type": "ping"},
 }
-MAY: dict[str, set[str]] = {
-    "caregiver": {"accept", "decline", "administration", "resume", "ping"},
-    "family": {"resume", "ping"},
-    "admin": {"resume", "ping"},
-    "dispatcher": {
-        "assign",
-        "resolve",
-        "acknowledge",
-        "clear",
-        "false_alarm",
-        "open_incident",
-        "resume",
-        "ping",
-    },
-}
-"""What each role may send; the rest is refused ``forbidden``. A caregiver's answer to an
-offer that is not hers is refused too (``unknown_offer`` here: there is no such offer)."""
 REFUSED_AS = {"accept": "unknown_offer", "decline": "unknown_offer"}
 CASES = [(who, kind) for who in ROLES for kind in FRAMES]
 

@@ -207,7 +207,7 @@ def test_every_frame_the_gateway_takes_is_documented(asyncapi: dict[str, Any]) -
 def test_what_each_role_may_send_is_what_the_attack_matrix_tries(
     asyncapi: dict[str, Any],
 ) -> None:
-    from tests.adapters.test_attack_matrix import MAY
+    from tests.adapters.role_permissions import MAY
 
     for role in docs.ROLES:
         sends = {
