@@ -1,8 +1,8 @@
 """Dispatch rules against the real Postgres and Redis: who is never offered, incidents joined,
 escalation in time, manual assignment, resolution, the audit timeline and a restart.
 
-Fixtures and the small world come from ``test_stores`` (same servers, a namespace of this
-module's own).
+Fixtures come from conftest.py and the small world from ``tests.adapters.scenes`` (same
+servers, a namespace of this module's own).
 """
 
 from __future__ import annotations

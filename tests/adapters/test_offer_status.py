@@ -3,8 +3,8 @@
 change of it (accepted, declined, expired, taken, cancelled), kept and told with the step that
 made it, and told again when Redis lost the outboxes.
 
-Fixtures and the small world come from ``test_stores`` (same servers, a namespace of this
-module's own).
+Fixtures come from conftest.py and the small world from ``tests.adapters.scenes`` (same
+servers, a namespace of this module's own).
 """
 
 from __future__ import annotations
