@@ -1,13 +1,15 @@
 """Clients of the gateway as the tests open them: a short token of a role, a WebSocket with it,
 frames sent and received within :data:`TIMEOUT_S`, a close code, the first matching record on a
-Kafka topic, a plain HTTP GET, and an offer put straight in Redis for a caregiver to answer."""
+Kafka topic, a plain HTTP GET, an offer put straight in Redis for a caregiver to answer, and a
+Redis client that leaves the namespace empty."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,6 +25,19 @@ from ws_gateway.server import Gateway
 
 TIMEOUT_S = 10.0
 Frame = dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def namespace_redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """A client of the settings' Redis; on the way out every key of their namespace goes."""
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        yield redis
+    finally:
+        keys = [key async for key in redis.scan_iter(match=settings.keys.everything())]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
 
 
 def token(

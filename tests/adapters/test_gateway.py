@@ -30,6 +30,7 @@ from tests.adapters.gateway_clients import (
     close_code,
     consume,
     http_get,
+    namespace_redis,
     put_offer,
     recv,
     send,
@@ -58,12 +59,8 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
 @pytest.fixture(scope="module")
 async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    keys = [key async for key in client.scan_iter(match=settings.keys.everything())]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    async with namespace_redis(settings) as redis:
+        yield redis
 
 
 @pytest.fixture(scope="module")

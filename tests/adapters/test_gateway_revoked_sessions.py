@@ -20,6 +20,7 @@ from adapters.storage import revocations
 from adapters.storage.revocations import Revocations
 from kernel import tokens
 from kernel.settings import Settings
+from tests.adapters.gateway_clients import namespace_redis
 from tests.support import own_gateway
 from ws_gateway import conversation
 from ws_gateway.server import Gateway
@@ -36,12 +37,8 @@ def settings(stack_settings: Settings) -> Settings:
 
 @pytest.fixture
 async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    keys = [key async for key in client.scan_iter(match=settings.keys.everything())]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    async with namespace_redis(settings) as redis:
+        yield redis
 
 
 def _connect(gw: Gateway, token: str) -> connect:
