@@ -23,16 +23,15 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import aiomqtt
 import httpx
 import orjson
 import pytest
 
 from adapters.mqtt.access import access_of
-from geofence.geodesy import LocalFrame
 from kernel.contracts import Role
 from kernel.settings import Settings
 from tests import support
+from tests.journey.driving import Drive
 from tests.journey.harness import own_worker_ready, running_system
 from tests.support import Phone, free_port, is_type, token, wait_for
 
@@ -42,7 +41,6 @@ RUN = secrets.token_hex(3)
 AGENCY = f"new-agency-{RUN}"
 CAREGIVER, PATIENT, DEVICE, VISIT = (f"{AGENCY}.{n}" for n in ("cara", "pat", "fd", "visit"))
 HOME = (53.7760, -1.6010)
-STEP_M = 20.0  # per fix, one second apart: 72 km/h
 DWELL_IN_S, DWELL_OUT_S = 2.0, 3.0
 WITHIN_S = 60.0
 
@@ -82,39 +80,10 @@ def bearer(settings: Settings, role: Role, sub: str) -> dict[str, str]:
     return support.bearer(settings, role, sub, AGENCY)
 
 
-def north_of_home(metres: float) -> tuple[float, float]:
-    lon, lat = LocalFrame(*HOME).to_lonlat(0.0, metres)
-    return lat, lon
-
-
 async def said(answer: httpx.Response, status: int) -> dict[str, Any]:
     assert answer.status_code == status, answer.text
     body: dict[str, Any] = answer.json()
     return body
-
-
-class Drive:
-    """Her phone's fixes, one second apart, strictly increasing ``tst`` (its clock a minute back,
-    so the last of them is within ingest's allowance for fixes stamped ahead)."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.tst = int(time.time()) - 60
-
-    async def at(self, metres: float) -> None:
-        self.tst += 1
-        lat, lon = north_of_home(metres)
-        fix = {"_type": "location", "lat": lat, "lon": lon, "tst": self.tst, "acc": 5}
-        topic = f"ck/{AGENCY}/cg/{CAREGIVER}/loc"
-        await self.client.publish(topic, orjson.dumps(fix), qos=1, timeout=WITHIN_S)
-
-    async def path(self, start_m: float, end_m: float) -> None:
-        step = STEP_M if end_m > start_m else -STEP_M
-        metres = start_m
-        while (end_m - metres) * step > 0:
-            await self.at(metres)
-            metres += step
-        await self.at(end_m)
 
 
 async def enrol(api: httpx.AsyncClient, s: Settings) -> tuple[dict[str, str], dict[str, str]]:
@@ -171,7 +140,7 @@ async def test_a_new_agency_dispatches_an_emergency_and_verifies_a_visit_through
     her_phone = access_of(s).as_user(phone_login["username"], phone_login["password"])
     detector = access_of(s).as_user(detector_login["username"], detector_login["password"])
     async with her_phone.client(identifier=f"phone-{RUN}") as mqtt:
-        drive = Drive(mqtt)
+        drive = Drive(mqtt, f"ck/{AGENCY}/cg/{CAREGIVER}/loc", HOME)
         await drive.at(800.0)  # on her way to the visit
 
         async def seen_on_her_way() -> bool | None:

@@ -14,14 +14,13 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiomqtt
-import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from adapters.storage.postgres import CaregiverRow, Database, PatientRow
 from adapters.storage.visit_store import VisitStore
-from geofence.geodesy import LocalFrame
 from kernel.settings import Settings
+from tests.journey.driving import Drive
 from tests.journey.harness import own_worker_ready, running_system
 from tests.support import Phone, is_type, token
 from visits.rules import Visit
@@ -32,7 +31,6 @@ RUN = secrets.token_hex(3)
 AGENCY = f"visit-journey-{RUN}"  # unique to the run: MQTT topics are shared between runs
 CAREGIVER, PATIENT, VISIT = f"vj-cg-{RUN}", f"vj-pat-{RUN}", f"vj-visit-{RUN}"
 HOME = (53.7760, -1.6010)
-STEP_M = 20.0  # per fix, one second apart: 72 km/h
 DWELL_IN_S, DWELL_OUT_S = 2.0, 3.0
 
 
@@ -67,41 +65,12 @@ async def ready(system: Settings) -> AsyncIterator[Settings]:
     yield system
 
 
-def _north_of_home(metres: float) -> tuple[float, float]:
-    lon, lat = LocalFrame(*HOME).to_lonlat(0.0, metres)
-    return lat, lon
-
-
-class Drive:
-    """Her phone: fixes with strictly increasing ``tst``, one second apart, sent faster than
-    they were taken: its clock starts a minute back, so the last of the drive's 70-odd fixes is
-    still within ingest's allowance for fixes stamped ahead (``max_fix_ahead_s``)."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.tst = int(time.time()) - 60
-
-    async def at(self, metres: float) -> None:
-        self.tst += 1
-        lat, lon = _north_of_home(metres)
-        fix = {"_type": "location", "lat": lat, "lon": lon, "tst": self.tst, "acc": 5}
-        await self.client.publish(f"ck/{AGENCY}/cg/{CAREGIVER}/loc", orjson.dumps(fix), qos=1)
-
-    async def path(self, start_m: float, end_m: float) -> None:
-        step = STEP_M if end_m > start_m else -STEP_M
-        metres = start_m
-        while (end_m - metres) * step > 0:
-            await self.at(metres)
-            metres += step
-        await self.at(end_m)
-
-
 async def test_family_sees_en_route_arrived_and_left_in_order(ready: Settings) -> None:
     s = ready
     family = await Phone.open(s, token(s, "family", "vj-fam", AGENCY, [PATIENT]))
     desk = await Phone.open(s, token(s, "dispatcher", "vj-desk", AGENCY))
     async with aiomqtt.Client(s.mqtt_host, s.mqtt_port) as client:
-        drive = Drive(client)
+        drive = Drive(client, f"ck/{AGENCY}/cg/{CAREGIVER}/loc", HOME)
         await drive.at(800.0)
         en_route = await family.expect(is_type("visit_status", visit_id=VISIT, state="en_route"))
         assert en_route["patient_id"] == PATIENT and 0 < en_route["eta_s"] < 600
