@@ -9,6 +9,7 @@ on exit. :class:`OutboxChannels` is the subscription. Redis errors become
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self
@@ -27,6 +28,8 @@ from kernel.errors import StorageError
 from kernel.keys import Keys
 
 POOL_SIZE = 100
+READ_S = 1.0
+"""The longest one read of the subscription waits before it returns to the relay."""
 POOL_WAIT_S = 10.0
 
 
@@ -129,11 +132,24 @@ class OutboxChannels:
             raise StorageError(f"redis: resubscribing to {self._pattern}: {exc}") from exc
 
     async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
-        """Every message published to a recipient, with that recipient, as it comes."""
+        """Every message published to a recipient, with that recipient, as it comes.
+
+        Each read waits at most :data:`READ_S`, so a cancellation redis-py's pub/sub let pass
+        (a gateway stopping just after its Redis came back: seen to leave the relay reading for
+        ever, and the gateway's stop waiting for it) is still taken, at the next return."""
         prefix = self._prefix
         try:
-            async for message in self._pubsub.listen():
-                if message["type"] == "pmessage":
+            while True:
+                message = await self._pubsub.get_message(timeout=READ_S)
+                _raise_if_cancelled()
+                if message is not None and message["type"] == "pmessage":
                     yield message["channel"].decode().removeprefix(prefix), message["data"]
         except RedisError as exc:
             raise StorageError(f"redis: relaying {self._pattern}: {exc}") from exc
+
+
+def _raise_if_cancelled() -> None:
+    """Raise the cancellation this task was given, if a library it awaited swallowed it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
